@@ -1,0 +1,37 @@
+"""Poisoning detectors: pure numpy algorithms behind one accumulator contract.
+
+Nothing in this package imports Apache Beam; :mod:`poisonscan.pipelines` wires these
+classes into Beam combiners, and :mod:`poisonscan.api` runs them in memory.
+"""
+
+from ._params import InvalidParameterError
+from .base import (
+    Detector,
+    DetectorState,
+    available_detectors,
+    detector_class,
+    make_detector,
+    register,
+)
+from .decision import ClassVerdict, GroupTest, budget_cap, fit_two_groups, select_within_budget
+from .spectral import SpectralSignature
+from .stats import ClassSample, MeanCov, Reservoir
+
+__all__ = [
+    "ClassSample",
+    "ClassVerdict",
+    "Detector",
+    "DetectorState",
+    "GroupTest",
+    "InvalidParameterError",
+    "MeanCov",
+    "Reservoir",
+    "SpectralSignature",
+    "available_detectors",
+    "budget_cap",
+    "detector_class",
+    "fit_two_groups",
+    "make_detector",
+    "register",
+    "select_within_budget",
+]

@@ -1,0 +1,203 @@
+"""The detector contract and the registry of detectors by name.
+
+A detector is a small class with keyword-only parameters and the accumulator contract of
+TFDV's statistics generators, so the same code runs in memory and inside a Beam combiner:
+
+    create_accumulator() -> A
+    add_input(A, X, y) -> A              # a batch: X float (n, d), y labels (n,)
+    merge_accumulators([A, ...]) -> A    # associative: Beam may combine in any tree
+    extract_output(A, samples) -> State  # fitted state, small and picklable
+    score(State, X, y) -> (n,)           # higher = more suspicious, always
+
+``samples`` maps each class to a bounded uniform :class:`~.stats.ClassSample` gathered in
+the same pass; detectors that cannot merge exactly (clustering, neighbours) fit on it and
+then score every row.
+
+A detector also names a *decision statistic*: a signed 1-D value per row from which
+:mod:`.decision` judges each class (:meth:`Detector.statistic`, by default the score).
+State carries that statistic for the sampled rows (``State.calibration``), computed so
+that a row is not judged by a model it helped fit.
+
+Detectors never import Beam and never render anything.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from ._params import InvalidParameterError, ParamsMixin
+from .stats import ClassSample
+
+
+@dataclass
+class DetectorState:
+    """Fitted state of one detector.
+
+    Attributes
+    ----------
+    detector : str
+        The detector's registered name.
+    classes : dict
+        Per-class fitted state (detector-specific, small and picklable).
+    calibration : dict
+        Per-class decision statistic of the sampled rows.
+    info : dict
+        Anything else worth reporting (chosen dimensions, eigenvalues, ...).
+    """
+
+    detector: str
+    classes: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    @staticmethod
+    def union(states: list["DetectorState"]) -> "DetectorState":
+        """Join per-class states fitted separately (for per-class detectors)."""
+        if not states:
+            raise ValueError("no states to join")
+        out = DetectorState(states[0].detector)
+        for st in states:
+            if st.detector != out.detector:
+                raise ValueError(f"cannot join states of {out.detector} and {st.detector}")
+            overlap = set(out.classes) & set(st.classes)
+            if overlap:
+                raise ValueError(f"class(es) {sorted(map(str, overlap))} fitted twice")
+            out.classes.update(st.classes)
+            out.calibration.update(st.calibration)
+            out.info.update(st.info)
+        return out
+
+
+class Detector(ParamsMixin, abc.ABC):
+    """Base class of every detector. See the module docstring for the contract."""
+
+    #: Registered name (``--detectors`` selects by it).
+    name: ClassVar[str]
+    #: True when the state is a union of independent per-class states, so each class
+    #: can be fitted on its own (in parallel).
+    per_class: ClassVar[bool] = True
+    #: True when a group *below* the main mass of the statistic is suspicious too.
+    two_sided: ClassVar[bool] = False
+    #: Short description of the decision statistic, for reasons and reports.
+    statistic_name: ClassVar[str] = "score"
+
+    @abc.abstractmethod
+    def create_accumulator(self) -> Any:
+        """A new, empty accumulator."""
+
+    @abc.abstractmethod
+    def add_input(self, accumulator: Any, X: np.ndarray, y: np.ndarray) -> Any:
+        """Fold a batch of rows into the accumulator and return it."""
+
+    @abc.abstractmethod
+    def merge_accumulators(self, accumulators: list) -> Any:
+        """Merge accumulators (associative and commutative)."""
+
+    @abc.abstractmethod
+    def extract_output(
+        self, accumulator: Any, samples: Mapping[Any, ClassSample]
+    ) -> DetectorState:
+        """Fit the detector's state from the merged accumulator and class samples."""
+
+    @abc.abstractmethod
+    def score(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-row suspicion scores; higher = more suspicious."""
+
+    def statistic(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-row decision statistic (see :mod:`.decision`); by default the score."""
+        return self.score(state, X, y)
+
+    def evaluate(
+        self, state: DetectorState, X: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and decision statistics in one call (override to share work)."""
+        return self.score(state, X, y), self.statistic(state, X, y)
+
+    def explain(self, state: DetectorState, label: Any, strength: float) -> str:
+        """A phrase for a flagged row's reason."""
+        return f"{self.name} {self.statistic_name} {strength:.1f} SD from the class's main mass"
+
+    # helpers -----------------------------------------------------------------------
+    @staticmethod
+    def _check_batch(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X)
+        y = np.asarray(y)
+        if X.ndim != 2:
+            raise ValueError(f"X must be a 2-D array of vectors; got shape {X.shape}")
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"y must be a 1-D array with one label per row of X; got shape {y.shape} "
+                f"for X of shape {X.shape}"
+            )
+        return X, y
+
+    @staticmethod
+    def _require_fitted(state: DetectorState, labels) -> None:
+        missing = [lab for lab in labels if lab not in state.classes]
+        if missing:
+            raise ValueError(
+                f"no fitted state for class(es) {', '.join(map(repr, missing[:5]))}; "
+                "fit the detector on data that contains them first"
+            )
+
+
+def group_rows_by_label(y: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+    """(label, row indices) for every label in ``y``, labels in sorted order."""
+    y = np.asarray(y)
+    if y.shape[0] == 0:
+        return []
+    labels, inverse = np.unique(y, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(labels)))[:-1]
+    return [(_py(lab), idx) for lab, idx in zip(labels, np.split(order, bounds))]
+
+
+def label_sort_key(label: Any):
+    """Sort key that orders labels of one type naturally and never compares types."""
+    return (type(label).__name__, label)
+
+
+def _py(value: Any) -> Any:
+    """A numpy scalar as the plain Python value (labels are dictionary keys)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# registry -----------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    """Class decorator: make a detector selectable by its ``name``."""
+    name = getattr(cls, "name", None)
+    if not name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if name in _REGISTRY:
+        raise ValueError(f"a detector named {name!r} is registered already ({_REGISTRY[name].__name__})")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def available_detectors() -> list[str]:
+    """Registered detector names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def detector_class(name: str) -> type[Detector]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InvalidParameterError(
+            f"Unknown detector {name!r}; known detectors: {', '.join(available_detectors())}."
+        ) from None
+
+
+def make_detector(name: str, params: Mapping[str, Any] | None = None) -> Detector:
+    """Build a registered detector; unknown names and parameters are errors."""
+    det = detector_class(name)()
+    det.set_params(**dict(params or {}))
+    det._validate_params()
+    return det

@@ -1,0 +1,348 @@
+"""Decisions, kept apart from scores: does a class hold poison, and where is the cut?
+
+A detector turns every row into a number. Whether a class is poisoned is a different
+question, answered here from the distribution of those numbers over a uniform sample of
+the class. The test asks for a *separated group*: a minority of rows that sits apart from
+the class's main mass. A heavy tail, a skewed class or a few odd rows are not a group;
+flagging "the top k % of every class" (what makes the usual implementations quarantine
+clean data) never happens.
+
+The test fits one and two Gaussian components to the 1-D statistic (EM) and calls the
+class poisoned when all of these hold:
+
+* two components explain the sample much better than one (BIC gain ``min_delta_bic``);
+* the minor component holds between ``min_group_fraction`` and ``max_group_fraction``
+  of the class, and at least ``min_group_rows`` sampled rows;
+* the components are well separated: Ashman's D = |mu1 - mu2| / sqrt((s1^2 + s2^2)/2)
+  is at least ``min_separation`` (a mixture is bimodal only for D > 2, and clean
+  classes with natural sub-populations reach D = 4 to 5, so the default asks for 6);
+* the group lies on a side the detector calls suspicious (one-sided statistics only
+  flag their upper side).
+
+The cut is where the group's posterior probability reaches one half, between the two
+means. A row is flagged when it lies beyond the cut on the group's side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+from ._params import Interval, ParamsMixin
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class TwoGroupFit:
+    """Maximum-likelihood fit of one and two 1-D Gaussian components."""
+
+    n: int
+    weight: float  # share of the minor component
+    mean_group: float
+    sd_group: float
+    mean_main: float
+    sd_main: float
+    delta_bic: float  # BIC(one component) - BIC(two components); > 0 favours two
+    separation: float  # Ashman's D
+    side: int  # +1 when the group lies above the main mass, -1 below
+    cut: float | None  # posterior 1/2 point between the means; None when none exists
+
+
+def _log_normal(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
+    z = (x - mean) / sd
+    return -0.5 * z * z - math.log(sd) - _LOG_SQRT_2PI
+
+
+def _em_two(x: np.ndarray, init_mask: np.ndarray, var_floor: float, max_iter: int):
+    """EM for a two-component 1-D Gaussian mixture from a hard initial split."""
+    n = x.shape[0]
+    r = init_mask.astype(np.float64)
+    ll_prev = -np.inf
+    params = None
+    for _ in range(max_iter):
+        n1 = float(r.sum())
+        n2 = n - n1
+        if n1 < 1e-9 or n2 < 1e-9:
+            return None
+        m1 = float(r @ x) / n1
+        m2 = float((1 - r) @ x) / n2
+        v1 = max(float(r @ (x - m1) ** 2) / n1, var_floor)
+        v2 = max(float((1 - r) @ (x - m2) ** 2) / n2, var_floor)
+        w = n1 / n
+        l1 = math.log(w) + _log_normal(x, m1, math.sqrt(v1))
+        l2 = math.log(1 - w) + _log_normal(x, m2, math.sqrt(v2))
+        lse = np.logaddexp(l1, l2)
+        ll = float(lse.sum())
+        r = np.exp(l1 - lse)
+        params = (w, m1, math.sqrt(v1), m2, math.sqrt(v2), ll)
+        if ll - ll_prev <= 1e-9 * abs(ll):
+            break
+        ll_prev = ll
+    return params
+
+
+def _posterior_cut(w, m_group, s_group, m_main, s_main) -> float | None:
+    """Point between the means where the group's posterior probability is one half."""
+
+    def f(x: float) -> float:
+        a = math.log(w) + float(_log_normal(np.array([x]), m_group, s_group)[0])
+        b = math.log(1 - w) + float(_log_normal(np.array([x]), m_main, s_main)[0])
+        return a - b
+
+    lo, hi = m_main, m_group
+    f_lo, f_hi = f(lo), f(hi)
+    if f_hi <= 0 or f_lo >= 0:
+        return None  # the group never dominates (or the main mass never does)
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        f_mid = f(mid)
+        if f_mid > 0:
+            hi = mid
+        else:
+            lo = mid
+        if abs(hi - lo) <= 1e-12 * max(1.0, abs(mid)):
+            break
+    return 0.5 * (lo + hi)
+
+
+def fit_two_groups(x: np.ndarray, *, max_iter: int = 300) -> TwoGroupFit:
+    """Fit one and two Gaussian components to a 1-D sample.
+
+    Deterministic: EM starts from fixed splits (the top and the bottom 1, 3, 10 and 30 %
+    of the sample) and the best likelihood wins.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    if n < 3:
+        raise ValueError(f"need at least 3 values to fit two groups, got {n}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the statistic contains NaN or infinite values")
+    mean = float(x.mean())
+    var = float(x.var())
+    if var <= 0:
+        return TwoGroupFit(n, 0.0, mean, 0.0, mean, 0.0, 0.0, 0.0, 1, None)
+    var_floor = var * 1e-6
+    ll_one = float(_log_normal(x, mean, math.sqrt(var)).sum())
+
+    order = np.argsort(x, kind="stable")
+    best = None
+    for q in (0.01, 0.03, 0.1, 0.3):
+        k = max(1, int(round(q * n)))
+        for tail in (order[-k:], order[:k]):
+            mask = np.zeros(n, dtype=bool)
+            mask[tail] = True
+            fit = _em_two(x, mask, var_floor, max_iter)
+            if fit is not None and (best is None or fit[-1] > best[-1] + 1e-9):
+                best = fit
+    if best is None:
+        return TwoGroupFit(n, 0.0, mean, math.sqrt(var), mean, math.sqrt(var), 0.0, 0.0, 1, None)
+    w, m1, s1, m2, s2, ll_two = best
+    if w > 0.5:  # name the minor component "group"
+        w, m1, s1, m2, s2 = 1 - w, m2, s2, m1, s1
+    # BIC = k ln n - 2 ll; one component has 2 parameters, two have 5.
+    delta_bic = (2 * math.log(n) - 2 * ll_one) - (5 * math.log(n) - 2 * ll_two)
+    separation = abs(m1 - m2) / math.sqrt(0.5 * (s1 * s1 + s2 * s2))
+    side = 1 if m1 >= m2 else -1
+    cut = _posterior_cut(w, m1, s1, m2, s2) if w > 0 else None
+    return TwoGroupFit(n, w, m1, s1, m2, s2, delta_bic, separation, side, cut)
+
+
+class GroupTest(ParamsMixin):
+    """The separated-group test that decides whether a class holds poison.
+
+    Parameters
+    ----------
+    min_separation : float, default=6.0
+        Smallest Ashman's D between the group and the main mass. Natural sub-populations
+        of a clean class (two ways of writing a 7) reach D = 4 to 5 along its top
+        direction; relabelled poison sits far beyond that.
+    min_delta_bic : float, default=10.0
+        Smallest BIC gain of two components over one ("very strong" evidence).
+    min_group_fraction : float, default=0.005
+        Smallest share of the class the group may hold.
+    max_group_fraction : float, default=0.5
+        Largest share of the class the group may hold; a majority is not an outlier
+        group.
+    min_group_rows : int, default=5
+        Fewest sampled rows that make a group.
+    min_rows : int, default=20
+        Fewest sampled rows for which the test is run at all.
+    """
+
+    _parameter_constraints = {
+        "min_separation": [Interval(Real, 0, None, closed="neither")],
+        "min_delta_bic": [Interval(Real, None, None)],
+        "min_group_fraction": [Interval(Real, 0, 0.5, closed="left")],
+        "max_group_fraction": [Interval(Real, 0, 0.5, closed="right")],
+        "min_group_rows": [Interval(int, 1, None)],
+        "min_rows": [Interval(int, 3, None)],
+    }
+
+    def __init__(
+        self,
+        *,
+        min_separation: float = 6.0,
+        min_delta_bic: float = 10.0,
+        min_group_fraction: float = 0.005,
+        max_group_fraction: float = 0.5,
+        min_group_rows: int = 5,
+        min_rows: int = 20,
+    ):
+        self.min_separation = min_separation
+        self.min_delta_bic = min_delta_bic
+        self.min_group_fraction = min_group_fraction
+        self.max_group_fraction = max_group_fraction
+        self.min_group_rows = min_group_rows
+        self.min_rows = min_rows
+
+    def decide(
+        self,
+        label: Any,
+        detector: str,
+        statistic: np.ndarray,
+        class_rows: int,
+        *,
+        two_sided: bool,
+    ) -> "ClassVerdict":
+        """Judge one class from its sampled statistic.
+
+        Parameters
+        ----------
+        label : the class.
+        detector : name of the detector that produced the statistic.
+        statistic : ndarray of shape (k,)
+            The detector's decision statistic on a uniform sample of the class.
+        class_rows : int
+            Rows of the class in the whole input (to express sizes as row counts).
+        two_sided : bool
+            Whether a group below the main mass is suspicious too.
+        """
+        self._validate_params()
+        statistic = np.asarray(statistic, dtype=np.float64)
+        k = statistic.shape[0]
+        base = dict(label=label, detector=detector, class_rows=int(class_rows), sample_rows=k)
+        if k < self.min_rows:
+            return ClassVerdict(
+                **base,
+                poisoned=False,
+                note=f"too few sampled rows to judge ({k} < {self.min_rows})",
+            )
+        fit = fit_two_groups(statistic)
+        info = dict(
+            group_fraction=fit.weight,
+            separation=fit.separation,
+            delta_bic=fit.delta_bic,
+            center=fit.mean_main,
+            scale=fit.sd_main,
+            group_center=fit.mean_group,
+            side=fit.side,
+        )
+        reasons = []
+        if fit.delta_bic < self.min_delta_bic:
+            reasons.append(f"one group explains the scores (BIC gain {fit.delta_bic:.1f})")
+        if fit.separation < self.min_separation:
+            reasons.append(f"no well-separated group (separation {fit.separation:.2f})")
+        if fit.weight < self.min_group_fraction or fit.weight * k < self.min_group_rows:
+            reasons.append(f"group too small ({fit.weight:.2%} of the class)")
+        if fit.weight > self.max_group_fraction:
+            reasons.append(f"group too large ({fit.weight:.2%} of the class)")
+        if not two_sided and fit.side < 0:
+            reasons.append("the separated group has low scores")
+        if fit.cut is None:
+            reasons.append("the group never outweighs the main mass")
+        if reasons:
+            return ClassVerdict(**base, **info, poisoned=False, note="; ".join(reasons))
+        return ClassVerdict(
+            **base,
+            **info,
+            poisoned=True,
+            cut=fit.cut,
+            note=(
+                f"a separated group of about {fit.weight:.1%} of the class "
+                f"(separation {fit.separation:.1f})"
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ClassVerdict:
+    """One detector's decision for one class.
+
+    ``poisoned`` says whether the class holds a separated group; when it does, rows whose
+    statistic lies beyond ``cut`` on the group's ``side`` are flagged. ``center`` and
+    ``scale`` describe the class's main mass, so :meth:`strength` puts rows of every class
+    on one scale (distance from the main mass in its standard deviations).
+    """
+
+    label: Any
+    detector: str
+    poisoned: bool
+    class_rows: int
+    sample_rows: int
+    note: str
+    cut: float | None = None
+    side: int = 1
+    center: float = 0.0
+    scale: float = 1.0
+    group_center: float = 0.0
+    group_fraction: float = 0.0
+    separation: float = 0.0
+    delta_bic: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def flags(self, statistic: np.ndarray) -> np.ndarray:
+        """Boolean mask of the rows this verdict flags."""
+        statistic = np.asarray(statistic, dtype=np.float64)
+        if not self.poisoned or self.cut is None:
+            return np.zeros(statistic.shape[0], dtype=bool)
+        return self.side * (statistic - self.cut) > 0
+
+    def strength(self, statistic: np.ndarray) -> np.ndarray:
+        """Distance from the main mass towards the group, in the main mass's SDs."""
+        scale = self.scale if self.scale > 0 else 1.0
+        return self.side * (np.asarray(statistic, dtype=np.float64) - self.center) / scale
+
+    def to_dict(self) -> dict:
+        out = {
+            "detector": self.detector,
+            "poisoned": self.poisoned,
+            "note": self.note,
+            "class_rows": self.class_rows,
+            "sample_rows": self.sample_rows,
+            "cut": self.cut,
+            "side": "above" if self.side > 0 else "below",
+            "center": self.center,
+            "scale": self.scale,
+            "group_center": self.group_center,
+            "group_fraction": self.group_fraction,
+            "separation": self.separation,
+            "delta_bic": self.delta_bic,
+        }
+        out.update(self.extra)
+        return out
+
+
+def budget_cap(expected_poison_rate: float | None, rows: int) -> int | None:
+    """Most rows that may be quarantined: floor(1.5 * R * N), or no cap without R."""
+    if expected_poison_rate is None:
+        return None
+    return int(math.floor(1.5 * expected_poison_rate * rows + 1e-9))
+
+
+def select_within_budget(
+    strength: np.ndarray, positions: np.ndarray, cap: int | None
+) -> np.ndarray:
+    """Indices of the flagged rows to quarantine, most suspicious first.
+
+    Without a cap every flagged row is kept. With one, the ``cap`` rows of greatest
+    strength are kept (ties broken by input position, so the choice is deterministic).
+    """
+    order = np.lexsort((positions, -np.asarray(strength, dtype=np.float64)))
+    if cap is None:
+        return order
+    return order[:cap]

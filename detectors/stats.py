@@ -1,0 +1,170 @@
+"""Mergeable statistics: the building blocks of every detector's accumulator.
+
+Everything here is associative and commutative up to floating-point rounding, so Beam
+may combine partial results in any tree. Nothing here imports Beam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Rows per chunk when a batch is folded into a :class:`MeanCov`; bounds the float64
+#: working copy to ``_CHUNK_ROWS * d * 8`` bytes.
+_CHUNK_ROWS = 8192
+
+
+@dataclass
+class MeanCov:
+    """Count, mean and centred scatter matrix of a set of vectors.
+
+    Updated and merged with the pairwise formulas of Chan, Golub and LeVeque (1979),
+    which stay accurate where raw sums of squares cancel catastrophically (data far from
+    the origin).
+
+    Attributes
+    ----------
+    n : int
+        Number of vectors.
+    mean : ndarray of shape (d,)
+        Their mean (float64).
+    m2 : ndarray of shape (d, d)
+        Sum of outer products of the centred vectors, ``sum((x - mean)(x - mean)^T)``.
+    """
+
+    n: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def empty(cls, dim: int) -> "MeanCov":
+        return cls(0, np.zeros(dim), np.zeros((dim, dim)))
+
+    @classmethod
+    def from_batch(cls, X: np.ndarray) -> "MeanCov":
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D array of vectors, got shape {X.shape}")
+        out = cls.empty(X.shape[1])
+        for start in range(0, X.shape[0], _CHUNK_ROWS):
+            chunk = np.asarray(X[start : start + _CHUNK_ROWS], dtype=np.float64)
+            mean = chunk.mean(axis=0)
+            centred = chunk - mean
+            out = out.merge(cls(chunk.shape[0], mean, centred.T @ centred))
+        return out
+
+    def merge(self, other: "MeanCov") -> "MeanCov":
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        if self.mean.shape != other.mean.shape:
+            raise ValueError(
+                f"cannot merge statistics of {self.mean.shape[0]}-d and "
+                f"{other.mean.shape[0]}-d vectors"
+            )
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n / n)
+        m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n * other.n / n)
+        return MeanCov(n, mean, m2)
+
+    def covariance(self) -> np.ndarray:
+        """Sample covariance (``ddof=1``); zeros for fewer than two vectors."""
+        if self.n < 2:
+            return np.zeros_like(self.m2)
+        return self.m2 / (self.n - 1)
+
+    def rounded(self) -> "MeanCov":
+        """The same statistics with the scatter matrix rounded to float32 precision.
+
+        Merging in a different order changes the last bits of a float64 result; rounding
+        the scatter matrix to 24 significant bits makes the eigenvectors fitted from it
+        identical whatever order Beam merged partial results in. The mean keeps full
+        precision: far from the origin, rounding it would move every projection.
+        """
+        return MeanCov(self.n, self.mean, self.m2.astype(np.float32).astype(np.float64))
+
+
+@dataclass
+class ClassSample:
+    """A bounded, uniformly drawn sample of one class's rows.
+
+    Attributes
+    ----------
+    X : ndarray of shape (k, d), float32
+        The sampled vectors.
+    positions : ndarray of shape (k,), int64
+        Each row's position in the input (deterministic, unique).
+    ids : ndarray of shape (k,)
+        Each row's id.
+    """
+
+    X: np.ndarray
+    positions: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.positions.shape[0])
+
+
+@dataclass
+class Reservoir:
+    """Bottom-k sample by a per-row random priority (a mergeable reservoir).
+
+    Each row carries a priority drawn from a hash of its id and the scan's seed; the
+    sample keeps the ``capacity`` rows of lowest priority (ties broken by position). The
+    result is a uniform sample that does not depend on the order rows arrive in or on how
+    they were split between workers.
+    """
+
+    capacity: int
+    priority: np.ndarray
+    positions: np.ndarray
+    X: np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def from_batch(
+        cls,
+        capacity: int,
+        priority: np.ndarray,
+        positions: np.ndarray,
+        X: np.ndarray,
+        ids: np.ndarray,
+    ) -> "Reservoir":
+        keep = _bottom_k(priority, positions, capacity)
+        return cls(
+            capacity,
+            priority[keep],
+            positions[keep],
+            np.ascontiguousarray(X[keep], dtype=np.float32),
+            ids[keep],
+        )
+
+    def merge(self, other: "Reservoir") -> "Reservoir":
+        if len(other.positions) == 0:
+            return self
+        if len(self.positions) == 0:
+            return other
+        priority = np.concatenate([self.priority, other.priority])
+        positions = np.concatenate([self.positions, other.positions])
+        keep = _bottom_k(priority, positions, self.capacity)
+        return Reservoir(
+            self.capacity,
+            priority[keep],
+            positions[keep],
+            np.concatenate([self.X, other.X])[keep],
+            np.concatenate([self.ids, other.ids])[keep],
+        )
+
+    def sample(self) -> ClassSample:
+        """The sample in position order."""
+        order = np.argsort(self.positions, kind="stable")
+        return ClassSample(self.X[order], self.positions[order], self.ids[order])
+
+
+def _bottom_k(priority: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` smallest (priority, position) pairs, in that order."""
+    return np.lexsort((positions, priority))[:k]

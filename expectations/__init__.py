@@ -1,0 +1,1 @@
+"""Great Expectations data-quality suites and the code that runs them."""

@@ -1,0 +1,281 @@
+"""The ``poisonscan`` command line.
+
+Exit codes (also in README.md):
+
+== ====================================================================================
+0  the scan finished (whether or not it found poison)
+1  the run failed: an input cannot be read or lacks a column, or the pipeline failed;
+   no outputs are written
+2  usage error: unknown option, bad value
+== ====================================================================================
+
+Heavy libraries (Beam, scikit-learn, torch) are imported inside the commands, so
+``poisonscan --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import sys
+from typing import Sequence
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _UsageError(Exception):
+    pass
+
+
+#: The scan command's own option strings (for "did you mean" hints).
+SCAN_OPTIONS: list[str] = []
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits with 2 as well; keep one message form
+        self.print_usage(sys.stderr)
+        print(f"poisonscan: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), e.g. 0.05 for 5 %; got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="poisonscan",
+        description="Scan training data for poisoned rows before training.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    scan = sub.add_parser(
+        "scan",
+        help="scan Parquet, CSV or JSONL files",
+        description=(
+            "Scan SOURCE files (Parquet, CSV, JSONL; globs and any filesystem Beam knows) "
+            "and write quarantine.parquet/.csv, rejected.parquet, summary.json and, with "
+            "--write-clean, clean.parquet to DIR. Options not listed here are passed to "
+            "Beam as pipeline options (e.g. --runner=DataflowRunner --project=...)."
+        ),
+        allow_abbrev=False,
+    )
+    scan.add_argument("sources", nargs="+", metavar="SOURCE", help="files or globs")
+    scan.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    scan.add_argument("--id-column", default="id", metavar="NAME", help="row id column (default: id)")
+    scan.add_argument("--label-column", default="label", metavar="NAME", help="label column (default: label)")
+    scan.add_argument(
+        "--features-column",
+        metavar="NAME",
+        help="list (or fixed-size list) column of numbers used as the representation; "
+        "default: the only such column",
+    )
+    scan.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="input format (default: by extension)")
+    scan.add_argument(
+        "--expected-poison-rate",
+        type=_rate,
+        metavar="R",
+        help="expected share of poisoned rows; a budget: at most 1.5*R*rows are quarantined",
+    )
+    scan.add_argument("--write-clean", action="store_true", help="also write clean.parquet")
+    scan.add_argument("--detectors", default="spectral", metavar="NAMES", help="comma-separated detectors (default: spectral)")
+    scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")
+    scan.add_argument("--min-class-rows", type=_positive_int, default=20, metavar="N", help="smaller classes are rejected as unjudgeable (default: 20)")
+    scan.add_argument("--runner", default="FnApiRunner", help="Beam runner (default: FnApiRunner, in-process)")
+    scan.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes for the FnApiRunner")
+    scan.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    SCAN_OPTIONS[:] = [o for a in scan._actions for o in a.option_strings]
+
+    demo = sub.add_parser(
+        "demo",
+        help="poison a real data set, scan it and compare with the truth",
+        description=(
+            "Stamp a trigger on 5 %% of scikit-learn's handwritten digits, relabel them, "
+            "scan the result with the Beam pipeline and print precision and recall "
+            "against the known poisoned rows."
+        ),
+        allow_abbrev=False,
+    )
+    demo.add_argument("--out", default="demo-out", metavar="DIR", help="output directory (default: demo-out)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=_positive_int, metavar="N")
+    return parser
+
+
+def _split_beam_args(extra: Sequence[str], own_options: Sequence[str] = ()) -> list[str]:
+    """Check that leftover arguments are Beam pipeline options; return them."""
+    if not extra:
+        return []
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    except ImportError:  # a Beam without the private parser: let Beam judge them
+        return list(extra)
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    seen = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(extra))
+    if unknown:
+        known = [o for a in parser._actions for o in a.option_strings] + list(own_options)
+        first = unknown[0]
+        hint = difflib.get_close_matches(first.split("=", 1)[0], known, n=1)
+        raise _UsageError(
+            f"unrecognized argument {first!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+        )
+    return list(extra)
+
+
+def _configure_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("poisonscan: %(levelname)s: %(message)s"))
+    handler.addFilter(lambda r: "apitools not found" not in r.getMessage())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (never raises SystemExit)."""
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    if args.version:
+        from poisonscan import __version__
+
+        print(f"poisonscan {__version__}")
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _configure_logging()
+    try:
+        if args.command != "scan" and extra:
+            raise _UsageError(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "scan":
+            return _scan(args, extra)
+        return _demo(args)
+    except _UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"poisonscan: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _scan(args, extra: Sequence[str]) -> int:
+    beam_args = _split_beam_args(extra, SCAN_OPTIONS)
+    from .config import ConfigError, ScanConfig
+
+    try:
+        cfg = ScanConfig(
+            id_column=args.id_column,
+            label_column=args.label_column,
+            features_column=args.features_column,
+            detectors=tuple(d.strip() for d in args.detectors.split(",") if d.strip()),
+            expected_poison_rate=args.expected_poison_rate,
+            seed=args.seed,
+            sample_size=args.sample_size,
+            min_class_rows=args.min_class_rows,
+            write_clean=args.write_clean,
+        )
+    except ConfigError as exc:
+        raise _UsageError(str(exc)) from None
+    from .beam_scan import ScanFailed, run_scan
+    from .sources import SourceError
+
+    try:
+        summary = run_scan(
+            args.sources,
+            args.out,
+            cfg,
+            runner=args.runner,
+            workers=args.workers,
+            beam_args=beam_args,
+            format_override=args.format,
+        )
+    except (SourceError, ScanFailed, FileExistsError) as exc:
+        print(f"poisonscan: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.quiet:
+        print(format_summary(summary, args.out))
+    return EXIT_OK
+
+
+def format_summary(summary: dict, out_dir: str) -> str:
+    """A few lines for the terminal."""
+    from .engine import fmt_label
+
+    n_files = len(summary.get("inputs", []))
+    lines = [
+        f"poisonscan: scanned {summary['rows_read']:,} rows from {n_files} file"
+        f"{'s' if n_files != 1 else ''} in {summary.get('seconds', 0):.1f} s: {summary['verdict']}",
+    ]
+    per_class = [
+        f"{fmt_label(c['label'])}: {c['rows_quarantined']:,}"
+        for c in summary["classes"]
+        if c["rows_quarantined"]
+    ]
+    lines.append(
+        f"  quarantined {summary['rows_quarantined']:>10,}"
+        + (f"   (by class: {', '.join(per_class)})" if per_class else "")
+    )
+    reasons = ", ".join(f"{k}: {v:,}" for k, v in summary["rejected_by_reason"].items())
+    lines.append(f"  rejected    {summary['rows_rejected']:>10,}" + (f"   ({reasons})" if reasons else ""))
+    lines.append(f"  clean       {summary['rows_clean']:>10,}")
+    poisoned = summary["classes_poisoned"]
+    lines.append(
+        "  classes judged poisoned: "
+        + (", ".join(fmt_label(c) for c in poisoned) if poisoned else "none")
+    )
+    budget = summary["budget"]
+    if budget["max_rows"] is not None and budget["rows_left_in_clean_by_budget"]:
+        lines.append(
+            f"  budget: {budget['rows_flagged']:,} rows flagged, at most {budget['max_rows']:,} "
+            f"quarantined; the {budget['rows_left_in_clean_by_budget']:,} least suspicious stay in the clean split"
+        )
+    lines.append(f"  outputs in {out_dir}/: quarantine.parquet, quarantine.csv, rejected.parquet, "
+                 + ("clean.parquet, " if summary["settings"].get("write_clean") else "")
+                 + "summary.json")
+    return "\n".join(lines)
+
+
+def _demo(args) -> int:
+    from .beam_scan import ScanFailed
+    from .demo import run_demo
+
+    try:
+        text = run_demo(args.out, seed=args.seed, workers=args.workers)
+    except ScanFailed as exc:
+        print(f"poisonscan: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(text)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,824 @@
+"""The scan's steps as plain functions over Arrow batches, with no Beam in them.
+
+The Beam pipeline (:mod:`.beam_scan`) and the in-memory API (:mod:`poisonscan.api`) both
+call these, so the two paths compute the same thing:
+
+* pass 0 — :func:`id_fingerprints`: 128-bit fingerprints of ids, to find duplicates;
+* pass 1 — :func:`class_partials`: per (class, vector length) mergeable partials: the
+  detectors' accumulators and a bounded uniform sample (:class:`ClassPartial`);
+* fit — :func:`fit_class` per class (parallel), then :func:`build_model`;
+* pass 2 — :func:`score_batch`: every row scored and split into clean, flagged
+  (candidates) and rejected parts;
+* finish — :func:`finalize`: the budget, the quarantine list, the clean split, the
+  rejected rows and the summary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from poisonscan.detectors import (
+    ClassVerdict,
+    Detector,
+    DetectorState,
+    GroupTest,
+    Reservoir,
+    budget_cap,
+    select_within_budget,
+)
+from poisonscan.detectors.base import group_rows_by_label, label_sort_key
+
+from .config import ScanConfig
+from .rows import Prepared, fingerprints, key_values, normalize_key, priorities
+from .sources import ColumnKinds, decode_position, encode_position
+
+#: Columns added to rejected rows.
+REJECT_COLUMNS = ("error", "error_code", "source_file", "source_row")
+#: Internal column carrying a row's position through part files.
+POS = "__poisonscan_position"
+_CAND_SCORE = "__poisonscan_score"
+_CAND_DETECTORS = "__poisonscan_detectors"
+
+
+def _raw(det: str) -> str:
+    return f"__poisonscan_raw_{det}"
+
+
+def _strength(det: str) -> str:
+    return f"__poisonscan_strength_{det}"
+
+
+# pass 0 ---------------------------------------------------------------------------------
+N_ID_BUCKETS = 16
+
+
+@dataclass
+class IdKeys:
+    """Fingerprints and positions of non-null ids (one bucket of one batch)."""
+
+    hi: np.ndarray
+    lo: np.ndarray
+    positions: np.ndarray
+
+    @staticmethod
+    def concat(parts: Iterable["IdKeys"]) -> "IdKeys":
+        parts = [p for p in parts if len(p.hi)]
+        if not parts:
+            return IdKeys(np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.int64))
+        return IdKeys(
+            np.concatenate([p.hi for p in parts]),
+            np.concatenate([p.lo for p in parts]),
+            np.concatenate([p.positions for p in parts]),
+        )
+
+    def duplicates(self) -> dict[tuple[int, int], int]:
+        """{fingerprint: first position} for fingerprints seen more than once."""
+        if len(self.hi) < 2:
+            return {}
+        order = np.lexsort((self.positions, self.lo, self.hi))
+        hi, lo, pos = self.hi[order], self.lo[order], self.positions[order]
+        same_as_prev = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+        if not same_as_prev.any():
+            return {}
+        starts = np.flatnonzero(np.concatenate([[True], ~same_as_prev]))
+        counts = np.diff(np.append(starts, len(hi)))
+        dup_starts = starts[counts > 1]
+        return {(int(hi[s]), int(lo[s])): int(pos[s]) for s in dup_starts}
+
+
+def batch_id_keys(
+    batch: pa.RecordBatch, file_index: int, first_row: int, kinds: ColumnKinds, id_column: str
+) -> list[tuple[int, IdKeys]]:
+    """(bucket, keys) for a batch's non-null ids, split into buckets by fingerprint."""
+    n = batch.num_rows
+    ids = (
+        normalize_key(batch.column(id_column), kinds.id_type)
+        if id_column in batch.schema.names
+        else pa.nulls(n, kinds.id_type)
+    )
+    keep = ~ids.is_null().to_numpy(zero_copy_only=False)
+    hi, lo = fingerprints(ids)
+    positions = encode_position(file_index, first_row + np.arange(n, dtype=np.int64))
+    bucket = (hi % N_ID_BUCKETS).astype(np.int64)
+    out = []
+    for b in np.unique(bucket[keep]):
+        m = keep & (bucket == b)
+        out.append((int(b), IdKeys(hi[m], lo[m], positions[m])))
+    return out
+
+
+# pass 1 ---------------------------------------------------------------------------------
+@dataclass
+class ClassPartial:
+    """Mergeable pass-1 state of one (class, vector length)."""
+
+    rows: int
+    accumulators: dict[str, Any]
+    reservoir: Reservoir
+
+    def merge(self, other: "ClassPartial", detectors: Sequence[Detector]) -> "ClassPartial":
+        return ClassPartial(
+            self.rows + other.rows,
+            {
+                d.name: d.merge_accumulators(
+                    [self.accumulators[d.name], other.accumulators[d.name]]
+                )
+                for d in detectors
+            },
+            self.reservoir.merge(other.reservoir),
+        )
+
+
+def class_partials(
+    prep: Prepared, detectors: Sequence[Detector], cfg: ScanConfig
+) -> Iterator[tuple[tuple[Any, int], ClassPartial]]:
+    """Per (class, vector length) partials of one validated batch."""
+    if not prep.groups:
+        return
+    prio = priorities(prep.ids_arrow, cfg.seed)
+    for dim, (rows, X) in prep.groups.items():
+        y = prep.labels[rows]
+        for label, idx in group_rows_by_label(y):
+            Xl, yl, r = X[idx], y[idx], rows[idx]
+            accs = {d.name: d.add_input(d.create_accumulator(), Xl, yl) for d in detectors}
+            res = Reservoir.from_batch(
+                cfg.sample_size, prio[r], prep.positions[r], Xl, prep.ids[r]
+            )
+            yield (label, dim), ClassPartial(len(idx), accs, res)
+
+
+def merge_partials(parts: Iterable[ClassPartial], detectors: Sequence[Detector]) -> ClassPartial | None:
+    out = None
+    for p in parts:
+        out = p if out is None else out.merge(p, detectors)
+    return out
+
+
+def choose_dim(rows_by_dim: Mapping[int, int]) -> int | None:
+    """The data set's vector length: the one most rows have (ties: the shortest)."""
+    if not rows_by_dim:
+        return None
+    return min(rows_by_dim, key=lambda d: (-rows_by_dim[d], d))
+
+
+# fit ------------------------------------------------------------------------------------
+@dataclass
+class ClassModel:
+    label: Any
+    rows: int
+    states: dict[str, DetectorState]
+    verdicts: dict[str, ClassVerdict]
+    sample_rows: int
+
+
+@dataclass
+class ScanModel:
+    """Everything pass 2 needs: fitted detectors and per-class verdicts."""
+
+    dim: int | None
+    classes: dict[Any, ClassModel]
+    small_classes: dict[Any, int]
+    rows_by_dim: dict[int, int]
+    states: dict[str, DetectorState] = field(default_factory=dict)
+
+    def verdict(self, label: Any, detector: str) -> ClassVerdict:
+        return self.classes[label].verdicts[detector]
+
+    @property
+    def poisoned_classes(self) -> list:
+        return [
+            label
+            for label in sorted(self.classes, key=label_sort_key)
+            if any(v.poisoned for v in self.classes[label].verdicts.values())
+        ]
+
+
+def fit_class(
+    label: Any,
+    partial: ClassPartial,
+    detectors: Sequence[Detector],
+    group_test: GroupTest,
+) -> ClassModel:
+    """Fit every detector on one class and judge the class."""
+    sample = partial.reservoir.sample()
+    states, verdicts = {}, {}
+    for det in detectors:
+        state = det.extract_output(partial.accumulators[det.name], {label: sample})
+        states[det.name] = state
+        stat = state.calibration.get(label, np.empty(0))
+        verdicts[det.name] = group_test.decide(
+            label, det.name, stat, partial.rows, two_sided=det.two_sided
+        )
+    return ClassModel(label, partial.rows, states, verdicts, len(sample))
+
+
+def build_model(
+    class_models: Iterable[ClassModel],
+    small_classes: Mapping[Any, int],
+    rows_by_dim: Mapping[int, int],
+    detectors: Sequence[Detector],
+) -> ScanModel:
+    classes = {m.label: m for m in sorted(class_models, key=lambda m: label_sort_key(m.label))}
+    states = {}
+    for det in detectors:
+        per_class = [m.states[det.name] for m in classes.values()]
+        states[det.name] = DetectorState.union(per_class) if per_class else DetectorState(det.name)
+    return ScanModel(
+        choose_dim(rows_by_dim),
+        classes,
+        dict(small_classes),
+        dict(rows_by_dim),
+        states,
+    )
+
+
+def split_small(
+    partials: Mapping[Any, ClassPartial], min_rows: int
+) -> tuple[dict[Any, ClassPartial], dict[Any, int]]:
+    """Classes big enough to judge, and the valid-row counts of the others."""
+    big = {k: p for k, p in partials.items() if p.rows >= min_rows}
+    small = {k: p.rows for k, p in partials.items() if p.rows < min_rows}
+    return big, small
+
+
+def fit_model(
+    partials: Mapping[tuple[Any, int], ClassPartial],
+    detectors: Sequence[Detector],
+    cfg: ScanConfig,
+) -> ScanModel:
+    """Pass-1 partials (merged per key) to a fitted model, in memory."""
+    rows_by_dim: Counter = Counter()
+    for (_, dim), p in partials.items():
+        rows_by_dim[dim] += p.rows
+    dim = choose_dim(rows_by_dim)
+    per_class = {label: p for (label, d), p in partials.items() if d == dim}
+    big, small = split_small(per_class, cfg.min_class_rows)
+    group_test = cfg.build_group_test()
+    models = [fit_class(label, p, detectors, group_test) for label, p in big.items()]
+    return build_model(models, small, rows_by_dim, detectors)
+
+
+# pass 2 ---------------------------------------------------------------------------------
+@dataclass
+class Counts:
+    """Mergeable row counts of pass 2."""
+
+    read: int = 0
+    rejected: int = 0
+    flagged: int = 0
+    by_class: dict = field(default_factory=dict)  # label -> [read, valid, flagged, rejected]
+    by_error: Counter = field(default_factory=Counter)
+
+    def merge(self, other: "Counts") -> "Counts":
+        by_class = {k: list(v) for k, v in self.by_class.items()}
+        for k, v in other.by_class.items():
+            cur = by_class.setdefault(k, [0, 0, 0, 0])
+            for i in range(4):
+                cur[i] += v[i]
+        return Counts(
+            self.read + other.read,
+            self.rejected + other.rejected,
+            self.flagged + other.flagged,
+            by_class,
+            self.by_error + other.by_error,
+        )
+
+
+@dataclass
+class BatchOutcome:
+    """Pass-2 result of one batch."""
+
+    clean: pa.Table | None
+    candidates: pa.Table | None
+    rejected: pa.Table | None
+    flagged_positions: np.ndarray
+    flagged_strength: np.ndarray
+    counts: Counts
+
+
+def score_batch(
+    prep: Prepared,
+    model: ScanModel,
+    detectors: Sequence[Detector],
+    file_path: str,
+    *,
+    keep_clean: bool,
+) -> BatchOutcome:
+    """Score one validated batch and split it into clean, candidate and rejected rows."""
+    n = prep.n
+    flagged = np.zeros(n, dtype=bool)
+    combined = np.full(n, -np.inf)
+    raw = {d.name: np.full(n, np.nan) for d in detectors}
+    strength = {d.name: np.full(n, np.nan) for d in detectors}
+    flagged_by = {d.name: np.zeros(n, dtype=bool) for d in detectors}
+    if model.dim in prep.groups:
+        rows, X = prep.groups[model.dim]
+        y = prep.labels[rows]
+        for det in detectors:
+            score, stat = det.evaluate(model.states[det.name], X, y)
+            raw[det.name][rows] = score
+            for label, idx in group_rows_by_label(y):
+                verdict = model.verdict(label, det.name)
+                r = rows[idx]
+                s = verdict.strength(stat[idx])
+                f = verdict.flags(stat[idx])
+                strength[det.name][r] = s
+                flagged_by[det.name][r] = f
+        for det in detectors:
+            f = flagged_by[det.name]
+            flagged |= f
+            combined = np.where(f, np.maximum(combined, strength[det.name]), combined)
+
+    valid = prep.valid
+    counts = Counts(read=n, rejected=int((~valid).sum()), flagged=int(flagged.sum()))
+    for label, idx in _labels_with_rows(prep):
+        counts.by_class[label] = [
+            len(idx),
+            int(valid[idx].sum()),
+            int(flagged[idx].sum()),
+            int((~valid[idx]).sum()),
+        ]
+    for codes in prep.error_code[~valid]:
+        for code in codes.split(","):
+            counts.by_error[code] += 1
+
+    pos = pa.array(prep.positions, pa.int64())
+    batch = pa.Table.from_batches([prep.batch])
+    clean = None
+    if keep_clean:
+        mask = valid & ~flagged
+        if mask.any():
+            clean = batch.filter(pa.array(mask)).append_column(POS, pos.filter(pa.array(mask)))
+    candidates = None
+    if flagged.any():
+        m = pa.array(flagged)
+        candidates = batch.filter(m).append_column(POS, pos.filter(m))
+        candidates = candidates.append_column(_CAND_SCORE, pa.array(combined[flagged]))
+        names = [
+            [d.name for d in detectors if flagged_by[d.name][i]] for i in np.flatnonzero(flagged)
+        ]
+        candidates = candidates.append_column(_CAND_DETECTORS, pa.array(names, pa.list_(pa.string())))
+        for det in detectors:
+            candidates = candidates.append_column(_raw(det.name), pa.array(raw[det.name][flagged]))
+            st = np.where(flagged_by[det.name], strength[det.name], np.nan)[flagged]
+            candidates = candidates.append_column(
+                _strength(det.name), pa.array(st, mask=np.isnan(st))
+            )
+    rejected = None
+    if (~valid).any():
+        m = pa.array(~valid)
+        _, rows_in_file = zip(*(decode_position(p) for p in prep.positions[~valid]))
+        rejected = batch.filter(m)
+        rejected = rejected.append_column("error", pa.array(list(prep.error[~valid]), pa.string()))
+        rejected = rejected.append_column(
+            "error_code", pa.array(list(prep.error_code[~valid]), pa.string())
+        )
+        rejected = rejected.append_column(
+            "source_file", pa.array([file_path] * int((~valid).sum()), pa.string())
+        )
+        rejected = rejected.append_column("source_row", pa.array(rows_in_file, pa.int64()))
+        rejected = rejected.append_column(POS, pos.filter(m))
+    return BatchOutcome(
+        clean,
+        candidates,
+        rejected,
+        prep.positions[flagged],
+        combined[flagged],
+        counts,
+    )
+
+
+def _labels_with_rows(prep: Prepared):
+    """(label, row indices) over the batch rows whose label is present."""
+    idx_all = np.flatnonzero(~prep.label_null)
+    for label, idx in group_rows_by_label(prep.labels[idx_all]):
+        yield label, idx_all[idx]
+
+
+# finish ---------------------------------------------------------------------------------
+class PartStore:
+    """Where pass 2 leaves its per-unit tables (files on the output filesystem, or memory)."""
+
+    kinds = ("clean", "candidates", "rejected")
+
+    def write(self, kind: str, key: str, table: pa.Table) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def writer(self, kind: str, key: str):  # pragma: no cover
+        """An object with ``write(table)`` and ``close()`` streaming one part."""
+        raise NotImplementedError
+
+    def keys(self, kind: str) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def read(self, kind: str, key: str) -> pa.Table:  # pragma: no cover
+        raise NotImplementedError
+
+    def schema(self, kind: str, key: str) -> pa.Schema:
+        return self.read(kind, key).schema
+
+    def iter_tables(self, kind: str, key: str, batch_rows: int) -> Iterator[pa.Table]:
+        table = self.read(kind, key)
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            yield pa.Table.from_batches([batch], schema=table.schema)
+
+
+class MemoryPartStore(PartStore):
+    def __init__(self):
+        self._tables: dict[str, dict[str, list[pa.Table]]] = {k: {} for k in self.kinds}
+
+    def write(self, kind: str, key: str, table: pa.Table) -> None:
+        self._tables[kind].setdefault(key, []).append(table)
+
+    def writer(self, kind: str, key: str) -> "_MemoryWriter":
+        return _MemoryWriter(self, kind, key)
+
+    def keys(self, kind: str) -> list[str]:
+        return sorted(self._tables[kind])
+
+    def read(self, kind: str, key: str) -> pa.Table:
+        return pa.concat_tables(self._tables[kind][key], promote_options="permissive")
+
+
+class _MemoryWriter:
+    def __init__(self, store: MemoryPartStore, kind: str, key: str):
+        self.store, self.kind, self.key = store, kind, key
+
+    def write(self, table: pa.Table) -> None:
+        if table is not None and table.num_rows:
+            self.store.write(self.kind, self.key, table)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class UnitResult:
+    """What pass 2 reports for one read unit (its tables are in the part store)."""
+
+    counts: Counts
+    flagged_positions: np.ndarray
+    flagged_strength: np.ndarray
+
+    @staticmethod
+    def concat(results: Iterable["UnitResult"]) -> "UnitResult":
+        results = list(results)
+        counts = Counts()
+        for r in results:
+            counts = counts.merge(r.counts)
+        if not results:
+            return UnitResult(counts, np.empty(0, np.int64), np.empty(0))
+        return UnitResult(
+            counts,
+            np.concatenate([r.flagged_positions for r in results]).astype(np.int64),
+            np.concatenate([r.flagged_strength for r in results]).astype(np.float64),
+        )
+
+
+def store_outcomes(store: PartStore, key: str, outcomes: Iterable[BatchOutcome]) -> UnitResult:
+    """Stream one unit's pass-2 tables into the store (one part per kind)."""
+    writers = {kind: store.writer(kind, key) for kind in PartStore.kinds}
+    results = []
+    try:
+        for out in outcomes:
+            for kind in PartStore.kinds:
+                writers[kind].write(getattr(out, kind))
+            results.append(UnitResult(out.counts, out.flagged_positions, out.flagged_strength))
+    finally:
+        for w in writers.values():
+            w.close()
+    return UnitResult.concat(results)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns (missing ones null), cast to its types."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            cols.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def unified_schema(schemas: Sequence[pa.Schema], drop: Sequence[str] = ()) -> pa.Schema | None:
+    schemas = [pa.schema([f for f in s if f.name not in drop]) for s in schemas]
+    if not schemas:
+        return None
+    return pa.unify_schemas(schemas, promote_options="permissive")
+
+
+def quarantine_schema(kinds: ColumnKinds, detectors: Sequence[str]) -> pa.Schema:
+    fields = [
+        pa.field("id", kinds.id_type),
+        pa.field("label", kinds.label_type),
+        pa.field("score", pa.float64()),
+        pa.field("detectors", pa.list_(pa.string())),
+        pa.field("reason", pa.string()),
+        pa.field("source_file", pa.string()),
+        pa.field("source_row", pa.int64()),
+    ]
+    fields += [pa.field(f"score_{d}", pa.float64()) for d in detectors]
+    return pa.schema(fields)
+
+
+def select_quarantine(
+    positions: np.ndarray, strength: np.ndarray, cap: int | None
+) -> np.ndarray:
+    """Positions of the flagged rows that are quarantined (budget applied), sorted."""
+    keep = select_within_budget(strength, positions, cap)
+    return np.sort(positions[keep])
+
+
+def build_quarantine(
+    candidates: pa.Table | None,
+    selected: np.ndarray,
+    model: ScanModel,
+    detectors: Sequence[Detector],
+    kinds: ColumnKinds,
+    cfg: ScanConfig,
+    file_paths: Mapping[int, str],
+) -> tuple[pa.Table, pa.Table | None]:
+    """(quarantine list, flagged rows not quarantined because of the budget)."""
+    schema = quarantine_schema(kinds, [d.name for d in detectors])
+    if candidates is None or candidates.num_rows == 0:
+        return schema.empty_table(), None
+    pos = candidates.column(POS).to_numpy()
+    chosen = np.isin(pos, selected)
+    trimmed = candidates.filter(pa.array(~chosen)) if not chosen.all() else None
+    q = candidates.filter(pa.array(chosen))
+    n = q.num_rows
+    ids = normalize_key(q.column(cfg.id_column), kinds.id_type)
+    labels_arr = normalize_key(q.column(cfg.label_column), kinds.label_type)
+    labels = [_py(v) for v in key_values(labels_arr)]
+    qpos = q.column(POS).to_numpy()
+    flagged_counts = _flagged_counts(candidates, cfg, kinds, detectors)
+    strengths = {d.name: q.column(_strength(d.name)).to_numpy(zero_copy_only=False) for d in detectors}
+    dets = q.column(_CAND_DETECTORS).to_pylist()
+    reasons = []
+    for i in range(n):
+        label = labels[i]
+        parts = []
+        for det in detectors:
+            s = strengths[det.name][i]
+            if s is None or (isinstance(s, float) and math.isnan(s)):
+                continue
+            verdict = model.verdict(label, det.name)
+            group = flagged_counts.get((label, det.name), 0)
+            state = model.states[det.name]
+            parts.append(
+                f"{det.name}: {det.explain(state, label, float(s))}; one of {group:,} rows "
+                f"({group / max(verdict.class_rows, 1):.1%} of class {fmt_label(label)}) in a "
+                f"separated group (cut at {verdict.strength(np.array([verdict.cut]))[0]:.1f} SD, "
+                f"separation {verdict.separation:.1f})"
+            )
+        reasons.append(" | ".join(parts))
+    src = [decode_position(p) for p in qpos]
+    table = pa.Table.from_arrays(
+        [
+            ids,
+            labels_arr,
+            q.column(_CAND_SCORE),
+            pa.array(dets, pa.list_(pa.string())),
+            pa.array(reasons, pa.string()),
+            pa.array([file_paths.get(f, str(f)) for f, _ in src], pa.string()),
+            pa.array([r for _, r in src], pa.int64()),
+        ]
+        + [q.column(_raw(d.name)) for d in detectors],
+        schema=schema,
+    )
+    order = np.lexsort((qpos, -table.column("score").to_numpy()))
+    return table.take(pa.array(order)), trimmed
+
+
+def _flagged_counts(candidates, cfg, kinds, detectors) -> dict:
+    labels = key_values(normalize_key(candidates.column(cfg.label_column), kinds.label_type))
+    out: dict = {}
+    for det in detectors:
+        st = candidates.column(_strength(det.name)).is_valid().to_numpy(zero_copy_only=False)
+        for label, idx in group_rows_by_label(labels[st]) if st.any() else []:
+            out[(label, det.name)] = len(idx)
+    return out
+
+
+def strip_internal(table: pa.Table) -> pa.Table:
+    return table.drop_columns([c for c in table.column_names if c.startswith("__poisonscan_")])
+
+
+def iter_clean(
+    store: PartStore, trimmed: pa.Table | None, schema: pa.Schema, batch_rows: int
+) -> Iterator[pa.Table]:
+    """The clean split in input order, conformed to ``schema``: the clean parts plus
+    the flagged rows that the budget left out."""
+    trimmed_by_unit: dict = {}
+    if trimmed is not None and trimmed.num_rows:
+        tpos = trimmed.column(POS).to_numpy()
+        for key in store.keys("candidates"):
+            kpos = store.read("candidates", key).column(POS).to_numpy()
+            m = np.isin(tpos, kpos)
+            if m.any():
+                trimmed_by_unit[key] = strip_candidate_columns(trimmed.filter(pa.array(m)))
+    clean_keys = set(store.keys("clean"))
+    for key in sorted(clean_keys | set(trimmed_by_unit)):
+        if key not in trimmed_by_unit:
+            for t in store.iter_tables("clean", key, batch_rows):
+                yield conform(strip_internal(t), schema)
+            continue
+        parts = [trimmed_by_unit[key]]
+        if key in clean_keys:
+            parts.insert(0, store.read("clean", key))
+        t = pa.concat_tables(
+            [conform(p, schema.append(pa.field(POS, pa.int64()))) for p in parts]
+        )
+        t = t.take(pa.array(np.argsort(t.column(POS).to_numpy(), kind="stable")))
+        yield conform(strip_internal(t), schema)
+
+
+def strip_candidate_columns(table: pa.Table) -> pa.Table:
+    keep = [c for c in table.column_names if not c.startswith("__poisonscan_") or c == POS]
+    return table.select(keep)
+
+
+def rejected_table(store: PartStore, kinds: ColumnKinds, cfg: ScanConfig) -> pa.Table:
+    parts = [store.read("rejected", key) for key in store.keys("rejected")]
+    if not parts:
+        return pa.schema(
+            [
+                pa.field(cfg.id_column, kinds.id_type),
+                pa.field(cfg.label_column, kinds.label_type),
+                pa.field("error", pa.string()),
+                pa.field("error_code", pa.string()),
+                pa.field("source_file", pa.string()),
+                pa.field("source_row", pa.int64()),
+            ]
+        ).empty_table()
+    schema = unified_schema([p.schema for p in parts])
+    t = pa.concat_tables([conform(p, schema) for p in parts])
+    t = t.take(pa.array(np.argsort(t.column(POS).to_numpy(), kind="stable")))
+    t = strip_internal(t)
+    # the reasons first, then the row as read
+    front = list(REJECT_COLUMNS)
+    return t.select(front + [c for c in t.column_names if c not in front])
+
+
+def clean_schema(store: PartStore, trimmed: pa.Table | None) -> pa.Schema | None:
+    schemas = [store.schema("clean", k) for k in store.keys("clean")]
+    if trimmed is not None and trimmed.num_rows:
+        schemas.append(strip_candidate_columns(trimmed).schema)
+    s = unified_schema(schemas, drop=[POS])
+    return s
+
+
+@dataclass
+class Finished:
+    """The scan's results: tables to write or return, and how to stream the clean split."""
+
+    quarantine: pa.Table
+    rejected: pa.Table
+    summary: dict
+    trimmed: pa.Table | None
+    clean_schema: pa.Schema | None
+
+
+def finish(
+    store: PartStore,
+    model: ScanModel,
+    unit_result: UnitResult,
+    detectors: Sequence[Detector],
+    cfg: ScanConfig,
+    kinds: ColumnKinds,
+    file_paths: Mapping[int, str],
+    inputs: Sequence[str],
+    extra_settings: Mapping[str, Any] | None = None,
+) -> Finished:
+    """Apply the budget and build the quarantine list, rejected rows and summary."""
+    counts = unit_result.counts
+    valid_rows = counts.read - counts.rejected
+    cap = budget_cap(cfg.expected_poison_rate, valid_rows)
+    selected = select_quarantine(unit_result.flagged_positions, unit_result.flagged_strength, cap)
+    cand_keys = store.keys("candidates")
+    candidates = (
+        pa.concat_tables([store.read("candidates", k) for k in cand_keys], promote_options="permissive")
+        if cand_keys
+        else None
+    )
+    quarantine, trimmed = build_quarantine(
+        candidates, selected, model, detectors, kinds, cfg, file_paths
+    )
+    rejected = rejected_table(store, kinds, cfg)
+    summary = summarize(
+        model=model,
+        counts=counts,
+        quarantine=quarantine,
+        cap=cap,
+        flagged=len(unit_result.flagged_positions),
+        cfg=cfg,
+        detectors=detectors,
+        inputs=inputs,
+        extra_settings=extra_settings,
+    )
+    schema = clean_schema(store, trimmed) if cfg.write_clean else None
+    return Finished(quarantine, rejected, summary, trimmed, schema)
+
+
+def summarize(
+    *,
+    model: ScanModel,
+    counts: Counts,
+    quarantine: pa.Table,
+    cap: int | None,
+    flagged: int,
+    cfg: ScanConfig,
+    detectors: Sequence[Detector],
+    inputs: Sequence[str],
+    extra_settings: Mapping[str, Any] | None = None,
+) -> dict:
+    """summary.json: counts that add up, per-class figures and verdicts, settings."""
+    q_labels = Counter(
+        _py(v) for v in quarantine.column("label").to_pylist()
+    ) if quarantine.num_rows else Counter()
+    rows_q = quarantine.num_rows
+    valid = counts.read - counts.rejected
+    classes = []
+    labels = set(counts.by_class) | set(model.classes) | set(model.small_classes)
+    for label in sorted(labels, key=label_sort_key):
+        read, v, _flag, rej = counts.by_class.get(label, [0, 0, 0, 0])
+        entry = {
+            "label": label,
+            "rows_read": read,
+            "rows_valid": v,
+            "rows_quarantined": q_labels.get(label, 0),
+            "rows_rejected": rej,
+            "rows_clean": v - q_labels.get(label, 0),
+        }
+        if label in model.classes:
+            cm = model.classes[label]
+            entry["status"] = "scanned"
+            entry["poisoned"] = any(vd.poisoned for vd in cm.verdicts.values())
+            entry["sample_rows"] = cm.sample_rows
+            entry["verdicts"] = {name: vd.to_dict() for name, vd in cm.verdicts.items()}
+        elif label in model.small_classes:
+            entry["status"] = (
+                f"too few valid rows to judge ({model.small_classes[label]} < {cfg.min_class_rows}); rejected"
+            )
+            entry["poisoned"] = None
+        else:
+            entry["status"] = "no valid rows"
+            entry["poisoned"] = None
+        classes.append(entry)
+    det_summary = {}
+    for det in detectors:
+        poisoned = [
+            label for label, cm in model.classes.items() if cm.verdicts[det.name].poisoned
+        ]
+        n_flag = int(
+            sum(1 for ds in quarantine.column("detectors").to_pylist() if det.name in ds)
+        ) if rows_q else 0
+        det_summary[det.name] = {
+            "params": det.get_params(),
+            "classes_poisoned": poisoned,
+            "rows_quarantined": n_flag,
+        }
+    poisoned_classes = model.poisoned_classes
+    settings = cfg.to_dict()
+    if extra_settings:
+        settings.update(extra_settings)
+    return {
+        "verdict": "poison found" if rows_q else "no poison found",
+        "rows_read": counts.read,
+        "rows_clean": valid - rows_q,
+        "rows_quarantined": rows_q,
+        "rows_rejected": counts.rejected,
+        "classes_poisoned": poisoned_classes,
+        "budget": {
+            "expected_poison_rate": cfg.expected_poison_rate,
+            "max_rows": cap,
+            "rows_flagged": flagged,
+            "rows_left_in_clean_by_budget": flagged - rows_q,
+        },
+        "rejected_by_reason": dict(sorted(counts.by_error.items())),
+        "dimension": model.dim,
+        "vector_lengths_seen": {str(k): v for k, v in sorted(model.rows_by_dim.items())},
+        "classes": classes,
+        "detectors": det_summary,
+        "decision": cfg.build_group_test().get_params(),
+        "inputs": list(inputs),
+        "settings": settings,
+    }
+
+
+def _py(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def fmt_label(label: Any) -> str:
+    """A label as a reader expects it: 7 or 'cat'."""
+    label = _py(label)
+    return repr(label) if isinstance(label, str) else str(label)

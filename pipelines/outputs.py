@@ -1,0 +1,239 @@
+"""Writing the scan's outputs atomically.
+
+Everything is written under a temporary folder inside the output directory; only when
+the whole pipeline has succeeded is each file moved into place (``summary.json`` last,
+so its presence marks a complete set). A failed run removes its temporary folder and
+leaves the directory as it was: no half-written list.
+
+Local paths use the operating system directly; other schemes go through Beam's
+filesystems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .engine import PartStore
+
+OUTPUT_FILES = (
+    "quarantine.parquet",
+    "quarantine.csv",
+    "rejected.parquet",
+    "clean.parquet",
+    "summary.json",
+)
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def join(base: str, *names: str) -> str:
+    if _is_local(base):
+        return os.path.join(_local(base), *names)
+    return "/".join([base.rstrip("/"), *names])
+
+
+def open_write(path: str):
+    if _is_local(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return open(path, "wb")
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.create(path)
+
+
+def open_read(path: str):
+    if _is_local(path):
+        return open(path, "rb")
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.open(path)
+
+
+def list_files(folder: str, suffix: str) -> list[str]:
+    if _is_local(folder):
+        if not os.path.isdir(folder):
+            return []
+        return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(suffix))
+    from apache_beam.io.filesystems import FileSystems
+
+    (res,) = FileSystems.match([join(folder, "*" + suffix)])
+    return sorted(m.path for m in res.metadata_list)
+
+
+def remove_tree(path: str) -> None:
+    if _is_local(path):
+        shutil.rmtree(_local(path), ignore_errors=True)
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        FileSystems.delete([path.rstrip("/") + "/"])
+    except Exception:
+        pass
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    with open_write(path) as f:
+        pq.write_table(table, f)
+
+
+def write_json(data: Any, path: str) -> None:
+    with open_write(path) as f:
+        f.write(json.dumps(data, indent=2, default=_json_default, allow_nan=False).encode())
+        f.write(b"\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+def write_quarantine_csv(table: pa.Table, path: str) -> None:
+    cols = []
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_list(col.type):
+            col = pa.array([";".join(v) for v in col.to_pylist()], pa.string())
+        cols.append(col)
+    flat = pa.Table.from_arrays(cols, names=table.column_names)
+    with open_write(path) as f:
+        pacsv.write_csv(flat, f)
+
+
+class FilePartStore(PartStore):
+    """Pass-2 parts as Parquet files ``ROOT/KIND/KEY.parquet`` (one per read unit).
+
+    A unit's parts are named by the unit, so a retried bundle overwrites its own files.
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def _path(self, kind: str, key: str) -> str:
+        return join(self.root, kind, f"{key}.parquet")
+
+    def writer(self, kind: str, key: str) -> "_PartWriter":
+        return _PartWriter(self._path(kind, key))
+
+    def write(self, kind: str, key: str, table: pa.Table) -> None:
+        w = self.writer(kind, key)
+        w.write(table)
+        w.close()
+
+    def keys(self, kind: str) -> list[str]:
+        paths = list_files(join(self.root, kind), ".parquet")
+        return [p.replace("\\", "/").rsplit("/", 1)[-1][: -len(".parquet")] for p in paths]
+
+    def read(self, kind: str, key: str) -> pa.Table:
+        with open_read(self._path(kind, key)) as f:
+            return pq.read_table(f)
+
+    def schema(self, kind: str, key: str) -> pa.Schema:
+        with open_read(self._path(kind, key)) as f:
+            return pq.read_schema(f)
+
+    def iter_tables(self, kind: str, key: str, batch_rows: int) -> Iterable[pa.Table]:
+        with open_read(self._path(kind, key)) as f:
+            pf = pq.ParquetFile(f)
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                yield pa.Table.from_batches([batch])
+
+
+class _PartWriter:
+    """Streams tables of one schema into one Parquet file; nothing is created if empty."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file = None
+        self._writer = None
+
+    def write(self, table: pa.Table) -> None:
+        if table is None or table.num_rows == 0:
+            return
+        if self._writer is None:
+            self._file = open_write(self.path)
+            self._writer = pq.ParquetWriter(self._file, table.schema)
+        elif table.schema != self._writer.schema:
+            table = table.cast(self._writer.schema)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._file.close()
+            self._writer = self._file = None
+
+
+class OutputDir:
+    """An output directory with a private temporary folder for one run."""
+
+    def __init__(self, path: str, run_id: str | None = None):
+        self.path = path
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.tmp = join(path, f".poisonscan-tmp-{self.run_id}")
+
+    def staged(self, name: str) -> str:
+        return join(self.tmp, name)
+
+    @property
+    def parts(self) -> FilePartStore:
+        return FilePartStore(join(self.tmp, "parts"))
+
+    def prepare(self) -> None:
+        if _is_local(self.path):
+            target = _local(self.path)
+            if os.path.exists(target) and not os.path.isdir(target):
+                raise FileExistsError(f"--out {self.path} exists and is not a directory")
+            os.makedirs(_local(self.tmp), exist_ok=True)
+
+    def commit(self, produced: Iterable[str]) -> None:
+        """Move the staged files into place, summary.json last; remove stale outputs."""
+        produced = list(produced)
+        order = [n for n in produced if n != "summary.json"] + (
+            ["summary.json"] if "summary.json" in produced else []
+        )
+        if _is_local(self.path):
+            out = _local(self.path)
+            if "summary.json" in produced and os.path.exists(os.path.join(out, "summary.json")):
+                os.remove(os.path.join(out, "summary.json"))  # the set is incomplete from here
+            for name in OUTPUT_FILES:
+                if name not in produced and os.path.exists(os.path.join(out, name)):
+                    os.remove(os.path.join(out, name))
+            for name in order:
+                os.replace(os.path.join(_local(self.tmp), name), os.path.join(out, name))
+        else:
+            from apache_beam.io.filesystems import FileSystems
+
+            stale = [join(self.path, n) for n in OUTPUT_FILES if n not in produced]
+            existing = [p for p in stale if FileSystems.exists(p)]
+            if existing:
+                FileSystems.delete(existing)
+            for name in order:
+                dst = join(self.path, name)
+                if FileSystems.exists(dst):
+                    FileSystems.delete([dst])
+                FileSystems.rename([join(self.tmp, name)], [dst])
+        self.abort()
+
+    def abort(self) -> None:
+        remove_tree(self.tmp)

@@ -1,0 +1,320 @@
+"""Row validation: an Arrow record batch in, valid vectors and reasons for the rest out.
+
+Every row read ends up either valid (scanned) or rejected with a reason; nothing is
+dropped silently. The checks, with their codes:
+
+============== ===============================================================
+code           rejected when
+============== ===============================================================
+missing_id     the id is null
+missing_label  the label is null
+missing_features  the features are null
+empty_features the feature list is empty
+bad_number     the features (written as text) are not all numbers
+null_in_features  a feature value is null
+nan_features   a feature value is NaN
+inf_features   a feature value is infinite
+wrong_length   the vector's length differs from the data set's (the most common one)
+duplicate_id   the id appeared earlier in the input (the first occurrence is kept)
+small_class    the row's class has too few valid rows to be judged
+============== ===============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .sources import ColumnKinds, decode_position, encode_position
+
+# Two fixed seeds give a 128-bit id fingerprint (duplicate detection); a third, mixed
+# with the scan's seed, gives each row its sampling priority.
+_ID_SEEDS = (0x5EED_0001, 0x5EED_0002)
+_PRIORITY_SEED = 0x5EED_1000
+
+
+@dataclass
+class RowChecks:
+    """What row validation needs to know beyond the batch itself."""
+
+    kinds: ColumnKinds
+    id_column: str
+    label_column: str
+    file_paths: Mapping[int, str] = field(default_factory=dict)
+    #: (fingerprint hi, lo) -> position of the first occurrence, for duplicated ids only.
+    duplicates: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    #: Vector length every row must have (pass 2); None in pass 1 (rows are grouped).
+    expected_dim: int | None = None
+    #: Valid-row counts of classes too small to judge (pass 2).
+    small_classes: Mapping[Any, int] = field(default_factory=dict)
+    min_class_rows: int = 0
+    seed: int = 0
+
+
+@dataclass
+class Prepared:
+    """One validated batch.
+
+    ``valid`` marks the rows that are scanned. For them, ``groups`` maps each vector
+    length to ``(row indices into the batch, matrix of vectors)``; in pass 2 there is
+    only the expected length. ``labels``, ``ids`` and ``priority`` are per batch row.
+    """
+
+    batch: pa.RecordBatch
+    positions: np.ndarray
+    valid: np.ndarray
+    error_code: np.ndarray  # object: None or "code[,code]"
+    error: np.ndarray  # object: None or text
+    labels: np.ndarray
+    ids: np.ndarray
+    groups: dict[int, tuple[np.ndarray, np.ndarray]]
+    id_null: np.ndarray
+    label_null: np.ndarray
+    ids_arrow: pa.Array
+    fingerprints: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def n(self) -> int:
+        return self.batch.num_rows
+
+
+def normalize_key(arr: pa.Array, target: pa.DataType) -> pa.Array:
+    """Integer keys as int64, string keys as string (dictionary-decoded)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), target)
+    if arr.type != target:
+        arr = arr.cast(target)
+    return arr
+
+
+def key_values(arr: pa.Array) -> np.ndarray:
+    """Keys as a numpy array (int64, or object for strings); nulls as 0 / None."""
+    if pa.types.is_integer(arr.type):
+        return pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def fingerprints(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """128-bit fingerprint of each id as two uint64 arrays."""
+    s = pl.from_arrow(ids)
+    return (
+        s.hash(seed=_ID_SEEDS[0]).to_numpy().astype(np.uint64, copy=False),
+        s.hash(seed=_ID_SEEDS[1]).to_numpy().astype(np.uint64, copy=False),
+    )
+
+
+def priorities(ids: pa.Array, seed: int) -> np.ndarray:
+    """Each row's sampling priority: a hash of its id and the seed."""
+    mixed = (_PRIORITY_SEED * 1_000_003 + int(seed)) % (1 << 63)
+    return pl.from_arrow(ids).hash(seed=mixed).to_numpy().astype(np.uint64, copy=False)
+
+
+def parse_number_text(col: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+    """Numbers written in strings ("[0.1, 2, 3]", "0.1 2 3", "0.1;2;3") as lists.
+
+    Returns the list array (null where a row cannot be parsed) and, for those rows,
+    the offending text.
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    col = col.cast(pa.string())
+    trimmed = pc.utf8_trim(col, characters="[]() \t\r\n")
+    parts = pc.split_pattern_regex(trimmed, pattern=r"[\s,;]+")
+    try:
+        return parts.cast(pa.list_(pa.float64())), {}
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values: list = []
+    bad: dict[int, str] = {}
+    for i, item in enumerate(parts.to_pylist()):
+        if item is None:
+            values.append(None)
+            continue
+        try:
+            values.append([float(v) for v in item if v != ""] if item != [""] else [])
+        except ValueError:
+            token = next(v for v in item if not _is_float(v))
+            bad[i] = token
+            values.append(None)
+    return pa.array(values, type=pa.list_(pa.float64())), bad
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _vectors(col: pa.Array, rows: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix of the rows' vectors, mask of rows holding a null value)."""
+    if len(rows) == len(col) and col.null_count == 0:
+        sub = col
+    else:
+        sub = col.take(pa.array(rows, type=pa.int64()))
+    flat = sub.flatten()
+    has_null = np.zeros(len(rows), dtype=bool)
+    if flat.null_count:
+        has_null = (
+            flat.is_null().to_numpy(zero_copy_only=False).reshape(len(rows), dim).any(axis=1)
+        )
+    values = flat.to_numpy(zero_copy_only=False)
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
+    return values.reshape(len(rows), dim), has_null
+
+
+def prepare(
+    batch: pa.RecordBatch,
+    file_index: int,
+    first_row: int,
+    checks: RowChecks,
+    *,
+    need_fingerprints: bool = False,
+) -> Prepared:
+    """Validate one batch (see the module docstring for the checks)."""
+    n = batch.num_rows
+    kinds = checks.kinds
+    positions = encode_position(file_index, first_row + np.arange(n, dtype=np.int64))
+    problems: dict[int, list[tuple[str, str]]] = {}
+
+    def reject(mask: np.ndarray, code: str, text) -> None:
+        for i in np.flatnonzero(mask):
+            problems.setdefault(int(i), []).append((code, text(int(i)) if callable(text) else text))
+
+    names = batch.schema.names
+    ids_arr = (
+        normalize_key(batch.column(checks.id_column), kinds.id_type)
+        if checks.id_column in names
+        else pa.nulls(n, kinds.id_type)
+    )
+    labels_arr = (
+        normalize_key(batch.column(checks.label_column), kinds.label_type)
+        if checks.label_column in names
+        else pa.nulls(n, kinds.label_type)
+    )
+    ids = key_values(ids_arr)
+    labels = key_values(labels_arr)
+    id_null = ids_arr.is_null().to_numpy(zero_copy_only=False)
+    label_null = labels_arr.is_null().to_numpy(zero_copy_only=False)
+    reject(id_null, "missing_id", "id is null")
+    reject(label_null, "missing_label", "label is null")
+
+    fcol = (
+        batch.column(kinds.features_column)
+        if kinds.features_column in names
+        else pa.nulls(n, pa.list_(pa.float64()))
+    )
+    if isinstance(fcol, pa.ChunkedArray):
+        fcol = fcol.combine_chunks()
+    if pa.types.is_string(fcol.type) or pa.types.is_large_string(fcol.type):
+        fcol, bad = parse_number_text(fcol)
+        for i, token in bad.items():
+            problems.setdefault(i, []).append(
+                ("bad_number", f"features: {token[:40]!r} is not a number")
+            )
+    elif pa.types.is_null(fcol.type):
+        fcol = pa.nulls(n, pa.list_(pa.float64()))
+    f_null = fcol.is_null().to_numpy(zero_copy_only=False)
+    parsed_bad = np.zeros(n, dtype=bool)
+    for i in problems:
+        if any(code == "bad_number" for code, _ in problems[i]):
+            parsed_bad[i] = True
+    reject(f_null & ~parsed_bad, "missing_features", "features are null")
+    lengths = pc.fill_null(pc.list_value_length(fcol), -1).to_numpy(zero_copy_only=False)
+    reject(lengths == 0, "empty_features", "features are empty")
+
+    if checks.expected_dim is not None:
+        wrong = (lengths > 0) & (lengths != checks.expected_dim)
+        reject(
+            wrong,
+            "wrong_length",
+            lambda i: f"features have length {lengths[i]}; the data set's vectors have "
+            f"length {checks.expected_dim}",
+        )
+
+    fp = None
+    if need_fingerprints or checks.duplicates:
+        fp = fingerprints(ids_arr)
+    if checks.duplicates:
+        hi, lo = fp
+        dup_hi = np.fromiter((k[0] for k in checks.duplicates), dtype=np.uint64)
+        for i in np.flatnonzero(np.isin(hi, dup_hi) & ~id_null):
+            first = checks.duplicates.get((int(hi[i]), int(lo[i])))
+            if first is not None and first != positions[i]:
+                f_idx, f_row = decode_position(first)
+                where = checks.file_paths.get(f_idx, f"file {f_idx}")
+                problems.setdefault(int(i), []).append(
+                    (
+                        "duplicate_id",
+                        f"id {_py(ids[i])!r} appeared earlier ({_basename(where)} row {f_row})",
+                    )
+                )
+
+    if checks.small_classes:
+        for i in np.flatnonzero(~label_null):
+            rows = checks.small_classes.get(labels[i])
+            if rows is not None:
+                problems.setdefault(int(i), []).append(
+                    (
+                        "small_class",
+                        f"class {_py(labels[i])!r} has {rows} valid rows; at least "
+                        f"{checks.min_class_rows} are needed to judge it",
+                    )
+                )
+
+    # vectors of the rows that passed so far, grouped by length
+    ok = np.ones(n, dtype=bool)
+    if problems:
+        ok[list(problems)] = False
+    ok &= lengths > 0
+    groups: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for dim in np.unique(lengths[ok]):
+        rows = np.flatnonzero(ok & (lengths == dim))
+        X, has_null = _vectors(fcol, rows, int(dim))
+        finite = np.isfinite(X).all(axis=1)
+        bad_rows = has_null | ~finite
+        if bad_rows.any():
+            for j in np.flatnonzero(bad_rows):
+                i = int(rows[j])
+                if has_null[j]:
+                    problems.setdefault(i, []).append(("null_in_features", "features contain null values"))
+                elif np.isnan(X[j]).any():
+                    problems.setdefault(i, []).append(("nan_features", "features contain NaN"))
+                else:
+                    problems.setdefault(i, []).append(("inf_features", "features contain infinite values"))
+            keep = ~bad_rows
+            rows, X = rows[keep], X[keep]
+        if len(rows):
+            groups[int(dim)] = (rows, X)
+
+    valid = np.zeros(n, dtype=bool)
+    for rows, _ in groups.values():
+        valid[rows] = True
+    error_code = np.full(n, None, dtype=object)
+    error = np.full(n, None, dtype=object)
+    for i, items in problems.items():
+        error_code[i] = ",".join(dict.fromkeys(code for code, _ in items))
+        error[i] = "; ".join(dict.fromkeys(text for _, text in items))
+    return Prepared(
+        batch, positions, valid, error_code, error, labels, ids, groups, id_null, label_null,
+        ids_arr, fp,
+    )
+
+
+def _py(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]

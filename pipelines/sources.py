@@ -1,0 +1,382 @@
+"""Input files: matching, checking, splitting into read units, reading Arrow batches.
+
+Files are matched and opened through Beam's filesystems, so any scheme Beam knows
+(gs://, s3://, hdfs://) works where its extra is installed; local files are read by
+pyarrow directly. Elements are Arrow record batches, never a dict per row.
+
+Every row gets a *position*: ``(file index << 40) | row number in the file``, with files
+numbered in sorted path order. Positions are unique and independent of how the work is
+split, so they order outputs and break ties deterministically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+ROW_BITS = 40
+ROW_MASK = (1 << ROW_BITS) - 1
+
+FORMATS = ("parquet", "csv", "jsonl")
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+_COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
+#: Largest JSON line the JSONL reader accepts.
+_JSON_BLOCK = 16 << 20
+#: Rows per read unit for Parquet (consecutive row groups are grouped up to this many).
+UNIT_ROWS = 1 << 18
+
+
+class SourceError(Exception):
+    """An input cannot be read or lacks what the scan needs (exit code 1)."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    index: int
+    path: str
+    format: str
+
+
+@dataclass(frozen=True)
+class ReadUnit:
+    """A piece of one file that one worker reads: a run of row groups, or a whole file."""
+
+    file_index: int
+    unit_index: int
+    path: str
+    format: str
+    row_groups: tuple[int, ...] | None
+    first_row: int
+    rows: int | None  # known for Parquet
+
+    @property
+    def key(self) -> str:
+        return f"{self.file_index:06d}-{self.unit_index:06d}"
+
+
+@dataclass(frozen=True)
+class ColumnKinds:
+    """What the scan needs to know about the key columns, agreed across files."""
+
+    id_type: pa.DataType
+    label_type: pa.DataType
+    features_column: str
+    features_kind: str  # "list" or "text" (numbers written in a string, as in CSV)
+    fixed_dim: int | None
+
+
+def encode_position(file_index: int, row) -> int:
+    return (file_index << ROW_BITS) | row
+
+
+def decode_position(position: int) -> tuple[int, int]:
+    return int(position) >> ROW_BITS, int(position) & ROW_MASK
+
+
+def format_of(path: str, override: str | None = None) -> str:
+    if override:
+        return override
+    name = path.lower()
+    for comp in _COMPRESSIONS:
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+            break
+    ext = os.path.splitext(name)[1]
+    try:
+        return _EXTENSIONS[ext]
+    except KeyError:
+        raise SourceError(
+            f"{path}: cannot tell the format from the extension {ext or '(none)'}; "
+            f"use --format ({', '.join(FORMATS)})"
+        ) from None
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def expand_sources(patterns: Sequence[str], format_override: str | None = None) -> list[SourceFile]:
+    """Match files or globs; every pattern must match at least one file."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if not patterns:
+        raise SourceError("no source given")
+    paths: set[str] = set()
+    for pattern in patterns:
+        if _is_local(pattern) and os.path.isdir(_local(pattern)):
+            raise SourceError(f"{pattern} is a directory; give files or a glob such as {pattern.rstrip('/')}/*.parquet")
+        try:
+            (result,) = FileSystems.match([pattern])
+        except Exception as exc:  # Beam raises BeamIOError with per-pattern details
+            raise SourceError(f"cannot list {pattern}: {_one_line(exc)}") from None
+        found = [m.path for m in result.metadata_list if not m.path.endswith("/")]
+        if not found:
+            raise SourceError(f"no file matches {pattern}")
+        paths.update(found)
+    return [
+        SourceFile(i, p, format_of(p, format_override)) for i, p in enumerate(sorted(paths))
+    ]
+
+
+def open_binary(path: str):
+    """A readable binary stream (decompressed for CSV/JSONL by extension)."""
+    if _is_local(path):
+        try:
+            return pa.input_stream(_local(path), compression="detect")
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceError(f"cannot open {path}: {_one_line(exc)}") from None
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return FileSystems.open(path, compression_type=CompressionTypes.AUTO)
+    except Exception as exc:
+        raise SourceError(f"cannot open {path}: {_one_line(exc)}") from None
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    try:
+        if _is_local(path):
+            return pq.ParquetFile(_local(path))
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
+        return pq.ParquetFile(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"cannot read {path} as Parquet: {_one_line(exc)}") from None
+
+
+def _csv_reader(path: str, block_size: int | None = None) -> pa.RecordBatchReader:
+    read_options = pacsv.ReadOptions(block_size=block_size) if block_size else None
+    try:
+        return pacsv.open_csv(open_binary(path), read_options=read_options)
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"cannot read {path} as CSV: {_one_line(exc)}") from None
+
+
+def _json_reader(path: str) -> pa.RecordBatchReader:
+    try:
+        return pajson.open_json(
+            open_binary(path), read_options=pajson.ReadOptions(block_size=_JSON_BLOCK)
+        )
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"cannot read {path} as JSON lines: {_one_line(exc)}") from None
+
+
+def file_schema(src: SourceFile) -> pa.Schema:
+    """The file's schema, reading as little as the format allows."""
+    if src.format == "parquet":
+        return _parquet_file(src.path).schema_arrow
+    if src.format == "csv":
+        return _csv_reader(src.path).schema
+    try:
+        return _json_reader(src.path).schema
+    except SourceError as exc:
+        if "Empty JSON file" in str(exc) or "empty" in str(exc).lower():
+            return pa.schema([])
+        raise
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _key_kind(t: pa.DataType) -> str | None:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_null(t):
+        return "null"
+    return None
+
+
+def check_columns(files: Sequence[SourceFile], schemas: Sequence[pa.Schema], cfg) -> ColumnKinds:
+    """Check that every file has the key columns with usable, agreeing types."""
+    features = cfg.features_column
+    if features is None:
+        features = _guess_features_column(files[0], schemas[0], cfg)
+    kinds: dict[str, str] = {}
+    fixed_dims: set = set()
+    features_kind = None
+    for src, schema in zip(files, schemas):
+        if len(schema) == 0:
+            continue  # an empty file: nothing to check
+        for role, col in (("id", cfg.id_column), ("label", cfg.label_column), ("features", features)):
+            if col not in schema.names:
+                raise SourceError(
+                    f"{src.path}: no {role} column {col!r} (columns: {', '.join(schema.names)})"
+                )
+        for role, col in (("id", cfg.id_column), ("label", cfg.label_column)):
+            t = schema.field(col).type
+            kind = _key_kind(t)
+            if kind is None:
+                raise SourceError(
+                    f"{src.path}: the {role} column {col!r} must hold integers or strings; it holds {t}"
+                )
+            if kind == "null":
+                continue
+            if kinds.setdefault(role, kind) != kind:
+                raise SourceError(
+                    f"{src.path}: the {role} column {col!r} holds {kind}s here but "
+                    f"{kinds[role]}s in other files"
+                )
+        t = schema.field(features).type
+        if _is_list(t) and (_is_number(t.value_type) or pa.types.is_null(t.value_type)):
+            kind = "list"
+            if pa.types.is_fixed_size_list(t):
+                fixed_dims.add(t.list_size)
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            kind = "text"
+        elif pa.types.is_null(t):
+            continue
+        else:
+            raise SourceError(
+                f"{src.path}: the features column {features!r} must be a list of numbers "
+                f"(or numbers in a string, as in CSV); it holds {t}"
+            )
+        if features_kind is None or features_kind == "list":
+            features_kind = kind if features_kind is None else features_kind
+    type_of = {"integer": pa.int64(), "string": pa.string()}
+    return ColumnKinds(
+        id_type=type_of.get(kinds.get("id"), pa.int64()),
+        label_type=type_of.get(kinds.get("label"), pa.int64()),
+        features_column=features,
+        features_kind=features_kind or "list",
+        fixed_dim=fixed_dims.pop() if len(fixed_dims) == 1 else None,
+    )
+
+
+def _guess_features_column(src: SourceFile, schema: pa.Schema, cfg) -> str:
+    candidates = [
+        f.name
+        for f in schema
+        if f.name not in (cfg.id_column, cfg.label_column)
+        and _is_list(f.type)
+        and _is_number(f.type.value_type)
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise SourceError(
+            f"{src.path}: no column holds a list of numbers; name the representation "
+            "with --features-column"
+        )
+    raise SourceError(
+        f"{src.path}: several columns hold lists of numbers ({', '.join(candidates)}); "
+        "choose one with --features-column"
+    )
+
+
+def plan_units(files: Sequence[SourceFile], unit_rows: int = UNIT_ROWS) -> list[ReadUnit]:
+    """Split files into read units (runs of Parquet row groups, or whole files)."""
+    units: list[ReadUnit] = []
+    for src in files:
+        if src.format != "parquet":
+            units.append(ReadUnit(src.index, 0, src.path, src.format, None, 0, None))
+            continue
+        meta = _parquet_file(src.path).metadata
+        groups: list[tuple[list[int], int, int]] = []  # (row groups, first row, rows)
+        row = 0
+        for rg in range(meta.num_row_groups):
+            n = meta.row_group(rg).num_rows
+            if not groups or groups[-1][2] + n > unit_rows:
+                groups.append(([], row, 0))
+            rgs, first, rows = groups[-1]
+            rgs.append(rg)
+            groups[-1] = (rgs, first, rows + n)
+            row += n
+        for i, (rgs, first, rows) in enumerate(groups):
+            units.append(ReadUnit(src.index, i, src.path, src.format, tuple(rgs), first, rows))
+    return units
+
+
+def read_unit(
+    unit: ReadUnit, columns: Sequence[str] | None, batch_rows: int
+) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """Yield ``(batch, row number of its first row in the file)``.
+
+    ``columns`` limits what Parquet reads; CSV and JSONL are parsed whole.
+    """
+    row = unit.first_row
+    try:
+        if unit.format == "parquet":
+            pf = _parquet_file(unit.path)
+            present = set(pf.schema_arrow.names)
+            cols = None if columns is None else [c for c in columns if c in present]
+            for batch in pf.iter_batches(
+                batch_size=batch_rows, row_groups=list(unit.row_groups), columns=cols
+            ):
+                yield batch, row
+                row += batch.num_rows
+            return
+        reader = _csv_reader(unit.path) if unit.format == "csv" else _json_reader(unit.path)
+        for batch in reader:
+            for start in range(0, batch.num_rows, batch_rows):
+                piece = batch.slice(start, batch_rows)
+                yield piece, row
+                row += piece.num_rows
+    except SourceError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise SourceError(f"{unit.path}: cannot read rows after row {row}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())[:500]
+
+
+def table_batches(table: pa.Table, batch_rows: int) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """An in-memory table as ``(batch, first row)`` pairs (the in-memory API's source)."""
+    row = 0
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        if batch.num_rows:
+            yield batch, row
+            row += batch.num_rows
+
+
+__all__ = [
+    "ColumnKinds",
+    "ReadUnit",
+    "SourceError",
+    "SourceFile",
+    "check_columns",
+    "decode_position",
+    "encode_position",
+    "expand_sources",
+    "file_schema",
+    "format_of",
+    "plan_units",
+    "read_unit",
+    "table_batches",
+]

@@ -1,0 +1,85 @@
+"""Shared fixtures: seeded data sets with planted poison, written in every format."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+
+def planted(
+    n_per_class=400,
+    n_classes=4,
+    dim=16,
+    poison_class=1,
+    n_poison=30,
+    shift=12.0,
+    seed=0,
+    dtype=np.float32,
+):
+    """Gaussian classes; ``n_poison`` rows of ``poison_class`` shifted along one direction.
+
+    Returns (X, y, poison_idx).
+    """
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(n_classes, dim))
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    X = centers[y] + rng.normal(size=(len(y), dim))
+    u = rng.normal(size=dim)
+    u /= np.linalg.norm(u)
+    in_class = np.flatnonzero(y == poison_class)
+    poison = np.sort(rng.choice(in_class, n_poison, replace=False)) if n_poison else np.array([], int)
+    X[poison] += shift * u
+    return X.astype(dtype), y, poison
+
+
+def as_table(X, y, ids=None, fixed=True):
+    ids = np.arange(len(y)) if ids is None else ids
+    if fixed:
+        feats = pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(X).reshape(-1)), X.shape[1])
+    else:
+        feats = pa.array([list(map(float, r)) for r in X], pa.list_(pa.float64()))
+    return pa.table({"id": pa.array(list(ids)), "label": pa.array(list(y)), "features": feats})
+
+
+@pytest.fixture
+def planted_data():
+    return planted()
+
+
+@pytest.fixture
+def write_sources(tmp_path):
+    """Write a table as Parquet / CSV / JSONL; returns the path."""
+
+    def write(table: pa.Table, fmt: str = "parquet", name: str = "data", row_group_size=None):
+        path = tmp_path / f"{name}.{fmt}"
+        if fmt == "parquet":
+            pq.write_table(table, path, row_group_size=row_group_size)
+        elif fmt == "csv":
+            rows = table.to_pylist()
+            cols = table.column_names
+            with open(path, "w") as f:
+                f.write(",".join(cols) + "\n")
+                for r in rows:
+                    cells = []
+                    for c in cols:
+                        v = r[c]
+                        if isinstance(v, list):
+                            cells.append('"' + json.dumps(v) + '"')
+                        elif v is None:
+                            cells.append("")
+                        else:
+                            cells.append(str(v))
+                    f.write(",".join(cells) + "\n")
+        elif fmt == "jsonl":
+            with open(path, "w") as f:
+                for r in table.to_pylist():
+                    f.write(json.dumps(r) + "\n")
+        else:  # pragma: no cover
+            raise ValueError(fmt)
+        return str(path)
+
+    return write

@@ -1,0 +1,104 @@
+"""One suite over every registered detector: the contract holds for all of them."""
+
+import numpy as np
+import pytest
+
+from poisonscan.detectors import (
+    Detector,
+    InvalidParameterError,
+    available_detectors,
+    detector_class,
+    make_detector,
+    register,
+)
+from poisonscan.detectors.stats import Reservoir
+
+from ..conftest import planted
+
+DETECTORS = available_detectors()
+
+
+def samples_of(X, y, ids, size=4096):
+    prio = (np.arange(len(y), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) % np.uint64(2**61)
+    out = {}
+    for label in np.unique(y):
+        m = np.flatnonzero(y == label)
+        out[label.item()] = Reservoir.from_batch(size, prio[m], m.astype(np.int64), X[m], ids[m]).sample()
+    return out
+
+
+def fit(det, X, y, batches=1):
+    ids = np.arange(len(y))
+    accs = [det.add_input(det.create_accumulator(), X[p], y[p]) for p in np.array_split(np.arange(len(y)), batches)]
+    return det.extract_output(det.merge_accumulators(accs), samples_of(X, y, ids))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_higher_scores_for_planted_poison(name):
+    X, y, poison = planted(seed=11, shift=15.0)
+    det = make_detector(name)
+    state = fit(det, X, y)
+    scores = det.score(state, X, y)
+    assert scores.shape == (len(y),) and np.isfinite(scores).all()
+    clean = np.setdiff1d(np.flatnonzero(y == 1), poison)
+    assert np.median(scores[poison]) > np.percentile(scores[clean], 99)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_deterministic(name):
+    X, y, _ = planted(seed=12)
+    a = make_detector(name)
+    b = make_detector(name)
+    np.testing.assert_array_equal(a.score(fit(a, X, y), X, y), b.score(fit(b, X, y), X, y))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_merge_equivalence(name):
+    X, y, _ = planted(seed=13)
+    det = make_detector(name)
+    np.testing.assert_allclose(
+        det.score(fit(det, X, y, batches=1), X, y),
+        det.score(fit(det, X, y, batches=6), X, y),
+        rtol=1e-5,
+        atol=1e-8,
+    )
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_calibration_covers_the_sample(name):
+    X, y, _ = planted(seed=14)
+    det = make_detector(name)
+    state = fit(det, X, y)
+    for label in np.unique(y):
+        stat = state.calibration[label.item()]
+        assert stat.shape == ((y == label).sum(),) and np.isfinite(stat).all()
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_unknown_parameters_are_rejected(name):
+    with pytest.raises(InvalidParameterError, match="Unknown parameter"):
+        make_detector(name, {"no_such_parameter": 1})
+    with pytest.raises(TypeError):
+        detector_class(name)(no_such_parameter=1)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_scoring_unfitted_classes_is_an_error(name):
+    X, y, _ = planted(seed=15)
+    det = make_detector(name)
+    state = fit(det, X[y == 0], y[y == 0])
+    with pytest.raises(ValueError):
+        det.score(state, X[y == 1], y[y == 1])
+
+
+def test_unknown_detector_lists_the_known_ones():
+    with pytest.raises(InvalidParameterError, match="known detectors: .*spectral"):
+        make_detector("spectrall")
+
+
+def test_duplicate_registration_is_an_error():
+    with pytest.raises(ValueError, match="registered already"):
+
+        @register
+        class Again(Detector):  # noqa: F811
+            name = "spectral"

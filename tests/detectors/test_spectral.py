@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from poisonscan.detectors import SpectralSignature
+
+from ..conftest import planted
+
+
+def fit(det, X, y, batches=1):
+    acc = det.create_accumulator()
+    for part in np.array_split(np.arange(len(y)), batches):
+        acc = det.add_input(acc, X[part], y[part])
+    return det.extract_output(acc, {})
+
+
+def test_planted_group_scores_above_every_clean_row():
+    X, y, poison = planted(seed=3)
+    det = SpectralSignature()
+    state = fit(det, X, y)
+    scores = det.score(state, X, y)
+    in_class = np.flatnonzero(y == 1)
+    clean = np.setdiff1d(in_class, poison)
+    assert scores[poison].min() > scores[clean].max()
+
+
+def test_score_is_the_squared_centred_projection():
+    X, y, _ = planted(seed=4, n_classes=2)
+    det = SpectralSignature()
+    state = fit(det, X, y)
+    for label in (0, 1):
+        Xc = X[y == label].astype(np.float64)
+        centred = Xc - Xc.mean(0)
+        v = np.linalg.svd(centred, full_matrices=False)[2][0]
+        expected = (centred @ v) ** 2
+        np.testing.assert_allclose(det.score(state, Xc, y[y == label]), expected, rtol=1e-4, atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(-1e4, 1e4), st.integers(0, 1000))
+def test_scores_do_not_change_when_every_row_shifts(offset, seed):
+    X, y, _ = planted(seed=seed, n_per_class=200, n_classes=2, dtype=np.float64)
+    det = SpectralSignature()
+    shift = np.full(X.shape[1], offset)
+    a = det.score(fit(det, X, y), X, y)
+    b = det.score(fit(det, X + shift, y), X + shift, y)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * (1 + np.abs(a).max()) * 1e-3)
+
+
+def test_uncentred_scores_would_differ_under_shift():
+    # the bug of several public implementations: scoring r.v instead of (r - mean).v
+    X, y, _ = planted(seed=5, n_classes=1, poison_class=0, dtype=np.float64)
+    det = SpectralSignature()
+    state = fit(det, X, y)
+    v = state.classes[0].direction
+    shifted = X + 100.0
+    assert not np.allclose((X @ v) ** 2, (shifted @ v) ** 2)
+    np.testing.assert_allclose(det.score(state, X, y), det.score(fit(det, shifted, y), shifted, y), rtol=1e-6)
+
+
+def test_split_batches_give_the_same_state():
+    X, y, _ = planted(seed=6)
+    det = SpectralSignature()
+    one = fit(det, X, y)
+    many = fit(det, X, y, batches=9)
+    merged = det.merge_accumulators(
+        [det.add_input(det.create_accumulator(), X[p], y[p]) for p in np.array_split(np.arange(len(y)), 5)]
+    )
+    from_merge = det.extract_output(merged, {})
+    for state in (many, from_merge):
+        for label in one.classes:
+            np.testing.assert_allclose(state.classes[label].mean, one.classes[label].mean, rtol=1e-12)
+            np.testing.assert_allclose(
+                np.abs(state.classes[label].direction), np.abs(one.classes[label].direction), atol=1e-12
+            )
+
+
+def test_permuting_rows_permutes_scores():
+    X, y, _ = planted(seed=7)
+    det = SpectralSignature()
+    state = fit(det, X, y)
+    perm = np.random.default_rng(0).permutation(len(y))
+    np.testing.assert_allclose(det.score(state, X[perm], y[perm]), det.score(state, X, y)[perm])
+
+
+def test_string_labels_and_unknown_class():
+    X, y, _ = planted(seed=8, n_classes=2)
+    labels = np.array(["cat", "dog"], dtype=object)[y]
+    det = SpectralSignature()
+    state = fit(det, X, labels)
+    assert set(state.classes) == {"cat", "dog"}
+    with pytest.raises(ValueError, match="no fitted state"):
+        det.score(state, X[:3], np.array(["bird"] * 3, dtype=object))

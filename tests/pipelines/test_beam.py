@@ -1,0 +1,162 @@
+"""The Beam pipeline on the embedded FnApiRunner: same answers as the in-memory path."""
+
+import json
+import os
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from poisonscan import ScanConfig, scan_table
+from poisonscan.pipelines.beam_scan import FindDuplicateIds, ScanFailed, plan_scan, run_scan
+from poisonscan.pipelines.sources import SourceError, encode_position
+
+from ..conftest import as_table, planted
+
+
+def read_outputs(out):
+    q = pq.read_table(os.path.join(out, "quarantine.parquet"))
+    r = pq.read_table(os.path.join(out, "rejected.parquet"))
+    c = pq.read_table(os.path.join(out, "clean.parquet")) if os.path.exists(os.path.join(out, "clean.parquet")) else None
+    with open(os.path.join(out, "summary.json")) as f:
+        s = json.load(f)
+    return q, r, c, s
+
+
+def dirty_table(seed=31):
+    X, y, poison = planted(seed=seed)
+    X = X.astype(np.float64)
+    X[5, 2] = np.nan
+    ids = np.arange(len(y))
+    ids[700] = 699  # a duplicate
+    table = as_table(X, y, ids, fixed=False)
+    table = table.append_column("note", pa.array([f"n{i}" for i in range(len(y))]))
+    return table, poison
+
+
+def test_beam_path_equals_in_memory_path(tmp_path, write_sources):
+    table, poison = dirty_table()
+    src = write_sources(table, "parquet", row_group_size=300)  # several units and batches
+    cfg = ScanConfig(features_column="features", write_clean=True, batch_rows=128)
+    summary = run_scan([src], str(tmp_path / "out"), cfg)
+    q, r, c, s = read_outputs(tmp_path / "out")
+    mem = scan_table(table, cfg)
+
+    assert q.column("id").to_pylist() == mem.quarantine.column("id").to_pylist()
+    np.testing.assert_allclose(q["score"].to_numpy(), mem.quarantine["score"].to_numpy(), rtol=1e-9)
+    assert q["reason"].to_pylist() == mem.quarantine["reason"].to_pylist()
+    assert r["error_code"].to_pylist() == mem.rejected["error_code"].to_pylist() == ["nan_features", "duplicate_id"]
+    assert c["id"].to_pylist() == mem.clean["id"].to_pylist()
+    assert c.column_names == table.column_names  # all original columns, nothing added
+    for key in ("rows_read", "rows_clean", "rows_quarantined", "rows_rejected", "classes_poisoned"):
+        assert s[key] == mem.summary[key] == summary[key]
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"]
+    assert sorted(q["id"].to_pylist()) == sorted(set(poison.tolist()) - {5})
+    assert q["source_file"].to_pylist()[0] == src
+    assert s["versions"]["apache-beam"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_csv_and_jsonl_sources_give_the_parquet_answer(tmp_path, write_sources, fmt):
+    X, y, poison = planted(seed=32)
+    table = as_table(X.astype(np.float64), y, fixed=False)
+    pq_src = write_sources(table, "parquet", name="same")
+    other = write_sources(table, fmt, name="same")
+    cfg = ScanConfig(features_column="features")
+    run_scan([pq_src], str(tmp_path / "a"), cfg)
+    run_scan([other], str(tmp_path / "b"), cfg)
+    qa, _, _, sa = read_outputs(tmp_path / "a")
+    qb, _, _, sb = read_outputs(tmp_path / "b")
+    assert qa["id"].to_pylist() == qb["id"].to_pylist()
+    assert sorted(qb["id"].to_pylist()) == poison.tolist()
+    assert sb["rows_read"] == sa["rows_read"] == len(y)
+
+
+def test_globs_over_several_files_and_string_keys(tmp_path, write_sources):
+    X, y, poison = planted(seed=33)
+    ids = np.array([f"r{i:05d}" for i in range(len(y))], dtype=object)
+    labels = np.array(["w", "x", "y", "z"], dtype=object)[y]
+    table = as_table(X, labels, ids)
+    half = len(y) // 2
+    write_sources(table.slice(0, half), "parquet", name="part-0")
+    write_sources(table.slice(half), "parquet", name="part-1")
+    run_scan([str(tmp_path / "part-*.parquet")], str(tmp_path / "out"), ScanConfig())
+    q, _, _, s = read_outputs(tmp_path / "out")
+    assert sorted(q["id"].to_pylist()) == sorted(ids[poison].tolist())
+    assert s["classes_poisoned"] == ["x"]
+    assert len(s["inputs"]) == 2
+
+
+def test_empty_input_writes_empty_outputs(tmp_path, write_sources):
+    table = as_table(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    src = write_sources(table, "parquet")
+    run_scan([src], str(tmp_path / "out"), ScanConfig(write_clean=True))
+    q, r, c, s = read_outputs(tmp_path / "out")
+    assert (q.num_rows, r.num_rows, c.num_rows, s["rows_read"]) == (0, 0, 0, 0)
+    assert s["verdict"] == "no poison found"
+
+
+def test_missing_column_and_missing_file_write_nothing(tmp_path, write_sources):
+    X, y, _ = planted(seed=34)
+    src = write_sources(as_table(X, y), "parquet")
+    with pytest.raises(SourceError, match="no label column 'target'"):
+        run_scan([src], str(tmp_path / "out"), ScanConfig(label_column="target"))
+    with pytest.raises(SourceError, match="no file matches"):
+        run_scan([str(tmp_path / "nope-*.parquet")], str(tmp_path / "out"), ScanConfig())
+    assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
+
+
+def test_a_failure_inside_the_pipeline_leaves_earlier_outputs_alone(tmp_path):
+    out = tmp_path / "out"
+    good = tmp_path / "good.csv"
+    bad = tmp_path / "bad.csv"
+    rng = np.random.default_rng(0)
+    lines = ["id,label,features"] + [
+        f'{i},{i % 2},"[{rng.normal():.6f}, {rng.normal():.6f}, {rng.normal():.6f}]"' for i in range(40_000)
+    ]
+    good.write_text("\n".join(lines) + "\n")
+    cfg = ScanConfig(features_column="features")
+    run_scan([str(good)], str(out), cfg)
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    # the label column turns to text long after the first block that typed it
+    bad.write_text("\n".join(lines + ['40000,oops,"[1, 2, 3]"']) + "\n")
+    with pytest.raises((ScanFailed, SourceError), match="bad.csv.*'oops'"):
+        run_scan([str(bad)], str(out), cfg)
+    after = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    assert after == before  # no staging folder left, no file touched
+
+
+def test_two_workers_give_the_same_lists(tmp_path, write_sources):
+    table, _ = dirty_table(seed=35)
+    src = write_sources(table, "parquet", row_group_size=200)
+    cfg = ScanConfig(features_column="features", write_clean=True, batch_rows=100)
+    run_scan([src], str(tmp_path / "one"), cfg)
+    run_scan([src], str(tmp_path / "two"), cfg, workers=2)
+    for name in ("quarantine.parquet", "rejected.parquet", "clean.parquet"):
+        a = pq.read_table(tmp_path / "one" / name)
+        b = pq.read_table(tmp_path / "two" / name)
+        assert a.schema == b.schema and str(a.to_pylist()) == str(b.to_pylist()), name  # NaN-safe
+
+
+def test_find_duplicate_ids_transform(tmp_path, write_sources):
+    table = pa.table(
+        {
+            "id": [1, 2, 1, 3, 2, 1],
+            "label": [0] * 6,
+            "features": pa.array([[0.0, 1.0]] * 6),
+        }
+    )
+    src = write_sources(table, "parquet", row_group_size=2)
+    plan = plan_scan([src], ScanConfig())
+    with BeamTestPipeline(runner="FnApiRunner") as p:
+        dups = (
+            p
+            | beam.Create(list(plan.units))
+            | FindDuplicateIds(plan)
+            | beam.Map(lambda d: sorted(d.values()))
+        )
+        assert_that(dups, equal_to([[encode_position(0, 0), encode_position(0, 1)]]))

@@ -1,0 +1,103 @@
+import numpy as np
+import pyarrow as pa
+
+from poisonscan.pipelines.rows import RowChecks, parse_number_text, prepare
+from poisonscan.pipelines.sources import ColumnKinds, decode_position, encode_position
+
+KINDS = ColumnKinds(pa.int64(), pa.string(), "features", "list", None)
+
+
+def checks(**kw):
+    return RowChecks(KINDS, "id", "label", {0: "data.parquet"}, **kw)
+
+
+def bad_batch():
+    feats = pa.array(
+        [
+            [1.0, 2.0, 3.0],  # 0 ok
+            None,  # 1 null features
+            [1.0, float("nan"), 3.0],  # 2 NaN
+            [1.0, float("inf"), 3.0],  # 3 inf
+            [1.0, None, 3.0],  # 4 null value
+            [1.0, 2.0],  # 5 wrong length (pass 2)
+            [],  # 6 empty
+            [4.0, 5.0, 6.0],  # 7 null id
+            [4.0, 5.0, 6.0],  # 8 null label
+            [7.0, 8.0, 9.0],  # 9 ok
+        ],
+        pa.list_(pa.float64()),
+    )
+    return pa.record_batch(
+        {
+            "id": pa.array([0, 1, 2, 3, 4, 5, 6, None, 8, 9], pa.int64()),
+            "label": pa.array(["a"] * 8 + [None, "b"]),
+            "features": feats,
+        }
+    )
+
+
+def test_every_bad_row_gets_its_reason():
+    prep = prepare(bad_batch(), 0, 100, checks(expected_dim=3))
+    codes = list(prep.error_code)
+    assert codes == [
+        None,
+        "missing_features",
+        "nan_features",
+        "inf_features",
+        "null_in_features",
+        "wrong_length",
+        "empty_features",
+        "missing_id",
+        "missing_label",
+        None,
+    ]
+    assert prep.valid.tolist() == [c is None for c in codes]
+    assert "length 2" in prep.error[5] and "length 3" in prep.error[5]
+    rows, X = prep.groups[3]
+    np.testing.assert_array_equal(rows, [0, 9])
+    np.testing.assert_array_equal(X, [[1, 2, 3], [7, 8, 9]])
+    assert [decode_position(p) for p in prep.positions[:2]] == [(0, 100), (0, 101)]
+
+
+def test_pass_one_groups_rows_by_length():
+    prep = prepare(bad_batch(), 0, 0, checks())
+    assert sorted(prep.groups) == [2, 3]
+    assert prep.groups[2][0].tolist() == [5]
+
+
+def test_duplicates_keep_the_first_occurrence():
+    batch = pa.record_batch(
+        {"id": pa.array([5, 6, 5]), "label": pa.array(["a", "a", "a"]), "features": pa.array([[1.0]] * 3)}
+    )
+    from poisonscan.pipelines.engine import IdKeys, batch_id_keys
+
+    keys = IdKeys.concat(k for _, k in batch_id_keys(batch, 0, 0, KINDS, "id"))
+    dups = keys.duplicates()
+    assert list(dups.values()) == [encode_position(0, 0)]
+    prep = prepare(batch, 0, 0, checks(duplicates=dups))
+    assert list(prep.error_code) == [None, None, "duplicate_id"]
+    assert "data.parquet row 0" in prep.error[2]
+
+
+def test_small_classes_are_rejected_with_their_size():
+    prep = prepare(bad_batch(), 0, 0, checks(expected_dim=3, small_classes={"b": 1}, min_class_rows=20))
+    assert prep.error_code[9] == "small_class"
+    assert "1 valid rows" in prep.error[9] and "20" in prep.error[9]
+
+
+def test_numbers_written_as_text():
+    col = pa.array(["[1, 2.5, 3]", "1 2 3", "1;2;3", "[1, x, 3]", None, ""])
+    lists, bad = parse_number_text(col)
+    assert lists.to_pylist()[:3] == [[1.0, 2.5, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
+    assert bad == {3: "x"}
+    assert lists.to_pylist()[3:] == [None, None, []]
+
+
+def test_text_features_in_a_batch():
+    batch = pa.record_batch(
+        {"id": pa.array([1, 2]), "label": pa.array(["a", "a"]), "features": pa.array(["[1, 2]", "[1, oops]"])}
+    )
+    kinds = ColumnKinds(pa.int64(), pa.string(), "features", "text", None)
+    prep = prepare(batch, 0, 0, RowChecks(kinds, "id", "label"))
+    assert list(prep.error_code) == [None, "bad_number"]
+    assert "'oops'" in prep.error[1]

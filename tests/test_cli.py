@@ -1,0 +1,88 @@
+"""The command line: exit codes, outputs, the demo."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from poisonscan.pipelines.cli import main
+
+from .conftest import as_table, planted
+
+
+@pytest.fixture
+def source(write_sources):
+    X, y, poison = planted(seed=41)
+    return write_sources(as_table(X, y)), poison
+
+
+def test_scan_succeeds_and_counts_add_up(tmp_path, source, capsys):
+    src, poison = source
+    out = tmp_path / "out"
+    assert main(["scan", src, "--out", str(out), "--write-clean"]) == 0
+    printed = capsys.readouterr().out
+    assert "quarantined" in printed and "classes judged poisoned: 1" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows_read"] == summary["rows_clean"] + summary["rows_quarantined"] + summary["rows_rejected"]
+    assert summary["rows_quarantined"] == len(poison)
+    assert sorted(os.listdir(out)) == [
+        "clean.parquet",
+        "quarantine.csv",
+        "quarantine.parquet",
+        "rejected.parquet",
+        "summary.json",
+    ]
+    header = (out / "quarantine.csv").read_text().splitlines()[0]
+    assert header.startswith('"id","label","score","detectors","reason"')
+
+
+def test_budget_option(tmp_path, source):
+    src, _ = source
+    out = tmp_path / "out"
+    assert main(["scan", src, "--out", str(out), "--expected-poison-rate", "0.005", "-q"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows_quarantined"] == summary["budget"]["max_rows"] == 12  # floor(1.5*0.005*1600)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["scan", "{tmp}/missing.parquet", "--out", "{tmp}/o"], 1, "no file matches"),
+        (["scan", "{src}", "--out", "{tmp}/o", "--label-column", "target"], 1, "no label column 'target'"),
+        (["scan", "{src}", "--out", "{tmp}/o", "--features-column", "label"], 2, "must differ"),
+        (["scan", "{src}", "--out", "{tmp}/o", "--expected-poison-rate", "5"], 2, "must be in (0, 1)"),
+        (["scan", "{src}", "--out", "{tmp}/o", "--detectors", "spectrall"], 2, "known detectors: "),
+        (["scan", "{src}", "--out", "{tmp}/o", "--expected-poisson-rate", "0.1"], 2, "did you mean '--expected-poison-rate'"),
+        (["scan", "{src}"], 2, "--out"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_exit_codes(tmp_path, source, capsys, args, code, message):
+    src, _ = source
+    argv = [a.format(tmp=tmp_path, src=src) for a in args]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err
+    assert not (tmp_path / "o").exists() or os.listdir(tmp_path / "o") == []
+
+
+def test_beam_options_pass_through(tmp_path, source):
+    src, _ = source
+    out = tmp_path / "out"
+    assert main(["scan", src, "--out", str(out), "-q", "--job_name=poisonscan-test", "--direct_num_workers=1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "--job_name=poisonscan-test" in summary["settings"]["beam_args"]
+
+
+def test_installed_command_and_demo(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "poisonscan")
+    help_run = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert help_run.returncode == 0 and "scan" in help_run.stdout
+    demo = subprocess.run([exe, "demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True)
+    assert demo.returncode == 0, demo.stderr
+    assert "precision 1.00" in demo.stdout and "recall 1.00" in demo.stdout
+    assert "0 rows quarantined in the nine clean classes" in demo.stdout
+    assert demo.stderr == ""
