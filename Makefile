@@ -16,7 +16,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed
+$(VENV)/.bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/spectral_1m.py
 
 clean:

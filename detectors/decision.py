@@ -58,32 +58,41 @@ def _log_normal(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
     return -0.5 * z * z - math.log(sd) - _LOG_SQRT_2PI
 
 
-def _em_two(x: np.ndarray, init_mask: np.ndarray, var_floor: float, max_iter: int):
-    """EM for a two-component 1-D Gaussian mixture from a hard initial split."""
+def _em_two(x: np.ndarray, init_masks: np.ndarray, var_floor: float, max_iter: int):
+    """EM for a two-component 1-D Gaussian mixture, from several hard initial splits at
+    once (one row of ``init_masks`` each). Returns the fit of best likelihood as
+    ``(w, m1, s1, m2, s2, loglik)`` or None."""
     n = x.shape[0]
-    r = init_mask.astype(np.float64)
-    ll_prev = -np.inf
-    params = None
+    r = init_masks.astype(np.float64)  # (k, n) responsibilities of component 1
+    ll_prev = np.full(r.shape[0], -np.inf)
     for _ in range(max_iter):
-        n1 = float(r.sum())
+        n1 = r.sum(axis=1)
         n2 = n - n1
-        if n1 < 1e-9 or n2 < 1e-9:
-            return None
-        m1 = float(r @ x) / n1
-        m2 = float((1 - r) @ x) / n2
-        v1 = max(float(r @ (x - m1) ** 2) / n1, var_floor)
-        v2 = max(float((1 - r) @ (x - m2) ** 2) / n2, var_floor)
-        w = n1 / n
-        l1 = math.log(w) + _log_normal(x, m1, math.sqrt(v1))
-        l2 = math.log(1 - w) + _log_normal(x, m2, math.sqrt(v2))
+        alive = (n1 > 1e-9) & (n2 > 1e-9)
+        n1 = np.where(alive, n1, 1.0)
+        n2 = np.where(alive, n2, 1.0)
+        m1 = (r @ x) / n1
+        m2 = ((1 - r) @ x) / n2
+        d1 = x[None, :] - m1[:, None]
+        d2 = x[None, :] - m2[:, None]
+        v1 = np.maximum((r * d1 * d1).sum(axis=1) / n1, var_floor)
+        v2 = np.maximum(((1 - r) * d2 * d2).sum(axis=1) / n2, var_floor)
+        w = np.clip(n1 / n, 1e-300, 1 - 1e-16)
+        l1 = (np.log(w) - 0.5 * np.log(v1) - _LOG_SQRT_2PI)[:, None] - 0.5 * d1 * d1 / v1[:, None]
+        l2 = (np.log(1 - w) - 0.5 * np.log(v2) - _LOG_SQRT_2PI)[:, None] - 0.5 * d2 * d2 / v2[:, None]
         lse = np.logaddexp(l1, l2)
-        ll = float(lse.sum())
+        ll = np.where(alive, lse.sum(axis=1), -np.inf)
         r = np.exp(l1 - lse)
-        params = (w, m1, math.sqrt(v1), m2, math.sqrt(v2), ll)
-        if ll - ll_prev <= 1e-9 * abs(ll):
-            break
+        converged = ll - ll_prev <= 1e-8 * np.abs(ll)
         ll_prev = ll
-    return params
+        if np.all(converged | ~alive):
+            break
+    if not np.isfinite(ll).any():
+        return None
+    b = int(np.argmax(ll))  # first best: deterministic
+    return (
+        float(w[b]), float(m1[b]), math.sqrt(v1[b]), float(m2[b]), math.sqrt(v2[b]), float(ll[b])
+    )
 
 
 def _posterior_cut(w, m_group, s_group, m_main, s_main) -> float | None:
@@ -110,7 +119,7 @@ def _posterior_cut(w, m_group, s_group, m_main, s_main) -> float | None:
     return 0.5 * (lo + hi)
 
 
-def fit_two_groups(x: np.ndarray, *, max_iter: int = 300) -> TwoGroupFit:
+def fit_two_groups(x: np.ndarray, *, max_iter: int = 100) -> TwoGroupFit:
     """Fit one and two Gaussian components to a 1-D sample.
 
     Deterministic: EM starts from fixed splits (the top and the bottom 1, 3, 10 and 30 %
@@ -130,15 +139,14 @@ def fit_two_groups(x: np.ndarray, *, max_iter: int = 300) -> TwoGroupFit:
     ll_one = float(_log_normal(x, mean, math.sqrt(var)).sum())
 
     order = np.argsort(x, kind="stable")
-    best = None
+    masks = []
     for q in (0.01, 0.03, 0.1, 0.3):
         k = max(1, int(round(q * n)))
         for tail in (order[-k:], order[:k]):
             mask = np.zeros(n, dtype=bool)
             mask[tail] = True
-            fit = _em_two(x, mask, var_floor, max_iter)
-            if fit is not None and (best is None or fit[-1] > best[-1] + 1e-9):
-                best = fit
+            masks.append(mask)
+    best = _em_two(x, np.array(masks), var_floor, max_iter)
     if best is None:
         return TwoGroupFit(n, 0.0, mean, math.sqrt(var), mean, math.sqrt(var), 0.0, 0.0, 1, None)
     w, m1, s1, m2, s2, ll_two = best

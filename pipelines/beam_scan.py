@@ -429,7 +429,7 @@ def run_scan(
     extra = {"runner": runner, "workers": workers or 1, "beam_args": list(beam_args)}
     worker_log = None
     try:
-        with _quiet_beam(), _worker_output(workers) as worker_log:
+        with _quiet_beam(), _worker_threads(workers), _worker_output(workers) as worker_log:
             p = beam.Pipeline(options=options)
             build_pipeline(p, plan, out, [plan.file_paths[i] for i in sorted(plan.file_paths)], extra)
             result = p.run()
@@ -482,6 +482,40 @@ def _failure_text(exc: BaseException) -> str:
                 return f"{marker[:-2]}: {tail[0]}"
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+class _worker_threads:
+    """Give each worker process its share of the cores for BLAS and OpenMP.
+
+    Worker processes inherit the environment; left alone, each would start one BLAS
+    thread per core and N workers would oversubscribe the machine N times (measured: a
+    1M x 256 scan with two workers on two cores took 19-25 s instead of 14.5 s).
+    Variables the user has set are left as they are.
+    """
+
+    _VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+    def __init__(self, workers: int | None):
+        self.workers = workers or 1
+        self.saved: dict = {}
+
+    def __enter__(self):
+        import os
+
+        if self.workers > 1:
+            share = str(max(1, (os.cpu_count() or 1) // self.workers))
+            for var in self._VARS:
+                if var not in os.environ:
+                    self.saved[var] = None
+                    os.environ[var] = share
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        for var in self.saved:
+            os.environ.pop(var, None)
+        return False
 
 
 class _worker_output:

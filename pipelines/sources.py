@@ -151,14 +151,20 @@ def open_binary(path: str):
         raise SourceError(f"cannot open {path}: {_one_line(exc)}") from None
 
 
+#: Parquet reads stream through a buffer of this size. (pyarrow's default pre-buffers
+#: whole row-group ranges: on a 1 GB file that held the entire file in memory.)
+_PARQUET_READ = dict(pre_buffer=False, buffer_size=8 << 20)
+
+
 def _parquet_file(path: str) -> pq.ParquetFile:
     try:
         if _is_local(path):
-            return pq.ParquetFile(_local(path))
+            return pq.ParquetFile(_local(path), **_PARQUET_READ)
         from apache_beam.io.filesystem import CompressionTypes
         from apache_beam.io.filesystems import FileSystems
 
-        return pq.ParquetFile(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+        stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        return pq.ParquetFile(stream, **_PARQUET_READ)
     except SourceError:
         raise
     except Exception as exc:

@@ -1,0 +1,84 @@
+"""Helpers shared by the benchmarks: timed subprocess runs and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
+BIN = os.path.dirname(sys.executable)
+
+
+@dataclass
+class Run:
+    command: list
+    seconds: float
+    peak_rss_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_measured(command: list, env: dict | None = None, poll: float = 0.02) -> Run:
+    """Run a command; wall time and the peak of the summed RSS of its process tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    peak = 0
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        try:
+            parent = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not done.is_set():
+            try:
+                procs = [parent] + parent.children(recursive=True)
+                total = 0
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        pass
+                peak = max(peak, total)
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(poll)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    t.join()
+    return Run(command, seconds, peak / 2**20, proc.returncode, out, err)
+
+
+def machine() -> str:
+    return (
+        f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"Python {platform.python_version()}, {platform.machine()}"
+    )
+
+
+def write_section(name: str, text: str) -> None:
+    """Replace (or append) the section between markers ``name`` in docs/benchmarks.md."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{text.strip()}\n{end}"
+    doc = open(DOCS).read() if os.path.exists(DOCS) else "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    doc = pattern.sub(lambda _: block, doc) if pattern.search(doc) else doc.rstrip() + "\n\n" + block + "\n"
+    with open(DOCS, "w") as f:
+        f.write(doc)
