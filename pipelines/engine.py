@@ -786,6 +786,18 @@ def summarize(
             "classes_poisoned": poisoned,
             "rows_quarantined": n_flag,
         }
+    # every row read is accounted for, class by class
+    unlabelled = counts.by_error.get("missing_label", 0)
+    if (
+        sum(c["rows_read"] for c in classes) + unlabelled != counts.read
+        or sum(c["rows_quarantined"] for c in classes) != rows_q
+        or any(c["rows_clean"] < 0 for c in classes)
+        or rows_q > counts.flagged
+    ):
+        raise RuntimeError(
+            f"row accounting failed: read {counts.read}, quarantined {rows_q} of "
+            f"{counts.flagged} flagged, rejected {counts.rejected}"
+        )
     poisoned_classes = model.poisoned_classes
     settings = cfg.to_dict()
     if extra_settings:
