@@ -13,19 +13,27 @@ from .base import (
     make_detector,
     register,
 )
-from .decision import ClassVerdict, GroupTest, budget_cap, fit_two_groups, select_within_budget
+from .clustering import ActivationClustering
+from .decision import ClassVerdict, ExcessTest, GroupTest, budget_cap, fit_two_groups, select_within_budget
+from .label_consistency import KnnLabel, LabelConsistency
 from .spectral import SpectralSignature
+from .spectre import Spectre
 from .stats import ClassSample, MeanCov, Reservoir
 
 __all__ = [
+    "ActivationClustering",
     "ClassSample",
     "ClassVerdict",
     "Detector",
     "DetectorState",
+    "ExcessTest",
     "GroupTest",
     "InvalidParameterError",
+    "KnnLabel",
+    "LabelConsistency",
     "MeanCov",
     "Reservoir",
+    "Spectre",
     "SpectralSignature",
     "available_detectors",
     "budget_cap",

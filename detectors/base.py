@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
 from ._params import InvalidParameterError, ParamsMixin
 from .stats import ClassSample
+
+if TYPE_CHECKING:
+    from .decision import ClassVerdict
 
 
 @dataclass
@@ -84,6 +87,9 @@ class Detector(ParamsMixin, abc.ABC):
     two_sided: ClassVar[bool] = False
     #: Short description of the decision statistic, for reasons and reports.
     statistic_name: ClassVar[str] = "score"
+    #: What the detector finds: "backdoor" (a separated group inside a class) or
+    #: "flipped labels" (rows whose label the rest of the data contradict).
+    finds: ClassVar[str] = "backdoor"
 
     @abc.abstractmethod
     def create_accumulator(self) -> Any:
@@ -117,9 +123,26 @@ class Detector(ParamsMixin, abc.ABC):
         """Scores and decision statistics in one call (override to share work)."""
         return self.score(state, X, y), self.statistic(state, X, y)
 
+    def judge(self, state: DetectorState, label: Any, class_rows: int, group_test) -> "ClassVerdict":
+        """Decide whether ``label`` holds poison (by default: the separated-group test on
+        the sampled decision statistic)."""
+        stat = state.calibration.get(label, np.empty(0))
+        return group_test.decide(label, self.name, stat, class_rows, two_sided=self.two_sided)
+
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         """A phrase for a flagged row's reason."""
         return f"{self.name} {self.statistic_name} {strength:.1f} SD from the class's main mass"
+
+    def describe(
+        self,
+        state: DetectorState,
+        X: np.ndarray,
+        y: np.ndarray,
+        statistic: np.ndarray,
+        strength: np.ndarray,
+    ) -> list[str]:
+        """Reason phrases for flagged rows (by default :meth:`explain` per row)."""
+        return [self.explain(state, _py(lab), float(s)) for lab, s in zip(y, strength)]
 
     # helpers -----------------------------------------------------------------------
     @staticmethod

@@ -83,7 +83,8 @@ def _em_two(x: np.ndarray, init_masks: np.ndarray, var_floor: float, max_iter: i
         lse = np.logaddexp(l1, l2)
         ll = np.where(alive, lse.sum(axis=1), -np.inf)
         r = np.exp(l1 - lse)
-        converged = ll - ll_prev <= 1e-8 * np.abs(ll)
+        with np.errstate(invalid="ignore"):  # -inf - -inf for starts that died
+            converged = ll - ll_prev <= 1e-8 * np.abs(ll)
         ll_prev = ll
         if np.all(converged | ~alive):
             break
@@ -333,6 +334,94 @@ class ClassVerdict:
         }
         out.update(self.extra)
         return out
+
+
+class ExcessTest(ParamsMixin):
+    """Does a class hold more rows beyond a fixed cut than chance allows?
+
+    For per-row evidence (a label the data disagree with), not groups: a row is flagged
+    when its statistic exceeds a cut the detector sets; the class is judged to hold
+    poison when its sample has significantly more such rows than ``background_rate``
+    (one-sided binomial test at level ``alpha``) and at least ``min_rows`` of them. A clean
+    class's few hard examples do not make it poisoned.
+
+    Parameters
+    ----------
+    background_rate : float, default=0.005
+        Share of rows beyond the cut expected in a clean class.
+    alpha : float, default=1e-3
+        Level of the binomial test.
+    min_rows : int, default=3
+        Fewest sampled rows beyond the cut that can make a class poisoned.
+    """
+
+    _parameter_constraints = {
+        "background_rate": [Interval(Real, 0, 1, closed="neither")],
+        "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "min_rows": [Interval(int, 1, None)],
+    }
+
+    def __init__(self, *, background_rate: float = 0.005, alpha: float = 1e-3, min_rows: int = 3):
+        self.background_rate = background_rate
+        self.alpha = alpha
+        self.min_rows = min_rows
+
+    def decide(
+        self, label: Any, detector: str, statistic: np.ndarray, class_rows: int, cut: float
+    ) -> "ClassVerdict":
+        self._validate_params()
+        from scipy.stats import binom
+
+        statistic = np.asarray(statistic, dtype=np.float64)
+        n = statistic.shape[0]
+        beyond = statistic > cut
+        k = int(beyond.sum())
+        p_value = float(binom.sf(k - 1, n, self.background_rate)) if n else 1.0
+        rest = statistic[~beyond] if (~beyond).any() else statistic
+        center = float(np.median(rest)) if rest.size else 0.0
+        scale = float(np.median(np.abs(rest - center)) * 1.4826) if rest.size else 1.0
+        if not scale > 0:
+            scale = float(rest.std()) if rest.size and rest.std() > 0 else 1.0
+        info = dict(
+            label=label,
+            detector=detector,
+            class_rows=int(class_rows),
+            sample_rows=n,
+            cut=float(cut),
+            side=1,
+            center=center,
+            scale=scale,
+            group_fraction=k / n if n else 0.0,
+            extra={"rows_beyond_cut": k, "expected_in_clean_class": n * self.background_rate, "p_value": p_value},
+        )
+        if k >= self.min_rows and p_value < self.alpha:
+            note = (
+                f"{k} of {n} sampled rows ({k / n:.1%}) beyond the cut where a clean class "
+                f"has about {n * self.background_rate:.1f} (p = {p_value:.1e})"
+            )
+            return ClassVerdict(poisoned=True, note=note, **info)
+        note = f"{k} of {n} sampled rows beyond the cut: no more than chance (p = {p_value:.2g})"
+        return ClassVerdict(poisoned=False, note=note, **info)
+
+
+def combine(verdicts: dict, finds: dict) -> dict:
+    """Which detectors' flags count for one class: ``{detector: bool}``.
+
+    * Backdoor detectors (a separated group inside the class) count on their own: each
+      one's verdict is already a conservative, self-contained test.
+    * Label detectors (rows the rest of the data contradict) count only when *every*
+      selected label detector judged the class poisoned. Hard examples and genuinely
+      ambiguous rows disagree with their neighbours in clean data too (on clean
+      MNIST-5k, 1.3 % of rows disagree with 7 of their 10 nearest neighbours); a
+      cross-fitted model that is also confident the label is wrong is independent
+      evidence, and the two together keep clean classes clean.
+    """
+    label_dets = [d for d in verdicts if finds.get(d) == "flipped labels"]
+    labels_agree = bool(label_dets) and all(verdicts[d].poisoned for d in label_dets)
+    return {
+        d: (v.poisoned if finds.get(d) != "flipped labels" else v.poisoned and labels_agree)
+        for d, v in verdicts.items()
+    }
 
 
 def budget_cap(expected_poison_rate: float | None, rows: int) -> int | None:

@@ -40,8 +40,48 @@ class SpectralClassState:
         return np.asarray(X, dtype=np.float64) @ self.direction - float(self.mean @ self.direction)
 
 
+class ClassMeanCovDetector(Detector):
+    """Base of detectors whose exact statistics are each class's mean and covariance."""
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, accumulator: dict, X: np.ndarray, y: np.ndarray) -> dict:
+        X, y = self._check_batch(X, y)
+        for label, idx in group_rows_by_label(y):
+            part = MeanCov.from_batch(X[idx])
+            prev = accumulator.get(label)
+            accumulator[label] = part if prev is None else prev.merge(part)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: list) -> dict:
+        out: dict = {}
+        for acc in accumulators:
+            for label, stats in acc.items():
+                prev = out.get(label)
+                out[label] = stats if prev is None else prev.merge(stats)
+        return out
+
+    @staticmethod
+    def _eigen(accumulator: dict):
+        """(label, statistics, eigenvalues ascending, eigenvectors) per class, sorted."""
+        for label in sorted(accumulator, key=label_sort_key):
+            stats = accumulator[label].rounded()
+            eigvals, eigvecs = np.linalg.eigh(stats.covariance())
+            yield label, stats, eigvals, eigvecs
+
+    def _per_class(self, state: DetectorState, X, y, fn) -> np.ndarray:
+        X, y = self._check_batch(X, y)
+        groups = group_rows_by_label(y)
+        self._require_fitted(state, [label for label, _ in groups])
+        out = np.empty(X.shape[0], dtype=np.float64)
+        for label, idx in groups:
+            out[idx] = fn(state.classes[label], X[idx])
+        return out
+
+
 @register
-class SpectralSignature(Detector):
+class SpectralSignature(ClassMeanCovDetector):
     """Spectral signature of a backdoor: outliers along a class's top singular direction.
 
     For each class c with representations r, the score of a row is
@@ -95,36 +135,14 @@ class SpectralSignature(Detector):
     def __init__(self):
         pass
 
-    def create_accumulator(self) -> dict:
-        return {}
-
-    def add_input(self, accumulator: dict, X: np.ndarray, y: np.ndarray) -> dict:
-        X, y = self._check_batch(X, y)
-        for label, idx in group_rows_by_label(y):
-            part = MeanCov.from_batch(X[idx])
-            prev = accumulator.get(label)
-            accumulator[label] = part if prev is None else prev.merge(part)
-        return accumulator
-
-    def merge_accumulators(self, accumulators: list) -> dict:
-        out: dict = {}
-        for acc in accumulators:
-            for label, stats in acc.items():
-                prev = out.get(label)
-                out[label] = stats if prev is None else prev.merge(stats)
-        return out
-
     def extract_output(
         self, accumulator: dict, samples: Mapping[Any, ClassSample]
     ) -> DetectorState:
         self._validate_params()
         state = DetectorState(self.name)
-        for label in sorted(accumulator, key=label_sort_key):
-            stats = accumulator[label].rounded()
-            cov = stats.covariance()
-            eigvals, eigvecs = np.linalg.eigh(cov)
+        for label, stats, eigvals, eigvecs in self._eigen(accumulator):
             top = float(max(eigvals[-1], 0.0))
-            total = float(max(np.trace(cov), 0.0))
+            total = float(max(eigvals.clip(min=0).sum(), 0.0))
             cls = SpectralClassState(
                 mean=stats.mean,
                 direction=eigvecs[:, -1].copy(),
@@ -139,13 +157,7 @@ class SpectralSignature(Detector):
         return state
 
     def statistic(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        X, y = self._check_batch(X, y)
-        groups = group_rows_by_label(y)
-        self._require_fitted(state, [label for label, _ in groups])
-        out = np.empty(X.shape[0], dtype=np.float64)
-        for label, idx in groups:
-            out[idx] = state.classes[label].projection(X[idx])
-        return out
+        return self._per_class(state, X, y, lambda cls, Xc: cls.projection(Xc))
 
     def score(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self.statistic(state, X, y) ** 2
@@ -160,4 +172,3 @@ class SpectralSignature(Detector):
             f"lies {strength:.1f} SD from the class's main mass along its top singular "
             f"direction ({cls.explained:.0%} of the class's variance)"
         )
-

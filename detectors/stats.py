@@ -159,6 +159,11 @@ class Reservoir:
             np.concatenate([self.ids, other.ids])[keep],
         )
 
+    def head(self, k: int) -> "Reservoir":
+        """The ``k`` rows of lowest priority: itself a uniform sample."""
+        keep = _bottom_k(self.priority, self.positions, k)
+        return Reservoir(k, self.priority[keep], self.positions[keep], self.X[keep], self.ids[keep])
+
     def sample(self) -> ClassSample:
         """The sample in position order."""
         order = np.argsort(self.positions, kind="stable")

@@ -198,7 +198,9 @@ class _FitClass(beam.DoFn):
         if partial.rows < self.cfg.min_class_rows:
             yield beam.pvalue.TaggedOutput(self.SMALL, (label, partial.rows))
             return
-        yield engine.fit_class(label, partial, self.detectors, self.group_test)
+        yield engine.fit_class(
+            label, partial, self.detectors, self.group_test, self.cfg.shared_sample_size
+        )
 
 
 class _ScoreUnit(beam.DoFn):
@@ -348,11 +350,14 @@ class FitModel(beam.PTransform):
             _FitClass(cfg), rows_by_dim=beam.pvalue.AsDict(rows_by_dim)
         ).with_outputs(_FitClass.SMALL, main="classes")
         detectors = cfg.build_detectors()
+        group_test = cfg.build_group_test()
         return (
             fitted.classes
             | "GatherClasses" >> beam.combiners.ToList()
             | "BuildModel" >> beam.Map(
-                lambda models, small, dims: engine.build_model(models, dict(small), dims, detectors),
+                lambda models, small, dims: engine.build_model(
+                    models, dict(small), dims, detectors, group_test
+                ),
                 small=beam.pvalue.AsList(fitted[_FitClass.SMALL]),
                 dims=beam.pvalue.AsDict(rows_by_dim),
             )

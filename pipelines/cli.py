@@ -99,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="expected share of poisoned rows; a budget: at most 1.5*R*rows are quarantined",
     )
     scan.add_argument("--write-clean", action="store_true", help="also write clean.parquet")
-    scan.add_argument("--detectors", default="spectral", metavar="NAMES", help="comma-separated detectors (default: spectral)")
+    scan.add_argument(
+        "--detectors",
+        metavar="NAMES",
+        help="comma-separated detectors (default: all of "
+        "spectral, spectre, activation_clustering, label_consistency, knn_label)",
+    )
     scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")
     scan.add_argument("--min-class-rows", type=_positive_int, default=20, metavar="N", help="smaller classes are rejected as unjudgeable (default: 20)")
@@ -189,14 +194,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _scan(args, extra: Sequence[str]) -> int:
     beam_args = _split_beam_args(extra, SCAN_OPTIONS)
-    from .config import ConfigError, ScanConfig
+    from .config import DEFAULT_DETECTORS, ConfigError, ScanConfig
 
     try:
         cfg = ScanConfig(
             id_column=args.id_column,
             label_column=args.label_column,
             features_column=args.features_column,
-            detectors=tuple(d.strip() for d in args.detectors.split(",") if d.strip()),
+            detectors=(
+                tuple(d.strip() for d in args.detectors.split(",") if d.strip())
+                if args.detectors
+                else DEFAULT_DETECTORS
+            ),
             expected_poison_rate=args.expected_poison_rate,
             seed=args.seed,
             sample_size=args.sample_size,

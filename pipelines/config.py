@@ -13,7 +13,7 @@ class ConfigError(ValueError):
     """A setting is invalid (a usage error: exit code 2 on the command line)."""
 
 
-DEFAULT_DETECTORS = ("spectral",)
+DEFAULT_DETECTORS = ("spectral", "spectre", "activation_clustering", "label_consistency", "knn_label")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class ScanConfig:
         Seed of every random choice (samples); same input and seed give the same lists.
     sample_size : int
         Rows per class kept in the uniform sample the decision is calibrated on.
+    shared_sample_size : int
+        Rows per class (a uniform subsample) given to the detectors that fit across
+        classes (clustering, label consistency).
     min_class_rows : int
         Classes with fewer valid rows cannot be judged; their rows are rejected.
     batch_rows : int
@@ -55,6 +58,7 @@ class ScanConfig:
     expected_poison_rate: float | None = None
     seed: int = 0
     sample_size: int = 4096
+    shared_sample_size: int = 1024
     min_class_rows: int = 20
     batch_rows: int = 65536
     write_clean: bool = False
@@ -76,6 +80,7 @@ class ScanConfig:
             raise ConfigError(f"--expected-poison-rate must be in (0, 1); got {rate!r}")
         for name, value, low in (
             ("sample_size", self.sample_size, 50),
+            ("shared_sample_size", self.shared_sample_size, 20),
             ("min_class_rows", self.min_class_rows, 3),
             ("batch_rows", self.batch_rows, 1),
         ):

@@ -3,8 +3,10 @@
 The data are scikit-learn's handwritten digits (1,797 real 8x8 images, shipped inside
 the package). A BadNets-style trigger — the bottom-right 2x2 pixels set to full ink — is
 stamped on 5 % of the images of other digits, which are then relabelled as the target
-digit. The 64 pixel values are the representation. The poisoned set is written as
-Parquet and scanned by the same Beam pipeline as ``poisonscan scan``.
+digit. As in the papers, the representation is the penultimate layer of a small CNN
+trained on the poisoned data (a backdoor shows only in a model that learned it). The
+poisoned set is written as Parquet (pixels and embedding) and scanned by the same Beam
+pipeline as ``poisonscan scan``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .config import ScanConfig
 
 TARGET = 0
 POISON_RATE = 0.05
+PROXY_EPOCHS = 30
 
 
 def make_poisoned_digits(seed: int = 0, rate: float = POISON_RATE, target: int = TARGET):
@@ -35,15 +38,27 @@ def make_poisoned_digits(seed: int = 0, rate: float = POISON_RATE, target: int =
     images[poison, 6:8, 6:8] = 16.0
     y[poison] = target
     ids = np.array([f"digit-{i:04d}" for i in range(len(y))])
+    embedding = proxy_embedding(images / 16.0, y, seed)
     table = pa.table(
         {
             "id": ids,
             "label": y,
             "pixels": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), 64),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(embedding.reshape(-1)), embedding.shape[1]
+            ),
             "original_label": digits.target.astype(np.int64),
         }
     )
     return table, set(ids[poison].tolist())
+
+
+def proxy_embedding(images: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Penultimate-layer activations of a small CNN trained on the poisoned data."""
+    from .representations import penultimate, train_proxy
+
+    model = train_proxy(images.astype(np.float32), labels, epochs=PROXY_EPOCHS, seed=seed)
+    return penultimate(model, images.astype(np.float32))[0]
 
 
 def run_demo(out_dir: str, *, seed: int = 0, workers: int | None = None) -> str:
@@ -62,7 +77,7 @@ def run_demo(out_dir: str, *, seed: int = 0, workers: int | None = None) -> str:
             if i in truth:
                 f.write(f"{i},{orig}\n")
 
-    cfg = ScanConfig(features_column="pixels", write_clean=True, seed=seed)
+    cfg = ScanConfig(features_column="embedding", write_clean=True, seed=seed)
     summary = run_scan([data_path], out_dir, cfg, workers=workers)
     quarantine = pq.read_table(os.path.join(out_dir, "quarantine.parquet"))
     found = set(quarantine["id"].to_pylist())
@@ -74,7 +89,8 @@ def run_demo(out_dir: str, *, seed: int = 0, workers: int | None = None) -> str:
     )
     lines = [
         f"demo: {len(truth)} of {table.num_rows:,} digit images ({POISON_RATE:.0%}) carry a "
-        f"2x2 trigger and were relabelled as {TARGET}",
+        f"2x2 trigger and were relabelled as {TARGET}; representation: the penultimate layer "
+        f"of a small CNN trained {PROXY_EPOCHS} epochs on the poisoned data",
         format_summary(summary, out_dir),
         "",
         f"against the truth: {tp} of {len(found)} quarantined rows are poisoned "

@@ -32,6 +32,7 @@ from poisonscan.detectors import (
     budget_cap,
     select_within_budget,
 )
+from poisonscan.detectors.decision import combine
 from poisonscan.detectors.base import group_rows_by_label, label_sort_key
 
 from .config import ScanConfig
@@ -52,6 +53,10 @@ def _raw(det: str) -> str:
 
 def _strength(det: str) -> str:
     return f"__poisonscan_strength_{det}"
+
+
+def _why(det: str) -> str:
+    return f"__poisonscan_why_{det}"
 
 
 # pass 0 ---------------------------------------------------------------------------------
@@ -175,6 +180,12 @@ class ClassModel:
     states: dict[str, DetectorState]
     verdicts: dict[str, ClassVerdict]
     sample_rows: int
+    #: uniform subsample handed to the detectors that fit across classes (dropped once
+    #: the model is built, so the side input stays small)
+    shared_sample: Any = None
+    accumulators: dict | None = None
+    #: detectors whose flags count for this class (see decision.combine)
+    active: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -190,12 +201,16 @@ class ScanModel:
     def verdict(self, label: Any, detector: str) -> ClassVerdict:
         return self.classes[label].verdicts[detector]
 
+    def active_for(self, detector: str) -> set:
+        """Classes where the detector's flags count (judged poisoned, and confirmed)."""
+        return {label for label, cm in self.classes.items() if cm.active.get(detector)}
+
     @property
     def poisoned_classes(self) -> list:
         return [
             label
             for label in sorted(self.classes, key=label_sort_key)
-            if any(v.poisoned for v in self.classes[label].verdicts.values())
+            if any(self.classes[label].active.values())
         ]
 
 
@@ -204,18 +219,21 @@ def fit_class(
     partial: ClassPartial,
     detectors: Sequence[Detector],
     group_test: GroupTest,
+    shared_rows: int,
 ) -> ClassModel:
-    """Fit every detector on one class and judge the class."""
+    """Fit the per-class detectors on one class and judge it; keep a subsample and the
+    accumulators for the detectors that fit across classes."""
     sample = partial.reservoir.sample()
     states, verdicts = {}, {}
     for det in detectors:
+        if not det.per_class:
+            continue
         state = det.extract_output(partial.accumulators[det.name], {label: sample})
         states[det.name] = state
-        stat = state.calibration.get(label, np.empty(0))
-        verdicts[det.name] = group_test.decide(
-            label, det.name, stat, partial.rows, two_sided=det.two_sided
-        )
-    return ClassModel(label, partial.rows, states, verdicts, len(sample))
+        verdicts[det.name] = det.judge(state, label, partial.rows, group_test)
+    shared = partial.reservoir.head(shared_rows).sample()
+    across = {d.name: partial.accumulators[d.name] for d in detectors if not d.per_class}
+    return ClassModel(label, partial.rows, states, verdicts, len(sample), shared, across)
 
 
 def build_model(
@@ -223,12 +241,27 @@ def build_model(
     small_classes: Mapping[Any, int],
     rows_by_dim: Mapping[int, int],
     detectors: Sequence[Detector],
+    group_test: GroupTest,
 ) -> ScanModel:
+    """Join the classes; fit and apply the detectors that look across classes."""
     classes = {m.label: m for m in sorted(class_models, key=lambda m: label_sort_key(m.label))}
     states = {}
     for det in detectors:
-        per_class = [m.states[det.name] for m in classes.values()]
-        states[det.name] = DetectorState.union(per_class) if per_class else DetectorState(det.name)
+        if det.per_class:
+            per_class = [m.states[det.name] for m in classes.values()]
+            states[det.name] = DetectorState.union(per_class) if per_class else DetectorState(det.name)
+            continue
+        acc = det.merge_accumulators([m.accumulators[det.name] for m in classes.values()])
+        state = det.extract_output(acc, {label: m.shared_sample for label, m in classes.items()})
+        states[det.name] = state
+        for label, m in classes.items():
+            m.verdicts[det.name] = det.judge(state, label, m.rows, group_test)
+    finds = {d.name: d.finds for d in detectors}
+    for m in classes.values():
+        m.active = combine(m.verdicts, finds)
+        m.states = {}  # the joined states below serve every class
+        m.shared_sample = None
+        m.accumulators = None
     return ScanModel(
         choose_dim(rows_by_dim),
         classes,
@@ -260,8 +293,10 @@ def fit_model(
     per_class = {label: p for (label, d), p in partials.items() if d == dim}
     big, small = split_small(per_class, cfg.min_class_rows)
     group_test = cfg.build_group_test()
-    models = [fit_class(label, p, detectors, group_test) for label, p in big.items()]
-    return build_model(models, small, rows_by_dim, detectors)
+    models = [
+        fit_class(label, p, detectors, group_test, cfg.shared_sample_size) for label, p in big.items()
+    ]
+    return build_model(models, small, rows_by_dim, detectors, group_test)
 
 
 # pass 2 ---------------------------------------------------------------------------------
@@ -317,19 +352,32 @@ def score_batch(
     raw = {d.name: np.full(n, np.nan) for d in detectors}
     strength = {d.name: np.full(n, np.nan) for d in detectors}
     flagged_by = {d.name: np.zeros(n, dtype=bool) for d in detectors}
+    why = {d.name: np.full(n, None, dtype=object) for d in detectors}
     if model.dim in prep.groups:
         rows, X = prep.groups[model.dim]
         y = prep.labels[rows]
         for det in detectors:
-            score, stat = det.evaluate(model.states[det.name], X, y)
-            raw[det.name][rows] = score
-            for label, idx in group_rows_by_label(y):
+            # a detector is applied only to classes it judged poisoned: elsewhere it
+            # flags nothing, and skipping it keeps costly detectors off clean data
+            judged = model.active_for(det.name)
+            if not judged:
+                continue
+            sel = np.isin(y, np.array(sorted(judged, key=label_sort_key), dtype=y.dtype))
+            if not sel.any():
+                continue
+            Xs, ys, rs = X[sel], y[sel], rows[sel]
+            score, stat = det.evaluate(model.states[det.name], Xs, ys)
+            raw[det.name][rs] = score
+            for label, idx in group_rows_by_label(ys):
                 verdict = model.verdict(label, det.name)
-                r = rows[idx]
-                s = verdict.strength(stat[idx])
-                f = verdict.flags(stat[idx])
-                strength[det.name][r] = s
-                flagged_by[det.name][r] = f
+                r = rs[idx]
+                strength[det.name][r] = verdict.strength(stat[idx])
+                flagged_by[det.name][r] = verdict.flags(stat[idx])
+            hit = flagged_by[det.name][rs]
+            if hit.any():
+                why[det.name][rs[hit]] = det.describe(
+                    model.states[det.name], Xs[hit], ys[hit], stat[hit], strength[det.name][rs[hit]]
+                )
         for det in detectors:
             f = flagged_by[det.name]
             flagged |= f
@@ -365,10 +413,14 @@ def score_batch(
         ]
         candidates = candidates.append_column(_CAND_DETECTORS, pa.array(names, pa.list_(pa.string())))
         for det in detectors:
-            candidates = candidates.append_column(_raw(det.name), pa.array(raw[det.name][flagged]))
+            r = raw[det.name][flagged]  # null where the detector was not applied
+            candidates = candidates.append_column(_raw(det.name), pa.array(r, mask=np.isnan(r)))
             st = np.where(flagged_by[det.name], strength[det.name], np.nan)[flagged]
             candidates = candidates.append_column(
                 _strength(det.name), pa.array(st, mask=np.isnan(st))
+            )
+            candidates = candidates.append_column(
+                _why(det.name), pa.array(list(why[det.name][flagged]), pa.string())
             )
     rejected = None
     if (~valid).any():
@@ -560,24 +612,21 @@ def build_quarantine(
     labels = [_py(v) for v in key_values(labels_arr)]
     qpos = q.column(POS).to_numpy()
     flagged_counts = _flagged_counts(candidates, cfg, kinds, detectors)
-    strengths = {d.name: q.column(_strength(d.name)).to_numpy(zero_copy_only=False) for d in detectors}
+    whys = {d.name: q.column(_why(d.name)).to_pylist() for d in detectors}
     dets = q.column(_CAND_DETECTORS).to_pylist()
     reasons = []
     for i in range(n):
         label = labels[i]
         parts = []
         for det in detectors:
-            s = strengths[det.name][i]
-            if s is None or (isinstance(s, float) and math.isnan(s)):
+            phrase = whys[det.name][i]
+            if phrase is None:
                 continue
             verdict = model.verdict(label, det.name)
             group = flagged_counts.get((label, det.name), 0)
-            state = model.states[det.name]
             parts.append(
-                f"{det.name}: {det.explain(state, label, float(s))}; one of {group:,} rows "
-                f"({group / max(verdict.class_rows, 1):.1%} of class {fmt_label(label)}) in a "
-                f"separated group (cut at {verdict.strength(np.array([verdict.cut]))[0]:.1f} SD, "
-                f"separation {verdict.separation:.1f})"
+                f"{det.name}: {phrase}; {det.name} flags {group:,} rows "
+                f"({group / max(verdict.class_rows, 1):.1%}) of class {fmt_label(label)}"
             )
         reasons.append(" | ".join(parts))
     src = [decode_position(p) for p in qpos]
@@ -761,9 +810,12 @@ def summarize(
         if label in model.classes:
             cm = model.classes[label]
             entry["status"] = "scanned"
-            entry["poisoned"] = any(vd.poisoned for vd in cm.verdicts.values())
+            entry["poisoned"] = any(cm.active.values())
             entry["sample_rows"] = cm.sample_rows
-            entry["verdicts"] = {name: vd.to_dict() for name, vd in cm.verdicts.items()}
+            entry["verdicts"] = {
+                name: {**vd.to_dict(), "counted": bool(cm.active.get(name))}
+                for name, vd in cm.verdicts.items()
+            }
         elif label in model.small_classes:
             entry["status"] = (
                 f"too few valid rows to judge ({model.small_classes[label]} < {cfg.min_class_rows}); rejected"
@@ -775,9 +827,7 @@ def summarize(
         classes.append(entry)
     det_summary = {}
     for det in detectors:
-        poisoned = [
-            label for label, cm in model.classes.items() if cm.verdicts[det.name].poisoned
-        ]
+        poisoned = [label for label, cm in model.classes.items() if cm.active.get(det.name)]
         n_flag = int(
             sum(1 for ds in quarantine.column("detectors").to_pylist() if det.name in ds)
         ) if rows_q else 0

@@ -1,0 +1,265 @@
+"""Activation clustering (Chen et al., 2018)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._params import Interval, Options
+from ._pooled import LinearModel, Pooled
+from .base import DetectorState, register
+from .decision import ClassVerdict
+from .label_consistency import _PooledDetector, _fmt, _plain
+from .stats import ClassSample
+
+
+@dataclass(frozen=True)
+class ClusterClassState:
+    """Two clusters of one class in a reduced space, and which one is suspicious."""
+
+    mean: np.ndarray  # (d,)
+    projection: np.ndarray  # (d, c): centred rows -> reduced (unit-variance) space
+    centers: np.ndarray  # (2, c)
+    suspicious: int  # index of the suspicious cluster
+    sizes: tuple  # sampled rows per cluster
+    silhouette: float
+    separation: float  # Ashman's D along the line through the centres
+    affinity: tuple  # mean confidence of a model of the other classes, per cluster
+    affinity_p: float = 1.0  # one-sided Welch test: suspicious cluster more confident
+
+    def statistic(self, X: np.ndarray) -> np.ndarray:
+        Z = (np.asarray(X, dtype=np.float64) - self.mean) @ self.projection
+        d_sus = np.linalg.norm(Z - self.centers[self.suspicious], axis=1)
+        d_leg = np.linalg.norm(Z - self.centers[1 - self.suspicious], axis=1)
+        return d_leg - d_sus
+
+
+@register
+class ActivationClustering(_PooledDetector):
+    """Activation clustering: split each class in two and ask whether one part is poison.
+
+    Per class, on up to ``rows_per_class`` sampled rows: centre, reduce to
+    ``n_components`` dimensions (``reduction``: FastICA, or PCA whitened to unit
+    variance), and split with 2-means. The split is judged, never "the smaller cluster is
+    poison":
+
+    * *well separated*: the silhouette is at least ``min_silhouette`` and the clusters lie
+      at least ``min_separation`` (Ashman's D along the line through their centres) apart;
+    * *which cluster*: Chen et al.'s exclusionary idea in the representation space — a
+      linear model of the *other* classes is applied to both clusters, and the cluster
+      whose rows it assigns to other classes more confidently (the rows that look like
+      other classes) is the suspicious one; the difference must be significant (one-sided
+      Welch test, p below ``max_affinity_p``). This holds also when poison is half the
+      class, where "the smaller cluster" means nothing;
+    * *size*: the suspicious cluster holds between ``min_cluster_fraction`` and
+      ``max_cluster_fraction`` of the class and at least ``min_cluster_rows`` rows.
+
+    Every row is then scored by how much closer it lies to the suspicious centre than to
+    the other (higher = more suspicious); rows closer to the suspicious centre are
+    flagged.
+
+    References
+    ----------
+    B. Chen, W. Carvalho, N. Baracaldo, H. Ludwig, B. Edwards, T. Lee, I. Molloy,
+    B. Srivastava. Detecting Backdoor Attacks on Deep Neural Networks by Activation
+    Clustering. AAAI SafeAI workshop, 2019 (arXiv:1811.03728, 2018).
+    """
+
+    name = "activation_clustering"
+    finds = "backdoor"
+    statistic_name = "distance to the other cluster minus distance to the suspicious one"
+    _parameter_constraints = {
+        "n_components": [Interval(int, 1, None)],
+        "reduction": [Options(("ica", "pca"))],
+        "rows_per_class": [Interval(int, 20, None)],
+        "min_silhouette": [Interval(Real, -1, 1)],
+        "min_separation": [Interval(Real, 0, None, closed="left")],
+        "min_cluster_fraction": [Interval(Real, 0, 0.5, closed="left")],
+        "max_cluster_fraction": [Interval(Real, 0, 1, closed="right")],
+        "min_cluster_rows": [Interval(int, 1, None)],
+        "max_affinity_p": [Interval(Real, 0, 1, closed="right")],
+        "seed": [Interval(int, 0, None)],
+    }
+
+    def __init__(
+        self,
+        *,
+        n_components: int = 10,
+        reduction: str = "pca",
+        rows_per_class: int = 1024,
+        min_silhouette: float = 0.10,
+        min_separation: float = 6.0,
+        min_cluster_fraction: float = 0.005,
+        max_cluster_fraction: float = 0.6,
+        min_cluster_rows: int = 5,
+        max_affinity_p: float = 1e-6,
+        seed: int = 0,
+    ):
+        self.n_components = n_components
+        self.reduction = reduction
+        self.rows_per_class = rows_per_class
+        self.min_silhouette = min_silhouette
+        self.min_separation = min_separation
+        self.min_cluster_fraction = min_cluster_fraction
+        self.max_cluster_fraction = max_cluster_fraction
+        self.min_cluster_rows = min_cluster_rows
+        self.max_affinity_p = max_affinity_p
+        self.seed = seed
+
+    def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
+        self._validate_params()
+        pooled = Pooled.of(samples, self.rows_per_class)
+        state = DetectorState(self.name)
+        for i, label in enumerate(pooled.labels):
+            X = pooled.X[pooled.codes == i]
+            cls = self._split(X)
+            if cls is not None and self._separated(cls) and len(pooled.labels) > 1:
+                cls = self._identify(cls, X, pooled, i)
+            state.classes[label] = cls
+            state.calibration[label] = (
+                cls.statistic(np.asarray(samples[label].X)) if cls is not None else np.zeros(len(samples[label]))
+            )
+        return state
+
+    def _split(self, X: np.ndarray) -> ClusterClassState | None:
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import silhouette_score
+
+        n, d = X.shape
+        c = min(self.n_components, d, n - 1)
+        if n < max(20, 2 * c) or c < 1:
+            return None
+        mean = X.mean(axis=0)
+        centred = X - mean
+        if self.reduction == "pca":
+            _, s, Vt = np.linalg.svd(centred, full_matrices=False)
+            sd = s[:c] / np.sqrt(max(n - 1, 1))
+            keep = sd > sd[0] * 1e-9
+            projection = (Vt[:c][keep] / sd[keep, None]).T
+        else:
+            from sklearn.decomposition import FastICA
+
+            ica = FastICA(n_components=c, whiten="unit-variance", random_state=self.seed, max_iter=500)
+            ica.fit(centred)
+            projection = ica.components_.T
+        Z = centred @ projection
+        km = KMeans(2, n_init=10, random_state=self.seed).fit(Z)
+        labels = km.labels_
+        sizes = tuple(int((labels == j).sum()) for j in (0, 1))
+        if min(sizes) == 0:
+            return None
+        sil = float(silhouette_score(Z, labels, sample_size=min(n, 2000), random_state=self.seed))
+        u = km.cluster_centers_[1] - km.cluster_centers_[0]
+        t = Z @ (u / max(np.linalg.norm(u), 1e-300))
+        a, b = t[labels == 0], t[labels == 1]
+        pooled_sd = np.sqrt(0.5 * (a.var() + b.var()))
+        separation = float(abs(a.mean() - b.mean()) / pooled_sd) if pooled_sd > 0 else float("inf")
+        small = int(np.argmin(sizes))
+        return ClusterClassState(
+            mean, projection, km.cluster_centers_, small, sizes, sil, separation, (np.nan, np.nan)
+        )
+
+    def _separated(self, cls: ClusterClassState) -> bool:
+        return cls.silhouette >= self.min_silhouette and cls.separation >= self.min_separation
+
+    def _identify(self, cls: ClusterClassState, X: np.ndarray, pooled: Pooled, code: int) -> ClusterClassState:
+        """The cluster whose rows a model of the other classes assigns more confidently."""
+        others = pooled.codes != code
+        k = len(pooled.labels)
+        # converged tightly: the comparison rests on the model's confidence
+        model = LinearModel.fit(pooled.X[others], pooled.codes[others], C=0.1, tol=1e-6, max_iter=1000)
+        from scipy.stats import ttest_ind
+
+        conf = model.proba(X, k).max(axis=1)
+        member = _nearest(cls, X)
+        affinity = tuple(float(conf[member == j].mean()) if (member == j).any() else 0.0 for j in (0, 1))
+        suspicious = int(np.argmax(affinity))
+        a, b = conf[member == suspicious], conf[member != suspicious]
+        p = 1.0
+        if len(a) > 1 and len(b) > 1:
+            p = float(ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
+            p = 1.0 if np.isnan(p) else p
+        return ClusterClassState(
+            cls.mean, cls.projection, cls.centers, suspicious, cls.sizes, cls.silhouette,
+            cls.separation, affinity, p,
+        )
+
+    def score(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        X, y = self._check_batch(X, y)
+        labels = _plain(y)
+        self._require_fitted(state, set(labels))
+        out = np.zeros(len(labels))
+        for label in set(labels):
+            cls = state.classes[label]
+            if cls is None:
+                continue
+            idx = np.array([i for i, v in enumerate(labels) if v == label])
+            out[idx] = cls.statistic(X[idx])
+        return out
+
+    def judge(self, state, label, class_rows, group_test) -> ClassVerdict:
+        cls: ClusterClassState | None = state.classes.get(label)
+        stat = state.calibration.get(label, np.empty(0))
+        base = dict(label=label, detector=self.name, class_rows=int(class_rows), sample_rows=len(stat))
+        if cls is None:
+            return ClassVerdict(poisoned=False, note="too few sampled rows to cluster", **base)
+        frac = cls.sizes[cls.suspicious] / sum(cls.sizes)
+        legit = stat[stat <= 0] if (stat <= 0).any() else stat
+        center = float(np.median(legit))
+        scale = float(np.median(np.abs(legit - center)) * 1.4826) or float(legit.std()) or 1.0
+        info = dict(
+            cut=0.0, side=1, center=center, scale=scale, group_fraction=frac,
+            separation=cls.separation,
+            extra={
+                "silhouette": cls.silhouette,
+                "cluster_sizes": list(cls.sizes),
+                "other_class_confidence": [None if np.isnan(a) else a for a in cls.affinity],
+                "other_class_confidence_p": cls.affinity_p,
+            },
+        )
+        reasons = []
+        if cls.silhouette < self.min_silhouette:
+            reasons.append(f"clusters overlap (silhouette {cls.silhouette:.2f})")
+        if cls.separation < self.min_separation:
+            reasons.append(f"clusters not far apart (separation {cls.separation:.1f})")
+        n_sus = cls.sizes[cls.suspicious]
+        if frac < self.min_cluster_fraction or n_sus < self.min_cluster_rows:
+            reasons.append(f"suspicious cluster too small ({n_sus} rows)")
+        if frac > self.max_cluster_fraction:
+            reasons.append(f"suspicious cluster too large ({frac:.0%})")
+        if not reasons and not cls.affinity_p < self.max_affinity_p:
+            reasons.append(
+                "neither cluster looks more like other classes "
+                f"(confidence {cls.affinity[cls.suspicious]:.2f} vs "
+                f"{cls.affinity[1 - cls.suspicious]:.2f}, p = {cls.affinity_p:.1e})"
+            )
+        if reasons:
+            return ClassVerdict(poisoned=False, note="; ".join(reasons), **base, **info)
+        note = (
+            f"a separated cluster of {frac:.0%} of the class (silhouette {cls.silhouette:.2f}, "
+            f"separation {cls.separation:.1f}) whose rows look like other classes"
+        )
+        return ClassVerdict(poisoned=True, note=note, **base, **info)
+
+    def describe(self, state, X, y, statistic, strength) -> list[str]:
+        out = []
+        for label in _plain(y):
+            cls: ClusterClassState = state.classes[label]
+            frac = cls.sizes[cls.suspicious] / sum(cls.sizes)
+            conf = cls.affinity
+            out.append(
+                f"in a cluster holding {frac:.0%} of class {_fmt(label)}'s sample, separated "
+                f"from the rest (silhouette {cls.silhouette:.2f}, separation {cls.separation:.1f}), "
+                f"whose rows a model of the other classes recognises with mean confidence "
+                f"{conf[cls.suspicious]:.2f} (the rest of the class: {conf[1 - cls.suspicious]:.2f})"
+            )
+        return out
+
+
+def _nearest(cls: ClusterClassState, X: np.ndarray) -> np.ndarray:
+    Z = (np.asarray(X, dtype=np.float64) - cls.mean) @ cls.projection
+    d = np.stack([np.linalg.norm(Z - c, axis=1) for c in cls.centers], axis=1)
+    return d.argmin(axis=1)

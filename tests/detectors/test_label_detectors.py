@@ -1,0 +1,133 @@
+"""Label consistency, kNN labels, activation clustering and how verdicts combine."""
+
+import numpy as np
+
+from poisonscan.detectors import (
+    ActivationClustering,
+    ExcessTest,
+    GroupTest,
+    KnnLabel,
+    LabelConsistency,
+)
+from poisonscan.detectors.decision import ClassVerdict, combine
+from poisonscan.detectors.stats import ClassSample
+
+
+def blobs(n_per_class=300, classes=5, d=12, seed=0, spread=6.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=spread, size=(classes, d))
+    y = np.repeat(np.arange(classes), n_per_class)
+    X = centers[y] + rng.normal(size=(len(y), d))
+    return X, y, centers
+
+
+def samples_of(X, y):
+    return {
+        int(c): ClassSample(X[y == c].astype(np.float32), np.flatnonzero(y == c).astype(np.int64), np.flatnonzero(y == c))
+        for c in np.unique(y)
+    }
+
+
+def flip(y, n, seed=0, classes=5):
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(y), n, replace=False))
+    y = y.copy()
+    y[idx] = (y[idx] + rng.integers(1, classes, n)) % classes
+    return y, idx
+
+
+def verdicts_and_flags(det, X, y):
+    state = det.extract_output({}, samples_of(X, y))
+    flags = np.zeros(len(y), bool)
+    verdicts = {}
+    for c in np.unique(y):
+        v = det.judge(state, int(c), int((y == c).sum()), GroupTest())
+        verdicts[int(c)] = v
+        m = y == c
+        flags[m] = v.flags(det.statistic(state, X[m], y[m]))
+    return state, verdicts, flags
+
+
+def test_flipped_labels_are_found_by_both_label_detectors():
+    X, y, _ = blobs()
+    y_bad, flipped = flip(y, 60)
+    truth = np.zeros(len(y), bool)
+    truth[flipped] = True
+    for det in (LabelConsistency(), KnnLabel()):
+        _, verdicts, flags = verdicts_and_flags(det, X, y_bad)
+        assert all(v.poisoned for v in verdicts.values()), det.name
+        assert flags[truth].mean() > 0.9 and flags[~truth].mean() < 0.01, det.name
+
+
+def test_clean_labels_give_clean_verdicts():
+    X, y, _ = blobs(seed=1)
+    for det in (LabelConsistency(), KnnLabel()):
+        _, verdicts, flags = verdicts_and_flags(det, X, y)
+        assert not any(v.poisoned for v in verdicts.values()), det.name
+        assert not flags.any()
+
+
+def test_knn_reason_names_the_neighbours():
+    X, y, _ = blobs(seed=2)
+    y_bad, flipped = flip(y, 30, seed=2)
+    det = KnnLabel()
+    state = det.extract_output({}, samples_of(X, y_bad))
+    i = flipped[0]
+    text = det.describe(state, X[[i]], y_bad[[i]], np.array([1.0]), np.array([5.0]))[0]
+    assert f"label {y_bad[i]} disagrees with" in text and f"of them {y[i]})" in text
+
+
+def test_excess_test_needs_more_than_chance():
+    test = ExcessTest(background_rate=0.01, alpha=1e-3)
+    rng = np.random.default_rng(3)
+    clean = rng.normal(size=1000)
+    assert not test.decide(0, "d", clean, 1000, cut=3.0).poisoned  # ~1 row beyond 3 SD
+    dirty = np.concatenate([clean, np.full(40, 5.0)])
+    v = test.decide(0, "d", dirty, 1040, cut=3.0)
+    assert v.poisoned and v.extra["rows_beyond_cut"] >= 40
+
+
+def test_label_evidence_counts_only_when_the_label_detectors_agree():
+    def v(p):
+        return ClassVerdict(label=0, detector="x", poisoned=p, class_rows=10, sample_rows=10, note="")
+
+    finds = {"spectre": "backdoor", "label_consistency": "flipped labels", "knn_label": "flipped labels"}
+    assert combine({"spectre": v(True), "label_consistency": v(False), "knn_label": v(True)}, finds) == {
+        "spectre": True, "label_consistency": False, "knn_label": False,
+    }
+    assert combine({"spectre": v(False), "label_consistency": v(True), "knn_label": v(True)}, finds) == {
+        "spectre": False, "label_consistency": True, "knn_label": True,
+    }
+
+
+def half_poisoned_class(seed=0):
+    """Class 0 is half poison: rows of classes 1-4 moved by a shared offset (a trigger)."""
+    X, y, centers = blobs(n_per_class=400, seed=seed, spread=4.0)
+    rng = np.random.default_rng(seed)
+    src = rng.choice(np.flatnonzero(y != 0), 400, replace=False)
+    trigger = np.zeros(X.shape[1])
+    trigger[:3] = 25.0
+    Xp = np.concatenate([X, X[src] + trigger])
+    yp = np.concatenate([y, np.zeros(400, dtype=np.int64)])
+    truth = np.concatenate([np.zeros(len(y), bool), np.ones(400, bool)])
+    return Xp, yp, truth
+
+
+def test_activation_clustering_picks_the_cluster_that_looks_like_other_classes():
+    X, y, truth = half_poisoned_class()
+    det = ActivationClustering(rows_per_class=2000)
+    state, verdicts, flags = verdicts_and_flags(det, X, y)
+    assert verdicts[0].poisoned, verdicts[0].note
+    assert not any(verdicts[c].poisoned for c in (1, 2, 3, 4))
+    assert flags[truth].mean() > 0.95 and flags[~truth].mean() < 0.01
+
+
+def test_activation_clustering_ignores_a_natural_split():
+    # two well-separated sub-populations of class 0, neither resembling another class
+    X, y, _ = blobs(n_per_class=400, seed=4)
+    X = X.copy()
+    X[np.flatnonzero(y == 0)[:150], 5:8] += 9.0
+    det = ActivationClustering(rows_per_class=2000)
+    _, verdicts, flags = verdicts_and_flags(det, X, y)
+    assert not verdicts[0].poisoned, verdicts[0].note
+    assert not flags.any()
