@@ -91,6 +91,11 @@ class Detector(ParamsMixin, abc.ABC):
     #: "flipped labels" (rows whose label the rest of the data contradict).
     finds: ClassVar[str] = "backdoor"
 
+    @property
+    def accumulator_key(self) -> str:
+        """Detectors with the same key accumulate the same statistics, computed once."""
+        return self.name
+
     @abc.abstractmethod
     def create_accumulator(self) -> Any:
         """A new, empty accumulator."""

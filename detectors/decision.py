@@ -60,40 +60,45 @@ def _log_normal(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
 
 def _em_two(x: np.ndarray, init_masks: np.ndarray, var_floor: float, max_iter: int):
     """EM for a two-component 1-D Gaussian mixture, from several hard initial splits at
-    once (one row of ``init_masks`` each). Returns the fit of best likelihood as
-    ``(w, m1, s1, m2, s2, loglik)`` or None."""
+    once (one row of ``init_masks`` each); a start stops iterating once it has converged.
+    Returns the fit of best likelihood as ``(w, m1, s1, m2, s2, loglik)`` or None."""
     n = x.shape[0]
+    starts = init_masks.shape[0]
     r = init_masks.astype(np.float64)  # (k, n) responsibilities of component 1
-    ll_prev = np.full(r.shape[0], -np.inf)
+    final = np.full((starts, 6), np.nan)
+    final[:, 5] = -np.inf
+    active = np.arange(starts)
+    ll_prev = np.full(starts, -np.inf)
     for _ in range(max_iter):
-        n1 = r.sum(axis=1)
+        ra = r[active]
+        n1 = ra.sum(axis=1)
         n2 = n - n1
         alive = (n1 > 1e-9) & (n2 > 1e-9)
         n1 = np.where(alive, n1, 1.0)
         n2 = np.where(alive, n2, 1.0)
-        m1 = (r @ x) / n1
-        m2 = ((1 - r) @ x) / n2
+        m1 = (ra @ x) / n1
+        m2 = ((1 - ra) @ x) / n2
         d1 = x[None, :] - m1[:, None]
         d2 = x[None, :] - m2[:, None]
-        v1 = np.maximum((r * d1 * d1).sum(axis=1) / n1, var_floor)
-        v2 = np.maximum(((1 - r) * d2 * d2).sum(axis=1) / n2, var_floor)
+        v1 = np.maximum((ra * d1 * d1).sum(axis=1) / n1, var_floor)
+        v2 = np.maximum(((1 - ra) * d2 * d2).sum(axis=1) / n2, var_floor)
         w = np.clip(n1 / n, 1e-300, 1 - 1e-16)
         l1 = (np.log(w) - 0.5 * np.log(v1) - _LOG_SQRT_2PI)[:, None] - 0.5 * d1 * d1 / v1[:, None]
         l2 = (np.log(1 - w) - 0.5 * np.log(v2) - _LOG_SQRT_2PI)[:, None] - 0.5 * d2 * d2 / v2[:, None]
         lse = np.logaddexp(l1, l2)
         ll = np.where(alive, lse.sum(axis=1), -np.inf)
-        r = np.exp(l1 - lse)
+        r[active] = np.exp(l1 - lse)
+        final[active] = np.stack([w, m1, np.sqrt(v1), m2, np.sqrt(v2), ll], axis=1)
         with np.errstate(invalid="ignore"):  # -inf - -inf for starts that died
-            converged = ll - ll_prev <= 1e-8 * np.abs(ll)
-        ll_prev = ll
-        if np.all(converged | ~alive):
+            done = ~alive | (ll - ll_prev[active] <= 1e-8 * np.abs(ll))
+        ll_prev[active] = ll
+        active = active[~done]
+        if active.size == 0:
             break
-    if not np.isfinite(ll).any():
+    if not np.isfinite(final[:, 5]).any():
         return None
-    b = int(np.argmax(ll))  # first best: deterministic
-    return (
-        float(w[b]), float(m1[b]), math.sqrt(v1[b]), float(m2[b]), math.sqrt(v2[b]), float(ll[b])
-    )
+    b = int(np.argmax(final[:, 5]))  # first best: deterministic
+    return tuple(float(v) for v in final[b])
 
 
 def _posterior_cut(w, m_group, s_group, m_main, s_main) -> float | None:

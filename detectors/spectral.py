@@ -43,6 +43,10 @@ class SpectralClassState:
 class ClassMeanCovDetector(Detector):
     """Base of detectors whose exact statistics are each class's mean and covariance."""
 
+    @property
+    def accumulator_key(self) -> str:
+        return "class_mean_cov"
+
     def create_accumulator(self) -> dict:
         return {}
 

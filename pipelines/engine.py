@@ -128,13 +128,12 @@ class ClassPartial:
     reservoir: Reservoir
 
     def merge(self, other: "ClassPartial", detectors: Sequence[Detector]) -> "ClassPartial":
+        by_key = {d.accumulator_key: d for d in detectors}
         return ClassPartial(
             self.rows + other.rows,
             {
-                d.name: d.merge_accumulators(
-                    [self.accumulators[d.name], other.accumulators[d.name]]
-                )
-                for d in detectors
+                key: d.merge_accumulators([self.accumulators[key], other.accumulators[key]])
+                for key, d in by_key.items()
             },
             self.reservoir.merge(other.reservoir),
         )
@@ -151,7 +150,10 @@ def class_partials(
         y = prep.labels[rows]
         for label, idx in group_rows_by_label(y):
             Xl, yl, r = X[idx], y[idx], rows[idx]
-            accs = {d.name: d.add_input(d.create_accumulator(), Xl, yl) for d in detectors}
+            accs: dict = {}
+            for d in detectors:  # detectors sharing statistics compute them once
+                if d.accumulator_key not in accs:
+                    accs[d.accumulator_key] = d.add_input(d.create_accumulator(), Xl, yl)
             res = Reservoir.from_batch(
                 cfg.sample_size, prio[r], prep.positions[r], Xl, prep.ids[r]
             )
@@ -228,11 +230,11 @@ def fit_class(
     for det in detectors:
         if not det.per_class:
             continue
-        state = det.extract_output(partial.accumulators[det.name], {label: sample})
+        state = det.extract_output(partial.accumulators[det.accumulator_key], {label: sample})
         states[det.name] = state
         verdicts[det.name] = det.judge(state, label, partial.rows, group_test)
     shared = partial.reservoir.head(shared_rows).sample()
-    across = {d.name: partial.accumulators[d.name] for d in detectors if not d.per_class}
+    across = {d.name: partial.accumulators[d.accumulator_key] for d in detectors if not d.per_class}
     return ClassModel(label, partial.rows, states, verdicts, len(sample), shared, across)
 
 
