@@ -22,6 +22,7 @@ $(VENV)/.bench: $(VENV)/.installed
 
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/spectral_1m.py
+	$(BIN)/python benchmarks/detectors_bench.py
 
 clean:
 	rm -rf demo-out benchmarks/data benchmarks/results
