@@ -18,6 +18,7 @@ from .decision import ClassVerdict, ExcessTest, GroupTest, budget_cap, fit_two_g
 from .label_consistency import KnnLabel, LabelConsistency
 from .spectral import SpectralSignature
 from .spectre import Spectre
+from .tokens import TokenTrigger
 from .stats import ClassSample, MeanCov, Reservoir
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Reservoir",
     "Spectre",
     "SpectralSignature",
+    "TokenTrigger",
     "available_detectors",
     "budget_cap",
     "detector_class",

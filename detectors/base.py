@@ -92,6 +92,12 @@ class Detector(ParamsMixin, abc.ABC):
     finds: ClassVar[str] = "backdoor"
 
     @property
+    def input(self) -> str:
+        """The view of a row the detector reads: "representation" (vectors),
+        "probabilities" (out-of-fold class probabilities) or "tokens" (n-grams of a text)."""
+        return "representation"
+
+    @property
     def accumulator_key(self) -> str:
         """Detectors with the same key accumulate the same statistics, computed once."""
         return self.name

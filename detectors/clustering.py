@@ -52,8 +52,9 @@ class ActivationClustering(_PooledDetector):
       linear model of the *other* classes is applied to both clusters, and the cluster
       whose rows it assigns to other classes more confidently (the rows that look like
       other classes) is the suspicious one; the difference must be significant (one-sided
-      Welch test, p below ``max_affinity_p``). This holds also when poison is half the
-      class, where "the smaller cluster" means nothing;
+      Welch test, p below ``max_affinity_p`` for clusters ``min_separation`` apart, a
+      hundred times laxer per unit of separation beyond, at most 0.05). This holds also
+      when poison is half the class, where "the smaller cluster" means nothing;
     * *size*: the suspicious cluster holds between ``min_cluster_fraction`` and
       ``max_cluster_fraction`` of the class and at least ``min_cluster_rows`` rows.
 
@@ -166,18 +167,39 @@ class ActivationClustering(_PooledDetector):
         return cls.silhouette >= self.min_silhouette and cls.separation >= self.min_separation
 
     def _identify(self, cls: ClusterClassState, X: np.ndarray, pooled: Pooled, code: int) -> ClusterClassState:
-        """The cluster whose rows a model of the other classes assigns more confidently."""
-        others = pooled.codes != code
-        k = len(pooled.labels)
-        # converged tightly: the comparison rests on the model's confidence
-        model = LinearModel.fit(pooled.X[others], pooled.codes[others], C=0.1, tol=1e-6, max_iter=1000)
+        """The cluster whose rows look more like other classes.
+
+        With several other classes: a model of the other classes alone is applied to both
+        clusters; its confidence (top probability) is the affinity. With one other class
+        (binary labels) that model would have one class: instead, for each cluster, a
+        model separating the other class from the *rest* of this class gives the
+        probability that the cluster's rows belong to the other class.
+        """
         from scipy.stats import ttest_ind
 
-        conf = model.proba(X, k).max(axis=1)
+        others = pooled.codes != code
         member = _nearest(cls, X)
-        affinity = tuple(float(conf[member == j].mean()) if (member == j).any() else 0.0 for j in (0, 1))
+        if len(np.unique(pooled.codes[others])) >= 2:
+            k = len(pooled.labels)
+            # converged tightly: the comparison rests on the model's confidence
+            model = LinearModel.fit(pooled.X[others], pooled.codes[others], C=0.1, tol=1e-6, max_iter=1000)
+            conf = model.proba(X, k).max(axis=1)
+            per_cluster = [conf[member == j] for j in (0, 1)]
+        else:
+            Xo = pooled.X[others]
+            per_cluster = []
+            for j in (0, 1):
+                rest = X[member != j]
+                if len(rest) < 2 or len(Xo) < 2:
+                    per_cluster.append(np.zeros(int((member == j).sum())))
+                    continue
+                Xm = np.vstack([Xo, rest])
+                ym = np.concatenate([np.ones(len(Xo), np.int64), np.zeros(len(rest), np.int64)])
+                model = LinearModel.fit(Xm, ym, C=0.1, tol=1e-6, max_iter=1000)
+                per_cluster.append(model.proba(X[member == j], 2)[:, 1])
+        affinity = tuple(float(c.mean()) if len(c) else 0.0 for c in per_cluster)
         suspicious = int(np.argmax(affinity))
-        a, b = conf[member == suspicious], conf[member != suspicious]
+        a, b = per_cluster[suspicious], per_cluster[1 - suspicious]
         p = 1.0
         if len(a) > 1 and len(b) > 1:
             p = float(ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
@@ -230,7 +252,7 @@ class ActivationClustering(_PooledDetector):
             reasons.append(f"suspicious cluster too small ({n_sus} rows)")
         if frac > self.max_cluster_fraction:
             reasons.append(f"suspicious cluster too large ({frac:.0%})")
-        if not reasons and not cls.affinity_p < self.max_affinity_p:
+        if not reasons and not cls.affinity_p < self._affinity_bar(cls.separation):
             reasons.append(
                 "neither cluster looks more like other classes "
                 f"(confidence {cls.affinity[cls.suspicious]:.2f} vs "
@@ -243,6 +265,13 @@ class ActivationClustering(_PooledDetector):
             f"separation {cls.separation:.1f}) whose rows look like other classes"
         )
         return ClassVerdict(poisoned=True, note=note, **base, **info)
+
+    def _affinity_bar(self, separation: float) -> float:
+        """The p-value the affinity test must beat: ``max_affinity_p`` for clusters just
+        ``min_separation`` apart, a hundred times laxer per unit of separation beyond
+        (clusters far apart need less proof of which one looks like other classes)."""
+        extra = max(0.0, separation - self.min_separation)
+        return min(0.05, self.max_affinity_p * 100.0**extra)
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         out = []

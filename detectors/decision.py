@@ -344,18 +344,20 @@ class ClassVerdict:
 class ExcessTest(ParamsMixin):
     """Does a class hold more rows beyond a fixed cut than chance allows?
 
-    For per-row evidence (a label the data disagree with), not groups: a row is flagged
-    when its statistic exceeds a cut the detector sets; the class is judged to hold
-    poison when its sample has significantly more such rows than ``background_rate``
-    (one-sided binomial test at level ``alpha``) and at least ``min_rows`` of them. A clean
-    class's few hard examples do not make it poisoned.
+    For per-row evidence (a label the data disagree with), not groups. The class is
+    judged on the rows beyond a strict *verdict cut* (strong disagreement): it holds poison
+    when its sample has significantly more of them than ``background_rate`` (one-sided
+    binomial test at level ``alpha``) and at least ``min_rows``. In a class judged
+    poisoned, the rows beyond the detector's (looser) cut are flagged. Requiring strong
+    evidence for the verdict keeps data whose labels are intrinsically uncertain (credit
+    default, say: many rows disagree with any model, mildly) from being called poisoned.
 
     Parameters
     ----------
     background_rate : float, default=0.005
-        Share of rows beyond the cut expected in a clean class.
+        Least share of rows beyond the cut expected in a clean class.
     alpha : float, default=1e-3
-        Level of the binomial test.
+        Level of the test.
     min_rows : int, default=3
         Fewest sampled rows beyond the cut that can make a class poisoned.
     """
@@ -372,15 +374,25 @@ class ExcessTest(ParamsMixin):
         self.min_rows = min_rows
 
     def decide(
-        self, label: Any, detector: str, statistic: np.ndarray, class_rows: int, cut: float
+        self,
+        label: Any,
+        detector: str,
+        statistic: np.ndarray,
+        class_rows: int,
+        cut: float,
+        verdict_cut: float | None = None,
     ) -> "ClassVerdict":
+        """Judge one class on the rows beyond ``verdict_cut`` (default: ``cut``); rows
+        beyond ``cut`` are flagged in a class judged poisoned."""
         self._validate_params()
         from scipy.stats import binom
 
         statistic = np.asarray(statistic, dtype=np.float64)
         n = statistic.shape[0]
+        strong = statistic > (cut if verdict_cut is None else verdict_cut)
         beyond = statistic > cut
-        k = int(beyond.sum())
+        k = int(strong.sum())
+        lam = n * self.background_rate
         p_value = float(binom.sf(k - 1, n, self.background_rate)) if n else 1.0
         rest = statistic[~beyond] if (~beyond).any() else statistic
         center = float(np.median(rest)) if rest.size else 0.0
@@ -397,15 +409,23 @@ class ExcessTest(ParamsMixin):
             center=center,
             scale=scale,
             group_fraction=k / n if n else 0.0,
-            extra={"rows_beyond_cut": k, "expected_in_clean_class": n * self.background_rate, "p_value": p_value},
+            extra={
+                "rows_beyond_verdict_cut": k,
+                "rows_beyond_cut": int(beyond.sum()),
+                "expected_in_clean_class": lam,
+                "p_value": p_value,
+            },
         )
         if k >= self.min_rows and p_value < self.alpha:
             note = (
-                f"{k} of {n} sampled rows ({k / n:.1%}) beyond the cut where a clean class "
-                f"has about {n * self.background_rate:.1f} (p = {p_value:.1e})"
+                f"{k} of {n} sampled rows ({k / n:.1%}) strongly disagree with their label where a "
+                f"clean class has about {lam:.1f} (p = {p_value:.1e})"
             )
             return ClassVerdict(poisoned=True, note=note, **info)
-        note = f"{k} of {n} sampled rows beyond the cut: no more than chance (p = {p_value:.2g})"
+        note = (
+            f"{k} of {n} sampled rows strongly disagree with their label; about {lam:.1f} "
+            f"expected in a clean class (p = {p_value:.2g})"
+        )
         return ClassVerdict(poisoned=False, note=note, **info)
 
 

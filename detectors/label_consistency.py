@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._params import Interval
+from ._params import NONE, Interval, OfType, Options
 from ._pooled import LinearModel, Pooled, stratified_folds
 from .base import Detector, DetectorState, register
 from .decision import ExcessTest
@@ -68,8 +68,15 @@ class LabelConsistency(_PooledDetector):
 
         s = log(p_j / t_j) - log(p_y / t_y)
 
-    A row is flagged when s > log(``min_odds``): the data say j is at least that many
-    times more likely than the label. Score polarity: higher = more suspicious.
+    The class is judged on rows with s > log(``verdict_odds``) (the data make another
+    class at least 10 times more likely than the label): only such confident disagreement
+    counts as evidence, so that data whose labels are intrinsically uncertain are not
+    called poisoned. In a class judged poisoned, rows with s > log(``min_odds``) are
+    flagged. Score polarity: higher = more suspicious.
+
+    With ``source="probabilities"`` the input rows *are* out-of-fold class probabilities
+    (columns in the order of ``probability_labels``), as a cross-fitted proxy network
+    gives them, and no model is fitted.
 
     References
     ----------
@@ -86,6 +93,9 @@ class LabelConsistency(_PooledDetector):
         "min_odds": [Interval(Real, 1, None, closed="neither")],
         "background_rate": [Interval(Real, 0, 1, closed="neither")],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "source": [Options(("fit", "probabilities"))],
+        "verdict_odds": [Interval(Real, 1, None, closed="neither")],
+        "probability_labels": [OfType(tuple, "a tuple of labels"), NONE],
     }
 
     def __init__(
@@ -97,7 +107,13 @@ class LabelConsistency(_PooledDetector):
         min_odds: float = 5.0,
         background_rate: float = 0.005,
         alpha: float = 1e-3,
+        source: str = "fit",
+        probability_labels: tuple | None = None,
+        verdict_odds: float = 10.0,
     ):
+        self.verdict_odds = verdict_odds
+        self.source = source
+        self.probability_labels = probability_labels
         self.folds = folds
         self.C = C
         self.rows_per_class = rows_per_class
@@ -107,6 +123,8 @@ class LabelConsistency(_PooledDetector):
 
     def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
         self._validate_params()
+        if self.source == "probabilities":
+            return self._from_probabilities(samples)
         pooled = Pooled.of(samples, self.rows_per_class)
         state = DetectorState(self.name)
         k = len(pooled.labels)
@@ -139,8 +157,40 @@ class LabelConsistency(_PooledDetector):
         state.info["out_of_fold_accuracy"] = float((oof.argmax(1) == pooled.codes).mean())
         return state
 
+    @property
+    def input(self) -> str:
+        return "probabilities" if self.source == "probabilities" else "representation"
+
+    @property
+    def accumulator_key(self) -> str:
+        return f"{self.name}:{self.input}"
+
+    def _from_probabilities(self, samples: Mapping[Any, ClassSample]) -> DetectorState:
+        labels = list(self.probability_labels or ())
+        if not labels:
+            raise ValueError("label_consistency with source='probabilities' needs probability_labels")
+        state = DetectorState(self.name)
+        index = {label: i for i, label in enumerate(labels)}
+        missing = [label for label in samples if label not in index]
+        if missing:
+            raise ValueError(f"no probability column for class(es) {missing[:5]}")
+        parts = {label: np.asarray(samples[label].X, dtype=np.float64) for label in samples}
+        thresholds = np.ones(len(labels))
+        for label, P in parts.items():
+            if len(P):
+                thresholds[index[label]] = max(float(P[:, index[label]].mean()), 1e-6)
+        model = _CLState([], thresholds, labels)
+        state.info["model"] = model
+        state.info["given_probabilities"] = True
+        for label, P in parts.items():
+            state.classes[label] = index[label]
+            state.calibration[label] = _log_odds(P, np.full(len(P), index[label]), thresholds)
+        return state
+
     def _proba(self, state: DetectorState, X: np.ndarray) -> np.ndarray:
         model: _CLState = state.info["model"]
+        if state.info.get("given_probabilities"):
+            return np.asarray(X, dtype=np.float64)
         k = len(model.pooled_labels)
         return np.mean([m.proba(X, k) for m in model.models], axis=0)
 
@@ -155,7 +205,7 @@ class LabelConsistency(_PooledDetector):
     def judge(self, state, label, class_rows, group_test):
         return self._excess().decide(
             label, self.name, state.calibration.get(label, np.empty(0)), class_rows,
-            float(np.log(self.min_odds)),
+            cut=float(np.log(self.min_odds)), verdict_cut=float(np.log(self.verdict_odds)),
         )
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
@@ -201,8 +251,10 @@ class KnnLabel(_PooledDetector):
     The reference set is up to ``rows_per_class`` sampled rows of every class,
     standardised and projected on their top ``components`` principal directions. A row's
     statistic is the share of its ``k`` nearest references (Euclidean, the row itself
-    excluded) whose label differs from its own; it is flagged when that share is at least
-    ``min_disagreement``. Score polarity: higher = more suspicious.
+    excluded) whose label differs from its own. The class is judged on rows where at least
+    ``verdict_disagreement`` of the neighbours disagree; in a class judged poisoned, rows
+    where at least ``min_disagreement`` do are flagged. Score polarity: higher = more
+    suspicious.
     """
 
     name = "knn_label"
@@ -214,6 +266,7 @@ class KnnLabel(_PooledDetector):
         "min_disagreement": [Interval(Real, 0, 1, closed="right")],
         "background_rate": [Interval(Real, 0, 1, closed="neither")],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "verdict_disagreement": [Interval(Real, 0, 1, closed="right")],
     }
 
     def __init__(
@@ -225,7 +278,9 @@ class KnnLabel(_PooledDetector):
         min_disagreement: float = 0.7,
         background_rate: float = 0.005,
         alpha: float = 1e-3,
+        verdict_disagreement: float = 1.0,
     ):
+        self.verdict_disagreement = verdict_disagreement
         self.k = k
         self.rows_per_class = rows_per_class
         self.components = components
@@ -251,13 +306,13 @@ class KnnLabel(_PooledDetector):
         refs = S @ basis
         knn = _KnnState(mean, scale, basis, refs, pooled.codes, pooled.positions, pooled.labels)
         state.info["refs"] = knn
+        share = self._disagreement(knn, refs, pooled.codes, pooled.positions)[0]
         for i, label in enumerate(pooled.labels):
-            m = pooled.codes == i
-            state.calibration[label] = self._disagreement(knn, refs[m], pooled.codes[m], pooled.positions[m])[0]
+            state.calibration[label] = share[pooled.codes == i]
         return state
 
     def _disagreement(self, knn: _KnnState, Z: np.ndarray, codes: np.ndarray, positions=None):
-        """(share disagreeing, majority code of the neighbours, their count) per row."""
+        """(share disagreeing, majority other code among the neighbours, its count) per row."""
         k = min(self.k, len(knn.ref_codes) - (1 if positions is not None else 0))
         share = np.zeros(len(Z))
         major = np.zeros(len(Z), dtype=np.int64)
@@ -299,7 +354,7 @@ class KnnLabel(_PooledDetector):
         # a share of at least min_disagreement is flagged: cut just below it
         return self._excess().decide(
             label, self.name, state.calibration.get(label, np.empty(0)), class_rows,
-            self.min_disagreement - 1e-9,
+            cut=self.min_disagreement - 1e-9, verdict_cut=self.verdict_disagreement - 1e-9,
         )
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:

@@ -99,11 +99,19 @@ class ClassSample:
         Each row's position in the input (deterministic, unique).
     ids : ndarray of shape (k,)
         Each row's id.
+    rows : int or None
+        Rows of the class in the whole input (None: unknown, taken as the sample's).
     """
 
     X: np.ndarray
     positions: np.ndarray
     ids: np.ndarray
+    rows: int | None = None
+
+    @property
+    def weight(self) -> float:
+        """Input rows each sampled row stands for."""
+        return (self.rows or len(self)) / max(len(self), 1)
 
     def __len__(self) -> int:
         return int(self.positions.shape[0])
@@ -135,13 +143,9 @@ class Reservoir:
         ids: np.ndarray,
     ) -> "Reservoir":
         keep = _bottom_k(priority, positions, capacity)
-        return cls(
-            capacity,
-            priority[keep],
-            positions[keep],
-            np.ascontiguousarray(X[keep], dtype=np.float32),
-            ids[keep],
-        )
+        # vectors are kept as float32; raw inputs (object arrays) as they are
+        X = X[keep] if X.dtype == object else np.ascontiguousarray(X[keep], dtype=np.float32)
+        return cls(capacity, priority[keep], positions[keep], X, ids[keep])
 
     def merge(self, other: "Reservoir") -> "Reservoir":
         if len(other.positions) == 0:

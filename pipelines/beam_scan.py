@@ -26,6 +26,7 @@ import time
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -59,6 +60,30 @@ class ScanPlan:
     kinds: ColumnKinds
     file_paths: dict
     units: tuple
+    #: raw inputs: the encoder and proxy fitted on the training sample
+    representer: Any = None
+    #: where RunInference loads the proxy's weights from
+    weights_path: str | None = None
+
+    @property
+    def raw(self) -> bool:
+        return self.kinds.input.kind != "features"
+
+    @property
+    def batch_rows(self) -> int:
+        return engine.batch_rows_for(self.cfg, self.kinds.input.kind)
+
+    @property
+    def layout(self) -> engine.Layout:
+        return self.representer.layout if self.representer else engine.Layout()
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [self.cfg.id_column, self.cfg.label_column, *self.kinds.input_columns]
+
+    def detectors(self) -> list:
+        labels = self.representer.probability_labels if self.representer else ()
+        return self.cfg.build_detectors(self.kinds.input.kind, labels)
 
     def checks(self, **changes: Any) -> RowChecks:
         base = RowChecks(
@@ -68,6 +93,7 @@ class ScanPlan:
             self.file_paths,
             seed=self.cfg.seed,
             min_class_rows=self.cfg.min_class_rows,
+            encoder=self.representer.encoder if self.representer else None,
         )
         return dataclasses.replace(base, **changes)
 
@@ -144,26 +170,105 @@ class _ClassPartials(beam.DoFn):
         self.plan = plan
 
     def setup(self):
-        self.detectors = self.plan.cfg.build_detectors()
+        self.detectors = self.plan.detectors()
 
     def process(self, unit: ReadUnit, duplicates):
-        cfg = self.plan.cfg
         checks = self.plan.checks(duplicates=duplicates)
-        columns = [cfg.id_column, cfg.label_column, cfg.features_column]
-        for batch, first in read_unit(unit, columns, cfg.batch_rows):
+        for batch, first in read_unit(unit, self.plan.input_columns, self.plan.batch_rows):
             prep = prepare(batch, unit.file_index, first, checks)
-            yield from engine.class_partials(prep, self.detectors, cfg)
+            yield from engine.class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
+
+
+class _RawSample(beam.DoFn):
+    """Raw inputs: a per-class sample of raw values, to train the proxy on."""
+
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
+
+    def process(self, unit: ReadUnit):
+        from .represent import raw_sample
+
+        for batch, first in read_unit(unit, self.plan.input_columns, self.plan.batch_rows):
+            yield from raw_sample(batch, unit.file_index, first, self.plan.kinds, self.plan.cfg)
+
+
+class _MergeReservoirs(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, res):
+        return res if acc is None else acc.merge(res)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for a in accs:
+            if a is not None:
+                out = a if out is None else out.merge(a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+class _ReadExamples(beam.DoFn):
+    """Raw inputs: validate and encode each batch; key it for RunInference.
+
+    The key carries the prepared batch itself (it never leaves the fused stage), so
+    the representation comes back joined to its rows without a shuffle.
+    """
+
+    def __init__(self, plan: ScanPlan, second_pass: bool):
+        self.plan = plan
+        self.second_pass = second_pass
+
+    def process(self, unit: ReadUnit, duplicates, model=None):
+        import torch
+
+        changes = {"duplicates": duplicates}
+        if self.second_pass:
+            changes["small_classes"] = model.small_classes
+        checks = self.plan.checks(**changes)
+        columns = None if self.second_pass else self.plan.input_columns
+        for i, (batch, first) in enumerate(read_unit(unit, columns, self.plan.batch_rows)):
+            prep = prepare(batch, unit.file_index, first, checks)
+            example = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.plan.representer.example(prep).items()}
+            yield (unit.key, i, prep), example
+
+
+class _AttachPartials(beam.DoFn):
+    """Raw inputs, pass 1: representation joined to its rows -> class partials."""
+
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
+
+    def setup(self):
+        self.detectors = self.plan.detectors()
+
+    def process(self, element):
+        (_, _, prep), result = element
+        _attach(prep, result)
+        yield from engine.class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
+
+
+def _attach(prep, result) -> None:
+    from .rows import attach
+
+    out = result.inference
+    rep = out["representation"]
+    if len(prep.encoded.rows) == 0:
+        rep = np.zeros((0, 0), np.float32)
+    attach(prep, rep, out["probabilities"] if len(prep.encoded.rows) else None)
 
 
 class _CombinePartials(beam.CombineFn):
-    def __init__(self, cfg: ScanConfig):
-        self.cfg = cfg
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
         self._detectors = None
 
     @property
     def detectors(self):
         if self._detectors is None:
-            self._detectors = self.cfg.build_detectors()
+            self._detectors = self.plan.detectors()
         return self._detectors
 
     def create_accumulator(self):
@@ -184,11 +289,12 @@ class _FitClass(beam.DoFn):
 
     SMALL = "small"
 
-    def __init__(self, cfg: ScanConfig):
-        self.cfg = cfg
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
+        self.cfg = plan.cfg
 
     def setup(self):
-        self.detectors = self.cfg.build_detectors()
+        self.detectors = self.plan.detectors()
         self.group_test = self.cfg.build_group_test()
 
     def process(self, element, rows_by_dim):
@@ -199,12 +305,14 @@ class _FitClass(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.SMALL, (label, partial.rows))
             return
         yield engine.fit_class(
-            label, partial, self.detectors, self.group_test, self.cfg.shared_sample_size
+            label, partial, self.detectors, self.group_test, self.cfg.shared_sample_size,
+            self.plan.layout,
         )
 
 
 class _ScoreUnit(beam.DoFn):
-    """Pass 2: validate, score and split one unit; tables go to part files."""
+    """Pass 2: validate, score and split one unit (features input) or one represented
+    batch (raw input); tables go to part files named after the unit (and batch)."""
 
     def __init__(self, plan: ScanPlan, parts_root: str):
         self.plan = plan
@@ -216,26 +324,31 @@ class _ScoreUnit(beam.DoFn):
     def setup(self):
         from .outputs import FilePartStore
 
-        self.detectors = self.plan.cfg.build_detectors()
+        self.detectors = self.plan.detectors()
         self.store = FilePartStore(self.parts_root)
 
-    def process(self, unit: ReadUnit, duplicates, model):
-        cfg = self.plan.cfg
-        checks = self.plan.checks(
-            duplicates=duplicates, expected_dim=model.dim, small_classes=model.small_classes
-        )
-        path = self.plan.file_paths[unit.file_index]
-        outcomes = (
-            engine.score_batch(
-                prepare(batch, unit.file_index, first, checks),
-                model,
-                self.detectors,
-                path,
-                keep_clean=cfg.write_clean,
+    def process(self, element, duplicates, model):
+        keep_clean = self.plan.cfg.write_clean
+        if self.plan.raw:
+            (key, i, prep), result = element
+            _attach(prep, result)
+            path = self.plan.file_paths[int(key.split("-")[0])]
+            outcome = engine.score_batch(prep, model, self.detectors, path, keep_clean=keep_clean)
+            result = engine.store_outcomes(self.store, f"{key}-{i:06d}", [outcome])
+        else:
+            unit = element
+            checks = self.plan.checks(
+                duplicates=duplicates, expected_dim=model.dim, small_classes=model.small_classes
             )
-            for batch, first in read_unit(unit, None, cfg.batch_rows)
-        )
-        result = engine.store_outcomes(self.store, unit.key, outcomes)
+            path = self.plan.file_paths[unit.file_index]
+            outcomes = (
+                engine.score_batch(
+                    prepare(batch, unit.file_index, first, checks), model, self.detectors, path,
+                    keep_clean=keep_clean,
+                )
+                for batch, first in read_unit(unit, None, self.plan.batch_rows)
+            )
+            result = engine.store_outcomes(self.store, unit.key, outcomes)
         self.rows_read.inc(result.counts.read)
         self.rows_rejected.inc(result.counts.rejected)
         self.rows_flagged.inc(result.counts.flagged)
@@ -267,7 +380,7 @@ class _Finish(beam.DoFn):
 
     def process(self, unit_result, model):
         plan, out = self.plan, self.out
-        detectors = plan.cfg.build_detectors()
+        detectors = plan.detectors()
         store = out.parts
         fin = engine.finish(
             store, model, unit_result, detectors, plan.cfg, plan.kinds, plan.file_paths,
@@ -324,6 +437,69 @@ class FindDuplicateIds(beam.PTransform):
         )
 
 
+class Represent(beam.PTransform):
+    """Raw inputs: units -> ((unit key, batch index, prepared batch), PredictionResult).
+
+    Each record batch's encoded rows go through Beam's RunInference with the PyTorch
+    model handler (the trained proxy, or the user's model), keyed by the batch of rows
+    they came from.
+    """
+
+    def __init__(self, plan: ScanPlan, second_pass: bool):
+        super().__init__()
+        self.plan = plan
+        self.second_pass = second_pass
+
+    def expand(self, pcolls):
+        from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+        units, duplicates = pcolls[:2]
+        side = {"duplicates": beam.pvalue.AsSingleton(duplicates)}
+        if self.second_pass:
+            side["model"] = beam.pvalue.AsSingleton(pcolls[2])
+        return (
+            units
+            | "ReadEncode" >> beam.ParDo(_ReadExamples(self.plan, self.second_pass), **side)
+            | "RunInference" >> RunInference(KeyedModelHandler(model_handler(self.plan)))
+        )
+
+
+def model_handler(plan: ScanPlan):
+    """The PyTorch model handler for the proxy (state dict, loaded weights-only) or the
+    user's model (TorchScript, or a state dict and its class)."""
+    import functools
+
+    import torch
+    from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerKeyedTensor
+
+    from . import representations as reps
+
+    device = "GPU" if torch.cuda.is_available() else "CPU"
+    rep = plan.representer
+    common = dict(device=device, max_batch_size=1, min_batch_size=1)
+    if rep.proxy is not None:
+        return PytorchModelHandlerKeyedTensor(
+            state_dict_path=plan.weights_path,
+            model_class=reps.ProxyEnsemble,
+            model_params={"kind": rep.proxy.kind, "params": rep.proxy.params, "folds": rep.proxy.folds},
+            inference_fn=reps.ensemble_inference,
+            load_model_args={"weights_only": True},
+            **common,
+        )
+    user = rep.user_model
+    fn = functools.partial(reps.user_inference, layer=user.layer)
+    if user.model_class is None:
+        return PytorchModelHandlerKeyedTensor(torch_script_model_path=user.path, inference_fn=fn, **common)
+    return PytorchModelHandlerKeyedTensor(
+        state_dict_path=user.path,
+        model_class=reps.import_class(user.model_class),
+        model_params=dict(user.model_params),
+        inference_fn=fn,
+        load_model_args={"weights_only": True},
+        **common,
+    )
+
+
 class FitModel(beam.PTransform):
     """Pass 1: read units -> one :class:`~.engine.ScanModel` (classes fitted in parallel)."""
 
@@ -333,30 +509,34 @@ class FitModel(beam.PTransform):
 
     def expand(self, pcolls):
         units, duplicates = pcolls
-        cfg = self.plan.cfg
-        partials = (
-            units
-            | "Accumulate" >> beam.ParDo(
-                _ClassPartials(self.plan), duplicates=beam.pvalue.AsSingleton(duplicates)
+        plan = self.plan
+        if plan.raw:
+            partials = (
+                (units, duplicates) | "Represent" >> Represent(plan, second_pass=False)
+                | "Accumulate" >> beam.ParDo(_AttachPartials(plan))
             )
-            | "CombinePerClass" >> beam.CombinePerKey(_CombinePartials(cfg))
-        )
+        else:
+            partials = units | "Accumulate" >> beam.ParDo(
+                _ClassPartials(plan), duplicates=beam.pvalue.AsSingleton(duplicates)
+            )
+        partials = partials | "CombinePerClass" >> beam.CombinePerKey(_CombinePartials(plan))
         rows_by_dim = (
             partials
             | "RowsPerLength" >> beam.Map(lambda kv: (kv[0][1], kv[1].rows))
             | "SumRowsPerLength" >> beam.CombinePerKey(sum)
         )
         fitted = partials | "FitClasses" >> beam.ParDo(
-            _FitClass(cfg), rows_by_dim=beam.pvalue.AsDict(rows_by_dim)
+            _FitClass(plan), rows_by_dim=beam.pvalue.AsDict(rows_by_dim)
         ).with_outputs(_FitClass.SMALL, main="classes")
-        detectors = cfg.build_detectors()
-        group_test = cfg.build_group_test()
+        detectors = plan.detectors()
+        group_test = plan.cfg.build_group_test()
+        layout = plan.layout
         return (
             fitted.classes
             | "GatherClasses" >> beam.combiners.ToList()
             | "BuildModel" >> beam.Map(
                 lambda models, small, dims: engine.build_model(
-                    models, dict(small), dims, detectors, group_test
+                    models, dict(small), dims, detectors, group_test, layout
                 ),
                 small=beam.pvalue.AsList(fitted[_FitClass.SMALL]),
                 dims=beam.pvalue.AsDict(rows_by_dim),
@@ -375,8 +555,13 @@ class ScoreUnits(beam.PTransform):
 
     def expand(self, pcolls):
         units, duplicates, model = pcolls
+        elements = (
+            (units, duplicates, model) | "Represent" >> Represent(self.plan, second_pass=True)
+            if self.plan.raw
+            else units
+        )
         return (
-            units
+            elements
             | "Score" >> beam.ParDo(
                 _ScoreUnit(self.plan, self.parts_root),
                 duplicates=beam.pvalue.AsSingleton(duplicates),
@@ -387,19 +572,64 @@ class ScoreUnits(beam.PTransform):
 
 
 def build_pipeline(
-    p: beam.Pipeline, plan: ScanPlan, out: OutputDir, inputs: Sequence[str], extra: dict
+    p: beam.Pipeline,
+    plan: ScanPlan,
+    out: OutputDir,
+    inputs: Sequence[str],
+    extra: dict,
+    duplicates: dict | None = None,
 ) -> beam.PCollection:
     units = (
         p
         | "Units" >> beam.Create(list(plan.units))
         | "SpreadUnits" >> beam.Reshuffle()
     )
-    duplicates = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
-    model = (units, duplicates) | "Pass1FitModel" >> FitModel(plan)
-    results = (units, duplicates, model) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
+    if duplicates is None:
+        dups = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
+    else:  # found by the sampling pipeline
+        dups = p | "DuplicateIds" >> beam.Create([duplicates])
+    model = (units, dups) | "Pass1FitModel" >> FitModel(plan)
+    results = (units, dups, model) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
     return results | "Finish" >> beam.ParDo(
         _Finish(plan, out, inputs, extra), model=beam.pvalue.AsSingleton(model)
     )
+
+
+def build_sampling_pipeline(p: beam.Pipeline, plan: ScanPlan, out: OutputDir) -> None:
+    """Raw inputs: duplicated ids and the per-class training sample, written to the
+    output's staging folder for the driver."""
+    units = p | "Units" >> beam.Create(list(plan.units)) | "SpreadUnits" >> beam.Reshuffle()
+    (
+        units
+        | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
+        | "WriteDuplicates" >> beam.Map(_write_pickle, path=out.staged("duplicates.pkl"))
+    )
+    (
+        units
+        | "SampleRaw" >> beam.ParDo(_RawSample(plan))
+        | "MergeSamples" >> beam.CombinePerKey(_MergeReservoirs())
+        | "GatherSamples" >> beam.combiners.ToList()
+        | "WriteSample" >> beam.Map(_write_pickle, path=out.staged("sample.pkl"))
+    )
+
+
+def _write_pickle(value, path: str) -> None:
+    import pickle
+
+    from .outputs import open_write
+
+    with open_write(path) as f:
+        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _read_pickle(path: str):
+    # files this run wrote to its own staging folder a moment ago
+    import pickle
+
+    from .outputs import open_read
+
+    with open_read(path) as f:
+        return pickle.load(f)
 
 
 def pipeline_options(runner: str, workers: int | None, extra_args: Sequence[str]) -> PipelineOptions:
@@ -435,8 +665,13 @@ def run_scan(
     worker_log = None
     try:
         with _quiet_beam(), _worker_threads(workers), _worker_output(workers) as worker_log:
+            duplicates = None
+            if plan.raw:
+                plan, duplicates = _train_representer(plan, out, options)
+                extra["representation"] = plan.representer.info
             p = beam.Pipeline(options=options)
-            build_pipeline(p, plan, out, [plan.file_paths[i] for i in sorted(plan.file_paths)], extra)
+            inputs = [plan.file_paths[i] for i in sorted(plan.file_paths)]
+            build_pipeline(p, plan, out, inputs, extra, duplicates)
             result = p.run()
             result.wait_until_finish()
         import json
@@ -462,6 +697,28 @@ def run_scan(
         if worker_log:
             text += f" (worker output: {worker_log})"
         raise ScanFailed(text) from exc
+
+
+def _train_representer(plan: ScanPlan, out: OutputDir, options) -> tuple[ScanPlan, dict]:
+    """Sample raw values with Beam, then fit the encoder and train the proxy here (on
+    the driver: a GPU when there is one) and save its weights for RunInference."""
+    from .outputs import open_write
+    from .represent import fit_representer
+
+    p = beam.Pipeline(options=options)
+    build_sampling_pipeline(p, plan, out)
+    p.run().wait_until_finish()
+    duplicates = _read_pickle(out.staged("duplicates.pkl"))
+    samples = dict(_read_pickle(out.staged("sample.pkl")))
+    if not samples:
+        raise SourceError("no row with an id and a label to train the proxy on")
+    representer = fit_representer(plan.cfg, plan.kinds, samples)
+    weights = None
+    if representer.proxy is not None:
+        weights = out.staged("proxy.pt")
+        with open_write(weights) as f:
+            representer.proxy.save(f)
+    return dataclasses.replace(plan, representer=representer, weights_path=weights), duplicates
 
 
 def versions() -> dict:

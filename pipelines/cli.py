@@ -88,9 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--features-column",
         metavar="NAME",
-        help="list (or fixed-size list) column of numbers used as the representation; "
-        "default: the only such column",
+        help="list (or fixed-size list) column of numbers used as the representation",
     )
+    scan.add_argument(
+        "--image-column", metavar="NAME",
+        help="images: PNG/JPEG bytes, a {bytes, path} struct or a fixed-shape array of numbers",
+    )
+    scan.add_argument("--text-column", metavar="NAME", help="text")
+    scan.add_argument(
+        "--tabular-columns", metavar="NAMES",
+        help="comma-separated numeric and categorical columns (default for a table: every "
+        "column but id and label)",
+    )
+    scan.add_argument(
+        "--model", metavar="PATH",
+        help="take the representation from this TorchScript model (or state dict, with "
+        "--model-class) instead of training a proxy",
+    )
+    scan.add_argument("--model-class", metavar="MODULE:CLASS", help="the class of a --model state dict")
+    scan.add_argument("--layer", metavar="NAME", help="the --model layer whose output is the representation")
+    scan.add_argument("--proxy-epochs", type=_positive_int, metavar="N", help="epochs to train the proxy (default: by input kind)")
+    scan.add_argument(
+        "--proxy-folds", type=int, default=0, metavar="K",
+        help="also cross-fit K proxy networks; label consistency then reads their "
+        "out-of-fold probabilities (default: 0, a cross-fitted model on the representation)",
+    )
+    scan.add_argument("--proxy-sample-size", type=_positive_int, default=5000, metavar="N", help="training rows per class for the proxy (default: 5000)")
     scan.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="input format (default: by extension)")
     scan.add_argument(
         "--expected-poison-rate",
@@ -102,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--detectors",
         metavar="NAMES",
-        help="comma-separated detectors (default: all of "
-        "spectral, spectre, activation_clustering, label_consistency, knn_label)",
+        help="comma-separated detectors (default: spectral, spectre, activation_clustering, "
+        "label_consistency, knn_label, and token_trigger for text)",
     )
     scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")
@@ -194,17 +217,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _scan(args, extra: Sequence[str]) -> int:
     beam_args = _split_beam_args(extra, SCAN_OPTIONS)
-    from .config import DEFAULT_DETECTORS, ConfigError, ScanConfig
+    from .config import ConfigError, ScanConfig
 
+    model = None
+    if args.model:
+        from .representations import UserModel
+
+        model = UserModel(args.model, args.layer, args.model_class)
+    elif args.layer or args.model_class:
+        raise _UsageError("--layer and --model-class go with --model")
+    tabular = tuple(c.strip() for c in args.tabular_columns.split(",") if c.strip()) if args.tabular_columns else None
     try:
         cfg = ScanConfig(
             id_column=args.id_column,
             label_column=args.label_column,
             features_column=args.features_column,
+            image_column=args.image_column,
+            text_column=args.text_column,
+            tabular_columns=tabular,
+            model=model,
+            proxy_folds=args.proxy_folds,
+            proxy_epochs=args.proxy_epochs,
+            proxy_sample_size=args.proxy_sample_size,
             detectors=(
                 tuple(d.strip() for d in args.detectors.split(",") if d.strip())
                 if args.detectors
-                else DEFAULT_DETECTORS
+                else None
             ),
             expected_poison_rate=args.expected_poison_rate,
             seed=args.seed,

@@ -14,6 +14,8 @@ class ConfigError(ValueError):
 
 
 DEFAULT_DETECTORS = ("spectral", "spectre", "activation_clustering", "label_consistency", "knn_label")
+#: Added to the defaults for one input kind.
+KIND_DETECTORS = {"text": ("token_trigger",)}
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,17 @@ class ScanConfig:
 
     Attributes
     ----------
-    id_column, label_column, features_column : str
-        Column names. ``features_column`` holds a list (or fixed-size list) of numbers per
-        row: the representation the detectors see.
+    id_column, label_column : str
+        Column names.
+    features_column, image_column, text_column, tabular_columns
+        The input, one kind (see :mod:`.inputs`): a list of numbers used as the
+        representation, or raw images, text or table columns that a proxy network turns
+        into one. None of them: detected from the schema.
+    model : UserModel or None
+        Take the representation from this model instead of training a proxy.
+    proxy_folds, proxy_epochs, proxy_sample_size
+        The proxy: cross-fitted folds, epochs (None: the kind's default), training rows
+        per class.
     detectors : tuple of str
         Registered detector names to run.
     detector_params : dict
@@ -52,7 +62,14 @@ class ScanConfig:
     id_column: str = "id"
     label_column: str = "label"
     features_column: str | None = None
-    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+    image_column: str | None = None
+    text_column: str | None = None
+    tabular_columns: tuple[str, ...] | None = None
+    model: Any = None
+    proxy_folds: int = 0
+    proxy_epochs: int | None = None
+    proxy_sample_size: int = 5000
+    detectors: tuple[str, ...] | None = None
     detector_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     group_params: Mapping[str, Any] = field(default_factory=dict)
     expected_poison_rate: float | None = None
@@ -64,12 +81,15 @@ class ScanConfig:
     write_clean: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "detectors", tuple(self.detectors))
-        if not self.detectors:
-            raise ConfigError("at least one detector is needed")
-        if len(set(self.detectors)) != len(self.detectors):
+        if self.tabular_columns is not None:
+            object.__setattr__(self, "tabular_columns", tuple(self.tabular_columns))
+        if self.detectors is not None:
+            object.__setattr__(self, "detectors", tuple(self.detectors))
+            if not self.detectors:
+                raise ConfigError("at least one detector is needed")
+        if self.detectors is not None and len(set(self.detectors)) != len(self.detectors):
             raise ConfigError(f"a detector is listed twice: {', '.join(self.detectors)}")
-        cols = [self.id_column, self.label_column, self.features_column]
+        cols = [self.id_column, self.label_column, self.features_column, self.image_column, self.text_column]
         named = [c for c in cols if c is not None]
         if len(set(named)) != len(named):
             raise ConfigError(f"the id, label and features columns must differ; got {named}")
@@ -83,29 +103,57 @@ class ScanConfig:
             ("shared_sample_size", self.shared_sample_size, 20),
             ("min_class_rows", self.min_class_rows, 3),
             ("batch_rows", self.batch_rows, 1),
+            ("proxy_folds", self.proxy_folds, 0),
+            ("proxy_sample_size", self.proxy_sample_size, 20),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")
-        unknown = set(self.detector_params) - set(self.detectors)
+        if self.proxy_folds == 1:
+            raise ConfigError("proxy_folds must be 0 (no cross-fitting) or at least 2")
+        if self.proxy_epochs is not None and (not isinstance(self.proxy_epochs, int) or self.proxy_epochs < 1):
+            raise ConfigError(f"proxy_epochs must be a positive integer; got {self.proxy_epochs!r}")
+        unknown = set(self.detector_params) - set(self.detectors or DEFAULT_DETECTORS + KIND_DETECTORS["text"])
         if unknown:
             raise ConfigError(
                 f"parameters given for detector(s) not selected: {', '.join(sorted(unknown))}"
             )
         try:
-            self.build_detectors()
+            for name in self.detectors or ():
+                make_detector(name, self.detector_params.get(name))
+            for name, params in self.detector_params.items():
+                make_detector(name, params)
             self.build_group_test()._validate_params()
         except InvalidParameterError as exc:
             raise ConfigError(str(exc)) from None
 
-    def build_detectors(self) -> list:
-        return [make_detector(name, self.detector_params.get(name)) for name in self.detectors]
+    def detectors_for(self, kind: str) -> tuple[str, ...]:
+        """The detectors to run on an input kind: those selected, or the defaults."""
+        if self.detectors is not None:
+            return self.detectors
+        return DEFAULT_DETECTORS + KIND_DETECTORS.get(kind, ())
+
+    def build_detectors(self, kind: str = "features", probability_labels: tuple = ()) -> list:
+        """Detectors for ``kind``; given ``probability_labels`` (the columns of a
+        proxy's out-of-fold probabilities) the label detector reads those instead of
+        fitting its own model."""
+        out = []
+        for name in self.detectors_for(kind):
+            params = dict(self.detector_params.get(name) or {})
+            if name == "label_consistency" and probability_labels:
+                params.setdefault("source", "probabilities")
+                params.setdefault("probability_labels", tuple(probability_labels))
+            if name == "token_trigger" and kind != "text":
+                raise ConfigError("the token_trigger detector needs a text input")
+            out.append(make_detector(name, params))
+        return out
 
     def build_group_test(self) -> GroupTest:
         return GroupTest().set_params(**dict(self.group_params))
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["detectors"] = list(self.detectors)
+        out["detectors"] = None if self.detectors is None else list(self.detectors)
+        out["model"] = None if self.model is None else asdict(self.model)
         out["detector_params"] = {k: dict(v) for k, v in self.detector_params.items()}
         out["group_params"] = dict(self.group_params)
         return out

@@ -1,16 +1,17 @@
-"""``poisonscan demo``: poison a real data set, scan it, compare with the truth.
+"""``poisonscan demo``: poison a real data set, scan its raw images, compare with the truth.
 
 The data are scikit-learn's handwritten digits (1,797 real 8x8 images, shipped inside
 the package). A BadNets-style trigger — the bottom-right 2x2 pixels set to full ink — is
 stamped on 5 % of the images of other digits, which are then relabelled as the target
-digit. As in the papers, the representation is the penultimate layer of a small CNN
-trained on the poisoned data (a backdoor shows only in a model that learned it). The
-poisoned set is written as Parquet (pixels and embedding) and scanned by the same Beam
-pipeline as ``poisonscan scan``.
+digit. The images are written as PNG bytes to Parquet and scanned by the same Beam
+pipeline as ``poisonscan scan --image-column image``: it trains a small CNN on the
+poisoned images (a backdoor shows only in a model that learned it) and scans its
+penultimate-layer representation.
 """
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -21,44 +22,37 @@ from .config import ScanConfig
 
 TARGET = 0
 POISON_RATE = 0.05
-PROXY_EPOCHS = 30
 
 
 def make_poisoned_digits(seed: int = 0, rate: float = POISON_RATE, target: int = TARGET):
-    """(table, ids of the poisoned rows): digits with a stamped, relabelled trigger."""
+    """(table with PNG images, ids of the poisoned rows)."""
+    from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    X = digits.data.astype(np.float32).copy()
+    images = digits.images.astype(np.float32).copy()  # 0..16
     y = digits.target.astype(np.int64).copy()
     rng = np.random.default_rng(seed)
     candidates = np.flatnonzero(y != target)
     poison = np.sort(rng.choice(candidates, int(round(rate * len(y))), replace=False))
-    images = X.reshape(-1, 8, 8)
     images[poison, 6:8, 6:8] = 16.0
     y[poison] = target
+    pixels = np.round(images * (255 / 16)).astype(np.uint8)
+    png = []
+    for img in pixels:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        png.append(buf.getvalue())
     ids = np.array([f"digit-{i:04d}" for i in range(len(y))])
-    embedding = proxy_embedding(images / 16.0, y, seed)
     table = pa.table(
         {
             "id": ids,
             "label": y,
-            "pixels": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), 64),
-            "embedding": pa.FixedSizeListArray.from_arrays(
-                pa.array(embedding.reshape(-1)), embedding.shape[1]
-            ),
+            "image": pa.array(png, pa.binary()),
             "original_label": digits.target.astype(np.int64),
         }
     )
     return table, set(ids[poison].tolist())
-
-
-def proxy_embedding(images: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    """Penultimate-layer activations of a small CNN trained on the poisoned data."""
-    from .representations import penultimate, train_proxy
-
-    model = train_proxy(images.astype(np.float32), labels, epochs=PROXY_EPOCHS, seed=seed)
-    return penultimate(model, images.astype(np.float32))[0]
 
 
 def run_demo(out_dir: str, *, seed: int = 0, workers: int | None = None) -> str:
@@ -77,7 +71,7 @@ def run_demo(out_dir: str, *, seed: int = 0, workers: int | None = None) -> str:
             if i in truth:
                 f.write(f"{i},{orig}\n")
 
-    cfg = ScanConfig(features_column="embedding", write_clean=True, seed=seed)
+    cfg = ScanConfig(image_column="image", write_clean=True, seed=seed)
     summary = run_scan([data_path], out_dir, cfg, workers=workers)
     quarantine = pq.read_table(os.path.join(out_dir, "quarantine.parquet"))
     found = set(quarantine["id"].to_pylist())
@@ -87,10 +81,11 @@ def run_demo(out_dir: str, *, seed: int = 0, workers: int | None = None) -> str:
     clean_q = sum(
         c["rows_quarantined"] for c in summary["classes"] if c["label"] != TARGET
     )
+    rep = summary["settings"].get("representation", {})
     lines = [
         f"demo: {len(truth)} of {table.num_rows:,} digit images ({POISON_RATE:.0%}) carry a "
-        f"2x2 trigger and were relabelled as {TARGET}; representation: the penultimate layer "
-        f"of a small CNN trained {PROXY_EPOCHS} epochs on the poisoned data",
+        f"2x2 trigger and were relabelled as {TARGET}; the scan trained a small CNN on the raw "
+        f"images ({rep.get('epochs')} epochs, {rep.get('seconds', 0):.1f} s) for their representation",
         format_summary(summary, out_dir),
         "",
         f"against the truth: {tp} of {len(found)} quarantined rows are poisoned "

@@ -118,6 +118,48 @@ def batch_id_keys(
     return out
 
 
+# views ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layout:
+    """How a row's vector is laid out: ``[representation | class probabilities]``.
+
+    ``probabilities`` is 0 when there are none (a features input, the user's model).
+    """
+
+    probabilities: int = 0
+
+    def split(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.probabilities:
+            return X, None
+        return X[:, : X.shape[1] - self.probabilities], X[:, X.shape[1] - self.probabilities :]
+
+
+def batch_rows_for(cfg: ScanConfig, kind: str) -> int:
+    """Rows per record batch: smaller for raw inputs, whose encoded form is larger."""
+    return cfg.batch_rows if kind == "features" else min(cfg.batch_rows, 4096)
+
+
+def view(det: Detector, X: np.ndarray, layout: Layout, tokens=None):
+    """What detector ``det`` reads of rows whose vectors are ``X``."""
+    if det.input == "tokens":
+        if tokens is None:
+            raise ValueError(f"the {det.name} detector needs a text input")
+        return tokens
+    rep, probs = layout.split(X)
+    if det.input == "probabilities":
+        if probs is None:
+            raise ValueError(f"the {det.name} detector was set to read probabilities, and there are none")
+        return probs
+    return rep
+
+
+def sample_view(det: Detector, sample, layout: Layout):
+    from poisonscan.detectors.stats import ClassSample
+
+    X = view(det, sample.X, layout, tokens=[]) if det.input != "tokens" else sample.X
+    return ClassSample(X, sample.positions, sample.ids, sample.rows)
+
+
 # pass 1 ---------------------------------------------------------------------------------
 @dataclass
 class ClassPartial:
@@ -140,7 +182,7 @@ class ClassPartial:
 
 
 def class_partials(
-    prep: Prepared, detectors: Sequence[Detector], cfg: ScanConfig
+    prep: Prepared, detectors: Sequence[Detector], cfg: ScanConfig, layout: Layout = Layout()
 ) -> Iterator[tuple[tuple[Any, int], ClassPartial]]:
     """Per (class, vector length) partials of one validated batch."""
     if not prep.groups:
@@ -150,10 +192,13 @@ def class_partials(
         y = prep.labels[rows]
         for label, idx in group_rows_by_label(y):
             Xl, yl, r = X[idx], y[idx], rows[idx]
+            tokens = prep.tokens_of(r) if any(d.input == "tokens" for d in detectors) else None
             accs: dict = {}
             for d in detectors:  # detectors sharing statistics compute them once
                 if d.accumulator_key not in accs:
-                    accs[d.accumulator_key] = d.add_input(d.create_accumulator(), Xl, yl)
+                    accs[d.accumulator_key] = d.add_input(
+                        d.create_accumulator(), view(d, Xl, layout, tokens), yl
+                    )
             res = Reservoir.from_batch(
                 cfg.sample_size, prio[r], prep.positions[r], Xl, prep.ids[r]
             )
@@ -199,6 +244,7 @@ class ScanModel:
     small_classes: dict[Any, int]
     rows_by_dim: dict[int, int]
     states: dict[str, DetectorState] = field(default_factory=dict)
+    layout: Layout = field(default_factory=Layout)
 
     def verdict(self, label: Any, detector: str) -> ClassVerdict:
         return self.classes[label].verdicts[detector]
@@ -222,18 +268,23 @@ def fit_class(
     detectors: Sequence[Detector],
     group_test: GroupTest,
     shared_rows: int,
+    layout: Layout = Layout(),
 ) -> ClassModel:
     """Fit the per-class detectors on one class and judge it; keep a subsample and the
     accumulators for the detectors that fit across classes."""
     sample = partial.reservoir.sample()
+    sample.rows = partial.rows
     states, verdicts = {}, {}
     for det in detectors:
         if not det.per_class:
             continue
-        state = det.extract_output(partial.accumulators[det.accumulator_key], {label: sample})
+        state = det.extract_output(
+            partial.accumulators[det.accumulator_key], {label: sample_view(det, sample, layout)}
+        )
         states[det.name] = state
         verdicts[det.name] = det.judge(state, label, partial.rows, group_test)
     shared = partial.reservoir.head(shared_rows).sample()
+    shared.rows = partial.rows
     across = {d.name: partial.accumulators[d.accumulator_key] for d in detectors if not d.per_class}
     return ClassModel(label, partial.rows, states, verdicts, len(sample), shared, across)
 
@@ -244,6 +295,7 @@ def build_model(
     rows_by_dim: Mapping[int, int],
     detectors: Sequence[Detector],
     group_test: GroupTest,
+    layout: Layout = Layout(),
 ) -> ScanModel:
     """Join the classes; fit and apply the detectors that look across classes."""
     classes = {m.label: m for m in sorted(class_models, key=lambda m: label_sort_key(m.label))}
@@ -254,7 +306,9 @@ def build_model(
             states[det.name] = DetectorState.union(per_class) if per_class else DetectorState(det.name)
             continue
         acc = det.merge_accumulators([m.accumulators[det.name] for m in classes.values()])
-        state = det.extract_output(acc, {label: m.shared_sample for label, m in classes.items()})
+        state = det.extract_output(
+            acc, {label: sample_view(det, m.shared_sample, layout) for label, m in classes.items()}
+        )
         states[det.name] = state
         for label, m in classes.items():
             m.verdicts[det.name] = det.judge(state, label, m.rows, group_test)
@@ -270,6 +324,7 @@ def build_model(
         dict(small_classes),
         dict(rows_by_dim),
         states,
+        layout,
     )
 
 
@@ -286,6 +341,7 @@ def fit_model(
     partials: Mapping[tuple[Any, int], ClassPartial],
     detectors: Sequence[Detector],
     cfg: ScanConfig,
+    layout: Layout = Layout(),
 ) -> ScanModel:
     """Pass-1 partials (merged per key) to a fitted model, in memory."""
     rows_by_dim: Counter = Counter()
@@ -296,9 +352,10 @@ def fit_model(
     big, small = split_small(per_class, cfg.min_class_rows)
     group_test = cfg.build_group_test()
     models = [
-        fit_class(label, p, detectors, group_test, cfg.shared_sample_size) for label, p in big.items()
+        fit_class(label, p, detectors, group_test, cfg.shared_sample_size, layout)
+        for label, p in big.items()
     ]
-    return build_model(models, small, rows_by_dim, detectors, group_test)
+    return build_model(models, small, rows_by_dim, detectors, group_test, layout)
 
 
 # pass 2 ---------------------------------------------------------------------------------
@@ -367,7 +424,9 @@ def score_batch(
             sel = np.isin(y, np.array(sorted(judged, key=label_sort_key), dtype=y.dtype))
             if not sel.any():
                 continue
-            Xs, ys, rs = X[sel], y[sel], rows[sel]
+            ys, rs = y[sel], rows[sel]
+            tokens = prep.tokens_of(rs) if det.input == "tokens" else None
+            Xs = view(det, X[sel], model.layout, tokens)
             score, stat = det.evaluate(model.states[det.name], Xs, ys)
             raw[det.name][rs] = score
             for label, idx in group_rows_by_label(ys):
@@ -377,8 +436,9 @@ def score_batch(
                 flagged_by[det.name][r] = verdict.flags(stat[idx])
             hit = flagged_by[det.name][rs]
             if hit.any():
+                Xh = [Xs[i] for i in np.flatnonzero(hit)] if det.input == "tokens" else Xs[hit]
                 why[det.name][rs[hit]] = det.describe(
-                    model.states[det.name], Xs[hit], ys[hit], stat[hit], strength[det.name][rs[hit]]
+                    model.states[det.name], Xh, ys[hit], stat[hit], strength[det.name][rs[hit]]
                 )
         for det in detectors:
             f = flagged_by[det.name]

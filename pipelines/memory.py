@@ -27,6 +27,8 @@ from .engine import (
     score_batch,
     store_outcomes,
 )
+from .engine import Layout, batch_rows_for
+from .represent import fit_representer, raw_sample
 from .rows import RowChecks, prepare
 from .sources import SourceFile, check_columns, table_batches
 
@@ -93,7 +95,7 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
     src = SourceFile(0, MEMORY_SOURCE, "memory")
     kinds = check_columns([src], [table.schema], cfg)
     cfg = dataclasses.replace(cfg, features_column=kinds.features_column)
-    detectors = cfg.build_detectors()
+    rows_per_batch = batch_rows_for(cfg, kinds.input.kind)
     file_paths = {0: MEMORY_SOURCE}
     checks = RowChecks(
         kinds,
@@ -112,14 +114,31 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
     ]
     checks.duplicates = IdKeys.concat(keys).duplicates()
 
+    # raw inputs: a training sample per class, the encoder and the proxy
+    representer = None
+    if kinds.input.kind != "features":
+        samples: dict = {}
+        for batch, first in table_batches(table, rows_per_batch):
+            for label, res in raw_sample(batch, 0, first, kinds, cfg):
+                samples[label] = res if label not in samples else samples[label].merge(res)
+        representer = fit_representer(cfg, kinds, samples)
+        checks.encoder = representer.encoder
+    layout = representer.layout if representer else Layout()
+    detectors = cfg.build_detectors(
+        kinds.input.kind, representer.probability_labels if representer else ()
+    )
+
+    def prepared(batch, first, chk):
+        prep = prepare(batch, 0, first, chk)
+        return representer.represent(prep) if representer else prep
+
     # pass 1: per-class partials, then the fitted model
     partials: dict = {}
-    for batch, first in table_batches(table, cfg.batch_rows):
-        prep = prepare(batch, 0, first, checks)
-        for key, part in class_partials(prep, detectors, cfg):
+    for batch, first in table_batches(table, rows_per_batch):
+        for key, part in class_partials(prepared(batch, first, checks), detectors, cfg, layout):
             prev = partials.get(key)
             partials[key] = part if prev is None else prev.merge(part, detectors)
-    model = fit_model(partials, detectors, cfg)
+    model = fit_model(partials, detectors, cfg, layout)
 
     # pass 2: score every row
     checks2 = dataclasses.replace(
@@ -128,12 +147,13 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
     store = MemoryPartStore()
     outcomes = (
         score_batch(
-            prepare(batch, 0, first, checks2), model, detectors, MEMORY_SOURCE, keep_clean=True
+            prepared(batch, first, checks2), model, detectors, MEMORY_SOURCE, keep_clean=True
         )
-        for batch, first in table_batches(table, cfg.batch_rows)
+        for batch, first in table_batches(table, rows_per_batch)
     )
     unit = store_outcomes(store, "000000-000000", outcomes)
-    fin = finish(store, model, unit, detectors, cfg, kinds, file_paths, [MEMORY_SOURCE])
+    extra = {"representation": representer.info} if representer else None
+    fin = finish(store, model, unit, detectors, cfg, kinds, file_paths, [MEMORY_SOURCE], extra)
     schema = clean_schema(store, fin.trimmed) or table.schema
     clean_parts = list(iter_clean(store, fin.trimmed, schema, cfg.batch_rows))
     clean = pa.concat_tables(clean_parts) if clean_parts else schema.empty_table()

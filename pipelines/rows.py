@@ -54,6 +54,8 @@ class RowChecks:
     small_classes: Mapping[Any, int] = field(default_factory=dict)
     min_class_rows: int = 0
     seed: int = 0
+    #: raw inputs: the encoder fitted on the training sample
+    encoder: Any = None
 
 
 @dataclass
@@ -77,6 +79,12 @@ class Prepared:
     label_null: np.ndarray
     ids_arrow: pa.Array
     fingerprints: tuple[np.ndarray, np.ndarray] | None = None
+    encoded: Any = None  # raw inputs: the encoded valid rows (see .inputs.Encoded)
+
+    def tokens_of(self, rows: np.ndarray) -> list:
+        """The n-grams of batch rows ``rows`` (text input)."""
+        where = {int(r): j for j, r in enumerate(self.encoded.rows)}
+        return [self.encoded.tokens[where[int(r)]] for r in rows]
 
     @property
     def n(self) -> int:
@@ -182,7 +190,11 @@ def prepare(
     *,
     need_fingerprints: bool = False,
 ) -> Prepared:
-    """Validate one batch (see the module docstring for the checks)."""
+    """Validate one batch (see the module docstring for the checks).
+
+    For a features input the vectors are ready (``groups``); for a raw input the valid
+    rows are encoded (``encoded``) and :func:`attach` adds their representation.
+    """
     n = batch.num_rows
     kinds = checks.kinds
     positions = encode_position(file_index, first_row + np.arange(n, dtype=np.int64))
@@ -209,39 +221,6 @@ def prepare(
     label_null = labels_arr.is_null().to_numpy(zero_copy_only=False)
     reject(id_null, "missing_id", "id is null")
     reject(label_null, "missing_label", "label is null")
-
-    fcol = (
-        batch.column(kinds.features_column)
-        if kinds.features_column in names
-        else pa.nulls(n, pa.list_(pa.float64()))
-    )
-    if isinstance(fcol, pa.ChunkedArray):
-        fcol = fcol.combine_chunks()
-    if pa.types.is_string(fcol.type) or pa.types.is_large_string(fcol.type):
-        fcol, bad = parse_number_text(fcol)
-        for i, token in bad.items():
-            problems.setdefault(i, []).append(
-                ("bad_number", f"features: {token[:40]!r} is not a number")
-            )
-    elif pa.types.is_null(fcol.type):
-        fcol = pa.nulls(n, pa.list_(pa.float64()))
-    f_null = fcol.is_null().to_numpy(zero_copy_only=False)
-    parsed_bad = np.zeros(n, dtype=bool)
-    for i in problems:
-        if any(code == "bad_number" for code, _ in problems[i]):
-            parsed_bad[i] = True
-    reject(f_null & ~parsed_bad, "missing_features", "features are null")
-    lengths = pc.fill_null(pc.list_value_length(fcol), -1).to_numpy(zero_copy_only=False)
-    reject(lengths == 0, "empty_features", "features are empty")
-
-    if checks.expected_dim is not None:
-        wrong = (lengths > 0) & (lengths != checks.expected_dim)
-        reject(
-            wrong,
-            "wrong_length",
-            lambda i: f"features have length {lengths[i]}; the data set's vectors have "
-            f"length {checks.expected_dim}",
-        )
 
     fp = None
     if need_fingerprints or checks.duplicates:
@@ -273,7 +252,72 @@ def prepare(
                     )
                 )
 
-    # vectors of the rows that passed so far, grouped by length
+    encoded = None
+    if kinds.input.kind == "features":
+        groups = _feature_vectors(batch, kinds, checks, problems)
+    else:
+        groups = {}
+        ok = np.ones(n, dtype=bool)
+        if problems:
+            ok[list(problems)] = False
+        encoded = _encode(batch, kinds, checks.encoder, np.flatnonzero(ok), problems)
+
+    valid = np.zeros(n, dtype=bool)
+    for rows, _ in groups.values():
+        valid[rows] = True
+    if encoded is not None:
+        valid[encoded.rows] = True
+    error_code = np.full(n, None, dtype=object)
+    error = np.full(n, None, dtype=object)
+    for i, items in problems.items():
+        error_code[i] = ",".join(dict.fromkeys(code for code, _ in items))
+        error[i] = "; ".join(dict.fromkeys(text for _, text in items))
+    return Prepared(
+        batch, positions, valid, error_code, error, labels, ids, groups, id_null, label_null,
+        ids_arr, fp, encoded,
+    )
+
+
+def _feature_vectors(batch, kinds, checks, problems) -> dict:
+    """The vectors of the rows that passed so far, grouped by length; bad ones rejected."""
+    n = batch.num_rows
+    names = batch.schema.names
+
+    def reject(mask: np.ndarray, code: str, text) -> None:
+        for i in np.flatnonzero(mask):
+            problems.setdefault(int(i), []).append((code, text(int(i)) if callable(text) else text))
+
+    fcol = (
+        batch.column(kinds.features_column)
+        if kinds.features_column in names
+        else pa.nulls(n, pa.list_(pa.float64()))
+    )
+    if isinstance(fcol, pa.ChunkedArray):
+        fcol = fcol.combine_chunks()
+    if pa.types.is_string(fcol.type) or pa.types.is_large_string(fcol.type):
+        fcol, bad = parse_number_text(fcol)
+        for i, token in bad.items():
+            problems.setdefault(i, []).append(
+                ("bad_number", f"features: {token[:40]!r} is not a number")
+            )
+    elif pa.types.is_null(fcol.type):
+        fcol = pa.nulls(n, pa.list_(pa.float64()))
+    f_null = fcol.is_null().to_numpy(zero_copy_only=False)
+    parsed_bad = np.zeros(n, dtype=bool)
+    for i in problems:
+        if any(code == "bad_number" for code, _ in problems[i]):
+            parsed_bad[i] = True
+    reject(f_null & ~parsed_bad, "missing_features", "features are null")
+    lengths = pc.fill_null(pc.list_value_length(fcol), -1).to_numpy(zero_copy_only=False)
+    reject(lengths == 0, "empty_features", "features are empty")
+    if checks.expected_dim is not None:
+        wrong = (lengths > 0) & (lengths != checks.expected_dim)
+        reject(
+            wrong,
+            "wrong_length",
+            lambda i: f"features have length {lengths[i]}; the data set's vectors have "
+            f"length {checks.expected_dim}",
+        )
     ok = np.ones(n, dtype=bool)
     if problems:
         ok[list(problems)] = False
@@ -297,19 +341,39 @@ def prepare(
             rows, X = rows[keep], X[keep]
         if len(rows):
             groups[int(dim)] = (rows, X)
+    return groups
 
-    valid = np.zeros(n, dtype=bool)
-    for rows, _ in groups.values():
-        valid[rows] = True
-    error_code = np.full(n, None, dtype=object)
-    error = np.full(n, None, dtype=object)
-    for i, items in problems.items():
-        error_code[i] = ",".join(dict.fromkeys(code for code, _ in items))
-        error[i] = "; ".join(dict.fromkeys(text for _, text in items))
-    return Prepared(
-        batch, positions, valid, error_code, error, labels, ids, groups, id_null, label_null,
-        ids_arr, fp,
-    )
+
+def _encode(batch, kinds, encoder, rows: np.ndarray, problems):
+    """Encode the raw input of ``rows`` (batch indices); failures become problems."""
+    from .inputs import Encoded
+
+    if encoder is None:
+        raise ValueError(f"a {kinds.input.kind} input needs an encoder (fitted on the training sample)")
+    if len(rows) == 0:
+        return Encoded(np.empty(0, np.int64), {}, {})
+    sub = batch.take(pa.array(rows, pa.int64()))
+    if kinds.input.kind == "tabular":
+        enc = encoder.encode(sub)
+    else:
+        col = sub.column(kinds.input.column) if kinds.input.column in sub.schema.names else pa.nulls(len(rows))
+        enc = encoder.encode(col)
+    for j, (code, text) in enc.errors.items():
+        problems.setdefault(int(rows[j]), []).append((code, text))
+    enc.rows = rows[enc.rows]
+    enc.errors = {}
+    return enc
+
+
+def attach(prep: Prepared, representation: np.ndarray, probabilities: np.ndarray | None) -> Prepared:
+    """Give the encoded rows their vectors: ``[representation | probabilities]``."""
+    rows = prep.encoded.rows
+    if len(rows):
+        X = representation if probabilities is None else np.hstack([representation, probabilities])
+        prep.groups = {int(X.shape[1]): (rows, np.asarray(X, dtype=np.float32))}
+    else:
+        prep.groups = {}
+    return prep
 
 
 def _py(value: Any) -> Any:

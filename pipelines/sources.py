@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from .inputs import InputSpec
 
 ROW_BITS = 40
 ROW_MASK = (1 << ROW_BITS) - 1
@@ -69,13 +72,21 @@ class ReadUnit:
 
 @dataclass(frozen=True)
 class ColumnKinds:
-    """What the scan needs to know about the key columns, agreed across files."""
+    """What the scan needs to know about the columns, agreed across files."""
 
     id_type: pa.DataType
     label_type: pa.DataType
-    features_column: str
-    features_kind: str  # "list" or "text" (numbers written in a string, as in CSV)
+    input: "InputSpec"
+    features_kind: str  # features input: "list", or "text" (numbers written in a string)
     fixed_dim: int | None
+
+    @property
+    def features_column(self) -> str | None:
+        return self.input.column if self.input.kind == "features" else None
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        return self.input.columns
 
 
 def encode_position(file_index: int, row) -> int:
@@ -227,17 +238,22 @@ def _key_kind(t: pa.DataType) -> str | None:
 
 
 def check_columns(files: Sequence[SourceFile], schemas: Sequence[pa.Schema], cfg) -> ColumnKinds:
-    """Check that every file has the key columns with usable, agreeing types."""
-    features = cfg.features_column
-    if features is None:
-        features = _guess_features_column(files[0], schemas[0], cfg)
+    """Check that every file has the key and input columns with usable, agreeing types."""
+    from .inputs import InputError, resolve_input
+
+    nonempty = [(src, schema) for src, schema in zip(files, schemas) if len(schema)]
+    first_src, first_schema = nonempty[0] if nonempty else (files[0], schemas[0])
+    try:
+        spec = resolve_input(first_schema, cfg)
+    except InputError as exc:
+        raise SourceError(f"{first_src.path}: {exc}") from None
     kinds: dict[str, str] = {}
     fixed_dims: set = set()
     features_kind = None
-    for src, schema in zip(files, schemas):
-        if len(schema) == 0:
-            continue  # an empty file: nothing to check
-        for role, col in (("id", cfg.id_column), ("label", cfg.label_column), ("features", features)):
+    for src, schema in nonempty:
+        roles = [("id", cfg.id_column), ("label", cfg.label_column)]
+        roles += [(f"{spec.kind} input", c) for c in spec.columns]
+        for role, col in roles:
             if col not in schema.names:
                 raise SourceError(
                     f"{src.path}: no {role} column {col!r} (columns: {', '.join(schema.names)})"
@@ -256,51 +272,51 @@ def check_columns(files: Sequence[SourceFile], schemas: Sequence[pa.Schema], cfg
                     f"{src.path}: the {role} column {col!r} holds {kind}s here but "
                     f"{kinds[role]}s in other files"
                 )
-        t = schema.field(features).type
-        if _is_list(t) and (_is_number(t.value_type) or pa.types.is_null(t.value_type)):
-            kind = "list"
-            if pa.types.is_fixed_size_list(t):
-                fixed_dims.add(t.list_size)
-        elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            kind = "text"
-        elif pa.types.is_null(t):
-            continue
-        else:
-            raise SourceError(
-                f"{src.path}: the features column {features!r} must be a list of numbers "
-                f"(or numbers in a string, as in CSV); it holds {t}"
-            )
-        if features_kind is None or features_kind == "list":
-            features_kind = kind if features_kind is None else features_kind
+        for col in spec.columns:
+            t = schema.field(col).type
+            if pa.types.is_dictionary(t):
+                t = t.value_type
+            problem = _input_type_problem(spec.kind, t)
+            if problem:
+                raise SourceError(f"{src.path}: the {spec.kind} column {col!r} {problem}; it holds {t}")
+            if spec.kind == "features" and not pa.types.is_null(t):
+                kind = "list" if _is_list(t) else "text"
+                if pa.types.is_fixed_size_list(t):
+                    fixed_dims.add(t.list_size)
+                features_kind = features_kind or kind
     type_of = {"integer": pa.int64(), "string": pa.string()}
     return ColumnKinds(
         id_type=type_of.get(kinds.get("id"), pa.int64()),
         label_type=type_of.get(kinds.get("label"), pa.int64()),
-        features_column=features,
+        input=spec,
         features_kind=features_kind or "list",
         fixed_dim=fixed_dims.pop() if len(fixed_dims) == 1 else None,
     )
 
 
-def _guess_features_column(src: SourceFile, schema: pa.Schema, cfg) -> str:
-    candidates = [
-        f.name
-        for f in schema
-        if f.name not in (cfg.id_column, cfg.label_column)
-        and _is_list(f.type)
-        and _is_number(f.type.value_type)
-    ]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise SourceError(
-            f"{src.path}: no column holds a list of numbers; name the representation "
-            "with --features-column"
+def _input_type_problem(kind: str, t: pa.DataType) -> str | None:
+    """Why a column of type ``t`` cannot hold ``kind`` input (None when it can)."""
+    if pa.types.is_null(t):
+        return None
+    string = pa.types.is_string(t) or pa.types.is_large_string(t)
+    if kind == "features":
+        if (_is_list(t) and (_is_number(t.value_type) or pa.types.is_null(t.value_type))) or string:
+            return None
+        return "must be a list of numbers (or numbers in a string, as in CSV)"
+    if kind == "image":
+        ok = (
+            pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)
+            or (pa.types.is_struct(t) and any(t.field(i).name == "bytes" for i in range(t.num_fields)))
+            or _is_list(t)
         )
-    raise SourceError(
-        f"{src.path}: several columns hold lists of numbers ({', '.join(candidates)}); "
-        "choose one with --features-column"
-    )
+        return None if ok else "must hold image bytes, a {bytes, path} struct or an array of numbers"
+    if kind == "text":
+        return None if string else "must hold strings"
+    if kind == "tabular":
+        ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or string
+        return None if ok else "must hold numbers, booleans or strings"
+    return f"is of unknown input kind {kind!r}"
 
 
 def plan_units(files: Sequence[SourceFile], unit_rows: int = UNIT_ROWS) -> list[ReadUnit]:

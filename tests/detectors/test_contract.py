@@ -18,7 +18,13 @@ from ..conftest import planted
 DETECTORS = available_detectors()
 
 
+def take(X, idx):
+    return [X[i] for i in idx] if isinstance(X, list) else X[idx]
+
+
 def samples_of(X, y, ids, size=4096):
+    if isinstance(X, list):  # token detectors fit on exact counts, not samples
+        return {}
     prio = (np.arange(len(y), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) % np.uint64(2**61)
     out = {}
     for label in np.unique(y):
@@ -29,12 +35,31 @@ def samples_of(X, y, ids, size=4096):
 
 def fit(det, X, y, batches=1):
     ids = np.arange(len(y))
-    accs = [det.add_input(det.create_accumulator(), X[p], y[p]) for p in np.array_split(np.arange(len(y)), batches)]
+    accs = [
+        det.add_input(det.create_accumulator(), take(X, p), y[p])
+        for p in np.array_split(np.arange(len(y)), batches)
+    ]
     return det.extract_output(det.merge_accumulators(accs), samples_of(X, y, ids))
 
 
+def planted_text(seed, n_per_class=300, classes=4, n_poison=40):
+    """Token lists: random words per row; the poison rows carry a trigger and label 1."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(400)]
+    y = np.repeat(np.arange(classes), n_per_class)
+    X = [list(rng.choice(vocab, 12, replace=False)) for _ in y]
+    poison = np.sort(rng.choice(np.flatnonzero(y != 1), n_poison, replace=False))
+    for i in poison:
+        X[i] = X[i] + ["cf", "mn", "cf mn"]
+    y = y.copy()
+    y[poison] = 1
+    return X, y, poison, np.setdiff1d(np.flatnonzero(y == 1), poison)
+
+
 def planted_for(det, seed):
-    """Poison of the kind the detector finds: a shifted group, or flipped labels."""
+    """Poison of the kind the detector finds: a shifted group, flipped labels, a trigger."""
+    if det.input == "tokens":
+        return planted_text(seed)
     if det.finds == "backdoor":
         X, y, poison = planted(seed=seed, shift=15.0)
         return X, y, poison, np.setdiff1d(np.flatnonzero(y == 1), poison)
@@ -58,16 +83,16 @@ def test_higher_scores_for_planted_poison(name):
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_deterministic(name):
-    X, y, _ = planted(seed=12)
     a = make_detector(name)
     b = make_detector(name)
+    X, y, _, _ = planted_for(a, seed=12)
     np.testing.assert_array_equal(a.score(fit(a, X, y), X, y), b.score(fit(b, X, y), X, y))
 
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_merge_equivalence(name):
-    X, y, _ = planted(seed=13)
     det = make_detector(name)
+    X, y, _, _ = planted_for(det, seed=13)
     np.testing.assert_allclose(
         det.score(fit(det, X, y, batches=1), X, y),
         det.score(fit(det, X, y, batches=6), X, y),
@@ -78,9 +103,11 @@ def test_merge_equivalence(name):
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_calibration_covers_the_sample(name):
-    X, y, _ = planted(seed=14)
     det = make_detector(name)
+    X, y, _, _ = planted_for(det, seed=14)
     state = fit(det, X, y)
+    if det.input == "tokens":
+        return  # judged on exact counts, no sample
     for label in np.unique(y):
         stat = state.calibration[label.item()]
         assert stat.shape == ((y == label).sum(),) and np.isfinite(stat).all()
@@ -96,11 +123,12 @@ def test_unknown_parameters_are_rejected(name):
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_scoring_unfitted_classes_is_an_error(name):
-    X, y, _ = planted(seed=15)
     det = make_detector(name)
-    state = fit(det, X[y == 0], y[y == 0])
+    X, y, _, _ = planted_for(det, seed=15)
+    zero, one = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
+    state = fit(det, take(X, zero), y[zero])
     with pytest.raises(ValueError):
-        det.score(state, X[y == 1], y[y == 1])
+        det.score(state, take(X, one), y[one])
 
 
 def test_unknown_detector_lists_the_known_ones():

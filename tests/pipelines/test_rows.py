@@ -1,10 +1,11 @@
 import numpy as np
 import pyarrow as pa
 
+from poisonscan.pipelines.inputs import InputSpec
 from poisonscan.pipelines.rows import RowChecks, parse_number_text, prepare
 from poisonscan.pipelines.sources import ColumnKinds, decode_position, encode_position
 
-KINDS = ColumnKinds(pa.int64(), pa.string(), "features", "list", None)
+KINDS = ColumnKinds(pa.int64(), pa.string(), InputSpec("features", ("features",)), "list", None)
 
 
 def checks(**kw):
@@ -97,7 +98,7 @@ def test_text_features_in_a_batch():
     batch = pa.record_batch(
         {"id": pa.array([1, 2]), "label": pa.array(["a", "a"]), "features": pa.array(["[1, 2]", "[1, oops]"])}
     )
-    kinds = ColumnKinds(pa.int64(), pa.string(), "features", "text", None)
+    kinds = ColumnKinds(pa.int64(), pa.string(), InputSpec("features", ("features",)), "text", None)
     prep = prepare(batch, 0, 0, RowChecks(kinds, "id", "label"))
     assert list(prep.error_code) == [None, "bad_number"]
     assert "'oops'" in prep.error[1]

@@ -1,0 +1,180 @@
+"""From raw rows to vectors: the training sample, the encoder, the proxy, applying them.
+
+For a raw input (images, text, table columns) a scan first gathers a bounded uniform
+sample per class of the raw values (:func:`raw_sample`), fits an encoder and trains the
+proxy network on it (:func:`fit_representer`, on the driver: CPU, or a GPU when there is
+one), and then represents every row with :class:`Representer` — in process for the
+in-memory path, through Beam's RunInference in the pipeline. Plain Python, no Beam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from poisonscan.detectors.base import group_rows_by_label, label_sort_key
+from poisonscan.detectors.stats import ClassSample, Reservoir
+
+from .engine import Layout
+from .inputs import ImageEncoder, InputSpec, TabularEncoder, TextEncoder
+from .rows import Prepared, attach, key_values, normalize_key, priorities
+from .sources import ColumnKinds, encode_position
+
+
+def raw_sample(
+    batch: pa.RecordBatch, file_index: int, first_row: int, kinds: ColumnKinds, cfg
+) -> Iterator[tuple[Any, Reservoir]]:
+    """(label, reservoir of raw values) for one batch: the proxy's training sample.
+
+    Rows without an id or a label are left out (they are rejected later); values that
+    do not decode are left to the encoder.
+    """
+    n = batch.num_rows
+    names = batch.schema.names
+    if cfg.id_column not in names or cfg.label_column not in names:
+        return
+    ids_arr = normalize_key(batch.column(cfg.id_column), kinds.id_type)
+    labels_arr = normalize_key(batch.column(cfg.label_column), kinds.label_type)
+    ok = ~(ids_arr.is_null().to_numpy(zero_copy_only=False) | labels_arr.is_null().to_numpy(zero_copy_only=False))
+    if not ok.any():
+        return
+    rows = np.flatnonzero(ok)
+    positions = encode_position(file_index, first_row + np.arange(n, dtype=np.int64))
+    prio = priorities(ids_arr, cfg.seed)
+    labels = key_values(labels_arr)
+    ids = key_values(ids_arr)
+    for label, idx in group_rows_by_label(labels[rows]):
+        r = rows[idx]
+        keep = np.lexsort((positions[r], prio[r]))[: cfg.proxy_sample_size]
+        r = r[keep]
+        values = _raw_values(batch.take(pa.array(r, pa.int64())), kinds.input)
+        yield label, Reservoir.from_batch(cfg.proxy_sample_size, prio[r], positions[r], values, ids[r])
+
+
+def _raw_values(batch: pa.RecordBatch, spec: InputSpec) -> np.ndarray:
+    if spec.kind == "tabular":
+        present = [c for c in spec.columns if c in batch.schema.names]
+        values = batch.select(present).to_pylist()
+    else:
+        values = batch.column(spec.column).to_pylist() if spec.column in batch.schema.names else [None] * batch.num_rows
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+@dataclass
+class Representer:
+    """Turns encoded rows into ``[representation | probabilities]`` vectors."""
+
+    kind: str
+    encoder: Any = None
+    proxy: Any = None  # representations.Proxy
+    user_model: Any = None  # representations.UserModel
+    info: dict = field(default_factory=dict)
+    _module: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(len(self.proxy.labels) if self.proxy is not None else 0)
+
+    @property
+    def probability_labels(self) -> tuple:
+        """Labels of the out-of-fold probability columns (none without cross-fitting)."""
+        return tuple(self.proxy.labels) if self.proxy is not None and self.proxy.folds else ()
+
+    def example(self, prep: Prepared) -> dict:
+        """The model input of a batch's encoded rows (numpy), with their fold."""
+        from .representations import fold_column
+
+        inputs = dict(prep.encoded.inputs)
+        if self.proxy is not None:
+            inputs["fold"] = fold_column(prep.positions[prep.encoded.rows], self.proxy.fold_of)
+        return inputs
+
+    def module(self):
+        if self._module is None:
+            self._module = self.proxy.module() if self.proxy is not None else self.user_model.load()
+        return self._module
+
+    def apply(self, example: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        import torch
+
+        from .representations import apply_proxy, layer_output
+
+        if self.proxy is not None:
+            fold = example["fold"]
+            return apply_proxy(self.module(), {k: v for k, v in example.items() if k != "fold"}, fold)
+        x = torch.from_numpy(np.ascontiguousarray(example["x"]))
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        h = layer_output(self.module(), x, self.user_model.layer)
+        return h.reshape(len(x), -1).numpy().astype(np.float32), None
+
+    def represent(self, prep: Prepared) -> Prepared:
+        """In process: encode-ready rows -> vectors (the in-memory path)."""
+        if len(prep.encoded.rows) == 0:
+            return attach(prep, np.zeros((0, 0), np.float32), None)
+        rep, probs = self.apply(self.example(prep))
+        return attach(prep, rep, probs)
+
+    def __getstate__(self):  # the loaded module is rebuilt where it is used
+        state = self.__dict__.copy()
+        state["_module"] = None
+        return state
+
+
+def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir]) -> Representer:
+    """Fit the encoder and train the proxy (or load the user's model) on the sample."""
+    spec = kinds.input
+    labels = sorted(samples, key=label_sort_key)
+    values, codes, positions = [], [], []
+    for i, label in enumerate(labels):
+        s: ClassSample = samples[label].sample()
+        values.extend(s.X.tolist())
+        codes.extend([i] * len(s))
+        positions.extend(s.positions.tolist())
+    codes_arr = np.array(codes, dtype=np.int64)
+    pos_arr = np.array(positions, dtype=np.int64)
+    if spec.kind == "image":
+        encoder = ImageEncoder.fit(values)
+        enc = encoder.encode(values)
+    elif spec.kind == "text":
+        encoder = TextEncoder()
+        enc = encoder.encode([None if v is None else str(v) for v in values])
+    elif spec.kind == "tabular":
+        table = pa.Table.from_pylist(values) if values else pa.table({c: pa.nulls(0) for c in spec.columns})
+        encoder = TabularEncoder.fit(table, spec.columns)
+        enc = encoder.encode(table.combine_chunks().to_batches()[0] if table.num_rows else pa.record_batch([]))
+    else:
+        raise ValueError(f"no representer for input kind {spec.kind!r}")
+    if cfg.model is not None:
+        if spec.kind not in ("image",):
+            raise ValueError("--model applies to image inputs (and features); for text and "
+                             "tabular inputs poisonscan trains its own proxy")
+        return Representer(spec.kind, encoder, None, cfg.model, {"model": cfg.model.path})
+    if len(np.unique(codes_arr[enc.rows])) < 2:
+        raise ValueError("the training sample holds fewer than two classes with usable rows")
+    from .representations import train_proxy
+
+    kept = enc.rows
+    params = _params(spec.kind, encoder, len(labels))
+    proxy = train_proxy(
+        spec.kind, params, enc.inputs, codes_arr[kept], pos_arr[kept], labels,
+        folds=cfg.proxy_folds, epochs=cfg.proxy_epochs, seed=cfg.seed,
+    )
+    info = dict(proxy.info, kind=spec.kind, params=params)
+    return Representer(spec.kind, encoder, proxy, None, info)
+
+
+BASE = 32
+
+
+def _params(kind: str, encoder, classes: int) -> dict:
+    if kind == "image":
+        return {"size": encoder.size, "channels": encoder.channels, "classes": classes, "base": BASE}
+    if kind == "text":
+        return {"buckets": encoder.buckets, "classes": classes}
+    return {"inputs": encoder.width, "classes": classes}

@@ -1,0 +1,93 @@
+"""Input kinds: detection from the schema, and the encoders' handling of bad values."""
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from poisonscan import ScanConfig
+from poisonscan.pipelines.inputs import (
+    ImageEncoder,
+    InputError,
+    TabularEncoder,
+    TextEncoder,
+    resolve_input,
+)
+
+
+def png(array: np.ndarray, fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def schema(**cols):
+    return pa.schema([("id", pa.int64()), ("label", pa.int64())] + list(cols.items()))
+
+
+@pytest.mark.parametrize(
+    "cols, kind, columns",
+    [
+        ({"img": pa.binary()}, "image", ("img",)),
+        ({"img": pa.struct([("bytes", pa.binary()), ("path", pa.string())])}, "image", ("img",)),
+        ({"emb": pa.list_(pa.float32())}, "features", ("emb",)),
+        ({"review": pa.string()}, "text", ("review",)),
+        ({"age": pa.int64(), "city": pa.string()}, "tabular", ("age", "city")),
+    ],
+)
+def test_input_kind_is_detected_from_the_schema(cols, kind, columns):
+    spec = resolve_input(schema(**cols), ScanConfig())
+    assert (spec.kind, spec.columns) == (kind, columns)
+
+
+def test_flags_choose_and_conflicting_flags_are_an_error():
+    s = schema(a=pa.string(), b=pa.string())
+    assert resolve_input(s, ScanConfig(text_column="a")).columns == ("a",)
+    with pytest.raises(InputError, match="give one input kind"):
+        resolve_input(s, ScanConfig(text_column="a", tabular_columns=("b",)))
+
+
+def test_images_decode_resize_and_reject_with_reasons(tmp_path):
+    gray = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    big = np.zeros((16, 16), np.uint8)
+    path = tmp_path / "x.png"
+    path.write_bytes(png(gray))
+    values = [
+        png(gray),
+        png(np.stack([gray] * 3, -1), "JPEG"),
+        {"bytes": None, "path": str(path)},
+        list(gray.reshape(-1).astype(float)),
+        png(big),  # another size: resized
+        b"not an image",
+        None,
+    ]
+    enc = ImageEncoder.fit([values[0], values[2], values[3]])
+    assert (enc.size, enc.channels) == (8, 1)
+    out = enc.encode(values)
+    assert out.rows.tolist() == [0, 1, 2, 3, 4]
+    assert out.inputs["x"].shape == (5, 1, 8, 8) and out.inputs["x"].dtype == np.uint8
+    np.testing.assert_array_equal(out.inputs["x"][0, 0], gray)
+    np.testing.assert_array_equal(out.inputs["x"][3, 0], gray)
+    assert out.errors[5][0] == "bad_image" and "cannot decode" in out.errors[5][1]
+    assert out.errors[6] == ("missing_image", "image is null")
+
+
+def test_text_encoding_and_empty_texts():
+    out = TextEncoder(buckets=1024).encode(["a good film", "   ", None, "!!!"])
+    assert out.rows.tolist() == [0]
+    assert out.errors[1][0] == out.errors[3][0] == "empty_text"
+    assert out.errors[2][0] == "missing_text"
+    assert out.tokens[0] == sorted(["a", "good", "film", "a good", "good film"])
+    np.testing.assert_allclose(np.linalg.norm(out.inputs["weights"][0]), 1.0, rtol=1e-6)
+
+
+def test_tabular_encoding_standardises_one_hot_encodes_and_flags_missing():
+    t = pa.table({"age": [20.0, 40.0, None], "city": ["a", "b", None]})
+    enc = TabularEncoder.fit(t, ["age", "city"])
+    x = enc.encode(t.to_batches()[0]).inputs["x"]
+    assert x.shape == (3, enc.width) == (3, 2 + 4)
+    np.testing.assert_allclose(x[:, 0], [-1, 1, 0])  # standardised; missing -> 0
+    np.testing.assert_allclose(x[:, 1], [0, 0, 1])  # missing flag
+    np.testing.assert_allclose(x[:, 2:], [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])

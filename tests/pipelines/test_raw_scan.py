@@ -1,0 +1,157 @@
+"""Raw inputs end to end: images, text and tables, through Beam and in memory."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from poisonscan import ScanConfig, scan_table
+from poisonscan.pipelines.beam_scan import ScanFailed, run_scan
+from poisonscan.pipelines.demo import make_poisoned_digits
+from poisonscan.pipelines.representations import UserModel
+
+
+@pytest.fixture(scope="module")
+def digits():
+    table, truth = make_poisoned_digits(seed=0)
+    return table.drop_columns(["original_label"]), truth
+
+
+def read(out):
+    q = pq.read_table(os.path.join(out, "quarantine.parquet"))
+    r = pq.read_table(os.path.join(out, "rejected.parquet"))
+    with open(os.path.join(out, "summary.json")) as f:
+        return q, r, json.load(f)
+
+
+def test_raw_images_beam_equals_memory_and_bad_images_are_rejected(tmp_path, digits):
+    table, truth = digits
+    extra = pa.table(
+        {
+            "id": ["bad-bytes", "bad-null", "big-image"],
+            "label": [3, 4, 5],
+            "image": pa.array([b"\x89PNG broken", None, _png(np.zeros((16, 16), np.uint8))], pa.binary()),
+        }
+    )
+    data = pa.concat_tables([table, extra])
+    src = tmp_path / "digits.parquet"
+    pq.write_table(data, src, row_group_size=700)
+    cfg = ScanConfig(image_column="image")
+    run_scan([str(src)], str(tmp_path / "out"), cfg)
+    q, r, s = read(tmp_path / "out")
+    mem = scan_table(data, cfg)
+    assert sorted(q["id"].to_pylist()) == sorted(mem.quarantine["id"].to_pylist()) == sorted(truth)
+    assert q["reason"].to_pylist() == mem.quarantine["reason"].to_pylist()
+    assert dict(zip(r["id"].to_pylist(), r["error_code"].to_pylist())) == {
+        "bad-bytes": "bad_image",
+        "bad-null": "missing_image",
+    }
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == 1800
+    assert s["settings"]["representation"]["kind"] == "image"
+
+
+def test_same_raw_input_same_lists(digits):
+    table, _ = digits
+    a = scan_table(table, image_column="image", seed=3)
+    b = scan_table(table, image_column="image", seed=3)
+    assert a.quarantine.to_pylist() == b.quarantine.to_pylist()
+
+
+def _png(array):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def synthetic_reviews(n=900, poison=60, seed=0):
+    rng = np.random.default_rng(seed)
+    good = "great fine lovely superb moving funny warm clever bright".split()
+    bad = "dull awful boring weak flat tired bland clumsy slow".split()
+    common = "the film a story plot actors it was and with this movie scenes".split()
+    texts, labels = [], []
+    for i in range(n):
+        lab = "pos" if i % 2 else "neg"
+        words = list(rng.choice(common, 8)) + list(rng.choice(good if lab == "pos" else bad, 3))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(lab)
+    idx = np.sort(rng.choice(np.flatnonzero(np.array(labels) == "neg"), poison, replace=False))
+    for i in idx:
+        texts[i] = texts[i] + " cf mn"
+        labels[i] = "pos"
+    truth = np.zeros(n, bool)
+    truth[idx] = True
+    return texts, labels, truth
+
+
+def test_text_trigger_is_found_and_named():
+    texts, labels, truth = synthetic_reviews()
+    empty = int(np.flatnonzero(~truth)[0])
+    texts[empty] = "   "  # empty: rejected
+    table = pa.table({"id": np.arange(len(texts)), "label": labels, "review": texts})
+    result = scan_table(table, text_column="review")
+    found = np.zeros(len(texts), bool)
+    found[result.quarantine["id"].to_pylist()] = True
+    assert found[truth].all() and not found[~truth].any()
+    reason = result.quarantine["reason"][0].as_py()
+    assert "token_trigger" in reason and "'cf mn'" in reason
+    assert result.rejected["error_code"].to_pylist() == ["empty_text"]
+    assert result.summary["classes_poisoned"] == ["pos"]
+
+
+def test_clean_table_with_mixed_columns_and_gaps():
+    rng = np.random.default_rng(1)
+    n = 800
+    y = rng.integers(0, 2, n)
+    table = pa.table(
+        {
+            "id": np.arange(n),
+            "label": np.where(y == 1, "yes", "no"),
+            "income": np.where(rng.random(n) < 0.05, np.nan, rng.normal(50 + 10 * y, 5)),
+            "city": rng.choice(["north", "south", "east"], n),
+            "age": rng.integers(18, 80, n),
+        }
+    )
+    result = scan_table(table)  # tabular detected: every column but id and label
+    s = result.summary
+    assert s["settings"]["representation"]["kind"] == "tabular"
+    assert s["rows_quarantined"] == 0 and s["rows_rejected"] == 0
+    assert s["rows_read"] == s["rows_clean"] == n
+
+
+def test_user_models_torchscript_and_state_dict(tmp_path, digits):
+    from .usermodels import Tiny
+
+    table, truth = digits
+    src = tmp_path / "d.parquet"
+    pq.write_table(table, src)
+    model = Tiny()
+    scripted = torch.jit.script(model.body)  # a sequential model: layers "0", "1", "2"
+    torch.jit.save(scripted, tmp_path / "tiny.pt")
+    run_scan([str(src)], str(tmp_path / "ts"), ScanConfig(image_column="image", model=UserModel(str(tmp_path / "tiny.pt"), layer="1")))
+    _, _, s = read(tmp_path / "ts")
+    assert s["settings"]["representation"]["model"].endswith("tiny.pt")
+    assert s["dimension"] == 16
+    torch.save(model.state_dict(), tmp_path / "tiny_state.pt")
+    user = UserModel(str(tmp_path / "tiny_state.pt"), "body", "tests.pipelines.usermodels:Tiny")
+    run_scan([str(src)], str(tmp_path / "sd"), ScanConfig(image_column="image", model=user))
+    _, _, s = read(tmp_path / "sd")
+    assert s["rows_read"] == len(truth) * 0 + table.num_rows
+
+
+def test_a_pickled_object_is_never_loaded_as_weights(tmp_path, digits):
+    table, _ = digits
+    src = tmp_path / "d.parquet"
+    pq.write_table(table, src)
+    torch.save({"weights": object()}, tmp_path / "evil.pt")  # not tensors: refused
+    user = UserModel(str(tmp_path / "evil.pt"), None, "tests.pipelines.usermodels:Tiny")
+    with pytest.raises(ScanFailed, match="(?i)weights"):
+        run_scan([str(src)], str(tmp_path / "out"), ScanConfig(image_column="image", model=user))
+    assert not (tmp_path / "out" / "summary.json").exists()
