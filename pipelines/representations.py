@@ -212,35 +212,29 @@ def train_net(
     for _ in range(epochs if epochs is not None else max_epochs):
         net.train()
         run += 1
+        hits = 0
         order = torch.from_numpy(rng.permutation(len(codes))).to(dev)
         for start in range(0, len(codes), batch):
             idx = order[start : start + batch]
             for opt in optimizers:
                 opt.zero_grad()
-            loss = loss_fn(net.head(net.features({k: v[idx] for k, v in data.items()})), y[idx])
+            logits = net.head(net.features({k: v[idx] for k, v in data.items()}))
+            loss = loss_fn(logits, y[idx])
+            hits += int((logits.argmax(1) == y[idx]).sum())
             loss.backward()
             for opt in optimizers:
                 opt.step()
             if progress:
                 progress.add(len(idx))
         if epochs is None and fitted_at is None:
-            history.append(_accuracy(net, data, y))
+            # accuracy over the epoch's own batches: free, and a little behind the net
+            history.append(hits / max(len(codes), 1))
             if history[-1] >= FIT_ACCURACY or (len(history) >= 3 and history[-1] - history[-3] < 0.002):
                 fitted_at = run
         if fitted_at is not None and run * len(codes) >= MIN_UPDATES:
             break
     net.eval()
     return net.cpu(), run
-
-
-@torch.no_grad()
-def _accuracy(net: nn.Module, data: dict, y: torch.Tensor, batch: int = 4096) -> float:
-    net.eval()
-    hits = 0
-    for start in range(0, len(y), batch):
-        sl = slice(start, start + batch)
-        hits += int((net.head(net.features({k: v[sl] for k, v in data.items()})).argmax(1) == y[sl]).sum())
-    return hits / max(len(y), 1)
 
 
 @dataclass
