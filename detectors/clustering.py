@@ -53,7 +53,7 @@ class ActivationClustering(_PooledDetector):
       whose rows it assigns to other classes more confidently (the rows that look like
       other classes) is the suspicious one; the difference must be significant (one-sided
       Welch test, p below ``max_affinity_p`` for clusters ``min_separation`` apart, a
-      hundred times laxer per unit of separation beyond, at most 0.05). This holds also
+      hundred times laxer per unit of separation beyond, at most 1e-3). This holds also
       when poison is half the class, where "the smaller cluster" means nothing;
     * *size*: the suspicious cluster holds between ``min_cluster_fraction`` and
       ``max_cluster_fraction`` of the class and at least ``min_cluster_rows`` rows.
@@ -186,17 +186,29 @@ class ActivationClustering(_PooledDetector):
             conf = model.proba(X, k).max(axis=1)
             per_cluster = [conf[member == j] for j in (0, 1)]
         else:
-            Xo = pooled.X[others]
-            per_cluster = []
-            for j in (0, 1):
-                rest = X[member != j]
-                if len(rest) < 2 or len(Xo) < 2:
-                    per_cluster.append(np.zeros(int((member == j).sum())))
+            # one other class: a model of it alone has one class. Cross-fit a model of
+            # "other class or this one" on all rows of both, and compare the clusters'
+            # out-of-fold probability of the other class. (Leaving a cluster out of the
+            # training data instead would teach the model that whatever makes the cluster
+            # distinct belongs to the other class.)
+            from ._pooled import stratified_folds
+
+            mine = pooled.codes == code
+            n_other = int(others.sum())
+            Xb = np.vstack([pooled.X[others], X])
+            yb = np.concatenate([np.ones(int(others.sum()), np.int64), np.zeros(len(X), np.int64)])
+            pos = np.concatenate([pooled.positions[others], pooled.positions[mine]])
+            fold = stratified_folds(yb, pos, 5)
+            p_other = np.zeros(len(X))
+            for f in range(5):
+                train = fold != f
+                if len(np.unique(yb[train])) < 2:
                     continue
-                Xm = np.vstack([Xo, rest])
-                ym = np.concatenate([np.ones(len(Xo), np.int64), np.zeros(len(rest), np.int64)])
-                model = LinearModel.fit(Xm, ym, C=0.1, tol=1e-6, max_iter=1000)
-                per_cluster.append(model.proba(X[member == j], 2)[:, 1])
+                model = LinearModel.fit(Xb[train], yb[train], C=0.1, tol=1e-6, max_iter=1000)
+                held = ~train[n_other:]
+                if held.any():
+                    p_other[held] = model.proba(X[held], 2)[:, 1]
+            per_cluster = [p_other[member == j] for j in (0, 1)]
         affinity = tuple(float(c.mean()) if len(c) else 0.0 for c in per_cluster)
         suspicious = int(np.argmax(affinity))
         a, b = per_cluster[suspicious], per_cluster[1 - suspicious]
@@ -268,10 +280,12 @@ class ActivationClustering(_PooledDetector):
 
     def _affinity_bar(self, separation: float) -> float:
         """The p-value the affinity test must beat: ``max_affinity_p`` for clusters just
-        ``min_separation`` apart, a hundred times laxer per unit of separation beyond
-        (clusters far apart need less proof of which one looks like other classes)."""
+        ``min_separation`` apart, a hundred times laxer per unit of separation beyond, at
+        most 1e-3 (clusters far apart need less proof of which one looks like other
+        classes, but always some: a categorical column splits a clean table into far-apart
+        clusters too)."""
         extra = max(0.0, separation - self.min_separation)
-        return min(0.05, self.max_affinity_p * 100.0**extra)
+        return min(1e-3, self.max_affinity_p * 100.0**extra)
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         out = []

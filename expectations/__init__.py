@@ -1,1 +1,80 @@
-"""Great Expectations data-quality suites and the code that runs them."""
+"""Great Expectations data-quality suites and the code that runs them.
+
+:func:`plan` turns a scan's settings into the suite to evaluate (the defaults in
+``suites/default.json`` plus the user's ``--expectations`` file) and into what row
+validation needs; :mod:`.results` evaluates and reports; :mod:`.gx` runs GX itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .suite import Expectation, SuiteContext, SuiteError, codes_to_expectations, default_suite, load_user_suite
+
+__all__ = ["ExpectationPlan", "Expectation", "SuiteError", "plan"]
+
+
+@dataclass
+class ExpectationPlan:
+    suite: list
+    names: list
+    declared_labels: frozenset | None = None
+    feature_range: tuple | None = None
+    validator: Any = None  # the user's row expectations, run by GX per batch
+    needs_sample: bool = False  # the user's aggregate expectations need a row sample
+    code_names: dict = field(default_factory=dict)
+
+    def names_of(self, codes: str | None) -> str | None:
+        """The expectation names a rejection code list stands for."""
+        if not codes:
+            return None
+        names = [self.code_names.get(c, c) for c in codes.split(",")]
+        return "; ".join(dict.fromkeys(names))
+
+
+def plan(cfg, kinds) -> ExpectationPlan:
+    """The expectations of a scan (SuiteError / ValueError on unusable settings)."""
+    labels = None
+    if cfg.labels is not None:
+        import pyarrow as pa
+
+        want_int = pa.types.is_integer(kinds.label_type)
+        try:
+            labels = tuple(int(v) if want_int else str(v) for v in cfg.labels)
+        except ValueError:
+            raise SuiteError(f"the label column holds integers; --labels gave {list(cfg.labels)}") from None
+    ctx = SuiteContext(
+        cfg.id_column,
+        cfg.label_column,
+        kinds.input.kind,
+        tuple(kinds.input.columns),
+        labels,
+        cfg.min_class_fraction,
+        cfg.feature_range,
+    )
+    suite = default_suite(ctx)
+    names = ["poisonscan_default"]
+    validator = None
+    needs_sample = False
+    if cfg.expectations:
+        user = load_user_suite(cfg.expectations)
+        suite += user
+        names.append(cfg.expectations)
+        rows = [e for e in user if e.scope == "row"]
+        if rows:
+            from .gx import BatchValidator
+
+            validator = BatchValidator(rows)
+        needs_sample = any(e.scope == "aggregate" for e in user)
+    code_names = codes_to_expectations(suite)
+    code_names["small_class"] = "poisonscan: class too small to judge"
+    return ExpectationPlan(
+        suite,
+        names,
+        frozenset(labels) if labels is not None else None,
+        tuple(cfg.feature_range) if cfg.feature_range else None,
+        validator,
+        needs_sample,
+        code_names,
+    )

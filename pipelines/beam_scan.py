@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from typing import Any, Iterable, Sequence
 
@@ -46,6 +47,8 @@ from .sources import (
 )
 
 _NAMESPACE = "poisonscan"
+CONTENT = "content"
+ROWS = "rows"
 
 
 class ScanFailed(RuntimeError):
@@ -64,6 +67,8 @@ class ScanPlan:
     representer: Any = None
     #: where RunInference loads the proxy's weights from
     weights_path: str | None = None
+    #: the data-quality expectations (poisonscan.expectations.ExpectationPlan)
+    expectations: Any = None
 
     @property
     def raw(self) -> bool:
@@ -94,6 +99,9 @@ class ScanPlan:
             seed=self.cfg.seed,
             min_class_rows=self.cfg.min_class_rows,
             encoder=self.representer.encoder if self.representer else None,
+            declared_labels=self.expectations.declared_labels if self.expectations else None,
+            feature_range=self.expectations.feature_range if self.expectations else None,
+            validator=self.expectations.validator if self.expectations else None,
         )
         return dataclasses.replace(base, **changes)
 
@@ -112,7 +120,12 @@ def plan_scan(sources: Sequence[str], cfg: ScanConfig, format_override: str | No
                 "adds to rejected rows; rename them"
             )
     units = plan_units(files)
-    return ScanPlan(cfg, kinds, {f.index: f.path for f in files}, tuple(units))
+    from poisonscan.expectations import plan as expectation_plan
+
+    return ScanPlan(
+        cfg, kinds, {f.index: f.path for f in files}, tuple(units),
+        expectations=expectation_plan(cfg, kinds),
+    )
 
 
 # DoFns and CombineFns -----------------------------------------------------------------
@@ -128,8 +141,12 @@ class _ReadIdKeys(beam.DoFn):
             yield from engine.batch_id_keys(batch, unit.file_index, first, self.plan.kinds, cfg.id_column)
 
 
-class _DuplicateIds(beam.CombineFn):
-    """Collects one bucket's fingerprints and returns its duplicated ids."""
+class _Repeated(beam.CombineFn):
+    """One bucket's fingerprints (``engine.IdKeys`` or ``engine.ContentKeys``) -> the
+    ones seen more than once."""
+
+    def __init__(self, keys_type):
+        self.keys_type = keys_type
 
     def create_accumulator(self):
         return []
@@ -139,10 +156,27 @@ class _DuplicateIds(beam.CombineFn):
         return acc
 
     def merge_accumulators(self, accs):
-        return [engine.IdKeys.concat(k for acc in accs for k in acc)]
+        return [self.keys_type.concat(k for acc in accs for k in acc)]
 
     def extract_output(self, acc):
-        return engine.IdKeys.concat(acc).duplicates()
+        return self.keys_type.concat(acc).duplicates()
+
+
+class _MergeRowSamples(beam.CombineFn):
+    def create_accumulator(self):
+        return engine.RowSample(engine.ROW_SAMPLE, np.empty(0, np.uint64), np.empty(0, np.int64), None)
+
+    def add_input(self, acc, sample):
+        return acc.merge(sample)
+
+    def merge_accumulators(self, accs):
+        out = self.create_accumulator()
+        for a in accs:
+            out = out.merge(a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
 
 
 class _MergeDicts(beam.CombineFn):
@@ -173,9 +207,11 @@ class _ClassPartials(beam.DoFn):
         self.detectors = self.plan.detectors()
 
     def process(self, unit: ReadUnit, duplicates):
-        checks = self.plan.checks(duplicates=duplicates)
+        checks = self.plan.checks(duplicates=duplicates, collect_content=True)
         for batch, first in read_unit(unit, self.plan.input_columns, self.plan.batch_rows):
             prep = prepare(batch, unit.file_index, first, checks)
+            for key in engine.content_keys(prep):
+                yield beam.pvalue.TaggedOutput(CONTENT, key)
             yield from engine.class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
 
 
@@ -221,12 +257,13 @@ class _ReadExamples(beam.DoFn):
         self.plan = plan
         self.second_pass = second_pass
 
-    def process(self, unit: ReadUnit, duplicates, model=None):
+    def process(self, unit: ReadUnit, duplicates, model=None, content=None):
         import torch
 
-        changes = {"duplicates": duplicates}
+        changes = {"duplicates": duplicates, "collect_content": not self.second_pass}
         if self.second_pass:
             changes["small_classes"] = model.small_classes
+            changes["content_duplicates"] = content
         checks = self.plan.checks(**changes)
         columns = None if self.second_pass else self.plan.input_columns
         for i, (batch, first) in enumerate(read_unit(unit, columns, self.plan.batch_rows)):
@@ -247,6 +284,8 @@ class _AttachPartials(beam.DoFn):
     def process(self, element):
         (_, _, prep), result = element
         _attach(prep, result)
+        for key in engine.content_keys(prep):
+            yield beam.pvalue.TaggedOutput(CONTENT, key)
         yield from engine.class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
 
 
@@ -327,28 +366,36 @@ class _ScoreUnit(beam.DoFn):
         self.detectors = self.plan.detectors()
         self.store = FilePartStore(self.parts_root)
 
-    def process(self, element, duplicates, model):
+    def process(self, element, duplicates, model, content):
         keep_clean = self.plan.cfg.write_clean
+        sample_rows = bool(self.plan.expectations and self.plan.expectations.needs_sample)
+        samples = []
         if self.plan.raw:
             (key, i, prep), result = element
             _attach(prep, result)
             path = self.plan.file_paths[int(key.split("-")[0])]
+            if sample_rows:
+                samples.append(engine.RowSample.of(prep, engine.ROW_SAMPLE, self.plan.cfg.seed))
             outcome = engine.score_batch(prep, model, self.detectors, path, keep_clean=keep_clean)
             result = engine.store_outcomes(self.store, f"{key}-{i:06d}", [outcome])
         else:
             unit = element
             checks = self.plan.checks(
-                duplicates=duplicates, expected_dim=model.dim, small_classes=model.small_classes
+                duplicates=duplicates, expected_dim=model.dim, small_classes=model.small_classes,
+                content_duplicates=content,
             )
             path = self.plan.file_paths[unit.file_index]
-            outcomes = (
-                engine.score_batch(
-                    prepare(batch, unit.file_index, first, checks), model, self.detectors, path,
-                    keep_clean=keep_clean,
-                )
-                for batch, first in read_unit(unit, None, self.plan.batch_rows)
-            )
+
+            def scored(batch, first):
+                prep = prepare(batch, unit.file_index, first, checks)
+                if sample_rows:
+                    samples.append(engine.RowSample.of(prep, engine.ROW_SAMPLE, self.plan.cfg.seed))
+                return engine.score_batch(prep, model, self.detectors, path, keep_clean=keep_clean)
+
+            outcomes = (scored(b, f) for b, f in read_unit(unit, None, self.plan.batch_rows))
             result = engine.store_outcomes(self.store, unit.key, outcomes)
+        for sample in samples:
+            yield beam.pvalue.TaggedOutput(ROWS, sample)
         self.rows_read.inc(result.counts.read)
         self.rows_rejected.inc(result.counts.rejected)
         self.rows_flagged.inc(result.counts.flagged)
@@ -378,13 +425,13 @@ class _Finish(beam.DoFn):
         self.inputs = list(inputs)
         self.extra = extra
 
-    def process(self, unit_result, model):
+    def process(self, unit_result, model, rows):
         plan, out = self.plan, self.out
         detectors = plan.detectors()
         store = out.parts
         fin = engine.finish(
             store, model, unit_result, detectors, plan.cfg, plan.kinds, plan.file_paths,
-            self.inputs, self.extra,
+            self.inputs, self.extra, expectations=plan.expectations, row_sample=rows.frame(),
         )
         produced = write_finished(fin, store, out, plan.cfg)
         yield produced
@@ -414,6 +461,17 @@ def write_finished(fin: engine.Finished, store, out: OutputDir, cfg: ScanConfig)
                 f"clean split has {rows} rows but the counts say {fin.summary['rows_clean']}"
             )
         produced.append("clean.parquet")
+    if fin.expectations is not None and cfg.data_docs and out.local:
+        from poisonscan.expectations.gx import render
+        from poisonscan.expectations.results import statistics
+
+        folder = out.staged("expectations")
+        os.makedirs(folder, exist_ok=True)
+        done, results = fin.expectations
+        render("poisonscan", done, results, statistics(results), folder)
+        fin.summary["expectations"]["data_docs"] = "expectations/data_docs/index.html"
+        fin.summary["expectations"]["validation_result"] = "expectations/validation_result.json"
+        produced.append("expectations")
     write_json(fin.summary, out.staged("summary.json"))
     produced.append("summary.json")
     return produced
@@ -431,7 +489,7 @@ class FindDuplicateIds(beam.PTransform):
         return (
             units
             | "ReadIds" >> beam.ParDo(_ReadIdKeys(self.plan))
-            | "PerBucket" >> beam.CombinePerKey(_DuplicateIds())
+            | "PerBucket" >> beam.CombinePerKey(_Repeated(engine.IdKeys))
             | "Values" >> beam.Values()
             | "All" >> beam.CombineGlobally(_MergeDicts())
         )
@@ -457,6 +515,7 @@ class Represent(beam.PTransform):
         side = {"duplicates": beam.pvalue.AsSingleton(duplicates)}
         if self.second_pass:
             side["model"] = beam.pvalue.AsSingleton(pcolls[2])
+            side["content"] = beam.pvalue.AsSingleton(pcolls[3])
         return (
             units
             | "ReadEncode" >> beam.ParDo(_ReadExamples(self.plan, self.second_pass), **side)
@@ -501,7 +560,8 @@ def model_handler(plan: ScanPlan):
 
 
 class FitModel(beam.PTransform):
-    """Pass 1: read units -> one :class:`~.engine.ScanModel` (classes fitted in parallel)."""
+    """Pass 1: read units -> (one :class:`~.engine.ScanModel`, classes fitted in parallel;
+    ``{content fingerprint: (first position, labels conflict)}`` of repeated content)."""
 
     def __init__(self, plan: ScanPlan):
         super().__init__()
@@ -511,15 +571,21 @@ class FitModel(beam.PTransform):
         units, duplicates = pcolls
         plan = self.plan
         if plan.raw:
-            partials = (
+            outputs = (
                 (units, duplicates) | "Represent" >> Represent(plan, second_pass=False)
-                | "Accumulate" >> beam.ParDo(_AttachPartials(plan))
+                | "Accumulate" >> beam.ParDo(_AttachPartials(plan)).with_outputs(CONTENT, main="partials")
             )
         else:
-            partials = units | "Accumulate" >> beam.ParDo(
+            outputs = units | "Accumulate" >> beam.ParDo(
                 _ClassPartials(plan), duplicates=beam.pvalue.AsSingleton(duplicates)
-            )
-        partials = partials | "CombinePerClass" >> beam.CombinePerKey(_CombinePartials(plan))
+            ).with_outputs(CONTENT, main="partials")
+        content = (
+            outputs[CONTENT]
+            | "ContentPerBucket" >> beam.CombinePerKey(_Repeated(engine.ContentKeys))
+            | "ContentValues" >> beam.Values()
+            | "AllRepeatedContent" >> beam.CombineGlobally(_MergeDicts())
+        )
+        partials = outputs.partials | "CombinePerClass" >> beam.CombinePerKey(_CombinePartials(plan))
         rows_by_dim = (
             partials
             | "RowsPerLength" >> beam.Map(lambda kv: (kv[0][1], kv[1].rows))
@@ -531,7 +597,7 @@ class FitModel(beam.PTransform):
         detectors = plan.detectors()
         group_test = plan.cfg.build_group_test()
         layout = plan.layout
-        return (
+        model = (
             fitted.classes
             | "GatherClasses" >> beam.combiners.ToList()
             | "BuildModel" >> beam.Map(
@@ -542,6 +608,7 @@ class FitModel(beam.PTransform):
                 dims=beam.pvalue.AsDict(rows_by_dim),
             )
         )
+        return model, content
 
 
 class ScoreUnits(beam.PTransform):
@@ -554,21 +621,21 @@ class ScoreUnits(beam.PTransform):
         self.parts_root = parts_root
 
     def expand(self, pcolls):
-        units, duplicates, model = pcolls
+        units, duplicates, model, content = pcolls
         elements = (
-            (units, duplicates, model) | "Represent" >> Represent(self.plan, second_pass=True)
+            (units, duplicates, model, content) | "Represent" >> Represent(self.plan, second_pass=True)
             if self.plan.raw
             else units
         )
-        return (
-            elements
-            | "Score" >> beam.ParDo(
-                _ScoreUnit(self.plan, self.parts_root),
-                duplicates=beam.pvalue.AsSingleton(duplicates),
-                model=beam.pvalue.AsSingleton(model),
-            )
-            | "Combine" >> beam.CombineGlobally(_ConcatResults())
-        )
+        outputs = elements | "Score" >> beam.ParDo(
+            _ScoreUnit(self.plan, self.parts_root),
+            duplicates=beam.pvalue.AsSingleton(duplicates),
+            model=beam.pvalue.AsSingleton(model),
+            content=beam.pvalue.AsSingleton(content),
+        ).with_outputs(ROWS, main="results")
+        results = outputs.results | "Combine" >> beam.CombineGlobally(_ConcatResults())
+        rows = outputs[ROWS] | "RowSample" >> beam.CombineGlobally(_MergeRowSamples())
+        return results, rows
 
 
 def build_pipeline(
@@ -588,10 +655,12 @@ def build_pipeline(
         dups = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
     else:  # found by the sampling pipeline
         dups = p | "DuplicateIds" >> beam.Create([duplicates])
-    model = (units, dups) | "Pass1FitModel" >> FitModel(plan)
-    results = (units, dups, model) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
+    model, content = (units, dups) | "Pass1FitModel" >> FitModel(plan)
+    results, rows = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
     return results | "Finish" >> beam.ParDo(
-        _Finish(plan, out, inputs, extra), model=beam.pvalue.AsSingleton(model)
+        _Finish(plan, out, inputs, extra),
+        model=beam.pvalue.AsSingleton(model),
+        rows=beam.pvalue.AsSingleton(rows),
     )
 
 
@@ -686,6 +755,8 @@ def run_scan(
         produced = ["quarantine.parquet", "quarantine.csv", "rejected.parquet", "summary.json"]
         if cfg.write_clean:
             produced.insert(3, "clean.parquet")
+        if out.local and os.path.isdir(out.staged("expectations")):
+            produced.insert(0, "expectations")
         out.commit(produced)
         return summary
     except SourceError:

@@ -3,11 +3,17 @@
 Exit codes (also in README.md):
 
 == ====================================================================================
-0  the scan finished (whether or not it found poison)
+0  the scan finished, and the gate (``--fail-on``) passed
 1  the run failed: an input cannot be read or lacks a column, or the pipeline failed;
    no outputs are written
-2  usage error: unknown option, bad value
+2  usage error: unknown option, bad value, unusable suite file
+3  the gate failed on data-quality expectations (``--fail-on expectations`` or ``any``)
+4  the gate failed on poison found (``--fail-on poison`` or ``any``)
+5  both (``--fail-on any``)
 == ====================================================================================
+
+With a failing gate every output is still written: the gate tells the calling job to
+stop, the outputs tell it why.
 
 Heavy libraries (Beam, scikit-learn, torch) are imported inside the commands, so
 ``poisonscan --help`` answers at once.
@@ -24,6 +30,9 @@ from typing import Sequence
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_EXPECTATIONS = 3
+EXIT_POISON = 4
+EXIT_BOTH = 5
 
 
 class _UsageError(Exception):
@@ -133,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--min-class-rows", type=_positive_int, default=20, metavar="N", help="smaller classes are rejected as unjudgeable (default: 20)")
     scan.add_argument("--runner", default="FnApiRunner", help="Beam runner (default: FnApiRunner, in-process)")
     scan.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes for the FnApiRunner")
+    scan.add_argument("--labels", metavar="LABELS", help="the declared label set, comma-separated (or @FILE, one per line); rows with other labels are rejected")
+    scan.add_argument("--min-class-fraction", type=float, metavar="F", help="expect every class to hold at least this share of the rows")
+    scan.add_argument("--feature-range", metavar="LOW,HIGH", help="expect every feature value in [LOW, HIGH]; rows outside are rejected")
+    scan.add_argument("--expectations", metavar="PATH", help="a Great Expectations suite file (JSON) merged with the default suite")
+    scan.add_argument(
+        "--fail-on", choices=("never", "expectations", "poison", "any"), default="never",
+        help="exit non-zero when expectations fail (3), poison is found (4) or both (5); default: never",
+    )
+    scan.add_argument("--no-data-docs", action="store_true", help="skip rendering the Great Expectations Data Docs")
     scan.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     SCAN_OPTIONS[:] = [o for a in scan._actions for o in a.option_strings]
 
@@ -181,6 +199,7 @@ def _configure_logging(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("poisonscan: %(levelname)s: %(message)s"))
     handler.addFilter(lambda r: "apitools not found" not in r.getMessage())
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
@@ -227,6 +246,14 @@ def _scan(args, extra: Sequence[str]) -> int:
     elif args.layer or args.model_class:
         raise _UsageError("--layer and --model-class go with --model")
     tabular = tuple(c.strip() for c in args.tabular_columns.split(",") if c.strip()) if args.tabular_columns else None
+    labels = _labels(args.labels) if args.labels else None
+    feature_range = None
+    if args.feature_range:
+        try:
+            lo, hi = (float(v) for v in args.feature_range.split(","))
+        except ValueError:
+            raise _UsageError(f"--feature-range wants LOW,HIGH; got {args.feature_range!r}") from None
+        feature_range = (lo, hi)
     try:
         cfg = ScanConfig(
             id_column=args.id_column,
@@ -239,6 +266,11 @@ def _scan(args, extra: Sequence[str]) -> int:
             proxy_folds=args.proxy_folds,
             proxy_epochs=args.proxy_epochs,
             proxy_sample_size=args.proxy_sample_size,
+            labels=labels,
+            min_class_fraction=args.min_class_fraction,
+            feature_range=feature_range,
+            expectations=args.expectations,
+            data_docs=not args.no_data_docs,
             detectors=(
                 tuple(d.strip() for d in args.detectors.split(",") if d.strip())
                 if args.detectors
@@ -252,6 +284,8 @@ def _scan(args, extra: Sequence[str]) -> int:
         )
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
+    from poisonscan.expectations import SuiteError
+
     from .beam_scan import ScanFailed, run_scan
     from .sources import SourceError
 
@@ -265,12 +299,44 @@ def _scan(args, extra: Sequence[str]) -> int:
             beam_args=beam_args,
             format_override=args.format,
         )
+    except SuiteError as exc:
+        raise _UsageError(str(exc)) from None
     except (SourceError, ScanFailed, FileExistsError) as exc:
         print(f"poisonscan: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if not args.quiet:
         print(format_summary(summary, args.out))
+    return gate(summary, args.fail_on)
+
+
+def gate(summary: dict, fail_on: str) -> int:
+    """The exit code ``--fail-on`` asks for."""
+    bad_expectations = not summary.get("expectations", {}).get("success", True)
+    poison = summary["rows_quarantined"] > 0
+    expectations = fail_on in ("expectations", "any") and bad_expectations
+    found = fail_on in ("poison", "any") and poison
+    if expectations and found:
+        return EXIT_BOTH
+    if expectations:
+        return EXIT_EXPECTATIONS
+    if found:
+        return EXIT_POISON
     return EXIT_OK
+
+
+def _labels(text: str) -> tuple:
+    if text.startswith("@"):
+        try:
+            with open(text[1:]) as f:
+                items = [line.strip() for line in f]
+        except OSError as exc:
+            raise _UsageError(f"cannot read the labels file {text[1:]}: {exc}") from None
+    else:
+        items = text.split(",")
+    labels = tuple(v.strip() for v in items if v.strip())
+    if not labels:
+        raise _UsageError("--labels gave no label")
+    return labels
 
 
 def format_summary(summary: dict, out_dir: str) -> str:
@@ -294,6 +360,14 @@ def format_summary(summary: dict, out_dir: str) -> str:
     reasons = ", ".join(f"{k}: {v:,}" for k, v in summary["rejected_by_reason"].items())
     lines.append(f"  rejected    {summary['rows_rejected']:>10,}" + (f"   ({reasons})" if reasons else ""))
     lines.append(f"  clean       {summary['rows_clean']:>10,}")
+    exp = summary.get("expectations")
+    if exp:
+        st = exp["statistics"]
+        failed = [r["expectation"] for r in exp["results"] if not r["success"]]
+        lines.append(
+            f"  expectations: {st['successful_expectations']} of {st['evaluated_expectations']} met"
+            + (f"; failed: {', '.join(failed[:4])}{' ...' if len(failed) > 4 else ''}" if failed else "")
+        )
     poisoned = summary["classes_poisoned"]
     lines.append(
         "  classes judged poisoned: "
@@ -307,7 +381,8 @@ def format_summary(summary: dict, out_dir: str) -> str:
         )
     lines.append(f"  outputs in {out_dir}/: quarantine.parquet, quarantine.csv, rejected.parquet, "
                  + ("clean.parquet, " if summary["settings"].get("write_clean") else "")
-                 + "summary.json")
+                 + "summary.json"
+                 + (", expectations/ (Data Docs)" if exp and exp.get("data_docs") else ""))
     return "\n".join(lines)
 
 

@@ -57,6 +57,10 @@ class ScanConfig:
         Rows per Arrow record batch.
     write_clean : bool
         Also write the clean split.
+    labels, min_class_fraction, feature_range, expectations
+        Data-quality expectations (see :mod:`poisonscan.expectations`): the declared label
+        set, the smallest share a class may hold, the range feature values must lie in, a
+        user suite file merged with the defaults.
     """
 
     id_column: str = "id"
@@ -79,6 +83,11 @@ class ScanConfig:
     min_class_rows: int = 20
     batch_rows: int = 65536
     write_clean: bool = False
+    labels: tuple | None = None
+    min_class_fraction: float | None = None
+    feature_range: tuple | None = None
+    expectations: str | None = None
+    data_docs: bool = True
 
     def __post_init__(self):
         if self.tabular_columns is not None:
@@ -108,6 +117,17 @@ class ScanConfig:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))
+            if not self.labels:
+                raise ConfigError("--labels gave no label")
+        if self.min_class_fraction is not None and not 0 <= self.min_class_fraction < 1:
+            raise ConfigError(f"--min-class-fraction must be in [0, 1); got {self.min_class_fraction!r}")
+        if self.feature_range is not None:
+            lo, hi = self.feature_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ConfigError(f"--feature-range needs two finite numbers LOW < HIGH; got {self.feature_range!r}")
+            object.__setattr__(self, "feature_range", (float(lo), float(hi)))
         if self.proxy_folds == 1:
             raise ConfigError("proxy_folds must be 0 (no cross-fitting) or at least 2")
         if self.proxy_epochs is not None and (not isinstance(self.proxy_epochs, int) or self.proxy_epochs < 1):

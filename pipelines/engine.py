@@ -40,7 +40,7 @@ from .rows import Prepared, fingerprints, key_values, normalize_key, priorities
 from .sources import ColumnKinds, decode_position, encode_position
 
 #: Columns added to rejected rows.
-REJECT_COLUMNS = ("error", "error_code", "source_file", "source_row")
+REJECT_COLUMNS = ("error", "error_code", "expectation", "source_file", "source_row")
 #: Internal column carrying a row's position through part files.
 POS = "__poisonscan_position"
 _CAND_SCORE = "__poisonscan_score"
@@ -116,6 +116,93 @@ def batch_id_keys(
         m = keep & (bucket == b)
         out.append((int(b), IdKeys(hi[m], lo[m], positions[m])))
     return out
+
+
+@dataclass
+class ContentKeys:
+    """Content fingerprints, label hashes and positions of valid rows (one bucket)."""
+
+    hi: np.ndarray
+    lo: np.ndarray
+    label: np.ndarray
+    positions: np.ndarray
+
+    @staticmethod
+    def concat(parts: Iterable["ContentKeys"]) -> "ContentKeys":
+        parts = [p for p in parts if len(p.hi)]
+        if not parts:
+            e = np.empty(0, np.uint64)
+            return ContentKeys(e, e, e, np.empty(0, np.int64))
+        return ContentKeys(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("hi", "lo", "label", "positions")))
+
+    def duplicates(self) -> dict[tuple[int, int], tuple[int, bool]]:
+        """{fingerprint: (first position, whether the copies carry different labels)}
+        for content seen more than once."""
+        if len(self.hi) < 2:
+            return {}
+        order = np.lexsort((self.positions, self.lo, self.hi))
+        hi, lo, lab, pos = self.hi[order], self.lo[order], self.label[order], self.positions[order]
+        same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+        if not same.any():
+            return {}
+        starts = np.flatnonzero(np.concatenate([[True], ~same]))
+        ends = np.append(starts[1:], len(hi))
+        out = {}
+        for a, b in zip(starts, ends):
+            if b - a > 1:
+                out[(int(hi[a]), int(lo[a]))] = (int(pos[a]), bool(len(np.unique(lab[a:b])) > 1))
+        return out
+
+
+def content_keys(prep: Prepared) -> list[tuple[int, ContentKeys]]:
+    """(bucket, keys) of a pass-1 batch's valid rows, split into buckets by fingerprint."""
+    if prep.content is None or len(prep.content[0]) == 0:
+        return []
+    rows, hi, lo, lab = prep.content
+    bucket = (hi % N_ID_BUCKETS).astype(np.int64)
+    return [
+        (int(b), ContentKeys(hi[bucket == b], lo[bucket == b], lab[bucket == b], prep.positions[rows][bucket == b]))
+        for b in np.unique(bucket)
+    ]
+
+
+@dataclass
+class RowSample:
+    """A bounded uniform sample of whole rows (bottom-k by a hash of id and seed), for
+    the user's aggregate expectations."""
+
+    capacity: int
+    priority: np.ndarray
+    positions: np.ndarray
+    table: pa.Table | None
+
+    @classmethod
+    def of(cls, prep: Prepared, capacity: int, seed: int) -> "RowSample":
+        keep = np.lexsort((prep.positions, priorities(prep.ids_arrow, seed)))[:capacity]
+        prio = priorities(prep.ids_arrow, seed)[keep]
+        table = pa.Table.from_batches([prep.batch]).take(pa.array(keep, pa.int64()))
+        return cls(capacity, prio, prep.positions[keep], table)
+
+    def merge(self, other: "RowSample") -> "RowSample":
+        if other.table is None or not len(other.positions):
+            return self
+        if self.table is None or not len(self.positions):
+            return other
+        prio = np.concatenate([self.priority, other.priority])
+        pos = np.concatenate([self.positions, other.positions])
+        table = pa.concat_tables([self.table, other.table], promote_options="permissive")
+        keep = np.lexsort((pos, prio))[: self.capacity]
+        return RowSample(self.capacity, prio[keep], pos[keep], table.take(pa.array(keep, pa.int64())))
+
+    def frame(self):
+        """The sample as a pandas DataFrame, in input order (GX validates pandas)."""
+        if self.table is None:
+            return None
+        order = np.argsort(self.positions, kind="stable")
+        return self.table.take(pa.array(order, pa.int64())).to_pandas()
+
+
+ROW_SAMPLE = 10_000
 
 
 # views ----------------------------------------------------------------------------------
@@ -757,23 +844,29 @@ def strip_candidate_columns(table: pa.Table) -> pa.Table:
     return table.select(keep)
 
 
-def rejected_table(store: PartStore, kinds: ColumnKinds, cfg: ScanConfig) -> pa.Table:
+def rejected_table(store: PartStore, kinds: ColumnKinds, cfg: ScanConfig, expectations=None) -> pa.Table:
     parts = [store.read("rejected", key) for key in store.keys("rejected")]
     if not parts:
         return pa.schema(
             [
-                pa.field(cfg.id_column, kinds.id_type),
-                pa.field(cfg.label_column, kinds.label_type),
                 pa.field("error", pa.string()),
                 pa.field("error_code", pa.string()),
+                pa.field("expectation", pa.string()),
                 pa.field("source_file", pa.string()),
                 pa.field("source_row", pa.int64()),
+                pa.field(cfg.id_column, kinds.id_type),
+                pa.field(cfg.label_column, kinds.label_type),
             ]
         ).empty_table()
     schema = unified_schema([p.schema for p in parts])
     t = pa.concat_tables([conform(p, schema) for p in parts])
     t = t.take(pa.array(np.argsort(t.column(POS).to_numpy(), kind="stable")))
     t = strip_internal(t)
+    names = [
+        expectations.names_of(c) if expectations is not None else None
+        for c in t.column("error_code").to_pylist()
+    ]
+    t = t.append_column("expectation", pa.array(names, pa.string()))
     # the reasons first, then the row as read
     front = list(REJECT_COLUMNS)
     return t.select(front + [c for c in t.column_names if c not in front])
@@ -796,6 +889,8 @@ class Finished:
     summary: dict
     trimmed: pa.Table | None
     clean_schema: pa.Schema | None
+    #: (expectations as evaluated, their GX-shaped results), to render
+    expectations: tuple | None = None
 
 
 def finish(
@@ -808,8 +903,11 @@ def finish(
     file_paths: Mapping[int, str],
     inputs: Sequence[str],
     extra_settings: Mapping[str, Any] | None = None,
+    expectations=None,
+    row_sample=None,
 ) -> Finished:
-    """Apply the budget and build the quarantine list, rejected rows and summary."""
+    """Apply the budget and build the quarantine list, rejected rows, expectation
+    results and summary."""
     counts = unit_result.counts
     valid_rows = counts.read - counts.rejected
     cap = budget_cap(cfg.expected_poison_rate, valid_rows)
@@ -823,7 +921,7 @@ def finish(
     quarantine, trimmed = build_quarantine(
         candidates, selected, model, detectors, kinds, cfg, file_paths
     )
-    rejected = rejected_table(store, kinds, cfg)
+    rejected = rejected_table(store, kinds, cfg, expectations)
     summary = summarize(
         model=model,
         counts=counts,
@@ -835,8 +933,26 @@ def finish(
         inputs=inputs,
         extra_settings=extra_settings,
     )
+    checked = None
+    if expectations is not None:
+        from poisonscan.expectations.results import expectation_results, summary_block
+
+        class_rows = {label: v[0] for label, v in counts.by_class.items()}
+        done, results = expectation_results(
+            expectations.suite,
+            rows_read=counts.read,
+            by_error=dict(counts.by_error),
+            rejected=rejected,
+            id_column=cfg.id_column,
+            label_column=cfg.label_column,
+            class_rows=class_rows,
+            dimension=model.dim if kinds.input.kind == "features" else None,
+            sample=row_sample,
+        )
+        summary["expectations"] = summary_block(done, results, expectations.names)
+        checked = (done, results)
     schema = clean_schema(store, trimmed) if cfg.write_clean else None
-    return Finished(quarantine, rejected, summary, trimmed, schema)
+    return Finished(quarantine, rejected, summary, trimmed, schema, checked)
 
 
 def summarize(

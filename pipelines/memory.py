@@ -27,7 +27,9 @@ from .engine import (
     score_batch,
     store_outcomes,
 )
-from .engine import Layout, batch_rows_for
+from poisonscan.expectations import plan as expectation_plan
+
+from .engine import ROW_SAMPLE, ContentKeys, Layout, RowSample, batch_rows_for, content_keys
 from .represent import fit_representer, raw_sample
 from .rows import RowChecks, prepare
 from .sources import SourceFile, check_columns, table_batches
@@ -97,6 +99,7 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
     cfg = dataclasses.replace(cfg, features_column=kinds.features_column)
     rows_per_batch = batch_rows_for(cfg, kinds.input.kind)
     file_paths = {0: MEMORY_SOURCE}
+    exp = expectation_plan(cfg, kinds)
     checks = RowChecks(
         kinds,
         cfg.id_column,
@@ -104,6 +107,9 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
         file_paths,
         seed=cfg.seed,
         min_class_rows=cfg.min_class_rows,
+        declared_labels=exp.declared_labels,
+        feature_range=exp.feature_range,
+        validator=exp.validator,
     )
 
     # pass 0: duplicated ids
@@ -132,28 +138,42 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
         prep = prepare(batch, 0, first, chk)
         return representer.represent(prep) if representer else prep
 
-    # pass 1: per-class partials, then the fitted model
+    # pass 1: per-class partials, then the fitted model; content fingerprints
     partials: dict = {}
+    content: list = []
+    checks1 = dataclasses.replace(checks, collect_content=True)
     for batch, first in table_batches(table, rows_per_batch):
-        for key, part in class_partials(prepared(batch, first, checks), detectors, cfg, layout):
+        prep = prepared(batch, first, checks1)
+        content += [k for _, k in content_keys(prep)]
+        for key, part in class_partials(prep, detectors, cfg, layout):
             prev = partials.get(key)
             partials[key] = part if prev is None else prev.merge(part, detectors)
     model = fit_model(partials, detectors, cfg, layout)
 
     # pass 2: score every row
     checks2 = dataclasses.replace(
-        checks, expected_dim=model.dim, small_classes=model.small_classes
+        checks,
+        expected_dim=model.dim,
+        small_classes=model.small_classes,
+        content_duplicates=ContentKeys.concat(content).duplicates(),
     )
     store = MemoryPartStore()
-    outcomes = (
-        score_batch(
-            prepared(batch, first, checks2), model, detectors, MEMORY_SOURCE, keep_clean=True
-        )
-        for batch, first in table_batches(table, rows_per_batch)
-    )
+    rows = RowSample(ROW_SAMPLE, np.empty(0, np.uint64), np.empty(0, np.int64), None)
+
+    def scored(batch, first):
+        nonlocal rows
+        prep = prepared(batch, first, checks2)
+        if exp.needs_sample:
+            rows = rows.merge(RowSample.of(prep, ROW_SAMPLE, cfg.seed))
+        return score_batch(prep, model, detectors, MEMORY_SOURCE, keep_clean=True)
+
+    outcomes = (scored(batch, first) for batch, first in table_batches(table, rows_per_batch))
     unit = store_outcomes(store, "000000-000000", outcomes)
     extra = {"representation": representer.info} if representer else None
-    fin = finish(store, model, unit, detectors, cfg, kinds, file_paths, [MEMORY_SOURCE], extra)
+    fin = finish(
+        store, model, unit, detectors, cfg, kinds, file_paths, [MEMORY_SOURCE], extra,
+        expectations=exp, row_sample=rows.frame(),
+    )
     schema = clean_schema(store, fin.trimmed) or table.schema
     clean_parts = list(iter_clean(store, fin.trimmed, schema, cfg.batch_rows))
     clean = pa.concat_tables(clean_parts) if clean_parts else schema.empty_table()

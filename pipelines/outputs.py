@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from .engine import PartStore
 
 OUTPUT_FILES = (
+    "expectations",
     "quarantine.parquet",
     "quarantine.csv",
     "rejected.parquet",
@@ -120,6 +121,13 @@ def write_quarantine_csv(table: pa.Table, path: str) -> None:
         pacsv.write_csv(flat, f)
 
 
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
 class FilePartStore(PartStore):
     """Pass-2 parts as Parquet files ``ROOT/KIND/KEY.parquet`` (one per read unit).
 
@@ -196,6 +204,10 @@ class OutputDir:
         return join(self.tmp, name)
 
     @property
+    def local(self) -> bool:
+        return _is_local(self.path)
+
+    @property
     def parts(self) -> FilePartStore:
         return FilePartStore(join(self.tmp, "parts"))
 
@@ -217,10 +229,13 @@ class OutputDir:
             if "summary.json" in produced and os.path.exists(os.path.join(out, "summary.json")):
                 os.remove(os.path.join(out, "summary.json"))  # the set is incomplete from here
             for name in OUTPUT_FILES:
-                if name not in produced and os.path.exists(os.path.join(out, name)):
-                    os.remove(os.path.join(out, name))
+                if name not in produced:
+                    _remove(os.path.join(out, name))
             for name in order:
-                os.replace(os.path.join(_local(self.tmp), name), os.path.join(out, name))
+                target = os.path.join(out, name)
+                if os.path.isdir(target):  # a folder cannot be replaced in one step
+                    shutil.rmtree(target)
+                os.replace(os.path.join(_local(self.tmp), name), target)
         else:
             from apache_beam.io.filesystems import FileSystems
 

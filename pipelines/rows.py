@@ -17,7 +17,14 @@ inf_features   a feature value is infinite
 wrong_length   the vector's length differs from the data set's (the most common one)
 duplicate_id   the id appeared earlier in the input (the first occurrence is kept)
 small_class    the row's class has too few valid rows to be judged
+undeclared_label  the label is not in the declared set (``--labels``)
+out_of_range   a feature value lies outside ``--feature-range``
+duplicate_content  same content and label as an earlier row (the first is kept)
+conflicting_labels  the same content appears with different labels (all rejected)
+missing_image, bad_image, missing_text, empty_text  raw inputs that are null or unusable
 ============== ===============================================================
+
+A user's row expectations (``--expectations``) reject with the expectation's name as code.
 """
 
 from __future__ import annotations
@@ -56,6 +63,13 @@ class RowChecks:
     seed: int = 0
     #: raw inputs: the encoder fitted on the training sample
     encoder: Any = None
+    #: data-quality expectations (see poisonscan.expectations)
+    declared_labels: frozenset | None = None
+    feature_range: tuple | None = None
+    validator: Any = None  # the user's row expectations (GX, on pandas batches)
+    #: content fingerprint (hi, lo) -> (first position, labels conflict), pass 2
+    content_duplicates: Mapping[tuple[int, int], tuple[int, bool]] = field(default_factory=dict)
+    collect_content: bool = False
 
 
 @dataclass
@@ -80,6 +94,8 @@ class Prepared:
     ids_arrow: pa.Array
     fingerprints: tuple[np.ndarray, np.ndarray] | None = None
     encoded: Any = None  # raw inputs: the encoded valid rows (see .inputs.Encoded)
+    #: valid rows' content fingerprints: (rows, hi, lo, label hash)
+    content: tuple | None = None
 
     def tokens_of(self, rows: np.ndarray) -> list:
         """The n-grams of batch rows ``rows`` (text input)."""
@@ -252,6 +268,24 @@ def prepare(
                     )
                 )
 
+    if checks.declared_labels is not None:
+        for i in np.flatnonzero(~label_null):
+            if _py(labels[i]) not in checks.declared_labels:
+                problems.setdefault(int(i), []).append(
+                    ("undeclared_label", f"label {_py(labels[i])!r} is not among the declared labels")
+                )
+
+    if checks.validator is not None:
+        ok = np.ones(n, dtype=bool)
+        if problems:
+            ok[list(problems)] = False
+        rows = np.flatnonzero(ok)
+        if len(rows):
+            frame = batch.take(pa.array(rows, pa.int64())).to_pandas()
+            for j, names_failed in checks.validator.failures(frame).items():
+                for name in names_failed:
+                    problems.setdefault(int(rows[j]), []).append((name, f"failed {name}"))
+
     encoded = None
     if kinds.input.kind == "features":
         groups = _feature_vectors(batch, kinds, checks, problems)
@@ -267,6 +301,47 @@ def prepare(
         valid[rows] = True
     if encoded is not None:
         valid[encoded.rows] = True
+
+    content = None
+    if checks.collect_content or checks.content_duplicates:
+        rows = np.flatnonzero(valid)
+        hi, lo = content_fingerprints(batch, kinds, rows)
+        label_hash = pl.from_arrow(labels_arr.take(pa.array(rows, pa.int64()))).hash(seed=_ID_SEEDS[0]).to_numpy()
+        content = (rows, hi, lo, label_hash.astype(np.uint64, copy=False))
+        if checks.content_duplicates:
+            dup_hi = np.fromiter((k[0] for k in checks.content_duplicates), dtype=np.uint64)
+            for j in np.flatnonzero(np.isin(hi, dup_hi)):
+                hit = checks.content_duplicates.get((int(hi[j]), int(lo[j])))
+                if hit is None:
+                    continue
+                first, conflict = hit
+                i = int(rows[j])
+                if conflict:
+                    problems.setdefault(i, []).append(
+                        ("conflicting_labels", "identical content appears with different labels")
+                    )
+                elif first != positions[i]:
+                    f_idx, f_row = decode_position(first)
+                    where = checks.file_paths.get(f_idx, f"file {f_idx}")
+                    problems.setdefault(i, []).append(
+                        ("duplicate_content", f"exact duplicate of {_basename(where)} row {f_row}")
+                    )
+                else:
+                    continue
+                valid[i] = False
+        if encoded is not None and not valid[encoded.rows].all():
+            keep = valid[encoded.rows]
+            encoded.rows = encoded.rows[keep]
+            encoded.inputs = {k: v[keep] for k, v in encoded.inputs.items()}
+            if encoded.tokens is not None:
+                encoded.tokens = [t for t, k in zip(encoded.tokens, keep) if k]
+        for dim, (rows_d, X) in list(groups.items()):
+            keep = valid[rows_d]
+            if not keep.all():
+                groups[dim] = (rows_d[keep], X[keep])
+                if not keep.any():
+                    del groups[dim]
+
     error_code = np.full(n, None, dtype=object)
     error = np.full(n, None, dtype=object)
     for i, items in problems.items():
@@ -274,7 +349,20 @@ def prepare(
         error[i] = "; ".join(dict.fromkeys(text for _, text in items))
     return Prepared(
         batch, positions, valid, error_code, error, labels, ids, groups, id_null, label_null,
-        ids_arr, fp, encoded,
+        ids_arr, fp, encoded, content,
+    )
+
+
+def content_fingerprints(batch: pa.RecordBatch, kinds, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """128-bit fingerprint of each row's content (its input columns), for ``rows``."""
+    if len(rows) == 0:
+        return np.empty(0, np.uint64), np.empty(0, np.uint64)
+    cols = [c for c in kinds.input.columns if c in batch.schema.names]
+    sub = batch.take(pa.array(rows, pa.int64())).select(cols)
+    frame = pl.from_arrow(pa.Table.from_batches([sub]))
+    return (
+        frame.hash_rows(seed=_ID_SEEDS[0]).to_numpy().astype(np.uint64, copy=False),
+        frame.hash_rows(seed=_ID_SEEDS[1]).to_numpy().astype(np.uint64, copy=False),
     )
 
 
@@ -328,9 +416,23 @@ def _feature_vectors(batch, kinds, checks, problems) -> dict:
         X, has_null = _vectors(fcol, rows, int(dim))
         finite = np.isfinite(X).all(axis=1)
         bad_rows = has_null | ~finite
+        if checks.feature_range is not None:
+            lo_v, hi_v = checks.feature_range
+            with np.errstate(invalid="ignore"):
+                outside = ~bad_rows & ((X < lo_v) | (X > hi_v)).any(axis=1)
+            for j in np.flatnonzero(outside):
+                problems.setdefault(int(rows[j]), []).append(
+                    (
+                        "out_of_range",
+                        f"features outside [{lo_v:g}, {hi_v:g}] (min {X[j].min():g}, max {X[j].max():g})",
+                    )
+                )
+            bad_rows = bad_rows | outside
         if bad_rows.any():
             for j in np.flatnonzero(bad_rows):
                 i = int(rows[j])
+                if any(code == "out_of_range" for code, _ in problems.get(i, [])):
+                    continue
                 if has_null[j]:
                     problems.setdefault(i, []).append(("null_in_features", "features contain null values"))
                 elif np.isnan(X[j]).any():

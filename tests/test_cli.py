@@ -30,6 +30,7 @@ def test_scan_succeeds_and_counts_add_up(tmp_path, source, capsys):
     assert summary["rows_quarantined"] == len(poison)
     assert sorted(os.listdir(out)) == [
         "clean.parquet",
+        "expectations",
         "quarantine.csv",
         "quarantine.parquet",
         "rejected.parquet",

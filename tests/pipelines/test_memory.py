@@ -67,7 +67,7 @@ def test_bad_rows_are_rejected_and_counted():
     ids[10] = ids[9]
     result = scan(X, y, ids=ids)
     rej = result.rejected
-    assert rej.column_names[:4] == ["error", "error_code", "source_file", "source_row"]
+    assert rej.column_names[:5] == ["error", "error_code", "expectation", "source_file", "source_row"]
     assert rej["error_code"].to_pylist() == ["nan_features", "inf_features", "duplicate_id"]
     assert rej["source_row"].to_pylist() == [3, 4, 10]
     assert result.summary["rejected_by_reason"] == {"duplicate_id": 1, "inf_features": 1, "nan_features": 1}

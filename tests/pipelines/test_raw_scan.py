@@ -114,7 +114,8 @@ def test_clean_table_with_mixed_columns_and_gaps():
         {
             "id": np.arange(n),
             "label": np.where(y == 1, "yes", "no"),
-            "income": np.where(rng.random(n) < 0.05, np.nan, rng.normal(50 + 10 * y, 5)),
+            "income": rng.normal(50 + 10 * y, 5),
+            "debt": np.where(rng.random(n) < 0.05, np.nan, rng.normal(10, 2, n)),
             "city": rng.choice(["north", "south", "east"], n),
             "age": rng.integers(18, 80, n),
         }

@@ -1,0 +1,181 @@
+"""Running Great Expectations: user expectations on pandas batches, results and Data Docs.
+
+Great Expectations is imported only here, and only when a user suite is given or the
+results are rendered (the import costs about 2 s and 240 MB). Its context is ephemeral;
+GX 1.x has no polars support, so batches are pandas.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+from .suite import Expectation
+
+
+def _context(docs_dir: str | None = None):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    for name in ("great_expectations", "great_expectations.core", "great_expectations.render"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    if docs_dir:
+        ctx.add_data_docs_site(
+            site_name="poisonscan",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    return ctx
+
+
+def _configuration(e: Expectation):
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    return ExpectationConfiguration(type=e.type, kwargs=dict(e.kwargs), meta=dict(e.meta))
+
+
+class BatchValidator:
+    """The user's expectations, run by Great Expectations on one pandas batch at a time.
+
+    Picklable: the GX context is built lazily in each worker process.
+    """
+
+    def __init__(self, expectations: Sequence[Expectation]):
+        self.expectations = list(expectations)
+        self._state = None
+
+    def __getstate__(self):
+        return {"expectations": self.expectations, "_state": None}
+
+    def _setup(self):
+        import great_expectations as gx
+
+        ctx = _context()
+        asset = ctx.data_sources.add_pandas("poisonscan").add_dataframe_asset("batch")
+        definition = asset.add_batch_definition_whole_dataframe("batch")
+        suite = gx.ExpectationSuite(name="user_rows")
+        for e in self.expectations:
+            suite.add_expectation_configuration(_configuration(e))
+        self._state = (definition, suite)
+
+    def validate(self, df):
+        """The GX suite validation result for one pandas DataFrame."""
+        if self._state is None:
+            self._setup()
+        definition, suite = self._state
+        batch = definition.get_batch(batch_parameters={"dataframe": df})
+        return batch.validate(suite, result_format={"result_format": "COMPLETE"})
+
+    def failures(self, df) -> dict[int, list[str]]:
+        """{row index of ``df``: names of the expectations it failed}.
+
+        An expectation that cannot be evaluated (a missing column, a bad argument) is an
+        error of the run: data never pass an expectation that did not run.
+        """
+        result = self.validate(df)
+        out: dict[int, list[str]] = {}
+        for e, r in zip(self.expectations, _in_order(self.expectations, result.results)):
+            info = r.exception_info or {}
+            if info.get("raised_exception"):
+                raise RuntimeError(f"expectation {e.name} could not be evaluated: {info.get('exception_message')}")
+            for i in r.result.get("unexpected_index_list") or []:
+                out.setdefault(int(i if not isinstance(i, dict) else next(iter(i.values()))), []).append(e.name)
+        return out
+
+
+def _in_order(expectations: Sequence[Expectation], results) -> list:
+    """GX results matched to the expectations (by type and arguments)."""
+    remaining = list(results)
+    out = []
+    for e in expectations:
+        for j, r in enumerate(remaining):
+            cfg = r.expectation_config
+            if cfg.type == e.type and all(cfg.kwargs.get(k) == v for k, v in e.kwargs.items()):
+                out.append(remaining.pop(j))
+                break
+        else:
+            raise RuntimeError(f"no result for expectation {e.name}")
+    return out
+
+
+def validate_frame(expectations: Sequence[Expectation], df) -> list[dict]:
+    """Result dicts of expectations evaluated by GX on one DataFrame (a uniform sample)."""
+    if not expectations:
+        return []
+    result = BatchValidator(expectations).validate(df)
+    out = []
+    for e, r in zip(expectations, _in_order(expectations, result.results)):
+        info = r.exception_info or {}
+        if info.get("raised_exception"):
+            raise RuntimeError(f"expectation {e.name} could not be evaluated: {info.get('exception_message')}")
+        out.append({"success": bool(r.success), "result": _plain(dict(r.result))})
+    return out
+
+
+def render(suite_name: str, expectations: Sequence[Expectation], results: Sequence[dict], stats: dict, folder: str) -> dict:
+    """Write the GX validation result (JSON), the suite and the Data Docs under
+    ``folder``; return the result as a dict."""
+    import json
+
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    docs = os.path.join(folder, "data_docs")
+    ctx = _context(docs)
+    suite = gx.ExpectationSuite(name=suite_name)
+    configs = []
+    for e in expectations:
+        cfg = _configuration(e)
+        configs.append(cfg)
+        suite.add_expectation_configuration(cfg)
+    ctx.suites.add(suite)
+    evr = [
+        ExpectationValidationResult(success=r["success"], expectation_config=cfg, result=r["result"])
+        for cfg, r in zip(configs, results)
+    ]
+    validation = ExpectationSuiteValidationResult(
+        success=all(r["success"] for r in results),
+        results=evr,
+        suite_name=suite_name,
+        statistics=stats,
+        meta={"poisonscan": "row expectations evaluated on every row; aggregate ones on pass-1 statistics or a uniform sample"},
+    )
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+        run_id=RunIdentifier(run_name="poisonscan"),
+        batch_identifier="scan",
+    )
+    ctx.validation_results_store.set(key, validation)
+    ctx.build_data_docs(site_names=["poisonscan"])
+    data = validation.to_json_dict()
+    with open(os.path.join(folder, "validation_result.json"), "w") as f:
+        json.dump(data, f, indent=2, default=str)
+    with open(os.path.join(folder, "suite.json"), "w") as f:
+        json.dump(suite.to_json_dict(), f, indent=2, default=str)
+    return data
+
+
+def _plain(value):
+    """Results as plain JSON values (numpy scalars and arrays unwrapped)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

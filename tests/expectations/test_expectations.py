@@ -1,0 +1,181 @@
+"""Data-quality expectations: each default one on a file with planted faults, a user
+suite, the ETL gate, Great Expectations' results and Data Docs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from poisonscan import ScanConfig
+from poisonscan.pipelines.beam_scan import run_scan
+from poisonscan.pipelines.cli import main
+
+from ..conftest import planted
+
+
+def faulty_table():
+    """Clean planted data plus one row per default row expectation, and a rare class."""
+    X, y, _ = planted(seed=51, n_poison=0, n_per_class=300)
+    rows = [{"id": int(i), "label": int(c), "features": list(map(float, x))} for i, (x, c) in enumerate(zip(X, y))]
+    base = list(map(float, X[0]))
+    faults = {
+        "missing_id": {"id": None, "label": 0, "features": base},
+        "duplicate_id": {"id": 1, "label": 0, "features": [v + 0.5 for v in base]},
+        "missing_label": {"id": 9001, "label": None, "features": base},
+        "undeclared_label": {"id": 9002, "label": 7, "features": [v + 0.25 for v in base]},
+        "missing_features": {"id": 9003, "label": 0, "features": None},
+        "wrong_length": {"id": 9004, "label": 0, "features": base[:3]},
+        "nan_features": {"id": 9005, "label": 0, "features": [float("nan")] + base[1:]},
+        "out_of_range": {"id": 9006, "label": 0, "features": [1e6] + base[1:]},
+        "duplicate_content": {"id": 9007, "label": int(y[10]), "features": list(map(float, X[10]))},
+        "conflicting_labels": {"id": 9008, "label": (int(y[20]) + 1) % 4, "features": list(map(float, X[20]))},
+    }
+    table = pa.Table.from_pylist(rows + list(faults.values()), schema=pa.schema(
+        [("id", pa.int64()), ("label", pa.int64()), ("features", pa.list_(pa.float64()))]
+    ))
+    return table, faults
+
+
+@pytest.fixture(scope="module")
+def faulty_scan(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faulty")
+    table, faults = faulty_table()
+    src = tmp / "faulty.parquet"
+    pq.write_table(table, src)
+    out = tmp / "out"
+    cfg = ScanConfig(
+        features_column="features", labels=("0", "1", "2", "3"), feature_range=(-1000.0, 1000.0),
+        min_class_fraction=0.2,
+    )
+    summary = run_scan([str(src)], str(out), cfg)
+    return out, summary, faults
+
+
+def test_every_faulty_row_is_rejected_naming_its_expectation(faulty_scan):
+    out, summary, faults = faulty_scan
+    rejected = pq.read_table(out / "rejected.parquet").to_pylist()
+    by_code = {}
+    for r in rejected:
+        for code in r["error_code"].split(","):
+            by_code.setdefault(code, []).append(r)
+    for code in faults:
+        assert code in by_code, code
+        assert all(r["expectation"] and r["expectation"].startswith("expect_") for r in by_code[code])
+    # conflicting labels reject every copy; a duplicate keeps its first occurrence
+    assert len(by_code["conflicting_labels"]) == 2
+    assert len(by_code["duplicate_content"]) == 1
+    names = {r["error_code"]: r["expectation"] for r in rejected}
+    assert names["missing_id"] == "expect_column_values_to_not_be_null(id)"
+    assert names["undeclared_label"] == "expect_column_values_to_be_in_set(label)"
+    assert names["out_of_range"] == "expect_column_values_to_be_between(features.values)"
+    assert summary["rows_read"] == summary["rows_clean"] + summary["rows_quarantined"] + summary["rows_rejected"]
+
+
+def test_results_list_failures_with_observed_values(faulty_scan):
+    out, summary, _ = faulty_scan
+    exp = summary["expectations"]
+    assert not exp["success"]
+    results = {r["expectation"]: r for r in exp["results"]}
+    assert results["expect_column_values_to_not_be_null(id)"]["result"]["unexpected_count"] == 1
+    assert results["expect_column_values_to_be_in_set(label)"]["result"]["partial_unexpected_list"] == [7]
+    balance = results["expect_column_values_to_be_between(label.share)"]
+    assert not balance["success"]  # the rare class 7 holds far less than 20 %
+    assert balance["result"]["partial_unexpected_list"][0]["label"] == 7
+    observed = results["expect_column_distinct_values_to_be_in_set(label)"]["result"]["observed_value"]
+    assert observed == [0, 1, 2, 3, 7]
+    lengths = results["expect_column_value_lengths_to_equal(features)"]
+    assert lengths["kwargs"]["value"] == 16 and lengths["result"]["unexpected_count"] == 1
+
+
+def test_great_expectations_results_and_data_docs_are_written(faulty_scan):
+    out, summary, _ = faulty_scan
+    gx_result = json.loads((out / "expectations" / "validation_result.json").read_text())
+    assert gx_result["success"] is False
+    assert len(gx_result["results"]) == summary["expectations"]["statistics"]["evaluated_expectations"]
+    index = out / "expectations" / "data_docs" / "index.html"
+    assert index.exists()
+    pages = [os.path.join(d, f) for d, _, fs in os.walk(out / "expectations" / "data_docs" / "validations") for f in fs]
+    assert pages and all(p.endswith(".html") for p in pages)
+    html = open(pages[0]).read()
+    assert "expect_column_values_to_not_be_null" in html or "values must never be null" in html
+
+
+def test_clean_data_passes_every_default_expectation(tmp_path):
+    X, y, _ = planted(seed=52, n_poison=0)
+    table = pa.table({"id": np.arange(len(y)), "label": y, "features": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])})
+    pq.write_table(table, tmp_path / "clean.parquet")
+    cfg = ScanConfig(features_column="features", labels=("0", "1", "2", "3"), min_class_fraction=0.1, data_docs=False)
+    summary = run_scan([str(tmp_path / "clean.parquet")], str(tmp_path / "out"), cfg)
+    failed = [r["expectation"] for r in summary["expectations"]["results"] if not r["success"]]
+    assert failed == [] and summary["rows_rejected"] == 0
+    assert not (tmp_path / "out" / "expectations").exists()  # --no-data-docs
+
+
+def test_a_user_suite_rejects_rows_and_checks_aggregates(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 600
+    y = rng.integers(0, 2, n)
+    income = rng.normal(50 + 10 * y, 5)
+    income[:4] = -5.0  # four rows the user's suite rejects
+    table = pa.table({"id": np.arange(n), "label": y, "income": income, "age": rng.integers(18, 80, n)})
+    pq.write_table(table, tmp_path / "t.parquet")
+    suite = {
+        "name": "credit_rules",
+        "expectations": [
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "income", "min_value": 0}},
+            {"type": "expect_column_mean_to_be_between", "kwargs": {"column": "age", "min_value": 100}},
+        ],
+    }
+    (tmp_path / "suite.json").write_text(json.dumps(suite))
+    cfg = ScanConfig(tabular_columns=("income", "age"), expectations=str(tmp_path / "suite.json"), data_docs=False)
+    summary = run_scan([str(tmp_path / "t.parquet")], str(tmp_path / "out"), cfg)
+    rejected = pq.read_table(tmp_path / "out" / "rejected.parquet")
+    assert sorted(rejected["id"].to_pylist()) == [0, 1, 2, 3]
+    assert set(rejected["expectation"].to_pylist()) == {"expect_column_values_to_be_between(income)"}
+    results = {r["expectation"]: r for r in summary["expectations"]["results"]}
+    assert results["expect_column_values_to_be_between(income)"]["result"]["unexpected_count"] == 4
+    mean = results["expect_column_mean_to_be_between(age)"]
+    assert not mean["success"] and 18 <= mean["result"]["observed_value"] <= 80
+    assert "uniform sample" in mean["result"]["details"]
+
+
+def test_an_unknown_expectation_type_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "suite.json").write_text(json.dumps({"expectations": [{"type": "expect_magic", "kwargs": {}}]}))
+    X, y, _ = planted(seed=53)
+    pq.write_table(pa.table({"id": np.arange(len(y)), "label": y, "features": [list(map(float, x)) for x in X]}), tmp_path / "d.parquet")
+    code = main(["scan", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "o"), "--expectations", str(tmp_path / "suite.json")])
+    assert code == 2 and "unknown expectation type 'expect_magic'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "fail_on, poison, bad, code",
+    [
+        ("never", True, True, 0),
+        ("expectations", False, True, 3),
+        ("expectations", True, False, 0),
+        ("poison", True, False, 4),
+        ("poison", False, True, 0),
+        ("any", True, True, 5),
+        ("any", False, False, 0),
+    ],
+)
+def test_the_gate(tmp_path, fail_on, poison, bad, code):
+    X, y, _ = planted(seed=54, n_poison=30 if poison else 0)
+    X = X.astype(np.float64)
+    if bad:
+        X[0, 0] = np.nan
+    pq.write_table(pa.table({"id": np.arange(len(y)), "label": y, "features": [list(map(float, x)) for x in X]}), tmp_path / "d.parquet")
+    argv = ["scan", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "o"), "-q", "--no-data-docs", "--fail-on", fail_on]
+    assert main(argv) == code
+    assert (tmp_path / "o" / "summary.json").exists()  # a failing gate still writes everything
+
+
+def test_help_does_not_import_great_expectations_or_beam():
+    code = "import sys; from poisonscan.pipelines.cli import main; main(['--help']); print(sorted(m for m in ('great_expectations', 'apache_beam', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
