@@ -155,6 +155,11 @@ class Detector(ParamsMixin, abc.ABC):
         """Reason phrases for flagged rows (by default :meth:`explain` per row)."""
         return [self.explain(state, _py(lab), float(s)) for lab, s in zip(y, strength)]
 
+    def highlights(self, state: DetectorState, X: Any, y: np.ndarray) -> list[list[str]] | None:
+        """For flagged rows: the parts of each row's input that carry the evidence (a
+        text's trigger n-grams), for a reviewer to see; None when the detector has none."""
+        return None
+
     # helpers -----------------------------------------------------------------------
     @staticmethod
     def _check_batch(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -175,6 +175,15 @@ class TokenTrigger(Detector):
             extra={"triggers": len(triggers), "strongest_rows": strongest.rows}, **base,
         )
 
+    def highlights(self, state, X, y) -> list[list[str]]:
+        """The trigger n-grams each row contains, the longest first."""
+        out = []
+        for grams, hits in zip(X, self._hits(state, X, y)):
+            wanted = {t.bucket for t in hits}
+            found = sorted({g for g in grams if _bucket(g, self.buckets) in wanted}, key=lambda g: (-len(g), g))
+            out.append(found)
+        return out
+
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         total = state.info.get("rows", 0)
         out = []

@@ -376,7 +376,7 @@ class _ScoreUnit(beam.DoFn):
             path = self.plan.file_paths[int(key.split("-")[0])]
             if sample_rows:
                 samples.append(engine.RowSample.of(prep, engine.ROW_SAMPLE, self.plan.cfg.seed))
-            outcome = engine.score_batch(prep, model, self.detectors, path, keep_clean=keep_clean)
+            outcome = engine.score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
             result = engine.store_outcomes(self.store, f"{key}-{i:06d}", [outcome])
         else:
             unit = element
@@ -390,7 +390,7 @@ class _ScoreUnit(beam.DoFn):
                 prep = prepare(batch, unit.file_index, first, checks)
                 if sample_rows:
                     samples.append(engine.RowSample.of(prep, engine.ROW_SAMPLE, self.plan.cfg.seed))
-                return engine.score_batch(prep, model, self.detectors, path, keep_clean=keep_clean)
+                return engine.score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
 
             outcomes = (scored(b, f) for b, f in read_unit(unit, None, self.plan.batch_rows))
             result = engine.store_outcomes(self.store, unit.key, outcomes)
@@ -442,7 +442,10 @@ def write_finished(fin: engine.Finished, store, out: OutputDir, cfg: ScanConfig)
     write_parquet(fin.quarantine, out.staged("quarantine.parquet"))
     write_quarantine_csv(fin.quarantine, out.staged("quarantine.csv"))
     write_parquet(fin.rejected, out.staged("rejected.parquet"))
-    produced = ["quarantine.parquet", "quarantine.csv", "rejected.parquet"]
+    review_table, review_data = fin.review
+    write_parquet(review_table, out.staged("review.parquet"))
+    write_json(review_data, out.staged("review.json"))
+    produced = ["quarantine.parquet", "quarantine.csv", "rejected.parquet", "review.parquet", "review.json"]
     if cfg.write_clean:
         from .outputs import _PartWriter
 
@@ -752,11 +755,17 @@ def run_scan(
         summary["seconds"] = round(time.time() - started, 3)
         summary["versions"] = versions()
         write_json(summary, out.staged("summary.json"))
-        produced = ["quarantine.parquet", "quarantine.csv", "rejected.parquet", "summary.json"]
+        produced = ["quarantine.parquet", "quarantine.csv", "rejected.parquet", "review.parquet", "review.json"]
         if cfg.write_clean:
-            produced.insert(3, "clean.parquet")
+            produced.append("clean.parquet")
         if out.local and os.path.isdir(out.staged("expectations")):
             produced.insert(0, "expectations")
+        if cfg.report:
+            from .report import write_report
+
+            write_report(out.tmp, out.staged("report.html"))
+            produced.append("report.html")
+        produced.append("summary.json")
         out.commit(produced)
         return summary
     except SourceError:

@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="scan Parquet, CSV or JSONL files",
         description=(
             "Scan SOURCE files (Parquet, CSV, JSONL; globs and any filesystem Beam knows) "
-            "and write quarantine.parquet/.csv, rejected.parquet, summary.json and, with "
-            "--write-clean, clean.parquet to DIR. Options not listed here are passed to "
+            "and write quarantine.parquet/.csv, rejected.parquet, summary.json, report.html "
+            "and, with --write-clean, clean.parquet to DIR. Options not listed here are passed to "
             "Beam as pipeline options (e.g. --runner=DataflowRunner --project=...)."
         ),
         allow_abbrev=False,
@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit non-zero when expectations fail (3), poison is found (4) or both (5); default: never",
     )
     scan.add_argument("--no-data-docs", action="store_true", help="skip rendering the Great Expectations Data Docs")
+    scan.add_argument("--no-report", action="store_true", help="skip rendering report.html (poisonscan report DIR renders it later)")
     scan.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     SCAN_OPTIONS[:] = [o for a in scan._actions for o in a.option_strings]
 
@@ -167,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", metavar="DIR", help="output directory (default: demo-out)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=_positive_int, metavar="N")
+
+    report = sub.add_parser(
+        "report",
+        help="render the review page of a finished scan",
+        description=(
+            "Render DIR/report.html from a finished scan's outputs (summary.json, the "
+            "quarantine list, rejected rows and review data) without scanning again."
+        ),
+        allow_abbrev=False,
+    )
+    report.add_argument("dir", metavar="DIR", help="the scan's output directory")
+    report.add_argument("--out", metavar="FILE", help="write the page here instead of DIR/report.html")
+    report.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     return parser
 
 
@@ -227,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _UsageError(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "scan":
             return _scan(args, extra)
+        if args.command == "report":
+            return _report(args)
         return _demo(args)
     except _UsageError as exc:
         parser.print_usage(sys.stderr)
@@ -271,6 +287,7 @@ def _scan(args, extra: Sequence[str]) -> int:
             feature_range=feature_range,
             expectations=args.expectations,
             data_docs=not args.no_data_docs,
+            report=not args.no_report,
             detectors=(
                 tuple(d.strip() for d in args.detectors.split(",") if d.strip())
                 if args.detectors
@@ -382,8 +399,22 @@ def format_summary(summary: dict, out_dir: str) -> str:
     lines.append(f"  outputs in {out_dir}/: quarantine.parquet, quarantine.csv, rejected.parquet, "
                  + ("clean.parquet, " if summary["settings"].get("write_clean") else "")
                  + "summary.json"
-                 + (", expectations/ (Data Docs)" if exp and exp.get("data_docs") else ""))
+                 + (", expectations/ (Data Docs)" if exp and exp.get("data_docs") else "")
+                 + (", report.html" if summary["settings"].get("report") else ""))
     return "\n".join(lines)
+
+
+def _report(args) -> int:
+    from .report import ReportError, write_report
+
+    try:
+        path = write_report(args.dir, args.out)
+    except ReportError as exc:
+        print(f"poisonscan: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.quiet:
+        print(f"poisonscan: wrote {path}")
+    return EXIT_OK
 
 
 def _demo(args) -> int:

@@ -61,6 +61,11 @@ class ScanConfig:
         Data-quality expectations (see :mod:`poisonscan.expectations`): the declared label
         set, the smallest share a class may hold, the range feature values must lie in, a
         user suite file merged with the defaults.
+    data_docs : bool
+        Render Great Expectations Data Docs under ``expectations/`` (Beam scans).
+    report : bool
+        Render ``report.html``, the review page (Beam scans; ``poisonscan report DIR``
+        renders it later from the outputs).
     """
 
     id_column: str = "id"
@@ -88,6 +93,7 @@ class ScanConfig:
     feature_range: tuple | None = None
     expectations: str | None = None
     data_docs: bool = True
+    report: bool = True
 
     def __post_init__(self):
         if self.tabular_columns is not None:

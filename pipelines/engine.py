@@ -45,6 +45,8 @@ REJECT_COLUMNS = ("error", "error_code", "expectation", "source_file", "source_r
 POS = "__poisonscan_position"
 _CAND_SCORE = "__poisonscan_score"
 _CAND_DETECTORS = "__poisonscan_detectors"
+#: The parts of a flagged row's input that carry the evidence (a text's trigger n-grams).
+_CAND_HIGHLIGHTS = "__poisonscan_highlights"
 
 
 def _raw(det: str) -> str:
@@ -320,6 +322,8 @@ class ClassModel:
     accumulators: dict | None = None
     #: detectors whose flags count for this class (see decision.combine)
     active: dict = field(default_factory=dict)
+    #: the class's 2-D projection for the report (see review.project_class)
+    view: dict | None = None
 
 
 @dataclass
@@ -373,7 +377,12 @@ def fit_class(
     shared = partial.reservoir.head(shared_rows).sample()
     shared.rows = partial.rows
     across = {d.name: partial.accumulators[d.accumulator_key] for d in detectors if not d.per_class}
-    return ClassModel(label, partial.rows, states, verdicts, len(sample), shared, across)
+    from .review import project_class
+
+    return ClassModel(
+        label, partial.rows, states, verdicts, len(sample), shared, across,
+        view=project_class(partial.reservoir, layout),
+    )
 
 
 def build_model(
@@ -481,6 +490,7 @@ class BatchOutcome:
     flagged_positions: np.ndarray
     flagged_strength: np.ndarray
     counts: Counts
+    contrast: Any = None  # review.ContrastRows: clean rows of poisoned classes
 
 
 def score_batch(
@@ -490,6 +500,7 @@ def score_batch(
     file_path: str,
     *,
     keep_clean: bool,
+    seed: int = 0,
 ) -> BatchOutcome:
     """Score one validated batch and split it into clean, candidate and rejected rows."""
     n = prep.n
@@ -499,6 +510,7 @@ def score_batch(
     strength = {d.name: np.full(n, np.nan) for d in detectors}
     flagged_by = {d.name: np.zeros(n, dtype=bool) for d in detectors}
     why = {d.name: np.full(n, None, dtype=object) for d in detectors}
+    highlights = np.full(n, None, dtype=object)
     if model.dim in prep.groups:
         rows, X = prep.groups[model.dim]
         y = prep.labels[rows]
@@ -527,6 +539,9 @@ def score_batch(
                 why[det.name][rs[hit]] = det.describe(
                     model.states[det.name], Xh, ys[hit], stat[hit], strength[det.name][rs[hit]]
                 )
+                marked = det.highlights(model.states[det.name], Xh, ys[hit])
+                for r, parts in zip(rs[hit], marked or []):
+                    highlights[r] = list(dict.fromkeys((highlights[r] or []) + list(parts)))
         for det in detectors:
             f = flagged_by[det.name]
             flagged |= f
@@ -547,6 +562,9 @@ def score_batch(
 
     pos = pa.array(prep.positions, pa.int64())
     batch = pa.Table.from_batches([prep.batch])
+    from .review import ContrastRows
+
+    contrast = ContrastRows.of(prep, valid & ~flagged, set(model.poisoned_classes), seed)
     clean = None
     if keep_clean:
         mask = valid & ~flagged
@@ -561,6 +579,9 @@ def score_batch(
             [d.name for d in detectors if flagged_by[d.name][i]] for i in np.flatnonzero(flagged)
         ]
         candidates = candidates.append_column(_CAND_DETECTORS, pa.array(names, pa.list_(pa.string())))
+        candidates = candidates.append_column(
+            _CAND_HIGHLIGHTS, pa.array([highlights[i] or [] for i in np.flatnonzero(flagged)], pa.list_(pa.string()))
+        )
         for det in detectors:
             r = raw[det.name][flagged]  # null where the detector was not applied
             candidates = candidates.append_column(_raw(det.name), pa.array(r, mask=np.isnan(r)))
@@ -592,6 +613,7 @@ def score_batch(
         prep.positions[flagged],
         combined[flagged],
         counts,
+        contrast,
     )
 
 
@@ -666,19 +688,26 @@ class UnitResult:
     counts: Counts
     flagged_positions: np.ndarray
     flagged_strength: np.ndarray
+    contrast: Any = None  # review.ContrastRows
 
     @staticmethod
     def concat(results: Iterable["UnitResult"]) -> "UnitResult":
+        from .review import ContrastRows
+
         results = list(results)
         counts = Counts()
+        contrast = ContrastRows()
         for r in results:
             counts = counts.merge(r.counts)
+            if r.contrast is not None:
+                contrast = contrast.merge(r.contrast)
         if not results:
-            return UnitResult(counts, np.empty(0, np.int64), np.empty(0))
+            return UnitResult(counts, np.empty(0, np.int64), np.empty(0), contrast)
         return UnitResult(
             counts,
             np.concatenate([r.flagged_positions for r in results]).astype(np.int64),
             np.concatenate([r.flagged_strength for r in results]).astype(np.float64),
+            contrast,
         )
 
 
@@ -690,7 +719,7 @@ def store_outcomes(store: PartStore, key: str, outcomes: Iterable[BatchOutcome])
         for out in outcomes:
             for kind in PartStore.kinds:
                 writers[kind].write(getattr(out, kind))
-            results.append(UnitResult(out.counts, out.flagged_positions, out.flagged_strength))
+            results.append(UnitResult(out.counts, out.flagged_positions, out.flagged_strength, out.contrast))
     finally:
         for w in writers.values():
             w.close()
@@ -746,11 +775,12 @@ def build_quarantine(
     kinds: ColumnKinds,
     cfg: ScanConfig,
     file_paths: Mapping[int, str],
-) -> tuple[pa.Table, pa.Table | None]:
-    """(quarantine list, flagged rows not quarantined because of the budget)."""
+) -> tuple[pa.Table, pa.Table | None, pa.Table | None]:
+    """(quarantine list, flagged rows not quarantined because of the budget, the
+    quarantined rows as read in the list's order)."""
     schema = quarantine_schema(kinds, [d.name for d in detectors])
     if candidates is None or candidates.num_rows == 0:
-        return schema.empty_table(), None
+        return schema.empty_table(), None, None
     pos = candidates.column(POS).to_numpy()
     chosen = np.isin(pos, selected)
     trimmed = candidates.filter(pa.array(~chosen)) if not chosen.all() else None
@@ -792,8 +822,8 @@ def build_quarantine(
         + [q.column(_raw(d.name)) for d in detectors],
         schema=schema,
     )
-    order = np.lexsort((qpos, -table.column("score").to_numpy()))
-    return table.take(pa.array(order)), trimmed
+    order = pa.array(np.lexsort((qpos, -table.column("score").to_numpy())))
+    return table.take(order), trimmed, q.take(order)
 
 
 def _flagged_counts(candidates, cfg, kinds, detectors) -> dict:
@@ -891,6 +921,8 @@ class Finished:
     clean_schema: pa.Schema | None
     #: (expectations as evaluated, their GX-shaped results), to render
     expectations: tuple | None = None
+    #: (review.parquet, review.json): what the report shows beyond the lists
+    review: tuple | None = None
 
 
 def finish(
@@ -918,7 +950,7 @@ def finish(
         if cand_keys
         else None
     )
-    quarantine, trimmed = build_quarantine(
+    quarantine, trimmed, quarantined = build_quarantine(
         candidates, selected, model, detectors, kinds, cfg, file_paths
     )
     rejected = rejected_table(store, kinds, cfg, expectations)
@@ -952,7 +984,14 @@ def finish(
         summary["expectations"] = summary_block(done, results, expectations.names)
         checked = (done, results)
     schema = clean_schema(store, trimmed) if cfg.write_clean else None
-    return Finished(quarantine, rejected, summary, trimmed, schema, checked)
+    from .review import build_review
+
+    review = build_review(
+        quarantined=quarantined, quarantine=quarantine, model=model, detectors=detectors,
+        contrast=unit_result.contrast, selected=selected, flagged=unit_result.flagged_positions,
+        kinds=kinds, cfg=cfg, highlight_column=_CAND_HIGHLIGHTS,
+    )
+    return Finished(quarantine, rejected, summary, trimmed, schema, checked, review)
 
 
 def summarize(

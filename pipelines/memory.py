@@ -55,6 +55,8 @@ class ScanResult:
         The same content as summary.json.
     model : ScanModel
         Fitted detectors and per-class verdicts.
+    review : tuple
+        ``(review table, review data)``: what the report shows beyond the lists.
     """
 
     quarantine: pa.Table
@@ -62,6 +64,20 @@ class ScanResult:
     clean: pa.Table | None
     summary: dict
     model: ScanModel
+    review: tuple | None = None
+
+    def report_html(self) -> str:
+        """The review page (as ``report.html`` of a Beam scan), as a string."""
+        from .report import ScanOutputs, render
+
+        table, data = self.review
+        return render(ScanOutputs(self.summary, self.quarantine, self.rejected.slice(0, 200),
+                                  self.rejected.num_rows, table, data, None))
+
+    def save_report(self, path: str) -> None:
+        """Write the review page to ``path``."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.report_html())
 
 
 def to_arrow(data: Any) -> pa.Table:
@@ -165,7 +181,7 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
         prep = prepared(batch, first, checks2)
         if exp.needs_sample:
             rows = rows.merge(RowSample.of(prep, ROW_SAMPLE, cfg.seed))
-        return score_batch(prep, model, detectors, MEMORY_SOURCE, keep_clean=True)
+        return score_batch(prep, model, detectors, MEMORY_SOURCE, keep_clean=True, seed=cfg.seed)
 
     outcomes = (scored(batch, first) for batch, first in table_batches(table, rows_per_batch))
     unit = store_outcomes(store, "000000-000000", outcomes)
@@ -177,7 +193,7 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
     schema = clean_schema(store, fin.trimmed) or table.schema
     clean_parts = list(iter_clean(store, fin.trimmed, schema, cfg.batch_rows))
     clean = pa.concat_tables(clean_parts) if clean_parts else schema.empty_table()
-    return ScanResult(fin.quarantine, fin.rejected, clean, fin.summary, model)
+    return ScanResult(fin.quarantine, fin.rejected, clean, fin.summary, model, fin.review)
 
 
 def scan(

@@ -30,6 +30,9 @@ OUTPUT_FILES = (
     "quarantine.csv",
     "rejected.parquet",
     "clean.parquet",
+    "review.parquet",
+    "review.json",
+    "report.html",
     "summary.json",
 )
 

@@ -34,6 +34,9 @@ def test_scan_succeeds_and_counts_add_up(tmp_path, source, capsys):
         "quarantine.csv",
         "quarantine.parquet",
         "rejected.parquet",
+        "report.html",
+        "review.json",
+        "review.parquet",
         "summary.json",
     ]
     header = (out / "quarantine.csv").read_text().splitlines()[0]

@@ -1,0 +1,496 @@
+"""The review report: one self-contained HTML page rendered from a scan's outputs.
+
+Everything the page shows is read from the output directory (``summary.json``,
+``quarantine.parquet``, ``rejected.parquet``, ``review.parquet``, ``review.json``), so
+``poisonscan report DIR`` re-renders it without rescanning. The page has no external
+resource: CSS, JavaScript, plots (SVG) and thumbnails (PNG data URIs) are inline, and a
+Content-Security-Policy lets only the page's own script (by its hash) run.
+
+Every value from the data is escaped: Jinja2 autoescapes the HTML, SVG text goes through
+:func:`html.escape`, and the JSON the script reads is embedded so that it cannot close
+its ``<script>`` element; the script writes data into the page with ``textContent`` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .outputs import join, open_read, open_write
+
+REPORT_FILE = "report.html"
+REVIEW_TABLE = "review.parquet"
+REVIEW_DATA = "review.json"
+#: Quarantined rows listed in the page's table (all of them are in quarantine.csv).
+TABLE_MAX = 20_000
+#: Rejected rows listed (all of them are in rejected.parquet).
+REJECTED_MAX = 200
+#: Classes drawn with plots besides the poisoned ones.
+CLEAN_CLASSES_DRAWN = 24
+_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+
+class ReportError(ValueError):
+    """The directory does not hold a finished scan the report can be rendered from."""
+
+
+@dataclass
+class ScanOutputs:
+    summary: dict
+    quarantine: pa.Table
+    rejected: pa.Table
+    rejected_rows: int
+    review: pa.Table
+    review_data: dict
+    data_docs: str | None
+
+
+def load_outputs(folder: str) -> ScanOutputs:
+    """Read what the report needs from an output directory (or a run's staging folder)."""
+    try:
+        with open_read(join(folder, "summary.json")) as f:
+            summary = json.loads(f.read())
+    except FileNotFoundError:
+        raise ReportError(f"{folder} holds no summary.json: not the output of a finished scan") from None
+    missing = [n for n in ("quarantine.parquet", "rejected.parquet", REVIEW_TABLE, REVIEW_DATA) if not _exists(join(folder, n))]
+    if missing:
+        raise ReportError(
+            f"{folder} lacks {', '.join(missing)}: scan it again with this version of poisonscan to review it"
+        )
+    with open_read(join(folder, REVIEW_DATA)) as f:
+        review_data = json.loads(f.read())
+    with open_read(join(folder, "quarantine.parquet")) as f:
+        quarantine = pq.read_table(f)
+    with open_read(join(folder, "rejected.parquet")) as f:
+        pf = pq.ParquetFile(f)
+        rejected_rows = pf.metadata.num_rows
+        rejected = _head(pf, REJECTED_MAX)
+    with open_read(join(folder, REVIEW_TABLE)) as f:
+        review = pq.read_table(f)
+    docs = summary.get("expectations", {}).get("data_docs")
+    if docs and (":" in docs or docs.startswith("/") or not _exists(join(folder, docs))):
+        docs = None  # only the Data Docs this scan wrote next to the report
+    return ScanOutputs(summary, quarantine, rejected, rejected_rows, review, review_data, docs)
+
+
+def _exists(path: str) -> bool:
+    if "://" not in path or path.startswith("file://"):
+        return os.path.exists(path[len("file://"):] if path.startswith("file://") else path)
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.exists(path)
+
+
+def _head(pf: pq.ParquetFile, n: int) -> pa.Table:
+    parts, rows = [], 0
+    for batch in pf.iter_batches(batch_size=n):
+        parts.append(batch)
+        rows += batch.num_rows
+        if rows >= n:
+            break
+    if not parts:
+        return pf.schema_arrow.empty_table()
+    return pa.Table.from_batches(parts).slice(0, n)
+
+
+def write_report(folder: str, target: str | None = None) -> str:
+    """Render the report of the scan in ``folder`` to ``target`` (default:
+    ``folder/report.html``); returns the path written."""
+    page = render(load_outputs(folder))
+    target = target or join(folder, REPORT_FILE)
+    if "://" not in target:
+        tmp = f"{target}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.replace(tmp, target)
+    else:
+        with open_write(target) as f:
+            f.write(page.encode("utf-8"))
+    return target
+
+
+# rendering ---------------------------------------------------------------------------
+def render(outputs: ScanOutputs) -> str:
+    """The report page for a scan's outputs."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from markupsafe import Markup
+
+    env = Environment(
+        loader=FileSystemLoader(_TEMPLATES),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _num
+    env.filters["pct"] = _pct
+    env.filters["label"] = _label
+    script = _read_template("report.js")
+    css = _read_template("report.css")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    s = outputs.summary
+    data = outputs.review_data
+    classes = _classes(s, data)
+    gallery = _gallery(outputs.review, data)
+    table_rows = _table_rows(outputs.quarantine)
+    page_data = {
+        "rows": table_rows,
+        "rows_total": outputs.quarantine.num_rows,
+        "storage_key": "poisonscan-decisions:" + _fingerprint(s, outputs.quarantine),
+        "id_column": data.get("id_column", "id"),
+    }
+    exp = s.get("expectations") or {}
+    return env.get_template("report.html.j2").render(
+        s=s,
+        kind=data.get("kind"),
+        input_columns=data.get("input_columns", []),
+        classes=classes,
+        balance_svg=Markup(balance_chart(s.get("classes", []))),
+        gallery=gallery,
+        gallery_info=data.get("gallery", {}),
+        expectations=exp,
+        failed_expectations=[r for r in exp.get("results", []) if not r.get("success")],
+        data_docs=outputs.data_docs,
+        rejected=_rejected_rows(outputs.rejected),
+        rejected_rows=outputs.rejected_rows,
+        rejected_shown=outputs.rejected.num_rows,
+        table_max=TABLE_MAX,
+        page_json=Markup(_script_json(page_data)),
+        script=Markup(script),
+        css=Markup(css),
+        csp=f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
+        "base-uri 'none'; form-action 'none'",
+        settings_json=json.dumps(s.get("settings", {}), indent=1, default=str),
+        versions=s.get("versions", {}),
+    )
+
+
+def _read_template(name: str) -> str:
+    with open(os.path.join(_TEMPLATES, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def _script_json(value: Any) -> str:
+    """JSON that can sit inside a <script> element: no '<', '>' or '&' survive, so the
+    data can never end the element or open a comment."""
+    text = json.dumps(value, ensure_ascii=True, allow_nan=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _fingerprint(summary: dict, quarantine: pa.Table) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(summary.get("inputs", []), default=str).encode())
+    h.update(str(summary.get("rows_read")).encode())
+    for v in quarantine.column("id").to_pylist()[:1000] if quarantine.num_rows else []:
+        h.update(str(v).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _table_rows(q: pa.Table) -> list:
+    if not q.num_rows:
+        return []
+    q = q.slice(0, TABLE_MAX)
+    cols = [q.column(c).to_pylist() for c in ("id", "label", "score", "detectors", "reason", "source_file", "source_row")]
+    return [
+        [str(i), _label(lab), _round(sc), list(d or []), r or "", f or "", row]
+        for i, lab, sc, d, r, f, row in zip(*cols)
+    ]
+
+
+def _rejected_rows(t: pa.Table) -> list[dict]:
+    shown = [c for c in ("error_code", "expectation", "error", "source_file", "source_row") if c in t.column_names]
+    rest = [c for c in t.column_names if c not in shown][:6]
+    out = []
+    for i in range(t.num_rows):
+        row = {c: t.column(c)[i].as_py() for c in shown}
+        row["values"] = {c: _short(t.column(c)[i].as_py()) for c in rest}
+        out.append(row)
+    return out
+
+
+def _short(v: Any, n: int = 80) -> str:
+    if isinstance(v, (bytes, bytearray)):
+        return f"<{len(v):,} bytes>"
+    text = "null" if v is None else str(v)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# per class -----------------------------------------------------------------------------
+def _classes(summary: dict, data: dict) -> list[dict]:
+    by_label = {json.dumps(c["label"]): c for c in summary.get("classes", [])}
+    views = data.get("classes", [])
+    poisoned = [v for v in views if v.get("poisoned")]
+    clean = [v for v in views if not v.get("poisoned")]
+    out = []
+    for v in poisoned + clean[:CLEAN_CLASSES_DRAWN]:
+        c = by_label.get(json.dumps(v["label"]), {})
+        hists = [
+            {**h, "svg": histogram_chart(h)} for h in v.get("histograms", [])
+        ]
+        out.append(
+            {
+                "label": v["label"],
+                "poisoned": v.get("poisoned"),
+                "summary": c,
+                "histograms": hists,
+                "projection_svg": scatter_chart(v.get("projection")) if v.get("projection") else None,
+                "marked": sum(1 for m in (v.get("projection") or {}).get("mark", []) if m),
+            }
+        )
+    return out
+
+
+def _gallery(review: pa.Table, data: dict) -> list[dict]:
+    """Gallery sections: per class, its groups of flagged rows, then contrast rows."""
+    if not review.num_rows:
+        return []
+    rows = review.to_pylist()
+    kind = data.get("kind")
+    cards_by_class: dict = {}
+    order: list = []
+    for r in rows:
+        key = json.dumps(r["label"], default=str)
+        if key not in cards_by_class:
+            cards_by_class[key] = {"label": r["label"], "groups": {}, "contrast": []}
+            order.append(key)
+        card = _card(r, kind)
+        if r["role"] == "contrast":
+            cards_by_class[key]["contrast"].append(card)
+        else:
+            cards_by_class[key]["groups"].setdefault(r["group"], []).append(card)
+    counts = {
+        (json.dumps(g["label"], default=str), g["group"]): g for g in data.get("gallery", {}).get("groups", [])
+    }
+    out = []
+    for key in order:
+        sec = cards_by_class[key]
+        groups = []
+        for name, cards in sec["groups"].items():
+            info = counts.get((key, name), {})
+            groups.append({"name": name, "cards": cards, "total": info.get("rows_quarantined", len(cards))})
+        if groups:
+            out.append({"label": sec["label"], "groups": groups, "contrast": sec["contrast"]})
+    return out
+
+
+def _card(r: dict, kind: str | None) -> dict:
+    fields = json.loads(r["fields"]) if r.get("fields") else {}
+    card = {
+        "id": "" if r["id"] is None else str(r["id"]),
+        "label": r["label"],
+        "rank": r["rank"],
+        "score": r["score"],
+        "detectors": r["detectors"] or [],
+        "reason": r["reason"],
+        "source": f"{os.path.basename(r['source_file'])} row {r['source_row']}" if r.get("source_file") else None,
+        "fields": fields,
+        "image": None,
+        "segments": None,
+        "vector_svg": None,
+    }
+    if r.get("thumbnail"):
+        card["image"] = "data:image/png;base64," + base64.b64encode(r["thumbnail"]).decode()
+    if r.get("text") is not None:
+        card["segments"] = highlight_segments(r["text"], r.get("highlights") or [])
+    if r.get("vector"):
+        from markupsafe import Markup
+
+        card["vector_svg"] = Markup(vector_chart(r["vector"]))
+    return card
+
+
+_WORD = "[a-z0-9']"
+
+
+def highlight_segments(text: str, grams: Sequence[str]) -> list[tuple[str, bool]]:
+    """``text`` split into (piece, highlighted) where the n-grams occur, matched as the
+    text encoder reads words (case-insensitive, any separator between words)."""
+    spans = []
+    for gram in grams:
+        words = gram.split(" ")
+        if not words or not all(words):
+            continue
+        pattern = rf"(?<!{_WORD})" + rf"(?:[^a-z0-9']+)".join(map(re.escape, words)) + rf"(?!{_WORD})"
+        spans += [m.span() for m in re.finditer(pattern, text, flags=re.IGNORECASE)]
+    if not spans:
+        return [(text, False)]
+    spans.sort()
+    merged = [list(spans[0])]
+    for a, b in spans[1:]:
+        if a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    out, at = [], 0
+    for a, b in merged:
+        if a > at:
+            out.append((text[at:a], False))
+        out.append((text[a:b], True))
+        at = b
+    if at < len(text):
+        out.append((text[at:], False))
+    return out
+
+
+# SVG plots ------------------------------------------------------------------------------
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def histogram_chart(h: dict, width: int = 300, height: int = 130) -> str:
+    """The decision statistic's distribution on the class sample (square-root count
+    scale, so a small group stays visible), the cut marked and the flagged side shaded."""
+    from markupsafe import Markup
+
+    edges, counts = h.get("edges"), h.get("counts")
+    if not edges or not counts:
+        return Markup("")
+    left, right, top, bottom = 8, 8, 8, 22
+    w, ht = width - left - right, height - top - bottom
+    lo, hi = edges[0], edges[-1]
+    span = (hi - lo) or 1.0
+    peak = math.sqrt(max(counts) or 1)
+
+    def x(v):
+        return left + (v - lo) / span * w
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="{_e(h["detector"])} distribution">'
+    ]
+    cut = h.get("cut")
+    if cut is not None and h.get("poisoned"):
+        x0, x1 = (x(cut), left + w) if h.get("side", 1) > 0 else (left, x(cut))
+        parts.append(f'<rect class="flagzone" x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 0):.1f}" height="{ht}"/>')
+    for i, c in enumerate(counts):
+        if not c:
+            continue
+        bh = math.sqrt(c) / peak * ht
+        bx = x(edges[i])
+        bw = max(x(edges[i + 1]) - bx - 0.5, 0.5)
+        parts.append(
+            f'<rect class="bar" x="{bx:.1f}" y="{top + ht - bh:.1f}" width="{bw:.1f}" height="{bh:.1f}">'
+            f"<title>{_e(f'{edges[i]:.3g} to {edges[i + 1]:.3g}: {c:,} rows')}</title></rect>"
+        )
+    if cut is not None:
+        cx = x(cut)
+        parts.append(f'<line class="cut" x1="{cx:.1f}" x2="{cx:.1f}" y1="{top - 4}" y2="{top + ht}"><title>cut {cut:.3g}</title></line>')
+    parts.append(f'<line class="axis" x1="{left}" x2="{left + w}" y1="{top + ht}" y2="{top + ht}"/>')
+    parts.append(f'<text class="tick" x="{left}" y="{height - 6}">{_e(f"{lo:.3g}")}</text>')
+    parts.append(f'<text class="tick" x="{left + w}" y="{height - 6}" text-anchor="end">{_e(f"{hi:.3g}")}</text>')
+    if cut is not None:
+        parts.append(f'<text class="tick cutlabel" x="{x(cut):.1f}" y="{height - 6}" text-anchor="middle">cut</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def scatter_chart(p: dict, size: int = 300) -> str:
+    """The class sample on its top two principal directions; quarantined rows red,
+    rows flagged but left by the budget orange."""
+    from markupsafe import Markup
+
+    xs, ys, marks, ids = p.get("x", []), p.get("y", []), p.get("mark", []), p.get("ids", [])
+    if not xs:
+        return Markup("")
+    pad = 10
+    x_lo, x_hi = min(xs), max(xs)
+    y_lo, y_hi = min(ys), max(ys)
+    sx = (size - 2 * pad) / ((x_hi - x_lo) or 1.0)
+    sy = (size - 2 * pad) / ((y_hi - y_lo) or 1.0)
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {size} {size}" width="{size}" height="{size}" role="img" '
+        'aria-label="2-D projection of the class">',
+        f'<rect class="frame" x="0.5" y="0.5" width="{size - 1}" height="{size - 1}"/>',
+    ]
+    layers = {0: [], 1: [], 2: []}
+    for x, y, m, i in zip(xs, ys, marks, ids):
+        cx = pad + (x - x_lo) * sx
+        cy = size - pad - (y - y_lo) * sy
+        if m:
+            layers[m].append(
+                f'<circle class="pt m{m}" cx="{cx:.1f}" cy="{cy:.1f}" r="3.2"><title>{_e(i)}</title></circle>'
+            )
+        else:
+            layers[0].append(f'<circle class="pt m0" cx="{cx:.1f}" cy="{cy:.1f}" r="2.2"/>')
+    for m in (0, 1, 2):
+        parts += layers[m]
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def balance_chart(classes: list[dict], width: int = 640) -> str:
+    """Rows per class: clean, quarantined and rejected, as horizontal stacked bars."""
+    from markupsafe import Markup
+
+    classes = [c for c in classes if c.get("rows_read")][:200]
+    if not classes:
+        return Markup("")
+    row_h, label_w, right = 18, 110, 90
+    height = row_h * len(classes) + 10
+    peak = max(c["rows_read"] for c in classes) or 1
+    w = width - label_w - right
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label="class balance">']
+    for k, c in enumerate(classes):
+        y = 5 + k * row_h
+        x = label_w
+        parts.append(f'<text class="tick" x="{label_w - 6}" y="{y + 12}" text-anchor="end">{_e(_label(c["label"]))}</text>')
+        for part, css in (("rows_clean", "clean"), ("rows_quarantined", "quarantined"), ("rows_rejected", "rejected")):
+            n = c.get(part) or 0
+            if not n:
+                continue
+            bw = n / peak * w
+            parts.append(
+                f'<rect class="seg {css}" x="{x:.1f}" y="{y}" width="{max(bw, 1):.1f}" height="{row_h - 4}">'
+                f"<title>{_e(_label(c['label']) + f': {n:,} {css}')}</title></rect>"
+            )
+            x += bw
+        parts.append(f'<text class="tick" x="{x + 6:.1f}" y="{y + 12}">{c["rows_read"]:,}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def vector_chart(values: Sequence[float], width: int = 220, height: int = 44) -> str:
+    """A vector's values as a bar profile (zero in the middle)."""
+    peak = max((abs(v) for v in values), default=0.0) or 1.0
+    n = len(values)
+    bw = width / max(n, 1)
+    mid = height / 2
+    parts = [f'<svg class="vector" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label="vector profile">']
+    for i, v in enumerate(values):
+        h = abs(v) / peak * (mid - 1)
+        y = mid - h if v >= 0 else mid
+        parts.append(f'<rect x="{i * bw:.2f}" y="{y:.1f}" width="{max(bw, 0.6):.2f}" height="{max(h, 0.3):.1f}"/>')
+    parts.append(f'<line x1="0" x2="{width}" y1="{mid}" y2="{mid}" class="axis"/></svg>')
+    return "".join(parts)
+
+
+# filters ---------------------------------------------------------------------------------
+def _num(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:.3g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    return "—" if v is None else f"{100 * float(v):.1f} %"
+
+
+def _label(v: Any) -> str:
+    return "null" if v is None else str(v)
+
+
+def _round(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else round(float(v), 3)
