@@ -798,6 +798,11 @@ def _train_representer(plan: ScanPlan, out: OutputDir, options) -> tuple[ScanPla
         weights = out.staged("proxy.pt")
         with open_write(weights) as f:
             representer.proxy.save(f)
+        # the workers load the weights from that file; the plan is pickled into every
+        # step of the pipeline, so it must not carry them (a text proxy's are ~170 MB)
+        representer = dataclasses.replace(
+            representer, proxy=dataclasses.replace(representer.proxy, state_dict=None)
+        )
     return dataclasses.replace(plan, representer=representer, weights_path=weights), duplicates
 
 

@@ -74,10 +74,11 @@ class ScanResult:
         return render(ScanOutputs(self.summary, self.quarantine, self.rejected.slice(0, 200),
                                   self.rejected.num_rows, table, data, None))
 
-    def save_report(self, path: str) -> None:
-        """Write the review page to ``path``."""
+    def save_report(self, path: str) -> str:
+        """Write the review page to ``path``; returns the path."""
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.report_html())
+        return path
 
 
 def to_arrow(data: Any) -> pa.Table:

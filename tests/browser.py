@@ -123,7 +123,7 @@ class Chromium:
     def open(self, url: str, width: int = 1280, height: int = 900) -> "Page":
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        page = Page(self, session)
+        page = Page(self, session, target)
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable", session=session)
         self.call("Emulation.setDeviceMetricsOverride",
@@ -155,9 +155,10 @@ class Chromium:
 
 
 class Page:
-    def __init__(self, browser: Chromium, session: str):
+    def __init__(self, browser: Chromium, session: str, target: str):
         self.browser = browser
         self.session = session
+        self.target = target
         self.problems: list[str] = []  # console errors, exceptions, log errors
         self.messages: list[str] = []  # every console message
 
@@ -199,6 +200,9 @@ class Page:
             raise BrowserError(f"{url} did not finish loading within {timeout} s")
         self.settle()
 
+    def close(self) -> None:
+        self.browser.call("Target.closeTarget", {"targetId": self.target})
+
     def settle(self, seconds: float = 0.3) -> None:
         """Let pending events (late console messages) arrive."""
         self._pump(None, seconds)
@@ -216,12 +220,13 @@ class Page:
         self.eval(f"document.querySelector({json.dumps(selector)}).click()")
         self.settle(0.1)
 
-    def screenshot(self, path: str, full_page: bool = True) -> None:
+    def screenshot(self, path: str, full_page: bool = True, max_height: int = 16000) -> None:
         params: dict = {"format": "png"}
         if full_page:
             metrics = self.browser.call("Page.getLayoutMetrics", session=self.session)
             size = metrics.get("cssContentSize") or metrics.get("contentSize")
-            params["clip"] = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 16000), "scale": 1}
+            height = min(size["height"], max_height)
+            params["clip"] = {"x": 0, "y": 0, "width": size["width"], "height": height, "scale": 1}
             params["captureBeyondViewport"] = True
         data = self.browser.call("Page.captureScreenshot", params, session=self.session)["data"]
         with open(path, "wb") as f:
