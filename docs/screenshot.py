@@ -30,7 +30,12 @@ def main(argv: list[str]) -> int:
         page.eval("document.querySelectorAll('#classes details').forEach(d => d.open = false)")
         page.eval("document.querySelector('#classes details').open = true")
         page.screenshot(target, full_page=True, max_height=2000)
-    print(f"wrote {target} ({os.path.getsize(target):,} bytes)")
+        # and the gallery: the flagged digits beside clean ones
+        gallery = os.path.join(HERE, "report-gallery.png")
+        top = page.eval("document.getElementById('gallery').getBoundingClientRect().top + window.scrollY")
+        page.screenshot(gallery, clip=(0, top - 8, 1280, 1100))
+    for path in (target, gallery):
+        print(f"wrote {path} ({os.path.getsize(path):,} bytes)")
     return 0
 
 

@@ -131,7 +131,7 @@ def render(suite_name: str, expectations: Sequence[Expectation], results: Sequen
         ValidationResultIdentifier,
     )
 
-    docs = os.path.join(folder, "data_docs")
+    docs = os.path.join(os.path.abspath(folder), "data_docs")  # GX requires an absolute path
     ctx = _context(docs)
     suite = gx.ExpectationSuite(name=suite_name)
     configs = []

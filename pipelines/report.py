@@ -385,8 +385,12 @@ def histogram_chart(h: dict, width: int = 300, height: int = 130) -> str:
         cx = x(cut)
         parts.append(f'<line class="cut" x1="{cx:.1f}" x2="{cx:.1f}" y1="{top - 4}" y2="{top + ht}"><title>cut {cut:.3g}</title></line>')
     parts.append(f'<line class="axis" x1="{left}" x2="{left + w}" y1="{top + ht}" y2="{top + ht}"/>')
-    parts.append(f'<text class="tick" x="{left}" y="{height - 6}">{_e(f"{lo:.3g}")}</text>')
-    parts.append(f'<text class="tick" x="{left + w}" y="{height - 6}" text-anchor="end">{_e(f"{hi:.3g}")}</text>')
+    # the range's ends, unless the cut's label would sit on one of them
+    near = (lambda px: cut is not None and abs(px - x(cut)) < 34)
+    if not near(left):
+        parts.append(f'<text class="tick" x="{left}" y="{height - 6}">{_e(f"{lo:.3g}")}</text>')
+    if not near(left + w):
+        parts.append(f'<text class="tick" x="{left + w}" y="{height - 6}" text-anchor="end">{_e(f"{hi:.3g}")}</text>')
     if cut is not None:
         parts.append(f'<text class="tick cutlabel" x="{x(cut):.1f}" y="{height - 6}" text-anchor="middle">cut</text>')
     parts.append("</svg>")

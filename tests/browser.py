@@ -220,9 +220,15 @@ class Page:
         self.eval(f"document.querySelector({json.dumps(selector)}).click()")
         self.settle(0.1)
 
-    def screenshot(self, path: str, full_page: bool = True, max_height: int = 16000) -> None:
+    def screenshot(self, path: str, full_page: bool = True, max_height: int = 16000, clip=None) -> None:
+        """A PNG of the page (up to ``max_height`` px), the viewport, or ``clip`` =
+        (x, y, width, height) in page coordinates."""
         params: dict = {"format": "png"}
-        if full_page:
+        if clip is not None:
+            x, y, w, h = clip
+            params["clip"] = {"x": x, "y": y, "width": w, "height": h, "scale": 1}
+            params["captureBeyondViewport"] = True
+        elif full_page:
             metrics = self.browser.call("Page.getLayoutMetrics", session=self.session)
             size = metrics.get("cssContentSize") or metrics.get("contentSize")
             height = min(size["height"], max_height)

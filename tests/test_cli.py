@@ -85,8 +85,11 @@ def test_installed_command_and_demo(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "poisonscan")
     help_run = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert help_run.returncode == 0 and "scan" in help_run.stdout
-    demo = subprocess.run([exe, "demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True)
+    # a relative --out, as in the README's `make demo`
+    demo = subprocess.run([exe, "demo", "--out", "demo"], capture_output=True, text=True, cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr
+    assert (tmp_path / "demo" / "report.html").exists()
+    assert (tmp_path / "demo" / "expectations" / "data_docs" / "index.html").exists()
     assert "precision 1.00" in demo.stdout and "recall 1.00" in demo.stdout
     assert "0 rows quarantined in the nine clean classes" in demo.stdout
     assert demo.stderr == ""
