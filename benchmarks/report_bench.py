@@ -76,7 +76,7 @@ def measure(browser, name: str, n: int, flagged: int, folder: str) -> dict:
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder, Chromium() as browser:
         small = measure(browser, "small", 6_000, 60, folder)
-        large = measure(browser, "large", 60_000, 10_500, folder)
+        large = measure(browser, "large", 120_000, 10_500, folder)
     for r in (small, large):
         print(r, flush=True)
         if r["problems"]:

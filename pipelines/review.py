@@ -111,8 +111,10 @@ class ContrastRows:
         ys = prep.labels[rows]
         prio = None
         table = None
-        for label in sorted(set(_plain(v) for v in ys) & labels, key=label_sort_key):
-            r = rows[np.array([_plain(v) == label for v in ys])]
+        uniq, inverse = np.unique(ys, return_inverse=True)  # vectorised: batches are large
+        present = {_plain(u): j for j, u in enumerate(uniq)}
+        for label in sorted(set(present) & labels, key=label_sort_key):
+            r = rows[inverse.ravel() == present[label]]
             if prio is None:
                 prio = priorities(prep.ids_arrow, seed)
                 table = pa.Table.from_batches([prep.batch])

@@ -252,13 +252,13 @@ def test_no_report_flag(tmp_path):
 # scale -----------------------------------------------------------------------------
 def test_ten_thousand_flagged_rows_give_a_capped_usable_page(tmp_path, browser):
     rng = np.random.default_rng(7)
-    n, d = 60_000, 16
+    n, d = 120_000, 16
     X = rng.normal(size=(n, d)).astype(np.float32)
     y = rng.integers(0, 3, n)
     poison = rng.choice(np.flatnonzero(y == 0), 10_500, replace=False)
     X[poison, 0] += 12.0
     result = scan(X, y, seed=0)
-    assert result.summary["rows_quarantined"] >= 10_000
+    assert 10_000 <= result.summary["rows_quarantined"] <= 10_600
     path = result.save_report(str(tmp_path / "big.html"))
     page = open_report(browser, path)
     cards = page.eval("document.querySelectorAll('article.card.flagged').length")
