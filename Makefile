@@ -33,6 +33,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/spectral_1m.py
 	$(BIN)/python benchmarks/detectors_bench.py
 	$(BIN)/python benchmarks/raw_bench.py
+	$(BIN)/python benchmarks/report_bench.py
 
 clean:
 	rm -rf demo-out benchmarks/data benchmarks/results

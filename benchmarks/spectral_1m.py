@@ -229,6 +229,9 @@ The default detectors are spectral, spectre, activation_clustering, label_consis
 knn_label. With `--workers 2` the peak is the sum over three processes (the driver and two
 workers, each with its own Python, Beam, pyarrow and numpy). Targets: spectral-only within
 2x the plain wall time, the default scan within 3x, both under 2 GB.
+Every poisonscan run includes what a default scan does besides the detectors: the
+data-quality suite (content fingerprints for duplicate rows), the Great Expectations
+validation result and Data Docs, and the review report (report.html).
 """
     write_section("spectral_1m", text)
     print(text)
