@@ -398,9 +398,11 @@ def format_summary(summary: dict, out_dir: str) -> str:
         )
     lines.append(f"  outputs in {out_dir}/: quarantine.parquet, quarantine.csv, rejected.parquet, "
                  + ("clean.parquet, " if summary["settings"].get("write_clean") else "")
-                 + "summary.json"
+                 + "review.parquet, review.json, summary.json"
                  + (", expectations/ (Data Docs)" if exp and exp.get("data_docs") else "")
                  + (", report.html" if summary["settings"].get("report") else ""))
+    if summary["settings"].get("report"):
+        lines.append(f"  review the flagged rows: open {out_dir}/report.html in a browser")
     return "\n".join(lines)
 
 
