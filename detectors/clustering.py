@@ -289,15 +289,16 @@ class ActivationClustering(_PooledDetector):
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         out = []
-        for label in _plain(y):
+        for label, s in zip(_plain(y), strength):
             cls: ClusterClassState = state.classes[label]
             frac = cls.sizes[cls.suspicious] / sum(cls.sizes)
             conf = cls.affinity
             out.append(
-                f"in a cluster holding {frac:.0%} of class {_fmt(label)}'s sample, separated "
-                f"from the rest (silhouette {cls.silhouette:.2f}, separation {cls.separation:.1f}), "
-                f"whose rows a model of the other classes recognises with mean confidence "
-                f"{conf[cls.suspicious]:.2f} (the rest of the class: {conf[1 - cls.suspicious]:.2f})"
+                f"sits {s:.1f} SD inside a separate cluster holding {frac:.0%} of class "
+                f"{_fmt(label)}'s sample (silhouette {cls.silhouette:.2f}, separation "
+                f"{cls.separation:.1f}); a model of the other classes recognises that cluster's "
+                f"rows with mean confidence {conf[cls.suspicious]:.2f} (the rest of the class: "
+                f"{conf[1 - cls.suspicious]:.2f})"
             )
         return out
 

@@ -154,8 +154,8 @@ class Spectre(ClassMeanCovDetector):
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         cls = state.classes[label]
         return (
-            f"QUE outlier score {strength:.1f} SD above the class's robust core "
-            f"({cls.k} principal directions, robust whitening)"
+            f"an outlier {strength:.1f} SD above the class's robust core (SPECTRE's QUE score "
+            f"on the class's {cls.k} principal directions, robustly whitened)"
         )
 
 

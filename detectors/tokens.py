@@ -175,24 +175,23 @@ class TokenTrigger(Detector):
             extra={"triggers": len(triggers), "strongest_rows": strongest.rows}, **base,
         )
 
-    def highlights(self, state, X, y) -> list[list[str]]:
-        """The trigger n-grams each row contains, the longest first."""
+    def _named(self, state, X, y) -> list[list[tuple[str, Trigger]]]:
+        """Per row, (n-gram, trigger) for each trigger n-gram it contains, the longest first."""
         out = []
         for grams, hits in zip(X, self._hits(state, X, y)):
-            wanted = {t.bucket for t in hits}
-            found = sorted({g for g in grams if _bucket(g, self.buckets) in wanted}, key=lambda g: (-len(g), g))
-            out.append(found)
+            by_bucket = {t.bucket: t for t in hits}
+            named = [(g, by_bucket[b]) for g in set(grams) if (b := _bucket(g, self.buckets)) in by_bucket]
+            out.append(sorted(named, key=lambda nt: (-len(nt[0]), nt[0])))
         return out
+
+    def highlights(self, state, X, y) -> list[list[str]]:
+        """The trigger n-grams each row contains, the longest first."""
+        return [[g for g, _ in named] for named in self._named(state, X, y)]
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         total = state.info.get("rows", 0)
         out = []
-        for grams, hits in zip(X, self._hits(state, X, y)):
-            by_bucket = {}
-            for g in sorted(grams):
-                by_bucket.setdefault(_bucket(g, self.buckets), g)
-            named = [(by_bucket.get(t.bucket, "?"), t) for t in hits]
-            named.sort(key=lambda nt: (-len(nt[0]), nt[0]))  # the longest n-gram first
+        for named in self._named(state, X, y):
             gram, t = named[0]
             prior = state.info["label_rows"][str(t.label)] / max(total, 1)
             out.append(

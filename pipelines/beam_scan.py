@@ -433,19 +433,18 @@ class _Finish(beam.DoFn):
             store, model, unit_result, detectors, plan.cfg, plan.kinds, plan.file_paths,
             self.inputs, self.extra, expectations=plan.expectations, row_sample=rows.frame(),
         )
-        produced = write_finished(fin, store, out, plan.cfg)
-        yield produced
+        write_finished(fin, store, out, plan.cfg)
+        return []
 
 
-def write_finished(fin: engine.Finished, store, out: OutputDir, cfg: ScanConfig) -> list[str]:
-    """Write the finished tables into the output's staging folder; return their names."""
+def write_finished(fin: engine.Finished, store, out: OutputDir, cfg: ScanConfig) -> None:
+    """Write the finished tables into the output's staging folder."""
     write_parquet(fin.quarantine, out.staged("quarantine.parquet"))
     write_quarantine_csv(fin.quarantine, out.staged("quarantine.csv"))
     write_parquet(fin.rejected, out.staged("rejected.parquet"))
     review_table, review_data = fin.review
     write_parquet(review_table, out.staged("review.parquet"))
     write_json(review_data, out.staged("review.json"))
-    produced = ["quarantine.parquet", "quarantine.csv", "rejected.parquet", "review.parquet", "review.json"]
     if cfg.write_clean:
         from .outputs import _PartWriter
 
@@ -463,7 +462,6 @@ def write_finished(fin: engine.Finished, store, out: OutputDir, cfg: ScanConfig)
             raise RuntimeError(
                 f"clean split has {rows} rows but the counts say {fin.summary['rows_clean']}"
             )
-        produced.append("clean.parquet")
     if fin.expectations is not None and cfg.data_docs and out.local:
         from poisonscan.expectations.gx import render
         from poisonscan.expectations.results import statistics
@@ -474,10 +472,7 @@ def write_finished(fin: engine.Finished, store, out: OutputDir, cfg: ScanConfig)
         render("poisonscan", done, results, statistics(results), folder)
         fin.summary["expectations"]["data_docs"] = "expectations/data_docs/index.html"
         fin.summary["expectations"]["validation_result"] = "expectations/validation_result.json"
-        produced.append("expectations")
     write_json(fin.summary, out.staged("summary.json"))
-    produced.append("summary.json")
-    return produced
 
 
 # the pipeline -------------------------------------------------------------------------
@@ -755,18 +750,11 @@ def run_scan(
         summary["seconds"] = round(time.time() - started, 3)
         summary["versions"] = versions()
         write_json(summary, out.staged("summary.json"))
-        produced = ["quarantine.parquet", "quarantine.csv", "rejected.parquet", "review.parquet", "review.json"]
-        if cfg.write_clean:
-            produced.append("clean.parquet")
-        if out.local and os.path.isdir(out.staged("expectations")):
-            produced.insert(0, "expectations")
         if cfg.report:
             from .report import write_report
 
             write_report(out.tmp, out.staged("report.html"))
-            produced.append("report.html")
-        produced.append("summary.json")
-        out.commit(produced)
+        out.commit(out.staged_outputs())
         return summary
     except SourceError:
         out.abort()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -65,6 +66,15 @@ def _why(det: str) -> str:
 N_ID_BUCKETS = 16
 
 
+def _concat_keys(cls, parts):
+    """Concatenate key sets field by field (hashes uint64, positions int64)."""
+    names = [f.name for f in dataclass_fields(cls)]
+    parts = [p for p in parts if len(p.hi)]
+    if not parts:
+        return cls(*(np.empty(0, np.int64 if n == "positions" else np.uint64) for n in names))
+    return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
+
+
 @dataclass
 class IdKeys:
     """Fingerprints and positions of non-null ids (one bucket of one batch)."""
@@ -75,14 +85,7 @@ class IdKeys:
 
     @staticmethod
     def concat(parts: Iterable["IdKeys"]) -> "IdKeys":
-        parts = [p for p in parts if len(p.hi)]
-        if not parts:
-            return IdKeys(np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.int64))
-        return IdKeys(
-            np.concatenate([p.hi for p in parts]),
-            np.concatenate([p.lo for p in parts]),
-            np.concatenate([p.positions for p in parts]),
-        )
+        return _concat_keys(IdKeys, parts)
 
     def duplicates(self) -> dict[tuple[int, int], int]:
         """{fingerprint: first position} for fingerprints seen more than once."""
@@ -131,11 +134,7 @@ class ContentKeys:
 
     @staticmethod
     def concat(parts: Iterable["ContentKeys"]) -> "ContentKeys":
-        parts = [p for p in parts if len(p.hi)]
-        if not parts:
-            e = np.empty(0, np.uint64)
-            return ContentKeys(e, e, e, np.empty(0, np.int64))
-        return ContentKeys(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("hi", "lo", "label", "positions")))
+        return _concat_keys(ContentKeys, parts)
 
     def duplicates(self) -> dict[tuple[int, int], tuple[int, bool]]:
         """{fingerprint: (first position, whether the copies carry different labels)}
@@ -564,7 +563,7 @@ def score_batch(
     batch = pa.Table.from_batches([prep.batch])
     from .review import ContrastRows
 
-    contrast = ContrastRows.of(prep, valid & ~flagged, set(model.poisoned_classes), seed)
+    contrast = ContrastRows.of(prep, batch, valid & ~flagged, set(model.poisoned_classes), seed)
     clean = None
     if keep_clean:
         mask = valid & ~flagged

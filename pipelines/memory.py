@@ -68,10 +68,10 @@ class ScanResult:
 
     def report_html(self) -> str:
         """The review page (as ``report.html`` of a Beam scan), as a string."""
-        from .report import ScanOutputs, render
+        from .report import REJECTED_MAX, ScanOutputs, render
 
         table, data = self.review
-        return render(ScanOutputs(self.summary, self.quarantine, self.rejected.slice(0, 200),
+        return render(ScanOutputs(self.summary, self.quarantine, self.rejected.slice(0, REJECTED_MAX),
                                   self.rejected.num_rows, table, data, None))
 
     def save_report(self, path: str) -> str:

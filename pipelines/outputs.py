@@ -68,6 +68,14 @@ def open_read(path: str):
     return FileSystems.open(path)
 
 
+def exists(path: str) -> bool:
+    if _is_local(path):
+        return os.path.exists(_local(path))
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.exists(path)
+
+
 def list_files(folder: str, suffix: str) -> list[str]:
     if _is_local(folder):
         if not os.path.isdir(folder):
@@ -220,6 +228,10 @@ class OutputDir:
             if os.path.exists(target) and not os.path.isdir(target):
                 raise FileExistsError(f"--out {self.path} exists and is not a directory")
             os.makedirs(_local(self.tmp), exist_ok=True)
+
+    def staged_outputs(self) -> list[str]:
+        """The outputs (of :data:`OUTPUT_FILES`) the run has staged so far."""
+        return [n for n in OUTPUT_FILES if exists(self.staged(n))]
 
     def commit(self, produced: Iterable[str]) -> None:
         """Move the staged files into place, summary.json last; remove stale outputs."""

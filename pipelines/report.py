@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .outputs import join, open_read, open_write
+from .outputs import exists, join, open_read, open_write
 
 REPORT_FILE = "report.html"
 REVIEW_TABLE = "review.parquet"
@@ -62,7 +62,7 @@ def load_outputs(folder: str) -> ScanOutputs:
             summary = json.loads(f.read())
     except FileNotFoundError:
         raise ReportError(f"{folder} holds no summary.json: not the output of a finished scan") from None
-    missing = [n for n in ("quarantine.parquet", "rejected.parquet", REVIEW_TABLE, REVIEW_DATA) if not _exists(join(folder, n))]
+    missing = [n for n in ("quarantine.parquet", "rejected.parquet", REVIEW_TABLE, REVIEW_DATA) if not exists(join(folder, n))]
     if missing:
         raise ReportError(
             f"{folder} lacks {', '.join(missing)}: scan it again with this version of poisonscan to review it"
@@ -78,17 +78,9 @@ def load_outputs(folder: str) -> ScanOutputs:
     with open_read(join(folder, REVIEW_TABLE)) as f:
         review = pq.read_table(f)
     docs = summary.get("expectations", {}).get("data_docs")
-    if docs and (":" in docs or docs.startswith("/") or not _exists(join(folder, docs))):
+    if docs and (":" in docs or docs.startswith("/") or not exists(join(folder, docs))):
         docs = None  # only the Data Docs this scan wrote next to the report
     return ScanOutputs(summary, quarantine, rejected, rejected_rows, review, review_data, docs)
-
-
-def _exists(path: str) -> bool:
-    if "://" not in path or path.startswith("file://"):
-        return os.path.exists(path[len("file://"):] if path.startswith("file://") else path)
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.exists(path)
 
 
 def _head(pf: pq.ParquetFile, n: int) -> pa.Table:

@@ -100,8 +100,11 @@ class ContrastRows:
     by_class: dict = field(default_factory=dict)  # label -> (priority, positions, table)
 
     @classmethod
-    def of(cls, prep, mask: np.ndarray, labels: set, seed: int, capacity: int = CONTRAST_ROWS) -> "ContrastRows":
-        """The clean rows (``mask``) of the classes in ``labels`` in one batch."""
+    def of(
+        cls, prep, table: pa.Table, mask: np.ndarray, labels: set, seed: int, capacity: int = CONTRAST_ROWS
+    ) -> "ContrastRows":
+        """The clean rows (``mask``) of the classes in ``labels`` in one batch (``table``:
+        the batch as read)."""
         from .rows import priorities
 
         out = cls(capacity)
@@ -110,14 +113,12 @@ class ContrastRows:
         rows = np.flatnonzero(mask)
         ys = prep.labels[rows]
         prio = None
-        table = None
         uniq, inverse = np.unique(ys, return_inverse=True)  # vectorised: batches are large
         present = {_plain(u): j for j, u in enumerate(uniq)}
         for label in sorted(set(present) & labels, key=label_sort_key):
             r = rows[inverse.ravel() == present[label]]
             if prio is None:
                 prio = priorities(prep.ids_arrow, seed)
-                table = pa.Table.from_batches([prep.batch])
             keep = r[np.lexsort((prep.positions[r], prio[r]))[:capacity]]
             out.by_class[label] = (prio[keep], prep.positions[keep], table.take(pa.array(keep, pa.int64())))
         return out
