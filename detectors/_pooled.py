@@ -105,3 +105,54 @@ class LinearModel:
         out = np.zeros((len(p), n_classes))
         out[:, self.classes] = p
         return out
+
+
+def other_class_affinity(pooled: Pooled, code: int, X: np.ndarray) -> np.ndarray:
+    """How much each of a class's sampled rows ``X`` looks like the other classes.
+
+    With several other classes, a model of the other classes alone is applied to the
+    class's rows; its confidence (top probability) is the affinity. With one other class
+    (binary labels) that model would have one class: instead a model of "other class or
+    this one" is cross-fitted on all rows of both and the affinity is a row's
+    out-of-fold probability of the other class. (Leaving a part out of the training data
+    instead would teach the model that whatever makes the part distinct belongs to the
+    other class.)
+    """
+    others = pooled.codes != code
+    if len(np.unique(pooled.codes[others])) >= 2:
+        k = len(pooled.labels)
+        # converged tightly: the comparison rests on the model's confidence
+        model = LinearModel.fit(pooled.X[others], pooled.codes[others], C=0.1, tol=1e-6, max_iter=1000)
+        score = model.proba(X, k).max(axis=1)
+    else:
+        mine = pooled.codes == code
+        n_other = int(others.sum())
+        Xb = np.vstack([pooled.X[others], X])
+        yb = np.concatenate([np.ones(n_other, np.int64), np.zeros(len(X), np.int64)])
+        pos = np.concatenate([pooled.positions[others], pooled.positions[mine]])
+        fold = stratified_folds(yb, pos, 5)
+        score = np.zeros(len(X))
+        for f in range(5):
+            train = fold != f
+            if len(np.unique(yb[train])) < 2:
+                continue
+            model = LinearModel.fit(Xb[train], yb[train], C=0.1, tol=1e-6, max_iter=1000)
+            held = ~train[n_other:]
+            if held.any():
+                score[held] = model.proba(X[held], 2)[:, 1]
+    return score
+
+
+def affinity_test(affinity: np.ndarray, member: np.ndarray) -> tuple[tuple, float]:
+    """``((mean affinity of part 0, of part 1), p)`` for a class split in two parts by
+    ``member`` (0 or 1 per row); ``p`` is a one-sided Welch test that part 1 looks more
+    like other classes than part 0."""
+    from scipy.stats import ttest_ind
+
+    parts = [affinity[member == j] for j in (0, 1)]
+    means = tuple(float(c.mean()) if len(c) else 0.0 for c in parts)
+    p = 1.0
+    if len(parts[0]) > 1 and len(parts[1]) > 1:
+        p = float(ttest_ind(parts[1], parts[0], equal_var=False, alternative="greater").pvalue)
+        p = 1.0 if np.isnan(p) else p
+    return means, p

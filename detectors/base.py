@@ -91,6 +91,10 @@ class Detector(ParamsMixin, abc.ABC):
     #: "flipped labels" (rows whose label the rest of the data contradict).
     finds: ClassVar[str] = "backdoor"
 
+    #: True when a poisoned verdict must be confirmed by :meth:`corroborate`, which
+    #: looks across classes (called once every class is judged).
+    corroborates: ClassVar[bool] = False
+
     @property
     def input(self) -> str:
         """The view of a row the detector reads: "representation" (vectors),

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._params import Interval, Options
-from ._pooled import LinearModel, Pooled
+from ._pooled import Pooled, affinity_test, other_class_affinity
 from .base import DetectorState, register
 from .decision import ClassVerdict
 from .label_consistency import _PooledDetector, _fmt, _plain
@@ -175,47 +175,11 @@ class ActivationClustering(_PooledDetector):
         model separating the other class from the *rest* of this class gives the
         probability that the cluster's rows belong to the other class.
         """
-        from scipy.stats import ttest_ind
-
-        others = pooled.codes != code
         member = _nearest(cls, X)
-        if len(np.unique(pooled.codes[others])) >= 2:
-            k = len(pooled.labels)
-            # converged tightly: the comparison rests on the model's confidence
-            model = LinearModel.fit(pooled.X[others], pooled.codes[others], C=0.1, tol=1e-6, max_iter=1000)
-            conf = model.proba(X, k).max(axis=1)
-            per_cluster = [conf[member == j] for j in (0, 1)]
-        else:
-            # one other class: a model of it alone has one class. Cross-fit a model of
-            # "other class or this one" on all rows of both, and compare the clusters'
-            # out-of-fold probability of the other class. (Leaving a cluster out of the
-            # training data instead would teach the model that whatever makes the cluster
-            # distinct belongs to the other class.)
-            from ._pooled import stratified_folds
-
-            mine = pooled.codes == code
-            n_other = int(others.sum())
-            Xb = np.vstack([pooled.X[others], X])
-            yb = np.concatenate([np.ones(int(others.sum()), np.int64), np.zeros(len(X), np.int64)])
-            pos = np.concatenate([pooled.positions[others], pooled.positions[mine]])
-            fold = stratified_folds(yb, pos, 5)
-            p_other = np.zeros(len(X))
-            for f in range(5):
-                train = fold != f
-                if len(np.unique(yb[train])) < 2:
-                    continue
-                model = LinearModel.fit(Xb[train], yb[train], C=0.1, tol=1e-6, max_iter=1000)
-                held = ~train[n_other:]
-                if held.any():
-                    p_other[held] = model.proba(X[held], 2)[:, 1]
-            per_cluster = [p_other[member == j] for j in (0, 1)]
-        affinity = tuple(float(c.mean()) if len(c) else 0.0 for c in per_cluster)
+        score = other_class_affinity(pooled, code, X)
+        affinity, _ = affinity_test(score, member)
         suspicious = int(np.argmax(affinity))
-        a, b = per_cluster[suspicious], per_cluster[1 - suspicious]
-        p = 1.0
-        if len(a) > 1 and len(b) > 1:
-            p = float(ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
-            p = 1.0 if np.isnan(p) else p
+        _, p = affinity_test(score, member if suspicious == 1 else 1 - member)
         return ClusterClassState(
             cls.mean, cls.projection, cls.centers, suspicious, cls.sizes, cls.silhouette,
             cls.separation, affinity, p,

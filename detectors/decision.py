@@ -352,6 +352,13 @@ class ExcessTest(ParamsMixin):
     evidence for the verdict keeps data whose labels are intrinsically uncertain (credit
     default, say: many rows disagree with any model, mildly) from being called poisoned.
 
+    Random label flips spread thinly: at 5 % over ten classes, a class of 180 rows holds
+    about 9 of them, and a test at ``alpha`` misses some classes. So the test runs in two
+    stages. When the data *as a whole* (every class's sampled rows pooled) hold
+    significantly more strongly disagreeing rows than ``background_rate`` at level
+    ``alpha``, the data hold flipped labels, and a class then needs only ``class_alpha``
+    on its own rows. Without that pooled evidence each class must pass at ``alpha``.
+
     Parameters
     ----------
     background_rate : float, default=0.005
@@ -360,18 +367,32 @@ class ExcessTest(ParamsMixin):
         Level of the test.
     min_rows : int, default=3
         Fewest sampled rows beyond the cut that can make a class poisoned.
+    class_alpha : float, default=0.05
+        Level of a class's own test once the pooled test has found flipped labels.
     """
 
     _parameter_constraints = {
         "background_rate": [Interval(Real, 0, 1, closed="neither")],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
         "min_rows": [Interval(int, 1, None)],
+        "class_alpha": [Interval(Real, 0, 1, closed="neither")],
     }
 
-    def __init__(self, *, background_rate: float = 0.005, alpha: float = 1e-3, min_rows: int = 3):
+    def __init__(
+        self, *, background_rate: float = 0.005, alpha: float = 1e-3, min_rows: int = 3, class_alpha: float = 0.05
+    ):
         self.background_rate = background_rate
         self.alpha = alpha
         self.min_rows = min_rows
+        self.class_alpha = class_alpha
+
+    def pooled_p(self, statistics, verdict_cut: float) -> tuple[int, int, float]:
+        """``(rows beyond verdict_cut, rows, p)`` over every class's sampled statistic."""
+        from scipy.stats import binom
+
+        k = sum(int((np.asarray(s, dtype=np.float64) > verdict_cut).sum()) for s in statistics)
+        n = sum(len(s) for s in statistics)
+        return k, n, float(binom.sf(k - 1, n, self.background_rate)) if n else 1.0
 
     def decide(
         self,
@@ -381,9 +402,11 @@ class ExcessTest(ParamsMixin):
         class_rows: int,
         cut: float,
         verdict_cut: float | None = None,
+        pooled: tuple[int, int, float] | None = None,
     ) -> "ClassVerdict":
         """Judge one class on the rows beyond ``verdict_cut`` (default: ``cut``); rows
-        beyond ``cut`` are flagged in a class judged poisoned."""
+        beyond ``cut`` are flagged in a class judged poisoned. ``pooled`` is
+        :meth:`pooled_p` over all classes (None: the class is judged alone)."""
         self._validate_params()
         from scipy.stats import binom
 
@@ -416,11 +439,19 @@ class ExcessTest(ParamsMixin):
                 "p_value": p_value,
             },
         )
-        if k >= self.min_rows and p_value < self.alpha:
+        data_flipped = pooled is not None and pooled[2] < self.alpha
+        if data_flipped:
+            info["extra"].update(pooled_rows_beyond_verdict_cut=pooled[0], pooled_rows=pooled[1], pooled_p_value=pooled[2])
+        if k >= self.min_rows and p_value < (self.class_alpha if data_flipped else self.alpha):
             note = (
                 f"{k} of {n} sampled rows ({k / n:.1%}) strongly disagree with their label where a "
                 f"clean class has about {lam:.1f} (p = {p_value:.1e})"
             )
+            if p_value >= self.alpha:
+                note += (
+                    f"; the data as a whole hold flipped labels ({pooled[0]} of {pooled[1]} sampled rows, "
+                    f"p = {pooled[2]:.1e}), so p < {self.class_alpha:g} suffices"
+                )
             return ClassVerdict(poisoned=True, note=note, **info)
         note = (
             f"{k} of {n} sampled rows strongly disagree with their label; about {lam:.1f} "

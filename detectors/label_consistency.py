@@ -8,7 +8,8 @@ Two detectors catch flipped labels:
 * :class:`KnnLabel` — the labels of a row's nearest neighbours among the class samples.
 
 Both judge a class with :class:`~.decision.ExcessTest`: a class holds flipped labels
-when its sample has significantly more disagreeing rows than a clean class has.
+when its sample has significantly more disagreeing rows than a clean class has (at a
+laxer level once the data as a whole are shown to hold flipped labels).
 """
 
 from __future__ import annotations
@@ -44,7 +45,16 @@ class _PooledDetector(Detector):
         return {}
 
     def _excess(self) -> ExcessTest:
-        return ExcessTest(background_rate=self.background_rate, alpha=self.alpha)
+        return ExcessTest(background_rate=self.background_rate, alpha=self.alpha, class_alpha=self.class_alpha)
+
+    def _decide(self, state, label, class_rows, cut: float, verdict_cut: float):
+        test = self._excess()
+        pooled = test.pooled_p(state.calibration.values(), verdict_cut)
+        verdict = test.decide(
+            label, self.name, state.calibration.get(label, np.empty(0)), class_rows,
+            cut=cut, verdict_cut=verdict_cut, pooled=pooled,
+        )
+        return self._gated(verdict, state)
 
     def _gated(self, verdict, state):
         """A model that misses many labels it does not flag cannot tell a flipped label
@@ -111,6 +121,7 @@ class LabelConsistency(_PooledDetector):
         "min_odds": [Interval(Real, 1, None, closed="neither")],
         "background_rate": [Interval(Real, 0, 1, closed="neither")],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "class_alpha": [Interval(Real, 0, 1, closed="neither")],
         "source": [Options(("fit", "probabilities"))],
         "verdict_odds": [Interval(Real, 1, None, closed="neither")],
         "min_accuracy": [Interval(Real, 0, 1, closed="both")],
@@ -126,6 +137,7 @@ class LabelConsistency(_PooledDetector):
         min_odds: float = 5.0,
         background_rate: float = 0.005,
         alpha: float = 1e-3,
+        class_alpha: float = 0.05,
         source: str = "fit",
         probability_labels: tuple | None = None,
         verdict_odds: float = 10.0,
@@ -141,6 +153,7 @@ class LabelConsistency(_PooledDetector):
         self.min_odds = min_odds
         self.background_rate = background_rate
         self.alpha = alpha
+        self.class_alpha = class_alpha
 
     def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
         self._validate_params()
@@ -232,11 +245,7 @@ class LabelConsistency(_PooledDetector):
         return _log_odds(self._proba(state, X), codes, state.info["model"].thresholds)
 
     def judge(self, state, label, class_rows, group_test):
-        verdict = self._excess().decide(
-            label, self.name, state.calibration.get(label, np.empty(0)), class_rows,
-            cut=float(np.log(self.min_odds)), verdict_cut=float(np.log(self.verdict_odds)),
-        )
-        return self._gated(verdict, state)
+        return self._decide(state, label, class_rows, float(np.log(self.min_odds)), float(np.log(self.verdict_odds)))
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         model: _CLState = state.info["model"]
@@ -296,6 +305,7 @@ class KnnLabel(_PooledDetector):
         "min_disagreement": [Interval(Real, 0, 1, closed="right")],
         "background_rate": [Interval(Real, 0, 1, closed="neither")],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "class_alpha": [Interval(Real, 0, 1, closed="neither")],
         "verdict_disagreement": [Interval(Real, 0, 1, closed="right")],
         "min_accuracy": [Interval(Real, 0, 1, closed="both")],
     }
@@ -309,6 +319,7 @@ class KnnLabel(_PooledDetector):
         min_disagreement: float = 0.7,
         background_rate: float = 0.005,
         alpha: float = 1e-3,
+        class_alpha: float = 0.05,
         verdict_disagreement: float = 0.9,
         min_accuracy: float = 0.9,
     ):
@@ -320,6 +331,7 @@ class KnnLabel(_PooledDetector):
         self.min_disagreement = min_disagreement
         self.background_rate = background_rate
         self.alpha = alpha
+        self.class_alpha = class_alpha
 
     def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
         self._validate_params()
@@ -388,11 +400,7 @@ class KnnLabel(_PooledDetector):
 
     def judge(self, state, label, class_rows, group_test):
         # a share of at least min_disagreement is flagged: cut just below it
-        verdict = self._excess().decide(
-            label, self.name, state.calibration.get(label, np.empty(0)), class_rows,
-            cut=self.min_disagreement - 1e-9, verdict_cut=self.verdict_disagreement - 1e-9,
-        )
-        return self._gated(verdict, state)
+        return self._decide(state, label, class_rows, self.min_disagreement - 1e-9, self.verdict_disagreement - 1e-9)
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         knn: _KnnState = state.info["refs"]

@@ -168,6 +168,10 @@ class ScanConfig:
             if name == "label_consistency" and probability_labels:
                 params.setdefault("source", "probabilities")
                 params.setdefault("probability_labels", tuple(probability_labels))
+            if name in ("spectral", "spectre") and kind == "tabular":
+                # one-hot categories split a clean table into far-apart groups: a group
+                # must always look like other classes (see ClassMeanCovDetector.corroborate)
+                params.setdefault("corroborate_below", None)
             if name == "token_trigger" and kind != "text":
                 raise ConfigError("the token_trigger detector needs a text input")
             out.append(make_detector(name, params))

@@ -407,6 +407,20 @@ def build_model(
         states[det.name] = state
         for label, m in classes.items():
             m.verdicts[det.name] = det.judge(state, label, m.rows, group_test)
+    corroborating = [d for d in detectors if d.corroborates]
+    if corroborating and any(m.verdicts[d.name].poisoned for m in classes.values() for d in corroborating):
+        from poisonscan.detectors._pooled import Pooled
+
+        pooled = {}
+        for det in corroborating:
+            if det.input not in pooled:
+                pooled[det.input] = Pooled.of(
+                    {label: sample_view(det, m.shared_sample, layout) for label, m in classes.items()}
+                )
+            for label, m in classes.items():
+                m.verdicts[det.name] = det.corroborate(
+                    states[det.name], m.verdicts[det.name], pooled[det.input], label, group_test.min_separation
+                )
     finds = {d.name: d.finds for d in detectors}
     for m in classes.values():
         m.active = combine(m.verdicts, finds)

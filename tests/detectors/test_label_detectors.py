@@ -131,3 +131,55 @@ def test_activation_clustering_ignores_a_natural_split():
     _, verdicts, flags = verdicts_and_flags(det, X, y)
     assert not verdicts[0].poisoned, verdicts[0].note
     assert not flags.any()
+
+
+def test_thin_flips_need_only_weak_evidence_once_the_data_hold_flips():
+    test = ExcessTest(background_rate=0.005, alpha=1e-3, class_alpha=0.05)
+    stat = np.zeros(180)
+    stat[:3] = 5.0  # 3 strong disagreements where 0.9 are expected: p ~ 0.06 .. 0.01
+    alone = test.decide(0, "d", stat, 180, cut=3.0)
+    assert not alone.poisoned and 1e-3 < alone.extra["p_value"] < 0.1
+    stat[3] = 5.0  # 4 of 180: p ~ 0.013
+    assert not test.decide(0, "d", stat, 180, cut=3.0).poisoned
+    others = [np.r_[np.full(9, 5.0), np.zeros(171)] for _ in range(9)]  # 9 flips per class
+    pooled = test.pooled_p(others + [stat], verdict_cut=3.0)
+    assert pooled[:2] == (85, 1800) and pooled[2] < 1e-30
+    v = test.decide(0, "d", stat, 180, cut=3.0, pooled=pooled)
+    assert v.poisoned and "the data as a whole hold flipped labels" in v.note
+    # pooled evidence that is itself weak changes nothing
+    weak = test.pooled_p([stat] + [np.zeros(180)] * 9, verdict_cut=3.0)
+    assert weak[2] > 1e-3 and not test.decide(0, "d", stat, 180, cut=3.0, pooled=weak).poisoned
+
+
+def spectral_verdicts(X, y, **params):
+    from poisonscan.detectors import SpectralSignature
+    from poisonscan.detectors._pooled import Pooled
+
+    det = SpectralSignature(**params)
+    state = det.extract_output(det.add_input(det.create_accumulator(), X, y), samples_of(X, y))
+    pooled = Pooled.of(samples_of(X, y))
+    out = {}
+    for c in np.unique(y):
+        v = det.judge(state, int(c), int((y == c).sum()), GroupTest())
+        out[int(c)] = (v, det.corroborate(state, v, pooled, int(c), GroupTest().min_separation))
+    return out
+
+
+def test_a_separated_group_must_look_like_other_classes():
+    # poison taken from other classes (with a trigger) is confirmed
+    X, y, truth = half_poisoned_class()
+    keep = np.flatnonzero(~truth | (np.cumsum(truth) <= 60))  # 60 poison rows: a minority
+    first, confirmed = spectral_verdicts(X[keep], y[keep], corroborate_below=None)[0]
+    assert first.poisoned and confirmed.poisoned, confirmed.note
+    assert "look like other classes" in confirmed.note and confirmed.extra["other_class_confidence_p"] < 1e-6
+    # a natural sub-population, far from every other class, is released
+    X, y, _ = blobs(n_per_class=400, seed=4)
+    X = X.copy()
+    X[np.flatnonzero(y == 0)[:60], 5:8] += 12.0
+    first, confirmed = spectral_verdicts(X, y, corroborate_below=None)[0]
+    assert first.poisoned and not confirmed.poisoned
+    assert "a natural sub-population" in confirmed.note and confirmed.cut is None
+    # a group separated beyond corroborate_below is trusted as it is
+    assert first.separation < 100
+    first, kept = spectral_verdicts(X, y, corroborate_below=first.separation - 0.5)[0]
+    assert kept == first
