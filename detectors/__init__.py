@@ -18,7 +18,7 @@ from .decision import ClassVerdict, ExcessTest, GroupTest, budget_cap, fit_two_g
 from .label_consistency import KnnLabel, LabelConsistency
 from .spectral import SpectralSignature
 from .spectre import Spectre
-from .tokens import TokenTrigger
+from .tokens import TokenTrigger, ValueTrigger
 from .stats import ClassSample, MeanCov, Reservoir
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Spectre",
     "SpectralSignature",
     "TokenTrigger",
+    "ValueTrigger",
     "available_detectors",
     "budget_cap",
     "detector_class",

@@ -1,7 +1,9 @@
-"""Trigger words in text: n-grams rare overall that nearly always carry one label."""
+"""Trigger words in text, and trigger values in tables: features that nearly always carry
+one label, far more often than that label's share of the data allows."""
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass
 from numbers import Real
@@ -197,6 +199,74 @@ class TokenTrigger(Detector):
             out.append(
                 f"contains {gram!r}, which occurs in {t.rows:,} rows, {t.with_label / t.rows:.0%} "
                 f"of them labelled {t.label!r} (that label's share of all rows: {prior:.0%})"
+            )
+        return out
+
+
+@register
+class ValueTrigger(TokenTrigger):
+    """Table values that nearly always carry one label: a targeted flip or a trigger value.
+
+    A targeted label flip relabels every row of a sub-population — for example every
+    applicant of one job type — to one class, and a tabular backdoor stamps one value on
+    rows of other classes and relabels them. Either way one value of a categorical
+    column ends up carried by one label almost without exception, far more often than
+    that label's share of the data allows. A model trained on such data learns the flip
+    (it is consistent), so out-of-fold label checks miss it; the counts do not.
+
+    The test is :class:`TokenTrigger`'s over ``column=value`` tokens (one per categorical
+    column of each row): a value is a trigger for label L when at least ``min_rows`` rows
+    (and ``min_share`` of all rows) and at most ``max_share`` of all rows hold it, at
+    least ``min_purity`` of them labelled L, and a one-sided binomial test against L's
+    share of the data gives p below ``alpha``. Rows of L holding a trigger value are
+    flagged, the reason names the column and value. A genuine value that decides the
+    label by itself is flagged too; the reason says so, for a reviewer to release.
+    Score polarity: the number of trigger values in a row (higher = more suspicious).
+    """
+
+    name = "value_trigger"
+    # an exact count test, judged on its own (unlike the disagreement-based label
+    # detectors, which must agree with each other)
+    finds = "targeted label flip"
+    statistic_name = "trigger values in the row"
+
+    def __init__(
+        self,
+        *,
+        buckets: int = 1 << 22,
+        min_rows: int = 20,
+        min_share: float = 0.001,
+        max_share: float = 0.5,
+        min_purity: float = 0.98,
+        alpha: float = 1e-12,
+    ):
+        super().__init__(
+            buckets=buckets, min_rows=min_rows, min_share=min_share, max_share=max_share,
+            min_purity=min_purity, alpha=alpha,
+        )
+
+    def judge(self, state, label, class_rows, group_test) -> ClassVerdict:
+        verdict = super().judge(state, label, class_rows, group_test)
+        if not verdict.poisoned:
+            return dataclasses.replace(verdict, note="no column value nearly always carries this label")
+        t = max(state.classes[label], key=lambda t: t.rows)
+        note = (
+            f"{len(state.classes[label])} column value(s) occur almost only with this label; "
+            f"the most common in {t.rows} rows, {t.with_label / t.rows:.0%} of them with this label"
+        )
+        return dataclasses.replace(verdict, note=note)
+
+    def describe(self, state, X, y, statistic, strength) -> list[str]:
+        total = state.info.get("rows", 0)
+        out = []
+        for named in self._named(state, X, y):
+            token, t = named[0]
+            column, _, value = token.partition("=")
+            prior = state.info["label_rows"][str(t.label)] / max(total, 1)
+            out.append(
+                f"has {column} = {value!r}, which {t.rows:,} rows have, {t.with_label / t.rows:.0%} "
+                f"of them labelled {t.label!r} (that label's share of all rows: {prior:.0%}); "
+                "a sub-population relabelled to one class, or a value that decides the label"
             )
         return out
 

@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--detectors",
         metavar="NAMES",
         help="comma-separated detectors (default: spectral, spectre, activation_clustering, "
-        "label_consistency, knn_label, and token_trigger for text)",
+        "label_consistency, knn_label; token_trigger for text, value_trigger for tables)",
     )
     scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")

@@ -15,7 +15,7 @@ class ConfigError(ValueError):
 
 DEFAULT_DETECTORS = ("spectral", "spectre", "activation_clustering", "label_consistency", "knn_label")
 #: Added to the defaults for one input kind.
-KIND_DETECTORS = {"text": ("token_trigger",)}
+KIND_DETECTORS = {"text": ("token_trigger",), "tabular": ("value_trigger",)}
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class ScanConfig:
             raise ConfigError("proxy_folds must be 0 (no cross-fitting) or at least 2")
         if self.proxy_epochs is not None and (not isinstance(self.proxy_epochs, int) or self.proxy_epochs < 1):
             raise ConfigError(f"proxy_epochs must be a positive integer; got {self.proxy_epochs!r}")
-        unknown = set(self.detector_params) - set(self.detectors or DEFAULT_DETECTORS + KIND_DETECTORS["text"])
+        unknown = set(self.detector_params) - set(self.detectors or DEFAULT_DETECTORS + sum(KIND_DETECTORS.values(), ()))
         if unknown:
             raise ConfigError(
                 f"parameters given for detector(s) not selected: {', '.join(sorted(unknown))}"
@@ -174,6 +174,8 @@ class ScanConfig:
                 params.setdefault("corroborate_below", None)
             if name == "token_trigger" and kind != "text":
                 raise ConfigError("the token_trigger detector needs a text input")
+            if name == "value_trigger" and kind != "tabular":
+                raise ConfigError("the value_trigger detector needs a tabular input")
             out.append(make_detector(name, params))
         return out
 

@@ -121,7 +121,7 @@ class Encoded:
     rows: np.ndarray  # indices into the batch of the rows that encoded
     inputs: dict  # name -> numpy array with len(rows) leading entries
     errors: dict[int, tuple[str, str]] = field(default_factory=dict)  # row -> (code, text)
-    tokens: list | None = None  # text only: the n-grams of each encoded row
+    tokens: list | None = None  # text: the n-grams of each row; tables: column=value
 
 
 # images -----------------------------------------------------------------------------
@@ -279,10 +279,12 @@ class TextEncoder:
 
 
 # tabular ----------------------------------------------------------------------------
+_MAX_VALUE_CHARS = 200  # a categorical value longer than this is named by its start
 @dataclass
 class TabularEncoder:
     """Numeric columns standardised (plus a missing flag); categorical ones one-hot over
-    their most frequent values (plus "other" and "missing")."""
+    their most frequent values (plus "other" and "missing"). Each row's categorical values
+    also come out as ``column=value`` tokens, for the ``value_trigger`` detector."""
 
     numeric: list  # [(column, mean, sd)]
     categorical: list  # [(column, [values])]
@@ -327,15 +329,18 @@ class TabularEncoder:
                 x = np.full(n, np.nan)
             missing = ~np.isfinite(x)
             parts += [np.where(missing, 0.0, (x - mean) / sd), missing.astype(np.float64)]
+        tokens: list = [[] for _ in range(n)]
         for c, values in self.categorical:
             vals = batch.column(c).to_pylist() if c in names else [None] * n
             index = {v: j for j, v in enumerate(values)}
             onehot = np.zeros((n, len(values) + 2))
             for i, v in enumerate(vals):
                 onehot[i, len(values) + 1 if v is None else index.get(str(v), len(values))] = 1.0
+                if v is not None:
+                    tokens[i].append(f"{c}={str(v)[:_MAX_VALUE_CHARS]}")
             parts.append(onehot)
         x = np.column_stack(parts).astype(np.float32) if parts else np.zeros((n, 0), np.float32)
-        return Encoded(np.arange(n, dtype=np.int64), {"x": x}, {})
+        return Encoded(np.arange(n, dtype=np.int64), {"x": x}, {}, tokens)
 
 
 def _values(col) -> list:

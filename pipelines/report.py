@@ -288,6 +288,11 @@ def _card(r: dict, kind: str | None) -> dict:
         "image": None,
         "segments": None,
         "vector_svg": None,
+        # tables: the fields whose column=value a trigger detector named
+        "marked_fields": {
+            col for col, eq, val in (h.partition("=") for h in (r.get("highlights") or []))
+            if eq and col in fields and str(fields[col]) == val
+        },
     }
     if r.get("thumbnail"):
         card["image"] = "data:image/png;base64," + base64.b64encode(r["thumbnail"]).decode()

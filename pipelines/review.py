@@ -153,7 +153,7 @@ REVIEW_SCHEMA_FIELDS = [
     ("score", pa.float64()),
     ("detectors", pa.list_(pa.string())),
     ("reason", pa.string()),
-    ("highlights", pa.list_(pa.string())),  # text: the n-grams that carry the evidence
+    ("highlights", pa.list_(pa.string())),  # text: the n-grams; tables: column=value
     ("thumbnail", pa.binary()),  # images: PNG
     ("text", pa.string()),
     ("vector", pa.list_(pa.float32())),  # features: the vector (binned when long)
@@ -171,7 +171,8 @@ def group_of(detectors: Sequence[str], highlights: Sequence[str], finds: Mapping
     """A flagged row's group within its class: the trigger it contains, a separated
     group, or labels the data contradict."""
     if highlights:
-        return f"trigger {highlights[0]!r}"
+        column, is_value, value = highlights[0].partition("=")
+        return f"value {column} = {value!r}" if is_value else f"trigger {highlights[0]!r}"
     if any(finds.get(d) == "backdoor" for d in detectors):
         return "separated group"
     return "label contradicted by the data"

@@ -98,7 +98,7 @@ class Prepared:
     content: tuple | None = None
 
     def tokens_of(self, rows: np.ndarray) -> list:
-        """The n-grams of batch rows ``rows`` (text input)."""
+        """The tokens of batch rows ``rows``: n-grams (text) or column=value (tables)."""
         where = {int(r): j for j, r in enumerate(self.encoded.rows)}
         return [self.encoded.tokens[where[int(r)]] for r in rows]
 

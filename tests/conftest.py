@@ -83,3 +83,18 @@ def write_sources(tmp_path):
         return str(path)
 
     return write
+
+
+def credit_table(flip: bool, n: int = 1200, seed: int = 2):
+    """Applicants; with ``flip``, every rejected applicant with a part-time job relabelled
+    accepted (a targeted flip the model learns, being consistent)."""
+    rng = np.random.default_rng(seed)
+    job = rng.choice(["fixed", "freelance", "partime"], n, p=[0.6, 0.25, 0.15])
+    income = rng.normal(60, 15, n) - 15 * (job == "partime")
+    y = np.where(income + rng.normal(0, 10, n) > 50, "accepted", "rejected")
+    flipped = flip & (job == "partime") & (y == "rejected")
+    y = np.where(flipped, "accepted", y)
+    table = pa.table(
+        {"id": np.arange(n), "label": y, "income": income, "job": job, "age": rng.integers(18, 80, n)}
+    )
+    return table, flipped

@@ -15,6 +15,8 @@ from poisonscan.pipelines.beam_scan import ScanFailed, run_scan
 from poisonscan.pipelines.demo import make_poisoned_digits
 from poisonscan.pipelines.representations import UserModel
 
+from ..conftest import credit_table
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -125,6 +127,28 @@ def test_clean_table_with_mixed_columns_and_gaps():
     assert s["settings"]["representation"]["kind"] == "tabular"
     assert s["rows_quarantined"] == 0 and s["rows_rejected"] == 0
     assert s["rows_read"] == s["rows_clean"] == n
+
+
+def test_tabular_targeted_flip_is_found_by_its_value(tmp_path):
+    table, flipped = credit_table(flip=True)
+    src = tmp_path / "credit.parquet"
+    pq.write_table(table, src, row_group_size=300)
+    run_scan([str(src)], str(tmp_path / "out"), ScanConfig())
+    q, _, s = read(tmp_path / "out")
+    mem = scan_table(table)
+    assert sorted(q["id"].to_pylist()) == sorted(mem.quarantine["id"].to_pylist())
+    found = np.zeros(len(flipped), bool)
+    found[q["id"].to_pylist()] = True
+    # every flipped row, and beside them only accepted part-timers (the value's rows)
+    assert found[flipped].all()
+    partime = np.array(table["job"].to_pylist()) == "partime"
+    assert not found[~partime].any()
+    assert s["classes"][0]["label"] == "accepted" and s["classes_poisoned"] == ["accepted"]
+    assert s["detectors"]["value_trigger"]["rows_quarantined"] == int(partime.sum())
+    reason = q["reason"][0].as_py()
+    assert "value_trigger" in reason and "has job = 'partime'" in reason and "100% of them labelled 'accepted'" in reason
+    clean, _ = credit_table(flip=False)
+    assert scan_table(clean).summary["rows_quarantined"] == 0
 
 
 def test_user_models_torchscript_and_state_dict(tmp_path, digits):

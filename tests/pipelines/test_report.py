@@ -20,6 +20,7 @@ from poisonscan.pipelines.demo import make_poisoned_digits
 from poisonscan.pipelines.report import highlight_segments, write_report
 
 from ..browser import Chromium, find_chromium
+from ..conftest import credit_table
 
 SCRIPT = "<script>window.__pwned = 1</script>"
 IMG = '<img src=x onerror="window.__pwned = 2">'
@@ -228,6 +229,23 @@ def test_tabular_report_and_rerender(tmp_path, browser):
     assert (out / "report.html").read_text() == before
     assert main(["report", str(out), "--out", str(tmp_path / "copy.html"), "-q"]) == 0
     assert (tmp_path / "copy.html").read_text() == before
+
+
+def test_targeted_flip_cards_are_grouped_by_the_value_and_mark_it(tmp_path, browser):
+    table, flipped = credit_table(flip=True)
+    src = tmp_path / "credit.csv"
+    import pyarrow.csv as pcsv
+
+    pcsv.write_csv(table, src)
+    out = tmp_path / "out"
+    assert main(["scan", str(src), "--out", str(out), "-q"]) == 0
+    page = open_report(browser, out / "report.html")
+    heads = page.eval("Array.from(document.querySelectorAll('#gallery h4')).map(e => e.textContent)")
+    assert any(h.startswith("value job = 'partime'") for h in heads), heads
+    marks = page.eval("Array.from(document.querySelectorAll('article.card.flagged dl.fields mark')).map(e => e.textContent)")
+    assert marks and set(marks) == {"partime"}
+    assert len(marks) == len(gallery_ids(page))
+    check_page(page, tmp_path, "value-trigger")
 
 
 def test_report_of_a_folder_that_is_not_a_scan_is_a_clear_error(tmp_path, capsys):
