@@ -102,3 +102,24 @@ def test_text_features_in_a_batch():
     prep = prepare(batch, 0, 0, RowChecks(kinds, "id", "label"))
     assert list(prep.error_code) == [None, "bad_number"]
     assert "'oops'" in prep.error[1]
+
+
+def test_vector_fingerprints_are_by_value():
+    from poisonscan.pipelines.rows import vector_fingerprints
+
+    X = np.random.default_rng(0).normal(size=(500, 37)).astype(np.float32)
+    hi, lo = vector_fingerprints(X)
+    assert len(set(zip(hi.tolist(), lo.tolist()))) == 500
+    same = vector_fingerprints(X.astype(np.float64))  # the same numbers, stored wider
+    assert (same[0] == hi).all() and (same[1] == lo).all()
+    Y = X.copy()
+    Y[7, 30] = np.nextafter(Y[7, 30], np.float32(np.inf))  # one ulp
+    changed = vector_fingerprints(Y)
+    assert np.flatnonzero(changed[0] != hi).tolist() == [7] and changed[1][7] != lo[7]
+    ints = np.arange(12).reshape(3, 4)
+    assert (vector_fingerprints(ints)[0] == vector_fingerprints(ints.astype(np.float32))[0]).all()
+    signed = np.zeros((2, 4))
+    signed[1, 2] = -0.0
+    assert len(set(vector_fingerprints(signed)[0].tolist())) == 1
+    # the length is part of the content: a zero vector of 4 is not one of 5
+    assert vector_fingerprints(np.zeros((1, 4)))[0] != vector_fingerprints(np.zeros((1, 5)))[0]
