@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -354,10 +354,12 @@ class ExcessTest(ParamsMixin):
 
     Random label flips spread thinly: at 5 % over ten classes, a class of 180 rows holds
     about 9 of them, and a test at ``alpha`` misses some classes. So the test runs in two
-    stages. When the data *as a whole* (every class's sampled rows pooled) hold
+    stages. When the *other* classes' sampled rows pooled (leaving out the one with the
+    largest share, so that one flipped class cannot speak for the rest) hold
     significantly more strongly disagreeing rows than ``background_rate`` at level
-    ``alpha``, the data hold flipped labels, and a class then needs only ``class_alpha``
-    on its own rows. Without that pooled evidence each class must pass at ``alpha``.
+    ``alpha``, flipped labels run through the data, and a class then needs only
+    ``class_alpha`` on its own rows. Without that evidence each class must pass at
+    ``alpha``.
 
     Parameters
     ----------
@@ -386,12 +388,29 @@ class ExcessTest(ParamsMixin):
         self.min_rows = min_rows
         self.class_alpha = class_alpha
 
-    def pooled_p(self, statistics, verdict_cut: float) -> tuple[int, int, float]:
-        """``(rows beyond verdict_cut, rows, p)`` over every class's sampled statistic."""
+    @staticmethod
+    def counts(statistics: Mapping[Any, np.ndarray], verdict_cut: float) -> dict:
+        """Per class: ``(sampled rows beyond verdict_cut, sampled rows)``."""
+        return {
+            label: (int((np.asarray(s, dtype=np.float64) > verdict_cut).sum()), len(s))
+            for label, s in statistics.items()
+        }
+
+    def spread(self, counts: Mapping[Any, tuple], label: Any) -> tuple[int, int, float] | None:
+        """Evidence that flipped labels run through the data, for judging ``label``:
+        ``(rows beyond the verdict cut, rows, p)`` pooled over every *other* class except
+        the one with the largest share beyond the cut, so that neither the class judged
+        nor a single flipped class (a targeted flip) can lower the bar for the rest.
+        None when fewer than two classes remain."""
         from scipy.stats import binom
 
-        k = sum(int((np.asarray(s, dtype=np.float64) > verdict_cut).sum()) for s in statistics)
-        n = sum(len(s) for s in statistics)
+        others = [kn for other, kn in counts.items() if other != label]
+        if len(others) < 3:
+            return None
+        top = max(range(len(others)), key=lambda i: others[i][0] / max(others[i][1], 1))
+        rest = others[:top] + others[top + 1 :]
+        k = sum(kn[0] for kn in rest)
+        n = sum(kn[1] for kn in rest)
         return k, n, float(binom.sf(k - 1, n, self.background_rate)) if n else 1.0
 
     def decide(
@@ -406,7 +425,7 @@ class ExcessTest(ParamsMixin):
     ) -> "ClassVerdict":
         """Judge one class on the rows beyond ``verdict_cut`` (default: ``cut``); rows
         beyond ``cut`` are flagged in a class judged poisoned. ``pooled`` is
-        :meth:`pooled_p` over all classes (None: the class is judged alone)."""
+        :meth:`spread` for this class (None: the class is judged alone)."""
         self._validate_params()
         from scipy.stats import binom
 
@@ -442,15 +461,16 @@ class ExcessTest(ParamsMixin):
         data_flipped = pooled is not None and pooled[2] < self.alpha
         if data_flipped:
             info["extra"].update(pooled_rows_beyond_verdict_cut=pooled[0], pooled_rows=pooled[1], pooled_p_value=pooled[2])
-        if k >= self.min_rows and p_value < (self.class_alpha if data_flipped else self.alpha):
+        level = max(self.class_alpha, self.alpha) if data_flipped else self.alpha
+        if k >= self.min_rows and p_value < level:
             note = (
                 f"{k} of {n} sampled rows ({k / n:.1%}) strongly disagree with their label where a "
                 f"clean class has about {lam:.1f} (p = {p_value:.1e})"
             )
             if p_value >= self.alpha:
                 note += (
-                    f"; the data as a whole hold flipped labels ({pooled[0]} of {pooled[1]} sampled rows, "
-                    f"p = {pooled[2]:.1e}), so p < {self.class_alpha:g} suffices"
+                    f"; the other classes hold flipped labels too ({pooled[0]} of {pooled[1]} of their "
+                    f"sampled rows, p = {pooled[2]:.1e}), so p < {level:g} suffices"
                 )
             return ClassVerdict(poisoned=True, note=note, **info)
         note = (

@@ -49,7 +49,10 @@ class _PooledDetector(Detector):
 
     def _decide(self, state, label, class_rows, cut: float, verdict_cut: float):
         test = self._excess()
-        pooled = test.pooled_p(state.calibration.values(), verdict_cut)
+        key = ("excess_counts", verdict_cut)  # once per state, not once per class
+        if key not in state.info:
+            state.info[key] = test.counts(state.calibration, verdict_cut)
+        pooled = test.spread(state.info[key], label)
         verdict = test.decide(
             label, self.name, state.calibration.get(label, np.empty(0)), class_rows,
             cut=cut, verdict_cut=verdict_cut, pooled=pooled,

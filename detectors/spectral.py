@@ -121,7 +121,8 @@ class ClassMeanCovDetector(Detector):
         X = pooled.X[mine]
         member = verdict.flags(self.statistic(state, X, np.full(len(X), label, dtype=object))).astype(np.int64)
         if member.sum() < 2 or member.sum() > len(member) - 2:
-            return verdict
+            note = f"{verdict.note}, but too few of its rows are in the shared sample to test whether they look like other classes"
+            return dataclasses.replace(verdict, poisoned=False, cut=None, note=note)
         means, p = affinity_test(other_class_affinity(pooled, code, X), member)
         bar = min(1e-3, self.max_affinity_p * 100.0 ** max(0.0, verdict.separation - min_separation))
         extra = {**verdict.extra, "other_class_confidence": [means[1], means[0]], "other_class_confidence_p": p}

@@ -214,8 +214,8 @@ class ValueTrigger(TokenTrigger):
     that label's share of the data allows. A model trained on such data learns the flip
     (it is consistent), so out-of-fold label checks miss it; the counts do not.
 
-    The test is :class:`TokenTrigger`'s over ``column=value`` tokens (one per categorical
-    column of each row): a value is a trigger for label L when at least ``min_rows`` rows
+    The test is :class:`TokenTrigger`'s over ``column=value`` tokens (one per string
+    column of each row; the tabular encoder makes them): a value is a trigger for label L when at least ``min_rows`` rows
     (and ``min_share`` of all rows) and at most ``max_share`` of all rows hold it, at
     least ``min_purity`` of them labelled L, and a one-sided binomial test against L's
     share of the data gives p below ``alpha``. Rows of L holding a trigger value are

@@ -288,11 +288,7 @@ def _card(r: dict, kind: str | None) -> dict:
         "image": None,
         "segments": None,
         "vector_svg": None,
-        # tables: the fields whose column=value a trigger detector named
-        "marked_fields": {
-            col for col, eq, val in (h.partition("=") for h in (r.get("highlights") or []))
-            if eq and col in fields and str(fields[col]) == val
-        },
+        "marked_fields": marked_fields(fields, r.get("highlights") or []),
     }
     if r.get("thumbnail"):
         card["image"] = "data:image/png;base64," + base64.b64encode(r["thumbnail"]).decode()
@@ -303,6 +299,20 @@ def _card(r: dict, kind: str | None) -> dict:
 
         card["vector_svg"] = Markup(vector_chart(r["vector"]))
     return card
+
+
+def marked_fields(fields: dict, highlights: Sequence[str]) -> set:
+    """The table fields whose ``column=value`` a trigger detector named (a column name
+    may itself hold "="; a shown value may be cut short with "…")."""
+    out = set()
+    for h in highlights:
+        for col, shown in fields.items():
+            if not h.startswith(f"{col}=") or not isinstance(shown, str):
+                continue
+            value = h[len(col) + 1 :]
+            if shown == value or (shown.endswith("…") and value.startswith(shown[:-1])):
+                out.add(col)
+    return out
 
 
 _WORD = "[a-z0-9']"

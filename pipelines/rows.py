@@ -29,7 +29,6 @@ A user's row expectations (``--expectations``) reject with the expectation's nam
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -370,39 +369,22 @@ def content_fingerprints(batch: pa.RecordBatch, kinds, rows: np.ndarray) -> tupl
     )
 
 
-_FMIX = (np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
-
-
-@functools.lru_cache(maxsize=64)
-def _multipliers(dim: int) -> np.ndarray:
-    """Two odd 64-bit multipliers per vector entry (fixed: the same in every process)."""
-    rng = np.random.default_rng([0x5EED_0003, dim])
-    return rng.integers(0, 1 << 63, size=(dim, 2), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-
-
-def _fmix(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finaliser: every input bit reaches every output bit."""
-    h = h ^ (h >> np.uint64(33))
-    h = h * _FMIX[0]
-    h = h ^ (h >> np.uint64(33))
-    h = h * _FMIX[1]
-    return h ^ (h >> np.uint64(33))
-
-
 def vector_fingerprints(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """128-bit fingerprint of each row of ``X`` by value: rows with equal numbers (in any
     float or integer storage, 0.0 and -0.0 alike) get equal fingerprints.
 
-    Each entry's float64 bit pattern is multiplied by an odd 64-bit constant and the
-    products summed modulo 2**64 (one integer matrix product for both halves), then
-    mixed; far cheaper than hashing the Arrow rows for wide vectors.
+    Each row's canonical float64 bytes are viewed, without a copy, as one fixed-size
+    binary value and hashed with the same seeded hash as the ids; far cheaper than
+    hashing the Arrow rows column by column for wide vectors. Integers beyond 2**53 are
+    compared as the float64 the detectors see.
     """
-    n, dim = X.shape
-    with np.errstate(over="ignore"):
-        bits = np.add(X, 0.0, dtype=np.float64).view(np.uint64)  # + 0.0: -0.0 -> 0.0
-        h = bits @ _multipliers(dim)
-        h ^= np.uint64(dim) * _FMIX[1]
-        return _fmix(h[:, 0]), _fmix(h[:, 1])
+    bits = np.ascontiguousarray(np.add(X, 0.0, dtype=np.float64))  # + 0.0: -0.0 -> 0.0
+    n, dim = bits.shape
+    rows = pl.from_arrow(pa.Array.from_buffers(pa.binary(dim * 8), n, [None, pa.py_buffer(bits)]))
+    return (
+        rows.hash(seed=_ID_SEEDS[0]).to_numpy().astype(np.uint64, copy=False),
+        rows.hash(seed=_ID_SEEDS[1]).to_numpy().astype(np.uint64, copy=False),
+    )
 
 
 def _grouped_vector_fingerprints(groups: dict, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

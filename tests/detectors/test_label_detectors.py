@@ -136,19 +136,22 @@ def test_activation_clustering_ignores_a_natural_split():
 def test_thin_flips_need_only_weak_evidence_once_the_data_hold_flips():
     test = ExcessTest(background_rate=0.005, alpha=1e-3, class_alpha=0.05)
     stat = np.zeros(180)
-    stat[:3] = 5.0  # 3 strong disagreements where 0.9 are expected: p ~ 0.06 .. 0.01
+    stat[:4] = 5.0  # 4 strong disagreements of 180 where 0.9 are expected: p ~ 0.013
     alone = test.decide(0, "d", stat, 180, cut=3.0)
-    assert not alone.poisoned and 1e-3 < alone.extra["p_value"] < 0.1
-    stat[3] = 5.0  # 4 of 180: p ~ 0.013
-    assert not test.decide(0, "d", stat, 180, cut=3.0).poisoned
-    others = [np.r_[np.full(9, 5.0), np.zeros(171)] for _ in range(9)]  # 9 flips per class
-    pooled = test.pooled_p(others + [stat], verdict_cut=3.0)
-    assert pooled[:2] == (85, 1800) and pooled[2] < 1e-30
+    assert not alone.poisoned and 1e-3 < alone.extra["p_value"] < 0.05
+    flipped = {c: np.r_[np.full(9, 5.0), np.zeros(171)] for c in range(1, 10)}  # 9 flips each
+    counts = test.counts({0: stat, **flipped}, verdict_cut=3.0)
+    pooled = test.spread(counts, 0)
+    assert pooled[:2] == (72, 1440) and pooled[2] < 1e-30  # the class itself and one other left out
     v = test.decide(0, "d", stat, 180, cut=3.0, pooled=pooled)
-    assert v.poisoned and "the data as a whole hold flipped labels" in v.note
-    # pooled evidence that is itself weak changes nothing
-    weak = test.pooled_p([stat] + [np.zeros(180)] * 9, verdict_cut=3.0)
-    assert weak[2] > 1e-3 and not test.decide(0, "d", stat, 180, cut=3.0, pooled=weak).poisoned
+    assert v.poisoned and "the other classes hold flipped labels too" in v.note
+    # one flipped class (a targeted flip) does not lower the bar for the others
+    targeted = {c: np.zeros(180) for c in range(1, 10)}
+    targeted[7] = np.r_[np.full(60, 5.0), np.zeros(120)]
+    spread = test.spread(test.counts({0: stat, **targeted}, verdict_cut=3.0), 0)
+    assert spread[2] > 1e-3 and not test.decide(0, "d", stat, 180, cut=3.0, pooled=spread).poisoned
+    # nor can the class judged speak for itself, and two classes pool nothing
+    assert test.spread(test.counts({0: stat, 1: flipped[1]}, verdict_cut=3.0), 0) is None
 
 
 def spectral_verdicts(X, y, **params):

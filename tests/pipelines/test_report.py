@@ -295,3 +295,12 @@ def test_highlight_segments_marks_whole_words_only():
     assert [p for p, marked in segs if marked] == ["CF MN", "cf  mn"]
     assert "".join(p for p, _ in segs) == "The CF MN film; cfmn and cf mnx. cf  mn"
     assert highlight_segments("nothing here", []) == [("nothing here", False)]
+
+
+def test_marked_fields_match_cut_values_and_columns_holding_equals():
+    from poisonscan.pipelines.report import marked_fields
+
+    long = "x" * 300
+    fields = {"a=b": "c", "job": "partime", "note": long[:199] + "…", "n": 3}
+    assert marked_fields(fields, ["a=b=c", "job=partime", f"note={long[:200]}", "n=3"]) == {"a=b", "job", "note"}
+    assert marked_fields(fields, ["job=parti", "a=b"]) == set()

@@ -121,5 +121,13 @@ def test_vector_fingerprints_are_by_value():
     signed = np.zeros((2, 4))
     signed[1, 2] = -0.0
     assert len(set(vector_fingerprints(signed)[0].tolist())) == 1
+    # sign flips and small integers: the raw bit patterns differ only in high bits
+    base = np.array([[1.0, 2.0, 3.0, 4.0]])
+    flips = np.vstack([base, base * [[-1, -1, 1, 1]], base * [[-1, 1, -1, 1]], -base])
+    fp = vector_fingerprints(flips)
+    assert len(set(zip(fp[0].tolist(), fp[1].tolist()))) == 4
+    binary = np.unique(np.random.default_rng(1).integers(0, 2, size=(100_000, 64)), axis=0)
+    fb = vector_fingerprints(binary)
+    assert len(np.unique(fb[0])) == len(np.unique(fb[1])) == len(binary)
     # the length is part of the content: a zero vector of 4 is not one of 5
     assert vector_fingerprints(np.zeros((1, 4)))[0] != vector_fingerprints(np.zeros((1, 5)))[0]
