@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,6 +19,7 @@ class Pooled:
     codes: np.ndarray
     labels: list
     positions: np.ndarray
+    _affinity: dict = field(default_factory=dict, repr=False, compare=False)  # code -> affinity
 
     @classmethod
     def of(cls, samples: Mapping[Any, ClassSample], per_class: int | None = None) -> "Pooled":
@@ -33,6 +34,13 @@ class Pooled:
         if not labels:
             return cls(np.empty((0, 0)), np.empty(0, np.int64), [], np.empty(0, np.int64))
         return cls(np.concatenate(Xs), np.concatenate(codes), labels, np.concatenate(pos))
+
+    def affinity(self, code: int) -> np.ndarray:
+        """:func:`other_class_affinity` of class ``code``'s rows, computed once per class
+        (spectral and SPECTRE may both ask about the same class)."""
+        if code not in self._affinity:
+            self._affinity[code] = other_class_affinity(self, code, self.X[self.codes == code])
+        return self._affinity[code]
 
     def code_of(self, y: np.ndarray) -> np.ndarray:
         index = {label: i for i, label in enumerate(self.labels)}

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._params import Interval, Options
-from ._pooled import Pooled, affinity_test, other_class_affinity
+from ._pooled import Pooled, affinity_test
 from .base import DetectorState, register
 from .decision import ClassVerdict
 from .label_consistency import _PooledDetector, _fmt, _plain
@@ -176,7 +176,7 @@ class ActivationClustering(_PooledDetector):
         probability that the cluster's rows belong to the other class.
         """
         member = _nearest(cls, X)
-        score = other_class_affinity(pooled, code, X)
+        score = pooled.affinity(code)
         affinity, _ = affinity_test(score, member)
         suspicious = int(np.argmax(affinity))
         _, p = affinity_test(score, member if suspicious == 1 else 1 - member)

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._params import NONE, Interval
-from ._pooled import Pooled, affinity_test, other_class_affinity
+from ._pooled import Pooled, affinity_test
 from .base import Detector, DetectorState, group_rows_by_label, label_sort_key, register
 from .decision import ClassVerdict
 from .stats import ClassSample, MeanCov
@@ -123,7 +123,7 @@ class ClassMeanCovDetector(Detector):
         if member.sum() < 2 or member.sum() > len(member) - 2:
             note = f"{verdict.note}, but too few of its rows are in the shared sample to test whether they look like other classes"
             return dataclasses.replace(verdict, poisoned=False, cut=None, note=note)
-        means, p = affinity_test(other_class_affinity(pooled, code, X), member)
+        means, p = affinity_test(pooled.affinity(code), member)
         bar = min(1e-3, self.max_affinity_p * 100.0 ** max(0.0, verdict.separation - min_separation))
         extra = {**verdict.extra, "other_class_confidence": [means[1], means[0]], "other_class_confidence_p": p}
         if p < bar:

@@ -3,7 +3,6 @@ one label, far more often than that label's share of the data allows."""
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from dataclasses import dataclass
 from numbers import Real
@@ -54,6 +53,8 @@ class TokenTrigger(Detector):
     per_class = False
     finds = "backdoor"
     statistic_name = "trigger n-grams in the text"
+    #: What a token is, in the class verdict's note.
+    token_name = "n-gram"
     _parameter_constraints = {
         "buckets": [Interval(int, 1024, None)],
         "min_rows": [Interval(int, 2, None)],
@@ -166,10 +167,10 @@ class TokenTrigger(Detector):
         base = dict(label=label, detector=self.name, class_rows=int(class_rows), sample_rows=0,
                     cut=0.5, side=1, center=0.0, scale=1.0)
         if not triggers:
-            return ClassVerdict(poisoned=False, note="no n-gram nearly always carries this label", **base)
+            return ClassVerdict(poisoned=False, note=f"no {self.token_name} nearly always carries this label", **base)
         strongest = max(triggers, key=lambda t: t.rows)
         note = (
-            f"{len(triggers)} n-gram(s) occur almost only with this label; the most common in "
+            f"{len(triggers)} {self.token_name}(s) occur almost only with this label; the most common in "
             f"{strongest.rows} rows, {strongest.with_label / strongest.rows:.0%} of them with this label"
         )
         return ClassVerdict(
@@ -229,6 +230,7 @@ class ValueTrigger(TokenTrigger):
     # detectors, which must agree with each other)
     finds = "targeted label flip"
     statistic_name = "trigger values in the row"
+    token_name = "column value"
 
     def __init__(
         self,
@@ -244,17 +246,6 @@ class ValueTrigger(TokenTrigger):
             buckets=buckets, min_rows=min_rows, min_share=min_share, max_share=max_share,
             min_purity=min_purity, alpha=alpha,
         )
-
-    def judge(self, state, label, class_rows, group_test) -> ClassVerdict:
-        verdict = super().judge(state, label, class_rows, group_test)
-        if not verdict.poisoned:
-            return dataclasses.replace(verdict, note="no column value nearly always carries this label")
-        t = max(state.classes[label], key=lambda t: t.rows)
-        note = (
-            f"{len(state.classes[label])} column value(s) occur almost only with this label; "
-            f"the most common in {t.rows} rows, {t.with_label / t.rows:.0%} of them with this label"
-        )
-        return dataclasses.replace(verdict, note=note)
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         total = state.info.get("rows", 0)

@@ -128,7 +128,7 @@ def key_values(arr: pa.Array) -> np.ndarray:
 
 
 def fingerprints(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """128-bit fingerprint of each id as two uint64 arrays."""
+    """128-bit fingerprint of each value (an id, a row's bytes) as two uint64 arrays."""
     s = pl.from_arrow(ids)
     return (
         s.hash(seed=_ID_SEEDS[0]).to_numpy().astype(np.uint64, copy=False),
@@ -380,11 +380,7 @@ def vector_fingerprints(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     bits = np.ascontiguousarray(np.add(X, 0.0, dtype=np.float64))  # + 0.0: -0.0 -> 0.0
     n, dim = bits.shape
-    rows = pl.from_arrow(pa.Array.from_buffers(pa.binary(dim * 8), n, [None, pa.py_buffer(bits)]))
-    return (
-        rows.hash(seed=_ID_SEEDS[0]).to_numpy().astype(np.uint64, copy=False),
-        rows.hash(seed=_ID_SEEDS[1]).to_numpy().astype(np.uint64, copy=False),
-    )
+    return fingerprints(pa.Array.from_buffers(pa.binary(dim * 8), n, [None, pa.py_buffer(bits)]))
 
 
 def _grouped_vector_fingerprints(groups: dict, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
