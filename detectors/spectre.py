@@ -11,6 +11,7 @@ import numpy as np
 from ._params import NONE, Interval
 from .base import DetectorState, register
 from .decision import fit_two_groups
+from .label_consistency import _fmt
 from .spectral import ClassMeanCovDetector
 from .stats import ClassSample
 
@@ -157,8 +158,8 @@ class Spectre(ClassMeanCovDetector):
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         cls = state.classes[label]
         return (
-            f"an outlier {strength:.1f} SD above the class's robust core (SPECTRE's QUE score "
-            f"on the class's {cls.k} principal directions, robustly whitened)"
+            f"an outlier {strength:.1f} SD beyond the bulk of class {_fmt(label)} (SPECTRE's robust "
+            f"outlier score over the class's {cls.k} main directions of variation)"
         )
 
 
