@@ -118,6 +118,14 @@ def validate_frame(expectations: Sequence[Expectation], df) -> list[dict]:
     return out
 
 
+def preload() -> None:
+    """Import what :func:`render` needs (the costly part), ahead of the job."""
+    import great_expectations  # noqa: F401
+    from great_expectations.core import ExpectationSuiteValidationResult  # noqa: F401
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier  # noqa: F401
+    from great_expectations.render.renderer.site_builder import SiteBuilder  # noqa: F401
+
+
 def render(suite_name: str, expectations: Sequence[Expectation], results: Sequence[dict], stats: dict, folder: str) -> dict:
     """Write the GX validation result (JSON), the suite and the Data Docs under
     ``folder``; return the result as a dict."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pickle
 import time
 from typing import Any, Iterable, Sequence
 
@@ -33,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import engine
 from .config import ScanConfig
-from .outputs import OutputDir, write_json, write_parquet, write_quarantine_csv
+from .outputs import OutputDir, open_write, write_json, write_parquet, write_quarantine_csv
 from .rows import RowChecks, prepare
 from .sources import (
     ColumnKinds,
@@ -49,6 +50,10 @@ from .sources import (
 _NAMESPACE = "poisonscan"
 CONTENT = "content"
 ROWS = "rows"
+
+
+#: the finished expectations, staged by the pipeline for the driver to render as Data Docs
+DATA_DOCS_JOB = "data_docs_job.pkl"
 
 
 class ScanFailed(RuntimeError):
@@ -463,15 +468,8 @@ def write_finished(fin: engine.Finished, store, out: OutputDir, cfg: ScanConfig)
                 f"clean split has {rows} rows but the counts say {fin.summary['rows_clean']}"
             )
     if fin.expectations is not None and cfg.data_docs and out.local:
-        from poisonscan.expectations.gx import render
-        from poisonscan.expectations.results import statistics
-
-        folder = out.staged("expectations")
-        os.makedirs(folder, exist_ok=True)
-        done, results = fin.expectations
-        render("poisonscan", done, results, statistics(results), folder)
-        fin.summary["expectations"]["data_docs"] = "expectations/data_docs/index.html"
-        fin.summary["expectations"]["validation_result"] = "expectations/validation_result.json"
+        # rendered by the driver, in the helper process that imported GX meanwhile
+        _write_pickle(fin.expectations, out.staged(DATA_DOCS_JOB))
     write_json(fin.summary, out.staged("summary.json"))
 
 
@@ -681,18 +679,12 @@ def build_sampling_pipeline(p: beam.Pipeline, plan: ScanPlan, out: OutputDir) ->
 
 
 def _write_pickle(value, path: str) -> None:
-    import pickle
-
-    from .outputs import open_write
-
     with open_write(path) as f:
         pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _read_pickle(path: str):
     # files this run wrote to its own staging folder a moment ago
-    import pickle
-
     from .outputs import open_read
 
     with open_read(path) as f:
@@ -730,7 +722,12 @@ def run_scan(
     options = pipeline_options(runner, workers, beam_args)
     extra = {"runner": runner, "workers": workers or 1, "beam_args": list(beam_args)}
     worker_log = None
+    docs = None
     try:
+        if plan.expectations is not None and cfg.data_docs and out.local:
+            from poisonscan.expectations.docs_worker import DataDocsWorker
+
+            docs = DataDocsWorker().start()  # imports GX on the other core while the passes run
         with _quiet_beam(), _worker_threads(workers), _worker_output(workers) as worker_log:
             duplicates = None
             if plan.raw:
@@ -747,6 +744,16 @@ def run_scan(
 
         with open_read(out.staged("summary.json")) as f:
             summary = json.load(f)
+        if docs is not None and os.path.exists(out.staged(DATA_DOCS_JOB)):
+            from poisonscan.expectations.results import statistics
+
+            done, results = _read_pickle(out.staged(DATA_DOCS_JOB))
+            os.remove(out.staged(DATA_DOCS_JOB))
+            folder = out.staged("expectations")
+            os.makedirs(folder, exist_ok=True)
+            docs.render("poisonscan", done, results, statistics(results), folder)
+            summary["expectations"]["data_docs"] = "expectations/data_docs/index.html"
+            summary["expectations"]["validation_result"] = "expectations/validation_result.json"
         summary["seconds"] = round(time.time() - started, 3)
         summary["versions"] = versions()
         write_json(summary, out.staged("summary.json"))
@@ -765,12 +772,14 @@ def run_scan(
         if worker_log:
             text += f" (worker output: {worker_log})"
         raise ScanFailed(text) from exc
+    finally:
+        if docs is not None:
+            docs.close()
 
 
 def _train_representer(plan: ScanPlan, out: OutputDir, options) -> tuple[ScanPlan, dict]:
     """Sample raw values with Beam, then fit the encoder and train the proxy here (on
     the driver: a GPU when there is one) and save its weights for RunInference."""
-    from .outputs import open_write
     from .represent import fit_representer
 
     p = beam.Pipeline(options=options)

@@ -179,3 +179,23 @@ def test_help_does_not_import_great_expectations_or_beam():
     code = "import sys; from poisonscan.pipelines.cli import main; main(['--help']); print(sorted(m for m in ('great_expectations', 'apache_beam', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_data_docs_helper_reports_its_failure_and_stops_when_unused(tmp_path):
+    from poisonscan.expectations.docs_worker import DataDocsWorker
+    from poisonscan.expectations.suite import Expectation
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    expectation = Expectation("expect_column_values_to_not_be_null", {"column": "id"})
+    stats = {"evaluated_expectations": 1, "successful_expectations": 1, "unsuccessful_expectations": 0, "success_percent": 100.0}
+    with pytest.raises(RuntimeError, match="rendering the Data Docs failed: .*a-file"):
+        DataDocsWorker().start().render("s", [expectation], [{"success": True, "result": {}}], stats, str(blocked / "docs"))
+    # rendered where it can write: the validation result says what was sent
+    DataDocsWorker().start().render("s", [expectation], [{"success": True, "result": {}}], stats, str(tmp_path / "docs"))
+    result = json.loads((tmp_path / "docs" / "validation_result.json").read_text())
+    assert result["success"] is True and result["results"][0]["expectation_config"]["kwargs"]["column"] == "id"
+    # a scan that ends without Data Docs (failed, cancelled) stops its helper
+    with DataDocsWorker() as worker:
+        proc = worker._proc
+    assert proc.returncode is not None and worker._proc is None

@@ -121,6 +121,7 @@ def test_vector_fingerprints_are_by_value():
     signed = np.zeros((2, 4))
     signed[1, 2] = -0.0
     assert len(set(vector_fingerprints(signed)[0].tolist())) == 1
+    assert len(set(vector_fingerprints(signed.astype(np.float32))[0].tolist())) == 1
     # sign flips and small integers: the raw bit patterns differ only in high bits
     base = np.array([[1.0, 2.0, 3.0, 4.0]])
     flips = np.vstack([base, base * [[-1, -1, 1, 1]], base * [[-1, 1, -1, 1]], -base])
@@ -131,3 +132,13 @@ def test_vector_fingerprints_are_by_value():
     assert len(np.unique(fb[0])) == len(np.unique(fb[1])) == len(binary)
     # the length is part of the content: a zero vector of 4 is not one of 5
     assert vector_fingerprints(np.zeros((1, 4)))[0] != vector_fingerprints(np.zeros((1, 5)))[0]
+    # float64 rows that float32 cannot hold: compared at full width, row by row
+    mixed = np.array([[0.5, 2.0], [0.1, 2.0], [1e300, 1.0], [0.5, 2.0]])
+    fm = vector_fingerprints(mixed)
+    assert fm[0][0] == fm[0][3] == vector_fingerprints(np.float32([[0.5, 2.0]]))[0][0]
+    assert fm[0][1] != vector_fingerprints(mixed[1:2].astype(np.float32))[0][0]  # 0.1 != float32(0.1)
+    assert len({fm[0][0], fm[0][1], fm[0][2]}) == 3
+    # the same bytes read at two widths are different content
+    wide_row = np.array([[0.1]])
+    as_two_float32 = wide_row.view(np.float32)
+    assert vector_fingerprints(wide_row)[0] != vector_fingerprints(as_two_float32)[0]
