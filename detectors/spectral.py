@@ -58,7 +58,7 @@ class ClassMeanCovDetector(Detector):
     def add_input(self, accumulator: dict, X: np.ndarray, y: np.ndarray) -> dict:
         X, y = self._check_batch(X, y)
         for label, idx in group_rows_by_label(y):
-            part = MeanCov.from_batch(X[idx])
+            part = MeanCov.from_batch(X if len(idx) == len(X) else X[idx])  # one class: no copy
             prev = accumulator.get(label)
             accumulator[label] = part if prev is None else prev.merge(part)
         return accumulator

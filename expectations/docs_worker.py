@@ -79,7 +79,7 @@ class DataDocsWorker:
 
 def main() -> int:
     try:
-        os.nice(5)  # the scan's passes come first
+        os.nice(19)  # the scan's passes come first: it imports in their idle moments
     except OSError:
         pass
     from . import gx
