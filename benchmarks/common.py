@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -26,10 +27,14 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system time of the process and all it waited for
 
 
 def run_measured(command: list, env: dict | None = None, poll: float = 0.02) -> Run:
-    """Run a command; wall time and the peak of the summed RSS of its process tree."""
+    """Run a command; wall time, CPU time and the peak of the summed RSS of its process
+    tree (one command at a time: the CPU time is this process's children's, before
+    and after)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -63,7 +68,9 @@ def run_measured(command: list, env: dict | None = None, poll: float = 0.02) -> 
     seconds = time.perf_counter() - start
     done.set()
     t.join()
-    return Run(command, seconds, peak / 2**20, proc.returncode, out, err)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(command, seconds, peak / 2**20, proc.returncode, out, err, cpu)
 
 
 def machine() -> str:

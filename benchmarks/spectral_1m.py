@@ -200,6 +200,7 @@ def main() -> None:
     record = {"machine": machine(), "repeats": repeats, "configs": {}}
     for name in configs:
         secs = np.median([r.seconds for r in runs[name]])
+        cpu = np.median([r.cpu_seconds for r in runs[name]])
         peak = max(r.peak_rss_mb for r in runs[name])
         acc = accuracy(outs[name])
         summary_path = os.path.join(os.path.dirname(outs[name]), "summary.json")
@@ -208,9 +209,9 @@ def main() -> None:
             with open(summary_path) as f:
                 s = json.load(f)
             clean_q = sum(c["rows_quarantined"] for c in s["classes"] if c["label"] != TARGET)
-        record["configs"][name] = {"seconds": secs, "peak_rss_mb": peak, **acc, "clean_class_rows_quarantined": clean_q}
+        record["configs"][name] = {"seconds": secs, "peak_rss_mb": peak, "cpu_seconds": cpu, **acc, "clean_class_rows_quarantined": clean_q}
         rows.append(
-            f"| {name} | {secs:.1f} | {secs / base:.2f} | {peak:,.0f} | {acc['recall']:.4f} | "
+            f"| {name} | {secs:.1f} | {secs / base:.2f} | {cpu:.1f} | {peak:,.0f} | {acc['recall']:.4f} | "
             f"{acc['precision']:.4f} | {'' if clean_q is None else clean_q} |"
         )
     with open(os.path.join(results_dir, "spectral_1m.json"), "w") as f:
@@ -224,8 +225,8 @@ class {TARGET}, 5,000 rows (0.5 % of the data) shifted {SHIFT:g} units along one
 Scan: `poisonscan scan spectral_1m.parquet --features-column features
 --expected-poison-rate {RATE}`.
 
-| implementation | wall s | x plain | peak MB | recall | precision | rows quarantined in clean classes |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| implementation | wall s | x plain | CPU s | peak MB | recall | precision | rows quarantined in clean classes |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(rows)}
 
 The default detectors are spectral, spectre, activation_clustering, label_consistency and
@@ -235,10 +236,12 @@ workers, each with its own Python, Beam, pyarrow and numpy). Targets: spectral-o
 Every poisonscan run includes what a default scan does besides the detectors: the
 data-quality suite (content fingerprints for duplicate rows), the Great Expectations
 validation result and Data Docs, and the review report (report.html). The row with
-`--no-data-docs --no-report` leaves out the two rendered outputs (the Great Expectations
-import alone costs about 2 s of CPU; both cores are busy during the passes, so it cannot
-hide behind them): the spectral path as the foundation issue measured it (then 1.29x
-plain), plus the data-quality suite.
+`--no-data-docs --no-report` leaves out the two rendered outputs. Importing Great
+Expectations costs about 2 s of CPU; a helper process does it at the lowest priority
+while the passes run, in the moments they leave a core idle, so the Data Docs cost CPU
+time (the CPU column: user + system time of every process of the run) but little wall
+time. The foundation issue measured the spectral path at 1.29x plain, and issue 3 allows
+it at most 10 % more: 1.42x.
 """
     write_section("spectral_1m", text)
     print(text)
