@@ -230,9 +230,10 @@ Scan: `poisonscan scan spectral_1m.parquet --features-column features
 {chr(10).join(rows)}
 
 The default detectors are spectral, spectre, activation_clustering, label_consistency and
-knn_label. With `--workers 2` the peak is the sum over three processes (the driver and two
-workers, each with its own Python, Beam, pyarrow and numpy). Targets: spectral-only within
-2x the plain wall time, the default scan within 3x, both under 2 GB.
+knn_label. Peaks include the Data Docs helper where it runs (about 250 MB); with
+`--workers 2` it is the sum over four processes (the driver, two workers, each with its
+own Python, Beam, pyarrow and numpy, and the helper). Targets: spectral-only within 2x
+the plain wall time, the default scan within 3x, both under 2 GB.
 Every poisonscan run includes what a default scan does besides the detectors: the
 data-quality suite (content fingerprints for duplicate rows), the Great Expectations
 validation result and Data Docs, and the review report (report.html). The row with

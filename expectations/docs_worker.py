@@ -1,18 +1,20 @@
 """Data Docs rendered in a helper process that imports Great Expectations while the scan runs.
 
 Importing Great Expectations costs about 2 s of CPU, all of it single-threaded Python.
-A scan's passes keep one core busy on a laptop, so the driver starts this process when
-the scan starts (:meth:`DataDocsWorker.start`); it imports GX on the other core, at a
-lower priority, and then waits for one job on stdin: the suite, its results and the
-folder to write. By the time the passes are done, the import is too, and the Data Docs
-cost only their rendering. (A thread does not help: the import holds the interpreter
-lock and stalls the passes; measured slower than importing afterwards.)
+The driver starts this process when the scan starts (:meth:`DataDocsWorker.start`); it
+imports GX at the lowest priority (nice 19), in the moments the passes leave a core
+idle, and then waits for one job on stdin: the suite, its results and the folder to
+write. By the time the passes are done the import is too, and the Data Docs cost only
+their rendering (~0.2 s; also at that priority, so on a machine busy with other work it
+waits its turn). Measured on a 1M x 256 scan on two cores: at nice 5 the import took a
+core from the covariance's BLAS threads and the scan was slower; a thread is slower
+still (the import holds the interpreter lock and stalls the passes).
 
 The job travels as a pickle over a pipe between two processes of the same
 installation. A failure in the helper (GX cannot be imported, the rendering raises)
 fails the scan with the helper's own error text.
 
-    python -m poisonscan.expectations.docs_worker    # what start() runs
+    python -m poisonscan.expectations.docs_worker    # what start() runs (as -c)
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from typing import Sequence
 
 from .suite import Expectation
 
-_READY_TIMEOUT_S = 600
+# ``-c`` rather than ``-m``, dropping the working directory from the path: a file there
+# named like a standard module (logging.py, types.py) must not shadow it in the helper
+_COMMAND = "import sys; sys.path.pop(0); from poisonscan.expectations.docs_worker import main; sys.exit(main())"
 
 
 class DataDocsWorker:
@@ -36,7 +40,7 @@ class DataDocsWorker:
 
     def start(self) -> "DataDocsWorker":
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "poisonscan.expectations.docs_worker"],
+            [sys.executable, "-c", _COMMAND],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -47,23 +51,19 @@ class DataDocsWorker:
         """Send the job and wait for the Data Docs; raises RuntimeError on failure."""
         if self._proc is None:
             self.start()
-        proc, self._proc = self._proc, None
         job = pickle.dumps((suite_name, list(expectations), list(results), stats, folder))
-        try:  # a helper that died before reading is no error here: its stderr says why
-            out, err = proc.communicate(job, timeout=_READY_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise RuntimeError(f"rendering the Data Docs took over {_READY_TIMEOUT_S} s") from None
-        if proc.returncode != 0 or out.strip() != b"ok":
-            text = err.decode(errors="replace").strip().splitlines()
-            raise RuntimeError(
-                "rendering the Data Docs failed: " + (text[-1] if text else f"helper exited with {proc.returncode}")
-            )
+        # a helper that died before reading is no error here: its stderr says why. On any
+        # exception (an interrupt too) close() kills it: it must not write on after the
+        # scan has removed its staging folder
+        out, err = self._proc.communicate(job)
+        code, self._proc = self._proc.returncode, None
+        if code != 0 or out.strip() != b"ok":
+            tail = " | ".join(err.decode(errors="replace").strip().splitlines()[-5:])
+            raise RuntimeError(f"rendering the Data Docs failed (helper exit status {code}): {tail or 'no error output'}")
 
     def close(self) -> None:
-        """Stop the helper if no job was sent (a failed or cancelled scan): it has
-        written nothing, so it is simply killed."""
+        """Stop the helper of a failed or cancelled scan: killed, so that it writes
+        nothing more into a staging folder the scan is about to remove."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -80,8 +80,11 @@ class DataDocsWorker:
 def main() -> int:
     try:
         os.nice(19)  # the scan's passes come first: it imports in their idle moments
-    except OSError:
+    except (OSError, AttributeError):  # no os.nice on Windows
         pass
+    # the reply goes on a private copy of stdout; anything a library prints goes to stderr
+    reply = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     from . import gx
 
     gx.preload()
@@ -90,8 +93,8 @@ def main() -> int:
         return 0
     suite_name, expectations, results, stats, folder = pickle.loads(data)
     gx.render(suite_name, expectations, results, stats, folder)
-    sys.stdout.write("ok")
-    sys.stdout.flush()
+    reply.write("ok")
+    reply.flush()
     # every file is written and closed; tearing down GX's ~4,000 modules would only
     # keep the scan waiting
     os._exit(0)

@@ -744,8 +744,11 @@ def run_scan(
 
         with open_read(out.staged("summary.json")) as f:
             summary = json.load(f)
-        if docs is not None and os.path.exists(out.staged(DATA_DOCS_JOB)):
+        if os.path.exists(out.staged(DATA_DOCS_JOB)):
+            from poisonscan.expectations.docs_worker import DataDocsWorker
             from poisonscan.expectations.results import statistics
+
+            docs = docs or DataDocsWorker()
 
             done, results = _read_pickle(out.staged(DATA_DOCS_JOB))
             os.remove(out.staged(DATA_DOCS_JOB))
@@ -767,6 +770,8 @@ def run_scan(
         out.abort()
         raise
     except Exception as exc:
+        if docs is not None:
+            docs.close()  # before the staging folder goes
         out.abort()
         text = _failure_text(exc)
         if worker_log:

@@ -106,7 +106,9 @@ def _repeated_runs(hi: np.ndarray, lo: np.ndarray, positions: np.ndarray):
     repeated_hi = s[1:][s[1:] == s[:-1]]
     if len(repeated_hi) == 0:
         return np.empty(0, np.int64), []
-    cand = np.flatnonzero(np.isin(hi, repeated_hi))
+    repeated_hi = np.unique(repeated_hi)
+    at = np.minimum(np.searchsorted(repeated_hi, hi), len(repeated_hi) - 1)
+    cand = np.flatnonzero(repeated_hi[at] == hi)
     order = cand[np.lexsort((positions[cand], lo[cand], hi[cand]))]
     h, l = hi[order], lo[order]
     same = (h[1:] == h[:-1]) & (l[1:] == l[:-1])

@@ -371,8 +371,9 @@ def content_fingerprints(batch: pa.RecordBatch, kinds, rows: np.ndarray) -> tupl
 
 
 def vector_fingerprints(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """128-bit fingerprint of each row of ``X`` by value: rows with equal numbers (in any
-    float or integer storage, 0.0 and -0.0 alike) get equal fingerprints.
+    """128-bit fingerprint of each row of ``X`` by value: rows with equal finite numbers
+    (in any float or integer storage, 0.0 and -0.0 alike) get equal fingerprints. (Rows
+    holding NaN or infinity are rejected before they are fingerprinted.)
 
     Each row's canonical bytes are viewed, without a copy, as one fixed-size binary value
     and hashed with the same seeded hash as the ids; far cheaper than hashing the Arrow

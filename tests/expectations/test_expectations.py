@@ -181,7 +181,7 @@ def test_help_does_not_import_great_expectations_or_beam():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_data_docs_helper_reports_its_failure_and_stops_when_unused(tmp_path):
+def test_data_docs_helper_reports_its_failure_and_stops_when_unused(tmp_path, monkeypatch):
     from poisonscan.expectations.docs_worker import DataDocsWorker
     from poisonscan.expectations.suite import Expectation
 
@@ -189,12 +189,19 @@ def test_data_docs_helper_reports_its_failure_and_stops_when_unused(tmp_path):
     blocked.write_text("not a folder")
     expectation = Expectation("expect_column_values_to_not_be_null", {"column": "id"})
     stats = {"evaluated_expectations": 1, "successful_expectations": 1, "unsuccessful_expectations": 0, "success_percent": 100.0}
-    with pytest.raises(RuntimeError, match="rendering the Data Docs failed: .*a-file"):
+    with pytest.raises(RuntimeError, match=r"rendering the Data Docs failed \(helper exit status 1\): .*a-file"):
         DataDocsWorker().start().render("s", [expectation], [{"success": True, "result": {}}], stats, str(blocked / "docs"))
     # rendered where it can write: the validation result says what was sent
     DataDocsWorker().start().render("s", [expectation], [{"success": True, "result": {}}], stats, str(tmp_path / "docs"))
     result = json.loads((tmp_path / "docs" / "validation_result.json").read_text())
     assert result["success"] is True and result["results"][0]["expectation_config"]["kwargs"]["column"] == "id"
+    # a file in the working directory named like a standard module shadows nothing
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "logging.py").write_text("raise ImportError('shadowed')\n")
+    monkeypatch.chdir(elsewhere)
+    DataDocsWorker().start().render("s", [expectation], [{"success": True, "result": {}}], stats, "docs")
+    assert (elsewhere / "docs" / "validation_result.json").exists()
     # a scan that ends without Data Docs (failed, cancelled) stops its helper
     with DataDocsWorker() as worker:
         proc = worker._proc
