@@ -34,7 +34,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import engine
 from .config import ScanConfig
-from .outputs import OutputDir, open_write, write_json, write_parquet, write_quarantine_csv
+from poisonscan.expectations.docs_worker import DataDocsWorker
+
+from .outputs import OutputDir, open_read, open_write, write_json, write_parquet, write_quarantine_csv
 from .rows import RowChecks, prepare
 from .sources import (
     ColumnKinds,
@@ -685,8 +687,6 @@ def _write_pickle(value, path: str) -> None:
 
 def _read_pickle(path: str):
     # files this run wrote to its own staging folder a moment ago
-    from .outputs import open_read
-
     with open_read(path) as f:
         return pickle.load(f)
 
@@ -725,8 +725,6 @@ def run_scan(
     docs = None
     try:
         if plan.expectations is not None and cfg.data_docs and out.local:
-            from poisonscan.expectations.docs_worker import DataDocsWorker
-
             docs = DataDocsWorker().start()  # imports GX on the other core while the passes run
         with _quiet_beam(), _worker_threads(workers), _worker_output(workers) as worker_log:
             duplicates = None
@@ -740,16 +738,12 @@ def run_scan(
             result.wait_until_finish()
         import json
 
-        from .outputs import open_read
-
         with open_read(out.staged("summary.json")) as f:
             summary = json.load(f)
         if os.path.exists(out.staged(DATA_DOCS_JOB)):
-            from poisonscan.expectations.docs_worker import DataDocsWorker
             from poisonscan.expectations.results import statistics
 
             docs = docs or DataDocsWorker()
-
             done, results = _read_pickle(out.staged(DATA_DOCS_JOB))
             os.remove(out.staged(DATA_DOCS_JOB))
             folder = out.staged("expectations")

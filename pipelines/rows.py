@@ -382,7 +382,6 @@ def vector_fingerprints(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     fit), otherwise float64 under other seeds; hashing half the bytes matters at a
     million rows. Integers beyond 2**53 are compared as the float64 the detectors see.
     """
-    n, dim = X.shape
     if X.dtype == np.float32:
         X = np.ascontiguousarray(X)
         if (X.view(np.uint32) == 0x8000_0000).any():  # -0.0: hash as 0.0 (a copy only then)
@@ -394,8 +393,8 @@ def vector_fingerprints(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     exact = (narrow == wide).all(axis=1)
     if exact.all():
         return _hash_rows(narrow, _ID_SEEDS)
-    hi = np.empty(n, np.uint64)
-    lo = np.empty(n, np.uint64)
+    hi = np.empty(len(X), np.uint64)
+    lo = np.empty(len(X), np.uint64)
     hi[exact], lo[exact] = _hash_rows(narrow[exact], _ID_SEEDS)
     hi[~exact], lo[~exact] = _hash_rows(wide[~exact], _WIDE_SEEDS)
     return hi, lo
