@@ -75,7 +75,7 @@ class Spectre(ClassMeanCovDetector):
 
     name = "spectre"
     two_sided = False
-    statistic_name = "log QUE score after robust whitening"
+    statistic_name = "robust outlier score (log) over the class's main directions of variation"
     _parameter_constraints = {
         "alpha": [Interval(Real, 0, None, closed="left")],
         "max_components": [Interval(int, 1, None)],
