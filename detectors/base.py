@@ -193,6 +193,20 @@ def group_rows_by_label(y: np.ndarray) -> list[tuple[Any, np.ndarray]]:
     y = np.asarray(y)
     if y.shape[0] == 0:
         return []
+    if y.dtype.kind in "iu" and y.ndim == 1:
+        lo, hi = y.min(), y.max()
+        span = int(hi) - int(lo)
+        if span < 1 << 16:
+            # integer labels of a small range (the usual class ids): one radix sort on 8
+            # or 16 bits in place of two comparison sorts; y - lo wraps in y's type but
+            # is exact modulo 2**8 or 2**16
+            offset = (y - lo).astype(np.uint8 if span < 1 << 8 else np.uint16)
+            counts = np.bincount(offset)
+            present = np.flatnonzero(counts)
+            order = np.argsort(offset, kind="stable")
+            bounds = np.cumsum(counts[present])[:-1]
+            labels = [y.dtype.type(int(lo) + int(v)) for v in present]
+            return [(_py(lab), idx) for lab, idx in zip(labels, np.split(order, bounds))]
     labels, inverse = np.unique(y, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse, minlength=len(labels)))[:-1]

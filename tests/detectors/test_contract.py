@@ -93,11 +93,10 @@ def test_deterministic(name):
 def test_merge_equivalence(name):
     det = make_detector(name)
     X, y, _, _ = planted_for(det, seed=13)
+    whole = det.score(fit(det, X, y, batches=1), X, y)
+    # the same up to rounding: float32 vectors' statistics are float32 sums (MeanCov)
     np.testing.assert_allclose(
-        det.score(fit(det, X, y, batches=1), X, y),
-        det.score(fit(det, X, y, batches=6), X, y),
-        rtol=1e-5,
-        atol=1e-8,
+        whole, det.score(fit(det, X, y, batches=6), X, y), rtol=1e-5, atol=1e-5 * np.abs(whole).max()
     )
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,3 +60,52 @@ def test_reservoir_independent_of_arrival_order_and_split():
     assert len(got) == 50
     # bottom-k by priority
     np.testing.assert_array_equal(np.sort(got.positions), np.sort(pos[np.argsort(prio)[:50]]))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64])
+def test_grouping_integer_labels_matches_a_sort_by_label(dtype):
+    from poisonscan.detectors.base import group_rows_by_label
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(int(info.bits))
+    cases = [
+        rng.integers(0, 10, 5000),  # class ids: the counting sort on 8 bits
+        rng.integers(0, 300, 5000) + (max(int(info.min), -150)),  # a wider range: on 16 bits
+        np.array([info.min, info.max, info.min, info.max - 1], dtype=dtype),  # the type's ends: a general sort
+        np.array([info.max] * 3 + [info.max - 1] * 2, dtype=dtype),  # near the top: y - min must not overflow
+        np.array([info.min] * 4, dtype=dtype),
+    ]
+    for y in cases:
+        y = y.astype(dtype)
+        got = group_rows_by_label(y)
+        labels = sorted(set(y.tolist()))
+        assert [lab for lab, _ in got] == labels
+        assert all(type(lab) is int for lab, _ in got)  # plain Python values (dictionary keys)
+        for lab, idx in got:
+            assert np.array_equal(idx, np.flatnonzero(y == lab))  # every row, in input order
+
+
+def test_float32_vectors_are_multiplied_in_float32_unless_float32_cannot_hold_them():
+    from poisonscan.detectors.stats import _scatter_float32
+
+    rng = np.random.default_rng(5)
+
+    def exact(X):
+        C = X.astype(np.float64) - X.astype(np.float64).mean(0)
+        return C.T @ C
+
+    cases = {
+        "class vectors": (rng.normal(size=(5000, 64)) * 1.5 + 3, True),
+        "far from the origin": (1e6 + rng.normal(size=(3000, 4)), True),
+        "a constant column": (np.c_[rng.normal(size=(500, 3)), np.full(500, 7.0)], True),
+        "too large to square": (rng.normal(size=(200, 4)) * 1e20, False),
+        "too small to square": (rng.normal(size=(200, 4)) * 1e-20, False),
+        "one column too small": (np.c_[rng.normal(size=(200, 2)), rng.normal(size=(200, 1)) * 1e-18], False),
+    }
+    for name, (X, in_float32) in cases.items():
+        X = X.astype(np.float32)
+        assert (_scatter_float32(X, X.mean(0, dtype=np.float64)) is not None) == in_float32, name
+        got, want = MeanCov.from_batch(X).m2, exact(X)
+        # float32 products: a few parts in 10^7 of the largest entry; float64: exact
+        np.testing.assert_allclose(got, want, rtol=0, atol=(2e-6 if in_float32 else 1e-12) * np.abs(want).max(), err_msg=name)
+        assert np.array_equal(got, got.T), name
