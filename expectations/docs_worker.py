@@ -6,7 +6,8 @@ imports GX at the lowest priority (nice 19), in the moments the passes leave a c
 idle, and then waits for one job on stdin: the suite, its results and the folder to
 write. By the time the passes are done the import is too, and the Data Docs cost only
 their rendering (~0.2 s; also at that priority, so on a machine busy with other work it
-waits its turn). Measured on a 1M x 256 scan on two cores: at nice 5 the import took a
+waits its turn), which runs while the scan writes report.html (:meth:`submit`, then
+:meth:`wait`). Measured on a 1M x 256 scan on two cores: at nice 5 the import took a
 core from the covariance's BLAS threads and the scan was slower; a thread is slower
 still (the import holds the interpreter lock and stalls the passes).
 
@@ -23,6 +24,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from typing import Sequence
 
 from .suite import Expectation
@@ -37,6 +39,8 @@ class DataDocsWorker:
 
     def __init__(self):
         self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._reply: dict = {}
 
     def start(self) -> "DataDocsWorker":
         self._proc = subprocess.Popen(
@@ -49,14 +53,40 @@ class DataDocsWorker:
 
     def render(self, suite_name: str, expectations: Sequence[Expectation], results: Sequence[dict], stats: dict, folder: str) -> None:
         """Send the job and wait for the Data Docs; raises RuntimeError on failure."""
+        self.submit(suite_name, expectations, results, stats, folder)
+        self.wait()
+
+    def submit(self, suite_name: str, expectations: Sequence[Expectation], results: Sequence[dict], stats: dict, folder: str) -> None:
+        """Send the job and return at once: the helper renders while the caller goes on
+        (the scan writes report.html meanwhile). :meth:`wait` collects the outcome."""
         if self._proc is None:
             self.start()
         job = pickle.dumps((suite_name, list(expectations), list(results), stats, folder))
-        # a helper that died before reading is no error here: its stderr says why. On any
-        # exception (an interrupt too) close() kills it: it must not write on after the
-        # scan has removed its staging folder
-        out, err = self._proc.communicate(job)
-        code, self._proc = self._proc.returncode, None
+        proc, reply = self._proc, {}
+
+        def talk():
+            # a helper that died before reading is no error here: its stderr says why
+            try:
+                reply["out"] = proc.communicate(job)
+            except BaseException as exc:  # handed to wait()
+                reply["error"] = exc
+
+        self._reply = reply
+        self._thread = threading.Thread(target=talk, name="poisonscan-data-docs", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the submitted job; raises RuntimeError if the helper failed. On any
+        exception (an interrupt too) the caller's close() kills the helper: it must not
+        write on after the scan has removed its staging folder."""
+        if self._thread is None:
+            raise RuntimeError("no Data Docs job was submitted")
+        self._thread.join()
+        proc, reply, self._proc, self._thread = self._proc, self._reply, None, None
+        if "error" in reply:
+            raise RuntimeError(f"rendering the Data Docs failed: {reply['error']}")
+        out, err = reply["out"]
+        code = proc.returncode
         if code != 0 or out.strip() != b"ok":
             tail = " | ".join(err.decode(errors="replace").strip().splitlines()[-5:])
             raise RuntimeError(f"rendering the Data Docs failed (helper exit status {code}): {tail or 'no error output'}")
@@ -64,11 +94,14 @@ class DataDocsWorker:
     def close(self) -> None:
         """Stop the helper of a failed or cancelled scan: killed, so that it writes
         nothing more into a staging folder the scan is about to remove."""
-        proc, self._proc = self._proc, None
+        proc, thread, self._proc, self._thread = self._proc, self._thread, None, None
         if proc is None:
             return
         proc.kill()
-        proc.communicate()
+        if thread is not None:  # its communicate() returns now that the helper is gone
+            thread.join()
+        else:
+            proc.communicate()
 
     def __enter__(self) -> "DataDocsWorker":
         return self.start()

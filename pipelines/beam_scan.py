@@ -15,7 +15,9 @@ cross a stage boundary (the FnApiRunner keeps such PCollections in memory):
                            rejected, clean split, summary (staged in the output dir)
 
 The driver (:func:`run_scan`) checks the inputs before building the pipeline and moves
-the staged outputs into place only after the pipeline has succeeded.
+the staged outputs into place only after the pipeline has succeeded. On the embedded
+runner with local files it runs pass 0 itself, in a thread while the pipeline is built,
+and the pipeline reads the duplicated ids from the staging folder.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import pickle
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -45,6 +48,7 @@ from .sources import (
     check_columns,
     expand_sources,
     file_schema,
+    is_local,
     plan_units,
     read_unit,
 )
@@ -56,6 +60,8 @@ ROWS = "rows"
 
 #: the finished expectations, staged by the pipeline for the driver to render as Data Docs
 DATA_DOCS_JOB = "data_docs_job.pkl"
+#: pass 0's result when it ran before the pipeline (driver, or raw inputs' sampling)
+DUPLICATES_FILE = "duplicates.pkl"
 
 
 class ScanFailed(RuntimeError):
@@ -146,6 +152,16 @@ class _ReadIdKeys(beam.DoFn):
         cfg = self.plan.cfg
         for batch, first in read_unit(unit, [cfg.id_column], cfg.batch_rows):
             yield from engine.batch_id_keys(batch, unit.file_index, first, self.plan.kinds, cfg.id_column)
+
+
+def find_duplicate_ids_here(plan: ScanPlan) -> dict:
+    """Pass 0 in this process: what :class:`FindDuplicateIds` computes."""
+    cfg = plan.cfg
+    return engine.duplicate_ids(
+        engine.batch_ids(batch, unit.file_index, first, plan.kinds, cfg.id_column)
+        for unit in plan.units
+        for batch, first in read_unit(unit, [cfg.id_column], cfg.batch_rows)
+    )
 
 
 class _Repeated(beam.CombineFn):
@@ -642,17 +658,17 @@ def build_pipeline(
     out: OutputDir,
     inputs: Sequence[str],
     extra: dict,
-    duplicates: dict | None = None,
+    duplicates_file: str | None = None,
 ) -> beam.PCollection:
-    units = (
-        p
-        | "Units" >> beam.Create(list(plan.units))
-        | "SpreadUnits" >> beam.Reshuffle()
-    )
-    if duplicates is None:
+    units = p | "Units" >> _units(plan)
+    if duplicates_file is None:
         dups = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
-    else:  # found by the sampling pipeline
-        dups = p | "DuplicateIds" >> beam.Create([duplicates])
+    else:  # found before this pipeline (by the driver, or the sampling pipeline)
+        dups = (
+            p
+            | "DuplicateIdsFile" >> beam.Create([duplicates_file])
+            | "ReadDuplicateIds" >> beam.Map(_read_pickle)
+        )
     model, content = (units, dups) | "Pass1FitModel" >> FitModel(plan)
     results, rows = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
     return results | "Finish" >> beam.ParDo(
@@ -665,11 +681,11 @@ def build_pipeline(
 def build_sampling_pipeline(p: beam.Pipeline, plan: ScanPlan, out: OutputDir) -> None:
     """Raw inputs: duplicated ids and the per-class training sample, written to the
     output's staging folder for the driver."""
-    units = p | "Units" >> beam.Create(list(plan.units)) | "SpreadUnits" >> beam.Reshuffle()
+    units = p | "Units" >> _units(plan)
     (
         units
         | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
-        | "WriteDuplicates" >> beam.Map(_write_pickle, path=out.staged("duplicates.pkl"))
+        | "WriteDuplicates" >> beam.Map(_write_pickle, path=out.staged(DUPLICATES_FILE))
     )
     (
         units
@@ -678,6 +694,12 @@ def build_sampling_pipeline(p: beam.Pipeline, plan: ScanPlan, out: OutputDir) ->
         | "GatherSamples" >> beam.combiners.ToList()
         | "WriteSample" >> beam.Map(_write_pickle, path=out.staged("sample.pkl"))
     )
+
+
+def _units(plan: ScanPlan) -> beam.PTransform:
+    # Create redistributes two or more elements itself (a reshuffle of their encoded
+    # form), so the units spread over the workers with no reshuffle of our own
+    return beam.Create(list(plan.units), reshuffle=True)
 
 
 def _write_pickle(value, path: str) -> None:
@@ -723,24 +745,35 @@ def run_scan(
     extra = {"runner": runner, "workers": workers or 1, "beam_args": list(beam_args)}
     worker_log = None
     docs = None
+    pass0 = None
     try:
         if plan.expectations is not None and cfg.data_docs and out.local:
             docs = DataDocsWorker().start()  # imports GX on the other core while the passes run
+        duplicates_file = None
+        if _pass0_here(plan, runner):
+            # the embedded runner reads the files on this machine anyway: pass 0 runs in
+            # a thread while the pipeline is built (its reading and sorting release the
+            # interpreter lock) and the pipeline reads its result from the staging folder
+            duplicates_file = out.staged(DUPLICATES_FILE)
+            pass0 = _in_background(_write_duplicate_ids, plan, duplicates_file)
         with _quiet_beam(), _worker_threads(workers), _worker_output(workers) as worker_log:
-            duplicates = None
-            if plan.raw:
-                plan, duplicates = _train_representer(plan, out, options)
+            if plan.raw:  # the sampling pipeline finds the duplicated ids too
+                plan = _train_representer(plan, out, options)
+                duplicates_file = out.staged(DUPLICATES_FILE)
                 extra["representation"] = plan.representer.info
             p = beam.Pipeline(options=options)
             inputs = [plan.file_paths[i] for i in sorted(plan.file_paths)]
-            build_pipeline(p, plan, out, inputs, extra, duplicates)
+            build_pipeline(p, plan, out, inputs, extra, duplicates_file)
+            if pass0 is not None:
+                pass0.result()  # raises what pass 0 raised (an unreadable row: SourceError)
             result = p.run()
             result.wait_until_finish()
         import json
 
         with open_read(out.staged("summary.json")) as f:
             summary = json.load(f)
-        if os.path.exists(out.staged(DATA_DOCS_JOB)):
+        rendering = os.path.exists(out.staged(DATA_DOCS_JOB))
+        if rendering:
             from poisonscan.expectations.results import statistics
 
             docs = docs or DataDocsWorker()
@@ -748,7 +781,9 @@ def run_scan(
             os.remove(out.staged(DATA_DOCS_JOB))
             folder = out.staged("expectations")
             os.makedirs(folder, exist_ok=True)
-            docs.render("poisonscan", done, results, statistics(results), folder)
+            # the helper renders while this process writes the report; a failed
+            # rendering fails the scan below, so the report's link never dangles
+            docs.submit("poisonscan", done, results, statistics(results), folder)
             summary["expectations"]["data_docs"] = "expectations/data_docs/index.html"
             summary["expectations"]["validation_result"] = "expectations/validation_result.json"
         summary["seconds"] = round(time.time() - started, 3)
@@ -757,15 +792,19 @@ def run_scan(
         if cfg.report:
             from .report import write_report
 
-            write_report(out.tmp, out.staged("report.html"))
+            write_report(out.tmp, out.staged("report.html"), data_docs_pending=rendering)
+        if rendering:
+            docs.wait()
         out.commit(out.staged_outputs())
         return summary
     except SourceError:
+        _settle(pass0)
         out.abort()
         raise
     except Exception as exc:
         if docs is not None:
             docs.close()  # before the staging folder goes
+        _settle(pass0)  # likewise: it writes there
         out.abort()
         text = _failure_text(exc)
         if worker_log:
@@ -776,15 +815,44 @@ def run_scan(
             docs.close()
 
 
-def _train_representer(plan: ScanPlan, out: OutputDir, options) -> tuple[ScanPlan, dict]:
+def _pass0_here(plan: ScanPlan, runner: str) -> bool:
+    """Whether the driver finds the duplicated ids itself: vectors read by the embedded
+    runner on this machine (raw inputs find them with their training sample)."""
+    return (
+        runner == "FnApiRunner"
+        and not plan.raw
+        and all(is_local(path) for path in plan.file_paths.values())
+    )
+
+
+def _write_duplicate_ids(plan: ScanPlan, path: str) -> None:
+    _write_pickle(find_duplicate_ids_here(plan), path)
+
+
+def _in_background(fn, *args) -> Future:
+    pool = ThreadPoolExecutor(1, thread_name_prefix="poisonscan-pass0")
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one task
+
+
+def _settle(task: Future | None) -> None:
+    """Wait for a background task of a failed scan, whatever its outcome."""
+    if task is not None:
+        wait([task])
+
+
+def _train_representer(plan: ScanPlan, out: OutputDir, options) -> ScanPlan:
     """Sample raw values with Beam, then fit the encoder and train the proxy here (on
-    the driver: a GPU when there is one) and save its weights for RunInference."""
+    the driver: a GPU when there is one) and save its weights for RunInference. The
+    sampling pipeline leaves the duplicated ids in the staging folder
+    (:data:`DUPLICATES_FILE`)."""
     from .represent import fit_representer
 
     p = beam.Pipeline(options=options)
     build_sampling_pipeline(p, plan, out)
     p.run().wait_until_finish()
-    duplicates = _read_pickle(out.staged("duplicates.pkl"))
     samples = dict(_read_pickle(out.staged("sample.pkl")))
     if not samples:
         raise SourceError("no row with an id and a label to train the proxy on")
@@ -799,7 +867,7 @@ def _train_representer(plan: ScanPlan, out: OutputDir, options) -> tuple[ScanPla
         representer = dataclasses.replace(
             representer, proxy=dataclasses.replace(representer.proxy, state_dict=None)
         )
-    return dataclasses.replace(plan, representer=representer, weights_path=weights), duplicates
+    return dataclasses.replace(plan, representer=representer, weights_path=weights)
 
 
 def versions() -> dict:

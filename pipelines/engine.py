@@ -117,10 +117,10 @@ def _repeated_runs(hi: np.ndarray, lo: np.ndarray, positions: np.ndarray):
     return order, [(int(a), int(b)) for a, b in zip(starts, ends) if b - a > 1]
 
 
-def batch_id_keys(
+def batch_ids(
     batch: pa.RecordBatch, file_index: int, first_row: int, kinds: ColumnKinds, id_column: str
-) -> list[tuple[int, IdKeys]]:
-    """(bucket, keys) for a batch's non-null ids, split into buckets by fingerprint."""
+) -> IdKeys:
+    """Fingerprints and positions of a batch's non-null ids."""
     n = batch.num_rows
     ids = (
         normalize_key(batch.column(id_column), kinds.id_type)
@@ -130,12 +130,27 @@ def batch_id_keys(
     keep = ~ids.is_null().to_numpy(zero_copy_only=False)
     hi, lo = fingerprints(ids)
     positions = encode_position(file_index, first_row + np.arange(n, dtype=np.int64))
-    bucket = (hi % N_ID_BUCKETS).astype(np.int64)
+    return IdKeys(hi[keep], lo[keep], positions[keep])
+
+
+def batch_id_keys(
+    batch: pa.RecordBatch, file_index: int, first_row: int, kinds: ColumnKinds, id_column: str
+) -> list[tuple[int, IdKeys]]:
+    """(bucket, keys) for a batch's non-null ids, split into buckets by fingerprint."""
+    keys = batch_ids(batch, file_index, first_row, kinds, id_column)
+    bucket = (keys.hi % N_ID_BUCKETS).astype(np.int64)
     out = []
-    for b in np.unique(bucket[keep]):
-        m = keep & (bucket == b)
-        out.append((int(b), IdKeys(hi[m], lo[m], positions[m])))
+    for b in np.unique(bucket):
+        m = bucket == b
+        out.append((int(b), IdKeys(keys.hi[m], keys.lo[m], keys.positions[m])))
     return out
+
+
+def duplicate_ids(keys: Iterable[IdKeys]) -> dict[tuple[int, int], int]:
+    """``{fingerprint: first position}`` of the ids seen more than once among ``keys``
+    (:func:`batch_ids`): pass 0 in one process. The pipeline's per-bucket combine gives
+    the same, bucket by bucket (a bucket holds every copy of its fingerprints)."""
+    return IdKeys.concat(keys).duplicates()
 
 
 @dataclass
@@ -168,11 +183,13 @@ def content_keys(prep: Prepared) -> list[tuple[int, ContentKeys]]:
     if prep.content is None or len(prep.content[0]) == 0:
         return []
     rows, hi, lo, lab = prep.content
+    positions = prep.positions[rows]
     bucket = (hi % N_ID_BUCKETS).astype(np.int64)
-    return [
-        (int(b), ContentKeys(hi[bucket == b], lo[bucket == b], lab[bucket == b], prep.positions[rows][bucket == b]))
-        for b in np.unique(bucket)
-    ]
+    out = []
+    for b in np.unique(bucket):
+        m = bucket == b
+        out.append((int(b), ContentKeys(hi[m], lo[m], lab[m], positions[m])))
+    return out
 
 
 @dataclass

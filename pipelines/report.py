@@ -55,8 +55,12 @@ class ScanOutputs:
     data_docs: str | None
 
 
-def load_outputs(folder: str) -> ScanOutputs:
-    """Read what the report needs from an output directory (or a run's staging folder)."""
+def load_outputs(folder: str, data_docs_pending: bool = False) -> ScanOutputs:
+    """Read what the report needs from an output directory (or a run's staging folder).
+
+    ``data_docs_pending``: the scan is rendering the Data Docs the summary names right
+    now (and fails if that fails), so the link stands before their index exists.
+    """
     try:
         with open_read(join(folder, "summary.json")) as f:
             summary = json.loads(f.read())
@@ -78,7 +82,7 @@ def load_outputs(folder: str) -> ScanOutputs:
     with open_read(join(folder, REVIEW_TABLE)) as f:
         review = pq.read_table(f)
     docs = summary.get("expectations", {}).get("data_docs")
-    if docs and (":" in docs or docs.startswith("/") or not exists(join(folder, docs))):
+    if docs and (":" in docs or docs.startswith("/") or not (data_docs_pending or exists(join(folder, docs)))):
         docs = None  # only the Data Docs this scan wrote next to the report
     return ScanOutputs(summary, quarantine, rejected, rejected_rows, review, review_data, docs)
 
@@ -95,10 +99,11 @@ def _head(pf: pq.ParquetFile, n: int) -> pa.Table:
     return pa.Table.from_batches(parts).slice(0, n)
 
 
-def write_report(folder: str, target: str | None = None) -> str:
+def write_report(folder: str, target: str | None = None, data_docs_pending: bool = False) -> str:
     """Render the report of the scan in ``folder`` to ``target`` (default:
-    ``folder/report.html``); returns the path written."""
-    page = render(load_outputs(folder))
+    ``folder/report.html``); returns the path written. ``data_docs_pending``: see
+    :func:`load_outputs`."""
+    page = render(load_outputs(folder, data_docs_pending))
     target = target or join(folder, REPORT_FILE)
     if "://" not in target:
         tmp = f"{target}.tmp-{os.getpid()}"

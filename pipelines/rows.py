@@ -384,7 +384,9 @@ def vector_fingerprints(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     if X.dtype == np.float32:
         X = np.ascontiguousarray(X)
-        if (X.view(np.uint32) == 0x8000_0000).any():  # -0.0: hash as 0.0 (a copy only then)
+        # -0.0 (bits 0x80000000, the least int32): hash as 0.0, a copy only then; a min
+        # reduction finds it without a boolean array the size of the batch
+        if X.size and X.view(np.int32).min() == np.iinfo(np.int32).min:
             X = X + np.float32(0.0)
         return _hash_rows(X, _ID_SEEDS)
     wide = np.add(X, 0.0, dtype=np.float64)

@@ -12,6 +12,8 @@ split, so they order outputs and break ties deterministically.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -115,7 +117,7 @@ def format_of(path: str, override: str | None = None) -> str:
         ) from None
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
@@ -131,7 +133,7 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None) 
         raise SourceError("no source given")
     paths: set[str] = set()
     for pattern in patterns:
-        if _is_local(pattern) and os.path.isdir(_local(pattern)):
+        if is_local(pattern) and os.path.isdir(_local(pattern)):
             raise SourceError(f"{pattern} is a directory; give files or a glob such as {pattern.rstrip('/')}/*.parquet")
         try:
             (result,) = FileSystems.match([pattern])
@@ -148,7 +150,7 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None) 
 
 def open_binary(path: str):
     """A readable binary stream (decompressed for CSV/JSONL by extension)."""
-    if _is_local(path):
+    if is_local(path):
         try:
             return pa.input_stream(_local(path), compression="detect")
         except (OSError, pa.ArrowException) as exc:
@@ -169,7 +171,7 @@ _PARQUET_READ = dict(pre_buffer=False, buffer_size=8 << 20)
 
 def _parquet_file(path: str) -> pq.ParquetFile:
     try:
-        if _is_local(path):
+        if is_local(path):
             return pq.ParquetFile(_local(path), **_PARQUET_READ)
         from apache_beam.io.filesystem import CompressionTypes
         from apache_beam.io.filesystems import FileSystems
@@ -355,9 +357,8 @@ def read_unit(
             pf = _parquet_file(unit.path)
             present = set(pf.schema_arrow.names)
             cols = None if columns is None else [c for c in columns if c in present]
-            for batch in pf.iter_batches(
-                batch_size=batch_rows, row_groups=list(unit.row_groups), columns=cols
-            ):
+            batches = pf.iter_batches(batch_size=batch_rows, row_groups=list(unit.row_groups), columns=cols)
+            for batch in read_ahead(batches):
                 yield batch, row
                 row += batch.num_rows
             return
@@ -371,6 +372,59 @@ def read_unit(
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise SourceError(f"{unit.path}: cannot read rows after row {row}: {_one_line(exc)}") from None
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_END = object()
+
+
+def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
+    """Yield what ``items`` yields, produced by a background thread up to ``depth``
+    items ahead.
+
+    Parquet decodes without holding the interpreter lock, so the next batch is read on
+    one core while the caller works on this one on the other. What ``items`` raises is
+    raised here, at the same point of the sequence. If the caller stops early the
+    thread stops too (after the item it is producing).
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the caller, raised in its thread
+            put(_Failed(exc))
+
+    thread = threading.Thread(target=produce, name="poisonscan-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -398,6 +452,7 @@ __all__ = [
     "expand_sources",
     "file_schema",
     "format_of",
+    "is_local",
     "plan_units",
     "read_unit",
     "table_batches",

@@ -206,3 +206,50 @@ def test_data_docs_helper_reports_its_failure_and_stops_when_unused(tmp_path, mo
     with DataDocsWorker() as worker:
         proc = worker._proc
     assert proc.returncode is not None and worker._proc is None
+
+
+def test_data_docs_helper_renders_while_the_caller_goes_on_and_is_killed_when_cancelled(tmp_path):
+    from poisonscan.expectations.docs_worker import DataDocsWorker
+    from poisonscan.expectations.suite import Expectation
+
+    expectation = Expectation("expect_column_values_to_not_be_null", {"column": "id"})
+    stats = {"evaluated_expectations": 1, "successful_expectations": 1, "unsuccessful_expectations": 0, "success_percent": 100.0}
+    with pytest.raises(RuntimeError, match="no Data Docs job was submitted"):
+        DataDocsWorker().wait()
+    worker = DataDocsWorker().start()
+    worker.submit("s", [expectation], [{"success": True, "result": {}}], stats, str(tmp_path / "docs"))
+    worker.wait()  # what submit() started, finished: the files are there
+    assert (tmp_path / "docs" / "validation_result.json").exists()
+    assert (tmp_path / "docs" / "data_docs" / "index.html").exists()
+    # a failure shows in wait(), with the helper's own words
+    worker = DataDocsWorker().start()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    worker.submit("s", [expectation], [{"success": True, "result": {}}], stats, str(blocked / "docs"))
+    with pytest.raises(RuntimeError, match=r"helper exit status 1\): .*a-file"):
+        worker.wait()
+    # cancelled between submit and wait (the report failed): killed, its thread ended
+    worker = DataDocsWorker().start()
+    worker.submit("s", [expectation], [{"success": True, "result": {}}], stats, str(tmp_path / "later"))
+    proc, thread = worker._proc, worker._thread
+    worker.close()
+    assert proc.returncode is not None and not thread.is_alive() and worker._proc is None
+
+
+def test_a_failed_data_docs_rendering_fails_the_scan_and_commits_nothing(tmp_path, monkeypatch):
+    from poisonscan.expectations.docs_worker import DataDocsWorker
+    from poisonscan.pipelines.beam_scan import ScanFailed
+
+    X, y, _ = planted(seed=52, n_poison=0)
+    table = pa.table({"id": np.arange(len(y)), "label": y, "features": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])})
+    pq.write_table(table, tmp_path / "clean.parquet")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    submit = DataDocsWorker.submit
+    # the real helper, sent to a folder it cannot create: it fails while the report is written
+    monkeypatch.setattr(DataDocsWorker, "submit", lambda self, *a: submit(self, *a[:-1], str(blocked / "docs")))
+    cfg = ScanConfig(features_column="features", labels=("0", "1", "2", "3"), min_class_fraction=0.1)
+    out = tmp_path / "out"
+    with pytest.raises(ScanFailed, match=r"rendering the Data Docs failed \(helper exit status 1\)"):
+        run_scan([str(tmp_path / "clean.parquet")], str(out), cfg)
+    assert os.listdir(out) == []  # no report linking to Data Docs that are not there

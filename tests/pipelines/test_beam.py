@@ -6,13 +6,14 @@ import os
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from poisonscan import ScanConfig, scan_table
-from poisonscan.pipelines.beam_scan import FindDuplicateIds, ScanFailed, plan_scan, run_scan
+from poisonscan.pipelines.beam_scan import FindDuplicateIds, ScanFailed, find_duplicate_ids_here, plan_scan, run_scan
 from poisonscan.pipelines.sources import SourceError, encode_position
 
 from ..conftest import as_table, planted
@@ -167,3 +168,28 @@ def test_find_duplicate_ids_transform(tmp_path, write_sources):
             | beam.Map(lambda d: sorted(d.values()))
         )
         assert_that(dups, equal_to([[encode_position(0, 0), encode_position(0, 1)]]))
+    # the embedded runner's driver finds the same without the pipeline
+    assert sorted(find_duplicate_ids_here(plan).values()) == [encode_position(0, 0), encode_position(0, 1)]
+
+
+def test_pass_0_in_the_driver_gives_the_pipelines_outputs(tmp_path, write_sources, monkeypatch):
+    from poisonscan.pipelines import beam_scan
+
+    table, _ = dirty_table(seed=36)
+    ids = table.column("id").to_numpy().copy()
+    ids[[800, 900]] = [3, 3]  # three rows of id 3, besides 699 twice
+    table = table.set_column(table.column_names.index("id"), "id", pa.array(ids))
+    a = write_sources(table.slice(0, 600), "parquet", name="a", row_group_size=128)
+    b = write_sources(table.slice(600), "parquet", name="b", row_group_size=90)  # ids repeat across files
+    cfg = ScanConfig(features_column="features", write_clean=True, batch_rows=100)
+    assert beam_scan._pass0_here(plan_scan([a, b], cfg), "FnApiRunner")
+    run_scan([a, b], str(tmp_path / "driver"), cfg)
+    monkeypatch.setattr(beam_scan, "_pass0_here", lambda plan, runner: False)
+    run_scan([a, b], str(tmp_path / "pipeline"), cfg)
+    for name in ("quarantine.parquet", "rejected.parquet", "clean.parquet"):
+        ta, tb = (pq.read_table(tmp_path / run / name) for run in ("driver", "pipeline"))
+        assert ta.schema == tb.schema and repr(ta.to_pylist()) == repr(tb.to_pylist())  # NaN too
+    _, r, _, s = read_outputs(tmp_path / "driver")
+    assert sorted(r.filter(pc.equal(r["error_code"], "duplicate_id"))["id"].to_pylist()) == [3, 3, 699]
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"]
+    assert not [n for n in os.listdir(tmp_path / "driver") if n.startswith(".poisonscan-tmp")]
