@@ -205,8 +205,8 @@ def group_rows_by_label(y: np.ndarray) -> list[tuple[Any, np.ndarray]]:
             present = np.flatnonzero(counts)
             order = np.argsort(offset, kind="stable")
             bounds = np.cumsum(counts[present])[:-1]
-            labels = [y.dtype.type(int(lo) + int(v)) for v in present]
-            return [(_py(lab), idx) for lab, idx in zip(labels, np.split(order, bounds))]
+            labels = [int(lo) + int(v) for v in present]  # plain ints, as _py gives below
+            return list(zip(labels, np.split(order, bounds)))
     labels, inverse = np.unique(y, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse, minlength=len(labels)))[:-1]

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Rows per chunk when a batch is folded into a :class:`MeanCov`; bounds the float64
-#: working copy to ``_CHUNK_ROWS * d * 8`` bytes.
+#: Rows per chunk when a batch is folded into a :class:`MeanCov`; bounds the centred
+#: working copy to ``_CHUNK_ROWS * d * 4`` bytes (float32 vectors) or ``* 8`` (float64),
+#: and the number of float32 products summed into one entry.
 _CHUNK_ROWS = 8192
 
 

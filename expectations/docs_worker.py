@@ -59,6 +59,8 @@ class DataDocsWorker:
     def submit(self, suite_name: str, expectations: Sequence[Expectation], results: Sequence[dict], stats: dict, folder: str) -> None:
         """Send the job and return at once: the helper renders while the caller goes on
         (the scan writes report.html meanwhile). :meth:`wait` collects the outcome."""
+        if self._thread is not None:
+            raise RuntimeError("a Data Docs job is already being rendered")
         if self._proc is None:
             self.start()
         job = pickle.dumps((suite_name, list(expectations), list(results), stats, folder))
@@ -80,10 +82,12 @@ class DataDocsWorker:
         exception (an interrupt too) the caller's close() kills the helper: it must not
         write on after the scan has removed its staging folder."""
         if self._thread is None:
-            raise RuntimeError("no Data Docs job was submitted")
+            raise RuntimeError("no Data Docs job is being rendered (none submitted, or already waited for)")
         self._thread.join()
         proc, reply, self._proc, self._thread = self._proc, self._reply, None, None
-        if "error" in reply:
+        if "error" in reply:  # talking to it failed: it must not write on
+            proc.kill()
+            proc.wait()
             raise RuntimeError(f"rendering the Data Docs failed: {reply['error']}")
         out, err = reply["out"]
         code = proc.returncode

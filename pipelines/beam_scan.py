@@ -26,8 +26,8 @@ import dataclasses
 import logging
 import os
 import pickle
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -154,14 +154,48 @@ class _ReadIdKeys(beam.DoFn):
             yield from engine.batch_id_keys(batch, unit.file_index, first, self.plan.kinds, cfg.id_column)
 
 
-def find_duplicate_ids_here(plan: ScanPlan) -> dict:
-    """Pass 0 in this process: what :class:`FindDuplicateIds` computes."""
+def find_duplicate_ids_here(plan: ScanPlan, stop: threading.Event | None = None) -> dict | None:
+    """Pass 0 in this process: what :class:`FindDuplicateIds` computes (None if ``stop``
+    was set before the last batch)."""
     cfg = plan.cfg
-    return engine.duplicate_ids(
-        engine.batch_ids(batch, unit.file_index, first, plan.kinds, cfg.id_column)
-        for unit in plan.units
-        for batch, first in read_unit(unit, [cfg.id_column], cfg.batch_rows)
-    )
+    keys = []
+    for unit in plan.units:
+        for batch, first in read_unit(unit, [cfg.id_column], cfg.batch_rows):
+            if stop is not None and stop.is_set():
+                return None
+            keys.append(engine.batch_ids(batch, unit.file_index, first, plan.kinds, cfg.id_column))
+    return engine.duplicate_ids(keys)
+
+
+class _DriverPass0:
+    """Pass 0 in a daemon thread of the driver, its result pickled to ``path``."""
+
+    def __init__(self, plan: ScanPlan, path: str):
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(plan, path), name="poisonscan-pass0", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, plan: ScanPlan, path: str) -> None:
+        try:
+            duplicates = find_duplicate_ids_here(plan, self._stop)
+            if duplicates is not None:
+                _write_pickle(duplicates, path)
+        except BaseException as exc:  # raised by result(), in the driver's thread
+            self._error = exc
+
+    def result(self) -> None:
+        """Wait for the file; raise what pass 0 raised (an unreadable row: SourceError)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """Stop at the next batch and wait: nothing is written once this returns."""
+        self._stop.set()
+        self._thread.join()
 
 
 class _Repeated(beam.CombineFn):
@@ -755,7 +789,7 @@ def run_scan(
             # a thread while the pipeline is built (its reading and sorting release the
             # interpreter lock) and the pipeline reads its result from the staging folder
             duplicates_file = out.staged(DUPLICATES_FILE)
-            pass0 = _in_background(_write_duplicate_ids, plan, duplicates_file)
+            pass0 = _DriverPass0(plan, duplicates_file)
         with _quiet_beam(), _worker_threads(workers), _worker_output(workers) as worker_log:
             if plan.raw:  # the sampling pipeline finds the duplicated ids too
                 plan = _train_representer(plan, out, options)
@@ -765,7 +799,7 @@ def run_scan(
             inputs = [plan.file_paths[i] for i in sorted(plan.file_paths)]
             build_pipeline(p, plan, out, inputs, extra, duplicates_file)
             if pass0 is not None:
-                pass0.result()  # raises what pass 0 raised (an unreadable row: SourceError)
+                pass0.result()
             result = p.run()
             result.wait_until_finish()
         import json
@@ -798,13 +832,15 @@ def run_scan(
         out.commit(out.staged_outputs())
         return summary
     except SourceError:
-        _settle(pass0)
+        if pass0 is not None:
+            pass0.cancel()  # before the staging folder goes: it writes there
         out.abort()
         raise
     except Exception as exc:
         if docs is not None:
             docs.close()  # before the staging folder goes
-        _settle(pass0)  # likewise: it writes there
+        if pass0 is not None:
+            pass0.cancel()  # likewise
         out.abort()
         text = _failure_text(exc)
         if worker_log:
@@ -813,6 +849,8 @@ def run_scan(
     finally:
         if docs is not None:
             docs.close()
+        if pass0 is not None:  # done by now, unless interrupted: then it stops reading
+            pass0.cancel()
 
 
 def _pass0_here(plan: ScanPlan, runner: str) -> bool:
@@ -823,24 +861,6 @@ def _pass0_here(plan: ScanPlan, runner: str) -> bool:
         and not plan.raw
         and all(is_local(path) for path in plan.file_paths.values())
     )
-
-
-def _write_duplicate_ids(plan: ScanPlan, path: str) -> None:
-    _write_pickle(find_duplicate_ids_here(plan), path)
-
-
-def _in_background(fn, *args) -> Future:
-    pool = ThreadPoolExecutor(1, thread_name_prefix="poisonscan-pass0")
-    try:
-        return pool.submit(fn, *args)
-    finally:
-        pool.shutdown(wait=False)  # the thread ends with its one task
-
-
-def _settle(task: Future | None) -> None:
-    """Wait for a background task of a failed scan, whatever its outcome."""
-    if task is not None:
-        wait([task])
 
 
 def _train_representer(plan: ScanPlan, out: OutputDir, options) -> ScanPlan:

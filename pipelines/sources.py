@@ -383,48 +383,51 @@ _END = object()
 
 
 def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
-    """Yield what ``items`` yields, produced by a background thread up to ``depth``
-    items ahead.
+    """Yield what ``items`` yields, produced by a background thread at most ``depth``
+    items ahead of the caller.
 
     Parquet decodes without holding the interpreter lock, so the next batch is read on
     one core while the caller works on this one on the other. What ``items`` raises is
     raised here, at the same point of the sequence. If the caller stops early the
     thread stops too (after the item it is producing).
     """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
+    ready: queue.SimpleQueue = queue.SimpleQueue()
+    slots = threading.Semaphore(depth)  # items produced and not yet taken by the caller
     stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def produce() -> None:
         try:
-            for item in items:
-                if not put(item):
+            it = iter(items)
+            while True:
+                while not slots.acquire(timeout=0.05):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
                     return
-            put(_END)
+                try:
+                    item = next(it)
+                except StopIteration:
+                    ready.put(_END)
+                    return
+                ready.put(item)
         except BaseException as exc:  # handed to the caller, raised in its thread
-            put(_Failed(exc))
+            ready.put(_Failed(exc))
 
     thread = threading.Thread(target=produce, name="poisonscan-read-ahead", daemon=True)
-    thread.start()
     try:
+        thread.start()
         while True:
             item = ready.get()
             if item is _END:
                 return
             if isinstance(item, _Failed):
                 raise item.exc
+            slots.release()  # the thread may produce the next item while this one is used
             yield item
     finally:
         stop.set()
-        thread.join()
+        if thread.is_alive():
+            thread.join()
 
 
 def _one_line(exc: BaseException) -> str:

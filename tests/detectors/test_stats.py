@@ -71,7 +71,7 @@ def test_grouping_integer_labels_matches_a_sort_by_label(dtype):
     cases = [
         rng.integers(0, 10, 5000),  # class ids: the counting sort on 8 bits
         rng.integers(0, 300, 5000) + (max(int(info.min), -150)),  # a wider range: on 16 bits
-        np.array([info.min, info.max, info.min, info.max - 1], dtype=dtype),  # the type's ends: a general sort
+        np.array([info.min, info.max, info.min, info.max - 1], dtype=dtype),  # the type's ends (a general sort from 32 bits)
         np.array([info.max] * 3 + [info.max - 1] * 2, dtype=dtype),  # near the top: y - min must not overflow
         np.array([info.min] * 4, dtype=dtype),
     ]

@@ -214,11 +214,15 @@ def test_data_docs_helper_renders_while_the_caller_goes_on_and_is_killed_when_ca
 
     expectation = Expectation("expect_column_values_to_not_be_null", {"column": "id"})
     stats = {"evaluated_expectations": 1, "successful_expectations": 1, "unsuccessful_expectations": 0, "success_percent": 100.0}
-    with pytest.raises(RuntimeError, match="no Data Docs job was submitted"):
+    with pytest.raises(RuntimeError, match="no Data Docs job is being rendered"):
         DataDocsWorker().wait()
     worker = DataDocsWorker().start()
     worker.submit("s", [expectation], [{"success": True, "result": {}}], stats, str(tmp_path / "docs"))
+    with pytest.raises(RuntimeError, match="already being rendered"):
+        worker.submit("s", [expectation], [{"success": True, "result": {}}], stats, str(tmp_path / "other"))
     worker.wait()  # what submit() started, finished: the files are there
+    with pytest.raises(RuntimeError, match="already waited for"):
+        worker.wait()
     assert (tmp_path / "docs" / "validation_result.json").exists()
     assert (tmp_path / "docs" / "data_docs" / "index.html").exists()
     # a failure shows in wait(), with the helper's own words

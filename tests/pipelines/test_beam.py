@@ -1,7 +1,9 @@
 """The Beam pipeline on the embedded FnApiRunner: same answers as the in-memory path."""
 
+import dataclasses
 import json
 import os
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -170,6 +172,28 @@ def test_find_duplicate_ids_transform(tmp_path, write_sources):
         assert_that(dups, equal_to([[encode_position(0, 0), encode_position(0, 1)]]))
     # the embedded runner's driver finds the same without the pipeline
     assert sorted(find_duplicate_ids_here(plan).values()) == [encode_position(0, 0), encode_position(0, 1)]
+
+
+def test_pass_0_in_the_driver_writes_nothing_once_cancelled_and_reports_its_errors(tmp_path, write_sources):
+    from poisonscan.pipelines.beam_scan import _DriverPass0
+
+    table, _ = dirty_table(seed=37)
+    src = write_sources(table, "parquet", row_group_size=10)  # many batches
+    plan = plan_scan([src], ScanConfig(features_column="features", batch_rows=10))
+    done = _DriverPass0(plan, str(tmp_path / "done.pkl"))
+    done.result()
+    assert (tmp_path / "done.pkl").exists()
+    stopped = _DriverPass0(plan, str(tmp_path / "stopped.pkl"))
+    stopped.cancel()  # a scan that failed meanwhile: its staging folder is about to go
+    assert not stopped._thread.is_alive()
+    if (tmp_path / "stopped.pkl").exists():  # it had finished before the cancel
+        (tmp_path / "stopped.pkl").unlink()
+    time.sleep(0.2)
+    assert not (tmp_path / "stopped.pkl").exists()  # nothing written once cancel() returned
+    (tmp_path / "broken.parquet").write_bytes(open(src, "rb").read()[:-200])
+    with pytest.raises(SourceError, match="broken.parquet"):
+        _DriverPass0(dataclasses.replace(plan, file_paths={0: str(tmp_path / "broken.parquet")}, units=tuple(
+            dataclasses.replace(u, path=str(tmp_path / "broken.parquet")) for u in plan.units)), str(tmp_path / "x.pkl")).result()
 
 
 def test_pass_0_in_the_driver_gives_the_pipelines_outputs(tmp_path, write_sources, monkeypatch):

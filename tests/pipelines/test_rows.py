@@ -1,5 +1,6 @@
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from poisonscan.pipelines.inputs import InputSpec
 from poisonscan.pipelines.rows import RowChecks, parse_number_text, prepare
@@ -142,3 +143,38 @@ def test_vector_fingerprints_are_by_value():
     wide_row = np.array([[0.1]])
     as_two_float32 = wide_row.view(np.float32)
     assert vector_fingerprints(wide_row)[0] != vector_fingerprints(as_two_float32)[0]
+
+
+def test_read_ahead_keeps_order_errors_and_its_bound():
+    import threading
+    import time
+
+    from poisonscan.pipelines.sources import read_ahead
+
+    produced = []
+
+    def source(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise ValueError(f"bad batch {i}")
+            produced.append(i)
+            yield i
+
+    assert list(read_ahead(source(50))) == list(range(50))
+    # at most one item decoded ahead of the caller while it works on the current one
+    produced.clear()
+    for i in read_ahead(source(6)):
+        time.sleep(0.1)
+        assert len(produced) <= i + 2
+    # what the source raises comes out at the same point of the sequence
+    got = []
+    with pytest.raises(ValueError, match="bad batch 3"):
+        for i in read_ahead(source(10, fail_at=3)):
+            got.append(i)
+    assert got == [0, 1, 2]
+    # a caller that stops early stops the thread
+    before = threading.active_count()
+    it = read_ahead(source(1000))
+    assert next(it) == 0
+    it.close()
+    assert threading.active_count() == before and len(produced) < 1000
