@@ -386,9 +386,11 @@ def format_summary(summary: dict, out_dir: str) -> str:
             + (f"; failed: {', '.join(failed[:4])}{' ...' if len(failed) > 4 else ''}" if failed else "")
         )
     poisoned = summary["classes_poisoned"]
+    # counted first, the labels after: "classes judged poisoned: 0" read as none when
+    # the poisoned class was labelled 0
     lines.append(
-        "  classes judged poisoned: "
-        + (", ".join(fmt_label(c) for c in poisoned) if poisoned else "none")
+        f"  classes judged poisoned: {len(poisoned)} of {len(summary['classes'])}"
+        + (f" (label{'s' if len(poisoned) > 1 else ''} {', '.join(fmt_label(c) for c in poisoned)})" if poisoned else "")
     )
     budget = summary["budget"]
     if budget["max_rows"] is not None and budget["rows_left_in_clean_by_budget"]:

@@ -285,7 +285,13 @@ def check_columns(files: Sequence[SourceFile], schemas: Sequence[pa.Schema], cfg
                 kind = "list" if _is_list(t) else "text"
                 if pa.types.is_fixed_size_list(t):
                     fixed_dims.add(t.list_size)
-                features_kind = features_kind or kind
+                if (features_kind or kind) != kind:
+                    # the outputs keep each row's own columns: one column cannot hold both
+                    raise SourceError(
+                        f"{src.path}: the features column {col!r} holds {_FEATURES_AS[kind]} here but "
+                        f"{_FEATURES_AS[features_kind]} in other files; write every file the same way"
+                    )
+                features_kind = kind
     type_of = {"integer": pa.int64(), "string": pa.string()}
     return ColumnKinds(
         id_type=type_of.get(kinds.get("id"), pa.int64()),
@@ -294,6 +300,9 @@ def check_columns(files: Sequence[SourceFile], schemas: Sequence[pa.Schema], cfg
         features_kind=features_kind or "list",
         fixed_dim=fixed_dims.pop() if len(fixed_dims) == 1 else None,
     )
+
+
+_FEATURES_AS = {"list": "lists of numbers", "text": "numbers written as text"}
 
 
 def _input_type_problem(kind: str, t: pa.DataType) -> str | None:

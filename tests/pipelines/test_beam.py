@@ -152,6 +152,23 @@ def test_two_workers_give_the_same_lists(tmp_path, write_sources):
         assert a.schema == b.schema and str(a.to_pylist()) == str(b.to_pylist()), name  # NaN-safe
 
 
+def test_files_that_write_the_features_differently_are_a_clear_error(tmp_path, write_sources):
+    X, y, _ = planted(seed=33)
+    table = as_table(X.astype(np.float64), y, fixed=False)
+    lists = write_sources(table.slice(0, 800), "parquet", name="lists")
+    text = write_sources(table.slice(800), "csv", name="text")  # "[0.1, ...]" strings
+    with pytest.raises(SourceError, match=r"text.csv: the features column 'features' holds numbers written as text here but lists of numbers in other files"):
+        run_scan([lists, text], str(tmp_path / "out"), ScanConfig(features_column="features"))
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+    # lists of float32 in one file and float64 in another are one encoding
+    wide = write_sources(table.slice(800), "parquet", name="wide")
+    narrow = table.slice(0, 800).set_column(
+        2, "features", table.column("features").slice(0, 800).cast(pa.list_(pa.float32()))
+    )
+    summary = run_scan([write_sources(narrow, "parquet", name="narrow"), wide], str(tmp_path / "mixed"), ScanConfig(features_column="features"))
+    assert summary["rows_read"] == len(y)
+
+
 def test_find_duplicate_ids_transform(tmp_path, write_sources):
     table = pa.table(
         {
