@@ -780,6 +780,14 @@ def run_scan(
     worker_log = None
     docs = None
     pass0 = None
+
+    def stop_helpers() -> None:
+        # before the staging folder goes: both write there (each call is idempotent)
+        if docs is not None:
+            docs.close()
+        if pass0 is not None:
+            pass0.cancel()
+
     try:
         if plan.expectations is not None and cfg.data_docs and out.local:
             docs = DataDocsWorker().start()  # imports GX on the other core while the passes run
@@ -832,25 +840,18 @@ def run_scan(
         out.commit(out.staged_outputs())
         return summary
     except SourceError:
-        if pass0 is not None:
-            pass0.cancel()  # before the staging folder goes: it writes there
+        stop_helpers()
         out.abort()
         raise
     except Exception as exc:
-        if docs is not None:
-            docs.close()  # before the staging folder goes
-        if pass0 is not None:
-            pass0.cancel()  # likewise
+        stop_helpers()
         out.abort()
         text = _failure_text(exc)
         if worker_log:
             text += f" (worker output: {worker_log})"
         raise ScanFailed(text) from exc
     finally:
-        if docs is not None:
-            docs.close()
-        if pass0 is not None:  # done by now, unless interrupted: then it stops reading
-            pass0.cancel()
+        stop_helpers()  # after success both are done; after an interrupt they stop here
 
 
 def _pass0_here(plan: ScanPlan, runner: str) -> bool:
