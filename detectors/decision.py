@@ -307,6 +307,12 @@ class ClassVerdict:
     group_fraction: float = 0.0
     separation: float = 0.0
     delta_bic: float = 0.0
+    #: Calibrated evidence: the probability that a clean class of this scan shows evidence
+    #: at least this strong for this detector (None where the detector has no such test).
+    p_value: float | None = None
+    #: The level ``p_value`` must fall below for the class to be judged poisoned, after
+    #: the scan-wide correction over classes x detectors.
+    level: float | None = None
     extra: dict = field(default_factory=dict)
 
     def flags(self, statistic: np.ndarray) -> np.ndarray:
@@ -336,6 +342,8 @@ class ClassVerdict:
             "group_fraction": self.group_fraction,
             "separation": self.separation,
             "delta_bic": self.delta_bic,
+            "p_value": self.p_value,
+            "level": self.level,
         }
         out.update(self.extra)
         return out

