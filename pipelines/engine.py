@@ -1044,7 +1044,8 @@ def summarize(
     inputs: Sequence[str],
     extra_settings: Mapping[str, Any] | None = None,
 ) -> dict:
-    """summary.json: counts that add up, per-class figures and verdicts, settings."""
+    """summary.json: counts that add up, per-class figures and verdicts, the classes
+    ranked by their strongest evidence (``review.rank_classes``), settings."""
     q_labels = Counter(
         _py(v) for v in quarantine.column("label").to_pylist()
     ) if quarantine.num_rows else Counter()
@@ -1104,6 +1105,9 @@ def summarize(
             f"{counts.flagged} flagged, rejected {counts.rejected}"
         )
     poisoned_classes = model.poisoned_classes
+    from .review import rank_classes
+
+    ranking, near_miss = rank_classes(classes)
     settings = cfg.to_dict()
     if extra_settings:
         settings.update(extra_settings)
@@ -1124,6 +1128,8 @@ def summarize(
         "dimension": model.dim,
         "vector_lengths_seen": {str(k): v for k, v in sorted(model.rows_by_dim.items())},
         "classes": classes,
+        "class_ranking": ranking,
+        "near_miss": near_miss,
         "detectors": det_summary,
         "decision": cfg.build_group_test().get_params(),
         "inputs": list(inputs),

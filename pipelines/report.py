@@ -37,6 +37,8 @@ TABLE_MAX = 20_000
 REJECTED_MAX = 200
 #: Classes drawn with plots besides the poisoned ones.
 CLEAN_CLASSES_DRAWN = 24
+#: Classes listed in the ranking by how far each stands out (all are in summary.json).
+RANKING_SHOWN = 20
 _TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 
@@ -131,12 +133,15 @@ def render(outputs: ScanOutputs) -> str:
     env.filters["num"] = _num
     env.filters["pct"] = _pct
     env.filters["label"] = _label
+    env.filters["sci"] = _sci
+    env.filters["ratio"] = _ratio
     script = _read_template("report.js")
     css = _read_template("report.css")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
     s = outputs.summary
     data = outputs.review_data
     classes = _classes(s, data)
+    ranking, near_miss = _ranking(s)
     gallery = _gallery(outputs.review, data)
     table_rows = _table_rows(outputs.quarantine)
     page_data = {
@@ -151,6 +156,11 @@ def render(outputs: ScanOutputs) -> str:
         kind=data.get("kind"),
         input_columns=data.get("input_columns", []),
         classes=classes,
+        ranking=ranking[:RANKING_SHOWN],
+        ranking_total=len(ranking),
+        ranking_fallback=sum(1 for r in ranking if r.get("basis") == "separation"),
+        ranking_calibrated=sum(1 for r in ranking if r.get("basis") == "p-value"),
+        near_miss=near_miss,
         balance_svg=Markup(balance_chart(s.get("classes", []))),
         gallery=gallery,
         gallery_info=data.get("gallery", {}),
@@ -222,6 +232,16 @@ def _short(v: Any, n: int = 80) -> str:
 
 
 # per class -----------------------------------------------------------------------------
+def _ranking(summary: dict) -> tuple[list[dict], dict | None]:
+    """The classes by how far each stands out, and the near miss: from summary.json, or
+    computed from its verdicts for a scan written before the summary held them."""
+    if "class_ranking" in summary:
+        return summary["class_ranking"] or [], summary.get("near_miss")
+    from .review import rank_classes
+
+    return rank_classes(summary.get("classes", []))
+
+
 def _classes(summary: dict, data: dict) -> list[dict]:
     by_label = {json.dumps(c["label"]): c for c in summary.get("classes", [])}
     views = data.get("classes", [])
@@ -498,6 +518,16 @@ def _num(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def _sci(v: Any) -> str:
+    """A probability or a ratio in two significant digits: 0.0002, 3.1e-07, 12."""
+    return "—" if v is None else f"{float(v):.2g}"
+
+
+def _ratio(v: Any) -> str:
+    """p / level: 2 significant digits below 100 (0.2, 1.3e-06), whole numbers above."""
+    return "—" if v is None else f"{float(v):,.0f}" if float(v) >= 100 else f"{float(v):.2g}"
 
 
 def _pct(v: Any) -> str:

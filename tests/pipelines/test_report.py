@@ -304,3 +304,42 @@ def test_marked_fields_match_cut_values_and_columns_holding_equals():
     fields = {"a=b": "c", "job": "partime", "note": long[:199] + "…", "n": 3}
     assert marked_fields(fields, ["a=b=c", "job=partime", f"note={long[:200]}", "n=3"]) == {"a=b", "job", "note"}
     assert marked_fields(fields, ["job=parti", "a=b"]) == set()
+
+
+# the ranking and the near miss -----------------------------------------------------
+def test_clean_scan_names_the_near_miss_and_escapes_labels_in_the_ranking(tmp_path, browser):
+    from ..conftest import as_table, planted
+
+    X, y, _ = planted(n_poison=0, seed=21)
+    names = np.array([IMG, SCRIPT, CLOSE, "a & b"], dtype=object)
+    pq.write_table(as_table(X, names[y]), tmp_path / "clean.parquet")
+    out = tmp_path / "out"
+    assert main(["scan", str(tmp_path / "clean.parquet"), "--out", str(out), "--features-column", "features", "-q"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes_poisoned"] == []
+    ranking, near = summary["class_ranking"], summary["near_miss"]
+    assert len(ranking) == 4 and near == ranking[0] and near["poisoned"] is False
+
+    page = open_report(browser, out / "report.html")
+    # near the verdict: no class judged poisoned, the closest one with its evidence in words
+    line = page.eval("document.getElementById('near-miss').textContent")
+    assert line.startswith("No class judged poisoned; closest: class " + near["label"] + " — " + near["evidence"])
+    assert page.eval("document.querySelector('#near-miss .nm-label').textContent") == near["label"]
+    # every class in the ranking's order, its label shown verbatim as text
+    shown = page.eval("Array.from(document.querySelectorAll('#ranking tbody td.rk-label')).map(e => e.textContent)")
+    assert shown == [r["label"] for r in ranking]
+    assert page.eval("document.querySelector('#ranking tbody tr.near').dataset.rank") == "1"
+    evidence = page.eval("Array.from(document.querySelectorAll('#ranking td.rk-evidence')).map(e => e.textContent)")
+    assert all(e.startswith(r["evidence"]) for e, r in zip(evidence, ranking))
+    # nothing from the labels became an element
+    assert page.eval("document.querySelectorAll('#overview img, #ranking img, #ranking script').length") == 0
+    assert page.eval("document.querySelectorAll('script').length") == 2
+    check_page(page, tmp_path, "near-miss")
+
+    # a scan written before summary.json held the ranking: the report computes it
+    before = (out / "report.html").read_text()
+    for key in ("class_ranking", "near_miss"):
+        del summary[key]
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(out), "-q"]) == 0
+    assert (out / "report.html").read_text() == before
