@@ -34,6 +34,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/detectors_bench.py
 	$(BIN)/python benchmarks/raw_bench.py
 	$(BIN)/python benchmarks/report_bench.py
+	$(BIN)/python benchmarks/heldout/run.py
 
 clean:
 	rm -rf demo-out benchmarks/data benchmarks/results
