@@ -350,76 +350,83 @@ class ClassVerdict:
 
 
 class ExcessTest(ParamsMixin):
-    """Does a class hold more rows beyond a fixed cut than chance allows?
+    """Does a class hold more strongly disputed labels than its own calibration allows?
 
-    For per-row evidence (a label the data disagree with), not groups. The class is
-    judged on the rows beyond a strict *verdict cut* (strong disagreement): it holds poison
-    when its sample has significantly more of them than ``background_rate`` (one-sided
-    binomial test at level ``alpha``) and at least ``min_rows``. In a class judged
-    poisoned, the rows beyond the detector's (looser) cut are flagged. Requiring strong
-    evidence for the verdict keeps data whose labels are intrinsically uncertain (credit
-    default, say: many rows disagree with any model, mildly) from being called poisoned.
+    For per-row evidence (a label the data disagree with), not groups. The detector
+    counts, in the class's sample, the rows whose label is *strongly* disputed (a fixed
+    definition of the evidence, such as "another class 10 times more likely") and says
+    how many such rows a clean class would have: ``expected``, the sum over the sampled
+    rows of the probability that the row carries this label *and* would be strongly
+    disputed with it, when labels are drawn from the detector's calibrated out-of-fold
+    model (a model of the scanned data itself, not a constant). Under that null the count
+    is a sum of independent Bernoulli variables; its upper tail is taken from the Poisson
+    distribution of the same mean, a close and slightly conservative stand-in. A class
+    whose labels a model predicts poorly has many disputed rows *and* expects many.
 
-    Random label flips spread thinly: at 5 % over ten classes, a class of 180 rows holds
-    about 9 of them, and a test at ``alpha`` misses some classes. So the test runs in two
-    stages. When the *other* classes' sampled rows pooled (leaving out the one with the
-    largest share, so that one flipped class cannot speak for the rest) hold
-    significantly more strongly disagreeing rows than ``background_rate`` at level
-    ``alpha``, flipped labels run through the data, and a class then needs only
-    ``class_alpha`` on its own rows. Without that evidence each class must pass at
-    ``alpha``.
+    Random label flips spread thinly: at 5 % over ten classes a class of 180 rows holds
+    about 9 of them. So the test has two stages. When the *other* classes' counts pooled
+    (leaving out the one with the largest excess, so that one flipped class cannot speak
+    for the rest) exceed their pooled expectation at the class level, flipped labels run
+    through the data, and a class then needs only ``class_alpha`` on its own rows.
 
     Parameters
     ----------
-    background_rate : float, default=0.005
-        Least share of rows beyond the cut expected in a clean class.
-    alpha : float, default=1e-3
-        Level of the test.
+    alpha : float, default=0.05
+        Family-wise error over the classes of one detector: in a scan whose labels are
+        clean (drawn from the calibrated model), the probability that any class is judged
+        poisoned is at most ``alpha``. With K classes each class's own test runs at
+        ``alpha / (2 K)`` and the pooled stage at ``alpha / (2 K)`` (Bonferroni over
+        both). The label detectors' verdicts count only when *every* selected label
+        detector judges the class poisoned (:func:`combine`), so no further division by
+        the number of label detectors is needed: the family-wise error of the label
+        evidence over classes x label detectors is at most ``alpha`` as well.
     min_rows : int, default=3
-        Fewest sampled rows beyond the cut that can make a class poisoned.
+        Fewest sampled rows counted as evidence that can make a class poisoned.
     class_alpha : float, default=0.05
-        Level of a class's own test once the pooled test has found flipped labels.
+        Level of a class's own test once the pooled stage has found flipped labels.
     """
 
     _parameter_constraints = {
-        "background_rate": [Interval(Real, 0, 1, closed="neither")],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
         "min_rows": [Interval(int, 1, None)],
         "class_alpha": [Interval(Real, 0, 1, closed="neither")],
     }
 
-    def __init__(
-        self, *, background_rate: float = 0.005, alpha: float = 1e-3, min_rows: int = 3, class_alpha: float = 0.05
-    ):
-        self.background_rate = background_rate
+    def __init__(self, *, alpha: float = 0.05, min_rows: int = 3, class_alpha: float = 0.05):
         self.alpha = alpha
         self.min_rows = min_rows
         self.class_alpha = class_alpha
 
+    def level(self, classes: int) -> float:
+        """The level of a class's own test (and of the pooled stage) among ``classes``."""
+        return self.alpha / (2 * max(int(classes), 1))
+
     @staticmethod
-    def counts(statistics: Mapping[Any, np.ndarray], verdict_cut: float) -> dict:
-        """Per class: ``(sampled rows beyond verdict_cut, sampled rows)``."""
-        return {
-            label: (int((np.asarray(s, dtype=np.float64) > verdict_cut).sum()), len(s))
-            for label, s in statistics.items()
-        }
+    def p_value(observed: int, expected: float) -> float:
+        """P(a clean class shows at least ``observed`` strong disagreements)."""
+        from scipy.stats import poisson
 
-    def spread(self, counts: Mapping[Any, tuple], label: Any) -> tuple[int, int, float] | None:
+        if observed <= 0:
+            return 1.0
+        if expected <= 0:
+            return 0.0
+        return float(poisson.sf(observed - 1, expected))
+
+    def spread(self, evidence: Mapping[Any, tuple], label: Any) -> tuple[int, float, float] | None:
         """Evidence that flipped labels run through the data, for judging ``label``:
-        ``(rows beyond the verdict cut, rows, p)`` pooled over every *other* class except
-        the one with the largest share beyond the cut, so that neither the class judged
-        nor a single flipped class (a targeted flip) can lower the bar for the rest.
-        None when fewer than two classes remain."""
-        from scipy.stats import binom
-
-        others = [kn for other, kn in counts.items() if other != label]
+        ``(rows counted, rows expected, p)`` pooled over every *other* class except the
+        one with the largest excess share, so that neither the class judged nor a single
+        flipped class (a targeted flip) can lower the bar for the rest. ``evidence`` maps
+        each class to ``(rows counted, sampled rows, rows expected)``. None when fewer
+        than two classes remain."""
+        others = [e for other, e in evidence.items() if other != label]
         if len(others) < 3:
             return None
-        top = max(range(len(others)), key=lambda i: others[i][0] / max(others[i][1], 1))
+        top = max(range(len(others)), key=lambda i: (others[i][0] - others[i][2]) / max(others[i][1], 1))
         rest = others[:top] + others[top + 1 :]
-        k = sum(kn[0] for kn in rest)
-        n = sum(kn[1] for kn in rest)
-        return k, n, float(binom.sf(k - 1, n, self.background_rate)) if n else 1.0
+        k = sum(e[0] for e in rest)
+        lam = sum(e[2] for e in rest)
+        return k, lam, self.p_value(k, lam)
 
     def decide(
         self,
@@ -428,27 +435,37 @@ class ExcessTest(ParamsMixin):
         statistic: np.ndarray,
         class_rows: int,
         cut: float,
-        verdict_cut: float | None = None,
-        pooled: tuple[int, int, float] | None = None,
+        *,
+        strong: int,
+        expected: float,
+        classes: int,
+        pooled: tuple[int, float, float] | None = None,
     ) -> "ClassVerdict":
-        """Judge one class on the rows beyond ``verdict_cut`` (default: ``cut``); rows
-        beyond ``cut`` are flagged in a class judged poisoned. ``pooled`` is
-        :meth:`spread` for this class (None: the class is judged alone)."""
+        """Judge one class from ``strong`` sampled rows counted as evidence where a clean
+        class has ``expected``, among ``classes`` classes; ``pooled`` is :meth:`spread`
+        for this class (None: the class is judged alone). In a class judged poisoned, the
+        rows whose ``statistic`` exceeds ``cut`` are flagged."""
         self._validate_params()
-        from scipy.stats import binom
-
         statistic = np.asarray(statistic, dtype=np.float64)
         n = statistic.shape[0]
-        strong = statistic > (cut if verdict_cut is None else verdict_cut)
         beyond = statistic > cut
-        k = int(strong.sum())
-        lam = n * self.background_rate
-        p_value = float(binom.sf(k - 1, n, self.background_rate)) if n else 1.0
+        k = int(strong)
+        p_value = self.p_value(k, expected)
         rest = statistic[~beyond] if (~beyond).any() else statistic
         center = float(np.median(rest)) if rest.size else 0.0
         scale = float(np.median(np.abs(rest - center)) * 1.4826) if rest.size else 1.0
         if not scale > 0:
             scale = float(rest.std()) if rest.size and rest.std() > 0 else 1.0
+        base_level = self.level(classes)
+        data_flipped = pooled is not None and pooled[2] < base_level
+        level = max(self.class_alpha, base_level) if data_flipped else base_level
+        extra = {
+            "rows_strongly_disputed": k,
+            "rows_beyond_cut": int(beyond.sum()),
+            "expected_in_clean_class": float(expected),
+        }
+        if data_flipped:
+            extra.update(pooled_rows_strongly_disputed=pooled[0], pooled_expected=pooled[1], pooled_p_value=pooled[2])
         info = dict(
             label=label,
             detector=detector,
@@ -459,31 +476,24 @@ class ExcessTest(ParamsMixin):
             center=center,
             scale=scale,
             group_fraction=k / n if n else 0.0,
-            extra={
-                "rows_beyond_verdict_cut": k,
-                "rows_beyond_cut": int(beyond.sum()),
-                "expected_in_clean_class": lam,
-                "p_value": p_value,
-            },
+            p_value=p_value,
+            level=level,
+            extra=extra,
         )
-        data_flipped = pooled is not None and pooled[2] < self.alpha
-        if data_flipped:
-            info["extra"].update(pooled_rows_beyond_verdict_cut=pooled[0], pooled_rows=pooled[1], pooled_p_value=pooled[2])
-        level = max(self.class_alpha, self.alpha) if data_flipped else self.alpha
         if k >= self.min_rows and p_value < level:
             note = (
                 f"{k} of {n} sampled rows ({k / n:.1%}) strongly disagree with their label where a "
-                f"clean class has about {lam:.1f} (p = {p_value:.1e})"
+                f"clean class has about {expected:.1f} (p = {p_value:.1e} < {level:.1e})"
             )
-            if p_value >= self.alpha:
+            if p_value >= base_level:
                 note += (
-                    f"; the other classes hold flipped labels too ({pooled[0]} of {pooled[1]} of their "
-                    f"sampled rows, p = {pooled[2]:.1e}), so p < {level:g} suffices"
+                    f"; the other classes hold flipped labels too ({pooled[0]} of their sampled rows "
+                    f"where {pooled[1]:.1f} are expected, p = {pooled[2]:.1e})"
                 )
             return ClassVerdict(poisoned=True, note=note, **info)
         note = (
-            f"{k} of {n} sampled rows strongly disagree with their label; about {lam:.1f} "
-            f"expected in a clean class (p = {p_value:.2g})"
+            f"{k} of {n} sampled rows strongly disagree with their label; about {expected:.1f} "
+            f"expected in a clean class (p = {p_value:.2g}, level {level:.1e})"
         )
         return ClassVerdict(poisoned=False, note=note, **info)
 
@@ -494,11 +504,10 @@ def combine(verdicts: dict, finds: dict) -> dict:
     * Backdoor detectors (a separated group inside the class) count on their own: each
       one's verdict is already a conservative, self-contained test.
     * Label detectors (rows the rest of the data contradict) count only when *every*
-      selected label detector judged the class poisoned. Hard examples and genuinely
-      ambiguous rows disagree with their neighbours in clean data too (on clean
-      MNIST-5k, 1.3 % of rows disagree with 7 of their 10 nearest neighbours); a
-      cross-fitted model that is also confident the label is wrong is independent
-      evidence, and the two together keep clean classes clean.
+      selected label detector judged the class poisoned: a cross-fitted model and the
+      neighbours are two views of the same question, and the intersection of their
+      calibrated tests keeps the family-wise error of the label evidence over classes x
+      label detectors within each detector's ``alpha`` (:class:`ExcessTest`).
     """
     label_dets = [d for d in verdicts if finds.get(d) == "flipped labels"]
     labels_agree = bool(label_dets) and all(verdicts[d].poisoned for d in label_dets)

@@ -234,17 +234,35 @@ ROW_SAMPLE = 10_000
 # views ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Layout:
-    """How a row's vector is laid out: ``[representation | class probabilities]``.
+    """How a row's vector is laid out: ``[representation | encoded input | class
+    probabilities]``.
 
-    ``probabilities`` is 0 when there are none (a features input, the user's model).
+    ``encoded`` is the width of the encoded input carried for the label detectors (the
+    tabular encoder's standardised and one-hot columns: what no network fitted to the
+    labels has seen), 0 for other inputs. ``probabilities`` is the number of out-of-fold
+    probability columns, 0 when there are none (a features input, the user's model).
     """
 
     probabilities: int = 0
+    encoded: int = 0
+    #: whether the probabilities are out of fold (a cross-fitted proxy) rather than the
+    #: full network's, which was fitted to the rows' labels
+    out_of_fold: bool = False
 
     def split(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(representation, probabilities or None)."""
+        d = X.shape[1]
+        rep = X[:, : d - self.probabilities - self.encoded]
         if not self.probabilities:
-            return X, None
-        return X[:, : X.shape[1] - self.probabilities], X[:, X.shape[1] - self.probabilities :]
+            return rep, None
+        return rep, X[:, d - self.probabilities :]
+
+    def encoded_input(self, X: np.ndarray) -> np.ndarray | None:
+        """The encoded input columns, or None when none are carried."""
+        if not self.encoded:
+            return None
+        d = X.shape[1]
+        return X[:, d - self.probabilities - self.encoded : d - self.probabilities]
 
 
 def batch_rows_for(cfg: ScanConfig, kind: str) -> int:
@@ -263,6 +281,15 @@ def view(det: Detector, X: np.ndarray, layout: Layout, tokens=None):
         if probs is None:
             raise ValueError(f"the {det.name} detector was set to read probabilities, and there are none")
         return probs
+    if det.input == "unfitted":
+        # label evidence must not come from a network fitted to the row's label: the
+        # encoded table, else the proxy's out-of-fold probabilities, else the vectors
+        # as given (a features input, the user's model)
+        encoded = layout.encoded_input(X)
+        if encoded is not None:
+            return encoded
+        if probs is not None and layout.out_of_fold:
+            return probs
     return rep
 
 

@@ -78,7 +78,10 @@ class Representer:
 
     @property
     def layout(self) -> Layout:
-        return Layout(len(self.proxy.labels) if self.proxy is not None else 0)
+        probs = len(self.proxy.labels) if self.proxy is not None else 0
+        # a table's encoded columns travel with the representation (rows.label_input)
+        encoded = self.encoder.width if self.kind == "tabular" else 0
+        return Layout(probs, encoded, bool(self.proxy is not None and self.proxy.folds))
 
     @property
     def probability_labels(self) -> tuple:

@@ -521,11 +521,28 @@ def _encode(batch, kinds, encoder, rows: np.ndarray, problems):
     return enc
 
 
+def label_input(encoded) -> np.ndarray | None:
+    """The part of a batch's encoded rows the label detectors read: a table's encoded
+    columns (2-D floats), which no network fitted to the labels has seen; None for
+    images and text."""
+    x = encoded.inputs.get("x") if encoded is not None else None
+    if x is None or x.ndim != 2 or x.dtype.kind != "f":
+        return None
+    return x
+
+
 def attach(prep: Prepared, representation: np.ndarray, probabilities: np.ndarray | None) -> Prepared:
-    """Give the encoded rows their vectors: ``[representation | probabilities]``."""
+    """Give the encoded rows their vectors: ``[representation | encoded table |
+    probabilities]`` (see :class:`.engine.Layout`)."""
     rows = prep.encoded.rows
     if len(rows):
-        X = representation if probabilities is None else np.hstack([representation, probabilities])
+        parts = [representation]
+        table = label_input(prep.encoded)
+        if table is not None:
+            parts.append(table)
+        if probabilities is not None:
+            parts.append(probabilities)
+        X = parts[0] if len(parts) == 1 else np.hstack(parts)
         prep.groups = {int(X.shape[1]): (rows, np.asarray(X, dtype=np.float32))}
     else:
         prep.groups = {}

@@ -77,14 +77,43 @@ def test_knn_reason_names_the_neighbours():
     assert f"label {y_bad[i]} disagrees with" in text and f"of them {y[i]})" in text
 
 
-def test_excess_test_needs_more_than_chance():
-    test = ExcessTest(background_rate=0.01, alpha=1e-3)
-    rng = np.random.default_rng(3)
-    clean = rng.normal(size=1000)
-    assert not test.decide(0, "d", clean, 1000, cut=3.0).poisoned  # ~1 row beyond 3 SD
-    dirty = np.concatenate([clean, np.full(40, 5.0)])
-    v = test.decide(0, "d", dirty, 1040, cut=3.0)
-    assert v.poisoned and v.extra["rows_beyond_cut"] >= 40
+def test_excess_test_needs_more_than_its_calibration_expects():
+    test = ExcessTest(alpha=0.05)
+    stat = np.zeros(1000)
+    # 12 strong disagreements where the calibrated model expects 10: chance
+    v = test.decide(0, "d", stat, 1000, cut=0.0, strong=12, expected=10.0, classes=2)
+    assert not v.poisoned and v.p_value > 0.2 and v.level == 0.05 / 4
+    # 40 where it expects 10: flipped labels
+    v = test.decide(0, "d", stat, 1000, cut=0.0, strong=40, expected=10.0, classes=2)
+    assert v.poisoned and v.p_value < 1e-9 and "about 10.0" in v.note
+
+
+def test_a_label_a_model_predicts_poorly_is_not_called_flipped():
+    # overlapping classes whose labels are drawn from a logistic model (3 % positives):
+    # many rows disagree with any model, and the calibration expects them
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(4000, 6))
+    logit = -4.2 + 1.5 * X[:, 0] + 0.8 * X[:, 1]
+    y = (rng.random(4000) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    for det in (LabelConsistency(), KnnLabel()):
+        _, verdicts, flags = verdicts_and_flags(det, X, y)
+        assert not any(v.poisoned for v in verdicts.values()), (det.name, [v.note for v in verdicts.values()])
+        assert all(v.p_value is not None and v.level is not None for v in verdicts.values())
+
+
+def test_a_binary_class_with_flips_is_found():
+    X, y, _ = blobs(n_per_class=300, classes=2, seed=7, spread=1.5)
+    rng = np.random.default_rng(7)
+    idx = rng.choice(np.flatnonzero(y == 1), 36, replace=False)  # 12 % of class 1 -> 0
+    y_bad = y.copy()
+    y_bad[idx] = 0
+    truth = np.zeros(len(y), bool)
+    truth[idx] = True
+    det = LabelConsistency()
+    _, verdicts, flags = verdicts_and_flags(det, X, y_bad)
+    assert verdicts[0].poisoned and verdicts[0].p_value < verdicts[0].level, verdicts[0].note
+    assert not verdicts[1].poisoned
+    assert flags[truth].mean() > 0.8 and flags[~truth].mean() < 0.01
 
 
 def test_label_evidence_counts_only_when_the_label_detectors_agree():
@@ -134,24 +163,23 @@ def test_activation_clustering_ignores_a_natural_split():
 
 
 def test_thin_flips_need_only_weak_evidence_once_the_data_hold_flips():
-    test = ExcessTest(background_rate=0.005, alpha=1e-3, class_alpha=0.05)
-    stat = np.zeros(180)
-    stat[:4] = 5.0  # 4 strong disagreements of 180 where 0.9 are expected: p ~ 0.013
-    alone = test.decide(0, "d", stat, 180, cut=3.0)
-    assert not alone.poisoned and 1e-3 < alone.extra["p_value"] < 0.05
-    flipped = {c: np.r_[np.full(9, 5.0), np.zeros(171)] for c in range(1, 10)}  # 9 flips each
-    counts = test.counts({0: stat, **flipped}, verdict_cut=3.0)
-    pooled = test.spread(counts, 0)
-    assert pooled[:2] == (72, 1440) and pooled[2] < 1e-30  # the class itself and one other left out
-    v = test.decide(0, "d", stat, 180, cut=3.0, pooled=pooled)
-    assert v.poisoned and "the other classes hold flipped labels too" in v.note
+    test = ExcessTest(alpha=0.05, class_alpha=0.05)
+    # 4 strong disagreements where 0.9 are expected: p ~ 0.013, above 0.05 / 20
+    alone = test.decide(0, "d", np.zeros(180), 180, cut=0.0, strong=4, expected=0.9, classes=10)
+    assert not alone.poisoned and 0.05 / 20 < alone.p_value < 0.05 and alone.level == 0.05 / 20
+    evidence = {0: (4, 180, 0.9), **{c: (9, 180, 0.9) for c in range(1, 10)}}  # 9 flips each
+    pooled = test.spread(evidence, 0)
+    assert pooled[0] == 72 and abs(pooled[1] - 8 * 0.9) < 1e-9 and pooled[2] < 1e-30  # itself and one other left out
+    v = test.decide(0, "d", np.zeros(180), 180, cut=0.0, strong=4, expected=0.9, classes=10, pooled=pooled)
+    assert v.poisoned and "the other classes hold flipped labels too" in v.note and v.level == 0.05
     # one flipped class (a targeted flip) does not lower the bar for the others
-    targeted = {c: np.zeros(180) for c in range(1, 10)}
-    targeted[7] = np.r_[np.full(60, 5.0), np.zeros(120)]
-    spread = test.spread(test.counts({0: stat, **targeted}, verdict_cut=3.0), 0)
-    assert spread[2] > 1e-3 and not test.decide(0, "d", stat, 180, cut=3.0, pooled=spread).poisoned
+    targeted = {0: (4, 180, 0.9), **{c: (1, 180, 0.9) for c in range(1, 10)}}
+    targeted[7] = (60, 180, 0.9)
+    spread = test.spread(targeted, 0)
+    assert spread[2] > 0.05 / 20
+    assert not test.decide(0, "d", np.zeros(180), 180, cut=0.0, strong=4, expected=0.9, classes=10, pooled=spread).poisoned
     # nor can the class judged speak for itself, and two classes pool nothing
-    assert test.spread(test.counts({0: stat, 1: flipped[1]}, verdict_cut=3.0), 0) is None
+    assert test.spread({0: (4, 180, 0.9), 1: (9, 180, 0.9)}, 0) is None
 
 
 def spectral_verdicts(X, y, **params):
