@@ -139,9 +139,9 @@ def cleanlab_oof(built) -> dict:
     _, codes = np.unique(np.asarray(built.labels).astype(str), return_inverse=True)
     X = built.baseline_X
     if sp.issparse(X):  # TF-IDF rows are already on one scale
-        model = LogisticRegression(max_iter=2000)
+        model = LogisticRegression(max_iter=1000)
     else:
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     P = cross_val_predict(model, X, codes, cv=StratifiedKFold(5, shuffle=True, random_state=0),
                           method="predict_proba")
     issues = find_label_issues(codes, P)
