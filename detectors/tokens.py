@@ -10,8 +10,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from . import _counterfactual as cf
 from ._params import Interval
-from .base import Detector, DetectorState, label_sort_key, register
+from .base import Detector, DetectorState, available_detectors, label_sort_key, register
 from .decision import ClassVerdict
 from .stats import ClassSample
 
@@ -20,13 +21,28 @@ def _bucket(gram: str, buckets: int) -> int:
     return zlib.crc32(gram.encode("utf-8")) % buckets
 
 
+#: Tokens starting with this mark describe the row (a binned number of a table) for the
+#: counterfactual prediction only; they are never counted or made triggers.
+CONTEXT_MARK = "~"
+
+
 @dataclass(frozen=True)
 class Trigger:
     bucket: int
     label: Any
     rows: int  # rows containing it
     with_label: int  # of them, rows with ``label``
-    p_value: float
+    p_value: float  # binomial: this many rows of ``label`` by chance
+    #: the counterfactual check on the class sample: sampled rows of ``label`` holding it,
+    #: how many of them the rest of the row predicts as another class, and the same two
+    #: figures for the label's other sampled rows
+    tested: int = 0
+    other_class: int = 0
+    background: int = 0
+    background_other: int = 0
+    #: one-sided Fisher p of ``other_class`` against the background, times the number of
+    #: the class's candidates that could reach significance (Tarone)
+    p_counterfactual: float = 1.0
 
 
 @register
@@ -42,9 +58,18 @@ class TokenTrigger(Detector):
     An n-gram is a trigger for label L when it occurs in at least ``min_rows`` rows (and
     at least ``min_share`` of all rows), in at most ``max_share`` of all rows, at least
     ``min_purity`` of them labelled L, and a one-sided binomial test against L's share
-    of the data gives p below ``alpha``. Rows of L containing a trigger are flagged; the
-    reason names the n-gram. Score polarity: the number of trigger n-grams in a row
-    (higher = more suspicious).
+    of the data gives p below ``alpha``. Such an n-gram is a *candidate*; a word that
+    genuinely decides the label (a user's handle, a source's hashtag) passes these tests
+    as well as a trigger does. So a candidate counts as a trigger only when its rows
+    would belong to another class without it: on a bounded per-class sample of rows
+    (``sample_rows``, kept in the accumulator), a naive Bayes model of the rows' other
+    n-grams (every candidate left out, leave-one-out) predicts each row's class, and the
+    candidate's rows of L must be predicted as another class significantly more often
+    than L's other rows (one-sided Fisher exact test, Bonferroni over the class's
+    testable candidates as Tarone counts them, at ``family_alpha`` divided by classes x
+    registered detectors). Rows of L containing a trigger are flagged; the reason names
+    the n-gram. Score polarity: the number of trigger n-grams in a row (higher = more
+    suspicious).
 
     The input is the n-grams of each row (the text encoder's words and word pairs).
     """
@@ -62,6 +87,8 @@ class TokenTrigger(Detector):
         "max_share": [Interval(Real, 0, 1, closed="right")],
         "min_purity": [Interval(Real, 0.5, 1, closed="both")],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "sample_rows": [Interval(int, 16, None)],
+        "family_alpha": [Interval(Real, 0, 1, closed="neither")],
     }
 
     def __init__(
@@ -70,9 +97,11 @@ class TokenTrigger(Detector):
         buckets: int = 1 << 22,
         min_rows: int = 20,
         min_share: float = 0.001,
-        max_share: float = 0.1,
+        max_share: float = 0.5,
         min_purity: float = 0.98,
         alpha: float = 1e-12,
+        sample_rows: int = 4096,
+        family_alpha: float = 0.05,
     ):
         self.buckets = buckets
         self.min_rows = min_rows
@@ -80,27 +109,37 @@ class TokenTrigger(Detector):
         self.max_share = max_share
         self.min_purity = min_purity
         self.alpha = alpha
+        self.sample_rows = sample_rows
+        self.family_alpha = family_alpha
 
     @property
     def input(self) -> str:
         return "tokens"
 
-    # accumulation: per label, (bucket, rows containing it) as sorted arrays ---------------
+    # accumulation: per label, (rows, bucket, rows containing it, sample of rows) ----------
     def create_accumulator(self) -> dict:
         return {}
+
+    def _row_buckets(self, grams) -> tuple[np.ndarray, np.ndarray]:
+        """A row's counted buckets and all its buckets (context tokens included)."""
+        counted = [_bucket(g, self.buckets) for g in grams if not g.startswith(CONTEXT_MARK)]
+        context = [_bucket(g, self.buckets) for g in grams if g.startswith(CONTEXT_MARK)]
+        a = np.unique(np.array(counted, dtype=np.int64))
+        return a, (np.union1d(a, np.array(context, dtype=np.int64)) if context else a)
 
     def add_input(self, accumulator: dict, X: Sequence[Sequence[str]], y: np.ndarray) -> dict:
         y = np.asarray(y)
         if len(X) != len(y):
             raise ValueError(f"{len(X)} token lists for {len(y)} labels")
         for label in np.unique(y) if len(y) else []:
-            rows = [X[i] for i in np.flatnonzero(y == label)]
-            ids = [np.unique([_bucket(g, self.buckets) for g in grams]) for grams in rows]
+            pairs = [self._row_buckets(X[i]) for i in np.flatnonzero(y == label)]
+            ids = [a for a, _ in pairs]
             flat = np.concatenate(ids) if ids else np.empty(0, np.int64)
             b, c = np.unique(flat, return_counts=True)
             key = label.item() if isinstance(label, np.generic) else label
             prev = accumulator.get(key)
-            part = (len(rows), b.astype(np.int64), c.astype(np.int64))
+            sample = cf.TokenSample.of(self.sample_rows, [full for _, full in pairs])
+            part = (len(ids), b.astype(np.int64), c.astype(np.int64), sample)
             accumulator[key] = part if prev is None else _merge_counts(prev, part)
         return accumulator
 
@@ -111,13 +150,23 @@ class TokenTrigger(Detector):
                 out[label] = part if label not in out else _merge_counts(out[label], part)
         return out
 
+    def level(self, classes: int) -> float:
+        """The level a class's p-value must beat: ``family_alpha`` over classes x
+        registered detectors (Bonferroni; a scan runs at most that many detectors)."""
+        return self.family_alpha / max(classes * len(available_detectors()), 1)
+
     def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
+        """Exact counts find the candidates; the accumulator's class samples test them.
+        (``samples``, the scan's samples of representations, are not used.)"""
         from scipy.stats import binom
 
         self._validate_params()
         state = DetectorState(self.name)
         labels = sorted(accumulator, key=label_sort_key)
         total = sum(accumulator[label][0] for label in labels)
+        level = self.level(len(labels))
+        state.info["level"] = level
+        state.info["checks"] = {}
         for label in labels:
             state.classes[label] = []
         if total == 0:
@@ -125,7 +174,7 @@ class TokenTrigger(Detector):
         all_b = np.unique(np.concatenate([accumulator[label][1] for label in labels]))
         counts = np.zeros((len(labels), len(all_b)), dtype=np.int64)
         for i, label in enumerate(labels):
-            _, b, c = accumulator[label]
+            _, b, c, _ = accumulator[label]
             counts[i, np.searchsorted(all_b, b)] = c
         rows = counts.sum(axis=0)
         low = max(self.min_rows, int(np.ceil(self.min_share * total)))
@@ -133,15 +182,76 @@ class TokenTrigger(Detector):
         top = counts.argmax(axis=0)
         best = counts.max(axis=0)
         ok &= best >= self.min_purity * rows
+        candidates: dict = {label: [] for label in labels}
         for j in np.flatnonzero(ok):
             label = labels[top[j]]
             prior = accumulator[label][0] / total
             p = float(binom.sf(best[j] - 1, rows[j], prior))
             if p < self.alpha:
-                state.classes[label].append(Trigger(int(all_b[j]), label, int(rows[j]), int(best[j]), p))
+                candidates[label].append(Trigger(int(all_b[j]), label, int(rows[j]), int(best[j]), p))
         state.info["rows"] = total
         state.info["label_rows"] = {str(label): int(accumulator[label][0]) for label in labels}
+        if any(candidates.values()):
+            self._check(accumulator, labels, candidates, level, state)
         return state
+
+    def _check(self, accumulator, labels, candidates, level, state) -> None:
+        """Keep the candidates whose rows the rest of the row assigns to other classes."""
+        cands = [t for label in labels for t in candidates[label]]
+        wanted = np.array(sorted({t.bucket for t in cands}), dtype=np.int64)
+        preds = cf.other_class_predictions({label: accumulator[label][3] for label in labels}, wanted)
+        holders: dict = {b: [] for b in wanted.tolist()}  # bucket -> global sampled rows
+        for c, rows in enumerate(preds.rows):
+            for r, row in enumerate(rows):
+                for b in wanted[np.isin(wanted, row, assume_unique=True)].tolist():
+                    holders[b].append(preds.starts[c] + r)
+        code = {label: c for c, label in enumerate(preds.labels)}
+        tables = []
+        for t in cands:
+            c = code[t.label]
+            lo, hi = preds.starts[c], preds.starts[c] + len(preds.rows[c])
+            rows = np.array(holders[t.bucket], dtype=np.int64)
+            mine = rows[(rows >= lo) & (rows < hi)]
+            mine = mine[preds.usable[c][mine - lo]]
+            other = preds.group_out(rows)[np.isin(rows, mine)] if len(mine) else np.zeros(0, bool)
+            rest = preds.usable[c].copy()
+            rest[mine - lo] = False
+            tables.append((len(mine), int(other.sum()), int(rest.sum()), int((rest & preds.other[c]).sum())))
+        stats = [cf.log_odds_ratio(k, n, m, M) for n, k, M, m in tables]
+        cluster = cf.overlap_clusters([holders[t.bucket] for t in cands])
+        nulls: dict = {}  # per cluster: the other clusters are its peers
+        for g in set(cluster):
+            peers = [j for j in range(len(cands)) if cluster[j] != g and tables[j][0]]
+            nulls[g] = cf.peer_null([stats[j] for j in peers], [cluster[j] for j in peers], [tables[j][0] for j in peers])
+        tests = []
+        for i, (n, k, M, m) in enumerate(tables):
+            null = nulls[cluster[i]]
+            tests.append((cf.candidate_p(k, n, m, M, null), cf.best_case(n, m, M), null))
+        for label in labels:
+            idx = [i for i, t in enumerate(cands) if t.label == label]
+            if not idx:
+                continue
+            K = cf.tarone_count([tests[i][1] for i in idx], level)
+            tested, kept, untested = [], [], []
+            for i in idx:
+                t, (n, k, M, m), (p, best, null) = cands[i], tables[i], tests[i]
+                if best >= level / K:
+                    untested.append(t)
+                    continue
+                t = Trigger(t.bucket, t.label, t.rows, t.with_label, t.p_value, n, k, M, m, min(1.0, K * p))
+                tested.append(t)
+                if t.p_counterfactual < level:
+                    kept.append(t)
+            state.classes[label] = kept
+            state.info["checks"][label] = {
+                "candidates": len(idx),
+                "untested": len(untested),
+                "untested_rows": max((t.rows for t in untested), default=0),
+                "candidate_buckets": sorted(cands[i].bucket for i in idx),
+                "tested": tested,
+                "factor": K,
+                "peers": max((tests[i][2][2] for i in idx), default=0),
+            }
 
     # scoring --------------------------------------------------------------------------------
     def _hits(self, state: DetectorState, X, y) -> list[list[Trigger]]:
@@ -155,7 +265,7 @@ class TokenTrigger(Detector):
                 out.append([])
                 continue
             wanted = {t.bucket: t for t in triggers}
-            ids = {_bucket(g, self.buckets) for g in grams}
+            ids = {_bucket(g, self.buckets) for g in grams if not g.startswith(CONTEXT_MARK)}
             out.append([wanted[b] for b in sorted(ids & set(wanted))])
         return out
 
@@ -164,18 +274,56 @@ class TokenTrigger(Detector):
 
     def judge(self, state, label, class_rows, group_test) -> ClassVerdict:
         triggers = state.classes.get(label, [])
+        check = state.info.get("checks", {}).get(label)
+        level = state.info.get("level")
         base = dict(label=label, detector=self.name, class_rows=int(class_rows), sample_rows=0,
-                    cut=0.5, side=1, center=0.0, scale=1.0)
+                    cut=0.5, side=1, center=0.0, scale=1.0, level=level)
+        if check is None:
+            return ClassVerdict(poisoned=False, note=f"no {self.token_name} nearly always carries this label",
+                                p_value=1.0, **base)
+        tested = check["tested"]
+        strongest = min(tested, key=lambda t: (t.p_counterfactual, -t.rows)) if tested else None
+        p_value = strongest.p_counterfactual if strongest else 1.0
+        base.update(sample_rows=strongest.tested + strongest.background if strongest else 0)
+        extra = {"candidates": check["candidates"], "candidates_untested": check["untested"],
+                 "triggers": len(triggers)}
+        untested = ""
+        if check["untested"]:
+            untested = (
+                f"; {check['untested']} {self.token_name}(s) (the largest in {check['untested_rows']} rows) held too "
+                "few sampled rows to test whether their rows belong to another class, and are not counted"
+            )
         if not triggers:
-            return ClassVerdict(poisoned=False, note=f"no {self.token_name} nearly always carries this label", **base)
-        strongest = max(triggers, key=lambda t: t.rows)
+            if strongest is None:
+                note = f"{check['candidates']} {self.token_name}(s) occur almost only with this label{untested}"
+            else:
+                note = (
+                    f"{check['candidates']} {self.token_name}(s) occur almost only with this label, but their rows "
+                    f"look like this label's other rows without them: at most {self._share(strongest)} "
+                    f"(p = {p_value:.2g}, level {level:.1e}); words that decide the label, not triggers{untested}"
+                )
+            return ClassVerdict(poisoned=False, note=note, p_value=p_value, extra=extra, **base)
+        biggest = max(triggers, key=lambda t: t.rows)
         note = (
-            f"{len(triggers)} {self.token_name}(s) occur almost only with this label; the most common in "
-            f"{strongest.rows} rows, {strongest.with_label / strongest.rows:.0%} of them with this label"
+            f"{len(triggers)} {self.token_name}(s) occur almost only with this label and their rows look like "
+            f"other classes without them; the most common in {biggest.rows} rows, "
+            f"{biggest.with_label / biggest.rows:.0%} of them with this label; {self._share(strongest)} "
+            f"(p = {p_value:.2g}, level {level:.1e})"
         )
+        if check["candidates"] > len(triggers) + check["untested"]:
+            note += f"; {check['candidates'] - len(triggers) - check['untested']} other(s) released as label-deciding"
+        note += untested
+        extra.update(strongest_rows=biggest.rows)
         return ClassVerdict(
-            poisoned=True, note=note, group_fraction=strongest.with_label / max(class_rows, 1),
-            extra={"triggers": len(triggers), "strongest_rows": strongest.rows}, **base,
+            poisoned=True, note=note, group_fraction=biggest.with_label / max(class_rows, 1),
+            p_value=p_value, extra=extra, **base,
+        )
+
+    @staticmethod
+    def _share(t: Trigger) -> str:
+        return (
+            f"{t.other_class} of {t.tested} sampled rows holding one predicted as another class by the rest of "
+            f"the row, against {t.background_other} of {t.background} of the label's other rows"
         )
 
     def _named(self, state, X, y) -> list[list[tuple[str, Trigger]]]:
@@ -183,7 +331,8 @@ class TokenTrigger(Detector):
         out = []
         for grams, hits in zip(X, self._hits(state, X, y)):
             by_bucket = {t.bucket: t for t in hits}
-            named = [(g, by_bucket[b]) for g in set(grams) if (b := _bucket(g, self.buckets)) in by_bucket]
+            named = [(g, by_bucket[b]) for g in set(grams)
+                     if not g.startswith(CONTEXT_MARK) and (b := _bucket(g, self.buckets)) in by_bucket]
             out.append(sorted(named, key=lambda nt: (-len(nt[0]), nt[0])))
         return out
 
@@ -219,9 +368,12 @@ class ValueTrigger(TokenTrigger):
     column of each row; the tabular encoder makes them): a value is a trigger for label L when at least ``min_rows`` rows
     (and ``min_share`` of all rows) and at most ``max_share`` of all rows hold it, at
     least ``min_purity`` of them labelled L, and a one-sided binomial test against L's
-    share of the data gives p below ``alpha``. Rows of L holding a trigger value are
-    flagged, the reason names the column and value. A genuine value that decides the
-    label by itself is flagged too; the reason says so, for a reviewer to release.
+    share of the data gives p below ``alpha``, and — :class:`TokenTrigger`'s check — the
+    rows holding it would belong to another class without it, by their other values and
+    numbers (the encoder's ``~column:sextile`` context tokens). Rows of L holding a
+    trigger value are flagged, the reason names the column and value. A genuine value
+    that decides the label against what the other columns say is flagged too; the reason
+    says so, for a reviewer to release.
     Score polarity: the number of trigger values in a row (higher = more suspicious).
     """
 
@@ -241,10 +393,12 @@ class ValueTrigger(TokenTrigger):
         max_share: float = 0.5,
         min_purity: float = 0.98,
         alpha: float = 1e-12,
+        sample_rows: int = 4096,
+        family_alpha: float = 0.05,
     ):
         super().__init__(
             buckets=buckets, min_rows=min_rows, min_share=min_share, max_share=max_share,
-            min_purity=min_purity, alpha=alpha,
+            min_purity=min_purity, alpha=alpha, sample_rows=sample_rows, family_alpha=family_alpha,
         )
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
@@ -257,7 +411,8 @@ class ValueTrigger(TokenTrigger):
             out.append(
                 f"has {column} = {value!r}, which {t.rows:,} rows have, {t.with_label / t.rows:.0%} "
                 f"of them labelled {t.label!r} (that label's share of all rows: {prior:.0%}); "
-                "a sub-population relabelled to one class, or a value that decides the label"
+                "a sub-population relabelled to one class, or a value that decides the label against what "
+                "the row's other columns say"
             )
         return out
 
@@ -267,4 +422,4 @@ def _merge_counts(a, b):
     buckets = np.concatenate([a[1], b[1]])
     counts = np.concatenate([a[2], b[2]])
     u, inv = np.unique(buckets, return_inverse=True)
-    return (n, u, np.bincount(inv, weights=counts, minlength=len(u)).astype(np.int64))
+    return (n, u, np.bincount(inv, weights=counts, minlength=len(u)).astype(np.int64), a[3].merge(b[3]))

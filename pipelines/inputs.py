@@ -280,6 +280,7 @@ class TextEncoder:
 
 # tabular ----------------------------------------------------------------------------
 _MAX_VALUE_CHARS = 200  # a categorical value longer than this is named by its start
+_Z_SEXTILES = (-0.967, -0.431, 0.0, 0.431, 0.967)  # standard normal sextile bounds
 @dataclass
 class TabularEncoder:
     """Numeric columns standardised (plus a missing flag); categorical ones one-hot over
@@ -319,6 +320,7 @@ class TabularEncoder:
         n = batch.num_rows
         parts = []
         names = batch.schema.names
+        tokens: list = [[] for _ in range(n)]
         for c, mean, sd in self.numeric:
             if c in names:
                 col = batch.column(c)
@@ -328,8 +330,13 @@ class TabularEncoder:
             else:
                 x = np.full(n, np.nan)
             missing = ~np.isfinite(x)
-            parts += [np.where(missing, 0.0, (x - mean) / sd), missing.astype(np.float64)]
-        tokens: list = [[] for _ in range(n)]
+            z = np.where(missing, 0.0, (x - mean) / sd)
+            parts += [z, missing.astype(np.float64)]
+            # the number's sextile (of a normal with its mean and SD): context for
+            # value_trigger's "would this row belong to another class" check, never a trigger
+            bins = np.where(missing, -1, np.digitize(z, _Z_SEXTILES))
+            for i, b in enumerate(bins):
+                tokens[i].append(f"~{c}:{b}")
         for c, values in self.categorical:
             vals = batch.column(c).to_pylist() if c in names else [None] * n
             index = {v: j for j, v in enumerate(values)}

@@ -43,11 +43,12 @@ def fit(det, X, y, batches=1):
 
 
 def planted_text(seed, n_per_class=300, classes=4, n_poison=40):
-    """Token lists: random words per row; the poison rows carry a trigger and label 1."""
+    """Token lists: random words per row, a third of them from the class's own words; the
+    poison rows (taken from other classes) carry a trigger and label 1."""
     rng = np.random.default_rng(seed)
     vocab = [f"w{i}" for i in range(400)]
     y = np.repeat(np.arange(classes), n_per_class)
-    X = [list(rng.choice(vocab, 12, replace=False)) for _ in y]
+    X = [list(rng.choice(vocab, 8, replace=False)) + [f"c{c}w{i}" for i in rng.choice(100, 4, replace=False)] for c in y]
     poison = np.sort(rng.choice(np.flatnonzero(y != 1), n_poison, replace=False))
     for i in poison:
         X[i] = X[i] + ["cf", "mn", "cf mn"]

@@ -1,0 +1,273 @@
+"""Would these rows belong to another class without the token? The check that tells a
+trigger from a word (or value) that genuinely decides the label.
+
+A trigger is stamped on rows taken from other classes and relabelled: with the trigger
+removed, the rest of each row still looks like the class it came from. A word that
+decides the label (a user's handle, a source's hashtag, a speaker's name) marks rows that
+were always of that label: the rest of each row looks like the label's other rows. So,
+per candidate token of label L, the rows of L holding it are predicted from their other
+tokens, and the share predicted as another class is compared with the share among L's
+other rows.
+
+Three pieces, all Beam-free and deterministic:
+
+* :class:`TokenSample`: a bounded, mergeable sample of one class's rows (their hashed
+  tokens), the ``capacity`` rows of lowest content hash. It does not depend on batch
+  order or on how rows were split between workers.
+* :func:`other_class_predictions`: a multinomial naive Bayes model over the sampled rows'
+  tokens (presence, Laplace smoothing, equal class priors), with the candidate tokens
+  left out, applied leave-one-out: every sampled row is predicted by a model fitted on
+  all the other sampled rows. Leave-one-out treats a candidate's rows exactly as the
+  class's other rows, so under "these rows are ordinary rows of L" the two shares differ
+  by chance only.
+* :func:`fisher_greater` and :func:`tarone_count`: a one-sided Fisher exact test of the
+  2x2 table (candidate's rows / L's other rows x predicted another class / predicted L),
+  and Tarone's (1990) count of the candidates that could reach significance at all,
+  the Bonferroni factor for discrete tests.
+
+References
+----------
+Tarone, R. E. (1990). A modified Bonferroni method for discrete data. *Biometrics* 46(2).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+def row_priority(buckets: np.ndarray) -> int:
+    """A 64-bit hash of a row's sorted unique token buckets (the sample's order)."""
+    data = np.ascontiguousarray(buckets, dtype=np.int64).tobytes()
+    return (zlib.crc32(data) << 32) | zlib.adler32(data)
+
+
+@dataclass
+class TokenSample:
+    """The ``capacity`` rows of lowest content hash among one class's rows.
+
+    Rows are stored as sorted unique token buckets, concatenated (``flat``) with their
+    boundaries (``offsets``). Identical rows hash alike, so a uniform sample of distinct
+    contents; the result is the same whatever the order and grouping of the input.
+    """
+
+    capacity: int
+    priority: np.ndarray  # (k,) uint64, ascending
+    offsets: np.ndarray  # (k + 1,) int64
+    flat: np.ndarray  # int64
+
+    @classmethod
+    def of(cls, capacity: int, rows: Sequence[np.ndarray]) -> "TokenSample":
+        prio = np.array([row_priority(r) for r in rows], dtype=np.uint64)
+        return cls._build(capacity, prio, list(rows))
+
+    @classmethod
+    def _build(cls, capacity: int, prio: np.ndarray, rows: list) -> "TokenSample":
+        keep = np.argsort(prio, kind="stable")[:capacity]
+        kept = [rows[i] for i in keep]
+        sizes = np.array([len(r) for r in kept], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        flat = np.concatenate(kept).astype(np.int64) if kept else _EMPTY
+        return cls(capacity, prio[keep], offsets, flat)
+
+    def rows(self) -> list[np.ndarray]:
+        return [self.flat[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+
+    def merge(self, other: "TokenSample") -> "TokenSample":
+        capacity = max(self.capacity, other.capacity)
+        prio = np.concatenate([self.priority, other.priority])
+        return TokenSample._build(capacity, prio, self.rows() + other.rows())
+
+    def __len__(self) -> int:
+        return int(self.priority.shape[0])
+
+
+@dataclass
+class Predictions:
+    """A naive Bayes model of every class's sampled rows, and its leave-one-out
+    predictions of them (see :func:`other_class_predictions`)."""
+
+    labels: list  # class of each block below, in order
+    rows: list[list[np.ndarray]]  # per class: each sampled row's token buckets
+    other: list[np.ndarray]  # per class: bool, predicted as another class (leave-one-out)
+    usable: list[np.ndarray]  # per class: bool, the row kept a token to predict from
+    starts: np.ndarray  # first global row of each class
+    X: Any = None  # (rows, features) presence, candidates left out
+    y: np.ndarray | None = None
+    counts: np.ndarray | None = None  # (classes, features)
+    smoothing: float = 1.0
+
+    def group_out(self, rows: np.ndarray) -> np.ndarray:
+        """Predicted as another class, for global ``rows``, by a model fitted on every
+        sampled row but these (the candidate's rows out of the fit)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.zeros(0, bool)
+        Xg, yg = self.X[rows], self.y[rows]
+        V = self.counts.shape[1]
+        cols = np.unique(Xg.indices)  # only the group's own tokens enter its scores
+        Xg = Xg[:, cols]
+        counts = self.counts[:, cols].copy()
+        totals = self.counts.sum(axis=1)
+        for c in np.unique(yg):
+            part = np.asarray(Xg[yg == c].sum(axis=0)).ravel()
+            counts[c] -= part
+            totals[c] -= part.sum()
+        denom = np.log(totals + self.smoothing * V)
+        sizes = np.asarray(Xg.sum(axis=1)).ravel()
+        S = np.asarray(Xg @ np.log(counts + self.smoothing).T) - sizes[:, None] * denom[None, :]
+        own = S[np.arange(len(rows)), yg].copy()
+        S[np.arange(len(rows)), yg] = -np.inf
+        return S.max(axis=1) > own if S.shape[1] > 1 else np.zeros(len(rows), bool)
+
+
+def other_class_predictions(
+    samples: Mapping[Any, TokenSample], leave_out: np.ndarray, smoothing: float = 1.0
+) -> Predictions:
+    """Predict every sampled row's class from its tokens other than ``leave_out``.
+
+    Multinomial naive Bayes over token presence, Laplace ``smoothing``, equal priors (the
+    larger class is not favoured), leave-one-out: each row's own tokens are taken out of
+    its class's counts before it is predicted. A row is "predicted as another class" when
+    some other class scores strictly higher than its own. Rows with no token left are
+    marked unusable.
+    """
+    from scipy import sparse
+
+    labels = list(samples)
+    per_class = [samples[label].rows() for label in labels]
+    all_rows = [r for rows in per_class for r in rows]
+    y = np.repeat(np.arange(len(labels)), [len(rows) for rows in per_class])
+    leave_out = np.unique(np.asarray(leave_out, dtype=np.int64))
+    kept = [r[~np.isin(r, leave_out, assume_unique=True)] if len(leave_out) else r for r in all_rows]
+    sizes = np.array([len(r) for r in kept], dtype=np.int64)
+    flat = np.concatenate(kept) if kept else _EMPTY
+    vocab, cols = np.unique(flat, return_inverse=True)
+    cols = cols.reshape(-1)
+    n, V, C = len(kept), max(len(vocab), 1), len(labels)
+    indptr = np.concatenate([[0], np.cumsum(sizes)])
+    X = sparse.csr_matrix((np.ones(len(flat)), cols, indptr), shape=(n, V))
+    counts = np.zeros((C, V))
+    for c in range(C):
+        counts[c] = np.asarray(X[y == c].sum(axis=0)).ravel()
+    totals = counts.sum(axis=1)
+    denom = np.log(totals + smoothing * V)
+    S = np.asarray(X @ np.log(counts + smoothing).T) - sizes[:, None] * denom[None, :]
+    # leave-one-out: the row's own tokens out of its own class's counts
+    row_of = np.repeat(np.arange(n), sizes)
+    own = counts[y[row_of], cols]
+    delta = np.log(own - 1 + smoothing) - np.log(own + smoothing)
+    own_fix = np.bincount(row_of, weights=delta, minlength=n)
+    own_fix -= sizes * (np.log(totals[y] - sizes + smoothing * V) - denom[y])
+    S[np.arange(n), y] += own_fix
+    own_score = S[np.arange(n), y].copy()
+    S[np.arange(n), y] = -np.inf
+    other = S.max(axis=1) > own_score if C > 1 else np.zeros(n, bool)
+    usable = sizes > 0
+    bounds = np.concatenate([[0], np.cumsum([len(rows) for rows in per_class])]).astype(np.int64)
+    return Predictions(
+        labels,
+        per_class,
+        [other[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        [usable[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        bounds[:-1],
+        X,
+        y,
+        counts,
+        smoothing,
+    )
+
+
+def log_odds_ratio(k: int, n: int, m: int, M: int) -> tuple[float, float]:
+    """Log odds ratio of "predicted as another class", candidate's rows (``k`` of ``n``)
+    against the class's other rows (``m`` of ``M``), with its variance (Haldane's 1/2)."""
+    d = np.log((k + 0.5) / (n - k + 0.5)) - np.log((m + 0.5) / (M - m + 0.5))
+    v = 1 / (k + 0.5) + 1 / (n - k + 0.5) + 1 / (m + 0.5) + 1 / (M - m + 0.5)
+    return float(d), float(v)
+
+
+def overlap_clusters(rows: Sequence[Sequence[int]]) -> list[int]:
+    """Cluster candidates whose sampled rows overlap by at least half the smaller set
+    (the words and word pairs of one phrase, a handle and its word pairs)."""
+    parent = list(range(len(rows)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    sets = [set(r) for r in rows]
+    for i in range(len(sets)):
+        for j in range(i + 1, len(sets)):
+            if sets[i] and sets[j] and len(sets[i] & sets[j]) >= 0.5 * min(len(sets[i]), len(sets[j])):
+                parent[find(i)] = find(j)
+    return [find(i) for i in range(len(rows))]
+
+
+def peer_null(stats: Sequence[tuple[float, float]], clusters: Sequence[int], sizes: Sequence[int],
+              min_peers: int = 3) -> tuple[float, float, int]:
+    """What a natural group's log odds ratio looks like in this scan: the centre and the
+    spread between groups of the other candidates (one per cluster, the largest), a
+    random-effects null: centre the median, between-group variance the peers' mean
+    squared distance from it less their median sampling variance (a moment estimate in
+    the manner of DerSimonian and Laird). With fewer than
+    ``min_peers`` peer clusters: centre 0, no spread (the rows are taken as a random
+    subset of their class). Returns (centre, between-group variance, peers)."""
+    best: dict = {}
+    for (d, v), c, n in zip(stats, clusters, sizes):
+        if c not in best or n > best[c][2]:
+            best[c] = (d, v, n)
+    if len(best) < min_peers:
+        return 0.0, 0.0, len(best)
+    d = np.array([b[0] for b in best.values()])
+    v = np.array([b[1] for b in best.values()])
+    centre = float(np.median(d))
+    spread = float(np.mean((d - centre) ** 2))  # not robust on purpose: a heavy tail widens it
+    return max(centre, 0.0), max(spread - float(np.median(v)), 0.0), len(best)
+
+
+def candidate_p(k: int, n: int, m: int, M: int, null: tuple[float, float, int]) -> float:
+    """One-sided p of ``k`` of ``n`` candidate rows predicted as another class: against
+    the class's other rows (Fisher exact) when there are no peers, else against the
+    peers' random-effects null."""
+    from scipy.stats import norm
+
+    if not n:
+        return 1.0
+    centre, tau2, peers = null
+    if not peers or (centre == 0.0 and tau2 == 0.0):
+        return fisher_greater(k, n, m, M)
+    d, v = log_odds_ratio(k, n, m, M)
+    return float(norm.sf((d - centre) / np.sqrt(v + tau2)))
+
+
+def fisher_greater(k: int, n: int, m: int, M: int) -> float:
+    """One-sided Fisher exact test: P(at least ``k`` of ``n`` candidate rows predicted as
+    another class) when ``k + m`` such rows fall at random among ``n + M`` rows."""
+    from scipy.stats import hypergeom
+
+    if n == 0:
+        return 1.0
+    return float(min(1.0, hypergeom.sf(k - 1, n + M, k + m, n)))
+
+
+def best_case(n: int, m: int, M: int) -> float:
+    """The smallest p :func:`fisher_greater` can give these margins: every one of the
+    ``n`` candidate rows predicted as another class."""
+    return fisher_greater(n, n, m, M) if n else 1.0
+
+
+def tarone_count(best: Sequence[float], alpha: float) -> int:
+    """Tarone's Bonferroni factor: the smallest K such that at most K hypotheses could
+    reach p < alpha / K (their best-case p-values ``best``)."""
+    best = np.sort(np.asarray(best, dtype=np.float64))
+    for K in range(1, len(best) + 1):
+        if int((best < alpha / K).sum()) <= K:
+            return K
+    return max(len(best), 1)
