@@ -68,6 +68,18 @@ def patch(rate: float, seed: int = 0, target: int = MNIST_TARGET) -> Poisoned:
     return _backdoor(images, labels, rate, target, stamp, seed, f"MNIST-5k patch {rate:.0%}")
 
 
+def digits_patch(rate: float, seed: int = 0, target: int = 0) -> Poisoned:
+    """scikit-learn's digits with a 2x2 white square near the bottom-right corner."""
+    images, labels = digits()
+
+    def stamp(x):
+        x = x.copy()
+        x[:, -3:-1, -3:-1] = 1.0
+        return x
+
+    return _backdoor(images, labels, rate, target, stamp, seed, f"digits patch {rate:.0%}")
+
+
 def blend(rate: float, seed: int = 0, target: int = MNIST_TARGET, alpha: float = 0.2) -> Poisoned:
     images, labels = mnist()
     pattern = np.random.default_rng(12345).random((28, 28)).astype(np.float32)

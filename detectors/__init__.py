@@ -14,7 +14,7 @@ from .base import (
     register,
 )
 from .clustering import ActivationClustering
-from .decision import ClassVerdict, ExcessTest, GroupTest, budget_cap, fit_two_groups, select_within_budget
+from .decision import ClassVerdict, ExcessTest, GroupTest, budget_cap, fit_two_groups, judge_scan, select_within_budget
 from .label_consistency import KnnLabel, LabelConsistency
 from .spectral import SpectralSignature
 from .spectre import Spectre
@@ -29,6 +29,7 @@ __all__ = [
     "DetectorState",
     "ExcessTest",
     "GroupTest",
+    "judge_scan",
     "InvalidParameterError",
     "KnnLabel",
     "LabelConsistency",

@@ -91,6 +91,7 @@ class OfType:
 
 
 NONE = Options((None,))
+BOOL = OfType(bool, "a bool")
 
 
 def _fmt(x: float) -> str:

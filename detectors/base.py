@@ -91,9 +91,24 @@ class Detector(ParamsMixin, abc.ABC):
     #: "flipped labels" (rows whose label the rest of the data contradict).
     finds: ClassVar[str] = "backdoor"
 
-    #: True when a poisoned verdict must be confirmed by :meth:`corroborate`, which
-    #: looks across classes (called once every class is judged).
-    corroborates: ClassVar[bool] = False
+    #: True when the detector's class verdicts are calibrated across the scan's classes
+    #: (:func:`.decision.judge_scan`): its first-step verdicts carry ``extra["candidate"]``,
+    #: ``extra["evidence"]`` (and ``extra["own_p"]``), and it answers
+    #: :meth:`group_affinity`.
+    calibrated: ClassVar[bool] = False
+    #: Peer spread below which a class's ``evidence`` is not compared (its unit: the
+    #: spread a clean class's evidence has by its own null).
+    peer_floor: ClassVar[float] = 1.0
+    #: A calibrated detector's group must also look like other classes (tables).
+    needs_affinity: bool = False
+    #: Without peers (fewer than four classes) the affinity test alone may judge.
+    alone_by_affinity: ClassVar[bool] = True
+
+    def group_affinity(self, state: "DetectorState", verdict, pooled, label: Any):
+        """``((mean affinity of the rest, of the group), p)``: whether the rows of the
+        class's group look more like other classes than the rest of the class (one-sided
+        p); None when that cannot be tested. Only for ``calibrated`` detectors."""
+        raise NotImplementedError(f"{self.name} does not test its groups' affinity")
 
     @property
     def input(self) -> str:

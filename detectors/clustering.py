@@ -46,17 +46,18 @@ class ActivationClustering(_PooledDetector):
     variance), and split with 2-means. The split is judged, never "the smaller cluster is
     poison":
 
-    * *well separated*: the silhouette is at least ``min_silhouette`` and the clusters lie
-      at least ``min_separation`` (Ashman's D along the line through their centres) apart;
     * *which cluster*: Chen et al.'s exclusionary idea in the representation space — a
       linear model of the *other* classes is applied to both clusters, and the cluster
       whose rows it assigns to other classes more confidently (the rows that look like
-      other classes) is the suspicious one; the difference must be significant (one-sided
-      Welch test, p below ``max_affinity_p`` for clusters ``min_separation`` apart, a
-      hundred times laxer per unit of separation beyond, at most 1e-3). This holds also
-      when poison is half the class, where "the smaller cluster" means nothing;
+      other classes) is the suspicious one. This holds also when poison is half the
+      class, where "the smaller cluster" means nothing;
     * *size*: the suspicious cluster holds between ``min_cluster_fraction`` and
-      ``max_cluster_fraction`` of the class and at least ``min_cluster_rows`` rows.
+      ``max_cluster_fraction`` of the class and at least ``min_cluster_rows`` rows;
+    * *far apart, compared with the other classes*: the clusters' separation (Ashman's D
+      along the line through their centres) is the class's evidence, judged against the
+      other classes' separations (:func:`.decision.judge_scan`, at the scan's level). A
+      class whose split is no wider than its peers' is not poisoned; with fewer than four
+      classes there are no peers and the detector judges no class.
 
     Every row is then scored by how much closer it lies to the suspicious centre than to
     the other (higher = more suspicious); rows closer to the suspicious centre are
@@ -76,12 +77,9 @@ class ActivationClustering(_PooledDetector):
         "n_components": [Interval(int, 1, None)],
         "reduction": [Options(("ica", "pca"))],
         "rows_per_class": [Interval(int, 20, None)],
-        "min_silhouette": [Interval(Real, -1, 1)],
-        "min_separation": [Interval(Real, 0, None, closed="left")],
         "min_cluster_fraction": [Interval(Real, 0, 0.5, closed="left")],
         "max_cluster_fraction": [Interval(Real, 0, 1, closed="right")],
         "min_cluster_rows": [Interval(int, 1, None)],
-        "max_affinity_p": [Interval(Real, 0, 1, closed="right")],
         "seed": [Interval(int, 0, None)],
     }
 
@@ -91,23 +89,17 @@ class ActivationClustering(_PooledDetector):
         n_components: int = 10,
         reduction: str = "pca",
         rows_per_class: int = 1024,
-        min_silhouette: float = 0.10,
-        min_separation: float = 6.0,
         min_cluster_fraction: float = 0.005,
         max_cluster_fraction: float = 0.6,
         min_cluster_rows: int = 5,
-        max_affinity_p: float = 1e-6,
         seed: int = 0,
     ):
         self.n_components = n_components
         self.reduction = reduction
         self.rows_per_class = rows_per_class
-        self.min_silhouette = min_silhouette
-        self.min_separation = min_separation
         self.min_cluster_fraction = min_cluster_fraction
         self.max_cluster_fraction = max_cluster_fraction
         self.min_cluster_rows = min_cluster_rows
-        self.max_affinity_p = max_affinity_p
         self.seed = seed
 
     def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
@@ -117,7 +109,7 @@ class ActivationClustering(_PooledDetector):
         for i, label in enumerate(pooled.labels):
             X = pooled.X[pooled.codes == i]
             cls = self._split(X)
-            if cls is not None and self._separated(cls) and len(pooled.labels) > 1:
+            if cls is not None and len(pooled.labels) > 1:
                 cls = self._identify(cls, X, pooled, i)
             state.classes[label] = cls
             state.calibration[label] = (
@@ -163,9 +155,6 @@ class ActivationClustering(_PooledDetector):
             mean, projection, km.cluster_centers_, small, sizes, sil, separation, (np.nan, np.nan)
         )
 
-    def _separated(self, cls: ClusterClassState) -> bool:
-        return cls.silhouette >= self.min_silhouette and cls.separation >= self.min_separation
-
     def _identify(self, cls: ClusterClassState, X: np.ndarray, pooled: Pooled, code: int) -> ClusterClassState:
         """The cluster whose rows look more like other classes.
 
@@ -198,58 +187,64 @@ class ActivationClustering(_PooledDetector):
             out[idx] = cls.statistic(X[idx])
         return out
 
+    #: Verdicts are calibrated across the scan's classes (:func:`.decision.judge_scan`):
+    #: a class's evidence is the separation of its clusters, compared with the other
+    #: classes', and the suspicious cluster's affinity to other classes.
+    calibrated = True
+    #: Spread of the clusters' separation between clean classes below which a class's
+    #: separation is not compared (Ashman's D units; chosen on the development part of
+    #: the benchmark matrix, docs/detectors.md).
+    peer_floor = 0.5
+    #: A 2-means split of one Gaussian group leaves halves that a model of the other
+    #: classes tells apart by chance geometry (clean Gaussian classes of 2,000 rows gave
+    #: Welch p down to 1e-10): the affinity test picks the suspicious cluster but cannot
+    #: judge a class on its own.
+    alone_by_affinity = False
+
     def judge(self, state, label, class_rows, group_test) -> ClassVerdict:
+        """The first step of the verdict: is there a candidate cluster, how far apart
+        are the clusters (the class's ``evidence``)? :func:`.decision.judge_scan`
+        decides."""
         cls: ClusterClassState | None = state.classes.get(label)
         stat = state.calibration.get(label, np.empty(0))
         base = dict(label=label, detector=self.name, class_rows=int(class_rows), sample_rows=len(stat))
         if cls is None:
-            return ClassVerdict(poisoned=False, note="too few sampled rows to cluster", **base)
+            return ClassVerdict(poisoned=False, note="too few sampled rows to cluster", extra={"candidate": False}, **base)
         frac = cls.sizes[cls.suspicious] / sum(cls.sizes)
         legit = stat[stat <= 0] if (stat <= 0).any() else stat
         center = float(np.median(legit))
         scale = float(np.median(np.abs(legit - center)) * 1.4826) or float(legit.std()) or 1.0
-        info = dict(
-            cut=0.0, side=1, center=center, scale=scale, group_fraction=frac,
-            separation=cls.separation,
-            extra={
-                "silhouette": cls.silhouette,
-                "cluster_sizes": list(cls.sizes),
-                "other_class_confidence": [None if np.isnan(a) else a for a in cls.affinity],
-                "other_class_confidence_p": cls.affinity_p,
-            },
-        )
         reasons = []
-        if cls.silhouette < self.min_silhouette:
-            reasons.append(f"clusters overlap (silhouette {cls.silhouette:.2f})")
-        if cls.separation < self.min_separation:
-            reasons.append(f"clusters not far apart (separation {cls.separation:.1f})")
         n_sus = cls.sizes[cls.suspicious]
         if frac < self.min_cluster_fraction or n_sus < self.min_cluster_rows:
             reasons.append(f"suspicious cluster too small ({n_sus} rows)")
         if frac > self.max_cluster_fraction:
             reasons.append(f"suspicious cluster too large ({frac:.0%})")
-        if not reasons and not cls.affinity_p < self._affinity_bar(cls.separation):
-            reasons.append(
-                "neither cluster looks more like other classes "
-                f"(confidence {cls.affinity[cls.suspicious]:.2f} vs "
-                f"{cls.affinity[1 - cls.suspicious]:.2f}, p = {cls.affinity_p:.1e})"
-            )
-        if reasons:
-            return ClassVerdict(poisoned=False, note="; ".join(reasons), **base, **info)
-        note = (
-            f"a separated cluster of {frac:.0%} of the class (silhouette {cls.silhouette:.2f}, "
-            f"separation {cls.separation:.1f}) whose rows look like other classes"
+        if np.isnan(cls.affinity[0]):
+            reasons.append("no other class to compare the clusters with")
+        info = dict(
+            cut=0.0, side=1, center=center, scale=scale, group_fraction=frac,
+            separation=cls.separation,
+            extra={
+                "candidate": not reasons,
+                "evidence": cls.separation,
+                "silhouette": cls.silhouette,
+                "cluster_sizes": list(cls.sizes),
+            },
         )
-        return ClassVerdict(poisoned=True, note=note, **base, **info)
+        note = "; ".join(reasons) or (
+            f"a cluster of {frac:.0%} of the class (silhouette {cls.silhouette:.2f}, "
+            f"separation {cls.separation:.1f})"
+        )
+        return ClassVerdict(poisoned=False, note=note, **base, **info)
 
-    def _affinity_bar(self, separation: float) -> float:
-        """The p-value the affinity test must beat: ``max_affinity_p`` for clusters just
-        ``min_separation`` apart, a hundred times laxer per unit of separation beyond, at
-        most 1e-3 (clusters far apart need less proof of which one looks like other
-        classes, but always some: a categorical column splits a clean table into far-apart
-        clusters too)."""
-        extra = max(0.0, separation - self.min_separation)
-        return min(1e-3, self.max_affinity_p * 100.0**extra)
+    def group_affinity(self, state, verdict, pooled, label):
+        """The suspicious cluster's affinity to other classes against the other
+        cluster's, measured when the detector was fitted."""
+        cls: ClusterClassState | None = state.classes.get(label)
+        if cls is None or np.isnan(cls.affinity[0]):
+            return None
+        return (cls.affinity[1 - cls.suspicious], cls.affinity[cls.suspicious]), cls.affinity_p
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         out = []

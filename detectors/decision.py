@@ -2,22 +2,22 @@
 
 A detector turns every row into a number. Whether a class is poisoned is a different
 question, answered here from the distribution of those numbers over a uniform sample of
-the class. The test asks for a *separated group*: a minority of rows that sits apart from
-the class's main mass. A heavy tail, a skewed class or a few odd rows are not a group;
-flagging "the top k % of every class" (what makes the usual implementations quarantine
+the class, and from how that class compares with the other classes of the same scan.
+Flagging "the top k % of every class" (what makes the usual implementations quarantine
 clean data) never happens.
 
-The test fits one and two Gaussian components to the 1-D statistic (EM) and calls the
-class poisoned when all of these hold:
+The separated-group test (:class:`GroupTest`, for spectral signatures and SPECTRE; and
+:func:`judge_scan`, which activation clustering shares) works in two steps:
 
-* two components explain the sample much better than one (BIC gain ``min_delta_bic``);
-* the minor component holds between ``min_group_fraction`` and ``max_group_fraction``
-  of the class, and at least ``min_group_rows`` sampled rows;
-* the components are well separated: Ashman's D = |mu1 - mu2| / sqrt((s1^2 + s2^2)/2)
-  is at least ``min_separation`` (a mixture is bimodal only for D > 2, and clean
-  classes with natural sub-populations reach D = 4 to 5, so the default asks for 6);
-* the group lies on a side the detector calls suspicious (one-sided statistics only
-  flag their upper side).
+1. per class, one and two Gaussian components are fitted to the 1-D statistic (EM). The
+   two-group split is measured against the class's own one-group yardstick: how often
+   one Gaussian group of the same size splits as well (:func:`.calibration.own_null`).
+2. once every class is fitted, each class's evidence is compared with its peers' (a
+   poisoned class stands out from the other classes; natural sub-populations that every
+   class has do not), or, with too few classes for peers, the group's rows must look like
+   other classes (they were taken from them). A class is judged poisoned when both its
+   own-null and its peer p-value are below ``alpha / (classes x detectors)``: the
+   chance that a clean scan has any class judged poisoned stays below ``alpha``.
 
 The cut is where the group's posterior probability reaches one half, between the two
 means. A row is flagged when it lies beyond the cut on the group's side.
@@ -25,6 +25,7 @@ means. A row is flagged when it lies beyond the cut on the group's side.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from numbers import Real
@@ -169,19 +170,29 @@ def fit_two_groups(x: np.ndarray, *, max_iter: int = 100) -> TwoGroupFit:
 class GroupTest(ParamsMixin):
     """The separated-group test that decides whether a class holds poison.
 
+    Two steps. Per class (:meth:`decide`, run where the class is fitted): the class's
+    statistic is split into two Gaussian components, and the split is measured against
+    the class's own one-group yardstick (:func:`.calibration.own_null`). Then, once every
+    class of the scan is fitted (:func:`judge_scan`): the class is compared with its peers
+    and its group with the other classes, and judged at a level that holds the scan's
+    false alarms to ``alpha``.
+
+    What counts as a group is a definition, not a threshold: the minor component lies on
+    a side the detector calls suspicious, holds between ``min_group_fraction`` and
+    ``max_group_fraction`` of the class and at least ``min_group_rows`` sampled rows, and
+    outweighs the main mass somewhere between the two means (where the cut is put).
+
     Parameters
     ----------
-    min_separation : float, default=6.0
-        Smallest Ashman's D between the group and the main mass. Natural sub-populations
-        of a clean class (two ways of writing a 7) reach D = 4 to 5 along its top
-        direction; relabelled poison sits far beyond that.
-    min_delta_bic : float, default=10.0
-        Smallest BIC gain of two components over one ("very strong" evidence).
+    alpha : float, default=0.05
+        Family-wise false-alarm probability of a scan: the chance that a clean scan has
+        *any* class judged poisoned by the group detectors (spectral, SPECTRE, activation
+        clustering), held by a Bonferroni correction over classes x detectors. Each
+        class and detector is tested at ``alpha / (classes x detectors)``.
     min_group_fraction : float, default=0.005
-        Smallest share of the class the group may hold.
+        Smallest share of the class a group may hold.
     max_group_fraction : float, default=0.5
-        Largest share of the class the group may hold; a majority is not an outlier
-        group.
+        Largest share of the class a group may hold; a majority is not an outlier group.
     min_group_rows : int, default=5
         Fewest sampled rows that make a group.
     min_rows : int, default=20
@@ -189,8 +200,7 @@ class GroupTest(ParamsMixin):
     """
 
     _parameter_constraints = {
-        "min_separation": [Interval(Real, 0, None, closed="neither")],
-        "min_delta_bic": [Interval(Real, None, None)],
+        "alpha": [Interval(Real, 0, 1, closed="neither")],
         "min_group_fraction": [Interval(Real, 0, 0.5, closed="left")],
         "max_group_fraction": [Interval(Real, 0, 0.5, closed="right")],
         "min_group_rows": [Interval(int, 1, None)],
@@ -200,19 +210,22 @@ class GroupTest(ParamsMixin):
     def __init__(
         self,
         *,
-        min_separation: float = 6.0,
-        min_delta_bic: float = 10.0,
+        alpha: float = 0.05,
         min_group_fraction: float = 0.005,
         max_group_fraction: float = 0.5,
         min_group_rows: int = 5,
         min_rows: int = 20,
     ):
-        self.min_separation = min_separation
-        self.min_delta_bic = min_delta_bic
+        self.alpha = alpha
         self.min_group_fraction = min_group_fraction
         self.max_group_fraction = max_group_fraction
         self.min_group_rows = min_group_rows
         self.min_rows = min_rows
+
+    def level(self, tests: int) -> float:
+        """The level each of ``tests`` class x detector tests is run at."""
+        self._validate_params()
+        return self.alpha / max(int(tests), 1)
 
     def decide(
         self,
@@ -223,7 +236,12 @@ class GroupTest(ParamsMixin):
         *,
         two_sided: bool,
     ) -> "ClassVerdict":
-        """Judge one class from its sampled statistic.
+        """Measure one class's group from its sampled statistic (the first step).
+
+        The verdict returned is never ``poisoned``: :func:`judge_scan` decides once the
+        class's peers are known. It carries the group (cut, side, share, separation),
+        ``extra["candidate"]`` (whether the split is a group at all), the own-null
+        p-value ``extra["own_p"]`` and the evidence on a z scale ``extra["evidence"]``.
 
         Parameters
         ----------
@@ -236,6 +254,8 @@ class GroupTest(ParamsMixin):
         two_sided : bool
             Whether a group below the main mass is suspicious too.
         """
+        from .calibration import own_null
+
         self._validate_params()
         statistic = np.asarray(statistic, dtype=np.float64)
         k = statistic.shape[0]
@@ -245,22 +265,11 @@ class GroupTest(ParamsMixin):
                 **base,
                 poisoned=False,
                 note=f"too few sampled rows to judge ({k} < {self.min_rows})",
+                extra={"candidate": False},
             )
         fit = fit_two_groups(statistic)
-        info = dict(
-            group_fraction=fit.weight,
-            separation=fit.separation,
-            delta_bic=fit.delta_bic,
-            center=fit.mean_main,
-            scale=fit.sd_main,
-            group_center=fit.mean_group,
-            side=fit.side,
-        )
+        own_p, z = own_null(fit) if fit.sd_main > 0 else (1.0, 0.0)
         reasons = []
-        if fit.delta_bic < self.min_delta_bic:
-            reasons.append(f"one group explains the scores (BIC gain {fit.delta_bic:.1f})")
-        if fit.separation < self.min_separation:
-            reasons.append(f"no well-separated group (separation {fit.separation:.2f})")
         if fit.weight < self.min_group_fraction or fit.weight * k < self.min_group_rows:
             reasons.append(f"group too small ({fit.weight:.2%} of the class)")
         if fit.weight > self.max_group_fraction:
@@ -269,18 +278,111 @@ class GroupTest(ParamsMixin):
             reasons.append("the separated group has low scores")
         if fit.cut is None:
             reasons.append("the group never outweighs the main mass")
-        if reasons:
-            return ClassVerdict(**base, **info, poisoned=False, note="; ".join(reasons))
         return ClassVerdict(
             **base,
-            **info,
-            poisoned=True,
-            cut=fit.cut,
-            note=(
-                f"a separated group of about {fit.weight:.1%} of the class "
-                f"(separation {fit.separation:.1f})"
-            ),
+            poisoned=False,
+            note="; ".join(reasons)
+            or f"a group of about {fit.weight:.1%} of the class (separation {fit.separation:.1f})",
+            cut=fit.cut if not reasons else None,
+            group_fraction=fit.weight,
+            separation=fit.separation,
+            delta_bic=fit.delta_bic,
+            center=fit.mean_main,
+            scale=fit.sd_main,
+            group_center=fit.mean_group,
+            side=fit.side,
+            extra={"candidate": not reasons, "own_p": own_p, "evidence": z},
         )
+
+
+def judge_scan(
+    verdicts: Mapping[Any, "ClassVerdict"],
+    level: float,
+    affinity,
+    *,
+    peer_floor: float = 1.0,
+    needs_affinity: bool = False,
+    alone_by_affinity: bool = True,
+) -> dict:
+    """Judge every class of one detector against its peers (the second step).
+
+    ``verdicts`` maps each class to the first step's verdict (:meth:`GroupTest.decide`,
+    or a detector's own with the same ``extra`` keys). A candidate class is judged
+    poisoned when its p-value is below ``level``. The p-value is the larger of (an
+    intersection-union test: each part must hold)
+
+    * ``own_p``, the class's own one-group null (absent: no such gate), and
+    * the peer p-value: the class's ``evidence`` against the same figure in the other
+      classes of the scan (:func:`.calibration.peer_p_value`; their spread taken as at
+      least ``peer_floor``). With fewer than three other classes there are no peers:
+      then, if ``alone_by_affinity``, the affinity p-value stands in (``affinity(label,
+      verdict)`` returns ``(means, p)`` for "the group's rows look more like other
+      classes than the rest of the class", or None when it cannot be tested); otherwise
+      the class cannot be judged poisoned.
+
+    With ``needs_affinity`` (tables, where one-hot categories split clean classes into
+    far-apart groups) the affinity p-value must be below ``level`` too. Affinity is
+    computed only for candidates that pass their own-null gate and need it.
+    """
+    from .calibration import peer_p_value
+
+    evidence = {label: v.extra.get("evidence") for label, v in verdicts.items()}
+    # step down from the class with the strongest evidence (the generalised ESD idea):
+    # a class judged poisoned is no one's peer, so two or three poisoned classes do not
+    # hide one another
+    order = sorted(
+        verdicts, key=lambda lb: -(evidence[lb] if evidence[lb] is not None else -math.inf)
+    )
+    outliers: set = set()
+    out = {}
+    for label in order:
+        v = verdicts[label]
+        extra = dict(v.extra)
+        peers = [e for other, e in evidence.items() if other != label and other not in outliers and e is not None]
+        e = evidence[label]
+        p_peer = peer_p_value(e, peers, peer_floor) if e is not None else None
+        own_p = extra.get("own_p")
+        extra["peer_p"] = p_peer
+        if not extra.get("candidate"):
+            # no group to judge; its p-value still says how far the class stands out
+            p = max(own_p if own_p is not None else 0.0, p_peer if p_peer is not None else 1.0)
+            out[label] = dataclasses.replace(v, poisoned=False, cut=None, p_value=p, level=level, extra=extra)
+            continue
+        p_aff, means = None, None
+        gated = own_p is None or own_p < level
+        if gated and (needs_affinity or (p_peer is None and alone_by_affinity)):
+            tested = affinity(label, v)
+            if tested is not None:
+                means, p_aff = tested
+                extra["other_class_confidence"] = [means[1], means[0]]
+                extra["other_class_confidence_p"] = p_aff
+        if p_peer is not None:
+            p_ev = p_peer
+        else:
+            p_ev = p_aff if (p_aff is not None and alone_by_affinity) else 1.0
+        if needs_affinity:
+            p_ev = max(p_ev, 1.0 if p_aff is None else p_aff)
+        p = max(own_p if own_p is not None else 0.0, p_ev)
+        poisoned = p < level
+        words = []
+        if own_p is not None:
+            words.append(f"one group would split like this with p = {own_p:.1e}")
+        if p_peer is not None:
+            words.append(f"against the other classes p = {p_peer:.1e}")
+        if p_aff is not None:
+            words.append(
+                f"its rows look like other classes (confidence {means[1]:.2f} vs {means[0]:.2f}, p = {p_aff:.1e})"
+                if means[1] > means[0]
+                else f"its rows look no more like other classes than the rest (confidence {means[1]:.2f} vs {means[0]:.2f})"
+            )
+        head = v.note
+        note = f"{head}: {'; '.join(words)}; p = {p:.1e} {'<' if poisoned else '>='} level {level:.1e}"
+        if poisoned:
+            outliers.add(label)
+        out[label] = dataclasses.replace(
+            v, poisoned=poisoned, cut=v.cut if poisoned else None, note=note, p_value=p, level=level, extra=extra
+        )
+    return {label: out[label] for label in verdicts}
 
 
 @dataclass(frozen=True)
@@ -515,6 +617,23 @@ def combine(verdicts: dict, finds: dict) -> dict:
         d: (v.poisoned if finds.get(d) != "flipped labels" else v.poisoned and labels_agree)
         for d, v in verdicts.items()
     }
+
+
+def strongest_group(verdicts: dict, active: dict, calibrated: set) -> dict:
+    """Keep, among the calibrated group detectors counted for one class, only the one with
+    the strongest evidence (smallest p-value; the first in order on a tie).
+
+    Each of them describes the *same* suspected group in its own statistic, and a
+    detector can judge a poisoned class rightly while its own group is a poor outline of
+    the poison (on a 5 % group shifted 4 SD, SPECTRE's group held 24 % of the class where
+    the spectral test's held the 5 %): flagging the union of their groups spends
+    precision for nothing. Other detectors are left as they are.
+    """
+    counted = [d for d in active if active[d] and d in calibrated and verdicts[d].p_value is not None]
+    if len(counted) < 2:
+        return dict(active)
+    best = min(counted, key=lambda d: verdicts[d].p_value)
+    return {d: (on and (d == best or d not in counted)) for d, on in active.items()}
 
 
 def budget_cap(expected_poison_rate: float | None, rows: int) -> int | None:

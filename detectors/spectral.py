@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any, Mapping
 
 import numpy as np
 
-from ._params import NONE, Interval
+from ._params import BOOL
 from ._pooled import Pooled, affinity_test
 from .base import Detector, DetectorState, group_rows_by_label, label_sort_key, register
 from .decision import ClassVerdict
@@ -79,61 +77,32 @@ class ClassMeanCovDetector(Detector):
             eigvals, eigvecs = np.linalg.eigh(stats.covariance())
             yield label, stats, eigvals, eigvecs
 
-    #: A separated group must also look like other classes (see :meth:`corroborate`).
-    corroborates = True
-    #: p-value the affinity test must beat for a group just ``min_separation`` apart
-    #: (a hundred times laxer per unit of separation beyond, at most 1e-3).
-    max_affinity_p = 1e-6
+    #: Verdicts are calibrated across the scan's classes (:func:`.decision.judge_scan`).
+    calibrated = True
 
-    def corroborate(
-        self, state: DetectorState, verdict: ClassVerdict, pooled: Pooled, label: Any, min_separation: float
-    ) -> ClassVerdict:
-        """Keep a poisoned verdict only if the flagged group's rows look more like other
-        classes than the rest of the class does.
+    def group_affinity(
+        self, state: DetectorState, verdict: ClassVerdict, pooled: Pooled, label: Any
+    ) -> tuple[tuple, float] | None:
+        """Do the rows of the class's group look more like other classes than the rest?
 
-        A class's natural sub-populations (one way of writing a 9; the rows of one value
-        of a categorical column) can sit as far apart as a backdoor's group. Poison is
-        different: its rows were taken from other classes and relabelled, so a model of
-        the other classes recognises them more readily than the rest of the class
-        (Chen et al.'s exclusionary idea, the test activation clustering applies to its
-        clusters). The class's shared sample is split by the verdict's cut, and the
-        group must score higher on :func:`other_class_affinity` (one-sided Welch test, p
-        below ``max_affinity_p`` at ``min_separation``, a hundred times laxer per unit of
-        separation beyond, at most 1e-3).
-
-        Only groups separated by less than ``corroborate_below`` need this proof: natural
-        sub-populations of images were seen up to a separation of 6.4, and a group far
-        beyond that is trusted as it is, which keeps in view poison that never came from
-        another class (a clean-label backdoor, a shifted group). Tables get
-        ``corroborate_below = None`` (always): one-hot categories split a clean table
-        into groups as far apart as any poison. Classes whose sample is too small, or that
-        have no other class, keep their verdict.
+        Poison was taken from other classes and relabelled, so a model of the other
+        classes recognises its rows more readily than the rest of the class (Chen et
+        al.'s exclusionary idea, the test activation clustering applies to its clusters);
+        a natural sub-population (one way of writing a 9) does not. The class's shared
+        sample is split at the verdict's cut and compared with
+        :func:`._pooled.affinity_test`. Returns ``((mean of the rest, mean of the
+        group), p)``, or None when the class has no other class beside it or fewer than
+        two of the group's rows (or of the rest) are in the shared sample.
         """
-        if (
-            not verdict.poisoned
-            or (self.corroborate_below is not None and verdict.separation >= self.corroborate_below)
-            or len(pooled.labels) < 2
-            or label not in pooled.labels
-        ):
-            return verdict
+        if verdict.cut is None or len(pooled.labels) < 2 or label not in pooled.labels:
+            return None
         code = pooled.labels.index(label)
-        mine = pooled.codes == code
-        X = pooled.X[mine]
-        member = verdict.flags(self.statistic(state, X, np.full(len(X), label, dtype=object))).astype(np.int64)
+        X = pooled.X[pooled.codes == code]
+        stat = self.statistic(state, X, np.full(len(X), label, dtype=object))
+        member = (verdict.side * (stat - verdict.cut) > 0).astype(np.int64)
         if member.sum() < 2 or member.sum() > len(member) - 2:
-            note = f"{verdict.note}, but too few of its rows are in the shared sample to test whether they look like other classes"
-            return dataclasses.replace(verdict, poisoned=False, cut=None, note=note)
-        means, p = affinity_test(pooled.affinity(code), member)
-        bar = min(1e-3, self.max_affinity_p * 100.0 ** max(0.0, verdict.separation - min_separation))
-        extra = {**verdict.extra, "other_class_confidence": [means[1], means[0]], "other_class_confidence_p": p}
-        if p < bar:
-            note = f"{verdict.note}, whose rows look like other classes (p = {p:.1e})"
-            return dataclasses.replace(verdict, note=note, extra=extra)
-        note = (
-            f"{verdict.note}, but its rows look no more like other classes than the rest of the "
-            f"class (confidence {means[1]:.2f} vs {means[0]:.2f}, p = {p:.1e}): a natural sub-population"
-        )
-        return dataclasses.replace(verdict, poisoned=False, cut=None, note=note, extra=extra)
+            return None
+        return affinity_test(pooled.affinity(code), member)
 
     def _per_class(self, state: DetectorState, X, y, fn) -> np.ndarray:
         X, y = self._check_batch(X, y)
@@ -195,10 +164,10 @@ class SpectralSignature(ClassMeanCovDetector):
     name = "spectral"
     two_sided = True
     statistic_name = "projection on the top singular direction"
-    _parameter_constraints = {"corroborate_below": [Interval(Real, 0, None, closed="left"), NONE]}
+    _parameter_constraints = {"needs_affinity": [BOOL]}
 
-    def __init__(self, *, corroborate_below: float | None = 8.0):
-        self.corroborate_below = corroborate_below
+    def __init__(self, *, needs_affinity: bool = False):
+        self.needs_affinity = needs_affinity
 
     def extract_output(
         self, accumulator: dict, samples: Mapping[Any, ClassSample]

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._params import NONE, Interval
+from ._params import BOOL, Interval
 from .base import DetectorState, register
 from .decision import fit_two_groups
 from .label_consistency import _fmt
@@ -81,7 +81,7 @@ class Spectre(ClassMeanCovDetector):
         "max_components": [Interval(int, 1, None)],
         "explained": [Interval(Real, 0, 1, closed="right")],
         "refinements": [Interval(int, 0, None)],
-        "corroborate_below": [Interval(Real, 0, None, closed="left"), NONE],
+        "needs_affinity": [BOOL],
     }
 
     def __init__(
@@ -91,13 +91,13 @@ class Spectre(ClassMeanCovDetector):
         max_components: int = 32,
         explained: float = 0.99,
         refinements: int = 3,
-        corroborate_below: float | None = 8.0,
+        needs_affinity: bool = False,
     ):
         self.alpha = alpha
         self.max_components = max_components
         self.explained = explained
         self.refinements = refinements
-        self.corroborate_below = corroborate_below
+        self.needs_affinity = needs_affinity
 
     def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
         self._validate_params()

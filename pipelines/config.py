@@ -170,8 +170,8 @@ class ScanConfig:
                 params.setdefault("probability_labels", tuple(probability_labels))
             if name in ("spectral", "spectre") and kind == "tabular":
                 # one-hot categories split a clean table into far-apart groups: a group
-                # must always look like other classes (see ClassMeanCovDetector.corroborate)
-                params.setdefault("corroborate_below", None)
+                # must also look like other classes (see ClassMeanCovDetector.group_affinity)
+                params.setdefault("needs_affinity", True)
             if name == "token_trigger" and kind != "text":
                 raise ConfigError("the token_trigger detector needs a text input")
             if name == "value_trigger" and kind != "tabular":

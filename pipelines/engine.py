@@ -33,7 +33,7 @@ from poisonscan.detectors import (
     budget_cap,
     select_within_budget,
 )
-from poisonscan.detectors.decision import combine
+from poisonscan.detectors.decision import combine, strongest_group
 from poisonscan.detectors.base import group_rows_by_label, label_sort_key
 
 from .config import ScanConfig
@@ -459,23 +459,35 @@ def build_model(
         states[det.name] = state
         for label, m in classes.items():
             m.verdicts[det.name] = det.judge(state, label, m.rows, group_test)
-    corroborating = [d for d in detectors if d.corroborates]
-    if corroborating and any(m.verdicts[d.name].poisoned for m in classes.values() for d in corroborating):
+    calibrated = [d for d in detectors if d.calibrated]
+    if calibrated and classes:
+        from poisonscan.detectors import judge_scan
         from poisonscan.detectors._pooled import Pooled
 
+        level = group_test.level(len(classes) * len(calibrated))
         pooled = {}
-        for det in corroborating:
+
+        def pooled_for(det):
             if det.input not in pooled:
                 pooled[det.input] = Pooled.of(
                     {label: sample_view(det, m.shared_sample, layout) for label, m in classes.items()}
                 )
+            return pooled[det.input]
+
+        for det in calibrated:
+            judged = judge_scan(
+                {label: m.verdicts[det.name] for label, m in classes.items()},
+                level,
+                lambda label, verdict, det=det: det.group_affinity(states[det.name], verdict, pooled_for(det), label),
+                peer_floor=det.peer_floor,
+                needs_affinity=det.needs_affinity,
+                alone_by_affinity=det.alone_by_affinity,
+            )
             for label, m in classes.items():
-                m.verdicts[det.name] = det.corroborate(
-                    states[det.name], m.verdicts[det.name], pooled[det.input], label, group_test.min_separation
-                )
+                m.verdicts[det.name] = judged[label]
     finds = {d.name: d.finds for d in detectors}
     for m in classes.values():
-        m.active = combine(m.verdicts, finds)
+        m.active = strongest_group(m.verdicts, combine(m.verdicts, finds), {d.name for d in calibrated})
         m.states = {}  # the joined states below serve every class
         m.shared_sample = None
         m.accumulators = None

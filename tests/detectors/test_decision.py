@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from poisonscan.detectors import GroupTest, InvalidParameterError, budget_cap, fit_two_groups, select_within_budget
+from poisonscan.detectors import (
+    GroupTest,
+    InvalidParameterError,
+    budget_cap,
+    fit_two_groups,
+    judge_scan,
+    select_within_budget,
+)
 
 
 def test_two_group_fit_recovers_a_planted_mixture():
@@ -15,60 +22,118 @@ def test_two_group_fit_recovers_a_planted_mixture():
     assert fit.separation > 7
 
 
-def test_gaussian_class_is_not_poisoned():
-    rng = np.random.default_rng(1)
-    for seed in range(20):
-        x = np.random.default_rng(seed).normal(size=4000)
-        v = GroupTest().decide(0, "d", x, 100_000, two_sided=True)
-        assert not v.poisoned, v.note
-        assert not v.flags(x).any()
+def judge(stats: dict, affinity=None, alpha=0.05, two_sided=True, **kw):
+    """Both steps of the group test over the classes of one detector."""
+    test = GroupTest(alpha=alpha)
+    first = {c: test.decide(c, "d", x, len(x), two_sided=two_sided) for c, x in stats.items()}
+    assert not any(v.poisoned for v in first.values())  # the first step never decides
+    level = test.level(len(stats))
+    return judge_scan(first, level, affinity or (lambda label, v: None), **kw)
+
+
+def test_gaussian_classes_own_null_is_calibrated():
+    ps = [GroupTest().decide(0, "d", np.random.default_rng(s).normal(size=4000), 4000, two_sided=True).extra["own_p"]
+          for s in range(40)]
+    # one Gaussian group: own-null p-values spread over (0, 1), few small ones
+    assert np.mean(np.array(ps) < 0.05) <= 0.15
+    assert np.median(ps) > 0.2
+
+
+def test_clean_scan_judges_no_class():
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        out = judge({c: rng.normal(size=3000) for c in range(8)})
+        assert not any(v.poisoned for v in out.values()), [v.note for v in out.values()]
 
 
 @pytest.mark.parametrize("dist", ["t3", "lognormal", "bimodal-near"])
-def test_skewed_or_heavy_tailed_classes_are_not_poisoned(dist):
+def test_classes_alike_in_shape_are_not_poisoned(dist):
+    # skewed, heavy-tailed or naturally split classes: every class shows the same
+    # evidence, so none stands out from its peers
     rng = np.random.default_rng(2)
-    x = {
-        "t3": rng.standard_t(3, 4000),
-        "lognormal": rng.lognormal(0, 0.5, 4000),
-        "bimodal-near": np.concatenate([rng.normal(0, 1, 3000), rng.normal(4, 1, 1000)]),
+    make = {
+        "t3": lambda: rng.standard_t(3, 4000),
+        "lognormal": lambda: rng.lognormal(0, 0.5, 4000),
+        "bimodal-near": lambda: np.concatenate([rng.normal(0, 1, 3000), rng.normal(4, 1, 1000)]),
     }[dist]
-    v = GroupTest().decide(0, "d", x, 4000, two_sided=True)
-    assert not v.poisoned, v.note
+    out = judge({c: make() for c in range(8)})
+    assert not any(v.poisoned for v in out.values()), [v.note for v in out.values()]
+    # their own one-group null alone would have called them split: the peers decide
+    if dist != "t3":
+        assert min(v.extra["own_p"] for v in out.values()) < 1e-3
 
 
-def test_separated_group_is_poisoned_and_flagged_exactly():
+def test_a_class_that_stands_out_is_poisoned_and_flagged_exactly():
     rng = np.random.default_rng(3)
-    x = np.concatenate([rng.normal(0, 1, 3800), rng.normal(-12, 1.5, 200)])
-    v = GroupTest().decide("a", "d", x, 4000, two_sided=True)
-    assert v.poisoned
-    assert v.side == -1
+    stats = {c: rng.normal(size=4000) for c in range(1, 8)}
+    stats["a"] = np.concatenate([rng.normal(0, 1, 3800), rng.normal(-6, 1.0, 200)])
+    out = judge(stats)
+    v = out["a"]
+    assert v.poisoned, v.note
+    assert not any(out[c].poisoned for c in range(1, 8))
+    assert v.side == -1 and v.p_value < v.level == pytest.approx(0.05 / 8)
+    x = stats["a"]
     flags = v.flags(x)
-    assert flags[3800:].all() and not flags[:3800].any()
+    assert flags[3800:].mean() > 0.95 and flags[:3800].mean() < 0.01
     # strength puts the group far from the main mass, the main mass near 0
-    assert v.strength(x[3800:]).min() > 5
+    assert np.median(v.strength(x[3800:])) > 4
     assert abs(np.median(v.strength(x[:3800]))) < 0.5
+
+
+def test_natural_sub_populations_in_every_class_are_not_poison():
+    rng = np.random.default_rng(6)
+    # every class holds a natural sub-population; class 0's is no farther than the rest
+    stats = {c: np.concatenate([rng.normal(0, 1, 3600), rng.normal(5, 1, 400)]) for c in range(6)}
+    out = judge(stats, affinity=lambda label, v: ((0.3, 0.9), 1e-40))
+    assert not any(v.poisoned for v in out.values())
+    # with peers, the affinity test is not what judges
+    assert all("look like other classes" not in v.note for v in out.values())
+
+
+def test_without_peers_only_affinity_decides():
+    rng = np.random.default_rng(7)
+    stats = {c: np.concatenate([rng.normal(0, 1, 3600), rng.normal(7, 1, 400)]) for c in (0, 1)}
+    assert not any(v.poisoned for v in judge(stats).values())
+    out = judge(stats, affinity=lambda label, v: ((0.2, 0.8), 1e-20) if label == 1 else ((0.5, 0.5), 0.6))
+    assert out[1].poisoned and not out[0].poisoned
+
+
+def test_needs_affinity_requires_it():
+    rng = np.random.default_rng(8)
+    stats = {c: rng.normal(size=3000) for c in range(1, 8)}
+    stats[0] = np.concatenate([rng.normal(0, 1, 2800), rng.normal(8, 1, 200)])
+    assert judge(stats)[0].poisoned
+    out = judge(stats, affinity=lambda label, v: ((0.5, 0.5), 0.4), needs_affinity=True)
+    assert not out[0].poisoned
 
 
 def test_one_sided_statistic_ignores_a_low_group():
     rng = np.random.default_rng(4)
-    x = np.concatenate([rng.normal(0, 1, 3800), rng.normal(-12, 1, 200)])
-    assert not GroupTest().decide(0, "d", x, 4000, two_sided=False).poisoned
+    stats = {c: rng.normal(size=4000) for c in range(1, 8)}
+    stats[0] = np.concatenate([rng.normal(0, 1, 3800), rng.normal(-12, 1, 200)])
+    out = judge(stats, two_sided=False)
+    assert not out[0].poisoned and "low scores" in out[0].note
 
 
 def test_group_size_bounds():
     rng = np.random.default_rng(5)
     tiny = np.concatenate([rng.normal(0, 1, 4000), rng.normal(20, 1, 3)])
-    assert not GroupTest().decide(0, "d", tiny, 4003, two_sided=True).poisoned
+    assert not GroupTest().decide(0, "d", tiny, 4003, two_sided=True).extra["candidate"]
     few = rng.normal(size=10)
     v = GroupTest().decide(0, "d", few, 10, two_sided=True)
     assert not v.poisoned and "too few" in v.note
 
 
+def test_level_is_alpha_over_tests():
+    assert GroupTest().level(30) == pytest.approx(0.05 / 30)
+    assert GroupTest(alpha=0.01).level(1) == pytest.approx(0.01)
+
+
 def test_invalid_parameters_are_rejected_with_one_message_form():
-    with pytest.raises(InvalidParameterError, match=r"The 'min_separation' parameter of GroupTest must be a float in \(0, inf\)\. Got -1 instead\."):
-        GroupTest(min_separation=-1).decide(0, "d", np.zeros(50), 50, two_sided=True)
+    with pytest.raises(InvalidParameterError, match=r"The 'alpha' parameter of GroupTest must be a float in \(0, 1\)\. Got 2 instead\."):
+        GroupTest(alpha=2).decide(0, "d", np.zeros(50), 50, two_sided=True)
     with pytest.raises(InvalidParameterError, match="Unknown parameter"):
-        GroupTest().set_params(min_seperation=3)
+        GroupTest().set_params(min_separation=3)
 
 
 def test_budget_is_floor_of_one_and_a_half_rate_times_rows():

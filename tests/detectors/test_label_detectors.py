@@ -41,10 +41,20 @@ def verdicts_and_flags(det, X, y):
     flags = np.zeros(len(y), bool)
     verdicts = {}
     for c in np.unique(y):
-        v = det.judge(state, int(c), int((y == c).sum()), GroupTest())
-        verdicts[int(c)] = v
+        verdicts[int(c)] = det.judge(state, int(c), int((y == c).sum()), GroupTest())
+    if det.calibrated:  # the second step: each class against its peers
+        from poisonscan.detectors import judge_scan
+        from poisonscan.detectors._pooled import Pooled
+
+        pooled = Pooled.of(samples_of(X, y))
+        verdicts = judge_scan(
+            verdicts, GroupTest().level(len(verdicts)),
+            lambda label, v: det.group_affinity(state, v, pooled, label),
+            peer_floor=det.peer_floor, alone_by_affinity=det.alone_by_affinity,
+        )
+    for c in np.unique(y):
         m = y == c
-        flags[m] = v.flags(det.statistic(state, X[m], y[m]))
+        flags[m] = verdicts[int(c)].flags(det.statistic(state, X[m], y[m]))
     return state, verdicts, flags
 
 
@@ -182,7 +192,8 @@ def test_thin_flips_need_only_weak_evidence_once_the_data_hold_flips():
     assert test.spread({0: (4, 180, 0.9), 1: (9, 180, 0.9)}, 0) is None
 
 
-def spectral_verdicts(X, y, **params):
+def spectral_affinity(X, y, **params):
+    """First-step verdicts of spectral and the affinity test of each class's group."""
     from poisonscan.detectors import SpectralSignature
     from poisonscan.detectors._pooled import Pooled
 
@@ -192,25 +203,19 @@ def spectral_verdicts(X, y, **params):
     out = {}
     for c in np.unique(y):
         v = det.judge(state, int(c), int((y == c).sum()), GroupTest())
-        out[int(c)] = (v, det.corroborate(state, v, pooled, int(c), GroupTest().min_separation))
+        out[int(c)] = (v, det.group_affinity(state, v, pooled, int(c)))
     return out
 
 
-def test_a_separated_group_must_look_like_other_classes():
-    # poison taken from other classes (with a trigger) is confirmed
+def test_a_group_of_poison_looks_like_other_classes():
+    # poison taken from other classes (with a trigger): its rows look like them
     X, y, truth = half_poisoned_class()
     keep = np.flatnonzero(~truth | (np.cumsum(truth) <= 60))  # 60 poison rows: a minority
-    first, confirmed = spectral_verdicts(X[keep], y[keep], corroborate_below=None)[0]
-    assert first.poisoned and confirmed.poisoned, confirmed.note
-    assert "look like other classes" in confirmed.note and confirmed.extra["other_class_confidence_p"] < 1e-6
-    # a natural sub-population, far from every other class, is released
+    first, (means, p) = spectral_affinity(X[keep], y[keep])[0]
+    assert first.extra["candidate"] and means[1] > means[0] and p < 1e-6
+    # a natural sub-population, far from every other class, does not
     X, y, _ = blobs(n_per_class=400, seed=4)
     X = X.copy()
     X[np.flatnonzero(y == 0)[:60], 5:8] += 12.0
-    first, confirmed = spectral_verdicts(X, y, corroborate_below=None)[0]
-    assert first.poisoned and not confirmed.poisoned
-    assert "a natural sub-population" in confirmed.note and confirmed.cut is None
-    # a group separated beyond corroborate_below is trusted as it is
-    assert first.separation < 100
-    first, kept = spectral_verdicts(X, y, corroborate_below=first.separation - 0.5)[0]
-    assert kept == first
+    first, (means, p) = spectral_affinity(X, y)[0]
+    assert first.extra["candidate"] and p > 0.01

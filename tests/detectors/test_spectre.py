@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -33,10 +35,12 @@ def test_spectre_finds_a_shift_the_top_direction_hides():
     spectral, spectre = SpectralSignature(), Spectre()
     s_state, q_state = fit(spectral, X, y), fit(spectre, X, y)
     test = GroupTest()
-    assert not spectral.judge(s_state, 0, len(y), test).poisoned
+    # the first step of the verdict (one class: no peers to judge it against)
+    plain = spectral.judge(s_state, 0, len(y), test)
+    assert not (plain.extra["candidate"] and plain.extra["own_p"] < 1e-3), plain.note
     verdict = spectre.judge(q_state, 0, len(y), test)
-    assert verdict.poisoned, verdict.note
-    flags = verdict.flags(spectre.statistic(q_state, X, y))
+    assert verdict.extra["candidate"] and verdict.extra["own_p"] < 1e-9, verdict.note
+    flags = dataclasses.replace(verdict, poisoned=True).flags(spectre.statistic(q_state, X, y))
     assert flags[poison].mean() > 0.95
     assert flags[len(poison):].mean() < 0.005
 
@@ -47,7 +51,7 @@ def test_spectre_leaves_a_clean_anisotropic_class_alone():
     y = np.zeros(3000, dtype=np.int64)
     det = Spectre()
     verdict = det.judge(fit(det, X, y), 0, 3000, GroupTest())
-    assert not verdict.poisoned, verdict.note
+    assert not (verdict.extra["candidate"] and verdict.extra["own_p"] < 1e-3), verdict.note
 
 
 def test_spectre_scores_are_shift_invariant():

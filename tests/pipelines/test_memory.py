@@ -128,5 +128,7 @@ def test_invalid_settings_are_usage_errors():
         ScanConfig(expected_poison_rate=1.5)
     with pytest.raises(ConfigError, match="Unknown detector"):
         ScanConfig(detectors=("nope",))
-    with pytest.raises(ConfigError, match="min_separation"):
-        ScanConfig(group_params={"min_separation": 0})
+    with pytest.raises(ConfigError, match="'alpha' parameter of GroupTest"):
+        ScanConfig(group_params={"alpha": 0})
+    with pytest.raises(ConfigError, match="Unknown parameter"):
+        ScanConfig(group_params={"min_separation": 6})

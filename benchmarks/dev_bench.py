@@ -1,0 +1,195 @@
+"""Development part of the benchmark matrix: the group detectors' conditions.
+
+    python benchmarks/dev_bench.py                 # all conditions, writes docs/benchmarks.md
+    python benchmarks/dev_bench.py gauss mnist     # a subset (no doc written)
+
+Parameters and defaults are chosen on these conditions only (benchmarks/matrix.py; the
+held-out part is benchmarks/heldout/). Every condition has its clean control. poisonscan
+runs in memory (``poisonscan.scan``) with the default detectors and no poison rate.
+
+* ``gauss``: 5 Gaussian classes, d = 64, 2,000 rows each; in class 0 a group of 2, 5 or
+  20 % of the class shifted 4 or 6 SD along a random direction (seed 0); clean
+  controls: plain Gaussian classes, and classes that are each a mixture of two
+  sub-populations 5 SD apart (seeds 0-2).
+* ``mnist``: MNIST-5k with the 3x3 patch or the 20 % noise blend on 1 or 5 % of the data,
+  relabelled 0, represented by the penultimate layer of poisonscan's proxy CNN trained on
+  the poisoned images (seed 0); and the clean control.
+* ``digits``: scikit-learn's digits as raw pixels (64 features): clean, and with the
+  patch on 5 % of the data relabelled 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import matrix  # noqa: E402
+import poisoning  # noqa: E402
+
+
+def prf(flag: np.ndarray, truth: np.ndarray) -> dict:
+    tp = int((flag & truth).sum())
+    p = tp / flag.sum() if flag.sum() else 0.0
+    r = tp / truth.sum() if truth.sum() else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"flagged": int(flag.sum()), "share": float(flag.mean()), "precision": p, "recall": r, "f1": f1}
+
+
+def gaussian(rate: float, shift: float, seed: int, classes: int = 5, per: int = 2000, d: int = 64,
+             natural: float = 0.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, size=(classes, d))
+    X = np.concatenate([rng.normal(size=(per, d)) + centres[c] for c in range(classes)])
+    y = np.repeat(np.arange(classes), per)
+    if natural:
+        for c in range(classes):
+            u = rng.normal(size=d)
+            u /= np.linalg.norm(u)
+            idx = np.flatnonzero(y == c)
+            half = rng.choice(idx, len(idx) // 2, replace=False)
+            X[half] += natural * u
+    truth = np.zeros(len(y), bool)
+    if rate:
+        u = rng.normal(size=d)
+        u /= np.linalg.norm(u)
+        idx = rng.choice(np.flatnonzero(y == 0), int(round(rate * per)), replace=False)
+        X[idx] += shift * u
+        truth[idx] = True
+    return X.astype(np.float32), y, truth
+
+
+def gauss_cases():
+    for seed in (0,):
+        for shift in (4, 6):
+            for rate in (0.02, 0.05, 0.20):
+                yield f"Gaussian 5 classes, {rate:.0%} of class 0 shifted {shift} SD", "shift", seed, \
+                    (lambda r=rate, s=shift, sd=seed: gaussian(r, s, sd))
+    for seed in range(3):
+        yield "Gaussian 5 classes, clean", "clean", seed, (lambda sd=seed: gaussian(0, 0, sd))
+        yield "Gaussian 5 classes, two sub-populations 5 SD apart in each, clean", "clean", seed, \
+            (lambda sd=seed: gaussian(0, 0, sd, natural=5.0))
+
+
+def _cache(name: str, build):
+    path = os.path.join(HERE, "data", f"dev_{name}.npz")
+    if os.path.exists(path):
+        z = np.load(path)
+        return z["X"], z["y"], z["truth"]
+    X, y, truth = build()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, X=X, y=y, truth=truth)
+    return X, y, truth
+
+
+def _cnn(data: poisoning.Poisoned, epochs: int, seed: int):
+    from detectors_bench import representation
+
+    return representation(data, epochs, seed).astype(np.float32), data.labels, data.poisoned
+
+
+def mnist_cases():
+    seed = 0
+    for kind, fn in (("patch", poisoning.patch), ("blend", poisoning.blend)):
+        for rate in (0.01, 0.05):
+            name = f"mnist_{kind}_{int(rate * 100)}"
+            yield f"MNIST-5k {kind} {rate:.0%}, proxy CNN", "backdoor", seed, \
+                (lambda n=name, f=fn, r=rate: _cache(n, lambda: _cnn(f(r, seed=seed), 5, seed)))
+    yield "MNIST-5k clean, proxy CNN", "clean", seed, \
+        (lambda: _cache("mnist_clean", lambda: _cnn(poisoning.clean_mnist(), 5, seed)))
+
+
+def digits_cases():
+    def raw(data):
+        return data.images.reshape(len(data.labels), -1).astype(np.float32), data.labels, data.poisoned
+
+    yield "digits raw pixels, clean", "clean", 0, (lambda: raw(poisoning.clean_digits()))
+    yield "digits raw pixels, patch 5%", "backdoor", 0, (lambda: raw(poisoning.digits_patch(0.05, seed=0)))
+
+
+FAMILIES = {"gauss": gauss_cases, "mnist": mnist_cases, "digits": digits_cases}
+
+
+def run(name, kind, seed, build) -> dict:
+    from poisonscan import scan
+
+    X, y, truth = build()
+    t0 = time.perf_counter()
+    result = scan(X, y, seed=seed)
+    seconds = time.perf_counter() - t0
+    flagged = np.zeros(len(y), bool)
+    flagged[np.array(result.quarantine["id"].to_pylist(), dtype=np.int64)] = True
+    verdicts = {}
+    for cls in result.summary["classes"]:
+        for det, v in (cls.get("verdicts") or {}).items():
+            if v.get("p_value") is not None and v.get("level") is not None:
+                verdicts[f"{cls['label']}/{det}"] = (v["p_value"], v["level"], v.get("poisoned"), v.get("note"))
+    return {
+        "case": name, "kind": kind, "seed": seed, "rows": len(y), "poisoned": int(truth.sum()),
+        "seconds": seconds, "poisonscan": prf(flagged, truth),
+        "classes_poisoned": result.summary["classes_poisoned"], "verdicts": verdicts,
+    }
+
+
+def fmt(row: dict) -> str:
+    m = row["poisonscan"]
+    if row["kind"] == "clean":
+        return f"{m['share']:.2%} (classes {row['classes_poisoned'] or 'none'})"
+    return f"{m['f1']:.2f} ({m['precision']:.2f}/{m['recall']:.2f})"
+
+
+def main(argv):
+    warnings.filterwarnings("ignore")
+    matrix.check_disjoint()
+    families = argv or list(FAMILIES)
+    rows = []
+    for fam in families:
+        for name, kind, seed, build in FAMILIES[fam]():
+            row = run(name, kind, seed, build)
+            rows.append(row)
+            print(f"[{fam}] seed {seed} {name}: {fmt(row)} [{row['seconds']:.1f} s]", flush=True)
+            if os.environ.get("DEV_VERBOSE"):
+                for k, v in sorted(row["verdicts"].items()):
+                    print(f"    {k}: p = {v[0]:.2e} level {v[1]:.1e} poisoned {v[2]}: {v[3]}")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "dev.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    if not argv:
+        write_doc(rows)
+
+
+def write_doc(rows):
+    from common import machine, write_section
+
+    lines = ["| condition | family | seed | poisonscan | s |", "| --- | --- | --- | --- | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['kind']} | {r['seed']} | {fmt(r)} | {r['seconds']:.1f} |")
+    clean = [r for r in rows if r["kind"] == "clean"]
+    poisoned = [r for r in rows if r["kind"] != "clean"]
+    worst = min((r["poisonscan"]["f1"] for r in poisoned), default=float("nan"))
+    alarms = sum(bool(r["classes_poisoned"]) for r in clean)
+    text = f"""## Development part: group detectors (spectral, SPECTRE, activation clustering)
+
+`python benchmarks/dev_bench.py` on {machine()}. The conditions parameters were chosen
+on (benchmarks/matrix.py); in memory, default detectors, **no poison rate**. Cells:
+F1 (precision/recall) of the quarantined rows; on clean controls the share of rows
+quarantined and the classes judged poisoned.
+
+{chr(10).join(lines)}
+
+Lowest F1 over the poisoned conditions: {worst:.2f}; clean controls with any class judged
+poisoned: {alarms} of {len(clean)}; largest share quarantined in a clean control:
+{max((r['poisonscan']['share'] for r in clean), default=0):.2%}.
+"""
+    write_section("dev_groups", text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
