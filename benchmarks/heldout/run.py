@@ -168,6 +168,12 @@ def main(argv=None) -> None:
     ap.add_argument("--blind", action="store_true",
                     help="print no detection figures, write no doc and no results file (wiring checks)")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    ap.add_argument("--from-saved", action="store_true",
+                    help="run nothing: write the doc from the per-condition results saved under "
+                         "results/heldout/rows/ by earlier (possibly partial) runs; conditions with no "
+                         "saved result are listed as not run")
+    ap.add_argument("--missing-reason", default="not run",
+                    help="with --from-saved: why the conditions without a saved result did not run")
     args = ap.parse_args(argv)
     check_disjoint()
     warnings.filterwarnings("ignore")
@@ -176,6 +182,9 @@ def main(argv=None) -> None:
         conds = [c for c in conds if re.search(args.only, c.name, re.I)]
     if args.skip_1m:
         conds = [c for c in conds if not c.optional]
+    if args.from_saved:
+        from_saved(conds, args)
+        return
     if args.list:
         for c in conds:
             print(f"{c.name} | {c.family} | {c.representation} | {c.trigger} | {c.rate} | targets {c.targets} | "
@@ -189,6 +198,7 @@ def main(argv=None) -> None:
         row = {k: getattr(c, k) for k in ("name", "family", "representation", "trigger", "rate", "targets",
                                           "classes", "dataset", "control", "example")}
         t0 = time.perf_counter()
+        cpu0 = _cpu_seconds()
         try:
             built = c.build(True)
             row["data"] = describe_built(built)
@@ -209,7 +219,10 @@ def main(argv=None) -> None:
                 traceback.print_exc()
         row["control_result"] = controls[c.control]
         row["seconds"] = time.perf_counter() - t0
+        row["cpu_seconds"] = _cpu_seconds() - cpu0
         rows.append(row)
+        if not args.blind:  # saved as it goes, so a partial run still counts (--from-saved)
+            save_row(row)
         report_progress(row, args.blind)
     total = time.perf_counter() - started
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -223,6 +236,49 @@ def main(argv=None) -> None:
     if args.only or args.no_doc:
         return
     text = document(rows, total, cpu, skipped_1m=args.skip_1m)
+    write_section("heldout", text)
+    print(text)
+
+
+def _cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+ROWS = os.path.join(RESULTS, "rows")
+
+
+def save_row(row: dict) -> None:
+    os.makedirs(ROWS, exist_ok=True)
+    path = os.path.join(ROWS, slug(row["name"]) + ".json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "row": row},
+                  f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+
+
+def from_saved(conds, args) -> None:
+    """Assemble heldout.json and the doc from per-condition results saved by earlier runs."""
+    rows, missing = [], []
+    for c in conds:
+        path = os.path.join(ROWS, slug(c.name) + ".json")
+        if os.path.exists(path):
+            with open(path) as f:
+                rows.append(json.load(f)["row"])
+        else:
+            missing.append(c.name)
+    total = sum(r.get("seconds", 0.0) for r in rows)
+    cpu = sum(r.get("cpu_seconds", 0.0) for r in rows)
+    print(f"assembled {len(rows)} saved conditions; {len(missing)} not run: {missing}", flush=True)
+    with open(os.path.join(RESULTS, "heldout.json"), "w") as f:
+        json.dump({"machine": machine(), "minutes": total / 60, "cpu_minutes": cpu / 60, "rows": rows,
+                   "not_run": {m: args.missing_reason for m in missing}}, f, indent=2, default=str)
+    if args.no_doc:
+        return
+    optional = [c.name for c in matrix_conditions.conditions() if c.optional]
+    skipped_1m = args.skip_1m or any(m in optional for m in missing)
+    text = document(rows, total, cpu, skipped_1m=skipped_1m,
+                    not_run=[(m, args.missing_reason) for m in missing], assembled=True)
     write_section("heldout", text)
     print(text)
 
@@ -277,7 +333,9 @@ def _sd(row) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def document(rows: list, total: float, cpu: float, skipped_1m: bool) -> str:
+def document(rows: list, total: float, cpu: float, skipped_1m: bool, not_run: list | None = None,
+             assembled: bool = False) -> str:
+    not_run = not_run or []
     lines = []
     for r in rows:
         ctl = r["control_result"]
@@ -312,7 +370,8 @@ def document(rows: list, total: float, cpu: float, skipped_1m: bool) -> str:
     big = [r for r in ok if r["name"].startswith("Gaussian 1M")]
     big_line = (f"precision {big[0]['poisonscan']['metrics']['precision']:.4f}, recall "
                 f"{big[0]['poisonscan']['metrics']['recall']:.4f} (target >= 0.90 / >= 0.95)" if big else
-                "not run" + (" (--skip-1m)" if skipped_1m else ""))
+                "not run" + next((f" ({w})" for n, w in not_run if n.startswith("Gaussian 1M")),
+                                 " (--skip-1m)" if skipped_1m else ""))
     backdoors = [r for r in ok if r["family"] == "backdoor"]
     mid = [r for r in backdoors if 0.01 - 1e-9 <= (_min_target_share(r) or 0) <= 0.10 + 1e-9]
     low = [r for r in backdoors if 0.003 - 1e-9 <= (_min_target_share(r) or 0) < 0.01 - 1e-9]
@@ -335,11 +394,18 @@ def document(rows: list, total: float, cpu: float, skipped_1m: bool) -> str:
     ctl_any = sum(1 for c in ctl_runs.values() if c["classes_poisoned"])
     failed = [r["name"] for r in rows if "error" in r or "error" in r["control_result"]]
     rejected = [f"{r['name']} ({r['poisonscan']['rows_rejected']:,})" for r in ok if r["poisonscan"]["rows_rejected"]]
+    for name, why in not_run:
+        lines.append(f"| {name} | held-out | — | — | — | — | — | — | — | **not run**: {why} | — | — | — | — |")
     examples = ", ".join(f"{r['example']}: {r['name']}" for r in rows if r["example"])
+    how = ("`python benchmarks/heldout/run.py` (in groups with `--only`, assembled with `--from-saved`; "
+           "minutes are the sum of the conditions' own times)" if assembled else "`python benchmarks/heldout/run.py`")
+    not_run_line = ("\n**Not run** (" + str(len(not_run)) + " condition(s), listed in the table): "
+                    + "; ".join(f"{n} — {w}" for n, w in not_run) + ".\n") if not_run else ""
     return f"""## Held-out part: conditions nobody tuned on
 
-`python benchmarks/heldout/run.py` on {machine()}; {total / 60:.0f} min ({cpu / 60:.0f} min of CPU) for {len(rows)} conditions and
-{len(ctl_runs)} clean controls{" (the 1M x 256 rebuild left out: --skip-1m)" if skipped_1m else ""}.
+{how} on {machine()}; {total / 60:.0f} min ({cpu / 60:.0f} min of CPU) for {len(rows)} conditions and
+{len(ctl_runs)} clean controls{" (the 1M x 256 rebuild left out)" if skipped_1m else ""}.
+{not_run_line}
 The held-out part of the matrix (`benchmarks/matrix.py`), built in `benchmarks/heldout/` and
 run to report, never to choose: representations, triggers, rates, targets, classes and data
 sets that the development part does not use. poisonscan runs its default detectors with
