@@ -174,6 +174,7 @@ def main(argv=None) -> None:
                          "saved result are listed as not run")
     ap.add_argument("--missing-reason", default="not run",
                     help="with --from-saved: why the conditions without a saved result did not run")
+    ap.add_argument("--note", default="", help="with --from-saved: a line added under the header")
     args = ap.parse_args(argv)
     check_disjoint()
     warnings.filterwarnings("ignore")
@@ -278,7 +279,7 @@ def from_saved(conds, args) -> None:
     optional = [c.name for c in matrix_conditions.conditions() if c.optional]
     skipped_1m = args.skip_1m or any(m in optional for m in missing)
     text = document(rows, total, cpu, skipped_1m=skipped_1m,
-                    not_run=[(m, args.missing_reason) for m in missing], assembled=True)
+                    not_run=[(m, args.missing_reason) for m in missing], assembled=True, note=args.note)
     write_section("heldout", text)
     print(text)
 
@@ -334,7 +335,7 @@ def _sd(row) -> float | None:
 
 
 def document(rows: list, total: float, cpu: float, skipped_1m: bool, not_run: list | None = None,
-             assembled: bool = False) -> str:
+             assembled: bool = False, note: str = "") -> str:
     not_run = not_run or []
     lines = []
     for r in rows:
@@ -399,8 +400,13 @@ def document(rows: list, total: float, cpu: float, skipped_1m: bool, not_run: li
     examples = ", ".join(f"{r['example']}: {r['name']}" for r in rows if r["example"])
     how = ("`python benchmarks/heldout/run.py` (in groups with `--only`, assembled with `--from-saved`; "
            "minutes are the sum of the conditions' own times)" if assembled else "`python benchmarks/heldout/run.py`")
-    not_run_line = ("\n**Not run** (" + str(len(not_run)) + " condition(s), listed in the table): "
-                    + "; ".join(f"{n} — {w}" for n, w in not_run) + ".\n") if not_run else ""
+    reasons: dict = {}
+    for n, w in not_run:
+        reasons.setdefault(w, []).append(n)
+    not_run_line = ("\n**Not run** (" + str(len(not_run)) + " condition(s), marked in the table): "
+                    + "; ".join(f"{w}: {', '.join(ns)}" for w, ns in reasons.items()) + ".\n") if not_run else ""
+    if note:
+        not_run_line += "\n" + note + "\n"
     return f"""## Held-out part: conditions nobody tuned on
 
 {how} on {machine()}; {total / 60:.0f} min ({cpu / 60:.0f} min of CPU) for {len(rows)} conditions and
