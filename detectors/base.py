@@ -101,8 +101,11 @@ class Detector(ParamsMixin, abc.ABC):
     peer_floor: ClassVar[float] = 1.0
     #: A calibrated detector's group must also look like other classes (tables).
     needs_affinity: bool = False
-    #: Without peers (fewer than four classes) the affinity test alone may judge.
-    alone_by_affinity: ClassVar[bool] = True
+    #: Without peers (fewer than four classes) the affinity test alone may judge. Off:
+    #: the affinity test's Welch p-value is not calibrated for a split chosen from the
+    #: data (a clean two-class table of 4,454 rows had a spectral group at p far below
+    #: any level), so without peers the group detectors judge no class.
+    alone_by_affinity: ClassVar[bool] = False
 
     def group_affinity(self, state: "DetectorState", verdict, pooled, label: Any):
         """``((mean affinity of the rest, of the group), p)``: whether the rows of the

@@ -195,11 +195,10 @@ class ActivationClustering(_PooledDetector):
     #: separation is not compared (Ashman's D units; chosen on the development part of
     #: the benchmark matrix, docs/detectors.md).
     peer_floor = 0.5
-    #: A 2-means split of one Gaussian group leaves halves that a model of the other
-    #: classes tells apart by chance geometry (clean Gaussian classes of 2,000 rows gave
-    #: Welch p down to 1e-10): the affinity test picks the suspicious cluster but cannot
-    #: judge a class on its own.
-    alone_by_affinity = False
+    # alone_by_affinity stays off: a 2-means split of one Gaussian group leaves halves
+    # that a model of the other classes tells apart by chance geometry (clean Gaussian
+    # classes of 2,000 rows gave Welch p down to 1e-10); the affinity test picks the
+    # suspicious cluster but cannot judge a class on its own.
 
     def judge(self, state, label, class_rows, group_test) -> ClassVerdict:
         """The first step of the verdict: is there a candidate cluster, how far apart

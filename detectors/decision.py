@@ -369,6 +369,8 @@ def judge_scan(
             words.append(f"one group would split like this with p = {own_p:.1e}")
         if p_peer is not None:
             words.append(f"against the other classes p = {p_peer:.1e}")
+        elif not alone_by_affinity:
+            words.append("too few classes to compare it with, so it cannot be judged")
         if p_aff is not None:
             words.append(
                 f"its rows look like other classes (confidence {means[1]:.2f} vs {means[0]:.2f}, p = {p_aff:.1e})"

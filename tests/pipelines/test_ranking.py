@@ -31,7 +31,8 @@ def check_ranking(summary):
 
 
 def test_the_planted_class_ranks_first_and_a_class_too_small_to_judge_last():
-    X, y, poison = planted(n_poison=30, seed=0)
+    # five classes, one too small to judge: four are judged, each against its peers
+    X, y, poison = planted(n_classes=5, n_poison=30, seed=0)
     keep = np.concatenate([np.flatnonzero(y != 3), np.flatnonzero(y == 3)[:5]])  # class 3: too few rows
     s = scan(X[keep], y[keep], ids=keep).summary
     assert s["classes_poisoned"] == [1]
