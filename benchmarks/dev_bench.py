@@ -33,14 +33,7 @@ sys.path.insert(0, HERE)
 
 import matrix  # noqa: E402
 import poisoning  # noqa: E402
-
-
-def prf(flag: np.ndarray, truth: np.ndarray) -> dict:
-    tp = int((flag & truth).sum())
-    p = tp / flag.sum() if flag.sum() else 0.0
-    r = tp / truth.sum() if truth.sum() else 0.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return {"flagged": int(flag.sum()), "share": float(flag.mean()), "precision": p, "recall": r, "f1": f1}
+from detectors_bench import prf  # noqa: E402
 
 
 def gaussian(rate: float, shift: float, seed: int, classes: int = 5, per: int = 2000, d: int = 64,

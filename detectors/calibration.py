@@ -18,9 +18,9 @@ different gains by chance. Three yardsticks, none of them a tuned constant:
   evidence alike, and widen the yardstick where some classes have them; one class beyond
   all the others stands out.
 * **affinity** (computed elsewhere, :func:`poisonscan.detectors._pooled.affinity_test`):
-  a group taken from other classes and relabelled looks like those classes.
+  a group taken from other classes and relabelled looks like those classes (required for
+  tables, in addition to the peers).
 
-:func:`fisher` joins independent p-values.
 """
 
 from __future__ import annotations
@@ -104,13 +104,3 @@ def peer_p_value(value: float, peers: list[float], floor: float) -> float | None
     spread = max(floor, float(peers.std(ddof=1)))
     stat = (value - float(peers.mean())) / (spread * math.sqrt(1 + 1 / k))
     return float(student_t.sf(stat, df=k - 1))
-
-
-def fisher(p_values: list[float]) -> float:
-    """Fisher's combination of independent p-values (one-sided evidence)."""
-    from scipy.stats import chi2
-
-    ps = [min(1.0, max(float(p), 1e-300)) for p in p_values if p is not None]
-    if not ps:
-        return 1.0
-    return float(chi2.sf(-2.0 * sum(math.log(p) for p in ps), 2 * len(ps)))
