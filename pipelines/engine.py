@@ -880,9 +880,15 @@ def build_quarantine(
                 continue
             verdict = model.verdict(label, det.name)
             group = flagged_counts.get((label, det.name), 0)
+            judged = (
+                f"; a clean class would show evidence this strong with probability "
+                f"{verdict.p_value:.0e} (the scan's threshold: {verdict.level:.0e})"
+                if verdict.p_value is not None and verdict.level is not None
+                else ""
+            )
             parts.append(
                 f"{det.name}: {phrase}; {det.name} flags {group:,} rows "
-                f"({group / max(verdict.class_rows, 1):.1%}) of class {fmt_label(label)}"
+                f"({group / max(verdict.class_rows, 1):.1%}) of class {fmt_label(label)}{judged}"
             )
         reasons.append(" | ".join(parts))
     src = [decode_position(p) for p in qpos]
