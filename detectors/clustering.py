@@ -192,8 +192,8 @@ class ActivationClustering(_PooledDetector):
     #: classes', and the suspicious cluster's affinity to other classes.
     calibrated = True
     #: Spread of the clusters' separation between clean classes below which a class's
-    #: separation is not compared (Ashman's D units; chosen on the development part of
-    #: the benchmark matrix, docs/detectors.md).
+    #: separation is not compared (Ashman's D units; set before the development runs of
+    #: the benchmark matrix and kept by them, not searched).
     peer_floor = 0.5
     # alone_by_affinity stays off: a 2-means split of one Gaussian group leaves halves
     # that a model of the other classes tells apart by chance geometry (clean Gaussian
