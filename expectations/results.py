@@ -30,8 +30,11 @@ def expectation_results(
     class_rows: dict,
     dimension: int | None,
     sample=None,
+    content=None,
 ) -> tuple[list[Expectation], list[dict]]:
-    """(the expectations as evaluated, one GX-shaped result dict each)."""
+    """(the expectations as evaluated, one GX-shaped result dict each). ``content`` (the
+    scan's ``ContentCheck``) says why repeated content was or was not rejected; the
+    duplicate and conflict expectations carry it in ``details``."""
     done: list[Expectation] = []
     results: list[dict] = []
     codes = rejected.column("error_code").to_pylist() if rejected.num_rows else []
@@ -61,18 +64,16 @@ def expectation_results(
                 kwargs["value"] = dimension
             e = Expectation(e.type, kwargs, e.meta, e.scope, e.codes, e.source)
             done.append(e)
-            results.append(
-                {
-                    "success": unexpected == 0 or _mostly_ok(e, unexpected, rows_read),
-                    "result": {
-                        "element_count": rows_read,
-                        "unexpected_count": unexpected,
-                        "unexpected_percent": 100.0 * unexpected / rows_read if rows_read else 0.0,
-                        "partial_unexpected_list": [_value(rejected, e.column, i) for i in failing],
-                        "partial_unexpected_index_list": [{id_column: _plain(ids[i])} for i in failing],
-                    },
-                }
-            )
+            result = {
+                "element_count": rows_read,
+                "unexpected_count": unexpected,
+                "unexpected_percent": 100.0 * unexpected / rows_read if rows_read else 0.0,
+                "partial_unexpected_list": [_value(rejected, e.column, i) for i in failing],
+                "partial_unexpected_index_list": [{id_column: _plain(ids[i])} for i in failing],
+            }
+            if content is not None and names & {"duplicate_content", "conflicting_labels"}:
+                result["details"] = content.explain()
+            results.append({"success": unexpected == 0 or _mostly_ok(e, unexpected, rows_read), "result": result})
             continue
         # aggregate
         check = e.meta.get("poisonscan", {}).get("check")

@@ -37,6 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import engine
 from .config import ScanConfig
+from .content import ContentCheck
 from poisonscan.expectations.docs_worker import DataDocsWorker
 
 from .outputs import OutputDir, open_read, open_write, write_json, write_parquet, write_quarantine_csv
@@ -320,7 +321,7 @@ class _ReadExamples(beam.DoFn):
         changes = {"duplicates": duplicates, "collect_content": not self.second_pass}
         if self.second_pass:
             changes["small_classes"] = model.small_classes
-            changes["content_duplicates"] = content
+            changes["content_duplicates"] = content.rejections()
         checks = self.plan.checks(**changes)
         columns = None if self.second_pass else self.plan.input_columns
         for i, (batch, first) in enumerate(read_unit(unit, columns, self.plan.batch_rows)):
@@ -439,7 +440,7 @@ class _ScoreUnit(beam.DoFn):
             unit = element
             checks = self.plan.checks(
                 duplicates=duplicates, expected_dim=model.dim, small_classes=model.small_classes,
-                content_duplicates=content,
+                content_duplicates=content.rejections(),
             )
             path = self.plan.file_paths[unit.file_index]
 
@@ -482,13 +483,14 @@ class _Finish(beam.DoFn):
         self.inputs = list(inputs)
         self.extra = extra
 
-    def process(self, unit_result, model, rows):
+    def process(self, unit_result, model, rows, content):
         plan, out = self.plan, self.out
         detectors = plan.detectors()
         store = out.parts
         fin = engine.finish(
             store, model, unit_result, detectors, plan.cfg, plan.kinds, plan.file_paths,
             self.inputs, self.extra, expectations=plan.expectations, row_sample=rows.frame(),
+            content=content,
         )
         write_finished(fin, store, out, plan.cfg)
         return []
@@ -627,17 +629,23 @@ class FitModel(beam.PTransform):
             outputs = units | "Accumulate" >> beam.ParDo(
                 _ClassPartials(plan), duplicates=beam.pvalue.AsSingleton(duplicates)
             ).with_outputs(CONTENT, main="partials")
-        content = (
-            outputs[CONTENT]
-            | "ContentPerBucket" >> beam.CombinePerKey(_Repeated(engine.ContentKeys))
-            | "ContentValues" >> beam.Values()
-            | "AllRepeatedContent" >> beam.CombineGlobally(_MergeDicts())
-        )
         partials = outputs.partials | "CombinePerClass" >> beam.CombinePerKey(_CombinePartials(plan))
         rows_by_dim = (
             partials
             | "RowsPerLength" >> beam.Map(lambda kv: (kv[0][1], kv[1].rows))
             | "SumRowsPerLength" >> beam.CombinePerKey(sum)
+        )
+        coincidence = plan.representer.coincidence if plan.raw else None
+        level = plan.cfg.coincidence_level
+        content = (
+            outputs[CONTENT]
+            | "ContentPerBucket" >> beam.CombinePerKey(_Repeated(engine.ContentKeys))
+            | "ContentValues" >> beam.Values()
+            | "AllRepeatedContent" >> beam.CombineGlobally(_MergeDicts())
+            | "JudgeRepeats" >> beam.Map(
+                lambda repeated, dims: ContentCheck.of(repeated, sum(dims.values()), coincidence, level),
+                dims=beam.pvalue.AsDict(rows_by_dim),
+            )
         )
         fitted = partials | "FitClasses" >> beam.ParDo(
             _FitClass(plan), rows_by_dim=beam.pvalue.AsDict(rows_by_dim)
@@ -709,6 +717,7 @@ def build_pipeline(
         _Finish(plan, out, inputs, extra),
         model=beam.pvalue.AsSingleton(model),
         rows=beam.pvalue.AsSingleton(rows),
+        content=beam.pvalue.AsSingleton(content),
     )
 
 

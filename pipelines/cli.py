@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")
     scan.add_argument("--min-class-rows", type=_positive_int, default=20, metavar="N", help="smaller classes are rejected as unjudgeable (default: 20)")
+    scan.add_argument(
+        "--coincidence-level", type=_rate, default=0.01, metavar="P",
+        help="tables: repeated rows are rejected only where chance would give even one "
+        "coinciding pair with probability below P, given the columns' value frequencies (default: 0.01)",
+    )
     scan.add_argument("--runner", default="FnApiRunner", help="Beam runner (default: FnApiRunner, in-process)")
     scan.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes for the FnApiRunner")
     scan.add_argument("--labels", metavar="LABELS", help="the declared label set, comma-separated (or @FILE, one per line); rows with other labels are rejected")
@@ -297,6 +302,7 @@ def _scan(args, extra: Sequence[str]) -> int:
             seed=args.seed,
             sample_size=args.sample_size,
             min_class_rows=args.min_class_rows,
+            coincidence_level=args.coincidence_level,
             write_clean=args.write_clean,
         )
     except ConfigError as exc:

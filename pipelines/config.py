@@ -53,6 +53,11 @@ class ScanConfig:
         classes (clustering, label consistency).
     min_class_rows : int
         Classes with fewer valid rows cannot be judged; their rows are rejected.
+    coincidence_level : float
+        Tables: repeated rows are rejected (``duplicate_content``, ``conflicting_labels``)
+        only where chance would give even one coinciding pair with a probability below
+        this, given the columns' value frequencies (see :mod:`.content`). Vectors,
+        images and texts identify their row: repeats are always rejected.
     batch_rows : int
         Rows per Arrow record batch.
     write_clean : bool
@@ -86,6 +91,7 @@ class ScanConfig:
     sample_size: int = 4096
     shared_sample_size: int = 1024
     min_class_rows: int = 20
+    coincidence_level: float = 0.01
     batch_rows: int = 65536
     write_clean: bool = False
     labels: tuple | None = None
@@ -123,6 +129,9 @@ class ScanConfig:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")
+        level = self.coincidence_level
+        if not (isinstance(level, (int, float)) and not isinstance(level, bool) and 0 < level < 1):
+            raise ConfigError(f"--coincidence-level must be in (0, 1); got {level!r}")
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(self.labels))
             if not self.labels:

@@ -166,15 +166,18 @@ class ContentKeys:
     def concat(parts: Iterable["ContentKeys"]) -> "ContentKeys":
         return _concat_keys(ContentKeys, parts)
 
-    def duplicates(self) -> dict[tuple[int, int], tuple[int, bool]]:
-        """{fingerprint: (first position, whether the copies carry different labels)}
-        for content seen more than once."""
+    def duplicates(self) -> dict[tuple[int, int], tuple[int, bool, int]]:
+        """{fingerprint: (first position, whether the copies carry different labels,
+        copies)} for content seen more than once (see :mod:`.content` for what a
+        repeat means)."""
         order, runs = _repeated_runs(self.hi, self.lo, self.positions)
         out = {}
         for a, b in runs:
             first = order[a]
             labels = self.label[order[a:b]]
-            out[(int(self.hi[first]), int(self.lo[first]))] = (int(self.positions[first]), bool((labels != labels[0]).any()))
+            out[(int(self.hi[first]), int(self.lo[first]))] = (
+                int(self.positions[first]), bool((labels != labels[0]).any()), int(b - a)
+            )
         return out
 
 
@@ -1020,9 +1023,10 @@ def finish(
     extra_settings: Mapping[str, Any] | None = None,
     expectations=None,
     row_sample=None,
+    content=None,
 ) -> Finished:
     """Apply the budget and build the quarantine list, rejected rows, expectation
-    results and summary."""
+    results and summary. ``content`` is the scan's :class:`~.content.ContentCheck`."""
     counts = unit_result.counts
     valid_rows = counts.read - counts.rejected
     cap = budget_cap(cfg.expected_poison_rate, valid_rows)
@@ -1048,6 +1052,8 @@ def finish(
         inputs=inputs,
         extra_settings=extra_settings,
     )
+    if content is not None:
+        summary["repeated_content"] = content.to_dict()
     checked = None
     if expectations is not None:
         from poisonscan.expectations.results import expectation_results, summary_block
@@ -1063,6 +1069,7 @@ def finish(
             class_rows=class_rows,
             dimension=model.dim if kinds.input.kind == "features" else None,
             sample=row_sample,
+            content=content,
         )
         summary["expectations"] = summary_block(done, results, expectations.names)
         checked = (done, results)

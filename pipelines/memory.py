@@ -29,6 +29,7 @@ from .engine import (
 )
 from poisonscan.expectations import plan as expectation_plan
 
+from .content import ContentCheck
 from .engine import ROW_SAMPLE, ContentKeys, Layout, RowSample, batch_rows_for, content_keys
 from .represent import fit_representer, raw_sample
 from .rows import RowChecks, prepare
@@ -167,12 +168,19 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
             partials[key] = part if prev is None else prev.merge(part, detectors)
     model = fit_model(partials, detectors, cfg, layout)
 
+    content_check = ContentCheck.of(
+        ContentKeys.concat(content).duplicates(),
+        sum(p.rows for p in partials.values()),
+        representer.coincidence if representer else None,
+        cfg.coincidence_level,
+    )
+
     # pass 2: score every row
     checks2 = dataclasses.replace(
         checks,
         expected_dim=model.dim,
         small_classes=model.small_classes,
-        content_duplicates=ContentKeys.concat(content).duplicates(),
+        content_duplicates=content_check.rejections(),
     )
     store = MemoryPartStore()
     rows = RowSample(ROW_SAMPLE, np.empty(0, np.uint64), np.empty(0, np.int64), None)
@@ -189,7 +197,7 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
     extra = {"representation": representer.info} if representer else None
     fin = finish(
         store, model, unit, detectors, cfg, kinds, file_paths, [MEMORY_SOURCE], extra,
-        expectations=exp, row_sample=rows.frame(),
+        expectations=exp, row_sample=rows.frame(), content=content_check,
     )
     schema = clean_schema(store, fin.trimmed) or table.schema
     clean_parts = list(iter_clean(store, fin.trimmed, schema, cfg.batch_rows))

@@ -18,6 +18,7 @@ import pyarrow as pa
 from poisonscan.detectors.base import group_rows_by_label, label_sort_key
 from poisonscan.detectors.stats import ClassSample, Reservoir
 
+from .content import coincidence_probability
 from .engine import Layout
 from .inputs import ImageEncoder, InputSpec, TabularEncoder, TextEncoder
 from .rows import Prepared, attach, key_values, normalize_key, priorities
@@ -74,6 +75,8 @@ class Representer:
     proxy: Any = None  # representations.Proxy
     user_model: Any = None  # representations.UserModel
     info: dict = field(default_factory=dict)
+    #: a table's (probability that two rows coincide, its steps) (see :mod:`.content`)
+    coincidence: tuple | None = None
     _module: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -169,7 +172,23 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir]) -
         folds=cfg.proxy_folds, epochs=cfg.proxy_epochs, seed=cfg.seed,
     )
     info = dict(proxy.info, kind=spec.kind, params=params)
-    return Representer(spec.kind, encoder, proxy, None, info)
+    coincidence = _coincidence(samples, spec.columns) if spec.kind == "tabular" else None
+    return Representer(spec.kind, encoder, proxy, None, info, coincidence)
+
+
+def _coincidence(samples: Mapping[Any, Reservoir], columns) -> tuple[float, list]:
+    """How likely two rows are to hold the same content (:mod:`.content`), estimated on a
+    uniform sample of all rows.
+
+    Every class's reservoir keeps its rows of lowest priority under one hash of the id,
+    so the union holds the lowest-priority rows of the whole input: merged to one
+    reservoir of the same capacity, they are a uniform sample of every row.
+    """
+    merged = None
+    for label in sorted(samples, key=label_sort_key):
+        merged = samples[label] if merged is None else merged.merge(samples[label])
+    rows = merged.sample().X.tolist() if merged is not None else []
+    return coincidence_probability(rows, list(columns))
 
 
 BASE = 32

@@ -21,6 +21,7 @@ undeclared_label  the label is not in the declared set (``--labels``)
 out_of_range   a feature value lies outside ``--feature-range``
 duplicate_content  same content and label as an earlier row (the first is kept)
 conflicting_labels  the same content appears with different labels (all rejected)
+                   (both only where the content identifies a row: see ``.content``)
 missing_image, bad_image, missing_text, empty_text  raw inputs that are null or unusable
 ============== ===============================================================
 
