@@ -135,6 +135,24 @@ def row(name: str, kind: str, r: dict) -> str:
     )
 
 
+def verdict_line(results: dict) -> str:
+    """How many sets miss each target: > 1 % rejected, > 0.5 % quarantined, a class judged."""
+    rejected = [
+        f"{n} ({', '.join(sorted(r['rejected_by_code']))})"
+        for n, r in results.items()
+        if r["rejected"] > 0.01 * r["rows"]
+    ]
+    over = [n for n, r in results.items() if r["quarantined"] > 0.005 * r["rows"]]
+    judged = [n for n, r in results.items() if r["poisoned"]]
+    return (
+        f"{len(rejected)} of {len(results)} sets with more than 1 % of rows rejected"
+        f"{' (' + '; '.join(rejected) + ')' if rejected else ''}; "
+        f"{len(over)} with more than 0.5 % of rows quarantined"
+        f"{' (' + ', '.join(over) + ')' if over else ''}; {len(judged)} with a class judged poisoned"
+        f"{' (' + ', '.join(judged) + ')' if judged else ''}."
+    )
+
+
 HEADER = (
     "| set | kind | rows | classes | smallest class | rejected (by code) | quarantined | "
     "classes judged poisoned | repeated rows kept (chance) |\n"
@@ -160,8 +178,6 @@ def main(argv: list[str]) -> None:
         print(lines[-1], f"{r['seconds']:.0f} s", flush=True)
     if argv:
         return
-    over = [n for n, r in results.items() if r["quarantined"] > 0.005 * r["rows"]]
-    judged = [n for n, r in results.items() if r["poisoned"]]
     text = "\n".join(
         [
             "## Clean real data (development part)",
@@ -174,9 +190,7 @@ def main(argv: list[str]) -> None:
             HEADER,
             *lines,
             "",
-            f"{len(over)} of {len(results)} sets with more than 0.5 % of rows quarantined"
-            f"{' (' + ', '.join(over) + ')' if over else ''}; {len(judged)} with a class judged poisoned"
-            f"{' (' + ', '.join(judged) + ')' if judged else ''}.",
+            verdict_line(results),
         ]
     )
     write_section("clean_real_dev", text)

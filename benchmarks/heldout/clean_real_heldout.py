@@ -139,13 +139,6 @@ def main(argv: list[str]) -> None:
     print(f"total {total:.0f} s", flush=True)
     if argv:
         return
-    rejected = [
-        f"{n} ({', '.join(sorted(r['rejected_by_code']))})"
-        for n, r in results.items()
-        if r["rejected"] > 0.01 * r["rows"]
-    ]
-    over = [n for n, r in results.items() if r["quarantined"] > 0.005 * r["rows"]]
-    judged = [n for n, r in results.items() if r["poisoned"]]
     notes = [f"- {n}: {SETS[n][2]}" for n in results]
     notes += [f"- dropped {n}: {why}" for n, why in dropped.items()]
     text = "\n".join(
@@ -164,11 +157,7 @@ def main(argv: list[str]) -> None:
             "",
             *notes,
             "",
-            f"{len(rejected)} of {len(results)} sets with more than 1 % of rows rejected"
-            f"{' (' + '; '.join(rejected) + ')' if rejected else ''}; "
-            f"{len(over)} with more than 0.5 % of rows quarantined"
-            f"{' (' + ', '.join(over) + ')' if over else ''}; {len(judged)} with a class judged poisoned"
-            f"{' (' + ', '.join(judged) + ')' if judged else ''}.",
+            clean_real.verdict_line(results),
         ]
     )
     write_section("clean_real_heldout", text)
