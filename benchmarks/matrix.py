@@ -82,7 +82,7 @@ def check_disjoint() -> None:
 CLEAN_REAL = {
     "development": (
         "wine", "credit_data", "Smarket", "Chile", "SwissLabor", "Mroz", "HMDA", "Caravan",
-        "rotten_tomatoes", "convention_speeches", "mnist_5k",
+        "rotten_tomatoes", "convention_speeches", "convention_sentences", "mnist_5k",
     ),
     "held-out": (
         "TitanicSurvival", "Default", "Affairs", "breast_cancer", "iris", "digits",

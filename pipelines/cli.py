@@ -142,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--min-class-rows", type=_positive_int, default=20, metavar="N", help="smaller classes are rejected as unjudgeable (default: 20)")
     scan.add_argument(
         "--coincidence-level", type=_rate, default=0.01, metavar="P",
-        help="tables: repeated rows are rejected only where chance would give even one "
-        "coinciding pair with probability below P, given the columns' value frequencies (default: 0.01)",
+        help="tables and texts: repeated rows are rejected only where chance would give even one "
+        "coinciding pair with probability below P, given the columns' value frequencies "
+        "(texts: among those of the same length in words) (default: 0.01)",
     )
     scan.add_argument("--runner", default="FnApiRunner", help="Beam runner (default: FnApiRunner, in-process)")
     scan.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes for the FnApiRunner")

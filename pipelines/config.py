@@ -54,10 +54,11 @@ class ScanConfig:
     min_class_rows : int
         Classes with fewer valid rows cannot be judged; their rows are rejected.
     coincidence_level : float
-        Tables: repeated rows are rejected (``duplicate_content``, ``conflicting_labels``)
-        only where chance would give even one coinciding pair with a probability below
-        this, given the columns' value frequencies (see :mod:`.content`). Vectors,
-        images and texts identify their row: repeats are always rejected.
+        Tables and texts: repeated rows are rejected (``duplicate_content``,
+        ``conflicting_labels``) only where chance would give even one coinciding pair
+        with a probability below this, given the columns' value frequencies (texts: among
+        the texts of the same length in words; see :mod:`.content`). Vectors and images
+        identify their row: repeats are always rejected.
     batch_rows : int
         Rows per Arrow record batch.
     write_clean : bool

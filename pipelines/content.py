@@ -13,8 +13,15 @@ given the columns before it, exact copies left out), and ``n`` rows give
 ``n (n - 1) / 2`` times that coinciding pairs on average. If the chance of even one
 coincidence (``1 - exp(-expected pairs)``, Poisson) is below the scan's
 ``coincidence_level`` (0.01 by default), repeated content is improbable by chance and is
-rejected as it is for vectors, images and texts; otherwise repeats are reported (counts,
-groups, conflicts) and every row is kept. Plain Python and numpy, no Beam.
+rejected as it is for vectors and images; otherwise repeats are reported (counts,
+groups, conflicts) and every row is kept.
+
+A text is judged by its length: "Thank you." said by many speakers is a coincidence, a
+review of forty words repeated under another label is not. :func:`text_coincidence`
+treats the texts of each length (in words) as a table whose columns are the word
+positions and estimates, length by length, the same probability; a repeated text is
+rejected only where chance gives even one coinciding pair among the texts of its length
+with probability below the level. Plain Python and numpy, no Beam.
 """
 
 from __future__ import annotations
@@ -107,6 +114,63 @@ def coincidence_probability(rows: Sequence[Mapping[str, Any]], columns: Sequence
     return p, steps
 
 
+#: Word positions a text's chance estimate chains one by one; the words after them enter
+#: as one column (two long texts that agree on their first words and differ later are
+#: distinct texts either way).
+TEXT_POSITIONS = 16
+
+
+def text_coincidence(texts: Sequence[Any]) -> dict:
+    """``{length in words: (share of texts, probability that two distinct texts of that
+    length are the same text, steps)}``, estimated on a uniform sample of texts.
+
+    The texts of one length are a table whose columns are the word positions (split on
+    white space, as written); :func:`coincidence_probability` chains them. A length with
+    a single sampled text has probability 0 (nothing to say it coincides). Texts of one
+    word have no other column to judge a repeat against: their word enters at the rate
+    at which the words of the next shorter-than-any-other texts (the least length above
+    one with two sampled texts, every position pooled) agree, measured on the scanned
+    data rather than assumed.
+    """
+    words = [str(t).split() for t in texts if t is not None]
+    words = [w for w in words if w]
+    m = len(words)
+    by_length: dict[int, list] = {}
+    for w in words:
+        by_length.setdefault(len(w), []).append(w)
+    out = {}
+    for length, group in sorted(by_length.items()):
+        if len(group) < 2:
+            out[length] = (len(group) / m, 0.0, [])
+            continue
+        if length == 1:
+            nearest = min((k for k, g in by_length.items() if k > 1 and len(g) > 1), default=None)
+            rate = _agreement([x for w in by_length.get(nearest, []) for x in w])
+            how = f"as the words of texts of {nearest} words agree" if nearest else "no longer texts to compare"
+            out[length] = (len(group) / m, rate, [("word 1", rate, how)])
+            continue
+        cols = [f"word {i + 1}" for i in range(min(length, TEXT_POSITIONS))]
+        if length > TEXT_POSITIONS:
+            cols.append(f"words {TEXT_POSITIONS + 1}+")
+        rows = [
+            dict(zip(cols, [*w[:TEXT_POSITIONS], *([tuple(w[TEXT_POSITIONS:])] if length > TEXT_POSITIONS else [])]))
+            for w in group
+        ]
+        p, steps = coincidence_probability(rows, cols)
+        out[length] = (len(group) / m, p, steps)
+    return out
+
+
+def _agreement(values: Sequence[Any]) -> float:
+    """Share of pairs of ``values`` that are equal."""
+    from collections import Counter
+
+    n = len(values)
+    if n < 2:
+        return 0.0
+    return sum(c * (c - 1) for c in Counter(values).values()) / (n * (n - 1))
+
+
 def _hashable(v: Any) -> Any:
     if isinstance(v, float) and v != v:
         return ("nan",)  # NaN equals itself as stored content
@@ -119,76 +183,100 @@ def _hashable(v: Any) -> Any:
 
 @dataclass(frozen=True)
 class ContentCheck:
-    """Repeated content of a scan (pass 1) and whether it is rejected (pass 2).
+    """Repeated content of a scan (pass 1) and which of it is rejected (pass 2).
 
     Parameters
     ----------
     repeated : mapping
-        ``{content fingerprint: (first position, labels conflict, copies)}`` for content
-        seen more than once among the valid rows.
+        ``{content fingerprint: (first position, labels conflict, copies, stratum)}`` for
+        content seen more than once among the valid rows; the stratum is a text's length
+        in words (0 for other content).
     rows : int
         Valid rows whose content was fingerprinted.
-    coincidence : float or None
-        A table's probability that two distinct rows hold the same content
-        (:func:`coincidence_probability`); None where the content identifies the row
-        (vectors, images, texts).
-    steps : sequence
-        ``(column, agreement rate, how it was estimated)`` behind ``coincidence``.
+    coincidence : mapping or None
+        ``{stratum: (share of rows, probability that two distinct rows of the stratum
+        hold the same content, steps)}``: one stratum (0) for a table
+        (:func:`coincidence_probability`), one per length for texts
+        (:func:`text_coincidence`); None where the content identifies the row (vectors,
+        images). A stratum the sample never saw has probability 0.
     level : float
-        Repeats are rejected when chance gives even one coinciding pair with probability
-        below ``level``.
+        Repeats of a stratum are rejected when chance gives even one coinciding pair
+        among its rows with probability below ``level``.
     """
 
     repeated: Mapping = field(default_factory=dict)
     rows: int = 0
-    coincidence: float | None = None
+    coincidence: Mapping | None = None
     level: float = COINCIDENCE_LEVEL
-    steps: tuple = ()
 
     @classmethod
-    def of(cls, repeated: Mapping, rows: int, coincidence: tuple | None, level: float) -> "ContentCheck":
+    def of(cls, repeated: Mapping, rows: int, coincidence: Mapping | None, level: float) -> "ContentCheck":
         """From pass 1's repeated content, its row count and the representer's
-        ``(probability, steps)`` (None: the content identifies the row)."""
-        if coincidence is None:
-            return cls(repeated, rows, None, level)
-        return cls(repeated, rows, float(coincidence[0]), level, tuple(coincidence[1]))
+        coincidence estimate (None: the content identifies the row)."""
+        if coincidence is not None:
+            coincidence = {int(k): (float(v[0]), float(v[1]), tuple(v[2])) for k, v in coincidence.items()}
+        return cls(repeated, rows, coincidence, level)
 
     @property
-    def expected_pairs(self) -> float | None:
-        """Coinciding pairs chance gives among ``rows``."""
+    def by_length(self) -> bool:
+        """Whether strata are text lengths (words) rather than one table."""
+        return self.coincidence is not None and set(self.coincidence) != {0}
+
+    def expected_pairs(self, stratum: int = 0) -> float | None:
+        """Coinciding pairs chance gives among the rows of ``stratum``."""
         if self.coincidence is None:
             return None
-        return self.rows * (self.rows - 1) / 2.0 * self.coincidence
+        share, p, _ = self.coincidence.get(stratum, (0.0, 0.0, ()))
+        n = self.rows * share
+        return max(n * (n - 1) / 2.0, 0.0) * p
 
-    @property
-    def chance(self) -> float | None:
+    def chance(self, stratum: int = 0) -> float | None:
         """Probability that chance gives at least one coinciding pair (Poisson)."""
-        e = self.expected_pairs
+        e = self.expected_pairs(stratum)
         return None if e is None else -math.expm1(-e)
+
+    def rejects(self, stratum: int = 0) -> bool:
+        """Whether identical content of ``stratum`` is improbable by chance (rejected)."""
+        chance = self.chance(stratum)
+        return chance is None or chance < self.level
 
     @property
     def identifies_rows(self) -> bool:
-        """Whether identical content is improbable by chance (repeats are rejected)."""
-        chance = self.chance
-        return chance is None or chance < self.level
+        """Whether every repeat found is rejected (for a table: its one stratum)."""
+        if not self.by_length:
+            return self.rejects(0)
+        return all(self.rejects(v[3]) for v in self.repeated.values())
 
     def rejections(self) -> dict:
         """``{fingerprint: (first position, labels conflict)}`` to reject in pass 2."""
-        if not self.identifies_rows:
-            return {}
-        return {k: (v[0], v[1]) for k, v in self.repeated.items()}
+        return {k: (v[0], v[1]) for k, v in self.repeated.items() if self.rejects(v[3])}
 
     def counts(self) -> dict:
-        groups = len(self.repeated)
-        copies = sum(v[2] for v in self.repeated.values())
-        conflict_groups = [v for v in self.repeated.values() if v[1]]
+        groups = list(self.repeated.values())
+        conflicting = [v for v in groups if v[1]]
+        rejected = [v for v in groups if self.rejects(v[3])]
         return {
-            "groups": groups,
-            "rows_in_groups": copies,
-            "repeats": copies - groups,
-            "conflicting_groups": len(conflict_groups),
-            "rows_in_conflicting_groups": sum(v[2] for v in conflict_groups),
+            "groups": len(groups),
+            "rows_in_groups": sum(v[2] for v in groups),
+            "repeats": sum(v[2] for v in groups) - len(groups),
+            "conflicting_groups": len(conflicting),
+            "rows_in_conflicting_groups": sum(v[2] for v in conflicting),
+            "groups_rejected": len(rejected),
+            "rows_in_rejected_groups": sum(v[2] for v in rejected),
         }
+
+    def _lengths(self) -> list[dict]:
+        """Per text length holding repeats: rows in groups, chance, rejected."""
+        out = {}
+        for v in self.repeated.values():
+            d = out.setdefault(v[3], {"words": int(v[3]), "groups": 0, "rows_in_groups": 0})
+            d["groups"] += 1
+            d["rows_in_groups"] += v[2]
+        for s, d in out.items():
+            d["expected_coinciding_pairs"] = self.expected_pairs(s)
+            d["chance_of_a_coincidence"] = self.chance(s)
+            d["rejected"] = self.rejects(s)
+        return [out[s] for s in sorted(out)]
 
     def explain(self) -> str:
         """One sentence for the reviewer: what repeats there are and why they are or are
@@ -202,12 +290,31 @@ class ContentCheck:
         )
         if self.coincidence is None:
             return f"{seen}; the content identifies a row, so repeats are rejected"
-        e, chance = self.expected_pairs, self.chance
+        if self.by_length:
+            lengths = self._lengths()
+            kept = [d for d in lengths if not d["rejected"]]
+            gone = [d for d in lengths if d["rejected"]]
+            parts = [seen]
+            if kept:
+                parts.append(
+                    f"texts of {_words(kept)} are common enough that chance gives a coinciding pair among "
+                    f"those of their length with probability at least {self.level:g}, so their "
+                    f"{sum(d['rows_in_groups'] for d in kept):,} repeated rows are kept"
+                )
+            if gone:
+                parts.append(
+                    f"texts of {_words(gone)} identify a row (chance of a coincidence below {self.level:g}), "
+                    f"so their {sum(d['rows_in_groups'] for d in gone):,} repeated rows are rejected"
+                )
+            if not lengths:
+                parts.append("texts are judged by their length in words against what chance gives")
+            return "; ".join(parts)
+        e, chance = self.expected_pairs(0), self.chance(0)
         why = (
             f"with these columns' values and how they go together, chance gives "
             f"{_fmt(e)} coinciding pairs among them; probability of at least one: {_fmt(chance)}"
         )
-        if self.identifies_rows:
+        if self.rejects(0):
             return f"{seen}; {why}, below {self.level:g}: identical content is improbable by chance, so repeats are rejected"
         return f"{seen}; {why}, not below {self.level:g}: coincidences are expected, so no row is rejected for them"
 
@@ -216,18 +323,35 @@ class ContentCheck:
             "rows": self.rows,
             **self.counts(),
             "identifies_rows": self.identifies_rows,
-            "expected_coinciding_pairs": self.expected_pairs,
-            "chance_of_a_coincidence": self.chance,
             "coincidence_level": self.level,
-            "rejected": bool(self.identifies_rows and self.repeated),
+            "rejected": bool(any(self.rejects(v[3]) for v in self.repeated.values())),
             "explanation": self.explain(),
         }
-        if self.coincidence is not None:
-            out["coincidence_probability"] = self.coincidence
+        if self.by_length:
+            out["by_length"] = self._lengths()
+        else:
+            out["expected_coinciding_pairs"] = self.expected_pairs(0)
+            out["chance_of_a_coincidence"] = self.chance(0)
+        if self.coincidence is not None and not self.by_length:
+            _, p, steps = self.coincidence.get(0, (0.0, 0.0, ()))
+            out["coincidence_probability"] = p
             out["agreement_by_column"] = [
-                {"column": c, "rate": round(float(r), 6), "estimated": how} for c, r, how in self.steps
+                {"column": c, "rate": round(float(r), 6), "estimated": how} for c, r, how in steps
             ]
         return out
+
+
+def _words(lengths: list[dict]) -> str:
+    """'1–3 and 5 words' from per-length entries."""
+    ns = [d["words"] for d in lengths]
+    runs, start = [], ns[0]
+    for a, b in zip(ns, ns[1:] + [None]):
+        if b != a + 1:
+            runs.append(f"{start}" if start == a else f"{start}–{a}")
+            if b is not None:
+                start = b
+    text = ", ".join(runs[:-1]) + (" and " if len(runs) > 1 else "") + runs[-1]
+    return f"{text} word{'s' if ns != [1] else ''}"
 
 
 def _fmt(x: float) -> str:

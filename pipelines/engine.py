@@ -15,7 +15,6 @@ call these, so the two paths compute the same thing:
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -71,7 +70,7 @@ def _concat_keys(cls, parts):
     names = [f.name for f in dataclass_fields(cls)]
     parts = [p for p in parts if len(p.hi)]
     if not parts:
-        return cls(*(np.empty(0, np.int64 if n == "positions" else np.uint64) for n in names))
+        return cls(*(np.empty(0, np.int64 if n in ("positions", "stratum") else np.uint64) for n in names))
     return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
 
 
@@ -155,28 +154,31 @@ def duplicate_ids(keys: Iterable[IdKeys]) -> dict[tuple[int, int], int]:
 
 @dataclass
 class ContentKeys:
-    """Content fingerprints, label hashes and positions of valid rows (one bucket)."""
+    """Content fingerprints, label hashes, positions and strata (a text's length in
+    words, else 0) of valid rows (one bucket)."""
 
     hi: np.ndarray
     lo: np.ndarray
     label: np.ndarray
     positions: np.ndarray
+    stratum: np.ndarray
 
     @staticmethod
     def concat(parts: Iterable["ContentKeys"]) -> "ContentKeys":
         return _concat_keys(ContentKeys, parts)
 
-    def duplicates(self) -> dict[tuple[int, int], tuple[int, bool, int]]:
+    def duplicates(self) -> dict[tuple[int, int], tuple[int, bool, int, int]]:
         """{fingerprint: (first position, whether the copies carry different labels,
-        copies)} for content seen more than once (see :mod:`.content` for what a
-        repeat means)."""
+        copies, stratum)} for content seen more than once (see :mod:`.content` for what
+        a repeat means)."""
         order, runs = _repeated_runs(self.hi, self.lo, self.positions)
         out = {}
         for a, b in runs:
             first = order[a]
             labels = self.label[order[a:b]]
             out[(int(self.hi[first]), int(self.lo[first]))] = (
-                int(self.positions[first]), bool((labels != labels[0]).any()), int(b - a)
+                int(self.positions[first]), bool((labels != labels[0]).any()), int(b - a),
+                int(self.stratum[first]),
             )
         return out
 
@@ -185,13 +187,13 @@ def content_keys(prep: Prepared) -> list[tuple[int, ContentKeys]]:
     """(bucket, keys) of a pass-1 batch's valid rows, split into buckets by fingerprint."""
     if prep.content is None or len(prep.content[0]) == 0:
         return []
-    rows, hi, lo, lab = prep.content
+    rows, hi, lo, lab, stratum = prep.content
     positions = prep.positions[rows]
     bucket = (hi % N_ID_BUCKETS).astype(np.int64)
     out = []
     for b in np.unique(bucket):
         m = bucket == b
-        out.append((int(b), ContentKeys(hi[m], lo[m], lab[m], positions[m])))
+        out.append((int(b), ContentKeys(hi[m], lo[m], lab[m], positions[m], stratum[m])))
     return out
 
 

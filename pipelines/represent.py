@@ -18,7 +18,7 @@ import pyarrow as pa
 from poisonscan.detectors.base import group_rows_by_label, label_sort_key
 from poisonscan.detectors.stats import ClassSample, Reservoir
 
-from .content import coincidence_probability
+from .content import coincidence_probability, text_coincidence
 from .engine import Layout
 from .inputs import ImageEncoder, InputSpec, TabularEncoder, TextEncoder
 from .rows import Prepared, attach, key_values, normalize_key, priorities
@@ -75,8 +75,9 @@ class Representer:
     proxy: Any = None  # representations.Proxy
     user_model: Any = None  # representations.UserModel
     info: dict = field(default_factory=dict)
-    #: a table's (probability that two rows coincide, its steps) (see :mod:`.content`)
-    coincidence: tuple | None = None
+    #: ``{stratum: (share, probability that two rows coincide, steps)}`` for tables and
+    #: texts (see :mod:`.content`); None where the content identifies the row
+    coincidence: dict | None = None
     _module: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -158,7 +159,7 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir]) -
         raise ValueError(f"no representer for input kind {spec.kind!r}")
     if cfg.model is not None:
         if spec.kind not in ("image",):
-            raise ValueError("--model applies to image inputs (and features); for text and "
+            raise ValueError("--model applies to image inputs; for text and "
                              "tabular inputs poisonscan trains its own proxy")
         return Representer(spec.kind, encoder, None, cfg.model, {"model": cfg.model.path})
     if len(np.unique(codes_arr[enc.rows])) < 2:
@@ -172,13 +173,13 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir]) -
         folds=cfg.proxy_folds, epochs=cfg.proxy_epochs, seed=cfg.seed,
     )
     info = dict(proxy.info, kind=spec.kind, params=params)
-    coincidence = _coincidence(samples, spec.columns) if spec.kind == "tabular" else None
+    coincidence = _coincidence(samples, spec) if spec.kind in ("tabular", "text") else None
     return Representer(spec.kind, encoder, proxy, None, info, coincidence)
 
 
-def _coincidence(samples: Mapping[Any, Reservoir], columns) -> tuple[float, list]:
+def _coincidence(samples: Mapping[Any, Reservoir], spec) -> dict:
     """How likely two rows are to hold the same content (:mod:`.content`), estimated on a
-    uniform sample of all rows.
+    uniform sample of all rows: one stratum for a table, one per length for texts.
 
     Every class's reservoir keeps its rows of lowest priority under one hash of the id,
     so the union holds the lowest-priority rows of the whole input: merged to one
@@ -188,7 +189,10 @@ def _coincidence(samples: Mapping[Any, Reservoir], columns) -> tuple[float, list
     for label in sorted(samples, key=label_sort_key):
         merged = samples[label] if merged is None else merged.merge(samples[label])
     rows = merged.sample().X.tolist() if merged is not None else []
-    return coincidence_probability(rows, list(columns))
+    if spec.kind == "text":
+        return text_coincidence(rows)
+    p, steps = coincidence_probability(rows, list(spec.columns))
+    return {0: (1.0, p, steps)}
 
 
 BASE = 32

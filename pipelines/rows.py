@@ -96,7 +96,7 @@ class Prepared:
     ids_arrow: pa.Array
     fingerprints: tuple[np.ndarray, np.ndarray] | None = None
     encoded: Any = None  # raw inputs: the encoded valid rows (see .inputs.Encoded)
-    #: valid rows' content fingerprints: (rows, hi, lo, label hash)
+    #: valid rows' content fingerprints: (rows, hi, lo, label hash, stratum)
     content: tuple | None = None
 
     def tokens_of(self, rows: np.ndarray) -> list:
@@ -312,7 +312,7 @@ def prepare(
         else:
             hi, lo = content_fingerprints(batch, kinds, rows)
         label_hash = pl.from_arrow(labels_arr.take(pa.array(rows, pa.int64()))).hash(seed=_ID_SEEDS[0]).to_numpy()
-        content = (rows, hi, lo, label_hash.astype(np.uint64, copy=False))
+        content = (rows, hi, lo, label_hash.astype(np.uint64, copy=False), content_strata(batch, kinds, rows))
         if checks.content_duplicates:
             dup_hi = np.fromiter((k[0] for k in checks.content_duplicates), dtype=np.uint64)
             for j in np.flatnonzero(np.isin(hi, dup_hi)):
@@ -356,6 +356,15 @@ def prepare(
         batch, positions, valid, error_code, error, labels, ids, groups, id_null, label_null,
         ids_arr, fp, encoded, content,
     )
+
+
+def content_strata(batch: pa.RecordBatch, kinds, rows: np.ndarray) -> np.ndarray:
+    """Each row's stratum for judging its repeats (:mod:`.content`): a text's length in
+    words, 0 for other content."""
+    if kinds.input.kind != "text" or len(rows) == 0:
+        return np.zeros(len(rows), np.int64)
+    values = batch.column(kinds.input.column).take(pa.array(rows, pa.int64())).to_pylist()
+    return np.fromiter((0 if v is None else len(str(v).split()) for v in values), np.int64, len(values))
 
 
 def content_fingerprints(batch: pa.RecordBatch, kinds, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -63,12 +63,12 @@ def test_columns_that_go_together_are_chained_and_copies_do_not_vouch_for_themse
 
 
 def test_content_check_rejects_only_improbable_repeats():
-    repeated = {(1, 2): (10, False, 2), (3, 4): (11, True, 3)}
-    identifying = ContentCheck.of(repeated, 1000, (1e-12, []), 0.01)
+    repeated = {(1, 2): (10, False, 2, 0), (3, 4): (11, True, 3, 0)}
+    identifying = ContentCheck.of(repeated, 1000, {0: (1.0, 1e-12, [])}, 0.01)
     assert identifying.identifies_rows and identifying.rejections() == {(1, 2): (10, False), (3, 4): (11, True)}
-    chance = ContentCheck.of(repeated, 1000, (1e-3, []), 0.01)
+    chance = ContentCheck.of(repeated, 1000, {0: (1.0, 1e-3, [])}, 0.01)
     assert not chance.identifies_rows and chance.rejections() == {}
-    assert chance.expected_pairs == pytest.approx(1000 * 999 / 2 * 1e-3)
+    assert chance.expected_pairs() == pytest.approx(1000 * 999 / 2 * 1e-3)
     d = chance.to_dict()
     assert d["rows_in_groups"] == 5 and d["conflicting_groups"] == 1 and d["rejected"] is False
     assert "no row is rejected" in d["explanation"]
@@ -104,6 +104,50 @@ def test_duplicated_records_of_measurements_are_rejected():
     rc = s["repeated_content"]
     assert rc["identifies_rows"] is True and rc["groups"] == len(src)
     assert s["rejected_by_reason"] == {"conflicting_labels": 2, "duplicate_content": len(src) - 1}
+
+
+def speeches(seed=0):
+    """Sentences of two parties' speeches: short courtesies ("Thank you.", "God bless
+    America.") said in both, built from a small vocabulary so that they coincide by
+    chance; longer sentences built from a large one, so that two are never the same; and
+    ``copied`` long sentences repeated as records, one of them under the other label."""
+    rng = np.random.default_rng(seed)
+    short_words = ["Thank", "you.", "God", "bless", "America.", "Good", "evening.", "Yes.", "Why?", "so", "much."]
+    texts, labels = [], []
+    for i in range(3000):
+        party = ("dem", "rep")[i % 2]
+        n = int(rng.integers(1, 4)) if rng.random() < 0.3 else int(rng.integers(8, 30))
+        vocab = short_words if n < 4 else [f"w{j}{'xyz'[j % 3]}" for j in range(4000)]
+        texts.append(" ".join(rng.choice(vocab, n)))
+        labels.append(party)
+    copied = [i for i in range(3000) if len(texts[i].split()) >= 8][:25]
+    for k, i in enumerate(copied):
+        texts.append(texts[i])
+        labels.append(labels[i] if k else ("rep" if labels[i] == "dem" else "dem"))
+    return pa.table({"id": np.arange(len(texts)), "label": labels, "text": texts}), copied
+
+
+def test_texts_are_judged_by_their_length_beam_equals_memory(tmp_path):
+    from poisonscan.pipelines.content import text_coincidence
+
+    table, copied = speeches()
+    texts = table.column("text").to_pylist()
+    strata = text_coincidence(texts)
+    # one-word texts of 6 possible words agree often; long texts of a large vocabulary never
+    assert strata[1][1] > 0.05 and strata[20][1] == 0.0
+    assert sum(v[0] for v in strata.values()) == pytest.approx(1.0)
+    s = scan_table(table, text_column="text").summary
+    rc = s["repeated_content"]
+    by_length = {d["words"]: d for d in rc["by_length"]}
+    assert all(not d["rejected"] for w, d in by_length.items() if w < 4)  # courtesies stay
+    assert all(d["rejected"] for w, d in by_length.items() if w >= 8)  # copied records go
+    assert s["rejected_by_reason"] == {"conflicting_labels": 2, "duplicate_content": len(copied) - 1}
+    assert "are kept" in rc["explanation"] and "are rejected" in rc["explanation"]
+    src = tmp_path / "speeches.parquet"
+    pq.write_table(table, src, row_group_size=700)
+    run_scan([str(src)], str(tmp_path / "out"), ScanConfig(text_column="text"))
+    beam = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert beam["repeated_content"] == rc and beam["rejected_by_reason"] == s["rejected_by_reason"]
 
 
 def test_coincidence_level_is_a_probability():
