@@ -109,6 +109,8 @@ class ActivationClustering(_PooledDetector):
         for i, label in enumerate(pooled.labels):
             X = pooled.X[pooled.codes == i]
             cls = self._split(X)
+            if cls is None and len(X) > 1 and not np.ptp(X, axis=0).any():
+                state.info.setdefault("constant", []).append(label)
             if cls is not None and len(pooled.labels) > 1:
                 cls = self._identify(cls, X, pooled, i)
             state.classes[label] = cls
@@ -131,6 +133,8 @@ class ActivationClustering(_PooledDetector):
             _, s, Vt = np.linalg.svd(centred, full_matrices=False)
             sd = s[:c] / np.sqrt(max(n - 1, 1))
             keep = sd > sd[0] * 1e-9
+            if not keep.any():
+                return None  # the class's vectors do not vary: nothing to split
             projection = (Vt[:c][keep] / sd[keep, None]).T
         else:
             from sklearn.decomposition import FastICA
@@ -208,7 +212,12 @@ class ActivationClustering(_PooledDetector):
         stat = state.calibration.get(label, np.empty(0))
         base = dict(label=label, detector=self.name, class_rows=int(class_rows), sample_rows=len(stat))
         if cls is None:
-            return ClassVerdict(poisoned=False, note="too few sampled rows to cluster", extra={"candidate": False}, **base)
+            note = (
+                "the class's sampled vectors are all the same: nothing to cluster"
+                if label in state.info.get("constant", ())
+                else "too few sampled rows to cluster"
+            )
+            return ClassVerdict(poisoned=False, note=note, extra={"candidate": False}, **base)
         frac = cls.sizes[cls.suspicious] / sum(cls.sizes)
         legit = stat[stat <= 0] if (stat <= 0).any() else stat
         center = float(np.median(legit))

@@ -3,6 +3,13 @@
 Great Expectations is imported only here, and only when a user suite is given or the
 results are rendered (the import costs about 2 s and 240 MB). Its context is ephemeral;
 GX 1.x has no polars support, so batches are pandas.
+
+The Data Docs are made safe to open and offline (:func:`render`): GX writes some values
+into its pages unescaped (an observed value list) and loads jQuery, Bootstrap, Vega and
+a logo from remote hosts. So GX never sees a markup character from the data (each is
+handed over as a private-use stand-in, turned into its HTML entity in the written pages),
+and every page loses its scripts and remote resources and gains a Content-Security-Policy
+that allows no script and no request (a small inline stylesheet keeps it readable).
 """
 
 from __future__ import annotations
@@ -141,37 +148,114 @@ def render(suite_name: str, expectations: Sequence[Expectation], results: Sequen
 
     docs = os.path.join(os.path.abspath(folder), "data_docs")  # GX requires an absolute path
     ctx = _context(docs)
-    suite = gx.ExpectationSuite(name=suite_name)
-    configs = []
-    for e in expectations:
-        cfg = _configuration(e)
-        configs.append(cfg)
-        suite.add_expectation_configuration(cfg)
-    ctx.suites.add(suite)
-    evr = [
-        ExpectationValidationResult(success=r["success"], expectation_config=cfg, result=r["result"])
-        for cfg, r in zip(configs, results)
-    ]
-    validation = ExpectationSuiteValidationResult(
-        success=all(r["success"] for r in results),
-        results=evr,
-        suite_name=suite_name,
-        statistics=stats,
-        meta={"poisonscan": "row expectations evaluated on every row; aggregate ones on pass-1 statistics or a uniform sample"},
-    )
+
+    def build(inert: bool):
+        clean = _inert if inert else (lambda v: v)
+        suite = gx.ExpectationSuite(name=suite_name)
+        configs = []
+        for e in expectations:
+            cfg = _configuration(Expectation(e.type, clean(dict(e.kwargs)), clean(dict(e.meta)), e.scope, e.codes, e.source))
+            configs.append(cfg)
+            suite.add_expectation_configuration(cfg)
+        evr = [
+            ExpectationValidationResult(success=r["success"], expectation_config=cfg, result=clean(r["result"]))
+            for cfg, r in zip(configs, results)
+        ]
+        validation = ExpectationSuiteValidationResult(
+            success=all(r["success"] for r in results),
+            results=evr,
+            suite_name=suite_name,
+            statistics=stats,
+            meta={"poisonscan": "row expectations evaluated on every row; aggregate ones on pass-1 statistics or a uniform sample"},
+        )
+        return suite, validation
+
+    shown_suite, shown = build(inert=True)
+    ctx.suites.add(shown_suite)
     key = ValidationResultIdentifier(
         expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
         run_id=RunIdentifier(run_name="poisonscan"),
         batch_identifier="scan",
     )
-    ctx.validation_results_store.set(key, validation)
+    ctx.validation_results_store.set(key, shown)
     ctx.build_data_docs(site_names=["poisonscan"])
+    offline_pages(docs)
+    suite, validation = build(inert=False)
     data = validation.to_json_dict()
     with open(os.path.join(folder, "validation_result.json"), "w") as f:
         json.dump(data, f, indent=2, default=str)
     with open(os.path.join(folder, "suite.json"), "w") as f:
         json.dump(suite.to_json_dict(), f, indent=2, default=str)
     return data
+
+
+#: markup characters -> the private-use stand-ins GX is given, and the entities they become
+_STAND_IN = {"&": "\ue100", "<": "\ue101", ">": "\ue102", '"': "\ue103", "'": "\ue104", "`": "\ue105"}
+_ENTITY = {"\ue100": "&amp;", "\ue101": "&lt;", "\ue102": "&gt;", "\ue103": "&quot;", "\ue104": "&#x27;", "\ue105": "&#x60;"}
+
+#: every Data Docs page: no script, no request; inline styles only
+DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+_DOCS_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}"
+    "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
+    "vertical-align:top;text-align:left}.badge{background:#eee;border-radius:3px;padding:0 .3rem;margin:0 .1rem}"
+    ".text-success{color:#186a3b}.text-danger{color:#a93226}"
+)
+
+
+def _inert(value):
+    """``value`` with every markup character of every string (keys included) replaced by
+    its stand-in, so GX cannot write data as markup."""
+    if isinstance(value, str):
+        return value.translate(str.maketrans(_STAND_IN))
+    if isinstance(value, dict):
+        return {_inert(k): _inert(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_inert(v) for v in value)
+    return value
+
+
+def _char(found: str) -> str:
+    return found if len(found) == 1 else chr(int(found[2:], 16))
+
+
+def offline_pages(docs_dir: str) -> None:
+    """Rewrite every Data Docs page: stand-ins become entities; scripts, remote
+    stylesheets and remote images go; a Content-Security-Policy and a small inline
+    stylesheet come in."""
+    import re
+
+    script = re.compile(r"<script\b.*?</script\s*>", re.S | re.I)
+    remote = re.compile(r"<(?:link|img)\b[^>]*(?:href|src)\s*=\s*[\"']?(?:https?:)?//[^>]*>", re.I)
+    icon = re.compile(r"<link\b[^>]*rel\s*=\s*[\"'][^\"']*icon[^>]*>", re.I)  # ours replaces it
+    remote_url = re.compile(r"url\(\s*[\"']?(?:https?:)?//[^)]*\)", re.I)
+    tag = re.compile(r"<[a-zA-Z][^>]*>")
+    handler = re.compile(r"""\son[a-z]+\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+)""", re.I)
+    # a stand-in as written, or as a Python repr writes it (GX shows some lists by repr)
+    stand_ins = re.compile("[" + "".join(_ENTITY) + "]|\\\\ue10[0-5]")
+    head = (
+        f'<meta http-equiv="Content-Security-Policy" content="{DOCS_CSP}">'
+        f'<link rel="icon" href="data:,"><style>{_DOCS_STYLE}</style>'
+    )
+    for root, _, files in os.walk(docs_dir):
+        for name in files:
+            if not name.endswith(".html"):
+                continue
+            path = os.path.join(root, name)
+            with open(path, encoding="utf-8") as f:
+                page = f.read()
+            page = script.sub("", page)
+            page = remote.sub("", page)
+            page = icon.sub("", page)
+            page = remote_url.sub("none", page)
+            page = tag.sub(lambda m: handler.sub("", m.group(0)), page)
+            page = stand_ins.sub(lambda m: _ENTITY[_char(m.group(0))], page)
+            page, n = re.subn(r"<head(\s[^>]*)?>", lambda m: m.group(0) + head, page, count=1, flags=re.I)
+            if not n:
+                page = head + page
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(page)
 
 
 def _plain(value):

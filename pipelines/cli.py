@@ -323,7 +323,7 @@ def _scan(args, extra: Sequence[str]) -> int:
             beam_args=beam_args,
             format_override=args.format,
         )
-    except SuiteError as exc:
+    except (SuiteError, ConfigError) as exc:
         raise _UsageError(str(exc)) from None
     except (SourceError, ScanFailed, FileExistsError) as exc:
         print(f"poisonscan: error: {exc}", file=sys.stderr)

@@ -120,13 +120,29 @@ def _json_default(value):
     return str(value)
 
 
+#: a text cell starting with one of these is a formula to a spreadsheet (=1+1, @SUM, a
+#: tab or carriage return before one): it is written with a leading ' (OWASP's
+#: advice for CSV injection), which spreadsheets show as text
+FORMULA_START = "^[=+\\-@\t\r]"
+
+
+def csv_safe(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A text column with every formula-like cell prefixed by ``'``; others unchanged."""
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return col
+    formula = pc.fill_null(pc.match_substring_regex(col, FORMULA_START), False)
+    return pc.if_else(formula, pc.binary_join_element_wise("'", col, ""), col)
+
+
 def write_quarantine_csv(table: pa.Table, path: str) -> None:
     cols = []
     for name in table.column_names:
         col = table.column(name)
         if pa.types.is_list(col.type):
             col = pa.array([";".join(v) for v in col.to_pylist()], pa.string())
-        cols.append(col)
+        cols.append(csv_safe(col))
     flat = pa.Table.from_arrays(cols, names=table.column_names)
     with open_write(path) as f:
         pacsv.write_csv(flat, f)

@@ -14,6 +14,7 @@ bad_number     the features (written as text) are not all numbers
 null_in_features  a feature value is null
 nan_features   a feature value is NaN
 inf_features   a feature value is infinite
+huge_features  a feature value lies beyond +-2**50 (:data:`MAX_FEATURE_MAGNITUDE`)
 wrong_length   the vector's length differs from the data set's (the most common one)
 duplicate_id   the id appeared earlier in the input (the first occurrence is kept)
 small_class    the row's class has too few valid rows to be judged
@@ -46,6 +47,12 @@ _ID_SEEDS = (0x5EED_0001, 0x5EED_0002)
 _WIDE_SEEDS = (0x5EED_0064, 0x5EED_0065)  # vectors that float32 cannot hold exactly
 _PRIORITY_SEED = 0x5EED_1000
 
+
+#: Feature values beyond this magnitude are rejected (``huge_features``): the scan's
+#: statistics sum squares in float32 (its range ends near 2**128), and at most 2**50 per
+#: value keeps any sum over up to 2**28 rows inside it. Embeddings and measurements lie
+#: far within it; a value beyond it is an encoding error (a sentinel, an id, a raw count).
+MAX_FEATURE_MAGNITUDE = float(2**50)
 
 @dataclass
 class RowChecks:
@@ -479,7 +486,9 @@ def _feature_vectors(batch, kinds, checks, problems) -> dict:
         rows = np.flatnonzero(ok & (lengths == dim))
         X, has_null = _vectors(fcol, rows, int(dim))
         finite = np.isfinite(X).all(axis=1)
-        bad_rows = has_null | ~finite
+        with np.errstate(invalid="ignore"):
+            huge = finite & (np.abs(X) > MAX_FEATURE_MAGNITUDE).any(axis=1)
+        bad_rows = has_null | ~finite | huge
         if checks.feature_range is not None:
             lo_v, hi_v = checks.feature_range
             with np.errstate(invalid="ignore"):
@@ -501,6 +510,12 @@ def _feature_vectors(batch, kinds, checks, problems) -> dict:
                     problems.setdefault(i, []).append(("null_in_features", "features contain null values"))
                 elif np.isnan(X[j]).any():
                     problems.setdefault(i, []).append(("nan_features", "features contain NaN"))
+                elif huge[j]:
+                    k = int(np.argmax(np.abs(X[j])))
+                    problems.setdefault(i, []).append(
+                        ("huge_features", f"feature {k} is {float(X[j, k]):g}, beyond the +-{MAX_FEATURE_MAGNITUDE:.3g} "
+                         "the scan computes with safely")
+                    )
                 else:
                     problems.setdefault(i, []).append(("inf_features", "features contain infinite values"))
             keep = ~bad_rows

@@ -249,6 +249,14 @@ def check_columns(files: Sequence[SourceFile], schemas: Sequence[pa.Schema], cfg
         spec = resolve_input(first_schema, cfg)
     except InputError as exc:
         raise SourceError(f"{first_src.path}: {exc}") from None
+    if getattr(cfg, "model", None) is not None and spec.kind != "image":
+        from .config import ConfigError
+
+        raise ConfigError(
+            f"--model applies to image inputs; this input is {spec.kind} "
+            + ("(its vectors are the representation, used as given)" if spec.kind == "features"
+               else "(poisonscan trains its own proxy for it)")
+        )
     kinds: dict[str, str] = {}
     fixed_dims: set = set()
     features_kind = None

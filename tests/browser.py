@@ -220,6 +220,19 @@ class Page:
         self.eval(f"document.querySelector({json.dumps(selector)}).click()")
         self.settle(0.1)
 
+    def download(self, selector: str, folder: str, name: str, timeout: float = 10.0) -> str:
+        """Click ``selector`` and wait for the file ``name`` it downloads into ``folder``."""
+        os.makedirs(folder, exist_ok=True)
+        self.browser.call("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)})
+        self.click(selector)
+        target = os.path.join(folder, name)
+        end = time.time() + timeout
+        while not (os.path.exists(target) and os.path.getsize(target)):
+            if time.time() > end:
+                raise BrowserError(f"{name} was not downloaded within {timeout} s")
+            time.sleep(0.1)
+        return target
+
     def screenshot(self, path: str, full_page: bool = True, max_height: int = 16000, clip=None) -> None:
         """A PNG of the page (up to ``max_height`` px), the viewport, or ``clip`` =
         (x, y, width, height) in page coordinates."""

@@ -98,3 +98,14 @@ def credit_table(flip: bool, n: int = 1200, seed: int = 2):
         {"id": np.arange(n), "label": y, "income": income, "job": job, "age": rng.integers(18, 80, n)}
     )
     return table, flipped
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (the report and security tests)."""
+    from .browser import Chromium, find_chromium
+
+    if not find_chromium():
+        pytest.fail("the browser tests need Chromium: `make test` installs Debian's chromium package")
+    with Chromium() as b:
+        yield b

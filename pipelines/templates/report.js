@@ -119,6 +119,7 @@
 
   function csvField(v) {
     var s = v === null || v === undefined ? "" : String(v);
+    if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;  // a formula to a spreadsheet: shown as text
     return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   }
   function download() {

@@ -2,37 +2,24 @@
 
 import csv
 import glob
-import io
 import json
 import os
-import shutil
-import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from poisonscan import ScanConfig, scan
 from poisonscan.pipelines.beam_scan import run_scan
 from poisonscan.pipelines.cli import main
 from poisonscan.pipelines.demo import make_poisoned_digits
-from poisonscan.pipelines.report import highlight_segments, write_report
+from poisonscan.pipelines.report import highlight_segments
 
-from ..browser import Chromium, find_chromium
 from ..conftest import credit_table
 
 SCRIPT = "<script>window.__pwned = 1</script>"
 IMG = '<img src=x onerror="window.__pwned = 2">'
 CLOSE = "</script><script>window.__pwned = 3</script>"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not find_chromium():
-        pytest.fail("the report tests need Chromium: `make test` installs Debian's chromium package")
-    with Chromium() as b:
-        yield b
 
 
 def shots_dir(tmp_path):
@@ -164,15 +151,7 @@ def test_text_report_escapes_the_data_and_highlights_the_trigger(tmp_path, brows
     page.click(f"article.card.flagged[data-id='{first}'] button.confirm")
     page.click(f"#flagged-table tr[data-id='{second}'] button.release")
     assert page.eval("document.getElementById('tally').textContent").startswith("1 confirmed, 1 released, 28 pending")
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    browser.call("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    page.click("#download")
-    target = downloads / "poisonscan-decisions.csv"
-    for _ in range(100):
-        if target.exists() and target.stat().st_size:
-            break
-        time.sleep(0.1)
+    target = page.download("#download", tmp_path / "downloads", "poisonscan-decisions.csv")
     with open(target, newline="") as f:
         rows = list(csv.DictReader(f))
     decided = {r["id"]: r["decision"] for r in rows}
