@@ -80,12 +80,13 @@ def machine() -> str:
     )
 
 
-def write_section(name: str, text: str) -> None:
-    """Replace (or append) the section between markers ``name`` in docs/benchmarks.md."""
+def write_section(name: str, text: str, path: str = DOCS) -> None:
+    """Replace (or append) the section between markers ``name`` in ``path``
+    (docs/benchmarks.md unless given)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{text.strip()}\n{end}"
-    doc = open(DOCS).read() if os.path.exists(DOCS) else "# Benchmarks\n"
+    doc = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     doc = pattern.sub(lambda _: block, doc) if pattern.search(doc) else doc.rstrip() + "\n\n" + block + "\n"
-    with open(DOCS, "w") as f:
+    with open(path, "w") as f:
         f.write(doc)

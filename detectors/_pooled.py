@@ -61,12 +61,14 @@ def _py(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def stratified_folds(codes: np.ndarray, positions: np.ndarray, folds: int) -> np.ndarray:
-    """Fold of each row: within each class, rows in position order dealt round-robin."""
+def stratified_folds(codes: np.ndarray, folds: int) -> np.ndarray:
+    """Fold of each row: within each class, rows dealt round-robin in the order given.
+
+    Samples come in id order (:meth:`.stats.Reservoir.sample`), so the folds do not
+    depend on the order rows were read in."""
     out = np.empty(len(codes), dtype=np.int64)
     for c in np.unique(codes):
         idx = np.flatnonzero(codes == c)
-        idx = idx[np.argsort(positions[idx], kind="stable")]
         out[idx] = np.arange(len(idx)) % folds
     return out
 
@@ -133,12 +135,10 @@ def other_class_affinity(pooled: Pooled, code: int, X: np.ndarray) -> np.ndarray
         model = LinearModel.fit(pooled.X[others], pooled.codes[others], C=0.1, tol=1e-6, max_iter=1000)
         score = model.proba(X, k).max(axis=1)
     else:
-        mine = pooled.codes == code
         n_other = int(others.sum())
         Xb = np.vstack([pooled.X[others], X])
         yb = np.concatenate([np.ones(n_other, np.int64), np.zeros(len(X), np.int64)])
-        pos = np.concatenate([pooled.positions[others], pooled.positions[mine]])
-        fold = stratified_folds(yb, pos, 5)
+        fold = stratified_folds(yb, 5)
         score = np.zeros(len(X))
         for f in range(5):
             train = fold != f

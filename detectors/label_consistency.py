@@ -276,7 +276,7 @@ class LabelConsistency(_PooledDetector):
             for label in pooled.labels:
                 state.calibration[label] = np.zeros(len(samples[label]))
             return state
-        fold = stratified_folds(pooled.codes, pooled.positions, self.folds)
+        fold = stratified_folds(pooled.codes, self.folds)
         oof = np.zeros((len(pooled.codes), k))
         models = []
         for f in range(self.folds):

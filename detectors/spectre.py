@@ -165,7 +165,9 @@ class Spectre(ClassMeanCovDetector):
 
 def _whitener(cov: np.ndarray) -> np.ndarray:
     w, V = np.linalg.eigh(cov)
-    floor = max(float(w.max()), 1e-300) * 1e-9
+    # a main mass without variance (identical rows, or values near 1e-300) still gets a
+    # finite whitening: distances stay finite (no 0 * inf) and order rows the same way
+    floor = max(float(w.max()) * 1e-9, 1e-150)
     return V / np.sqrt(np.maximum(w, floor))
 
 

@@ -200,9 +200,20 @@ class Reservoir:
         return Reservoir(k, self.priority[keep], self.positions[keep], self.X[keep], self.ids[keep])
 
     def sample(self) -> ClassSample:
-        """The sample in position order."""
-        order = np.argsort(self.positions, kind="stable")
+        """The sample in id order, so every fit on it (folds, k-means starts, sums) sees
+        the rows in the same order whatever order they were read in, from however many
+        files and workers. (For a file stored in id order, that is its own order.)"""
+        order = id_order(self.ids, self.positions)
         return ClassSample(self.X[order], self.positions[order], self.ids[order])
+
+
+def id_order(ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Indices sorting rows by id (then position: rows sharing an id keep read order).
+    Ids of one scan are all integers or all strings."""
+    ids = np.asarray(ids)
+    if ids.dtype != object:
+        return np.lexsort((positions, ids))
+    return np.array(sorted(range(len(ids)), key=lambda i: (ids[i], positions[i])), dtype=np.int64)
 
 
 def _bottom_k(priority: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:

@@ -782,6 +782,7 @@ def run_scan(
     """
     started = time.time()
     plan = plan_scan(sources, cfg, format_override)
+    _refuse_inputs_in_out(plan, out_dir)
     out = OutputDir(out_dir)
     out.prepare()
     options = pipeline_options(runner, workers, beam_args)
@@ -859,8 +860,31 @@ def run_scan(
         if worker_log:
             text += f" (worker output: {worker_log})"
         raise ScanFailed(text) from exc
+    except BaseException:  # an interrupt (SIGINT, or SIGTERM through the CLI): nothing half-written
+        stop_helpers()
+        out.abort()
+        raise
     finally:
         stop_helpers()  # after success both are done; after an interrupt they stop here
+
+
+def _refuse_inputs_in_out(plan: ScanPlan, out_dir: str) -> None:
+    """An output folder that holds input files (beside them, the scan's
+    quarantine.parquet, rejected.parquet...) would be read by the next run with the same
+    pattern: refused. Inputs in a subfolder (the demo's ``out/data/``) are fine."""
+    if not is_local(out_dir):
+        return
+    out = os.path.realpath(out_dir.removeprefix("file://"))
+    inside = [
+        p for p in plan.file_paths.values()
+        if is_local(p) and os.path.dirname(os.path.realpath(p.removeprefix("file://"))) == out
+    ]
+    if inside:
+        raise SourceError(
+            f"--out {out_dir} holds input files ({os.path.basename(inside[0])}"
+            f"{f' and {len(inside) - 1} more' if len(inside) > 1 else ''}): a later scan of the same "
+            "files would read this scan's outputs; write to another folder"
+        )
 
 
 def _pass0_here(plan: ScanPlan, runner: str) -> bool:

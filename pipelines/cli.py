@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import re
 import sys
 from typing import Sequence
 
@@ -33,6 +34,22 @@ EXIT_USAGE = 2
 EXIT_EXPECTATIONS = 3
 EXIT_POISON = 4
 EXIT_BOTH = 5
+EXIT_NOTHING_SCANNED = 6
+EXIT_TERMINATED = 128 + 15  # as a shell reports a process ended by SIGTERM
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that a scan cleans up as after Ctrl-C."""
+
+
+#: set once SIGTERM arrived: a pipeline step that caught the interrupt and failed with it
+#: (Beam wraps what a step raises) still ends as a termination, not as a failure
+_TERMINATED = []
+
+
+def _on_sigterm(signum, frame):
+    _TERMINATED.append(signum)
+    raise _Terminated()
 
 
 class _UsageError(Exception):
@@ -226,9 +243,25 @@ def _configure_logging(verbose: bool = False) -> None:
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
+def _attach_negative_values(argv: list) -> list:
+    """``--feature-range -5,5`` as ``--feature-range=-5,5``: argparse takes a value that
+    starts with '-' for an option."""
+    out = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--feature-range" and i + 1 < len(argv) and re.fullmatch(r"-[\d.].*", argv[i + 1]):
+            out.append(f"--feature-range={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (never raises SystemExit)."""
     parser = build_parser()
+    argv = _attach_negative_values(list(sys.argv[1:] if argv is None else argv))
     try:
         args, extra = parser.parse_known_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
@@ -242,6 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _configure_logging()
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command != "scan" and extra:
             raise _UsageError(f"unrecognized arguments: {' '.join(extra)}")
@@ -254,6 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"poisonscan: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except _Terminated:
+        print("poisonscan: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _scan(args, extra: Sequence[str]) -> int:
@@ -326,6 +371,8 @@ def _scan(args, extra: Sequence[str]) -> int:
     except (SuiteError, ConfigError) as exc:
         raise _UsageError(str(exc)) from None
     except (SourceError, ScanFailed, FileExistsError) as exc:
+        if _TERMINATED:
+            raise _Terminated() from None
         print(f"poisonscan: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if not args.quiet:
@@ -334,7 +381,10 @@ def _scan(args, extra: Sequence[str]) -> int:
 
 
 def gate(summary: dict, fail_on: str) -> int:
-    """The exit code ``--fail-on`` asks for."""
+    """The exit code ``--fail-on`` asks for; a scan in which every row was rejected
+    scanned nothing, which no gate may pass."""
+    if summary["rows_read"] == summary["rows_rejected"]:
+        return EXIT_NOTHING_SCANNED
     bad_expectations = not summary.get("expectations", {}).get("success", True)
     poison = summary["rows_quarantined"] > 0
     expectations = fail_on in ("expectations", "any") and bad_expectations
@@ -435,6 +485,8 @@ def _demo(args) -> int:
     try:
         text = run_demo(args.out, seed=args.seed, workers=args.workers)
     except ScanFailed as exc:
+        if _TERMINATED:
+            raise _Terminated() from None
         print(f"poisonscan: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(text)

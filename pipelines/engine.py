@@ -62,6 +62,11 @@ def _why(det: str) -> str:
 
 
 # pass 0 ---------------------------------------------------------------------------------
+#: the verdicts of a scan in which every row was rejected, or none was read (the CLI
+#: exits 6 for both)
+NOTHING_SCANNED = "nothing scanned: every row was rejected"
+NOTHING_READ = "nothing scanned: the input holds no rows"
+
 N_ID_BUCKETS = 16
 
 
@@ -92,9 +97,10 @@ class IdKeys:
         return {(int(self.hi[order[a]]), int(self.lo[order[a]])): int(self.positions[order[a]]) for a, _ in runs}
 
 
-def _repeated_runs(hi: np.ndarray, lo: np.ndarray, positions: np.ndarray):
-    """The keys seen more than once: their indices sorted by (hi, lo, position), and the
-    (start, end) of each run of one key in that order.
+def _repeated_runs(hi: np.ndarray, lo: np.ndarray, positions: np.ndarray, rank: np.ndarray | None = None):
+    """The keys seen more than once: their indices sorted by (hi, lo, rank, position),
+    and the (start, end) of each run of one key in that order. ``rank`` (a hash of each
+    row's id) makes the first of a run the same whatever order the rows came in.
 
     One sort of ``hi`` finds the candidates (keys are nearly always unique); only those
     are sorted on all three fields, a fraction of the cost of sorting every key so.
@@ -108,7 +114,8 @@ def _repeated_runs(hi: np.ndarray, lo: np.ndarray, positions: np.ndarray):
     repeated_hi = np.unique(repeated_hi)
     at = np.minimum(np.searchsorted(repeated_hi, hi), len(repeated_hi) - 1)
     cand = np.flatnonzero(repeated_hi[at] == hi)
-    order = cand[np.lexsort((positions[cand], lo[cand], hi[cand]))]
+    keys = (positions[cand],) + ((rank[cand],) if rank is not None else ()) + (lo[cand], hi[cand])
+    order = cand[np.lexsort(keys)]
     h, l = hi[order], lo[order]
     same = (h[1:] == h[:-1]) & (l[1:] == l[:-1])
     starts = np.flatnonzero(np.concatenate([[True], ~same]))
@@ -154,14 +161,16 @@ def duplicate_ids(keys: Iterable[IdKeys]) -> dict[tuple[int, int], int]:
 
 @dataclass
 class ContentKeys:
-    """Content fingerprints, label hashes, positions and strata (a text's length in
-    words, else 0) of valid rows (one bucket)."""
+    """Content fingerprints, label hashes, positions, strata (a text's length in words,
+    else 0) and id hashes of valid rows (one bucket). Of a repeated content, the copy
+    of the lowest id hash is the one kept: the same copy whatever the row order."""
 
     hi: np.ndarray
     lo: np.ndarray
     label: np.ndarray
     positions: np.ndarray
     stratum: np.ndarray
+    rank: np.ndarray
 
     @staticmethod
     def concat(parts: Iterable["ContentKeys"]) -> "ContentKeys":
@@ -171,7 +180,7 @@ class ContentKeys:
         """{fingerprint: (first position, whether the copies carry different labels,
         copies, stratum)} for content seen more than once (see :mod:`.content` for what
         a repeat means)."""
-        order, runs = _repeated_runs(self.hi, self.lo, self.positions)
+        order, runs = _repeated_runs(self.hi, self.lo, self.positions, self.rank)
         out = {}
         for a, b in runs:
             first = order[a]
@@ -187,13 +196,13 @@ def content_keys(prep: Prepared) -> list[tuple[int, ContentKeys]]:
     """(bucket, keys) of a pass-1 batch's valid rows, split into buckets by fingerprint."""
     if prep.content is None or len(prep.content[0]) == 0:
         return []
-    rows, hi, lo, lab, stratum = prep.content
+    rows, hi, lo, lab, stratum, rank = prep.content
     positions = prep.positions[rows]
     bucket = (hi % N_ID_BUCKETS).astype(np.int64)
     out = []
     for b in np.unique(bucket):
         m = bucket == b
-        out.append((int(b), ContentKeys(hi[m], lo[m], lab[m], positions[m], stratum[m])))
+        out.append((int(b), ContentKeys(hi[m], lo[m], lab[m], positions[m], stratum[m], rank[m])))
     return out
 
 
@@ -226,10 +235,11 @@ class RowSample:
         return RowSample(self.capacity, prio[keep], pos[keep], table.take(pa.array(keep, pa.int64())))
 
     def frame(self):
-        """The sample as a pandas DataFrame, in input order (GX validates pandas)."""
+        """The sample as a pandas DataFrame, in priority order (a hash of the ids: the
+        same whatever order rows were read in; GX validates pandas)."""
         if self.table is None:
             return None
-        order = np.argsort(self.positions, kind="stable")
+        order = np.lexsort((self.positions, self.priority))
         return self.table.take(pa.array(order, pa.int64())).to_pandas()
 
 
@@ -1166,7 +1176,9 @@ def summarize(
     if extra_settings:
         settings.update(extra_settings)
     return {
-        "verdict": "poison found" if rows_q else "no poison found",
+        "verdict": "poison found" if rows_q else (
+            "no poison found" if valid else NOTHING_SCANNED if counts.read else NOTHING_READ
+        ),
         "rows_read": counts.read,
         "rows_clean": valid - rows_q,
         "rows_quarantined": rows_q,

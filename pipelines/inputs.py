@@ -355,5 +355,10 @@ def _values(col) -> list:
 
 
 def _short(exc: BaseException) -> str:
+    """A decoder's message on one line, without object addresses (``<_io.BytesIO object
+    at 0x7f...>`` differs from run to run; the reason must not)."""
+    import re
+
     text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", r"<\1>", text)
     return text[:120]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import uuid
 from typing import Any, Iterable
 
@@ -148,6 +149,43 @@ def write_quarantine_csv(table: pa.Table, path: str) -> None:
         pacsv.write_csv(flat, f)
 
 
+TMP_PREFIX = ".poisonscan-tmp-"
+OWNER_FILE = "owner"
+
+
+def remove_abandoned(folder: str) -> list[str]:
+    """Remove the staging folders in ``folder`` of runs that can no longer finish: their
+    process (on this machine) is gone, as after SIGKILL. Folders of live runs, of other
+    machines, or without an owner file are left alone. Returns the removed paths."""
+    removed = []
+    host = socket.gethostname()
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not (name.startswith(TMP_PREFIX) and os.path.isdir(path)):
+            continue
+        try:
+            with open(os.path.join(path, OWNER_FILE)) as f:
+                owner_host, pid = f.read().split()
+            pid = int(pid)
+        except (OSError, ValueError):
+            continue
+        if owner_host != host or _alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _remove(path: str) -> None:
     if os.path.isdir(path):
         shutil.rmtree(path)
@@ -225,7 +263,8 @@ class OutputDir:
     def __init__(self, path: str, run_id: str | None = None):
         self.path = path
         self.run_id = run_id or uuid.uuid4().hex[:12]
-        self.tmp = join(path, f".poisonscan-tmp-{self.run_id}")
+        self.tmp = join(path, f"{TMP_PREFIX}{self.run_id}")
+        self.created = False  # whether this run made the directory (removed again if it fails)
 
     def staged(self, name: str) -> str:
         return join(self.tmp, name)
@@ -243,7 +282,12 @@ class OutputDir:
             target = _local(self.path)
             if os.path.exists(target) and not os.path.isdir(target):
                 raise FileExistsError(f"--out {self.path} exists and is not a directory")
+            self.created = not os.path.exists(target)
+            if not self.created:
+                remove_abandoned(target)
             os.makedirs(_local(self.tmp), exist_ok=True)
+            with open(os.path.join(_local(self.tmp), OWNER_FILE), "w") as f:
+                f.write(f"{socket.gethostname()} {os.getpid()}\n")
 
     def staged_outputs(self) -> list[str]:
         """The outputs (of :data:`OUTPUT_FILES`) the run has staged so far."""
@@ -282,4 +326,11 @@ class OutputDir:
         self.abort()
 
     def abort(self) -> None:
+        """Remove the staging folder, and the directory itself if this run made it and
+        nothing else is in it: a failed run leaves the directory as it found it."""
         remove_tree(self.tmp)
+        if self.created and _is_local(self.path):
+            try:
+                os.rmdir(_local(self.path))
+            except OSError:
+                pass  # not empty (another run's files): left as it is

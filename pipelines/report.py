@@ -57,32 +57,45 @@ class ScanOutputs:
     data_docs: str | None
 
 
+def _is_local_file(path: str) -> bool:
+    return "://" not in path and os.path.isfile(path)
+
+
 def load_outputs(folder: str, data_docs_pending: bool = False) -> ScanOutputs:
     """Read what the report needs from an output directory (or a run's staging folder).
 
     ``data_docs_pending``: the scan is rendering the Data Docs the summary names right
     now (and fails if that fails), so the link stands before their index exists.
     """
+    if _is_local_file(folder):
+        raise ReportError(f"{folder} is a file; give the folder a scan wrote (its --out)")
     try:
         with open_read(join(folder, "summary.json")) as f:
             summary = json.loads(f.read())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise ReportError(f"{folder} holds no summary.json: not the output of a finished scan") from None
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{join(folder, 'summary.json')} cannot be read: {' '.join(str(exc).split())[:200]}") from None
+    if not isinstance(summary, dict):
+        raise ReportError(f"{join(folder, 'summary.json')} is not a poisonscan summary")
     missing = [n for n in ("quarantine.parquet", "rejected.parquet", REVIEW_TABLE, REVIEW_DATA) if not exists(join(folder, n))]
     if missing:
         raise ReportError(
             f"{folder} lacks {', '.join(missing)}: scan it again with this version of poisonscan to review it"
         )
-    with open_read(join(folder, REVIEW_DATA)) as f:
-        review_data = json.loads(f.read())
-    with open_read(join(folder, "quarantine.parquet")) as f:
-        quarantine = pq.read_table(f)
-    with open_read(join(folder, "rejected.parquet")) as f:
-        pf = pq.ParquetFile(f)
-        rejected_rows = pf.metadata.num_rows
-        rejected = _head(pf, REJECTED_MAX)
-    with open_read(join(folder, REVIEW_TABLE)) as f:
-        review = pq.read_table(f)
+    try:
+        with open_read(join(folder, REVIEW_DATA)) as f:
+            review_data = json.loads(f.read())
+        with open_read(join(folder, "quarantine.parquet")) as f:
+            quarantine = pq.read_table(f)
+        with open_read(join(folder, "rejected.parquet")) as f:
+            pf = pq.ParquetFile(f)
+            rejected_rows = pf.metadata.num_rows
+            rejected = _head(pf, REJECTED_MAX)
+        with open_read(join(folder, REVIEW_TABLE)) as f:
+            review = pq.read_table(f)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise ReportError(f"{folder}: the scan's outputs cannot be read ({' '.join(str(exc).split())[:200]})") from None
     docs = summary.get("expectations", {}).get("data_docs")
     if docs and (":" in docs or docs.startswith("/") or not (data_docs_pending or exists(join(folder, docs)))):
         docs = None  # only the Data Docs this scan wrote next to the report

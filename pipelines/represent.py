@@ -20,7 +20,7 @@ from poisonscan.detectors.stats import ClassSample, Reservoir
 
 from .content import coincidence_probability, text_coincidence
 from .engine import Layout
-from .inputs import ImageEncoder, InputSpec, TabularEncoder, TextEncoder
+from .inputs import ImageEncoder, InputError, InputSpec, TabularEncoder, TextEncoder
 from .rows import Prepared, attach, key_values, normalize_key, priorities
 from .sources import ColumnKinds, encode_position
 
@@ -162,8 +162,13 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir]) -
             raise ValueError("--model applies to image inputs; for text and "
                              "tabular inputs poisonscan trains its own proxy")
         return Representer(spec.kind, encoder, None, cfg.model, {"model": cfg.model.path})
-    if len(np.unique(codes_arr[enc.rows])) < 2:
-        raise ValueError("the training sample holds fewer than two classes with usable rows")
+    usable = np.unique(codes_arr[enc.rows])
+    if len(usable) < 2:
+        found = ", ".join(str(labels[i]) for i in usable) or "none"
+        raise InputError(
+            f"a {spec.kind} input needs at least two classes with usable rows to train the proxy "
+            f"that represents it; found {len(usable)} ({found})"
+        )
     from .representations import train_proxy
 
     kept = enc.rows

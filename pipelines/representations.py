@@ -275,9 +275,8 @@ def train_proxy(
     n = len(codes)
     fold = np.full(n, -1, dtype=np.int64)
     if folds > 1:
-        for c in np.unique(codes):  # within a class, rows in position order, round-robin
+        for c in np.unique(codes):  # within a class, round-robin in sample (id) order
             idx = np.flatnonzero(codes == c)
-            idx = idx[np.argsort(positions[idx], kind="stable")]
             fold[idx] = np.arange(len(idx)) % folds
     k = folds if folds > 1 else 0
     max_epochs = MAX_EPOCHS[kind]

@@ -20,7 +20,7 @@ duplicate_id   the id appeared earlier in the input (the first occurrence is kep
 small_class    the row's class has too few valid rows to be judged
 undeclared_label  the label is not in the declared set (``--labels``)
 out_of_range   a feature value lies outside ``--feature-range``
-duplicate_content  same content and label as an earlier row (the first is kept)
+duplicate_content  same content and label as another row (one copy is kept: the same whatever the row order)
 conflicting_labels  the same content appears with different labels (all rejected)
                    (both only where the content identifies a row: see ``.content``)
 missing_image, bad_image, missing_text, empty_text  raw inputs that are null or unusable
@@ -103,7 +103,7 @@ class Prepared:
     ids_arrow: pa.Array
     fingerprints: tuple[np.ndarray, np.ndarray] | None = None
     encoded: Any = None  # raw inputs: the encoded valid rows (see .inputs.Encoded)
-    #: valid rows' content fingerprints: (rows, hi, lo, label hash, stratum)
+    #: valid rows' content fingerprints: (rows, hi, lo, label hash, stratum, id hash)
     content: tuple | None = None
 
     def tokens_of(self, rows: np.ndarray) -> list:
@@ -319,7 +319,11 @@ def prepare(
         else:
             hi, lo = content_fingerprints(batch, kinds, rows)
         label_hash = pl.from_arrow(labels_arr.take(pa.array(rows, pa.int64()))).hash(seed=_ID_SEEDS[0]).to_numpy()
-        content = (rows, hi, lo, label_hash.astype(np.uint64, copy=False), content_strata(batch, kinds, rows))
+        take = pa.array(rows, pa.int64())
+        id_hash = pl.from_arrow(ids_arr.take(take)).hash(seed=_ID_SEEDS[1]).to_numpy().astype(np.uint64, copy=False)
+        content = (
+            rows, hi, lo, label_hash.astype(np.uint64, copy=False), content_strata(batch, kinds, rows), id_hash,
+        )
         if checks.content_duplicates:
             dup_hi = np.fromiter((k[0] for k in checks.content_duplicates), dtype=np.uint64)
             for j in np.flatnonzero(np.isin(hi, dup_hi)):

@@ -135,6 +135,9 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None) 
     for pattern in patterns:
         if is_local(pattern) and os.path.isdir(_local(pattern)):
             raise SourceError(f"{pattern} is a directory; give files or a glob such as {pattern.rstrip('/')}/*.parquet")
+        if is_local(pattern) and os.path.isfile(_local(pattern)):
+            paths.add(pattern)  # a file that exists is that file, brackets and all ("train[1].parquet")
+            continue
         try:
             (result,) = FileSystems.match([pattern])
         except Exception as exc:  # Beam raises BeamIOError with per-pattern details

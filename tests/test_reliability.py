@@ -151,3 +151,167 @@ def test_model_with_features_is_a_usage_error(tmp_path, capsys):
 
     with pytest.raises(ConfigError, match="--model applies to image inputs"):
         scan_table(table, model=UserModel(str(model)))
+
+
+# 4. row order never changes a verdict ---------------------------------------------------
+def _order_case():
+    """4 classes of 24-dim Gaussians; 90 rows of other classes shifted in 3 dimensions and
+    relabelled 0; 40 rows of class 2 relabelled 3; 6 records copied under new ids."""
+    rng = np.random.default_rng(0)
+    n, k, d = 3000, 4, 24
+    centres = rng.normal(0, 1.2, (k, d))
+    y = rng.integers(0, k, n)
+    X = centres[y] + rng.normal(size=(n, d))
+    moved = rng.choice(np.flatnonzero(y != 0), 90, replace=False)
+    X[moved[:, None], [0, 1, 2]] += 2.5
+    y[moved] = 0
+    y[rng.choice(np.flatnonzero(y == 2), 40, replace=False)] = 3
+    copied = rng.choice(n, 6, replace=False)
+    X = np.vstack([X, X[copied]]).astype(np.float32)
+    y = np.concatenate([y, y[copied]])
+    ids = np.array([f"row{i:05d}" for i in range(len(y))])
+    return pa.table({"id": ids, "label": y, "features": list(X)})
+
+
+def _lists(quarantine: pa.Table, rejected: pa.Table):
+    q = sorted(zip(quarantine["id"].to_pylist(), quarantine["score"].to_pylist(),
+                   [tuple(d) for d in quarantine["detectors"].to_pylist()]))
+    r = sorted(zip(rejected["id"].to_pylist(), rejected["error_code"].to_pylist()))
+    return q, r
+
+
+def test_row_order_files_and_workers_never_change_the_lists(tmp_path):
+    from poisonscan import ScanConfig, scan_table
+    from poisonscan.pipelines.beam_scan import run_scan
+
+    table = _order_case()
+    first = scan_table(table, expected_poison_rate=0.03)
+    expected = _lists(first.quarantine, first.rejected)
+    assert len(expected[0]) > 20 and len(expected[1]) == 6  # something is found, copies rejected
+    n = table.num_rows
+    orders = [np.arange(n)[::-1]] + [np.random.default_rng(s).permutation(n) for s in range(3)]
+    for order in orders:
+        r = scan_table(table.take(pa.array(order)), expected_poison_rate=0.03)
+        assert _lists(r.quarantine, r.rejected) == expected
+        assert r.summary["classes_poisoned"] == first.summary["classes_poisoned"]
+    # the Beam pipeline: a shuffled copy in three files
+    shuffled = table.take(pa.array(orders[-1]))
+    src = tmp_path / "parts"
+    src.mkdir()
+    for j, part in enumerate(np.array_split(np.arange(n), 3)):
+        pq.write_table(shuffled.take(pa.array(part)), src / f"part{j}.parquet", row_group_size=400)
+    run_scan([str(src / "*.parquet")], str(tmp_path / "out"), ScanConfig(expected_poison_rate=0.03, report=False, data_docs=False))
+    beam = _lists(pq.read_table(tmp_path / "out" / "quarantine.parquet"), pq.read_table(tmp_path / "out" / "rejected.parquet"))
+    assert beam == expected
+
+
+# 7. smaller defects --------------------------------------------------------------------
+def _small_table(n=400, bad=()):
+    X, y = _features(n=n)
+    X = X.astype(np.float64)
+    for i in bad:
+        X[i] = np.nan
+    return pa.table({"id": np.arange(n), "label": list(y), "features": list(X)})
+
+
+def test_feature_range_takes_a_negative_low_as_written(tmp_path):
+    table = _small_table()
+    X = np.stack(table["features"].to_numpy(zero_copy_only=False))
+    X[3, 0] = -7.5
+    table = table.set_column(2, "features", pa.array(list(X)))
+    rc, out = _scan(tmp_path, table, "--feature-range", "-5,5", "-q")
+    assert rc == 0
+    s = json.load(open(os.path.join(out, "summary.json")))
+    assert s["rejected_by_reason"].get("out_of_range") == 1
+
+
+def test_report_of_a_file_or_a_corrupt_summary_is_a_one_line_error(tmp_path, capsys):
+    rc, out = _scan(tmp_path, _small_table(), "-q")
+    assert rc == 0
+    assert cli_main(["report", os.path.join(out, "quarantine.csv")]) == 1
+    assert cli_main(["report", str(tmp_path / "nothing-here")]) == 1
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        f.write("{not json")
+    assert cli_main(["report", out]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([ln for ln in err.splitlines() if ln.startswith("poisonscan: error")]) == 3
+    assert "is a file" in err and "cannot be read" in err
+
+
+def test_a_scan_where_every_row_is_rejected_says_so_with_its_own_exit_code(tmp_path, capsys):
+    n = 120
+    rc, out = _scan(tmp_path, _small_table(n=n, bad=range(n)))
+    assert rc == 6
+    s = json.load(open(os.path.join(out, "summary.json")))
+    assert s["verdict"].startswith("nothing scanned") and s["rows_rejected"] == n
+    assert "nothing scanned" in capsys.readouterr().out
+
+
+def test_out_holding_the_inputs_is_refused_and_bracketed_names_are_files(tmp_path, capsys):
+    table = _small_table()
+    src = tmp_path / "train[1].parquet"
+    pq.write_table(table, src)
+    assert cli_main(["scan", str(src), "--out", str(tmp_path), "-q"]) == 1
+    assert "holds input files" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+    assert cli_main(["scan", str(src), "--out", str(tmp_path / "out"), "-q"]) == 0
+
+
+def test_image_errors_name_no_memory_address():
+    import io
+
+    from PIL import Image
+
+    from poisonscan.pipelines.inputs import ImageEncoder
+
+    png = io.BytesIO()
+    Image.new("L", (8, 8)).save(png, format="PNG")
+    enc = ImageEncoder.fit([png.getvalue()] * 3)
+    errors = enc.encode(pa.array([b"garbage", b"\x89PNG\r\n\x1a\n broken"], pa.binary())).errors
+    assert errors and all(code == "bad_image" and " at 0x" not in text for code, text in errors.values())
+
+
+def _big_features(path, n=60_000, dim=64):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, dim)).astype(np.float32)
+    y = rng.integers(0, 4, n)
+    feats = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), dim)
+    pq.write_table(pa.table({"id": np.arange(n), "label": y, "features": feats}), path, row_group_size=5000)
+
+
+def _run_and_signal(tmp_path, out, sig, after=4.0):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poisonscan.pipelines.cli", "scan", str(tmp_path / "big.parquet"), "--out", str(out), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    end = time.time() + 60
+    while time.time() < end and not glob.glob(os.path.join(out, ".poisonscan-tmp-*")):
+        time.sleep(0.1)
+    time.sleep(after)  # well inside the run
+    assert proc.poll() is None, "the scan ended before it could be signalled"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def test_sigterm_cleans_up_and_sigkill_leftovers_are_removed_by_the_next_run(tmp_path):
+    import signal
+
+    _big_features(tmp_path / "big.parquet")
+    out = tmp_path / "new-out"
+    rc, err = _run_and_signal(tmp_path, out, signal.SIGTERM)
+    assert rc == 143 and "terminated" in err
+    assert not out.exists()  # made by the run, removed with it
+    out.mkdir()
+    rc, _ = _run_and_signal(tmp_path, out, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    left = glob.glob(str(out / ".poisonscan-tmp-*"))
+    assert len(left) == 1  # nothing can clean up after SIGKILL...
+    assert cli_main(["scan", str(tmp_path / "big.parquet"), "--out", str(out), "-q"]) == 0
+    assert glob.glob(str(out / ".poisonscan-tmp-*")) == []  # ...but the next run does
+    assert (out / "summary.json").exists()

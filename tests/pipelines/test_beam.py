@@ -100,7 +100,7 @@ def test_empty_input_writes_empty_outputs(tmp_path, write_sources):
     run_scan([src], str(tmp_path / "out"), ScanConfig(write_clean=True))
     q, r, c, s = read_outputs(tmp_path / "out")
     assert (q.num_rows, r.num_rows, c.num_rows, s["rows_read"]) == (0, 0, 0, 0)
-    assert s["verdict"] == "no poison found"
+    assert s["verdict"] == "nothing scanned: the input holds no rows"
 
 
 def test_missing_column_and_missing_file_write_nothing(tmp_path, write_sources):
