@@ -125,6 +125,9 @@ def run_cli(count: int, seed: int) -> dict:
             errors = [ln for ln in text.splitlines() if ln.startswith("poisonscan: error")]
             if len(errors) > 1:
                 problems.append(f"{len(errors)} error lines")
+            if rc == 1 and any("[while running" in ln for ln in errors):
+                # a step of the pipeline failed: a crash in one line, not a refusal
+                problems.append("pipeline step failed: " + errors[0][:160])
             if rc in (0, 3, 4, 5, 6):
                 with open(os.path.join(out, "summary.json")) as f:
                     s = json.load(f)

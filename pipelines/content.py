@@ -132,7 +132,14 @@ def text_coincidence(texts: Sequence[Any]) -> dict:
     one with two sampled texts, every position pooled) agree, measured on the scanned
     data rather than assumed.
     """
-    words = [str(t).split() for t in texts if t is not None]
+    from .inputs import text_of
+
+    words = []
+    for t in texts:
+        try:
+            words.append(text_of(t).split() if t is not None else [])
+        except UnicodeDecodeError:
+            continue  # rejected as bad_text
     words = [w for w in words if w]
     m = len(words)
     by_length: dict[int, list] = {}

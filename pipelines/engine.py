@@ -1157,7 +1157,7 @@ def summarize(
             "rows_quarantined": n_flag,
         }
     # every row read is accounted for, class by class
-    unlabelled = counts.by_error.get("missing_label", 0)
+    unlabelled = counts.by_error.get("missing_label", 0) + counts.by_error.get("bad_label_encoding", 0)
     if (
         sum(c["rows_read"] for c in classes) + unlabelled != counts.read
         or sum(c["rows_quarantined"] for c in classes) != rows_q

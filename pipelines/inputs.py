@@ -240,6 +240,19 @@ def bucket_of(gram: str, buckets: int) -> int:
     return zlib.crc32(gram.encode("utf-8")) % buckets
 
 
+def text_of(v) -> str:
+    """A text value as text. A CSV or JSONL cell with a byte that is not UTF-8 makes the
+    reader type the whole column binary: its values are decoded here, and one that does
+    not decode raises :class:`UnicodeDecodeError` (the row's problem, not the column's)."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).decode("utf-8")
+    return str(v)
+
+
+def undecodable_reason(exc: UnicodeDecodeError) -> str:
+    return f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+
+
 @dataclass
 class TextEncoder:
     """Hashed bag of words and word pairs: ids and log-count weights (L2-normalised)."""
@@ -255,7 +268,11 @@ class TextEncoder:
             if v is None:
                 errors[i] = ("missing_text", "text is null")
                 continue
-            grams = ngrams(str(v), self.max_ngram)
+            try:
+                grams = ngrams(text_of(v), self.max_ngram)
+            except UnicodeDecodeError as exc:
+                errors[i] = ("bad_text", f"text is {undecodable_reason(exc)}")
+                continue
             if not grams:
                 errors[i] = ("empty_text", "text is empty (no words)")
                 continue

@@ -150,7 +150,7 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir]) -
         enc = encoder.encode(values)
     elif spec.kind == "text":
         encoder = TextEncoder()
-        enc = encoder.encode([None if v is None else str(v) for v in values])
+        enc = encoder.encode(values)
     elif spec.kind == "tabular":
         table = pa.Table.from_pylist(values) if values else pa.table({c: pa.nulls(0) for c in spec.columns})
         encoder = TabularEncoder.fit(table, spec.columns)

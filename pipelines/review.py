@@ -327,8 +327,11 @@ def _histogram(stat: np.ndarray, cut) -> dict:
     lo, hi = float(stat.min()), float(stat.max())
     if cut is not None and math.isfinite(cut):
         lo, hi = min(lo, float(cut)), max(hi, float(cut))
-    if hi <= lo:
-        hi = lo + 1.0
+    # a range numpy can cut into bins: not wider than floats hold, and wide enough that
+    # the bins' edges differ at this magnitude (statistics near 1e20 or 1e300 occur)
+    lo, hi = max(lo, -1e307), min(hi, 1e307)
+    hi = max(hi, lo + max(abs(lo) * 1e-6, 1.0))
+    stat = np.clip(stat, lo, hi)
     counts, edges = np.histogram(stat, bins=HISTOGRAM_BINS, range=(lo, hi))
     return {"edges": [round(float(e), 6) for e in edges], "counts": counts.astype(int).tolist(), "rows": int(len(stat))}
 

@@ -23,7 +23,9 @@ out_of_range   a feature value lies outside ``--feature-range``
 duplicate_content  same content and label as another row (one copy is kept: the same whatever the row order)
 conflicting_labels  the same content appears with different labels (all rejected)
                    (both only where the content identifies a row: see ``.content``)
-missing_image, bad_image, missing_text, empty_text  raw inputs that are null or unusable
+missing_image, bad_image, missing_text, empty_text, bad_text  raw inputs that are null or unusable
+bad_id_encoding, bad_label_encoding  the id or label is not UTF-8 text (a stray byte
+               in a CSV or JSONL cell)
 ============== ===============================================================
 
 A user's row expectations (``--expectations``) reject with the expectation's name as code.
@@ -116,14 +118,36 @@ class Prepared:
         return self.batch.num_rows
 
 
+def undecodable(arr) -> np.ndarray:
+    """Which values of a binary key column are not UTF-8 text. (A CSV or JSONL cell with
+    a stray byte makes the reader type its whole column binary.)"""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    out = np.zeros(len(arr), dtype=bool)
+    if not (pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)):
+        return out
+    for i, v in enumerate(arr.to_pylist()):
+        if v is not None:
+            try:
+                v.decode("utf-8")
+            except UnicodeDecodeError:
+                out[i] = True
+    return out
+
+
 def normalize_key(arr: pa.Array, target: pa.DataType) -> pa.Array:
-    """Integer keys as int64, string keys as string (dictionary-decoded)."""
+    """Integer keys as int64, string keys as string (dictionary-decoded); binary values
+    that are not UTF-8 become null (:func:`undecodable` names them)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_null(arr.type):
         return pa.nulls(len(arr), target)
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        bad = undecodable(arr)
+        if bad.any():
+            arr = pc.if_else(pa.array(bad), pa.scalar(None, arr.type), arr)
     if arr.type != target:
         arr = arr.cast(target)
     return arr
@@ -244,8 +268,12 @@ def prepare(
     labels = key_values(labels_arr)
     id_null = ids_arr.is_null().to_numpy(zero_copy_only=False)
     label_null = labels_arr.is_null().to_numpy(zero_copy_only=False)
-    reject(id_null, "missing_id", "id is null")
-    reject(label_null, "missing_label", "label is null")
+    bad_id = undecodable(batch.column(checks.id_column)) if checks.id_column in names else np.zeros(n, bool)
+    bad_label = undecodable(batch.column(checks.label_column)) if checks.label_column in names else np.zeros(n, bool)
+    reject(bad_id, "bad_id_encoding", "the id is not valid UTF-8 text")
+    reject(bad_label, "bad_label_encoding", "the label is not valid UTF-8 text")
+    reject(id_null & ~bad_id, "missing_id", "id is null")
+    reject(label_null & ~bad_label, "missing_label", "label is null")
 
     fp = None
     if need_fingerprints or checks.duplicates:
@@ -375,7 +403,9 @@ def content_strata(batch: pa.RecordBatch, kinds, rows: np.ndarray) -> np.ndarray
     if kinds.input.kind != "text" or len(rows) == 0:
         return np.zeros(len(rows), np.int64)
     values = batch.column(kinds.input.column).take(pa.array(rows, pa.int64())).to_pylist()
-    return np.fromiter((0 if v is None else len(str(v).split()) for v in values), np.int64, len(values))
+    from .inputs import text_of
+
+    return np.fromiter((0 if v is None else len(text_of(v).split()) for v in values), np.int64, len(values))
 
 
 def content_fingerprints(batch: pa.RecordBatch, kinds, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

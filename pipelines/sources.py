@@ -235,8 +235,8 @@ def _key_kind(t: pa.DataType) -> str | None:
         t = t.value_type
     if pa.types.is_integer(t):
         return "integer"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "string"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "string"  # binary: text with a byte that is not UTF-8 (rows.undecodable)
     if pa.types.is_null(t):
         return "null"
     return None
@@ -334,7 +334,10 @@ def _input_type_problem(kind: str, t: pa.DataType) -> str | None:
         )
         return None if ok else "must hold image bytes, a {bytes, path} struct or an array of numbers"
     if kind == "text":
-        return None if string else "must hold strings"
+        # binary: a CSV or JSONL column with a byte that is not UTF-8; each value is
+        # decoded, and one that does not decode is that row's problem (bad_text)
+        ok = string or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+        return None if ok else "must hold strings"
     if kind == "tabular":
         ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or string
         return None if ok else "must hold numbers, booleans or strings"

@@ -280,7 +280,6 @@ def _big_features(path, n=60_000, dim=64):
 
 
 def _run_and_signal(tmp_path, out, sig, after=4.0):
-    import signal
     import subprocess
     import sys
     import time
@@ -315,3 +314,38 @@ def test_sigterm_cleans_up_and_sigkill_leftovers_are_removed_by_the_next_run(tmp
     assert cli_main(["scan", str(tmp_path / "big.parquet"), "--out", str(out), "-q"]) == 0
     assert glob.glob(str(out / ".poisonscan-tmp-*")) == []  # ...but the next run does
     assert (out / "summary.json").exists()
+
+
+def test_a_stray_byte_in_a_csv_cell_rejects_the_row_not_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "movie", "plot", "actor", "great", "boring", "fun"]
+    vec = tmp_path / "vectors.csv"
+    txt = tmp_path / "texts.csv"
+    with open(vec, "wb") as f, open(txt, "wb") as g:
+        f.write(b"id,label,features\n")
+        g.write(b"id,label,text\n")
+        for i in range(300):
+            idb, lab = f"r{i}".encode(), (b"a" if i % 2 else b"b")
+            idb = b"r\xff5" if i == 5 else idb
+            lab = b"\xfe" if i == 9 else lab
+            f.write(idb + b"," + lab + b',"[' + ",".join(f"{x:.3f}" for x in rng.normal(size=4)).encode() + b']"\n')
+            text = " ".join(rng.choice(words, 8)).encode()
+            g.write(f"t{i},{i % 2},".encode() + (b"caf\xe9 " + text if i == 11 else text) + b"\n")
+    assert cli_main(["scan", str(vec), "--out", str(tmp_path / "v"), "-q"]) == 0
+    s = json.load(open(tmp_path / "v" / "summary.json"))
+    assert s["rows_read"] == 300 and s["rejected_by_reason"] == {"bad_id_encoding": 1, "bad_label_encoding": 1}
+    assert cli_main(["scan", str(txt), "--out", str(tmp_path / "t"), "--text-column", "text", "-q"]) == 0
+    s = json.load(open(tmp_path / "t" / "summary.json"))
+    assert s["rows_read"] == 300 and s["rejected_by_reason"] == {"bad_text": 1}
+    rejected = pq.read_table(tmp_path / "t" / "rejected.parquet").to_pylist()
+    assert rejected[0]["id"] == "t11" and "byte 0xe9" in rejected[0]["error"]
+
+
+def test_score_histograms_of_extreme_statistics_do_not_stop_the_scan():
+    from poisonscan.pipelines.review import HISTOGRAM_BINS, _histogram
+
+    # found by benchmarks/fuzz.py through the CLI: numpy could not cut (1e20, 1e20 + 1)
+    # into bins and the Finish step failed
+    for stat in ([1e20, 1e20], [-1e308, 1e308], [1e300, 1.0000001e300], [3.0], [np.inf, 2.0, -np.inf]):
+        h = _histogram(np.array(stat), None)
+        assert len(h["counts"]) == HISTOGRAM_BINS and sum(h["counts"]) == int(np.isfinite(stat).sum())
