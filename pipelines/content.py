@@ -128,9 +128,9 @@ def text_coincidence(texts: Sequence[Any]) -> dict:
     white space, as written); :func:`coincidence_probability` chains them. A length with
     a single sampled text has probability 0 (nothing to say it coincides). Texts of one
     word have no other column to judge a repeat against: their word enters at the rate
-    at which the words of the next shorter-than-any-other texts (the least length above
-    one with two sampled texts, every position pooled) agree, measured on the scanned
-    data rather than assumed.
+    at which the words of the shortest longer texts agree (the least length above one
+    with two sampled texts, every position pooled), measured on the scanned data rather
+    than assumed.
     """
     from .inputs import text_of
 
