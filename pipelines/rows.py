@@ -135,6 +135,12 @@ def undecodable(arr) -> np.ndarray:
     return out
 
 
+def _raw_null(batch: pa.RecordBatch, column: str) -> np.ndarray:
+    if column not in batch.schema.names:
+        return np.ones(batch.num_rows, dtype=bool)
+    return batch.column(column).is_null().to_numpy(zero_copy_only=False)
+
+
 def normalize_key(arr: pa.Array, target: pa.DataType) -> pa.Array:
     """Integer keys as int64, string keys as string (dictionary-decoded); binary values
     that are not UTF-8 become null (:func:`undecodable` names them)."""
@@ -268,8 +274,9 @@ def prepare(
     labels = key_values(labels_arr)
     id_null = ids_arr.is_null().to_numpy(zero_copy_only=False)
     label_null = labels_arr.is_null().to_numpy(zero_copy_only=False)
-    bad_id = undecodable(batch.column(checks.id_column)) if checks.id_column in names else np.zeros(n, bool)
-    bad_label = undecodable(batch.column(checks.label_column)) if checks.label_column in names else np.zeros(n, bool)
+    # null only after normalize_key: a binary value that is not UTF-8
+    bad_id = id_null & ~_raw_null(batch, checks.id_column)
+    bad_label = label_null & ~_raw_null(batch, checks.label_column)
     reject(bad_id, "bad_id_encoding", "the id is not valid UTF-8 text")
     reject(bad_label, "bad_label_encoding", "the label is not valid UTF-8 text")
     reject(id_null & ~bad_id, "missing_id", "id is null")
