@@ -92,9 +92,10 @@ class IdKeys:
         return _concat_keys(IdKeys, parts)
 
     def duplicates(self) -> dict[tuple[int, int], int]:
-        """{fingerprint: first position} for fingerprints seen more than once."""
+        """{fingerprint: copies} for fingerprints seen more than once. Every copy is
+        rejected: which one to keep could only be chosen by the order the rows came in."""
         order, runs = _repeated_runs(self.hi, self.lo, self.positions)
-        return {(int(self.hi[order[a]]), int(self.lo[order[a]])): int(self.positions[order[a]]) for a, _ in runs}
+        return {(int(self.hi[order[a]]), int(self.lo[order[a]])): int(b - a) for a, b in runs}
 
 
 def _repeated_runs(hi: np.ndarray, lo: np.ndarray, positions: np.ndarray, rank: np.ndarray | None = None):
@@ -153,7 +154,7 @@ def batch_id_keys(
 
 
 def duplicate_ids(keys: Iterable[IdKeys]) -> dict[tuple[int, int], int]:
-    """``{fingerprint: first position}`` of the ids seen more than once among ``keys``
+    """``{fingerprint: copies}`` of the ids seen more than once among ``keys``
     (:func:`batch_ids`): pass 0 in one process. The pipeline's per-bucket combine gives
     the same, bucket by bucket (a bucket holds every copy of its fingerprints)."""
     return IdKeys.concat(keys).duplicates()

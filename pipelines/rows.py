@@ -16,7 +16,7 @@ nan_features   a feature value is NaN
 inf_features   a feature value is infinite
 huge_features  a feature value lies beyond +-2**50 (:data:`MAX_FEATURE_MAGNITUDE`)
 wrong_length   the vector's length differs from the data set's (the most common one)
-duplicate_id   the id appeared earlier in the input (the first occurrence is kept)
+duplicate_id   the id appears more than once in the input (every copy is rejected)
 small_class    the row's class has too few valid rows to be judged
 undeclared_label  the label is not in the declared set (``--labels``)
 out_of_range   a feature value lies outside ``--feature-range``
@@ -64,7 +64,7 @@ class RowChecks:
     id_column: str
     label_column: str
     file_paths: Mapping[int, str] = field(default_factory=dict)
-    #: (fingerprint hi, lo) -> position of the first occurrence, for duplicated ids only.
+    #: (fingerprint hi, lo) -> number of copies, for duplicated ids only.
     duplicates: Mapping[tuple[int, int], int] = field(default_factory=dict)
     #: Vector length every row must have (pass 2); None in pass 1 (rows are grouped).
     expected_dim: int | None = None
@@ -289,14 +289,12 @@ def prepare(
         hi, lo = fp
         dup_hi = np.fromiter((k[0] for k in checks.duplicates), dtype=np.uint64)
         for i in np.flatnonzero(np.isin(hi, dup_hi) & ~id_null):
-            first = checks.duplicates.get((int(hi[i]), int(lo[i])))
-            if first is not None and first != positions[i]:
-                f_idx, f_row = decode_position(first)
-                where = checks.file_paths.get(f_idx, f"file {f_idx}")
+            copies = checks.duplicates.get((int(hi[i]), int(lo[i])))
+            if copies is not None:
                 problems.setdefault(int(i), []).append(
                     (
                         "duplicate_id",
-                        f"id {_py(ids[i])!r} appeared earlier ({_basename(where)} row {f_row})",
+                        f"id {_py(ids[i])!r} appears {copies} times in the input; no copy is kept",
                     )
                 )
 

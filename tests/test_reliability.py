@@ -156,7 +156,8 @@ def test_model_with_features_is_a_usage_error(tmp_path, capsys):
 # 4. row order never changes a verdict ---------------------------------------------------
 def _order_case():
     """4 classes of 24-dim Gaussians; 90 rows of other classes shifted in 3 dimensions and
-    relabelled 0; 40 rows of class 2 relabelled 3; 6 records copied under new ids."""
+    relabelled 0; 40 rows of class 2 relabelled 3; 6 records copied under new ids; two
+    other records under the id of row 7."""
     rng = np.random.default_rng(0)
     n, k, d = 3000, 4, 24
     centres = rng.normal(0, 1.2, (k, d))
@@ -167,16 +168,19 @@ def _order_case():
     y[moved] = 0
     y[rng.choice(np.flatnonzero(y == 2), 40, replace=False)] = 3
     copied = rng.choice(n, 6, replace=False)
-    X = np.vstack([X, X[copied]]).astype(np.float32)
-    y = np.concatenate([y, y[copied]])
+    other = rng.normal(size=(2, d)) + centres[1]
+    X = np.vstack([X, X[copied], other]).astype(np.float32)
+    y = np.concatenate([y, y[copied], [1, 1]])
     ids = np.array([f"row{i:05d}" for i in range(len(y))])
+    ids[-2:] = "row00007"
     return pa.table({"id": ids, "label": y, "features": list(X)})
 
 
 def _lists(quarantine: pa.Table, rejected: pa.Table):
     q = sorted(zip(quarantine["id"].to_pylist(), quarantine["score"].to_pylist(),
                    [tuple(d) for d in quarantine["detectors"].to_pylist()]))
-    r = sorted(zip(rejected["id"].to_pylist(), rejected["error_code"].to_pylist()))
+    r = sorted(zip(rejected["id"].to_pylist(), rejected["error_code"].to_pylist(),
+                   [tuple(f) for f in rejected["features"].to_pylist()]))
     return q, r
 
 
@@ -187,7 +191,8 @@ def test_row_order_files_and_workers_never_change_the_lists(tmp_path):
     table = _order_case()
     first = scan_table(table, expected_poison_rate=0.03)
     expected = _lists(first.quarantine, first.rejected)
-    assert len(expected[0]) > 20 and len(expected[1]) == 6  # something is found, copies rejected
+    assert len(expected[0]) > 20 and len(expected[1]) == 9  # something found; copies and a shared id rejected
+    assert sum(code == "duplicate_id" for _, code, _ in expected[1]) == 3
     n = table.num_rows
     orders = [np.arange(n)[::-1]] + [np.random.default_rng(s).permutation(n) for s in range(3)]
     for order in orders:

@@ -66,8 +66,8 @@ def test_every_faulty_row_is_rejected_naming_its_expectation(faulty_scan):
     for code in faults:
         assert code in by_code, code
         assert all(r["expectation"] and r["expectation"].startswith("expect_") for r in by_code[code])
-    # conflicting labels reject every copy; a duplicate keeps its first occurrence
-    assert len(by_code["conflicting_labels"]) == 2
+    # conflicting labels and a shared id reject every copy; a duplicate keeps one copy
+    assert len(by_code["conflicting_labels"]) == 2 and len(by_code["duplicate_id"]) == 2
     assert len(by_code["duplicate_content"]) == 1
     names = {r["error_code"]: r["expectation"] for r in rejected}
     assert names["missing_id"] == "expect_column_values_to_not_be_null(id)"

@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from poisonscan import ScanConfig, scan_table
 from poisonscan.pipelines.beam_scan import FindDuplicateIds, ScanFailed, find_duplicate_ids_here, plan_scan, run_scan
-from poisonscan.pipelines.sources import SourceError, encode_position
+from poisonscan.pipelines.sources import SourceError
 
 from ..conftest import as_table, planted
 
@@ -52,7 +52,7 @@ def test_beam_path_equals_in_memory_path(tmp_path, write_sources):
     assert q.column("id").to_pylist() == mem.quarantine.column("id").to_pylist()
     np.testing.assert_allclose(q["score"].to_numpy(), mem.quarantine["score"].to_numpy(), rtol=1e-9)
     assert q["reason"].to_pylist() == mem.quarantine["reason"].to_pylist()
-    assert r["error_code"].to_pylist() == mem.rejected["error_code"].to_pylist() == ["nan_features", "duplicate_id"]
+    assert r["error_code"].to_pylist() == mem.rejected["error_code"].to_pylist() == ["nan_features", "duplicate_id", "duplicate_id"]
     assert c["id"].to_pylist() == mem.clean["id"].to_pylist()
     assert c.column_names == table.column_names  # all original columns, nothing added
     for key in ("rows_read", "rows_clean", "rows_quarantined", "rows_rejected", "classes_poisoned"):
@@ -186,9 +186,9 @@ def test_find_duplicate_ids_transform(tmp_path, write_sources):
             | FindDuplicateIds(plan)
             | beam.Map(lambda d: sorted(d.values()))
         )
-        assert_that(dups, equal_to([[encode_position(0, 0), encode_position(0, 1)]]))
+        assert_that(dups, equal_to([[2, 3]]))  # copies of ids 2 and 1
     # the embedded runner's driver finds the same without the pipeline
-    assert sorted(find_duplicate_ids_here(plan).values()) == [encode_position(0, 0), encode_position(0, 1)]
+    assert sorted(find_duplicate_ids_here(plan).values()) == [2, 3]
 
 
 def test_pass_0_in_the_driver_writes_nothing_once_cancelled_and_reports_its_errors(tmp_path, write_sources):
@@ -231,6 +231,6 @@ def test_pass_0_in_the_driver_gives_the_pipelines_outputs(tmp_path, write_source
         ta, tb = (pq.read_table(tmp_path / run / name) for run in ("driver", "pipeline"))
         assert ta.schema == tb.schema and repr(ta.to_pylist()) == repr(tb.to_pylist())  # NaN too
     _, r, _, s = read_outputs(tmp_path / "driver")
-    assert sorted(r.filter(pc.equal(r["error_code"], "duplicate_id"))["id"].to_pylist()) == [3, 3, 699]
+    assert sorted(r.filter(pc.equal(r["error_code"], "duplicate_id"))["id"].to_pylist()) == [3, 3, 3, 699, 699]
     assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"]
     assert not [n for n in os.listdir(tmp_path / "driver") if n.startswith(".poisonscan-tmp")]

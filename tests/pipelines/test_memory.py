@@ -68,9 +68,9 @@ def test_bad_rows_are_rejected_and_counted():
     result = scan(X, y, ids=ids)
     rej = result.rejected
     assert rej.column_names[:5] == ["error", "error_code", "expectation", "source_file", "source_row"]
-    assert rej["error_code"].to_pylist() == ["nan_features", "inf_features", "duplicate_id"]
-    assert rej["source_row"].to_pylist() == [3, 4, 10]
-    assert result.summary["rejected_by_reason"] == {"duplicate_id": 1, "inf_features": 1, "nan_features": 1}
+    assert rej["error_code"].to_pylist() == ["nan_features", "inf_features", "duplicate_id", "duplicate_id"]
+    assert rej["source_row"].to_pylist() == [3, 4, 9, 10]
+    assert result.summary["rejected_by_reason"] == {"duplicate_id": 2, "inf_features": 1, "nan_features": 1}
     counts_add_up(result.summary)
 
 

@@ -67,7 +67,7 @@ def test_pass_one_groups_rows_by_length():
     assert prep.groups[2][0].tolist() == [5]
 
 
-def test_duplicates_keep_the_first_occurrence():
+def test_every_copy_of_a_shared_id_is_rejected():
     batch = pa.record_batch(
         {"id": pa.array([5, 6, 5]), "label": pa.array(["a", "a", "a"]), "features": pa.array([[1.0]] * 3)}
     )
@@ -75,10 +75,10 @@ def test_duplicates_keep_the_first_occurrence():
 
     keys = IdKeys.concat(k for _, k in batch_id_keys(batch, 0, 0, KINDS, "id"))
     dups = keys.duplicates()
-    assert list(dups.values()) == [encode_position(0, 0)]
+    assert list(dups.values()) == [2]
     prep = prepare(batch, 0, 0, checks(duplicates=dups))
-    assert list(prep.error_code) == [None, None, "duplicate_id"]
-    assert "data.parquet row 0" in prep.error[2]
+    assert list(prep.error_code) == ["duplicate_id", None, "duplicate_id"]
+    assert prep.error[0] == prep.error[2] == "id 5 appears 2 times in the input; no copy is kept"
 
 
 def test_small_classes_are_rejected_with_their_size():
