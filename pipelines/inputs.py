@@ -68,12 +68,14 @@ def _is_numeric_list(t: pa.DataType) -> bool:
     return pa.types.is_integer(v) or pa.types.is_floating(v) or _is_numeric_list(v)
 
 
-def resolve_input(schema: pa.Schema, cfg) -> InputSpec:
+def resolve_input(schema: pa.Schema, cfg, text_format: bool = False) -> InputSpec:
     """The input kind and columns, from the flags or, without any, from the schema.
 
     Detection: a binary or ``{bytes, path}`` column is an image; else the only list of
     numbers is the features; else a lone string column beside id and label is text;
-    else every column but id and label is tabular.
+    else every column but id and label is tabular. In a CSV or JSONL file
+    (``text_format``) a binary column is text with a byte that is not UTF-8, never an
+    image.
     """
     keys = {cfg.id_column, cfg.label_column}
     given = [
@@ -95,6 +97,8 @@ def resolve_input(schema: pa.Schema, cfg) -> InputSpec:
     if given:
         kind, cols = given[0]
         return InputSpec(kind, tuple(cols))
+    if text_format:
+        schema = pa.schema([f.with_type(pa.string()) if _is_binary(f.type) else f for f in schema])
     images = [n for n in names if _is_binary(schema.field(n).type) or _is_image_struct(schema.field(n).type)]
     if len(images) == 1:
         return InputSpec("image", (images[0],))

@@ -10,7 +10,7 @@ missing_id     the id is null
 missing_label  the label is null
 missing_features  the features are null
 empty_features the feature list is empty
-bad_number     the features (written as text) are not all numbers
+bad_number     the features (written as text) are not all numbers, or not UTF-8 text
 null_in_features  a feature value is null
 nan_features   a feature value is NaN
 inf_features   a feature value is infinite
@@ -133,6 +133,16 @@ def undecodable(arr) -> np.ndarray:
             except UnicodeDecodeError:
                 out[i] = True
     return out
+
+
+def _why_undecodable(value: bytes) -> str:
+    from .inputs import undecodable_reason
+
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return undecodable_reason(exc)
+    return "decodes"
 
 
 def _raw_null(batch: pa.RecordBatch, column: str) -> np.ndarray:
@@ -492,6 +502,12 @@ def _feature_vectors(batch, kinds, checks, problems) -> dict:
     )
     if isinstance(fcol, pa.ChunkedArray):
         fcol = fcol.combine_chunks()
+    if pa.types.is_binary(fcol.type) or pa.types.is_large_binary(fcol.type):
+        # numbers written as text with a stray byte in some cell (the CSV or JSONL reader
+        # typed the column binary): that row is rejected, the others parsed as text
+        for i in np.flatnonzero(undecodable(fcol)):
+            problems.setdefault(int(i), []).append(("bad_number", f"features: {_why_undecodable(fcol[i].as_py())}"))
+        fcol = normalize_key(fcol, pa.string())
     if pa.types.is_string(fcol.type) or pa.types.is_large_string(fcol.type):
         fcol, bad = parse_number_text(fcol)
         for i, token in bad.items():

@@ -249,7 +249,7 @@ def check_columns(files: Sequence[SourceFile], schemas: Sequence[pa.Schema], cfg
     nonempty = [(src, schema) for src, schema in zip(files, schemas) if len(schema)]
     first_src, first_schema = nonempty[0] if nonempty else (files[0], schemas[0])
     try:
-        spec = resolve_input(first_schema, cfg)
+        spec = resolve_input(first_schema, cfg, text_format=first_src.format != "parquet")
     except InputError as exc:
         raise SourceError(f"{first_src.path}: {exc}") from None
     if getattr(cfg, "model", None) is not None and spec.kind != "image":
@@ -322,7 +322,10 @@ def _input_type_problem(kind: str, t: pa.DataType) -> str | None:
         return None
     string = pa.types.is_string(t) or pa.types.is_large_string(t)
     if kind == "features":
-        if (_is_list(t) and (_is_number(t.value_type) or pa.types.is_null(t.value_type))) or string:
+        # binary: numbers written as text in a CSV or JSONL column with a byte that is not
+        # UTF-8; a value that does not decode is that row's problem (bad_number)
+        binary = pa.types.is_binary(t) or pa.types.is_large_binary(t)
+        if (_is_list(t) and (_is_number(t.value_type) or pa.types.is_null(t.value_type))) or string or binary:
             return None
         return "must be a list of numbers (or numbers in a string, as in CSV)"
     if kind == "image":

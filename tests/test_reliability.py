@@ -333,13 +333,19 @@ def test_a_stray_byte_in_a_csv_cell_rejects_the_row_not_the_file(tmp_path):
             idb, lab = f"r{i}".encode(), (b"a" if i % 2 else b"b")
             idb = b"r\xff5" if i == 5 else idb
             lab = b"\xfe" if i == 9 else lab
-            f.write(idb + b"," + lab + b',"[' + ",".join(f"{x:.3f}" for x in rng.normal(size=4)).encode() + b']"\n')
+            vector = ",".join(f"{x:.3f}" for x in rng.normal(size=4)).encode()
+            vector = b"\xb5" + vector if i == 7 else vector  # numbers written as text, one stray byte
+            f.write(idb + b"," + lab + b',"[' + vector + b']"\n')
             text = " ".join(rng.choice(words, 8)).encode()
             g.write(f"t{i},{i % 2},".encode() + (b"caf\xe9 " + text if i == 11 else text) + b"\n")
-    assert cli_main(["scan", str(vec), "--out", str(tmp_path / "v"), "-q"]) == 0
+    assert cli_main(["scan", str(vec), "--out", str(tmp_path / "v"), "--features-column", "features", "-q"]) == 0
     s = json.load(open(tmp_path / "v" / "summary.json"))
-    assert s["rows_read"] == 300 and s["rejected_by_reason"] == {"bad_id_encoding": 1, "bad_label_encoding": 1}
-    assert cli_main(["scan", str(txt), "--out", str(tmp_path / "t"), "--text-column", "text", "-q"]) == 0
+    assert s["rows_read"] == 300 and s["dimension"] == 4
+    assert s["rejected_by_reason"] == {"bad_id_encoding": 1, "bad_label_encoding": 1, "bad_number": 1}
+    bad = pq.read_table(tmp_path / "v" / "rejected.parquet").to_pylist()
+    assert [r["error"] for r in bad if r["id"] == b"r7"]  # the id column is binary too == ["features: not valid UTF-8 (byte 0xb5 at offset 1)"]
+    # no flag: the column typed binary for its stray byte is text, not image bytes
+    assert cli_main(["scan", str(txt), "--out", str(tmp_path / "t"), "-q"]) == 0
     s = json.load(open(tmp_path / "t" / "summary.json"))
     assert s["rows_read"] == 300 and s["rejected_by_reason"] == {"bad_text": 1}
     rejected = pq.read_table(tmp_path / "t" / "rejected.parquet").to_pylist()
