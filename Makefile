@@ -20,8 +20,10 @@ chromium:
 	  echo "installing chromium (apt-get) for the report tests"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# the tests run with the network cut (.ci/offline: loopback only, where the machine
+# allows a network namespace; tests/offline/sitecustomize.py refuses it in any case)
 test: $(VENV)/.installed chromium
-	$(BIN)/python -m pytest
+	.ci/offline $(BIN)/python -m pytest
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'

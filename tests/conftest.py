@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+# the test run has no network: this process and every Python process it starts
+_OFFLINE = os.path.join(os.path.dirname(__file__), "offline")
+os.environ["POISONSCAN_TEST_OFFLINE"] = "1"
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_OFFLINE, os.environ.get("PYTHONPATH")) if p)
+_spec = importlib.util.spec_from_file_location("poisonscan_offline", os.path.join(_OFFLINE, "sitecustomize.py"))
+_spec.loader.exec_module(importlib.util.module_from_spec(_spec))  # installs the guard here
 
 
 def planted(
