@@ -1,7 +1,9 @@
 """Poisoning detectors: pure numpy algorithms behind one accumulator contract.
 
 Nothing in this package imports Apache Beam; :mod:`poisonscan.pipelines` wires these
-classes into Beam combiners, and :mod:`poisonscan.api` runs them in memory.
+classes into Beam combiners, and :mod:`poisonscan.pipelines.drivers.memory` runs them in
+memory. Each detector declares what it reads and where it runs
+(:class:`~.base.Detector`'s ``kinds``, ``default_kinds``, ``input``); the scan asks.
 """
 
 from ._params import InvalidParameterError
@@ -9,17 +11,27 @@ from .base import (
     Detector,
     DetectorState,
     available_detectors,
+    default_detectors,
     detector_class,
     make_detector,
     register,
 )
 from .clustering import ActivationClustering
-from .decision import ClassVerdict, ExcessTest, GroupTest, budget_cap, fit_two_groups, judge_scan, select_within_budget
-from .label_consistency import KnnLabel, LabelConsistency
+from .decision import (
+    ClassVerdict,
+    GroupTest,
+    budget_cap,
+    fit_two_groups,
+    judge_scan,
+    select_within_budget,
+)
+from .excess import ExcessTest
+from .knn_label import KnnLabel
+from .label_consistency import LabelConsistency
 from .spectral import SpectralSignature
 from .spectre import Spectre
-from .tokens import TokenTrigger, ValueTrigger
 from .stats import ClassSample, MeanCov, Reservoir
+from .tokens import TokenTrigger, ValueTrigger
 
 __all__ = [
     "ActivationClustering",
@@ -40,6 +52,7 @@ __all__ = [
     "TokenTrigger",
     "ValueTrigger",
     "available_detectors",
+    "default_detectors",
     "budget_cap",
     "detector_class",
     "fit_two_groups",

@@ -137,6 +137,7 @@ def other_class_predictions(
     some other class scores strictly higher than its own. Rows with no token left are
     marked unusable.
     """
+    # SciPy / scikit-learn: imported on first use, by the detectors that run
     from scipy import sparse
 
     labels = list(samples)
@@ -236,6 +237,7 @@ def candidate_p(k: int, n: int, m: int, M: int, null: tuple[float, float, int]) 
     """One-sided p of ``k`` of ``n`` candidate rows predicted as another class: against
     the class's other rows (Fisher exact) when there are no peers, else against the
     peers' random-effects null."""
+    # SciPy / scikit-learn: imported on first use, by the detectors that run
     from scipy.stats import norm
 
     if not n:
@@ -250,6 +252,7 @@ def candidate_p(k: int, n: int, m: int, M: int, null: tuple[float, float, int]) 
 def fisher_greater(k: int, n: int, m: int, M: int) -> float:
     """One-sided Fisher exact test: P(at least ``k`` of ``n`` candidate rows predicted as
     another class) when ``k + m`` such rows fall at random among ``n + M`` rows."""
+    # SciPy / scikit-learn: imported on first use, by the detectors that run
     from scipy.stats import hypergeom
 
     if n == 0:

@@ -7,7 +7,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .base import label_sort_key
+from .base import Detector, label_sort_key
+from .excess import Disputed, ExcessTest
 from .stats import ClassSample
 
 
@@ -93,6 +94,7 @@ class LinearModel:
         tol: float = 1e-3,
         max_iter: int = 200,
     ) -> "LinearModel":
+        # SciPy / scikit-learn: imported on first use, by the detectors that run
         from sklearn.linear_model import LogisticRegression
 
         mean = X.mean(axis=0)
@@ -155,6 +157,7 @@ def affinity_test(affinity: np.ndarray, member: np.ndarray) -> tuple[tuple, floa
     """``((mean affinity of part 0, of part 1), p)`` for a class split in two parts by
     ``member`` (0 or 1 per row); ``p`` is a one-sided Welch test that part 1 looks more
     like other classes than part 0."""
+    # SciPy / scikit-learn: imported on first use, by the detectors that run
     from scipy.stats import ttest_ind
 
     parts = [affinity[member == j] for j in (0, 1)]
@@ -164,3 +167,145 @@ def affinity_test(affinity: np.ndarray, member: np.ndarray) -> tuple[tuple, floa
         p = float(ttest_ind(parts[1], parts[0], equal_var=False, alternative="greater").pvalue)
         p = 1.0 if np.isnan(p) else p
     return means, p
+
+
+@dataclass
+class NoiseCalibration:
+    """How a clean label relates to out-of-fold probabilities, fitted on the scanned data.
+
+    The label of a row with out-of-fold probabilities p is modelled as
+
+        P(y = c | p) = (1 - sum_j e_j) * q_c + e_c,   q = softmax(log(p) / T)
+
+    a temperature ``T`` (the out-of-fold model's own miscalibration: a regularised linear
+    model is underconfident, a network's softmax overconfident) and a *floor* ``e_c`` per
+    label: the share of rows that carry label c whatever they look like, which is what
+    flipped labels are. Both are fitted by maximum likelihood (EM; the floors absorb the
+    rows the temperature cannot explain). ``q`` is the clean model: a class is judged
+    against labels drawn from q, and a row's posterior probability of being a flip is
+    ``e_y / ((1 - sum e) q_y + e_y)``.
+
+    Flips that a model learns as the label of a whole region (every 1 that looks like a
+    7, relabelled) are part of q, not of the floors: such targeted flips are invisible to
+    this calibration (docs/detectors.md).
+    """
+
+    temperature: float
+    floors: np.ndarray  # e_c per class code
+
+    @classmethod
+    def fit(cls, P: np.ndarray, codes: np.ndarray, iters: int = 200, tol: float = 1e-9) -> "NoiseCalibration":
+        # SciPy / scikit-learn: imported on first use, by the detectors that run
+        from scipy.optimize import minimize_scalar
+
+        P = np.asarray(P, dtype=np.float64)
+        n, k = P.shape
+        if n == 0 or k < 2:
+            return cls(1.0, np.zeros(k))
+        L = np.log(np.clip(P, 1e-300, 1.0))
+        rows = np.arange(n)
+        floors = np.full(k, 0.01 / k)
+        t = 1.0
+        ll_prev = -np.inf
+        for _ in range(iters):
+            q = tempered(L, t)
+            lik = (1 - floors.sum()) * q[rows, codes] + floors[codes]
+            ll = float(np.log(lik).sum())
+            if ll - ll_prev <= tol * abs(ll):
+                break
+            ll_prev = ll
+            w = floors[codes] / lik  # posterior that the row's label is a floor (a flip)
+            floors = np.bincount(codes, weights=w, minlength=k) / n
+            keep = 1 - w
+
+            def nll(log_t):
+                return -float((keep * np.log(np.clip(tempered(L, np.exp(log_t))[rows, codes], 1e-300, 1))).sum())
+
+            t = float(np.exp(minimize_scalar(nll, bounds=(np.log(0.02), np.log(50.0)), method="bounded",
+                                             options={"xatol": 1e-4}).x))
+        return cls(t, floors)
+
+    def clean(self, P: np.ndarray) -> np.ndarray:
+        """The clean model q of rows with out-of-fold probabilities ``P``."""
+        return tempered(np.log(np.clip(np.asarray(P, dtype=np.float64), 1e-300, 1.0)), self.temperature)
+
+    def flip_log_odds(self, P: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Posterior log-odds that each row's label is a flip (> 0: more likely a flip)."""
+        q = self.clean(P)
+        own = q[np.arange(len(codes)), codes]
+        floor = np.maximum(self.floors[codes], 1e-12)
+        return np.log(floor) - np.log(np.maximum((1 - self.floors.sum()) * own, 1e-300))
+
+
+def tempered(L: np.ndarray, t: float) -> np.ndarray:
+    z = L / t
+    z = z - z.max(axis=1, keepdims=True)
+    q = np.exp(z)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+class PooledDetector(Detector):
+    """Fits on all classes' samples at once; no exact statistics.
+
+    Subclasses give, for the sampled rows, class probabilities that were not fitted to
+    the row's own label (out of fold) and, per row and hypothetical label, whether that
+    label would count as *strongly disputed*; :meth:`_calibrated` turns them into the
+    verdicts' evidence.
+    """
+
+    per_class = False
+    two_sided = False
+    finds = "flipped labels"
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, accumulator: dict, X: np.ndarray, y: np.ndarray) -> dict:
+        self._check_batch(X, y)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: list) -> dict:
+        return {}
+
+    def _excess(self) -> ExcessTest:
+        return ExcessTest(alpha=self.alpha, class_alpha=self.class_alpha)
+
+    def _calibrated(self, state, labels: list, P: np.ndarray, codes: np.ndarray, strong: np.ndarray, cal=None):
+        """Fit the label-noise calibration on the sampled rows' out-of-fold probabilities
+        ``P`` and record, per class, the evidence the verdict is made on.
+
+        ``strong[i, c]``: row i would be a strong disagreement if its label were c. A
+        class's evidence is ``(rows labelled c that are, sampled rows, expected)``, where
+        ``expected = sum_i q_ic strong[i, c]`` is how many rows of c would be strong
+        disagreements if every sampled row's label were drawn from the calibrated clean
+        model q (:class:`NoiseCalibration`)."""
+        cal = cal if cal is not None else NoiseCalibration.fit(P, codes)
+        state.info["noise"] = cal
+        q = cal.clean(P)
+        stat = cal.flip_log_odds(P, codes)
+        evidence = {}
+        for i, label in enumerate(labels):
+            mine = codes == i
+            state.calibration[label] = stat[mine]
+            evidence[label] = (int(strong[mine, i].sum()), int(mine.sum()), float((q[:, i] * strong[:, i]).sum()))
+        state.info["evidence"] = evidence
+        state.info["temperature"] = cal.temperature
+        state.info["flip_rate"] = float(cal.floors.sum())
+        state.info["out_of_fold_accuracy"] = float((P.argmax(1) == codes).mean()) if len(codes) else None
+        return state
+
+    def _decide(self, state, label, class_rows):
+        evidence = state.info.get("evidence") or {}
+        test = self._excess()
+        strong, n, expected = evidence.get(label, (0, 0, 0.0))
+        cut = float(np.log(self.min_posterior / (1 - self.min_posterior)))
+        disputed = Disputed(strong, expected, max(len(evidence), 1), test.spread(evidence, label))
+        return test.decide(label, self.name, state.calibration.get(label, np.empty(0)), class_rows, cut, disputed)
+
+
+def plain_labels(y) -> list:
+    return [v.item() if isinstance(v, np.generic) else v for v in y]
+
+
+def fmt_label(label) -> str:
+    return repr(label) if isinstance(label, str) else str(label)

@@ -107,6 +107,21 @@ class Detector(ParamsMixin, abc.ABC):
     #: any level), so without peers the group detectors judge no class.
     alone_by_affinity: ClassVar[bool] = False
 
+    #: Input kinds ("features", "image", "text", "tabular") the detector can read; None:
+    #: every kind.
+    kinds: ClassVar[frozenset | None] = None
+    #: Input kinds it runs on when the user names no detectors.
+    default_kinds: ClassVar[frozenset] = frozenset()
+    #: Its place among the default detectors: lists and summaries name them in this order.
+    default_rank: ClassVar[int] = 100
+
+    @classmethod
+    def params_for(cls, kind: str, probability_labels: tuple = ()) -> dict:
+        """Parameters the scan sets for an input ``kind`` (the user's own take
+        precedence); ``probability_labels``: the columns of a cross-fitted proxy's
+        out-of-fold probabilities, when the scan has them."""
+        return {}
+
     def group_affinity(self, state: "DetectorState", verdict, pooled, label: Any):
         """``((mean affinity of the rest, of the group), p)``: whether the rows of the
         class's group look more like other classes than the rest of the class (one-sided
@@ -241,6 +256,10 @@ def _py(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+#: The input kinds a scan reads.
+ALL_KINDS = frozenset({"features", "image", "text", "tabular"})
+
+
 # registry -----------------------------------------------------------------------------
 _REGISTRY: dict[str, type[Detector]] = {}
 
@@ -259,6 +278,13 @@ def register(cls: type[Detector]) -> type[Detector]:
 def available_detectors() -> list[str]:
     """Registered detector names, sorted."""
     return sorted(_REGISTRY)
+
+
+def default_detectors(kind: str | None = None) -> tuple[str, ...]:
+    """The detectors that run on an input ``kind`` when none are named (every kind's,
+    for None), in their ``default_rank`` order."""
+    chosen = [c for c in _REGISTRY.values() if c.default_kinds and (kind is None or kind in c.default_kinds)]
+    return tuple(c.name for c in sorted(chosen, key=lambda c: (c.default_rank, c.name)))
 
 
 def detector_class(name: str) -> type[Detector]:

@@ -29,6 +29,9 @@ import math
 
 import numpy as np
 
+from ._gaussian_null import TABLE
+from .mixture import fit_two_groups
+
 #: Largest z a p-value is mapped to (p = 1e-300): beyond it, floating point says nothing.
 Z_MAX = 37.0
 
@@ -40,8 +43,6 @@ def gain_of(fit) -> float:
 
 def simulate_gaussian_gain(n: int, draws: int, seed: int) -> np.ndarray:
     """Two-group gains of ``draws`` samples of ``n`` standard normal values."""
-    from .decision import fit_two_groups
-
     rng = np.random.default_rng(seed)
     return np.array([gain_of(fit_two_groups(rng.standard_normal(n))) for _ in range(draws)])
 
@@ -49,7 +50,6 @@ def simulate_gaussian_gain(n: int, draws: int, seed: int) -> np.ndarray:
 def gaussian_null(n: int) -> tuple[float, float]:
     """Mean and standard deviation of the two-group gain of ``n`` Gaussian values,
     interpolated in log n from the simulated table (:mod:`._gaussian_null`)."""
-    from ._gaussian_null import TABLE
 
     sizes = np.log([row[0] for row in TABLE])
     x = math.log(min(max(n, TABLE[0][0]), TABLE[-1][0]))
@@ -69,6 +69,7 @@ def own_null(fit) -> tuple[float, float]:
     heavy-tailed, with natural sub-populations) passes this test easily: it is a gate,
     and the class's peers and the group's affinity decide (:mod:`.decision`).
     """
+    # SciPy / scikit-learn: imported on first use, by the detectors that run
     from scipy.stats import gamma
 
     gain = gain_of(fit)
@@ -80,6 +81,7 @@ def own_null(fit) -> tuple[float, float]:
 
 def z_of_log_p(log_p: float) -> float:
     """The standard normal quantile with upper tail exp(log_p), capped at Z_MAX."""
+    # SciPy / scikit-learn: imported on first use, by the detectors that run
     from scipy.stats import norm
 
     if log_p < -690:  # below 1e-300
@@ -95,6 +97,7 @@ def peer_p_value(value: float, peers: list[float], floor: float) -> float | None
     has by its own null). Mean and standard deviation, not median and MAD: a peer with a
     natural sub-population widens the yardstick, which is what a clean class of this
     data may show. None with fewer than three peers."""
+    # SciPy / scikit-learn: imported on first use, by the detectors that run
     from scipy.stats import t as student_t
 
     peers = np.asarray([p for p in peers if np.isfinite(p)], dtype=np.float64)

@@ -9,10 +9,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._params import Interval, Options
-from ._pooled import Pooled, affinity_test
-from .base import DetectorState, register
+from ._pooled import Pooled, PooledDetector, affinity_test, fmt_label, plain_labels
+from .base import ALL_KINDS, DetectorState, register
 from .decision import ClassVerdict
-from .label_consistency import _PooledDetector, _fmt, _plain
 from .stats import ClassSample
 
 
@@ -38,7 +37,7 @@ class ClusterClassState:
 
 
 @register
-class ActivationClustering(_PooledDetector):
+class ActivationClustering(PooledDetector):
     """Activation clustering: split each class in two and ask whether one part is poison.
 
     Per class, on up to ``rows_per_class`` sampled rows: centre, reduce to
@@ -71,6 +70,8 @@ class ActivationClustering(_PooledDetector):
     """
 
     name = "activation_clustering"
+    default_kinds = ALL_KINDS
+    default_rank = 3
     finds = "backdoor"
     statistic_name = "distance to the other cluster minus distance to the suspicious one"
     _parameter_constraints = {
@@ -120,6 +121,7 @@ class ActivationClustering(_PooledDetector):
         return state
 
     def _split(self, X: np.ndarray) -> ClusterClassState | None:
+        # SciPy / scikit-learn: imported on first use, by the detectors that run
         from sklearn.cluster import KMeans
         from sklearn.metrics import silhouette_score
 
@@ -137,6 +139,7 @@ class ActivationClustering(_PooledDetector):
                 return None  # the class's vectors do not vary: nothing to split
             projection = (Vt[:c][keep] / sd[keep, None]).T
         else:
+            # SciPy / scikit-learn: imported on first use, by the detectors that run
             from sklearn.decomposition import FastICA
 
             ica = FastICA(n_components=c, whiten="unit-variance", random_state=self.seed, max_iter=500)
@@ -180,7 +183,7 @@ class ActivationClustering(_PooledDetector):
 
     def score(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         X, y = self._check_batch(X, y)
-        labels = _plain(y)
+        labels = plain_labels(y)
         self._require_fitted(state, set(labels))
         out = np.zeros(len(labels))
         for label in set(labels):
@@ -256,13 +259,13 @@ class ActivationClustering(_PooledDetector):
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         out = []
-        for label, s in zip(_plain(y), strength):
+        for label, s in zip(plain_labels(y), strength):
             cls: ClusterClassState = state.classes[label]
             frac = cls.sizes[cls.suspicious] / sum(cls.sizes)
             conf = cls.affinity
             out.append(
                 f"sits {s:.1f} SD inside a separate cluster holding {frac:.0%} of class "
-                f"{_fmt(label)}'s sample (silhouette {cls.silhouette:.2f}, separation "
+                f"{fmt_label(label)}'s sample (silhouette {cls.silhouette:.2f}, separation "
                 f"{cls.separation:.1f}); a model of the other classes recognises that cluster's "
                 f"rows with mean confidence {conf[cls.suspicious]:.2f} (the rest of the class: "
                 f"{conf[1 - cls.suspicious]:.2f})"

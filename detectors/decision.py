@@ -34,137 +34,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._params import Interval, ParamsMixin
-
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-
-
-@dataclass(frozen=True)
-class TwoGroupFit:
-    """Maximum-likelihood fit of one and two 1-D Gaussian components."""
-
-    n: int
-    weight: float  # share of the minor component
-    mean_group: float
-    sd_group: float
-    mean_main: float
-    sd_main: float
-    delta_bic: float  # BIC(one component) - BIC(two components); > 0 favours two
-    separation: float  # Ashman's D
-    side: int  # +1 when the group lies above the main mass, -1 below
-    cut: float | None  # posterior 1/2 point between the means; None when none exists
-
-
-def _log_normal(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
-    z = (x - mean) / sd
-    return -0.5 * z * z - math.log(sd) - _LOG_SQRT_2PI
-
-
-def _em_two(x: np.ndarray, init_masks: np.ndarray, var_floor: float, max_iter: int):
-    """EM for a two-component 1-D Gaussian mixture, from several hard initial splits at
-    once (one row of ``init_masks`` each); a start stops iterating once it has converged.
-    Returns the fit of best likelihood as ``(w, m1, s1, m2, s2, loglik)`` or None."""
-    n = x.shape[0]
-    starts = init_masks.shape[0]
-    r = init_masks.astype(np.float64)  # (k, n) responsibilities of component 1
-    final = np.full((starts, 6), np.nan)
-    final[:, 5] = -np.inf
-    active = np.arange(starts)
-    ll_prev = np.full(starts, -np.inf)
-    for _ in range(max_iter):
-        ra = r[active]
-        n1 = ra.sum(axis=1)
-        n2 = n - n1
-        alive = (n1 > 1e-9) & (n2 > 1e-9)
-        n1 = np.where(alive, n1, 1.0)
-        n2 = np.where(alive, n2, 1.0)
-        m1 = (ra @ x) / n1
-        m2 = ((1 - ra) @ x) / n2
-        d1 = x[None, :] - m1[:, None]
-        d2 = x[None, :] - m2[:, None]
-        v1 = np.maximum((ra * d1 * d1).sum(axis=1) / n1, var_floor)
-        v2 = np.maximum(((1 - ra) * d2 * d2).sum(axis=1) / n2, var_floor)
-        w = np.clip(n1 / n, 1e-300, 1 - 1e-16)
-        l1 = (np.log(w) - 0.5 * np.log(v1) - _LOG_SQRT_2PI)[:, None] - 0.5 * d1 * d1 / v1[:, None]
-        l2 = (np.log(1 - w) - 0.5 * np.log(v2) - _LOG_SQRT_2PI)[:, None] - 0.5 * d2 * d2 / v2[:, None]
-        lse = np.logaddexp(l1, l2)
-        ll = np.where(alive, lse.sum(axis=1), -np.inf)
-        r[active] = np.exp(l1 - lse)
-        final[active] = np.stack([w, m1, np.sqrt(v1), m2, np.sqrt(v2), ll], axis=1)
-        with np.errstate(invalid="ignore"):  # -inf - -inf for starts that died
-            done = ~alive | (ll - ll_prev[active] <= 1e-8 * np.abs(ll))
-        ll_prev[active] = ll
-        active = active[~done]
-        if active.size == 0:
-            break
-    if not np.isfinite(final[:, 5]).any():
-        return None
-    b = int(np.argmax(final[:, 5]))  # first best: deterministic
-    return tuple(float(v) for v in final[b])
-
-
-def _posterior_cut(w, m_group, s_group, m_main, s_main) -> float | None:
-    """Point between the means where the group's posterior probability is one half."""
-
-    def f(x: float) -> float:
-        a = math.log(w) + float(_log_normal(np.array([x]), m_group, s_group)[0])
-        b = math.log(1 - w) + float(_log_normal(np.array([x]), m_main, s_main)[0])
-        return a - b
-
-    lo, hi = m_main, m_group
-    f_lo, f_hi = f(lo), f(hi)
-    if f_hi <= 0 or f_lo >= 0:
-        return None  # the group never dominates (or the main mass never does)
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        f_mid = f(mid)
-        if f_mid > 0:
-            hi = mid
-        else:
-            lo = mid
-        if abs(hi - lo) <= 1e-12 * max(1.0, abs(mid)):
-            break
-    return 0.5 * (lo + hi)
-
-
-def fit_two_groups(x: np.ndarray, *, max_iter: int = 100) -> TwoGroupFit:
-    """Fit one and two Gaussian components to a 1-D sample.
-
-    Deterministic: EM starts from fixed splits (the top and the bottom 1, 3, 10 and 30 %
-    of the sample) and the best likelihood wins.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
-    if n < 3:
-        raise ValueError(f"need at least 3 values to fit two groups, got {n}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("the statistic contains NaN or infinite values")
-    mean = float(x.mean())
-    var = float(x.var())
-    if var <= 0:
-        return TwoGroupFit(n, 0.0, mean, 0.0, mean, 0.0, 0.0, 0.0, 1, None)
-    var_floor = var * 1e-6
-    ll_one = float(_log_normal(x, mean, math.sqrt(var)).sum())
-
-    order = np.argsort(x, kind="stable")
-    masks = []
-    for q in (0.01, 0.03, 0.1, 0.3):
-        k = max(1, int(round(q * n)))
-        for tail in (order[-k:], order[:k]):
-            mask = np.zeros(n, dtype=bool)
-            mask[tail] = True
-            masks.append(mask)
-    best = _em_two(x, np.array(masks), var_floor, max_iter)
-    if best is None:
-        return TwoGroupFit(n, 0.0, mean, math.sqrt(var), mean, math.sqrt(var), 0.0, 0.0, 1, None)
-    w, m1, s1, m2, s2, ll_two = best
-    if w > 0.5:  # name the minor component "group"
-        w, m1, s1, m2, s2 = 1 - w, m2, s2, m1, s1
-    # BIC = k ln n - 2 ll; one component has 2 parameters, two have 5.
-    delta_bic = (2 * math.log(n) - 2 * ll_one) - (5 * math.log(n) - 2 * ll_two)
-    separation = abs(m1 - m2) / math.sqrt(0.5 * (s1 * s1 + s2 * s2))
-    side = 1 if m1 >= m2 else -1
-    cut = _posterior_cut(w, m1, s1, m2, s2) if w > 0 else None
-    return TwoGroupFit(n, w, m1, s1, m2, s2, delta_bic, separation, side, cut)
+from .calibration import own_null, peer_p_value
+from .mixture import fit_two_groups
 
 
 class GroupTest(ParamsMixin):
@@ -254,8 +125,6 @@ class GroupTest(ParamsMixin):
         two_sided : bool
             Whether a group below the main mass is suspicious too.
         """
-        from .calibration import own_null
-
         self._validate_params()
         statistic = np.asarray(statistic, dtype=np.float64)
         k = statistic.shape[0]
@@ -269,15 +138,7 @@ class GroupTest(ParamsMixin):
             )
         fit = fit_two_groups(statistic)
         own_p, z = own_null(fit) if fit.sd_main > 0 else (1.0, 0.0)
-        reasons = []
-        if fit.weight < self.min_group_fraction or fit.weight * k < self.min_group_rows:
-            reasons.append(f"group too small ({fit.weight:.2%} of the class)")
-        if fit.weight > self.max_group_fraction:
-            reasons.append(f"group too large ({fit.weight:.2%} of the class)")
-        if not two_sided and fit.side < 0:
-            reasons.append("the separated group has low scores")
-        if fit.cut is None:
-            reasons.append("the group never outweighs the main mass")
+        reasons = self._not_a_group(fit, k, two_sided)
         return ClassVerdict(
             **base,
             poisoned=False,
@@ -293,6 +154,20 @@ class GroupTest(ParamsMixin):
             side=fit.side,
             extra={"candidate": not reasons, "own_p": own_p, "evidence": z},
         )
+
+
+    def _not_a_group(self, fit, k: int, two_sided: bool) -> list[str]:
+        """Why the fitted split is not a group to judge (none: it is one)."""
+        reasons = []
+        if fit.weight < self.min_group_fraction or fit.weight * k < self.min_group_rows:
+            reasons.append(f"group too small ({fit.weight:.2%} of the class)")
+        if fit.weight > self.max_group_fraction:
+            reasons.append(f"group too large ({fit.weight:.2%} of the class)")
+        if not two_sided and fit.side < 0:
+            reasons.append("the separated group has low scores")
+        if fit.cut is None:
+            reasons.append("the group never outweighs the main mass")
+        return reasons
 
 
 def judge_scan(
@@ -324,8 +199,6 @@ def judge_scan(
     far-apart groups) the affinity p-value must be below ``level`` too. Affinity is
     computed only for candidates that pass their own-null gate and need it.
     """
-    from .calibration import peer_p_value
-
     evidence = {label: v.extra.get("evidence") for label, v in verdicts.items()}
     # step down from the class with the strongest evidence (the generalised ESD idea):
     # a class judged poisoned is no one's peer, so two or three poisoned classes do not
@@ -333,25 +206,42 @@ def judge_scan(
     order = sorted(
         verdicts, key=lambda lb: -(evidence[lb] if evidence[lb] is not None else -math.inf)
     )
+    rules = _PeerRules(level, affinity, peer_floor, needs_affinity, alone_by_affinity)
     outliers: set = set()
     out = {}
     for label in order:
-        v = verdicts[label]
-        extra = dict(v.extra)
         peers = [e for other, e in evidence.items() if other != label and other not in outliers and e is not None]
-        e = evidence[label]
-        p_peer = peer_p_value(e, peers, peer_floor) if e is not None else None
+        out[label] = rules.judge(label, verdicts[label], peers)
+        if out[label].poisoned:
+            outliers.add(label)
+    return {label: out[label] for label in verdicts}
+
+
+@dataclass(frozen=True)
+class _PeerRules:
+    """How :func:`judge_scan` judges one class, given its peers' evidence."""
+
+    level: float
+    affinity: Any
+    peer_floor: float
+    needs_affinity: bool
+    alone_by_affinity: bool
+
+    def judge(self, label: Any, v: "ClassVerdict", peers: list) -> "ClassVerdict":
+        level = self.level
+        extra = dict(v.extra)
+        e = v.extra.get("evidence")
+        p_peer = peer_p_value(e, peers, self.peer_floor) if e is not None else None
         own_p = extra.get("own_p")
         extra["peer_p"] = p_peer
         if not extra.get("candidate"):
             # no group to judge; its p-value still says how far the class stands out
             p = max(own_p if own_p is not None else 0.0, p_peer if p_peer is not None else 1.0)
-            out[label] = dataclasses.replace(v, poisoned=False, cut=None, p_value=p, level=level, extra=extra)
-            continue
+            return dataclasses.replace(v, poisoned=False, cut=None, p_value=p, level=level, extra=extra)
         p_aff, means = None, None
         gated = own_p is None or own_p < level
-        if gated and (needs_affinity or (p_peer is None and alone_by_affinity)):
-            tested = affinity(label, v)
+        if gated and (self.needs_affinity or (p_peer is None and self.alone_by_affinity)):
+            tested = self.affinity(label, v)
             if tested is not None:
                 means, p_aff = tested
                 extra["other_class_confidence"] = [means[1], means[0]]
@@ -359,17 +249,24 @@ def judge_scan(
         if p_peer is not None:
             p_ev = p_peer
         else:
-            p_ev = p_aff if (p_aff is not None and alone_by_affinity) else 1.0
-        if needs_affinity:
+            p_ev = p_aff if (p_aff is not None and self.alone_by_affinity) else 1.0
+        if self.needs_affinity:
             p_ev = max(p_ev, 1.0 if p_aff is None else p_aff)
         p = max(own_p if own_p is not None else 0.0, p_ev)
         poisoned = p < level
+        words = self._words(own_p, p_peer, p_aff, means)
+        note = f"{v.note}: {'; '.join(words)}; p = {p:.1e} {'<' if poisoned else '>='} level {level:.1e}"
+        return dataclasses.replace(
+            v, poisoned=poisoned, cut=v.cut if poisoned else None, note=note, p_value=p, level=level, extra=extra
+        )
+
+    def _words(self, own_p, p_peer, p_aff, means) -> list[str]:
         words = []
         if own_p is not None:
             words.append(f"one group would split like this with p = {own_p:.1e}")
         if p_peer is not None:
             words.append(f"against the other classes p = {p_peer:.1e}")
-        elif not alone_by_affinity:
+        elif not self.alone_by_affinity:
             words.append("too few classes to compare it with, so it cannot be judged")
         if p_aff is not None:
             words.append(
@@ -377,14 +274,7 @@ def judge_scan(
                 if means[1] > means[0]
                 else f"its rows look no more like other classes than the rest (confidence {means[1]:.2f} vs {means[0]:.2f})"
             )
-        head = v.note
-        note = f"{head}: {'; '.join(words)}; p = {p:.1e} {'<' if poisoned else '>='} level {level:.1e}"
-        if poisoned:
-            outliers.add(label)
-        out[label] = dataclasses.replace(
-            v, poisoned=poisoned, cut=v.cut if poisoned else None, note=note, p_value=p, level=level, extra=extra
-        )
-    return {label: out[label] for label in verdicts}
+        return words
 
 
 @dataclass(frozen=True)
@@ -453,155 +343,6 @@ class ClassVerdict:
         return out
 
 
-class ExcessTest(ParamsMixin):
-    """Does a class hold more strongly disputed labels than its own calibration allows?
-
-    For per-row evidence (a label the data disagree with), not groups. The detector
-    counts, in the class's sample, the rows whose label is *strongly* disputed (a fixed
-    definition of the evidence, such as "another class 10 times more likely") and says
-    how many such rows a clean class would have: ``expected``, the sum over the sampled
-    rows of the probability that the row carries this label *and* would be strongly
-    disputed with it, when labels are drawn from the detector's calibrated out-of-fold
-    model (a model of the scanned data itself, not a constant). Under that null the count
-    is a sum of independent Bernoulli variables; its upper tail is taken from the Poisson
-    distribution of the same mean, a close and slightly conservative stand-in. A class
-    whose labels a model predicts poorly has many disputed rows *and* expects many.
-
-    Random label flips spread thinly: at 5 % over ten classes a class of 180 rows holds
-    about 9 of them. So the test has two stages. When the *other* classes' counts pooled
-    (leaving out the one with the largest excess, so that one flipped class cannot speak
-    for the rest) exceed their pooled expectation at the class level, flipped labels run
-    through the data, and a class then needs only ``class_alpha`` on its own rows.
-
-    Parameters
-    ----------
-    alpha : float, default=0.05
-        Family-wise error over the classes of one detector: in a scan whose labels are
-        clean (drawn from the calibrated model), the probability that any class is judged
-        poisoned is at most ``alpha``. With K classes each class's own test runs at
-        ``alpha / (2 K)`` and the pooled stage at ``alpha / (2 K)`` (Bonferroni over
-        both). The label detectors' verdicts count only when *every* selected label
-        detector judges the class poisoned (:func:`combine`), so no further division by
-        the number of label detectors is needed: the family-wise error of the label
-        evidence over classes x label detectors is at most ``alpha`` as well.
-    min_rows : int, default=3
-        Fewest sampled rows counted as evidence that can make a class poisoned.
-    class_alpha : float, default=0.05
-        Level of a class's own test once the pooled stage has found flipped labels.
-    """
-
-    _parameter_constraints = {
-        "alpha": [Interval(Real, 0, 1, closed="neither")],
-        "min_rows": [Interval(int, 1, None)],
-        "class_alpha": [Interval(Real, 0, 1, closed="neither")],
-    }
-
-    def __init__(self, *, alpha: float = 0.05, min_rows: int = 3, class_alpha: float = 0.05):
-        self.alpha = alpha
-        self.min_rows = min_rows
-        self.class_alpha = class_alpha
-
-    def level(self, classes: int) -> float:
-        """The level of a class's own test (and of the pooled stage) among ``classes``."""
-        return self.alpha / (2 * max(int(classes), 1))
-
-    @staticmethod
-    def p_value(observed: int, expected: float) -> float:
-        """P(a clean class shows at least ``observed`` strong disagreements)."""
-        from scipy.stats import poisson
-
-        if observed <= 0:
-            return 1.0
-        if expected <= 0:
-            return 0.0
-        return float(poisson.sf(observed - 1, expected))
-
-    def spread(self, evidence: Mapping[Any, tuple], label: Any) -> tuple[int, float, float] | None:
-        """Evidence that flipped labels run through the data, for judging ``label``:
-        ``(rows counted, rows expected, p)`` pooled over every *other* class except the
-        one with the largest excess share, so that neither the class judged nor a single
-        flipped class (a targeted flip) can lower the bar for the rest. ``evidence`` maps
-        each class to ``(rows counted, sampled rows, rows expected)``. None when fewer
-        than two classes remain."""
-        others = [e for other, e in evidence.items() if other != label]
-        if len(others) < 3:
-            return None
-        top = max(range(len(others)), key=lambda i: (others[i][0] - others[i][2]) / max(others[i][1], 1))
-        rest = others[:top] + others[top + 1 :]
-        k = sum(e[0] for e in rest)
-        lam = sum(e[2] for e in rest)
-        return k, lam, self.p_value(k, lam)
-
-    def decide(
-        self,
-        label: Any,
-        detector: str,
-        statistic: np.ndarray,
-        class_rows: int,
-        cut: float,
-        *,
-        strong: int,
-        expected: float,
-        classes: int,
-        pooled: tuple[int, float, float] | None = None,
-    ) -> "ClassVerdict":
-        """Judge one class from ``strong`` sampled rows counted as evidence where a clean
-        class has ``expected``, among ``classes`` classes; ``pooled`` is :meth:`spread`
-        for this class (None: the class is judged alone). In a class judged poisoned, the
-        rows whose ``statistic`` exceeds ``cut`` are flagged."""
-        self._validate_params()
-        statistic = np.asarray(statistic, dtype=np.float64)
-        n = statistic.shape[0]
-        beyond = statistic > cut
-        k = int(strong)
-        p_value = self.p_value(k, expected)
-        rest = statistic[~beyond] if (~beyond).any() else statistic
-        center = float(np.median(rest)) if rest.size else 0.0
-        scale = float(np.median(np.abs(rest - center)) * 1.4826) if rest.size else 1.0
-        if not scale > 0:
-            scale = float(rest.std()) if rest.size and rest.std() > 0 else 1.0
-        base_level = self.level(classes)
-        data_flipped = pooled is not None and pooled[2] < base_level
-        level = max(self.class_alpha, base_level) if data_flipped else base_level
-        extra = {
-            "rows_strongly_disputed": k,
-            "rows_beyond_cut": int(beyond.sum()),
-            "expected_in_clean_class": float(expected),
-        }
-        if data_flipped:
-            extra.update(pooled_rows_strongly_disputed=pooled[0], pooled_expected=pooled[1], pooled_p_value=pooled[2])
-        info = dict(
-            label=label,
-            detector=detector,
-            class_rows=int(class_rows),
-            sample_rows=n,
-            cut=float(cut),
-            side=1,
-            center=center,
-            scale=scale,
-            group_fraction=k / n if n else 0.0,
-            p_value=p_value,
-            level=level,
-            extra=extra,
-        )
-        if k >= self.min_rows and p_value < level:
-            note = (
-                f"{k} of {n} sampled rows ({k / n:.1%}) strongly disagree with their label where a "
-                f"clean class has about {expected:.1f} (p = {p_value:.1e} < {level:.1e})"
-            )
-            if p_value >= base_level:
-                note += (
-                    f"; the other classes hold flipped labels too ({pooled[0]} of their sampled rows "
-                    f"where {pooled[1]:.1f} are expected, p = {pooled[2]:.1e})"
-                )
-            return ClassVerdict(poisoned=True, note=note, **info)
-        note = (
-            f"{k} of {n} sampled rows strongly disagree with their label; about {expected:.1f} "
-            f"expected in a clean class (p = {p_value:.2g}, level {level:.1e})"
-        )
-        return ClassVerdict(poisoned=False, note=note, **info)
-
-
 def combine(verdicts: dict, finds: dict) -> dict:
     """Which detectors' flags count for one class: ``{detector: bool}``.
 
@@ -611,7 +352,7 @@ def combine(verdicts: dict, finds: dict) -> dict:
       selected label detector judged the class poisoned: a cross-fitted model and the
       neighbours are two views of the same question, and the intersection of their
       calibrated tests keeps the family-wise error of the label evidence over classes x
-      label detectors within each detector's ``alpha`` (:class:`ExcessTest`).
+      label detectors within each detector's ``alpha`` (:class:`~.excess.ExcessTest`).
     """
     label_dets = [d for d in verdicts if finds.get(d) == "flipped labels"]
     labels_agree = bool(label_dets) and all(verdicts[d].poisoned for d in label_dets)

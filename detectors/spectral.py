@@ -9,7 +9,14 @@ import numpy as np
 
 from ._params import BOOL
 from ._pooled import Pooled, affinity_test
-from .base import Detector, DetectorState, group_rows_by_label, label_sort_key, register
+from .base import (
+    ALL_KINDS,
+    Detector,
+    DetectorState,
+    group_rows_by_label,
+    label_sort_key,
+    register,
+)
 from .decision import ClassVerdict
 from .stats import ClassSample, MeanCov
 
@@ -162,9 +169,17 @@ class SpectralSignature(ClassMeanCovDetector):
     """
 
     name = "spectral"
+    default_kinds = ALL_KINDS
+    default_rank = 1
     two_sided = True
     statistic_name = "projection on the top singular direction"
     _parameter_constraints = {"needs_affinity": [BOOL]}
+
+    @classmethod
+    def params_for(cls, kind: str, probability_labels: tuple = ()) -> dict:
+        # one-hot categories split a clean table into far-apart groups: a group must
+        # also look like other classes (see group_affinity)
+        return {"needs_affinity": True} if kind == "tabular" else {}
 
     def __init__(self, *, needs_affinity: bool = False):
         self.needs_affinity = needs_affinity

@@ -9,9 +9,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._params import BOOL, Interval
-from .base import DetectorState, register
-from .decision import fit_two_groups
-from .label_consistency import _fmt
+from ._pooled import fmt_label
+from .base import ALL_KINDS, DetectorState, register
+from .mixture import fit_two_groups
 from .spectral import ClassMeanCovDetector
 from .stats import ClassSample
 
@@ -74,6 +74,8 @@ class Spectre(ClassMeanCovDetector):
     """
 
     name = "spectre"
+    default_kinds = ALL_KINDS
+    default_rank = 2
     two_sided = False
     statistic_name = "robust outlier score (log) over the class's main directions of variation"
     _parameter_constraints = {
@@ -158,7 +160,7 @@ class Spectre(ClassMeanCovDetector):
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         cls = state.classes[label]
         return (
-            f"an outlier {strength:.1f} SD beyond the bulk of class {_fmt(label)} (SPECTRE's robust "
+            f"an outlier {strength:.1f} SD beyond the bulk of class {fmt_label(label)} (SPECTRE's robust "
             f"outlier score over the class's {cls.k} main directions of variation)"
         )
 

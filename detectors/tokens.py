@@ -75,6 +75,9 @@ class TokenTrigger(Detector):
     """
 
     name = "token_trigger"
+    kinds = frozenset({"text"})
+    default_kinds = frozenset({"text"})
+    default_rank = 6
     per_class = False
     finds = "backdoor"
     statistic_name = "trigger n-grams in the text"
@@ -158,6 +161,7 @@ class TokenTrigger(Detector):
     def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
         """Exact counts find the candidates; the accumulator's class samples test them.
         (``samples``, the scan's samples of representations, are not used.)"""
+        # SciPy / scikit-learn: imported on first use, by the detectors that run
         from scipy.stats import binom
 
         self._validate_params()
@@ -378,6 +382,9 @@ class ValueTrigger(TokenTrigger):
     """
 
     name = "value_trigger"
+    kinds = frozenset({"tabular"})
+    default_kinds = frozenset({"tabular"})
+    default_rank = 7
     # an exact count test, judged on its own (unlike the disagreement-based label
     # detectors, which must agree with each other)
     finds = "targeted label flip"

@@ -6,16 +6,17 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from poisonscan.detectors import GroupTest, InvalidParameterError, make_detector
+from poisonscan.detectors import (
+    GroupTest,
+    InvalidParameterError,
+    default_detectors,
+    detector_class,
+    make_detector,
+)
 
 
 class ConfigError(ValueError):
     """A setting is invalid (a usage error: exit code 2 on the command line)."""
-
-
-DEFAULT_DETECTORS = ("spectral", "spectre", "activation_clustering", "label_consistency", "knn_label")
-#: Added to the defaults for one input kind.
-KIND_DETECTORS = {"text": ("token_trigger",), "tabular": ("value_trigger",)}
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class ScanConfig:
     id_column, label_column : str
         Column names.
     features_column, image_column, text_column, tabular_columns
-        The input, one kind (see :mod:`.inputs`): a list of numbers used as the
+        The input, one kind (see :mod:`.io.kinds`): a list of numbers used as the
         representation, or raw images, text or table columns that a proxy network turns
         into one. None of them: detected from the schema.
     model : UserModel or None
@@ -57,7 +58,7 @@ class ScanConfig:
         Tables and texts: repeated rows are rejected (``duplicate_content``,
         ``conflicting_labels``) only where chance would give even one coinciding pair
         with a probability below this, given the columns' value frequencies (texts: among
-        the texts of the same length in words; see :mod:`.content`). Vectors and images
+        the texts of the same length in words; see :mod:`.scan.content`). Vectors and images
         identify their row: repeats are always rejected.
     batch_rows : int
         Rows per Arrow record batch.
@@ -148,7 +149,7 @@ class ScanConfig:
             raise ConfigError("proxy_folds must be 0 (no cross-fitting) or at least 2")
         if self.proxy_epochs is not None and (not isinstance(self.proxy_epochs, int) or self.proxy_epochs < 1):
             raise ConfigError(f"proxy_epochs must be a positive integer; got {self.proxy_epochs!r}")
-        unknown = set(self.detector_params) - set(self.detectors or DEFAULT_DETECTORS + sum(KIND_DETECTORS.values(), ()))
+        unknown = set(self.detector_params) - set(self.detectors or default_detectors())
         if unknown:
             raise ConfigError(
                 f"parameters given for detector(s) not selected: {', '.join(sorted(unknown))}"
@@ -166,26 +167,17 @@ class ScanConfig:
         """The detectors to run on an input kind: those selected, or the defaults."""
         if self.detectors is not None:
             return self.detectors
-        return DEFAULT_DETECTORS + KIND_DETECTORS.get(kind, ())
+        return default_detectors(kind)
 
     def build_detectors(self, kind: str = "features", probability_labels: tuple = ()) -> list:
-        """Detectors for ``kind``; given ``probability_labels`` (the columns of a
-        proxy's out-of-fold probabilities) the label detector reads those instead of
-        fitting its own model."""
+        """Detectors for ``kind``, each with the parameters it asks for that kind
+        (:meth:`~poisonscan.detectors.Detector.params_for`) under the user's own."""
         out = []
         for name in self.detectors_for(kind):
-            params = dict(self.detector_params.get(name) or {})
-            if name == "label_consistency" and probability_labels:
-                params.setdefault("source", "probabilities")
-                params.setdefault("probability_labels", tuple(probability_labels))
-            if name in ("spectral", "spectre") and kind == "tabular":
-                # one-hot categories split a clean table into far-apart groups: a group
-                # must also look like other classes (see ClassMeanCovDetector.group_affinity)
-                params.setdefault("needs_affinity", True)
-            if name == "token_trigger" and kind != "text":
-                raise ConfigError("the token_trigger detector needs a text input")
-            if name == "value_trigger" and kind != "tabular":
-                raise ConfigError("the value_trigger detector needs a tabular input")
+            cls = detector_class(name)
+            if cls.kinds is not None and kind not in cls.kinds:
+                raise ConfigError(f"the {name} detector needs a {' or '.join(sorted(cls.kinds))} input")
+            params = {**cls.params_for(kind, probability_labels), **(self.detector_params.get(name) or {})}
             out.append(make_detector(name, params))
         return out
 

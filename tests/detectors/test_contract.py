@@ -142,3 +142,32 @@ def test_duplicate_registration_is_an_error():
         @register
         class Again(Detector):  # noqa: F811
             name = "spectral"
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_declared_kinds_and_parameters_hold(name):
+    cls = detector_class(name)
+    kinds = {"features", "image", "text", "tabular"}
+    assert cls.default_kinds <= (cls.kinds if cls.kinds is not None else kinds)
+    for kind in kinds:
+        # the parameters a detector asks for on a kind are valid parameters of it
+        params = cls.params_for(kind, probability_labels=(0, 1))
+        assert make_detector(name, params).get_params() | params == make_detector(name, params).get_params()
+
+
+def test_the_scan_asks_the_detectors_which_run_by_default():
+    from poisonscan.detectors import default_detectors
+    from poisonscan.pipelines.config import ConfigError, ScanConfig
+
+    ranks = [detector_class(n).default_rank for n in default_detectors()]
+    assert len(set(ranks)) == len(ranks)  # one order for lists and summaries
+    for kind in ("features", "image", "text", "tabular"):
+        names = [d.name for d in ScanConfig().build_detectors(kind)]
+        assert names == [n for n in default_detectors() if kind in detector_class(n).default_kinds]
+    assert "token_trigger" in default_detectors("text") and "token_trigger" not in default_detectors("image")
+    with pytest.raises(ConfigError, match="token_trigger detector needs a text input"):
+        ScanConfig(detectors=("token_trigger",)).build_detectors("features")
+    tabular = {d.name: d for d in ScanConfig().build_detectors("tabular")}
+    assert tabular["spectral"].needs_affinity and not ScanConfig().build_detectors("image")[0].needs_affinity
+    user = ScanConfig(detector_params={"spectral": {"needs_affinity": False}}).build_detectors("tabular")
+    assert not user[0].needs_affinity  # the user's own parameters come first

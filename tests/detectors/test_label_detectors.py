@@ -10,6 +10,7 @@ from poisonscan.detectors import (
     LabelConsistency,
 )
 from poisonscan.detectors.decision import ClassVerdict, combine
+from poisonscan.detectors.excess import Disputed
 from poisonscan.detectors.stats import ClassSample
 
 
@@ -91,10 +92,10 @@ def test_excess_test_needs_more_than_its_calibration_expects():
     test = ExcessTest(alpha=0.05)
     stat = np.zeros(1000)
     # 12 strong disagreements where the calibrated model expects 10: chance
-    v = test.decide(0, "d", stat, 1000, cut=0.0, strong=12, expected=10.0, classes=2)
+    v = test.decide(0, "d", stat, 1000, 0.0, Disputed(12, 10.0, 2))
     assert not v.poisoned and v.p_value > 0.2 and v.level == 0.05 / 4
     # 40 where it expects 10: flipped labels
-    v = test.decide(0, "d", stat, 1000, cut=0.0, strong=40, expected=10.0, classes=2)
+    v = test.decide(0, "d", stat, 1000, 0.0, Disputed(40, 10.0, 2))
     assert v.poisoned and v.p_value < 1e-9 and "about 10.0" in v.note
 
 
@@ -175,19 +176,19 @@ def test_activation_clustering_ignores_a_natural_split():
 def test_thin_flips_need_only_weak_evidence_once_the_data_hold_flips():
     test = ExcessTest(alpha=0.05, class_alpha=0.05)
     # 4 strong disagreements where 0.9 are expected: p ~ 0.013, above 0.05 / 20
-    alone = test.decide(0, "d", np.zeros(180), 180, cut=0.0, strong=4, expected=0.9, classes=10)
+    alone = test.decide(0, "d", np.zeros(180), 180, 0.0, Disputed(4, 0.9, 10))
     assert not alone.poisoned and 0.05 / 20 < alone.p_value < 0.05 and alone.level == 0.05 / 20
     evidence = {0: (4, 180, 0.9), **{c: (9, 180, 0.9) for c in range(1, 10)}}  # 9 flips each
     pooled = test.spread(evidence, 0)
     assert pooled[0] == 72 and abs(pooled[1] - 8 * 0.9) < 1e-9 and pooled[2] < 1e-30  # itself and one other left out
-    v = test.decide(0, "d", np.zeros(180), 180, cut=0.0, strong=4, expected=0.9, classes=10, pooled=pooled)
+    v = test.decide(0, "d", np.zeros(180), 180, 0.0, Disputed(4, 0.9, 10, pooled))
     assert v.poisoned and "the other classes hold flipped labels too" in v.note and v.level == 0.05
     # one flipped class (a targeted flip) does not lower the bar for the others
     targeted = {0: (4, 180, 0.9), **{c: (1, 180, 0.9) for c in range(1, 10)}}
     targeted[7] = (60, 180, 0.9)
     spread = test.spread(targeted, 0)
     assert spread[2] > 0.05 / 20
-    assert not test.decide(0, "d", np.zeros(180), 180, cut=0.0, strong=4, expected=0.9, classes=10, pooled=spread).poisoned
+    assert not test.decide(0, "d", np.zeros(180), 180, 0.0, Disputed(4, 0.9, 10, spread)).poisoned
     # nor can the class judged speak for itself, and two classes pool nothing
     assert test.spread({0: (4, 180, 0.9), 1: (9, 180, 0.9)}, 0) is None
 
