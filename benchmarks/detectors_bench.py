@@ -106,13 +106,17 @@ def cleanlab_method(H, y):
 
 def representation(data, epochs: int, seed: int) -> np.ndarray:
     """Penultimate layer of the small CNN trained on the poisoned images (fixed epochs)."""
-    from poisonscan.pipelines.representations import apply_proxy, train_proxy
+    from poisonscan.pipelines.represent.proxy import (
+        TrainingSample,
+        apply_proxy,
+        train_proxy,
+    )
 
     x = {"x": np.round(data.images * 255).astype(np.uint8)[:, None]}
     n = len(data.labels)
     params = {"size": data.images.shape[1], "channels": 1, "classes": int(data.labels.max()) + 1, "base": 32}
-    proxy = train_proxy("image", params, x, data.labels, np.arange(n), list(range(params["classes"])),
-                        folds=0, epochs=epochs, seed=seed)
+    sample = TrainingSample(x, data.labels, np.arange(n), list(range(params["classes"])))
+    proxy = train_proxy("image", params, sample, folds=0, epochs=epochs, seed=seed)
     return apply_proxy(proxy.module(), x, np.full(n, -1))[0]
 
 
@@ -212,7 +216,7 @@ def write_doc(rows, seeds):
 `python benchmarks/detectors_bench.py` on {machine()}, seeds {', '.join(map(str, seeds))}
 (the seed draws the poisoned rows and seeds the proxy). Every method sees the same
 representation: the penultimate layer of a small CNN trained on the poisoned data
-(`poisonscan.pipelines.representations`). poisonscan runs its default detectors with **no
+(`poisonscan.pipelines.represent.proxy`). poisonscan runs its default detectors with **no
 poison rate**. ART's spectral defence is told the true poison rate (at least 1 %; 5 % on the
 clean controls), ART's activation defence runs with its defaults; cleanlab gets 5-fold
 out-of-fold probabilities of a logistic regression on the representation.

@@ -101,7 +101,7 @@ def cleanlab_flags(table, y, seed):
     from cleanlab.filter import find_label_issues
 
     from poisonscan.detectors._pooled import LinearModel, stratified_folds
-    from poisonscan.pipelines.inputs import TabularEncoder
+    from poisonscan.pipelines.represent.encoders import TabularEncoder
 
     enc = TabularEncoder.fit(table, table.schema.names)
     X = enc.encode(table.combine_chunks().to_batches()[0]).inputs["x"].astype(np.float64)

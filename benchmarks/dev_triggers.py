@@ -105,7 +105,7 @@ def plant(texts, labels, phrase, rate, source, target, seed=0):
 
 
 def text_tokens(texts):
-    from poisonscan.pipelines.inputs import ngrams
+    from poisonscan.pipelines.represent.encoders import ngrams
 
     return [sorted(set(ngrams(t, 2))) for t in texts]
 
@@ -113,7 +113,7 @@ def text_tokens(texts):
 def credit(flip: bool):
     import pyarrow as pa
 
-    from poisonscan.pipelines.inputs import TabularEncoder
+    from poisonscan.pipelines.represent.encoders import TabularEncoder
 
     df, y, truth = poisoning.credit_data(flip)
     table = pa.Table.from_pandas(df, preserve_index=False)

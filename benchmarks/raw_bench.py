@@ -28,7 +28,6 @@ import io
 import json
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -114,9 +113,10 @@ def proxy_outputs(table: pa.Table, flags: list, seed: int = 0, folds: int = 3):
     import dataclasses
 
     from poisonscan import ScanConfig
-    from poisonscan.pipelines.represent import fit_representer, raw_sample
-    from poisonscan.pipelines.rows import RowChecks, prepare
-    from poisonscan.pipelines.sources import SourceFile, check_columns, table_batches
+    from poisonscan.pipelines.scan.representer import fit_representer, raw_sample
+    from poisonscan.pipelines.scan.rows import RowChecks, prepare
+    from poisonscan.pipelines.io.sources import SourceFile, table_batches
+    from poisonscan.pipelines.io.columns import check_columns
 
     kw = {}
     if "--image-column" in flags:

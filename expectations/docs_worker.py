@@ -27,6 +27,7 @@ import sys
 import threading
 from typing import Sequence
 
+from . import gx
 from .suite import Expectation
 
 # ``-c`` rather than ``-m``, dropping the working directory from the path: a file there
@@ -122,7 +123,6 @@ def main() -> int:
     # the reply goes on a private copy of stdout; anything a library prints goes to stderr
     reply = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    from . import gx
 
     gx.preload()
     data = sys.stdin.buffer.read()

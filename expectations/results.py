@@ -9,6 +9,7 @@ defaults) or by GX on a uniform sample of rows (the user's).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import pyarrow as pa
@@ -19,100 +20,111 @@ from .suite import Expectation
 PARTIAL = 20
 
 
-def expectation_results(
-    suite: Sequence[Expectation],
-    *,
-    rows_read: int,
-    by_error: dict,
-    rejected: pa.Table,
-    id_column: str,
-    label_column: str,
-    class_rows: dict,
-    dimension: int | None,
-    sample=None,
-    content=None,
-) -> tuple[list[Expectation], list[dict]]:
-    """(the expectations as evaluated, one GX-shaped result dict each). ``content`` (the
-    scan's ``ContentCheck``) says why repeated content was or was not rejected; the
-    duplicate and conflict expectations carry it in ``details``."""
+@dataclass
+class ScanFacts:
+    """What the scan counted and kept that the expectations are evaluated on."""
+
+    rows_read: int
+    by_error: dict
+    rejected: pa.Table
+    id_column: str
+    label_column: str
+    class_rows: dict
+    dimension: int | None
+    #: a uniform sample of rows (pandas), for the user's aggregate expectations
+    sample: Any = None
+    #: the scan's ``ContentCheck``: why repeated content was or was not rejected
+    content: Any = None
+
+
+def expectation_results(suite: Sequence[Expectation], facts: ScanFacts) -> tuple[list[Expectation], list[dict]]:
+    """(the expectations as evaluated, one GX-shaped result dict each). The duplicate and
+    conflict expectations carry the content check's explanation in ``details``."""
     done: list[Expectation] = []
     results: list[dict] = []
+    rejected = facts.rejected
     codes = rejected.column("error_code").to_pylist() if rejected.num_rows else []
-    ids = rejected.column(id_column).to_pylist() if id_column in rejected.column_names else [None] * len(codes)
+    ids = rejected.column(facts.id_column).to_pylist() if facts.id_column in rejected.column_names else [None] * len(codes)
     user_aggregate = [e for e in suite if e.scope == "aggregate" and e.source == "user"]
     sample_results = {}
-    if user_aggregate and sample is not None:
+    if user_aggregate and facts.sample is not None:
+        # Great Expectations: about 2 s and 240 MB to import; only where it is used
         from .gx import validate_frame
 
-        for e, r in zip(user_aggregate, validate_frame(user_aggregate, sample)):
+        for e, r in zip(user_aggregate, validate_frame(user_aggregate, facts.sample)):
             sample_results[id(e)] = r
     for e in suite:
         if e.scope == "schema":
-            done.append(e)
-            results.append({"success": True, "result": {"observed_value": "present"}})
-            continue
-        if e.scope == "row":
-            names = set(e.codes) | ({e.name} if e.source == "user" else set())
-            unexpected = sum(by_error.get(c, 0) for c in names)
-            failing = [
-                i for i, c in enumerate(codes) if c is not None and names & set(c.split(","))
-            ][:PARTIAL]
-            kwargs = dict(e.kwargs)
-            if e.type == "expect_column_value_lengths_to_equal" and kwargs.get("value") is None:
-                if dimension is None:
-                    continue  # no valid vector: no length to expect
-                kwargs["value"] = dimension
-            e = Expectation(e.type, kwargs, e.meta, e.scope, e.codes, e.source)
-            done.append(e)
-            result = {
-                "element_count": rows_read,
-                "unexpected_count": unexpected,
-                "unexpected_percent": 100.0 * unexpected / rows_read if rows_read else 0.0,
-                "partial_unexpected_list": [_value(rejected, e.column, i) for i in failing],
-                "partial_unexpected_index_list": [{id_column: _plain(ids[i])} for i in failing],
-            }
-            if content is not None and names & {"duplicate_content", "conflicting_labels"}:
-                result["details"] = content.explain()
-            results.append({"success": unexpected == 0 or _mostly_ok(e, unexpected, rows_read), "result": result})
-            continue
-        # aggregate
-        check = e.meta.get("poisonscan", {}).get("check")
-        if check == "observed_labels":
-            observed = sorted(class_rows, key=lambda v: (type(v).__name__, v))
-            if not observed:
-                continue  # no labelled row: nothing to describe (GX wants a non-empty set)
-            kwargs = dict(e.kwargs, value_set=observed)
-            done.append(Expectation(e.type, kwargs, e.meta, e.scope, e.codes, e.source))
-            results.append({"success": True, "result": {"observed_value": observed}})
-        elif check == "class_balance":
-            total = sum(class_rows.values())
-            shares = {k: v / total for k, v in class_rows.items()} if total else {}
-            low = float(e.kwargs.get("min_value") or 0.0)
-            small = sorted((k for k, v in shares.items() if v < low), key=lambda v: (type(v).__name__, v))
-            done.append(e)
-            results.append(
-                {
-                    "success": not small,
-                    "result": {
-                        "element_count": len(shares),
-                        "unexpected_count": len(small),
-                        "unexpected_percent": 100.0 * len(small) / len(shares) if shares else 0.0,
-                        "partial_unexpected_list": [
-                            {label_column: _plain(k), "share": round(shares[k], 6)} for k in small[:PARTIAL]
-                        ],
-                        "observed_value": {str(k): round(v, 6) for k, v in sorted(shares.items(), key=lambda kv: str(kv[0]))},
-                    },
-                }
-            )
-        else:  # the user's, on a uniform sample
-            r = sample_results.get(id(e))
-            done.append(e)
-            if r is None:
-                results.append({"success": True, "result": {"observed_value": None, "details": "no rows to evaluate"}})
-            else:
-                r["result"]["details"] = f"evaluated on a uniform sample of {len(sample):,} rows"
-                results.append(r)
+            out = e, {"success": True, "result": {"observed_value": "present"}}
+        elif e.scope == "row":
+            out = _row_result(e, facts, codes, ids)
+        else:
+            out = _aggregate_result(e, facts, sample_results.get(id(e)))
+        if out is not None:
+            done.append(out[0])
+            results.append(out[1])
     return done, results
+
+
+def _row_result(e: Expectation, facts: ScanFacts, codes: list, ids: list) -> tuple | None:
+    """A row expectation: the rows rejected under its codes (None: nothing to expect)."""
+    names = set(e.codes) | ({e.name} if e.source == "user" else set())
+    unexpected = sum(facts.by_error.get(c, 0) for c in names)
+    failing = [i for i, c in enumerate(codes) if c is not None and names & set(c.split(","))][:PARTIAL]
+    kwargs = dict(e.kwargs)
+    if e.type == "expect_column_value_lengths_to_equal" and kwargs.get("value") is None:
+        if facts.dimension is None:
+            return None  # no valid vector: no length to expect
+        kwargs["value"] = facts.dimension
+    e = Expectation(e.type, kwargs, e.meta, e.scope, e.codes, e.source)
+    rows_read = facts.rows_read
+    result = {
+        "element_count": rows_read,
+        "unexpected_count": unexpected,
+        "unexpected_percent": 100.0 * unexpected / rows_read if rows_read else 0.0,
+        "partial_unexpected_list": [_value(facts.rejected, e.column, i) for i in failing],
+        "partial_unexpected_index_list": [{facts.id_column: _plain(ids[i])} for i in failing],
+    }
+    if facts.content is not None and names & {"duplicate_content", "conflicting_labels"}:
+        result["details"] = facts.content.explain()
+    return e, {"success": unexpected == 0 or _mostly_ok(e, unexpected, rows_read), "result": result}
+
+
+def _aggregate_result(e: Expectation, facts: ScanFacts, sampled: dict | None) -> tuple | None:
+    """An aggregate expectation: the observed labels, the class balance, or the user's
+    evaluated on a uniform sample (``sampled``)."""
+    check = e.meta.get("poisonscan", {}).get("check")
+    if check == "observed_labels":
+        observed = sorted(facts.class_rows, key=lambda v: (type(v).__name__, v))
+        if not observed:
+            return None  # no labelled row: nothing to describe (GX wants a non-empty set)
+        kwargs = dict(e.kwargs, value_set=observed)
+        return Expectation(e.type, kwargs, e.meta, e.scope, e.codes, e.source), {"success": True, "result": {"observed_value": observed}}
+    if check == "class_balance":
+        return e, _class_balance(e, facts)
+    if sampled is None:
+        return e, {"success": True, "result": {"observed_value": None, "details": "no rows to evaluate"}}
+    sampled["result"]["details"] = f"evaluated on a uniform sample of {len(facts.sample):,} rows"
+    return e, sampled
+
+
+def _class_balance(e: Expectation, facts: ScanFacts) -> dict:
+    total = sum(facts.class_rows.values())
+    shares = {k: v / total for k, v in facts.class_rows.items()} if total else {}
+    low = float(e.kwargs.get("min_value") or 0.0)
+    small = sorted((k for k, v in shares.items() if v < low), key=lambda v: (type(v).__name__, v))
+    return {
+        "success": not small,
+        "result": {
+            "element_count": len(shares),
+            "unexpected_count": len(small),
+            "unexpected_percent": 100.0 * len(small) / len(shares) if shares else 0.0,
+            "partial_unexpected_list": [
+                {facts.label_column: _plain(k), "share": round(shares[k], 6)} for k in small[:PARTIAL]
+            ],
+            "observed_value": {str(k): round(v, 6) for k, v in sorted(shares.items(), key=lambda kv: str(kv[0]))},
+        },
+    }
 
 
 def statistics(results: Sequence[dict]) -> dict:

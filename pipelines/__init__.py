@@ -1,6 +1,7 @@
-"""Beam wiring, sources, validation, outputs and the command line.
+"""The scan: files in and out, representations, the scan core, its drivers, the report
+and the command line, in layers (docs/architecture.md, "Layers").
 
-Modules that import Beam: :mod:`.beam_scan` (the pipeline) and :mod:`.sources` (file
-matching through Beam's filesystems, imported lazily). The rest is plain Python so the
-in-memory path (:mod:`.memory`) runs without Beam.
+Only :mod:`.drivers` imports Beam (and :mod:`.io`, for Beam's filesystems on non-local
+paths, imported lazily), so the in-memory path (:mod:`.drivers.memory`) and the scan
+core (:mod:`.scan`) run without it.
 """

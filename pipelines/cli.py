@@ -25,16 +25,32 @@ import argparse
 import difflib
 import logging
 import re
+import signal
 import sys
+import threading
 from typing import Sequence
 
+from poisonscan import __version__
+from poisonscan.expectations import SuiteError
+from poisonscan.pipelines.config import ConfigError, ScanConfig
+from poisonscan.pipelines.io.sources import SourceError
+from poisonscan.pipelines.report.console import format_summary
+from poisonscan.pipelines.report.html import ReportError, write_report
+
 EXIT_OK = 0
+
 EXIT_FAILED = 1
+
 EXIT_USAGE = 2
+
 EXIT_EXPECTATIONS = 3
+
 EXIT_POISON = 4
+
 EXIT_BOTH = 5
+
 EXIT_NOTHING_SCANNED = 6
+
 EXIT_TERMINATED = 128 + 15  # as a shell reports a process ended by SIGTERM
 
 
@@ -107,77 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         allow_abbrev=False,
     )
-    scan.add_argument("sources", nargs="+", metavar="SOURCE", help="files or globs")
-    scan.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    scan.add_argument("--id-column", default="id", metavar="NAME", help="row id column (default: id)")
-    scan.add_argument("--label-column", default="label", metavar="NAME", help="label column (default: label)")
-    scan.add_argument(
-        "--features-column",
-        metavar="NAME",
-        help="list (or fixed-size list) column of numbers used as the representation",
-    )
-    scan.add_argument(
-        "--image-column", metavar="NAME",
-        help="images: PNG/JPEG bytes, a {bytes, path} struct or a fixed-shape array of numbers",
-    )
-    scan.add_argument("--text-column", metavar="NAME", help="text")
-    scan.add_argument(
-        "--tabular-columns", metavar="NAMES",
-        help="comma-separated numeric and categorical columns (default for a table: every "
-        "column but id and label)",
-    )
-    scan.add_argument(
-        "--model", metavar="PATH",
-        help="take the representation from this TorchScript model (or state dict, with "
-        "--model-class) instead of training a proxy",
-    )
-    scan.add_argument("--model-class", metavar="MODULE:CLASS", help="the class of a --model state dict")
-    scan.add_argument("--layer", metavar="NAME", help="the --model layer whose output is the representation")
-    scan.add_argument("--proxy-epochs", type=_positive_int, metavar="N", help="epochs to train the proxy (default: by input kind)")
-    scan.add_argument(
-        "--proxy-folds", type=int, default=0, metavar="K",
-        help="also cross-fit K proxy networks; label consistency then reads their "
-        "out-of-fold probabilities (default: 0, a cross-fitted model on the representation)",
-    )
-    scan.add_argument("--proxy-sample-size", type=_positive_int, default=5000, metavar="N", help="training rows per class for the proxy (default: 5000)")
-    scan.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="input format (default: by extension)")
-    scan.add_argument(
-        "--expected-poison-rate",
-        type=_rate,
-        metavar="R",
-        help="expected share of poisoned rows; a budget: at most 1.5*R*rows are quarantined",
-    )
-    scan.add_argument("--write-clean", action="store_true", help="also write clean.parquet")
-    scan.add_argument(
-        "--detectors",
-        metavar="NAMES",
-        help="comma-separated detectors (default: spectral, spectre, activation_clustering, "
-        "label_consistency, knn_label; token_trigger for text, value_trigger for tables)",
-    )
-    scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
-    scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")
-    scan.add_argument("--min-class-rows", type=_positive_int, default=20, metavar="N", help="smaller classes are rejected as unjudgeable (default: 20)")
-    scan.add_argument(
-        "--coincidence-level", type=_rate, default=0.01, metavar="P",
-        help="tables and texts: repeated rows are rejected only where chance would give even one "
-        "coinciding pair with probability below P, given the columns' value frequencies "
-        "(texts: among those of the same length in words) (default: 0.01)",
-    )
-    scan.add_argument("--runner", default="FnApiRunner", help="Beam runner (default: FnApiRunner, in-process)")
-    scan.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes for the FnApiRunner")
-    scan.add_argument("--labels", metavar="LABELS", help="the declared label set, comma-separated (or @FILE, one per line); rows with other labels are rejected")
-    scan.add_argument("--min-class-fraction", type=float, metavar="F", help="expect every class to hold at least this share of the rows")
-    scan.add_argument("--feature-range", metavar="LOW,HIGH", help="expect every feature value in [LOW, HIGH]; rows outside are rejected")
-    scan.add_argument("--expectations", metavar="PATH", help="a Great Expectations suite file (JSON) merged with the default suite")
-    scan.add_argument(
-        "--fail-on", choices=("never", "expectations", "poison", "any"), default="never",
-        help="exit non-zero when expectations fail (3), poison is found (4) or both (5); default: never",
-    )
-    scan.add_argument("--no-data-docs", action="store_true", help="skip rendering the Great Expectations Data Docs")
-    scan.add_argument("--no-report", action="store_true", help="skip rendering report.html (poisonscan report DIR renders it later)")
-    scan.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    for add in (_input_options, _representation_options, _detection_options, _runner_options,
+                _quality_options, _output_options):
+        add(scan)
     SCAN_OPTIONS[:] = [o for a in scan._actions for o in a.option_strings]
 
+    _demo_and_report(sub)
+    return parser
+
+
+def _demo_and_report(sub) -> None:
+    """The demo and report commands."""
     demo = sub.add_parser(
         "demo",
         help="poison a real data set, scan it and compare with the truth",
@@ -204,7 +160,99 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dir", metavar="DIR", help="the scan's output directory")
     report.add_argument("--out", metavar="FILE", help="write the page here instead of DIR/report.html")
     report.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    return parser
+
+
+def _input_options(scan: argparse.ArgumentParser) -> None:
+    """Where the rows are and which columns hold what."""
+    scan.add_argument("sources", nargs="+", metavar="SOURCE", help="files or globs")
+    scan.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    scan.add_argument("--id-column", default="id", metavar="NAME", help="row id column (default: id)")
+    scan.add_argument("--label-column", default="label", metavar="NAME", help="label column (default: label)")
+    scan.add_argument(
+        "--features-column",
+        metavar="NAME",
+        help="list (or fixed-size list) column of numbers used as the representation",
+    )
+    scan.add_argument(
+        "--image-column", metavar="NAME",
+        help="images: PNG/JPEG bytes, a {bytes, path} struct or a fixed-shape array of numbers",
+    )
+    scan.add_argument("--text-column", metavar="NAME", help="text")
+    scan.add_argument(
+        "--tabular-columns", metavar="NAMES",
+        help="comma-separated numeric and categorical columns (default for a table: every "
+        "column but id and label)",
+    )
+
+
+def _representation_options(scan: argparse.ArgumentParser) -> None:
+    """The model the representation comes from (raw inputs)."""
+    scan.add_argument(
+        "--model", metavar="PATH",
+        help="take the representation from this TorchScript model (or state dict, with "
+        "--model-class) instead of training a proxy",
+    )
+    scan.add_argument("--model-class", metavar="MODULE:CLASS", help="the class of a --model state dict")
+    scan.add_argument("--layer", metavar="NAME", help="the --model layer whose output is the representation")
+    scan.add_argument("--proxy-epochs", type=_positive_int, metavar="N", help="epochs to train the proxy (default: by input kind)")
+    scan.add_argument(
+        "--proxy-folds", type=int, default=0, metavar="K",
+        help="also cross-fit K proxy networks; label consistency then reads their "
+        "out-of-fold probabilities (default: 0, a cross-fitted model on the representation)",
+    )
+    scan.add_argument("--proxy-sample-size", type=_positive_int, default=5000, metavar="N", help="training rows per class for the proxy (default: 5000)")
+    scan.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="input format (default: by extension)")
+
+
+def _detection_options(scan: argparse.ArgumentParser) -> None:
+    """The budget, the detectors and their samples."""
+    scan.add_argument(
+        "--expected-poison-rate",
+        type=_rate,
+        metavar="R",
+        help="expected share of poisoned rows; a budget: at most 1.5*R*rows are quarantined",
+    )
+    scan.add_argument("--write-clean", action="store_true", help="also write clean.parquet")
+    scan.add_argument(
+        "--detectors",
+        metavar="NAMES",
+        help="comma-separated detectors (default: spectral, spectre, activation_clustering, "
+        "label_consistency, knn_label; token_trigger for text, value_trigger for tables)",
+    )
+    scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")
+    scan.add_argument("--min-class-rows", type=_positive_int, default=20, metavar="N", help="smaller classes are rejected as unjudgeable (default: 20)")
+    scan.add_argument(
+        "--coincidence-level", type=_rate, default=0.01, metavar="P",
+        help="tables and texts: repeated rows are rejected only where chance would give even one "
+        "coinciding pair with probability below P, given the columns' value frequencies "
+        "(texts: among those of the same length in words) (default: 0.01)",
+    )
+
+
+def _runner_options(scan: argparse.ArgumentParser) -> None:
+    """Where the pipeline runs."""
+    scan.add_argument("--runner", default="FnApiRunner", help="Beam runner (default: FnApiRunner, in-process)")
+    scan.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes for the FnApiRunner")
+
+
+def _quality_options(scan: argparse.ArgumentParser) -> None:
+    """Data-quality expectations."""
+    scan.add_argument("--labels", metavar="LABELS", help="the declared label set, comma-separated (or @FILE, one per line); rows with other labels are rejected")
+    scan.add_argument("--min-class-fraction", type=float, metavar="F", help="expect every class to hold at least this share of the rows")
+    scan.add_argument("--feature-range", metavar="LOW,HIGH", help="expect every feature value in [LOW, HIGH]; rows outside are rejected")
+    scan.add_argument("--expectations", metavar="PATH", help="a Great Expectations suite file (JSON) merged with the default suite")
+
+
+def _output_options(scan: argparse.ArgumentParser) -> None:
+    """Exit codes and what is written."""
+    scan.add_argument(
+        "--fail-on", choices=("never", "expectations", "poison", "any"), default="never",
+        help="exit non-zero when expectations fail (3), poison is found (4) or both (5); default: never",
+    )
+    scan.add_argument("--no-data-docs", action="store_true", help="skip rendering the Great Expectations Data Docs")
+    scan.add_argument("--no-report", action="store_true", help="skip rendering report.html (poisonscan report DIR renders it later)")
+    scan.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
 def _split_beam_args(extra: Sequence[str], own_options: Sequence[str] = ()) -> list[str]:
@@ -212,7 +260,11 @@ def _split_beam_args(extra: Sequence[str], own_options: Sequence[str] = ()) -> l
     if not extra:
         return []
     try:
-        from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+        # Beam: about 1 s to import; only a scan needs it
+        from apache_beam.options.pipeline_options import (
+            PipelineOptions,
+            _BeamArgumentParser,
+        )
     except ImportError:  # a Beam without the private parser: let Beam judge them
         return list(extra)
     parser = _BeamArgumentParser(allow_abbrev=False)
@@ -267,7 +319,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
     if args.version:
-        from poisonscan import __version__
 
         print(f"poisonscan {__version__}")
         return EXIT_OK
@@ -275,8 +326,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _configure_logging()
-    import signal
-    import threading
 
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -303,11 +352,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _scan(args, extra: Sequence[str]) -> int:
     beam_args = _split_beam_args(extra, SCAN_OPTIONS)
-    from .config import ConfigError, ScanConfig
+    cfg = _config(args)
+    # imports Beam (about 1 s): only a scan needs it, not --help
+    from poisonscan.pipelines.drivers.run import Runner, ScanFailed, run_scan
+
+    try:
+        runner = Runner(args.runner, args.workers, tuple(beam_args))
+        summary = run_scan(args.sources, args.out, cfg, runner, format_override=args.format)
+    except (SuiteError, ConfigError) as exc:
+        raise _UsageError(str(exc)) from None
+    except (SourceError, ScanFailed, FileExistsError) as exc:
+        if _TERMINATED:
+            raise _Terminated() from None
+        print(f"poisonscan: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.quiet:
+        print(format_summary(summary, args.out))
+    return gate(summary, args.fail_on)
+
+
+def _config(args) -> ScanConfig:
+    """The scan's settings from the command line (a usage error where they clash)."""
 
     model = None
     if args.model:
-        from .representations import UserModel
+        # torch: heavy to import; only scans of raw inputs need it
+        from poisonscan.pipelines.represent.proxy import UserModel
 
         model = UserModel(args.model, args.layer, args.model_class)
     elif args.layer or args.model_class:
@@ -353,31 +423,7 @@ def _scan(args, extra: Sequence[str]) -> int:
         )
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
-    from poisonscan.expectations import SuiteError
-
-    from .beam_scan import ScanFailed, run_scan
-    from .sources import SourceError
-
-    try:
-        summary = run_scan(
-            args.sources,
-            args.out,
-            cfg,
-            runner=args.runner,
-            workers=args.workers,
-            beam_args=beam_args,
-            format_override=args.format,
-        )
-    except (SuiteError, ConfigError) as exc:
-        raise _UsageError(str(exc)) from None
-    except (SourceError, ScanFailed, FileExistsError) as exc:
-        if _TERMINATED:
-            raise _Terminated() from None
-        print(f"poisonscan: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if not args.quiet:
-        print(format_summary(summary, args.out))
-    return gate(summary, args.fail_on)
+    return cfg
 
 
 def gate(summary: dict, fail_on: str) -> int:
@@ -413,60 +459,7 @@ def _labels(text: str) -> tuple:
     return labels
 
 
-def format_summary(summary: dict, out_dir: str) -> str:
-    """A few lines for the terminal."""
-    from .engine import fmt_label
-
-    n_files = len(summary.get("inputs", []))
-    lines = [
-        f"poisonscan: scanned {summary['rows_read']:,} rows from {n_files} file"
-        f"{'s' if n_files != 1 else ''} in {summary.get('seconds', 0):.1f} s: {summary['verdict']}",
-    ]
-    per_class = [
-        f"{fmt_label(c['label'])}: {c['rows_quarantined']:,}"
-        for c in summary["classes"]
-        if c["rows_quarantined"]
-    ]
-    lines.append(
-        f"  quarantined {summary['rows_quarantined']:>10,}"
-        + (f"   (by class: {', '.join(per_class)})" if per_class else "")
-    )
-    reasons = ", ".join(f"{k}: {v:,}" for k, v in summary["rejected_by_reason"].items())
-    lines.append(f"  rejected    {summary['rows_rejected']:>10,}" + (f"   ({reasons})" if reasons else ""))
-    lines.append(f"  clean       {summary['rows_clean']:>10,}")
-    exp = summary.get("expectations")
-    if exp:
-        st = exp["statistics"]
-        failed = [r["expectation"] for r in exp["results"] if not r["success"]]
-        lines.append(
-            f"  expectations: {st['successful_expectations']} of {st['evaluated_expectations']} met"
-            + (f"; failed: {', '.join(failed[:4])}{' ...' if len(failed) > 4 else ''}" if failed else "")
-        )
-    poisoned = summary["classes_poisoned"]
-    # counted first, the labels after: "classes judged poisoned: 0" read as none when
-    # the poisoned class was labelled 0
-    lines.append(
-        f"  classes judged poisoned: {len(poisoned)} of {len(summary['classes'])}"
-        + (f" (label{'s' if len(poisoned) > 1 else ''} {', '.join(fmt_label(c) for c in poisoned)})" if poisoned else "")
-    )
-    budget = summary["budget"]
-    if budget["max_rows"] is not None and budget["rows_left_in_clean_by_budget"]:
-        lines.append(
-            f"  budget: {budget['rows_flagged']:,} rows flagged, at most {budget['max_rows']:,} "
-            f"quarantined; the {budget['rows_left_in_clean_by_budget']:,} least suspicious stay in the clean split"
-        )
-    lines.append(f"  outputs in {out_dir}/: quarantine.parquet, quarantine.csv, rejected.parquet, "
-                 + ("clean.parquet, " if summary["settings"].get("write_clean") else "")
-                 + "review.parquet, review.json, summary.json"
-                 + (", expectations/ (Data Docs)" if exp and exp.get("data_docs") else "")
-                 + (", report.html" if summary["settings"].get("report") else ""))
-    if summary["settings"].get("report"):
-        lines.append(f"  review the flagged rows: open {out_dir}/report.html in a browser")
-    return "\n".join(lines)
-
-
 def _report(args) -> int:
-    from .report import ReportError, write_report
 
     try:
         path = write_report(args.dir, args.out)
@@ -479,8 +472,9 @@ def _report(args) -> int:
 
 
 def _demo(args) -> int:
-    from .beam_scan import ScanFailed
-    from .demo import run_demo
+    # imports Beam (about 1 s): only a scan needs it, not --help
+    from poisonscan.pipelines.demo import run_demo
+    from poisonscan.pipelines.drivers.run import ScanFailed
 
     try:
         text = run_demo(args.out, seed=args.seed, workers=args.workers)

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from poisonscan import scan_table
 from poisonscan.pipelines.config import ConfigError
-from poisonscan.pipelines.inputs import InputError
-from poisonscan.pipelines.sources import SourceError
+from poisonscan.pipelines.io.kinds import InputError
+from poisonscan.pipelines.io.sources import SourceError
 
 #: the refusals a user gets for an input that cannot be scanned (a one-line message)
 CLEAR = (ConfigError, SourceError, InputError)

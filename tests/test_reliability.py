@@ -147,7 +147,7 @@ def test_model_with_features_is_a_usage_error(tmp_path, capsys):
     assert not os.path.exists(out)
     from poisonscan import scan_table
     from poisonscan.pipelines.config import ConfigError
-    from poisonscan.pipelines.representations import UserModel
+    from poisonscan.pipelines.represent.proxy import UserModel
 
     with pytest.raises(ConfigError, match="--model applies to image inputs"):
         scan_table(table, model=UserModel(str(model)))
@@ -186,7 +186,7 @@ def _lists(quarantine: pa.Table, rejected: pa.Table):
 
 def test_row_order_files_and_workers_never_change_the_lists(tmp_path):
     from poisonscan import ScanConfig, scan_table
-    from poisonscan.pipelines.beam_scan import run_scan
+    from poisonscan.pipelines.drivers.run import run_scan
 
     table = _order_case()
     first = scan_table(table, expected_poison_rate=0.03)
@@ -267,7 +267,7 @@ def test_image_errors_name_no_memory_address():
 
     from PIL import Image
 
-    from poisonscan.pipelines.inputs import ImageEncoder
+    from poisonscan.pipelines.represent.encoders import ImageEncoder
 
     png = io.BytesIO()
     Image.new("L", (8, 8)).save(png, format="PNG")
@@ -353,7 +353,7 @@ def test_a_stray_byte_in_a_csv_cell_rejects_the_row_not_the_file(tmp_path):
 
 
 def test_score_histograms_of_extreme_statistics_do_not_stop_the_scan():
-    from poisonscan.pipelines.review import HISTOGRAM_BINS, _histogram
+    from poisonscan.pipelines.scan.review import HISTOGRAM_BINS, _histogram
 
     # found by benchmarks/fuzz.py through the CLI: numpy could not cut (1e20, 1e20 + 1)
     # into bins and the Finish step failed

@@ -13,9 +13,9 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
     __version__ = "0.0.0"
 
 _LAZY = {
-    "scan": ("poisonscan.pipelines.memory", "scan"),
-    "scan_table": ("poisonscan.pipelines.memory", "scan_table"),
-    "ScanResult": ("poisonscan.pipelines.memory", "ScanResult"),
+    "scan": ("poisonscan.pipelines.drivers.memory", "scan"),
+    "scan_table": ("poisonscan.pipelines.drivers.memory", "scan_table"),
+    "ScanResult": ("poisonscan.pipelines.drivers.memory", "ScanResult"),
     "ScanConfig": ("poisonscan.pipelines.config", "ScanConfig"),
 }
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonscan import ScanConfig
-from poisonscan.pipelines.beam_scan import run_scan
 from poisonscan.pipelines.cli import main
+from poisonscan.pipelines.drivers.run import run_scan
 
 from ..conftest import planted
 
@@ -242,7 +242,7 @@ def test_data_docs_helper_renders_while_the_caller_goes_on_and_is_killed_when_ca
 
 def test_a_failed_data_docs_rendering_fails_the_scan_and_commits_nothing(tmp_path, monkeypatch):
     from poisonscan.expectations.docs_worker import DataDocsWorker
-    from poisonscan.pipelines.beam_scan import ScanFailed
+    from poisonscan.pipelines.drivers.run import ScanFailed
 
     X, y, _ = planted(seed=52, n_poison=0)
     table = pa.table({"id": np.arange(len(y)), "label": y, "features": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])})

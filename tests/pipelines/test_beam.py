@@ -15,8 +15,16 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from poisonscan import ScanConfig, scan_table
-from poisonscan.pipelines.beam_scan import FindDuplicateIds, ScanFailed, find_duplicate_ids_here, plan_scan, run_scan
-from poisonscan.pipelines.sources import SourceError
+from poisonscan.pipelines.drivers.beam import FindDuplicateIds
+from poisonscan.pipelines.drivers.run import (
+    Runner,
+    ScanFailed,
+    _pass0_here,
+    find_duplicate_ids_here,
+    run_scan,
+)
+from poisonscan.pipelines.io.sources import SourceError
+from poisonscan.pipelines.scan.plan import plan_scan
 
 from ..conftest import as_table, planted
 
@@ -145,7 +153,7 @@ def test_two_workers_give_the_same_lists(tmp_path, write_sources):
     src = write_sources(table, "parquet", row_group_size=200)
     cfg = ScanConfig(features_column="features", write_clean=True, batch_rows=100)
     run_scan([src], str(tmp_path / "one"), cfg)
-    run_scan([src], str(tmp_path / "two"), cfg, workers=2)
+    run_scan([src], str(tmp_path / "two"), cfg, Runner(workers=2))
     for name in ("quarantine.parquet", "rejected.parquet", "clean.parquet"):
         a = pq.read_table(tmp_path / "one" / name)
         b = pq.read_table(tmp_path / "two" / name)
@@ -192,7 +200,7 @@ def test_find_duplicate_ids_transform(tmp_path, write_sources):
 
 
 def test_pass_0_in_the_driver_writes_nothing_once_cancelled_and_reports_its_errors(tmp_path, write_sources):
-    from poisonscan.pipelines.beam_scan import _DriverPass0
+    from poisonscan.pipelines.drivers.run import _DriverPass0
 
     table, _ = dirty_table(seed=37)
     src = write_sources(table, "parquet", row_group_size=10)  # many batches
@@ -214,7 +222,7 @@ def test_pass_0_in_the_driver_writes_nothing_once_cancelled_and_reports_its_erro
 
 
 def test_pass_0_in_the_driver_gives_the_pipelines_outputs(tmp_path, write_sources, monkeypatch):
-    from poisonscan.pipelines import beam_scan
+    from poisonscan.pipelines.drivers import run
 
     table, _ = dirty_table(seed=36)
     ids = table.column("id").to_numpy().copy()
@@ -223,9 +231,9 @@ def test_pass_0_in_the_driver_gives_the_pipelines_outputs(tmp_path, write_source
     a = write_sources(table.slice(0, 600), "parquet", name="a", row_group_size=128)
     b = write_sources(table.slice(600), "parquet", name="b", row_group_size=90)  # ids repeat across files
     cfg = ScanConfig(features_column="features", write_clean=True, batch_rows=100)
-    assert beam_scan._pass0_here(plan_scan([a, b], cfg), "FnApiRunner")
+    assert _pass0_here(plan_scan([a, b], cfg), "FnApiRunner")
     run_scan([a, b], str(tmp_path / "driver"), cfg)
-    monkeypatch.setattr(beam_scan, "_pass0_here", lambda plan, runner: False)
+    monkeypatch.setattr(run, "_pass0_here", lambda plan, runner: False)
     run_scan([a, b], str(tmp_path / "pipeline"), cfg)
     for name in ("quarantine.parquet", "rejected.parquet", "clean.parquet"):
         ta, tb = (pq.read_table(tmp_path / run / name) for run in ("driver", "pipeline"))

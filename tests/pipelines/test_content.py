@@ -8,8 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonscan import ScanConfig, scan_table
-from poisonscan.pipelines.beam_scan import run_scan
-from poisonscan.pipelines.content import MIN_PAIRS, ContentCheck, coincidence_probability
+from poisonscan.pipelines.drivers.run import run_scan
+from poisonscan.pipelines.scan.content import (
+    MIN_PAIRS,
+    ContentCheck,
+    coincidence_probability,
+)
 
 
 def passengers(n=900, seed=0):
@@ -128,7 +132,7 @@ def speeches(seed=0):
 
 
 def test_texts_are_judged_by_their_length_beam_equals_memory(tmp_path):
-    from poisonscan.pipelines.content import text_coincidence
+    from poisonscan.pipelines.scan.content import text_coincidence
 
     table, copied = speeches()
     texts = table.column("text").to_pylist()

@@ -8,12 +8,11 @@ import pytest
 from PIL import Image
 
 from poisonscan import ScanConfig
-from poisonscan.pipelines.inputs import (
+from poisonscan.pipelines.io.kinds import InputError, resolve_input
+from poisonscan.pipelines.represent.encoders import (
     ImageEncoder,
-    InputError,
     TabularEncoder,
     TextEncoder,
-    resolve_input,
 )
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from poisonscan import scan
 from poisonscan.detectors.decision import ClassVerdict
-from poisonscan.pipelines.review import rank_classes
+from poisonscan.pipelines.scan.ranking import rank_classes
 
 from ..conftest import planted
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from poisonscan import ScanConfig, scan_table
-from poisonscan.pipelines.beam_scan import ScanFailed, run_scan
 from poisonscan.pipelines.demo import make_poisoned_digits
-from poisonscan.pipelines.representations import UserModel
+from poisonscan.pipelines.drivers.run import ScanFailed, run_scan
+from poisonscan.pipelines.represent.proxy import UserModel
 
 from ..conftest import credit_table
 

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from poisonscan import ScanConfig, scan
-from poisonscan.pipelines.beam_scan import run_scan
 from poisonscan.pipelines.cli import main
 from poisonscan.pipelines.demo import make_poisoned_digits
-from poisonscan.pipelines.report import highlight_segments
+from poisonscan.pipelines.drivers.run import run_scan
+from poisonscan.pipelines.report.html import highlight_segments
 
 from ..conftest import credit_table
 
@@ -279,7 +279,7 @@ def test_highlight_segments_marks_whole_words_only():
 
 
 def test_marked_fields_match_cut_values_and_columns_holding_equals():
-    from poisonscan.pipelines.report import marked_fields
+    from poisonscan.pipelines.report.html import marked_fields
 
     long = "x" * 300
     fields = {"a=b": "c", "job": "partime", "note": long[:199] + "…", "n": 3}

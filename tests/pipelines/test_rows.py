@@ -2,9 +2,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from poisonscan.pipelines.inputs import InputSpec
-from poisonscan.pipelines.rows import RowChecks, parse_number_text, prepare
-from poisonscan.pipelines.sources import ColumnKinds, decode_position, encode_position
+from poisonscan.pipelines.io.columns import ColumnKinds
+from poisonscan.pipelines.io.kinds import InputSpec
+from poisonscan.pipelines.io.sources import decode_position
+from poisonscan.pipelines.scan.cells import parse_number_text
+from poisonscan.pipelines.scan.rows import RowChecks, prepare
 
 KINDS = ColumnKinds(pa.int64(), pa.string(), InputSpec("features", ("features",)), "list", None)
 
@@ -71,7 +73,7 @@ def test_every_copy_of_a_shared_id_is_rejected():
     batch = pa.record_batch(
         {"id": pa.array([5, 6, 5]), "label": pa.array(["a", "a", "a"]), "features": pa.array([[1.0]] * 3)}
     )
-    from poisonscan.pipelines.engine import IdKeys, batch_id_keys
+    from poisonscan.pipelines.scan.keys import IdKeys, batch_id_keys
 
     keys = IdKeys.concat(k for _, k in batch_id_keys(batch, 0, 0, KINDS, "id"))
     dups = keys.duplicates()
@@ -106,7 +108,7 @@ def test_text_features_in_a_batch():
 
 
 def test_vector_fingerprints_are_by_value():
-    from poisonscan.pipelines.rows import vector_fingerprints
+    from poisonscan.pipelines.scan.fingerprints import vector_fingerprints
 
     X = np.random.default_rng(0).normal(size=(500, 37)).astype(np.float32)
     hi, lo = vector_fingerprints(X)
@@ -149,7 +151,7 @@ def test_read_ahead_keeps_order_errors_and_its_bound():
     import threading
     import time
 
-    from poisonscan.pipelines.sources import read_ahead
+    from poisonscan.pipelines.io.sources import read_ahead
 
     produced = []
 

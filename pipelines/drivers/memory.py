@@ -1,7 +1,7 @@
 """The scan in memory: the same steps as the Beam pipeline, without Beam.
 
 For notebooks, tests and data that fit in memory. It calls exactly the functions the
-Beam pipeline calls (:mod:`.engine`), in the same order, so both give the same lists.
+Beam pipeline calls (:mod:`..scan`), in the same order, so both give the same lists.
 """
 
 from __future__ import annotations
@@ -11,31 +11,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
-from .config import ScanConfig
-from .engine import (
-    IdKeys,
-    MemoryPartStore,
+from poisonscan.pipelines.config import ScanConfig
+from poisonscan.pipelines.io.parts import MemoryPartStore
+from poisonscan.pipelines.io.sources import table_batches
+from poisonscan.pipelines.report.html import REJECTED_MAX, ScanOutputs, render
+from poisonscan.pipelines.scan.content import ContentCheck
+from poisonscan.pipelines.scan.finish import Passes, clean_schema, finish, iter_clean
+from poisonscan.pipelines.scan.fit import (
+    ROW_SAMPLE,
+    RowSample,
     ScanModel,
-    batch_id_keys,
     class_partials,
-    clean_schema,
-    finish,
     fit_model,
-    iter_clean,
-    score_batch,
-    store_outcomes,
 )
-from poisonscan.expectations import plan as expectation_plan
-
-from .content import ContentCheck
-from .engine import ROW_SAMPLE, ContentKeys, Layout, RowSample, batch_rows_for, content_keys
-from .represent import fit_representer, raw_sample
-from .rows import RowChecks, prepare
-from .sources import SourceFile, check_columns, table_batches
-
-MEMORY_SOURCE = "<memory>"
+from poisonscan.pipelines.scan.keys import (
+    ContentKeys,
+    IdKeys,
+    batch_id_keys,
+    content_keys,
+)
+from poisonscan.pipelines.scan.plan import MEMORY_SOURCE, plan_table
+from poisonscan.pipelines.scan.representer import fit_representer, raw_sample
+from poisonscan.pipelines.scan.rows import prepare
+from poisonscan.pipelines.scan.score import score_batch, store_outcomes
 
 
 @dataclass
@@ -69,7 +70,6 @@ class ScanResult:
 
     def report_html(self) -> str:
         """The review page (as ``report.html`` of a Beam scan), as a string."""
-        from .report import REJECTED_MAX, ScanOutputs, render
 
         table, data = self.review
         return render(ScanOutputs(self.summary, self.quarantine, self.rejected.slice(0, REJECTED_MAX),
@@ -90,7 +90,6 @@ def to_arrow(data: Any) -> pa.Table:
         return pa.Table.from_batches([data])
     module = type(data).__module__
     if module.startswith("polars"):
-        import polars as pl
 
         return data.to_arrow(compat_level=pl.CompatLevel.oldest())
     if module.startswith("pandas"):
@@ -112,97 +111,88 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
     """
     cfg = dataclasses.replace(config, **settings) if config else ScanConfig(**settings)
     table = to_arrow(data)
-    src = SourceFile(0, MEMORY_SOURCE, "memory")
-    kinds = check_columns([src], [table.schema], cfg)
-    cfg = dataclasses.replace(cfg, features_column=kinds.features_column)
-    rows_per_batch = batch_rows_for(cfg, kinds.input.kind)
-    file_paths = {0: MEMORY_SOURCE}
-    exp = expectation_plan(cfg, kinds)
-    checks = RowChecks(
-        kinds,
-        cfg.id_column,
-        cfg.label_column,
-        file_paths,
-        seed=cfg.seed,
-        min_class_rows=cfg.min_class_rows,
-        declared_labels=exp.declared_labels,
-        feature_range=exp.feature_range,
-        validator=exp.validator,
-    )
-
+    plan = plan_table(table.schema, cfg)
+    cfg, kinds = plan.cfg, plan.kinds
     # pass 0: duplicated ids
     keys = [
         k
         for batch, first in table_batches(table, cfg.batch_rows)
         for _, k in batch_id_keys(batch, 0, first, kinds, cfg.id_column)
     ]
-    checks.duplicates = IdKeys.concat(keys).duplicates()
-
-    # raw inputs: a training sample per class, the encoder and the proxy
-    representer = None
-    if kinds.input.kind != "features":
+    duplicates = IdKeys.concat(keys).duplicates()
+    if plan.raw:  # a training sample per class, the encoder and the proxy
         samples: dict = {}
-        for batch, first in table_batches(table, rows_per_batch):
+        for batch, first in table_batches(table, plan.batch_rows):
             for label, res in raw_sample(batch, 0, first, kinds, cfg):
                 samples[label] = res if label not in samples else samples[label].merge(res)
-        representer = fit_representer(cfg, kinds, samples)
-        checks.encoder = representer.encoder
-    layout = representer.layout if representer else Layout()
-    detectors = cfg.build_detectors(
-        kinds.input.kind, representer.probability_labels if representer else ()
-    )
-
-    def prepared(batch, first, chk):
-        prep = prepare(batch, 0, first, chk)
-        return representer.represent(prep) if representer else prep
-
-    # pass 1: per-class partials, then the fitted model; content fingerprints
-    partials: dict = {}
-    content: list = []
-    checks1 = dataclasses.replace(checks, collect_content=True)
-    for batch, first in table_batches(table, rows_per_batch):
-        prep = prepared(batch, first, checks1)
-        content += [k for _, k in content_keys(prep)]
-        for key, part in class_partials(prep, detectors, cfg, layout):
-            prev = partials.get(key)
-            partials[key] = part if prev is None else prev.merge(part, detectors)
-    model = fit_model(partials, detectors, cfg, layout)
-
-    content_check = ContentCheck.of(
-        ContentKeys.concat(content).duplicates(),
-        sum(p.rows for p in partials.values()),
-        representer.coincidence if representer else None,
-        cfg.coincidence_level,
-    )
-
-    # pass 2: score every row
-    checks2 = dataclasses.replace(
-        checks,
-        expected_dim=model.dim,
-        small_classes=model.small_classes,
-        content_duplicates=content_check.rejections(),
-    )
-    store = MemoryPartStore()
-    rows = RowSample(ROW_SAMPLE, np.empty(0, np.uint64), np.empty(0, np.int64), None)
-
-    def scored(batch, first):
-        nonlocal rows
-        prep = prepared(batch, first, checks2)
-        if exp.needs_sample:
-            rows = rows.merge(RowSample.of(prep, ROW_SAMPLE, cfg.seed))
-        return score_batch(prep, model, detectors, MEMORY_SOURCE, keep_clean=True, seed=cfg.seed)
-
-    outcomes = (scored(batch, first) for batch, first in table_batches(table, rows_per_batch))
-    unit = store_outcomes(store, "000000-000000", outcomes)
-    extra = {"representation": representer.info} if representer else None
-    fin = finish(
-        store, model, unit, detectors, cfg, kinds, file_paths, [MEMORY_SOURCE], extra,
-        expectations=exp, row_sample=rows.frame(), content=content_check,
-    )
+        plan = dataclasses.replace(plan, representer=fit_representer(cfg, kinds, samples))
+    scan = _InMemory(plan, table, plan.checks(duplicates=duplicates))
+    model, content_check = scan.pass1()
+    store, unit, rows = scan.pass2(model, content_check)
+    extra = {"representation": plan.representer.info} if plan.representer else None
+    passes = Passes(store, model, unit, row_sample=rows.frame(), content=content_check)
+    fin = finish(plan, passes, [MEMORY_SOURCE], extra)
     schema = clean_schema(store, fin.trimmed) or table.schema
     clean_parts = list(iter_clean(store, fin.trimmed, schema, cfg.batch_rows))
     clean = pa.concat_tables(clean_parts) if clean_parts else schema.empty_table()
     return ScanResult(fin.quarantine, fin.rejected, clean, fin.summary, model, fin.review)
+
+
+class _InMemory:
+    """Passes 1 and 2 over a table's record batches, with the scan core's functions."""
+
+    def __init__(self, plan, table: pa.Table, checks):
+        self.plan, self.table, self.checks = plan, table, checks
+        self.detectors = plan.detectors()
+
+    def prepared(self, checks):
+        """The table's batches validated (and represented, for raw inputs)."""
+        rep = self.plan.representer
+        for batch, first in table_batches(self.table, self.plan.batch_rows):
+            prep = prepare(batch, 0, first, checks)
+            yield rep.represent(prep) if rep else prep
+
+    def pass1(self):
+        """Per-class partials, then the fitted model; the repeated content judged."""
+        cfg, layout, detectors = self.plan.cfg, self.plan.layout, self.detectors
+        partials: dict = {}
+        content: list = []
+        for prep in self.prepared(dataclasses.replace(self.checks, collect_content=True)):
+            content += [k for _, k in content_keys(prep)]
+            for key, part in class_partials(prep, detectors, cfg, layout):
+                prev = partials.get(key)
+                partials[key] = part if prev is None else prev.merge(part, detectors)
+        model = fit_model(partials, detectors, cfg, layout)
+        rep = self.plan.representer
+        content_check = ContentCheck.of(
+            ContentKeys.concat(content).duplicates(),
+            sum(p.rows for p in partials.values()),
+            rep.coincidence if rep else None,
+            cfg.coincidence_level,
+        )
+        return model, content_check
+
+    def pass2(self, model, content_check):
+        """Every row scored into a part store; a uniform row sample where the user's
+        aggregate expectations need one."""
+        cfg = self.plan.cfg
+        checks = dataclasses.replace(
+            self.checks,
+            expected_dim=model.dim,
+            small_classes=model.small_classes,
+            content_duplicates=content_check.rejections(),
+        )
+        store = MemoryPartStore()
+        sample = [RowSample(ROW_SAMPLE, np.empty(0, np.uint64), np.empty(0, np.int64), None)]
+
+        def outcomes():  # one batch at a time, as the store takes them
+            for prep in self.prepared(checks):
+                if self.plan.expectations.needs_sample:
+                    sample[0] = sample[0].merge(RowSample.of(prep, ROW_SAMPLE, cfg.seed))
+                yield score_batch(prep, model, self.detectors, MEMORY_SOURCE, keep_clean=True, seed=cfg.seed)
+
+        unit = store_outcomes(store, "000000-000000", outcomes())
+        return store, unit, sample[0]
 
 
 def scan(

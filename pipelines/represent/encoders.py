@@ -14,7 +14,7 @@ tabular     numeric and categorical columns (default: every column but id and la
 
 Raw kinds go through an *encoder* fitted on the per-class training sample (so every
 worker encodes the same way) and then through the proxy network
-(:mod:`.representations`). Encoders are plain Python, picklable and deterministic.
+(:mod:`.proxy`). Encoders are plain Python, picklable and deterministic.
 A value that cannot be encoded is not an error of the run: the row is rejected with a
 reason (``bad_image``, ``empty_text``).
 """
@@ -31,91 +31,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+from PIL import Image
 
-KINDS = ("features", "image", "text", "tabular")
-
-
-class InputError(ValueError):
-    """The input columns do not fit the requested kind (a usage error)."""
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    kind: str
-    columns: tuple[str, ...]
-
-    @property
-    def column(self) -> str:
-        return self.columns[0]
-
-
-def _is_binary(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-
-def _is_string(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
-
-
-def _is_image_struct(t: pa.DataType) -> bool:
-    return pa.types.is_struct(t) and "bytes" in [t.field(i).name for i in range(t.num_fields)]
-
-
-def _is_numeric_list(t: pa.DataType) -> bool:
-    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
-        return False
-    v = t.value_type
-    return pa.types.is_integer(v) or pa.types.is_floating(v) or _is_numeric_list(v)
-
-
-def resolve_input(schema: pa.Schema, cfg, text_format: bool = False) -> InputSpec:
-    """The input kind and columns, from the flags or, without any, from the schema.
-
-    Detection: a binary or ``{bytes, path}`` column is an image; else the only list of
-    numbers is the features; else a lone string column beside id and label is text;
-    else every column but id and label is tabular. In a CSV or JSONL file
-    (``text_format``) a binary column is text with a byte that is not UTF-8, never an
-    image.
-    """
-    keys = {cfg.id_column, cfg.label_column}
-    given = [
-        (kind, cols)
-        for kind, cols in (
-            ("features", (cfg.features_column,) if cfg.features_column else ()),
-            ("image", (cfg.image_column,) if cfg.image_column else ()),
-            ("text", (cfg.text_column,) if cfg.text_column else ()),
-            ("tabular", tuple(cfg.tabular_columns or ())),
-        )
-        if cols
-    ]
-    if len(given) > 1:
-        raise InputError(
-            "give one input kind: --features-column, --image-column, --text-column or "
-            f"--tabular-columns (got {', '.join(k for k, _ in given)})"
-        )
-    names = [n for n in schema.names if n not in keys]
-    if given:
-        kind, cols = given[0]
-        return InputSpec(kind, tuple(cols))
-    if text_format:
-        schema = pa.schema([f.with_type(pa.string()) if _is_binary(f.type) else f for f in schema])
-    images = [n for n in names if _is_binary(schema.field(n).type) or _is_image_struct(schema.field(n).type)]
-    if len(images) == 1:
-        return InputSpec("image", (images[0],))
-    lists = [n for n in names if _is_numeric_list(schema.field(n).type)]
-    if len(lists) == 1:
-        return InputSpec("features", (lists[0],))
-    if len(lists) > 1 or len(images) > 1:
-        raise InputError(
-            f"several candidate input columns ({', '.join(images + lists)}); choose one with "
-            "--features-column or --image-column"
-        )
-    strings = [n for n in names if _is_string(schema.field(n).type)]
-    if len(names) == 1 and len(strings) == 1:
-        return InputSpec("text", (strings[0],))
-    if not names:
-        raise InputError("no column besides the id and the label to scan")
-    return InputSpec("tabular", tuple(names))
+from poisonscan.pipelines.io.kinds import InputError, is_string_type
+from poisonscan.pipelines.io.outputs import open_read
 
 
 @dataclass
@@ -146,7 +65,7 @@ class ImageEncoder:
         peak = 0.0
         for v in values:
             try:
-                img, numeric = _to_pil_or_array(v)
+                img, numeric = to_pil_or_array(v)
             except Exception:
                 continue
             if numeric is not None:
@@ -178,9 +97,8 @@ class ImageEncoder:
         return Encoded(np.array(rows, dtype=np.int64), {"x": x}, errors)
 
     def _one(self, v) -> np.ndarray:
-        from PIL import Image
 
-        img, numeric = _to_pil_or_array(v)
+        img, numeric = to_pil_or_array(v)
         if numeric is not None:
             arr = np.clip(np.nan_to_num(numeric, nan=0.0) * self.numeric_scale, 0, 255).astype(np.uint8)
             if arr.ndim == 3:  # (C, h, w)
@@ -195,14 +113,12 @@ class ImageEncoder:
         return out[None] if self.channels == 1 else np.moveaxis(out, -1, 0)
 
 
-def _to_pil_or_array(v):
+def to_pil_or_array(v):
     """(PIL image, None) for encoded bytes, or (None, float array) for numbers."""
-    from PIL import Image
 
     if isinstance(v, dict):
         data = v.get("bytes")
         if data is None and v.get("path"):
-            from .outputs import open_read
 
             with open_read(v["path"]) as f:
                 data = f.read()
@@ -301,7 +217,10 @@ class TextEncoder:
 
 # tabular ----------------------------------------------------------------------------
 _MAX_VALUE_CHARS = 200  # a categorical value longer than this is named by its start
+
 _Z_SEXTILES = (-0.967, -0.431, 0.0, 0.431, 0.967)  # standard normal sextile bounds
+
+
 @dataclass
 class TabularEncoder:
     """Numeric columns standardised (plus a missing flag); categorical ones one-hot over
@@ -329,7 +248,7 @@ class TabularEncoder:
                 mean = float(x.mean()) if x.size else 0.0
                 sd = float(x.std()) if x.size and x.std() > 0 else 1.0
                 numeric.append((c, mean, sd))
-            elif _is_string(t):
+            elif is_string_type(t):
                 counts = Counter(v for v in col.to_pylist() if v is not None)
                 top = sorted(counts, key=lambda v: (-counts[v], v))[:max_categories]
                 categorical.append((c, top))
@@ -378,7 +297,6 @@ def _values(col) -> list:
 def _short(exc: BaseException) -> str:
     """A decoder's message on one line, without object addresses (``<_io.BytesIO object
     at 0x7f...>`` differs from run to run; the reason must not)."""
-    import re
 
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = re.sub(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", r"<\1>", text)

@@ -27,13 +27,17 @@ with probability below the level. Plain Python and numpy, no Beam.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from poisonscan.pipelines.represent.encoders import text_of
 
 #: Default ``coincidence_level``: repeats are rejected where chance would give even one
 #: coinciding pair with probability below this.
 COINCIDENCE_LEVEL = 0.01
-
 
 #: Fewest sampled pairs (not exact copies) agreeing on the columns so far for the next
 #: column's conditional agreement to be estimated from them (relative error about 1/7);
@@ -60,7 +64,6 @@ def coincidence_probability(rows: Sequence[Mapping[str, Any]], columns: Sequence
     is independent of the rest: where it goes with the rest, the estimate is too low,
     never too high, so repeats err towards being rejected.
     """
-    import numpy as np
 
     m = len(rows)
     if m < 2 or not columns:
@@ -69,14 +72,6 @@ def coincidence_probability(rows: Sequence[Mapping[str, Any]], columns: Sequence
     for j, c in enumerate(columns):
         seen: dict = {}
         codes[j] = [seen.setdefault(_hashable(r.get(c)), len(seen)) for r in rows]
-
-    def pairs(keys: np.ndarray) -> int:
-        counts = np.unique(keys, return_counts=True)[1]
-        return int((counts * (counts - 1) // 2).sum())
-
-    def joined(group: np.ndarray, j: int) -> np.ndarray:
-        return np.unique(group * (int(codes[j].max()) + 1) + codes[j], return_inverse=True)[1].ravel()
-
     total = m * (m - 1) // 2
     # a row's content, and its content without column j, as sums of random 64-bit
     # multiples of the value codes (distinct contents collide with chance ~2**-64)
@@ -84,19 +79,39 @@ def coincidence_probability(rows: Sequence[Mapping[str, Any]], columns: Sequence
     with np.errstate(over="ignore"):
         terms = codes.astype(np.uint64) * weights[:, None]
         everything = terms.sum(axis=0, dtype=np.uint64)
-        without = [pairs(everything - terms[j]) for j in range(len(columns))]
-    exact = pairs(everything)
+        without = [_pairs(everything - terms[j]) for j in range(len(columns))]
+    exact = _pairs(everything)
     held = max(range(len(columns)), key=lambda j: (without[j], columns[j]))
+    p, steps, left = _chain(codes, columns, [j for j in range(len(columns)) if j != held], total, exact)
+    tail = []
+    for j in [*left, held]:
+        rest = total - without[j]  # pairs not agreeing on every other column
+        tail.append((j, (_pairs(codes[j]) - exact) / rest if rest else 0.0))
+    for j, rate in sorted(tail, key=lambda t: (-t[1], columns[t[0]])):
+        steps.append((columns[j], rate, "independent"))
+        p *= rate
+    return p, steps
+
+
+def _pairs(keys: np.ndarray) -> int:
+    """Pairs of rows that share a key."""
+    counts = np.unique(keys, return_counts=True)[1]
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _chain(codes: np.ndarray, columns: Sequence[str], left: list, total: int, exact: int) -> tuple[float, list, list]:
+    """The greedy chain of :func:`coincidence_probability`: (its product, its steps, the
+    columns it did not reach)."""
     p = 1.0
     steps = []
-    group = np.zeros(m, dtype=np.int64)
+    group = np.zeros(codes.shape[1], dtype=np.int64)
     agreeing = total  # pairs agreeing on the columns so far
-    left = [j for j in range(len(columns)) if j != held]
+    left = list(left)
     while left and agreeing - exact >= MIN_PAIRS:
         best = None
         for j in left:
-            g = joined(group, j)
-            now = pairs(g)
+            g = np.unique(group * (int(codes[j].max()) + 1) + codes[j], return_inverse=True)[1].ravel()
+            now = _pairs(g)
             if best is None or now > best[1] or (now == best[1] and columns[j] < columns[best[0]]):
                 best = (j, now, g)
         j, now, group = best
@@ -104,14 +119,7 @@ def coincidence_probability(rows: Sequence[Mapping[str, Any]], columns: Sequence
         steps.append((columns[j], now / agreeing, "given the columns before"))
         p *= now / agreeing
         agreeing = now
-    tail = []
-    for j in [*left, held]:
-        rest = total - without[j]  # pairs not agreeing on every other column
-        tail.append((j, (pairs(codes[j]) - exact) / rest if rest else 0.0))
-    for j, rate in sorted(tail, key=lambda t: (-t[1], columns[t[0]])):
-        steps.append((columns[j], rate, "independent"))
-        p *= rate
-    return p, steps
+    return p, steps, left
 
 
 #: Word positions a text's chance estimate chains one by one; the words after them enter
@@ -132,7 +140,6 @@ def text_coincidence(texts: Sequence[Any]) -> dict:
     with two sampled texts, every position pooled), measured on the scanned data rather
     than assumed.
     """
-    from .inputs import text_of
 
     words = []
     for t in texts:
@@ -170,7 +177,6 @@ def text_coincidence(texts: Sequence[Any]) -> dict:
 
 def _agreement(values: Sequence[Any]) -> float:
     """Share of pairs of ``values`` that are equal."""
-    from collections import Counter
 
     n = len(values)
     if n < 2:

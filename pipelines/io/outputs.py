@@ -20,10 +20,11 @@ from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .engine import PartStore
+from poisonscan.pipelines.io.parts import PartStore
 
 OUTPUT_FILES = (
     "expectations",
@@ -56,6 +57,7 @@ def open_write(path: str):
     if _is_local(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         return open(path, "wb")
+    # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.create(path)
@@ -64,6 +66,7 @@ def open_write(path: str):
 def open_read(path: str):
     if _is_local(path):
         return open(path, "rb")
+    # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.open(path)
@@ -72,6 +75,7 @@ def open_read(path: str):
 def exists(path: str) -> bool:
     if _is_local(path):
         return os.path.exists(_local(path))
+    # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.exists(path)
@@ -82,6 +86,7 @@ def list_files(folder: str, suffix: str) -> list[str]:
         if not os.path.isdir(folder):
             return []
         return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(suffix))
+    # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
 
     (res,) = FileSystems.match([join(folder, "*" + suffix)])
@@ -92,6 +97,7 @@ def remove_tree(path: str) -> None:
     if _is_local(path):
         shutil.rmtree(_local(path), ignore_errors=True)
         return
+    # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
 
     try:
@@ -129,7 +135,6 @@ FORMULA_START = "^[=+\\-@\t\r]"
 
 def csv_safe(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     """A text column with every formula-like cell prefixed by ``'``; others unchanged."""
-    import pyarrow.compute as pc
 
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         return col
@@ -205,8 +210,8 @@ class FilePartStore(PartStore):
     def _path(self, kind: str, key: str) -> str:
         return join(self.root, kind, f"{key}.parquet")
 
-    def writer(self, kind: str, key: str) -> "_PartWriter":
-        return _PartWriter(self._path(kind, key))
+    def writer(self, kind: str, key: str) -> "PartWriter":
+        return PartWriter(self._path(kind, key))
 
     def write(self, kind: str, key: str, table: pa.Table) -> None:
         w = self.writer(kind, key)
@@ -232,7 +237,7 @@ class FilePartStore(PartStore):
                 yield pa.Table.from_batches([batch])
 
 
-class _PartWriter:
+class PartWriter:
     """Streams tables of one schema into one Parquet file; nothing is created if empty."""
 
     def __init__(self, path: str):
@@ -312,6 +317,7 @@ class OutputDir:
                     shutil.rmtree(target)
                 os.replace(os.path.join(_local(self.tmp), name), target)
         else:
+            # Beam's filesystems: about 1 s to import; local paths never need them
             from apache_beam.io.filesystems import FileSystems
 
             stale = [join(self.path, n) for n in OUTPUT_FILES if n not in produced]

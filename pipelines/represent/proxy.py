@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from poisonscan.pipelines.io.outputs import open_read
+
 
 # networks -----------------------------------------------------------------------------
 class SmallCNN(nn.Module):
@@ -175,25 +177,40 @@ def _tensors(inputs: dict, idx=None, dev=None) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How a network trains: Adam at ``lr`` on batches of ``batch`` rows, seeded, for
+    ``epochs`` epochs, or (None) until it fits its sample, at most ``max_epochs``."""
+
+    epochs: int | None
+    seed: int
+    max_epochs: int = 30
+    batch: int = 64
+    lr: float = 1e-3
+
+
+@dataclass
+class TrainingSample:
+    """A proxy's training rows: encoded inputs, class codes, positions, the class labels."""
+
+    inputs: dict
+    codes: np.ndarray
+    positions: np.ndarray
+    labels: list
+
+
 def train_net(
-    net: nn.Module,
-    inputs: dict,
-    codes: np.ndarray,
-    *,
-    epochs: int | None,
-    max_epochs: int = 30,
-    seed: int,
-    progress: Progress | None = None,
-    batch: int = 64,
-    lr: float = 1e-3,
+    net: nn.Module, inputs: dict, codes: np.ndarray, schedule: Schedule, progress: Progress | None = None
 ) -> tuple[nn.Module, int]:
     """Adam on cross-entropy with seeded shuffles; returns (net, epochs run).
 
-    ``epochs`` None trains until the net fits its sample — training accuracy of at least
-    ``FIT_ACCURACY`` (a backdoor's trigger must be learned), or no gain of 0.2 % over two
-    epochs (flipped labels are not worth memorising) — and has seen ``MIN_UPDATES`` rows,
-    at most ``max_epochs``.
+    ``schedule.epochs`` None trains until the net fits its sample — training accuracy of
+    at least ``FIT_ACCURACY`` (a backdoor's trigger must be learned), or no gain of 0.2 %
+    over two epochs (flipped labels are not worth memorising) — and has seen
+    ``MIN_UPDATES`` rows, at most ``schedule.max_epochs``.
     """
+    epochs, batch, lr = schedule.epochs, schedule.batch, schedule.lr
+    seed, max_epochs = schedule.seed, schedule.max_epochs
     torch.manual_seed(seed)
     dev = device()
     net.to(dev)
@@ -262,16 +279,14 @@ class Proxy:
 def train_proxy(
     kind: str,
     params: dict,
-    inputs: dict,
-    codes: np.ndarray,
-    positions: np.ndarray,
-    labels: list,
+    sample: TrainingSample,
     *,
     folds: int = 3,
     epochs: int | None = None,
     seed: int = 0,
 ) -> Proxy:
     """Train the full network and ``folds`` cross-fitted ones on a training sample."""
+    inputs, codes = sample.inputs, sample.codes
     n = len(codes)
     fold = np.full(n, -1, dtype=np.int64)
     if folds > 1:
@@ -286,15 +301,11 @@ def train_proxy(
     started = time.perf_counter()
     torch.manual_seed(seed)  # the initial weights, too, come from the seed
     ensemble = ProxyEnsemble(kind, params, k)
-    _, ran = train_net(
-        ensemble.full, inputs, codes, epochs=epochs, max_epochs=max_epochs, seed=seed, progress=progress
-    )
+    _, ran = train_net(ensemble.full, inputs, codes, Schedule(epochs, seed, max_epochs), progress)
     for f in range(k):
         keep = fold != f
         sub = {name: v[keep] for name, v in inputs.items()}
-        train_net(
-            ensemble.folds[f], sub, codes[keep], epochs=ran, seed=seed + 1 + f, progress=progress
-        )
+        train_net(ensemble.folds[f], sub, codes[keep], Schedule(ran, seed + 1 + f), progress)
     progress.close()
     ensemble.eval()
     with torch.no_grad():
@@ -307,8 +318,8 @@ def train_proxy(
         "device": str(device()),
         "out_of_fold_accuracy": float((probs.argmax(1) == codes).mean()) if k else None,
     }
-    fold_of = {int(p): int(f) for p, f in zip(positions, fold) if f >= 0}
-    return Proxy(kind, params, k, ensemble.state_dict(), fold_of, list(labels), info)
+    fold_of = {int(p): int(f) for p, f in zip(sample.positions, fold) if f >= 0}
+    return Proxy(kind, params, k, ensemble.state_dict(), fold_of, list(sample.labels), info)
 
 
 # inference --------------------------------------------------------------------------
@@ -334,19 +345,6 @@ def apply_proxy(model: ProxyEnsemble, inputs: dict, fold: np.ndarray, batch: int
     return np.concatenate(reps).astype(np.float32), np.concatenate(probs).astype(np.float32)
 
 
-def ensemble_inference(batch, model, device, inference_args=None, model_id=None):
-    """RunInference's inference function: each example is one record batch's encoded
-    rows (a dict of tensors with a ``fold`` column)."""
-    from apache_beam.ml.inference.base import PredictionResult
-
-    out = []
-    for example in batch:
-        inputs = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in example.items() if k != "fold"}
-        fold = example["fold"]
-        fold = fold.numpy() if isinstance(fold, torch.Tensor) else fold
-        rep, probs = apply_proxy(model, inputs, fold)
-        out.append(PredictionResult(example, {"representation": rep, "probabilities": probs}, model_id))
-    return out
 
 
 # the user's model -------------------------------------------------------------------
@@ -362,7 +360,6 @@ class UserModel:
     model_params: tuple = ()
 
     def load(self) -> nn.Module:
-        from .outputs import open_read
 
         with open_read(self.path) as f:
             data = f.read()
@@ -424,20 +421,6 @@ def layer_output(model: nn.Module, x: torch.Tensor, layer: str | None) -> torch.
     return captured["h"]
 
 
-def user_inference(batch, model, device, inference_args=None, model_id=None, layer=None):
-    """RunInference's inference function for the user's model: the tapped layer's
-    activations, flattened, per example (one record batch's rows)."""
-    from apache_beam.ml.inference.base import PredictionResult
-
-    out = []
-    for example in batch:
-        x = example["x"]
-        x = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        h = layer_output(model, x.to(device), layer).reshape(len(x), -1).cpu().numpy().astype(np.float32)
-        out.append(PredictionResult(example, {"representation": h, "probabilities": None}, model_id))
-    return out
 
 
 def as_model_params(pairs: Sequence[tuple[str, Any]]) -> tuple:

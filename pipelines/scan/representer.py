@@ -17,12 +17,19 @@ import pyarrow as pa
 
 from poisonscan.detectors.base import group_rows_by_label, label_sort_key
 from poisonscan.detectors.stats import ClassSample, Reservoir
-
-from .content import coincidence_probability, text_coincidence
-from .engine import Layout
-from .inputs import ImageEncoder, InputError, InputSpec, TabularEncoder, TextEncoder
-from .rows import Prepared, attach, key_values, normalize_key, priorities
-from .sources import ColumnKinds, encode_position
+from poisonscan.pipelines.io.columns import ColumnKinds
+from poisonscan.pipelines.io.kinds import InputError, InputSpec
+from poisonscan.pipelines.io.sources import encode_position
+from poisonscan.pipelines.represent.encoders import (
+    ImageEncoder,
+    TabularEncoder,
+    TextEncoder,
+)
+from poisonscan.pipelines.scan.cells import key_values, normalize_key
+from poisonscan.pipelines.scan.content import coincidence_probability, text_coincidence
+from poisonscan.pipelines.scan.fingerprints import priorities
+from poisonscan.pipelines.scan.fit import Layout
+from poisonscan.pipelines.scan.rows import Prepared, attach
 
 
 def raw_sample(
@@ -94,7 +101,8 @@ class Representer:
 
     def example(self, prep: Prepared) -> dict:
         """The model input of a batch's encoded rows (numpy), with their fold."""
-        from .representations import fold_column
+        # torch: heavy to import; only scans of raw inputs need it
+        from poisonscan.pipelines.represent.proxy import fold_column
 
         inputs = dict(prep.encoded.inputs)
         if self.proxy is not None:
@@ -107,9 +115,9 @@ class Representer:
         return self._module
 
     def apply(self, example: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        # torch: heavy to import; only scans of raw inputs need it
         import torch
-
-        from .representations import apply_proxy, layer_output
+        from poisonscan.pipelines.represent.proxy import apply_proxy, layer_output
 
         if self.proxy is not None:
             fold = example["fold"]
@@ -169,12 +177,13 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir]) -
             f"a {spec.kind} input needs at least two classes with usable rows to train the proxy "
             f"that represents it; found {len(usable)} ({found})"
         )
-    from .representations import train_proxy
+    # torch: heavy to import; only scans of raw inputs need it
+    from poisonscan.pipelines.represent.proxy import TrainingSample, train_proxy
 
     kept = enc.rows
     params = _params(spec.kind, encoder, len(labels))
     proxy = train_proxy(
-        spec.kind, params, enc.inputs, codes_arr[kept], pos_arr[kept], labels,
+        spec.kind, params, TrainingSample(enc.inputs, codes_arr[kept], pos_arr[kept], labels),
         folds=cfg.proxy_folds, epochs=cfg.proxy_epochs, seed=cfg.seed,
     )
     info = dict(proxy.info, kind=spec.kind, params=params)

@@ -1,0 +1,451 @@
+"""The scan as one Apache Beam pipeline.
+
+Beam code here only wires; every computation is a function of the scan core (:mod:`..scan`), the same
+ones the in-memory path calls. The source is read three times, and only small things
+cross a stage boundary (the FnApiRunner keeps such PCollections in memory):
+
+::
+
+    units ─┬─ pass 0: read ids ─► fingerprints by bucket ─► duplicated ids ─────────┐ side
+           ├─ pass 1: read, validate ─► per (class, length) partials ─► CombinePerKey │ input
+           │            ─► fit each class (parallel) ─► model ──────────────────────┐ │
+           └─ pass 2: read, validate, score (model, duplicates as side inputs) ◄────┴─┘
+                        ─► part files per unit (clean / flagged / rejected rows)
+                        ─► counts + flagged positions ─► finish: budget, quarantine,
+                           rejected, clean split, summary (staged in the output dir)
+
+The driver (:func:`run_scan`) checks the inputs before building the pipeline and moves
+the staged outputs into place only after the pipeline has succeeded. On the embedded
+runner with local files it runs pass 0 itself, in a thread while the pipeline is built,
+and the pipeline reads the duplicated ids from the staging folder.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from poisonscan.pipelines.drivers.combine import (
+    CombinePartials,
+    ConcatResults,
+    MergeDicts,
+    MergeRepeated,
+    MergeReservoirs,
+    MergeRowSamples,
+)
+from poisonscan.pipelines.drivers.staging import (
+    DUPLICATES_FILE,
+    read_pickle,
+    write_finished,
+    write_pickle,
+)
+from poisonscan.pipelines.io.outputs import FilePartStore, OutputDir
+from poisonscan.pipelines.io.sources import ReadUnit, read_unit
+from poisonscan.pipelines.scan.content import ContentCheck
+from poisonscan.pipelines.scan.finish import Passes, finish
+from poisonscan.pipelines.scan.fit import (
+    ROW_SAMPLE,
+    RowSample,
+    build_model,
+    choose_dim,
+    class_partials,
+    fit_class,
+)
+from poisonscan.pipelines.scan.keys import (
+    ContentKeys,
+    IdKeys,
+    batch_id_keys,
+    content_keys,
+)
+from poisonscan.pipelines.scan.plan import ScanPlan
+from poisonscan.pipelines.scan.representer import raw_sample
+from poisonscan.pipelines.scan.rows import attach, prepare
+from poisonscan.pipelines.scan.score import score_batch, store_outcomes
+
+_NAMESPACE = "poisonscan"
+
+CONTENT = "content"
+
+ROWS = "rows"
+
+
+# DoFns and CombineFns -----------------------------------------------------------------
+class _ReadIdKeys(beam.DoFn):
+    """Pass 0: fingerprints of every id in a unit, by bucket."""
+
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
+
+    def process(self, unit: ReadUnit):
+        cfg = self.plan.cfg
+        for batch, first in read_unit(unit, [cfg.id_column], cfg.batch_rows):
+            yield from batch_id_keys(batch, unit.file_index, first, self.plan.kinds, cfg.id_column)
+
+
+class _ClassPartials(beam.DoFn):
+    """Pass 1: validate and fold rows into per (class, length) partials."""
+
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
+
+    def setup(self):
+        self.detectors = self.plan.detectors()
+
+    def process(self, unit: ReadUnit, duplicates):
+        checks = self.plan.checks(duplicates=duplicates, collect_content=True)
+        for batch, first in read_unit(unit, self.plan.input_columns, self.plan.batch_rows):
+            prep = prepare(batch, unit.file_index, first, checks)
+            for key in content_keys(prep):
+                yield beam.pvalue.TaggedOutput(CONTENT, key)
+            yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
+
+
+class _RawSample(beam.DoFn):
+    """Raw inputs: a per-class sample of raw values, to train the proxy on."""
+
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
+
+    def process(self, unit: ReadUnit):
+
+        for batch, first in read_unit(unit, self.plan.input_columns, self.plan.batch_rows):
+            yield from raw_sample(batch, unit.file_index, first, self.plan.kinds, self.plan.cfg)
+
+
+class _ReadExamples(beam.DoFn):
+    """Raw inputs: validate and encode each batch; key it for RunInference.
+
+    The key carries the prepared batch itself (it never leaves the fused stage), so
+    the representation comes back joined to its rows without a shuffle.
+    """
+
+    def __init__(self, plan: ScanPlan, second_pass: bool):
+        self.plan = plan
+        self.second_pass = second_pass
+
+    def process(self, unit: ReadUnit, duplicates, model=None, content=None):
+        # torch: heavy to import; only scans of raw inputs need it
+        import torch
+
+        changes = {"duplicates": duplicates, "collect_content": not self.second_pass}
+        if self.second_pass:
+            changes["small_classes"] = model.small_classes
+            changes["content_duplicates"] = content.rejections()
+        checks = self.plan.checks(**changes)
+        columns = None if self.second_pass else self.plan.input_columns
+        for i, (batch, first) in enumerate(read_unit(unit, columns, self.plan.batch_rows)):
+            prep = prepare(batch, unit.file_index, first, checks)
+            example = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.plan.representer.example(prep).items()}
+            yield (unit.key, i, prep), example
+
+
+class _AttachPartials(beam.DoFn):
+    """Raw inputs, pass 1: representation joined to its rows -> class partials."""
+
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
+
+    def setup(self):
+        self.detectors = self.plan.detectors()
+
+    def process(self, element):
+        (_, _, prep), result = element
+        _attach(prep, result)
+        for key in content_keys(prep):
+            yield beam.pvalue.TaggedOutput(CONTENT, key)
+        yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
+
+
+def _attach(prep, result) -> None:
+
+    out = result.inference
+    rep = out["representation"]
+    if len(prep.encoded.rows) == 0:
+        rep = np.zeros((0, 0), np.float32)
+    attach(prep, rep, out["probabilities"] if len(prep.encoded.rows) else None)
+
+
+class _FitClass(beam.DoFn):
+    """Fit the detectors on one class and judge it (classes run in parallel)."""
+
+    SMALL = "small"
+
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
+        self.cfg = plan.cfg
+
+    def setup(self):
+        self.detectors = self.plan.detectors()
+        self.group_test = self.cfg.build_group_test()
+
+    def process(self, element, rows_by_dim):
+        (label, dim), partial = element
+        if dim != choose_dim(rows_by_dim):
+            return
+        if partial.rows < self.cfg.min_class_rows:
+            yield beam.pvalue.TaggedOutput(self.SMALL, (label, partial.rows))
+            return
+        yield fit_class(
+            label, partial, self.detectors, self.group_test, self.cfg.shared_sample_size,
+            self.plan.layout,
+        )
+
+
+class _ScoreUnit(beam.DoFn):
+    """Pass 2: validate, score and split one unit (features input) or one represented
+    batch (raw input); tables go to part files named after the unit (and batch)."""
+
+    def __init__(self, plan: ScanPlan, parts_root: str):
+        self.plan = plan
+        self.parts_root = parts_root
+        self.rows_read = Metrics.counter(_NAMESPACE, "rows_read")
+        self.rows_rejected = Metrics.counter(_NAMESPACE, "rows_rejected")
+        self.rows_flagged = Metrics.counter(_NAMESPACE, "rows_flagged")
+
+    def setup(self):
+
+        self.detectors = self.plan.detectors()
+        self.store = FilePartStore(self.parts_root)
+
+    def process(self, element, duplicates, model, content):
+        keep_clean = self.plan.cfg.write_clean
+        sample_rows = bool(self.plan.expectations and self.plan.expectations.needs_sample)
+        samples = []
+        if self.plan.raw:
+            (key, i, prep), result = element
+            _attach(prep, result)
+            path = self.plan.file_paths[int(key.split("-")[0])]
+            if sample_rows:
+                samples.append(RowSample.of(prep, ROW_SAMPLE, self.plan.cfg.seed))
+            outcome = score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
+            result = store_outcomes(self.store, f"{key}-{i:06d}", [outcome])
+        else:
+            unit = element
+            checks = self.plan.checks(
+                duplicates=duplicates, expected_dim=model.dim, small_classes=model.small_classes,
+                content_duplicates=content.rejections(),
+            )
+            path = self.plan.file_paths[unit.file_index]
+
+            def scored(batch, first):
+                prep = prepare(batch, unit.file_index, first, checks)
+                if sample_rows:
+                    samples.append(RowSample.of(prep, ROW_SAMPLE, self.plan.cfg.seed))
+                return score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
+
+            outcomes = (scored(b, f) for b, f in read_unit(unit, None, self.plan.batch_rows))
+            result = store_outcomes(self.store, unit.key, outcomes)
+        for sample in samples:
+            yield beam.pvalue.TaggedOutput(ROWS, sample)
+        self.rows_read.inc(result.counts.read)
+        self.rows_rejected.inc(result.counts.rejected)
+        self.rows_flagged.inc(result.counts.flagged)
+        yield result
+
+
+class _Finish(beam.DoFn):
+    """Budget, quarantine list, rejected rows, clean split and summary, staged."""
+
+    def __init__(self, plan: ScanPlan, out: OutputDir, inputs: Sequence[str], extra: dict):
+        self.plan = plan
+        self.out = out
+        self.inputs = list(inputs)
+        self.extra = extra
+
+    def process(self, unit_result, model, rows, content):
+        plan, out = self.plan, self.out
+        passes = Passes(out.parts, model, unit_result, row_sample=rows.frame(), content=content)
+        fin = finish(plan, passes, self.inputs, self.extra)
+        write_finished(fin, out.parts, out, plan.cfg)
+        return []
+
+
+# the pipeline -------------------------------------------------------------------------
+class FindDuplicateIds(beam.PTransform):
+    """Pass 0: read units' ids -> ``{fingerprint: first position}`` of duplicated ids."""
+
+    def __init__(self, plan: ScanPlan):
+        super().__init__()
+        self.plan = plan
+
+    def expand(self, units):
+        return (
+            units
+            | "ReadIds" >> beam.ParDo(_ReadIdKeys(self.plan))
+            | "PerBucket" >> beam.CombinePerKey(MergeRepeated(IdKeys))
+            | "Values" >> beam.Values()
+            | "All" >> beam.CombineGlobally(MergeDicts())
+        )
+
+
+class Represent(beam.PTransform):
+    """Raw inputs: units -> ((unit key, batch index, prepared batch), PredictionResult).
+
+    Each record batch's encoded rows go through Beam's RunInference with the PyTorch
+    model handler (the trained proxy, or the user's model), keyed by the batch of rows
+    they came from.
+    """
+
+    def __init__(self, plan: ScanPlan, second_pass: bool):
+        super().__init__()
+        self.plan = plan
+        self.second_pass = second_pass
+
+    def expand(self, pcolls):
+        # torch: a heavy import, needed only by scans of raw inputs
+        from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+        # torch: heavy to import; only scans of raw inputs need it
+        from poisonscan.pipelines.drivers.inference import model_handler
+
+        units, duplicates = pcolls[:2]
+        side = {"duplicates": beam.pvalue.AsSingleton(duplicates)}
+        if self.second_pass:
+            side["model"] = beam.pvalue.AsSingleton(pcolls[2])
+            side["content"] = beam.pvalue.AsSingleton(pcolls[3])
+        return (
+            units
+            | "ReadEncode" >> beam.ParDo(_ReadExamples(self.plan, self.second_pass), **side)
+            | "RunInference" >> RunInference(KeyedModelHandler(model_handler(self.plan)))
+        )
+
+
+
+
+class FitModel(beam.PTransform):
+    """Pass 1: read units -> (one :class:`~..scan.fit.ScanModel`, classes fitted in parallel;
+    ``{content fingerprint: (first position, labels conflict)}`` of repeated content)."""
+
+    def __init__(self, plan: ScanPlan):
+        super().__init__()
+        self.plan = plan
+
+    def expand(self, pcolls):
+        units, duplicates = pcolls
+        plan = self.plan
+        if plan.raw:
+            outputs = (
+                (units, duplicates) | "Represent" >> Represent(plan, second_pass=False)
+                | "Accumulate" >> beam.ParDo(_AttachPartials(plan)).with_outputs(CONTENT, main="partials")
+            )
+        else:
+            outputs = units | "Accumulate" >> beam.ParDo(
+                _ClassPartials(plan), duplicates=beam.pvalue.AsSingleton(duplicates)
+            ).with_outputs(CONTENT, main="partials")
+        partials = outputs.partials | "CombinePerClass" >> beam.CombinePerKey(CombinePartials(plan))
+        rows_by_dim = (
+            partials
+            | "RowsPerLength" >> beam.Map(lambda kv: (kv[0][1], kv[1].rows))
+            | "SumRowsPerLength" >> beam.CombinePerKey(sum)
+        )
+        coincidence = plan.representer.coincidence if plan.raw else None
+        level = plan.cfg.coincidence_level
+        content = (
+            outputs[CONTENT]
+            | "ContentPerBucket" >> beam.CombinePerKey(MergeRepeated(ContentKeys))
+            | "ContentValues" >> beam.Values()
+            | "AllRepeatedContent" >> beam.CombineGlobally(MergeDicts())
+            | "JudgeRepeats" >> beam.Map(
+                lambda repeated, dims: ContentCheck.of(repeated, sum(dims.values()), coincidence, level),
+                dims=beam.pvalue.AsDict(rows_by_dim),
+            )
+        )
+        fitted = partials | "FitClasses" >> beam.ParDo(
+            _FitClass(plan), rows_by_dim=beam.pvalue.AsDict(rows_by_dim)
+        ).with_outputs(_FitClass.SMALL, main="classes")
+        detectors = plan.detectors()
+        group_test = plan.cfg.build_group_test()
+        layout = plan.layout
+        model = (
+            fitted.classes
+            | "GatherClasses" >> beam.combiners.ToList()
+            | "BuildModel" >> beam.Map(
+                lambda models, small, dims: build_model(
+                    models, dict(small), dims, detectors, group_test, layout
+                ),
+                small=beam.pvalue.AsList(fitted[_FitClass.SMALL]),
+                dims=beam.pvalue.AsDict(rows_by_dim),
+            )
+        )
+        return model, content
+
+
+class ScoreUnits(beam.PTransform):
+    """Pass 2: read units, score every row, leave tables in part files; -> one
+    :class:`~..scan.score.UnitResult` (counts and flagged positions of the whole input)."""
+
+    def __init__(self, plan: ScanPlan, parts_root: str):
+        super().__init__()
+        self.plan = plan
+        self.parts_root = parts_root
+
+    def expand(self, pcolls):
+        units, duplicates, model, content = pcolls
+        elements = (
+            (units, duplicates, model, content) | "Represent" >> Represent(self.plan, second_pass=True)
+            if self.plan.raw
+            else units
+        )
+        outputs = elements | "Score" >> beam.ParDo(
+            _ScoreUnit(self.plan, self.parts_root),
+            duplicates=beam.pvalue.AsSingleton(duplicates),
+            model=beam.pvalue.AsSingleton(model),
+            content=beam.pvalue.AsSingleton(content),
+        ).with_outputs(ROWS, main="results")
+        results = outputs.results | "Combine" >> beam.CombineGlobally(ConcatResults())
+        rows = outputs[ROWS] | "RowSample" >> beam.CombineGlobally(MergeRowSamples())
+        return results, rows
+
+
+def build_pipeline(
+    p: beam.Pipeline,
+    plan: ScanPlan,
+    out: OutputDir,
+    inputs: Sequence[str],
+    extra: dict,
+    duplicates_file: str | None = None,
+) -> beam.PCollection:
+    units = p | "Units" >> _units(plan)
+    if duplicates_file is None:
+        dups = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
+    else:  # found before this pipeline (by the driver, or the sampling pipeline)
+        dups = (
+            p
+            | "DuplicateIdsFile" >> beam.Create([duplicates_file])
+            | "ReadDuplicateIds" >> beam.Map(read_pickle)
+        )
+    model, content = (units, dups) | "Pass1FitModel" >> FitModel(plan)
+    results, rows = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
+    return results | "Finish" >> beam.ParDo(
+        _Finish(plan, out, inputs, extra),
+        model=beam.pvalue.AsSingleton(model),
+        rows=beam.pvalue.AsSingleton(rows),
+        content=beam.pvalue.AsSingleton(content),
+    )
+
+
+def build_sampling_pipeline(p: beam.Pipeline, plan: ScanPlan, out: OutputDir) -> None:
+    """Raw inputs: duplicated ids and the per-class training sample, written to the
+    output's staging folder for the driver."""
+    units = p | "Units" >> _units(plan)
+    (
+        units
+        | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
+        | "WriteDuplicates" >> beam.Map(write_pickle, path=out.staged(DUPLICATES_FILE))
+    )
+    (
+        units
+        | "SampleRaw" >> beam.ParDo(_RawSample(plan))
+        | "MergeSamples" >> beam.CombinePerKey(MergeReservoirs())
+        | "GatherSamples" >> beam.combiners.ToList()
+        | "WriteSample" >> beam.Map(write_pickle, path=out.staged("sample.pkl"))
+    )
+
+
+def _units(plan: ScanPlan) -> beam.PTransform:
+    # Create redistributes two or more elements itself (a reshuffle of their encoded
+    # form), so the units spread over the workers with no reshuffle of our own
+    return beam.Create(list(plan.units), reshuffle=True)

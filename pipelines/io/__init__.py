@@ -1,0 +1,1 @@
+"""Layer 1: files in and out: sources and read units, output folders, part stores."""

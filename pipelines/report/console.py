@@ -1,0 +1,56 @@
+"""What a scan prints on the terminal."""
+
+from __future__ import annotations
+
+from poisonscan.pipelines.scan.values import fmt_label
+
+
+def format_summary(summary: dict, out_dir: str) -> str:
+    """A few lines for the terminal."""
+
+    n_files = len(summary.get("inputs", []))
+    lines = [
+        f"poisonscan: scanned {summary['rows_read']:,} rows from {n_files} file"
+        f"{'s' if n_files != 1 else ''} in {summary.get('seconds', 0):.1f} s: {summary['verdict']}",
+    ]
+    per_class = [
+        f"{fmt_label(c['label'])}: {c['rows_quarantined']:,}"
+        for c in summary["classes"]
+        if c["rows_quarantined"]
+    ]
+    lines.append(
+        f"  quarantined {summary['rows_quarantined']:>10,}"
+        + (f"   (by class: {', '.join(per_class)})" if per_class else "")
+    )
+    reasons = ", ".join(f"{k}: {v:,}" for k, v in summary["rejected_by_reason"].items())
+    lines.append(f"  rejected    {summary['rows_rejected']:>10,}" + (f"   ({reasons})" if reasons else ""))
+    lines.append(f"  clean       {summary['rows_clean']:>10,}")
+    exp = summary.get("expectations")
+    if exp:
+        st = exp["statistics"]
+        failed = [r["expectation"] for r in exp["results"] if not r["success"]]
+        lines.append(
+            f"  expectations: {st['successful_expectations']} of {st['evaluated_expectations']} met"
+            + (f"; failed: {', '.join(failed[:4])}{' ...' if len(failed) > 4 else ''}" if failed else "")
+        )
+    poisoned = summary["classes_poisoned"]
+    # counted first, the labels after: "classes judged poisoned: 0" read as none when
+    # the poisoned class was labelled 0
+    lines.append(
+        f"  classes judged poisoned: {len(poisoned)} of {len(summary['classes'])}"
+        + (f" (label{'s' if len(poisoned) > 1 else ''} {', '.join(fmt_label(c) for c in poisoned)})" if poisoned else "")
+    )
+    budget = summary["budget"]
+    if budget["max_rows"] is not None and budget["rows_left_in_clean_by_budget"]:
+        lines.append(
+            f"  budget: {budget['rows_flagged']:,} rows flagged, at most {budget['max_rows']:,} "
+            f"quarantined; the {budget['rows_left_in_clean_by_budget']:,} least suspicious stay in the clean split"
+        )
+    lines.append(f"  outputs in {out_dir}/: quarantine.parquet, quarantine.csv, rejected.parquet, "
+                 + ("clean.parquet, " if summary["settings"].get("write_clean") else "")
+                 + "review.parquet, review.json, summary.json"
+                 + (", expectations/ (Data Docs)" if exp and exp.get("data_docs") else "")
+                 + (", report.html" if summary["settings"].get("report") else ""))
+    if summary["settings"].get("report"):
+        lines.append(f"  review the flagged rows: open {out_dir}/report.html in a browser")
+    return "\n".join(lines)

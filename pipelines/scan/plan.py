@@ -1,0 +1,107 @@
+"""The scan plan: every check of the inputs that can run before a row is read, and
+what the drivers need to know to read, validate and represent rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from poisonscan.expectations import plan as expectation_plan
+from poisonscan.pipelines.config import ScanConfig
+from poisonscan.pipelines.io.columns import ColumnKinds, check_columns
+from poisonscan.pipelines.io.outputs import open_read
+from poisonscan.pipelines.io.sources import (
+    SourceError,
+    SourceFile,
+    expand_sources,
+    file_schema,
+    plan_units,
+)
+from poisonscan.pipelines.scan.columns import REJECT_COLUMNS
+from poisonscan.pipelines.scan.fit import Layout, batch_rows_for
+from poisonscan.pipelines.scan.rows import RowChecks
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanPlan:
+    """What the driver worked out before the pipeline starts."""
+
+    cfg: ScanConfig
+    kinds: ColumnKinds
+    file_paths: dict
+    units: tuple
+    #: raw inputs: the encoder and proxy fitted on the training sample
+    representer: Any = None
+    #: where RunInference loads the proxy's weights from
+    weights_path: str | None = None
+    #: the data-quality expectations (poisonscan.expectations.ExpectationPlan)
+    expectations: Any = None
+
+    @property
+    def raw(self) -> bool:
+        return self.kinds.input.kind != "features"
+
+    @property
+    def batch_rows(self) -> int:
+        return batch_rows_for(self.cfg, self.kinds.input.kind)
+
+    @property
+    def layout(self) -> Layout:
+        return self.representer.layout if self.representer else Layout()
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [self.cfg.id_column, self.cfg.label_column, *self.kinds.input_columns]
+
+    def detectors(self) -> list:
+        labels = self.representer.probability_labels if self.representer else ()
+        return self.cfg.build_detectors(self.kinds.input.kind, labels)
+
+    def checks(self, **changes: Any) -> RowChecks:
+        base = RowChecks(
+            self.kinds,
+            self.cfg.id_column,
+            self.cfg.label_column,
+            self.file_paths,
+            seed=self.cfg.seed,
+            min_class_rows=self.cfg.min_class_rows,
+            encoder=self.representer.encoder if self.representer else None,
+            declared_labels=self.expectations.declared_labels if self.expectations else None,
+            feature_range=self.expectations.feature_range if self.expectations else None,
+            validator=self.expectations.validator if self.expectations else None,
+        )
+        return dataclasses.replace(base, **changes)
+
+
+#: the name a table scanned in memory goes by, where a file's path would be
+MEMORY_SOURCE = "<memory>"
+
+
+def plan_scan(sources: Sequence[str], cfg: ScanConfig, format_override: str | None = None) -> ScanPlan:
+    """Match and check the inputs; raise :class:`SourceError` before anything runs."""
+    files = expand_sources(sources, format_override)
+    return _plan(files, [file_schema(f) for f in files], cfg, tuple(plan_units(files)))
+
+
+def plan_table(schema: pa.Schema, cfg: ScanConfig) -> ScanPlan:
+    """The plan of a table held in memory (one source, no read units): the same checks
+    as :func:`plan_scan` makes of files."""
+    return _plan([SourceFile(0, MEMORY_SOURCE, "memory")], [schema], cfg, ())
+
+
+def _plan(files, schemas, cfg: ScanConfig, units: tuple) -> ScanPlan:
+    kinds = check_columns(files, schemas, cfg)
+    cfg = dataclasses.replace(cfg, features_column=kinds.features_column)
+    for f, schema in zip(files, schemas):
+        clash = sorted(set(schema.names) & set(REJECT_COLUMNS))
+        if clash:
+            raise SourceError(
+                f"{f.path}: column(s) {', '.join(clash)} clash with the columns poisonscan "
+                "adds to rejected rows; rename them"
+            )
+    return ScanPlan(
+        cfg, kinds, {f.index: f.path for f in files}, units,
+        expectations=expectation_plan(cfg, kinds, open_read),
+    )

@@ -1,0 +1,495 @@
+"""Row validation: an Arrow record batch in, valid vectors and reasons for the rest out.
+
+Every row read ends up either valid (scanned) or rejected with a reason; nothing is
+dropped silently. The checks, with their codes:
+
+============== ===============================================================
+code           rejected when
+============== ===============================================================
+missing_id     the id is null
+missing_label  the label is null
+missing_features  the features are null
+empty_features the feature list is empty
+bad_number     the features (written as text) are not all numbers, or not UTF-8 text
+null_in_features  a feature value is null
+nan_features   a feature value is NaN
+inf_features   a feature value is infinite
+huge_features  a feature value lies beyond +-2**50 (:data:`MAX_FEATURE_MAGNITUDE`)
+wrong_length   the vector's length differs from the data set's (the most common one)
+duplicate_id   the id appears more than once in the input (every copy is rejected)
+small_class    the row's class has too few valid rows to be judged
+undeclared_label  the label is not in the declared set (``--labels``)
+out_of_range   a feature value lies outside ``--feature-range``
+duplicate_content  same content and label as another row (one copy is kept: the same whatever the row order)
+conflicting_labels  the same content appears with different labels (all rejected)
+                   (both only where the content identifies a row: see ``.content``)
+missing_image, bad_image, missing_text, empty_text, bad_text  raw inputs that are null or unusable
+bad_id_encoding, bad_label_encoding  the id or label is not UTF-8 text (a stray byte
+               in a CSV or JSONL cell)
+============== ===============================================================
+
+A user's row expectations (``--expectations``) reject with the expectation's name as code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from poisonscan.pipelines.io.columns import ColumnKinds
+from poisonscan.pipelines.io.sources import decode_position, encode_position
+from poisonscan.pipelines.represent.encoders import Encoded
+from poisonscan.pipelines.scan.cells import (
+    _vectors,
+    _why_undecodable,
+    key_values,
+    normalize_key,
+    parse_number_text,
+    undecodable,
+)
+from poisonscan.pipelines.scan.fingerprints import (
+    _ID_SEEDS,
+    _grouped_vector_fingerprints,
+    content_fingerprints,
+    content_strata,
+    fingerprints,
+)
+from poisonscan.pipelines.scan.values import plain
+
+#: Feature values beyond this magnitude are rejected (``huge_features``): the scan's
+#: statistics sum squares in float32 (its range ends near 2**128), and at most 2**50 per
+#: value keeps any sum over up to 2**28 rows inside it. Embeddings and measurements lie
+#: far within it; a value beyond it is an encoding error (a sentinel, an id, a raw count).
+MAX_FEATURE_MAGNITUDE = float(2**50)
+
+
+@dataclass
+class RowChecks:
+    """What row validation needs to know beyond the batch itself."""
+
+    kinds: ColumnKinds
+    id_column: str
+    label_column: str
+    file_paths: Mapping[int, str] = field(default_factory=dict)
+    #: (fingerprint hi, lo) -> number of copies, for duplicated ids only.
+    duplicates: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    #: Vector length every row must have (pass 2); None in pass 1 (rows are grouped).
+    expected_dim: int | None = None
+    #: Valid-row counts of classes too small to judge (pass 2).
+    small_classes: Mapping[Any, int] = field(default_factory=dict)
+    min_class_rows: int = 0
+    seed: int = 0
+    #: raw inputs: the encoder fitted on the training sample
+    encoder: Any = None
+    #: data-quality expectations (see poisonscan.expectations)
+    declared_labels: frozenset | None = None
+    feature_range: tuple | None = None
+    validator: Any = None  # the user's row expectations (GX, on pandas batches)
+    #: content fingerprint (hi, lo) -> (first position, labels conflict), pass 2
+    content_duplicates: Mapping[tuple[int, int], tuple[int, bool]] = field(default_factory=dict)
+    collect_content: bool = False
+
+
+@dataclass
+class Prepared:
+    """One validated batch.
+
+    ``valid`` marks the rows that are scanned. For them, ``groups`` maps each vector
+    length to ``(row indices into the batch, matrix of vectors)``; in pass 2 there is
+    only the expected length. ``labels``, ``ids`` and ``priority`` are per batch row.
+    """
+
+    batch: pa.RecordBatch
+    positions: np.ndarray
+    valid: np.ndarray
+    error_code: np.ndarray  # object: None or "code[,code]"
+    error: np.ndarray  # object: None or text
+    labels: np.ndarray
+    ids: np.ndarray
+    groups: dict[int, tuple[np.ndarray, np.ndarray]]
+    id_null: np.ndarray
+    label_null: np.ndarray
+    ids_arrow: pa.Array
+    fingerprints: tuple[np.ndarray, np.ndarray] | None = None
+    encoded: Any = None  # raw inputs: the encoded valid rows (see .inputs.Encoded)
+    #: valid rows' content fingerprints: (rows, hi, lo, label hash, stratum, id hash)
+    content: tuple | None = None
+
+    def tokens_of(self, rows: np.ndarray) -> list:
+        """The tokens of batch rows ``rows``: n-grams (text) or column=value (tables)."""
+        where = {int(r): j for j, r in enumerate(self.encoded.rows)}
+        return [self.encoded.tokens[where[int(r)]] for r in rows]
+
+    @property
+    def n(self) -> int:
+        return self.batch.num_rows
+
+
+def _raw_null(batch: pa.RecordBatch, column: str) -> np.ndarray:
+    if column not in batch.schema.names:
+        return np.ones(batch.num_rows, dtype=bool)
+    return batch.column(column).is_null().to_numpy(zero_copy_only=False)
+
+
+def prepare(
+    batch: pa.RecordBatch,
+    file_index: int,
+    first_row: int,
+    checks: RowChecks,
+    *,
+    need_fingerprints: bool = False,
+) -> Prepared:
+    """Validate one batch (see the module docstring for the checks).
+
+    For a features input the vectors are ready (``groups``); for a raw input the valid
+    rows are encoded (``encoded``) and :func:`attach` adds their representation.
+    """
+    n = batch.num_rows
+    kinds = checks.kinds
+    positions = encode_position(file_index, first_row + np.arange(n, dtype=np.int64))
+    problems: dict[int, list[tuple[str, str]]] = {}
+    keys = _Keys.of(batch, checks, problems)
+    fp = fingerprints(keys.ids_arr) if need_fingerprints or checks.duplicates else None
+    _check_duplicate_ids(checks, keys, fp, problems)
+    _check_labels(checks, keys, problems)
+    _check_user_rows(batch, checks, problems)
+
+    encoded = None
+    if kinds.input.kind == "features":
+        groups = _feature_vectors(batch, kinds, checks, problems)
+    else:
+        groups = {}
+        encoded = _encode(batch, kinds, checks.encoder, _without(n, problems), problems)
+
+    valid = np.zeros(n, dtype=bool)
+    for rows, _ in groups.values():
+        valid[rows] = True
+    if encoded is not None:
+        valid[encoded.rows] = True
+
+    content = None
+    if checks.collect_content or checks.content_duplicates:
+        content = _content_keys(batch, checks, keys, groups, np.flatnonzero(valid))
+        _check_repeated_content(checks, content, positions, valid, problems)
+        _keep_valid(groups, encoded, valid)
+
+    error_code = np.full(n, None, dtype=object)
+    error = np.full(n, None, dtype=object)
+    for i, items in problems.items():
+        error_code[i] = ",".join(dict.fromkeys(code for code, _ in items))
+        error[i] = "; ".join(dict.fromkeys(text for _, text in items))
+    return Prepared(
+        batch, positions, valid, error_code, error, keys.labels, keys.ids, groups, keys.id_null,
+        keys.label_null, keys.ids_arr, fp, encoded, content,
+    )
+
+
+def _reject(problems: dict, mask: np.ndarray, code: str, text) -> None:
+    """Record ``code`` for every row in ``mask``; ``text`` is a string or row -> string."""
+    for i in np.flatnonzero(mask):
+        problems.setdefault(int(i), []).append((code, text(int(i)) if callable(text) else text))
+
+
+def _without(n: int, problems: dict) -> np.ndarray:
+    """The rows of a batch of ``n`` that no check has rejected so far."""
+    ok = np.ones(n, dtype=bool)
+    if problems:
+        ok[list(problems)] = False
+    return np.flatnonzero(ok)
+
+
+@dataclass
+class _Keys:
+    """A batch's ids and labels, normalised, with their nulls."""
+
+    ids_arr: pa.Array
+    labels_arr: pa.Array
+    ids: np.ndarray
+    labels: np.ndarray
+    id_null: np.ndarray
+    label_null: np.ndarray
+
+    @staticmethod
+    def of(batch: pa.RecordBatch, checks: RowChecks, problems: dict) -> "_Keys":
+        """Read the keys; reject rows whose id or label is missing or not UTF-8 text."""
+        n, names, kinds = batch.num_rows, batch.schema.names, checks.kinds
+
+        def column(name, target):
+            return normalize_key(batch.column(name), target) if name in names else pa.nulls(n, target)
+
+        ids_arr = column(checks.id_column, kinds.id_type)
+        labels_arr = column(checks.label_column, kinds.label_type)
+        keys = _Keys(
+            ids_arr, labels_arr, key_values(ids_arr), key_values(labels_arr),
+            ids_arr.is_null().to_numpy(zero_copy_only=False),
+            labels_arr.is_null().to_numpy(zero_copy_only=False),
+        )
+        # null only after normalize_key: a binary value that is not UTF-8
+        bad_id = keys.id_null & ~_raw_null(batch, checks.id_column)
+        bad_label = keys.label_null & ~_raw_null(batch, checks.label_column)
+        _reject(problems, bad_id, "bad_id_encoding", "the id is not valid UTF-8 text")
+        _reject(problems, bad_label, "bad_label_encoding", "the label is not valid UTF-8 text")
+        _reject(problems, keys.id_null & ~bad_id, "missing_id", "id is null")
+        _reject(problems, keys.label_null & ~bad_label, "missing_label", "label is null")
+        return keys
+
+
+def _check_duplicate_ids(checks: RowChecks, keys: _Keys, fp, problems: dict) -> None:
+    """Reject every copy of an id that pass 0 found more than once."""
+    if not checks.duplicates:
+        return
+    hi, lo = fp
+    dup_hi = np.fromiter((k[0] for k in checks.duplicates), dtype=np.uint64)
+    for i in np.flatnonzero(np.isin(hi, dup_hi) & ~keys.id_null):
+        copies = checks.duplicates.get((int(hi[i]), int(lo[i])))
+        if copies is not None:
+            problems.setdefault(int(i), []).append(
+                (
+                    "duplicate_id",
+                    f"id {plain(keys.ids[i])!r} appears {copies} times in the input; no copy is kept",
+                )
+            )
+
+
+def _check_labels(checks: RowChecks, keys: _Keys, problems: dict) -> None:
+    """Reject rows of classes too small to judge, and labels outside ``--labels``."""
+    labels, has_label = keys.labels, np.flatnonzero(~keys.label_null)
+    if checks.small_classes:
+        for i in has_label:
+            rows = checks.small_classes.get(labels[i])
+            if rows is not None:
+                problems.setdefault(int(i), []).append(
+                    (
+                        "small_class",
+                        f"class {plain(labels[i])!r} has {rows} valid rows; at least "
+                        f"{checks.min_class_rows} are needed to judge it",
+                    )
+                )
+    if checks.declared_labels is not None:
+        for i in has_label:
+            if plain(labels[i]) not in checks.declared_labels:
+                problems.setdefault(int(i), []).append(
+                    ("undeclared_label", f"label {plain(labels[i])!r} is not among the declared labels")
+                )
+
+
+def _check_user_rows(batch: pa.RecordBatch, checks: RowChecks, problems: dict) -> None:
+    """The user's row expectations (GX, on the rows that passed so far, as pandas)."""
+    if checks.validator is None:
+        return
+    rows = _without(batch.num_rows, problems)
+    if len(rows):
+        frame = batch.take(pa.array(rows, pa.int64())).to_pandas()
+        for j, names_failed in checks.validator.failures(frame).items():
+            for name in names_failed:
+                problems.setdefault(int(rows[j]), []).append((name, f"failed {name}"))
+
+
+def _content_keys(batch: pa.RecordBatch, checks: RowChecks, keys: _Keys, groups: dict, rows: np.ndarray) -> tuple:
+    """(rows, content fingerprint hi, lo, label hash, stratum, id hash) of the valid rows."""
+    kinds = checks.kinds
+    if kinds.input.kind == "features":
+        hi, lo = _grouped_vector_fingerprints(groups, rows)
+    else:
+        hi, lo = content_fingerprints(batch, kinds, rows)
+    take = pa.array(rows, pa.int64())
+    label_hash = pl.from_arrow(keys.labels_arr.take(take)).hash(seed=_ID_SEEDS[0]).to_numpy()
+    id_hash = pl.from_arrow(keys.ids_arr.take(take)).hash(seed=_ID_SEEDS[1]).to_numpy().astype(np.uint64, copy=False)
+    return rows, hi, lo, label_hash.astype(np.uint64, copy=False), content_strata(batch, kinds, rows), id_hash
+
+
+def _check_repeated_content(checks: RowChecks, content: tuple, positions, valid, problems: dict) -> None:
+    """Reject the repeats the content check judged: every copy of conflicting content,
+    every copy but the kept one of duplicated content (pass 2)."""
+    if not checks.content_duplicates:
+        return
+    rows, hi, lo = content[:3]
+    dup_hi = np.fromiter((k[0] for k in checks.content_duplicates), dtype=np.uint64)
+    for j in np.flatnonzero(np.isin(hi, dup_hi)):
+        hit = checks.content_duplicates.get((int(hi[j]), int(lo[j])))
+        if hit is None:
+            continue
+        first, conflict = hit
+        i = int(rows[j])
+        if conflict:
+            problems.setdefault(i, []).append(
+                ("conflicting_labels", "identical content appears with different labels")
+            )
+        elif first != positions[i]:
+            f_idx, f_row = decode_position(first)
+            where = checks.file_paths.get(f_idx, f"file {f_idx}")
+            problems.setdefault(i, []).append(
+                ("duplicate_content", f"exact duplicate of {_basename(where)} row {f_row}")
+            )
+        else:
+            continue
+        valid[i] = False
+
+
+def _keep_valid(groups: dict, encoded, valid: np.ndarray) -> None:
+    """Drop the rows ``valid`` no longer holds from the vector groups and encoded inputs."""
+    if encoded is not None and not valid[encoded.rows].all():
+        keep = valid[encoded.rows]
+        encoded.rows = encoded.rows[keep]
+        encoded.inputs = {k: v[keep] for k, v in encoded.inputs.items()}
+        if encoded.tokens is not None:
+            encoded.tokens = [t for t, k in zip(encoded.tokens, keep) if k]
+    for dim, (rows_d, X) in list(groups.items()):
+        keep = valid[rows_d]
+        if not keep.all():
+            groups[dim] = (rows_d[keep], X[keep])
+            if not keep.any():
+                del groups[dim]
+
+
+def _feature_vectors(batch, kinds, checks, problems) -> dict:
+    """The vectors of the rows that passed so far, grouped by length; bad ones rejected."""
+    n = batch.num_rows
+    fcol = _feature_column(batch, kinds, problems)
+    f_null = fcol.is_null().to_numpy(zero_copy_only=False)
+    parsed_bad = np.zeros(n, dtype=bool)
+    for i in problems:
+        if any(code == "bad_number" for code, _ in problems[i]):
+            parsed_bad[i] = True
+    _reject(problems, f_null & ~parsed_bad, "missing_features", "features are null")
+    lengths = pc.fill_null(pc.list_value_length(fcol), -1).to_numpy(zero_copy_only=False)
+    _reject(problems, lengths == 0, "empty_features", "features are empty")
+    if checks.expected_dim is not None:
+        _reject(
+            problems,
+            (lengths > 0) & (lengths != checks.expected_dim),
+            "wrong_length",
+            lambda i: f"features have length {lengths[i]}; the data set's vectors have "
+            f"length {checks.expected_dim}",
+        )
+    ok = np.zeros(n, dtype=bool)
+    ok[_without(n, problems)] = True
+    ok &= lengths > 0
+    groups: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for dim in np.unique(lengths[ok]):
+        rows = np.flatnonzero(ok & (lengths == dim))
+        X, has_null = _vectors(fcol, rows, int(dim))
+        bad_rows = _check_values(X, has_null, rows, checks, problems)
+        rows, X = rows[~bad_rows], X[~bad_rows]
+        if len(rows):
+            groups[int(dim)] = (rows, X)
+    return groups
+
+
+def _feature_column(batch, kinds, problems) -> pa.Array:
+    """The features as a list array: numbers written as text parsed (a cell that does
+    not parse or decode rejects its row), a missing column as nulls."""
+    n = batch.num_rows
+    if kinds.features_column not in batch.schema.names:
+        return pa.nulls(n, pa.list_(pa.float64()))
+    fcol = batch.column(kinds.features_column)
+    if isinstance(fcol, pa.ChunkedArray):
+        fcol = fcol.combine_chunks()
+    if pa.types.is_binary(fcol.type) or pa.types.is_large_binary(fcol.type):
+        # numbers written as text with a stray byte in some cell (the CSV or JSONL reader
+        # typed the column binary): that row is rejected, the others parsed as text
+        for i in np.flatnonzero(undecodable(fcol)):
+            problems.setdefault(int(i), []).append(("bad_number", f"features: {_why_undecodable(fcol[i].as_py())}"))
+        fcol = normalize_key(fcol, pa.string())
+    if pa.types.is_string(fcol.type) or pa.types.is_large_string(fcol.type):
+        fcol, bad = parse_number_text(fcol)
+        for i, token in bad.items():
+            problems.setdefault(i, []).append(
+                ("bad_number", f"features: {token[:40]!r} is not a number")
+            )
+    elif pa.types.is_null(fcol.type):
+        fcol = pa.nulls(n, pa.list_(pa.float64()))
+    return fcol
+
+
+def _check_values(X: np.ndarray, has_null: np.ndarray, rows: np.ndarray, checks, problems) -> np.ndarray:
+    """Which vectors (of one length) hold a null, NaN, infinite, huge or out-of-range
+    value; each is rejected with the first reason that applies."""
+    finite = np.isfinite(X).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        huge = finite & (np.abs(X) > MAX_FEATURE_MAGNITUDE).any(axis=1)
+    bad_rows = has_null | ~finite | huge
+    outside = np.zeros(len(rows), dtype=bool)
+    if checks.feature_range is not None:
+        lo_v, hi_v = checks.feature_range
+        with np.errstate(invalid="ignore"):
+            outside = ~bad_rows & ((X < lo_v) | (X > hi_v)).any(axis=1)
+        for j in np.flatnonzero(outside):
+            problems.setdefault(int(rows[j]), []).append(
+                (
+                    "out_of_range",
+                    f"features outside [{lo_v:g}, {hi_v:g}] (min {X[j].min():g}, max {X[j].max():g})",
+                )
+            )
+    for j in np.flatnonzero(bad_rows):
+        i = int(rows[j])
+        if has_null[j]:
+            problems.setdefault(i, []).append(("null_in_features", "features contain null values"))
+        elif np.isnan(X[j]).any():
+            problems.setdefault(i, []).append(("nan_features", "features contain NaN"))
+        elif huge[j]:
+            k = int(np.argmax(np.abs(X[j])))
+            problems.setdefault(i, []).append(
+                ("huge_features", f"feature {k} is {float(X[j, k]):g}, beyond the +-{MAX_FEATURE_MAGNITUDE:.3g} "
+                 "the scan computes with safely")
+            )
+        else:
+            problems.setdefault(i, []).append(("inf_features", "features contain infinite values"))
+    return bad_rows | outside
+
+
+def _encode(batch, kinds, encoder, rows: np.ndarray, problems):
+    """Encode the raw input of ``rows`` (batch indices); failures become problems."""
+
+    if encoder is None:
+        raise ValueError(f"a {kinds.input.kind} input needs an encoder (fitted on the training sample)")
+    if len(rows) == 0:
+        return Encoded(np.empty(0, np.int64), {}, {})
+    sub = batch.take(pa.array(rows, pa.int64()))
+    if kinds.input.kind == "tabular":
+        enc = encoder.encode(sub)
+    else:
+        col = sub.column(kinds.input.column) if kinds.input.column in sub.schema.names else pa.nulls(len(rows))
+        enc = encoder.encode(col)
+    for j, (code, text) in enc.errors.items():
+        problems.setdefault(int(rows[j]), []).append((code, text))
+    enc.rows = rows[enc.rows]
+    enc.errors = {}
+    return enc
+
+
+def label_input(encoded) -> np.ndarray | None:
+    """The part of a batch's encoded rows the label detectors read: a table's encoded
+    columns (2-D floats), which no network fitted to the labels has seen; None for
+    images and text."""
+    x = encoded.inputs.get("x") if encoded is not None else None
+    if x is None or x.ndim != 2 or x.dtype.kind != "f":
+        return None
+    return x
+
+
+def attach(prep: Prepared, representation: np.ndarray, probabilities: np.ndarray | None) -> Prepared:
+    """Give the encoded rows their vectors: ``[representation | encoded table |
+    probabilities]`` (see :class:`.fit.Layout`)."""
+    rows = prep.encoded.rows
+    if len(rows):
+        parts = [representation]
+        table = label_input(prep.encoded)
+        if table is not None:
+            parts.append(table)
+        if probabilities is not None:
+            parts.append(probabilities)
+        X = parts[0] if len(parts) == 1 else np.hstack(parts)
+        prep.groups = {int(X.shape[1]): (rows, np.asarray(X, dtype=np.float32))}
+    else:
+        prep.groups = {}
+    return prep
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
