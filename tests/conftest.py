@@ -11,38 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from .planted import planted  # noqa: F401  (the tests import it from here)
+
 # the test run has no network: this process and every Python process it starts
 _OFFLINE = os.path.join(os.path.dirname(__file__), "offline")
 os.environ["POISONSCAN_TEST_OFFLINE"] = "1"
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_OFFLINE, os.environ.get("PYTHONPATH")) if p)
 _spec = importlib.util.spec_from_file_location("poisonscan_offline", os.path.join(_OFFLINE, "sitecustomize.py"))
 _spec.loader.exec_module(importlib.util.module_from_spec(_spec))  # installs the guard here
-
-
-def planted(
-    n_per_class=400,
-    n_classes=4,
-    dim=16,
-    poison_class=1,
-    n_poison=30,
-    shift=12.0,
-    seed=0,
-    dtype=np.float32,
-):
-    """Gaussian classes; ``n_poison`` rows of ``poison_class`` shifted along one direction.
-
-    Returns (X, y, poison_idx).
-    """
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=4.0, size=(n_classes, dim))
-    y = np.repeat(np.arange(n_classes), n_per_class)
-    X = centers[y] + rng.normal(size=(len(y), dim))
-    u = rng.normal(size=dim)
-    u /= np.linalg.norm(u)
-    in_class = np.flatnonzero(y == poison_class)
-    poison = np.sort(rng.choice(in_class, n_poison, replace=False)) if n_poison else np.array([], int)
-    X[poison] += shift * u
-    return X.astype(dtype), y, poison
 
 
 def as_table(X, y, ids=None, fixed=True):

@@ -1,0 +1,32 @@
+"""Seeded Gaussian classes with planted poison: the tests' fixture data (also read by
+benchmarks/same_outputs.py, so a refactor is checked on the same data)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def planted(
+    n_per_class=400,
+    n_classes=4,
+    dim=16,
+    poison_class=1,
+    n_poison=30,
+    shift=12.0,
+    seed=0,
+    dtype=np.float32,
+):
+    """Gaussian classes; ``n_poison`` rows of ``poison_class`` shifted along one direction.
+
+    Returns (X, y, poison_idx).
+    """
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(n_classes, dim))
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    X = centers[y] + rng.normal(size=(len(y), dim))
+    u = rng.normal(size=dim)
+    u /= np.linalg.norm(u)
+    in_class = np.flatnonzero(y == poison_class)
+    poison = np.sort(rng.choice(in_class, n_poison, replace=False)) if n_poison else np.array([], int)
+    X[poison] += shift * u
+    return X.astype(dtype), y, poison
