@@ -29,12 +29,12 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from poisonscan.pipelines.drivers.combine import (
-    CombinePartials,
-    ConcatResults,
-    MergeDicts,
     MergeRepeated,
-    MergeReservoirs,
-    MergeRowSamples,
+    combine_partials,
+    concat_results,
+    merge_dicts,
+    merge_reservoirs,
+    merge_row_samples,
 )
 from poisonscan.pipelines.drivers.staging import (
     DUPLICATES_FILE,
@@ -277,7 +277,7 @@ class FindDuplicateIds(beam.PTransform):
             | "ReadIds" >> beam.ParDo(_ReadIdKeys(self.plan))
             | "PerBucket" >> beam.CombinePerKey(MergeRepeated(IdKeys))
             | "Values" >> beam.Values()
-            | "All" >> beam.CombineGlobally(MergeDicts())
+            | "All" >> beam.CombineGlobally(merge_dicts())
         )
 
 
@@ -335,7 +335,7 @@ class FitModel(beam.PTransform):
             outputs = units | "Accumulate" >> beam.ParDo(
                 _ClassPartials(plan), duplicates=beam.pvalue.AsSingleton(duplicates)
             ).with_outputs(CONTENT, main="partials")
-        partials = outputs.partials | "CombinePerClass" >> beam.CombinePerKey(CombinePartials(plan))
+        partials = outputs.partials | "CombinePerClass" >> beam.CombinePerKey(combine_partials(plan))
         rows_by_dim = (
             partials
             | "RowsPerLength" >> beam.Map(lambda kv: (kv[0][1], kv[1].rows))
@@ -347,7 +347,7 @@ class FitModel(beam.PTransform):
             outputs[CONTENT]
             | "ContentPerBucket" >> beam.CombinePerKey(MergeRepeated(ContentKeys))
             | "ContentValues" >> beam.Values()
-            | "AllRepeatedContent" >> beam.CombineGlobally(MergeDicts())
+            | "AllRepeatedContent" >> beam.CombineGlobally(merge_dicts())
             | "JudgeRepeats" >> beam.Map(
                 lambda repeated, dims: ContentCheck.of(repeated, sum(dims.values()), coincidence, level),
                 dims=beam.pvalue.AsDict(rows_by_dim),
@@ -395,8 +395,8 @@ class ScoreUnits(beam.PTransform):
             model=beam.pvalue.AsSingleton(model),
             content=beam.pvalue.AsSingleton(content),
         ).with_outputs(ROWS, main="results")
-        results = outputs.results | "Combine" >> beam.CombineGlobally(ConcatResults())
-        rows = outputs[ROWS] | "RowSample" >> beam.CombineGlobally(MergeRowSamples())
+        results = outputs.results | "Combine" >> beam.CombineGlobally(concat_results())
+        rows = outputs[ROWS] | "RowSample" >> beam.CombineGlobally(merge_row_samples())
         return results, rows
 
 
@@ -439,7 +439,7 @@ def build_sampling_pipeline(p: beam.Pipeline, plan: ScanPlan, out: OutputDir) ->
     (
         units
         | "SampleRaw" >> beam.ParDo(_RawSample(plan))
-        | "MergeSamples" >> beam.CombinePerKey(MergeReservoirs())
+        | "MergeSamples" >> beam.CombinePerKey(merge_reservoirs())
         | "GatherSamples" >> beam.combiners.ToList()
         | "WriteSample" >> beam.Map(write_pickle, path=out.staged("sample.pkl"))
     )
