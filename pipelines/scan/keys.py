@@ -19,26 +19,26 @@ from poisonscan.pipelines.scan.rows import Prepared
 N_ID_BUCKETS = 16
 
 
-def _concat_keys(cls, parts):
-    """Concatenate key sets field by field (hashes uint64, positions int64)."""
-    names = [f.name for f in dataclass_fields(cls)]
-    parts = [p for p in parts if len(p.hi)]
-    if not parts:
-        return cls(*(np.empty(0, np.int64 if n in ("positions", "stratum") else np.uint64) for n in names))
-    return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
+class _KeySet:
+    """Columns of keys (one bucket of one batch), concatenated field by field."""
+
+    @classmethod
+    def concat(cls, parts: Iterable) -> "_KeySet":
+        """Hashes stay uint64, positions and strata int64, for no part as for many."""
+        names = [f.name for f in dataclass_fields(cls)]
+        parts = [p for p in parts if len(p.hi)]
+        if not parts:
+            return cls(*(np.empty(0, np.int64 if n in ("positions", "stratum") else np.uint64) for n in names))
+        return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
 
 
 @dataclass
-class IdKeys:
+class IdKeys(_KeySet):
     """Fingerprints and positions of non-null ids (one bucket of one batch)."""
 
     hi: np.ndarray
     lo: np.ndarray
     positions: np.ndarray
-
-    @staticmethod
-    def concat(parts: Iterable["IdKeys"]) -> "IdKeys":
-        return _concat_keys(IdKeys, parts)
 
     def duplicates(self) -> dict[tuple[int, int], int]:
         """{fingerprint: copies} for fingerprints seen more than once. Every copy is
@@ -110,7 +110,7 @@ def duplicate_ids(keys: Iterable[IdKeys]) -> dict[tuple[int, int], int]:
 
 
 @dataclass
-class ContentKeys:
+class ContentKeys(_KeySet):
     """Content fingerprints, label hashes, positions, strata (a text's length in words,
     else 0) and id hashes of valid rows (one bucket). Of a repeated content, the copy
     of the lowest id hash is the one kept: the same copy whatever the row order."""
@@ -121,10 +121,6 @@ class ContentKeys:
     positions: np.ndarray
     stratum: np.ndarray
     rank: np.ndarray
-
-    @staticmethod
-    def concat(parts: Iterable["ContentKeys"]) -> "ContentKeys":
-        return _concat_keys(ContentKeys, parts)
 
     def duplicates(self) -> dict[tuple[int, int], tuple[int, bool, int, int]]:
         """{fingerprint: (first position, whether the copies carry different labels,
