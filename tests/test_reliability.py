@@ -360,3 +360,25 @@ def test_score_histograms_of_extreme_statistics_do_not_stop_the_scan():
     for stat in ([1e20, 1e20], [-1e308, 1e308], [1e300, 1.0000001e300], [3.0], [np.inf, 2.0, -np.inf]):
         h = _histogram(np.array(stat), None)
         assert len(h["counts"]) == HISTOGRAM_BINS and sum(h["counts"]) == int(np.isfinite(stat).sum())
+
+
+def test_infinite_statistics_are_written_as_null_and_the_scan_finishes(tmp_path):
+    # found by benchmarks/fuzz.py through the CLI: a class whose rows are two repeated
+    # vectors splits into two clusters of identical points, infinitely separated, and
+    # summary.json could not be written ("Out of range float values are not JSON compliant")
+    rng = np.random.default_rng(5)
+    X, y = _features(n=240, dim=4, labels=("a", "b", "c", "d"))
+    X = X * 1e5
+    a = np.flatnonzero(np.array(y) == "a")
+    X[a] = X[a[0]]
+    X[a[:6]] = X[a[-1]] + 3e5 * rng.normal(size=4)  # two points, six rows and the rest
+    rc, out = _scan(tmp_path, pa.table({"id": np.arange(len(y)), "label": list(y), "features": list(X)}),
+                    "--detectors", "activation_clustering", "-q")
+    assert rc == 0
+    text = open(os.path.join(out, "summary.json")).read()
+    s = json.loads(text)  # strict JSON: no Infinity, no NaN
+    assert "Infinity" not in text and "NaN" not in text
+    verdict = next(c for c in s["classes"] if c["label"] == "a")["verdicts"]["activation_clustering"]
+    assert verdict["separation"] is None
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"]
+    assert os.path.exists(os.path.join(out, "report.html"))

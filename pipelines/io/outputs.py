@@ -12,6 +12,7 @@ filesystems.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -113,8 +114,25 @@ def write_parquet(table: pa.Table, path: str) -> None:
 
 def write_json(data: Any, path: str) -> None:
     with open_write(path) as f:
-        f.write(json.dumps(data, indent=2, default=_json_default, allow_nan=False).encode())
+        f.write(json.dumps(json_safe(data), indent=2, default=_json_default, allow_nan=False).encode())
         f.write(b"\n")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every number JSON can hold: infinities and NaN become null (JSON
+    has neither; two clusters of identical points are infinitely separated), numpy
+    scalars and arrays plain Python."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from poisonscan.pipelines.io.outputs import exists, join, open_read, open_write
+from poisonscan.pipelines.io.outputs import exists, join, json_safe, open_read, open_write
 from poisonscan.pipelines.report.charts import (
     balance_chart,
     fmt_class,
@@ -220,7 +220,7 @@ def _read_template(name: str) -> str:
 def _script_json(value: Any) -> str:
     """JSON that can sit inside a <script> element: no '<', '>' or '&' survive, so the
     data can never end the element or open a comment."""
-    text = json.dumps(value, ensure_ascii=True, allow_nan=False, default=str)
+    text = json.dumps(json_safe(value), ensure_ascii=True, allow_nan=False, default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
