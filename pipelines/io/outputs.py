@@ -126,6 +126,8 @@ def json_safe(value: Any) -> Any:
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return json_safe(sorted(value))
     if isinstance(value, np.ndarray):
         return json_safe(value.tolist())
     if isinstance(value, np.generic):
@@ -136,12 +138,7 @@ def json_safe(value: Any) -> Any:
 
 
 def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
+    # numbers, containers and sets were made plain by json_safe; anything else as text
     return str(value)
 
 
