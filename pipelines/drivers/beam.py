@@ -22,10 +22,12 @@ and the pipeline reads the duplicated ids from the staging folder.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from poisonscan.pipelines.drivers.combine import (
@@ -43,7 +45,8 @@ from poisonscan.pipelines.drivers.staging import (
     write_pickle,
 )
 from poisonscan.pipelines.io.outputs import FilePartStore, OutputDir
-from poisonscan.pipelines.io.sources import ReadUnit, read_unit
+from poisonscan.pipelines.io.parts import MemoryPartStore, PartStore
+from poisonscan.pipelines.io.sources import ReadUnit, read_unit, table_batches
 from poisonscan.pipelines.scan.content import ContentCheck
 from poisonscan.pipelines.scan.finish import Passes, finish
 from poisonscan.pipelines.scan.fit import (
@@ -71,6 +74,32 @@ CONTENT = "content"
 
 ROWS = "rows"
 
+PARTS = "parts"
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchUnit:
+    """A table that arrived in a PCollection, standing where a read unit of a file
+    would: ``file_index`` is its place among the input's tables (:mod:`.transform`)."""
+
+    file_index: int
+    table: pa.Table
+
+    @property
+    def key(self) -> str:
+        return f"{self.file_index:06d}-000000"
+
+
+def read_any(unit, columns: Sequence[str] | None, batch_rows: int):
+    """``(batch, first row)`` of a read unit of a file or of a :class:`BatchUnit`."""
+    if not isinstance(unit, BatchUnit):
+        yield from read_unit(unit, columns, batch_rows)
+        return
+    table = unit.table
+    if columns is not None:
+        table = table.select([c for c in columns if c in table.column_names])
+    yield from table_batches(table, batch_rows)
+
 
 # DoFns and CombineFns -----------------------------------------------------------------
 class _ReadIdKeys(beam.DoFn):
@@ -81,7 +110,7 @@ class _ReadIdKeys(beam.DoFn):
 
     def process(self, unit: ReadUnit):
         cfg = self.plan.cfg
-        for batch, first in read_unit(unit, [cfg.id_column], cfg.batch_rows):
+        for batch, first in read_any(unit, [cfg.id_column], cfg.batch_rows):
             yield from batch_id_keys(batch, unit.file_index, first, self.plan.kinds, cfg.id_column)
 
 
@@ -96,7 +125,7 @@ class _ClassPartials(beam.DoFn):
 
     def process(self, unit: ReadUnit, duplicates):
         checks = self.plan.checks(duplicates=duplicates, collect_content=True)
-        for batch, first in read_unit(unit, self.plan.input_columns, self.plan.batch_rows):
+        for batch, first in read_any(unit, self.plan.input_columns, self.plan.batch_rows):
             prep = prepare(batch, unit.file_index, first, checks)
             for key in content_keys(prep):
                 yield beam.pvalue.TaggedOutput(CONTENT, key)
@@ -111,7 +140,7 @@ class _RawSample(beam.DoFn):
 
     def process(self, unit: ReadUnit):
 
-        for batch, first in read_unit(unit, self.plan.input_columns, self.plan.batch_rows):
+        for batch, first in read_any(unit, self.plan.input_columns, self.plan.batch_rows):
             yield from raw_sample(batch, unit.file_index, first, self.plan.kinds, self.plan.cfg)
 
 
@@ -136,7 +165,7 @@ class _ReadExamples(beam.DoFn):
             changes["content_duplicates"] = content.rejections()
         checks = self.plan.checks(**changes)
         columns = None if self.second_pass else self.plan.input_columns
-        for i, (batch, first) in enumerate(read_unit(unit, columns, self.plan.batch_rows)):
+        for i, (batch, first) in enumerate(read_any(unit, columns, self.plan.batch_rows)):
             prep = prepare(batch, unit.file_index, first, checks)
             example = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.plan.representer.example(prep).items()}
             yield (unit.key, i, prep), example
@@ -196,9 +225,11 @@ class _FitClass(beam.DoFn):
 
 class _ScoreUnit(beam.DoFn):
     """Pass 2: validate, score and split one unit (features input) or one represented
-    batch (raw input); tables go to part files named after the unit (and batch)."""
+    batch (raw input). Its tables (clean / flagged / rejected rows) go to part files
+    named after the unit (and batch) under ``parts_root``; with no ``parts_root`` they
+    are emitted instead, tagged :data:`PARTS`, as ``(kind, key, table)``."""
 
-    def __init__(self, plan: ScanPlan, parts_root: str):
+    def __init__(self, plan: ScanPlan, parts_root: str | None):
         self.plan = plan
         self.parts_root = parts_root
         self.rows_read = Metrics.counter(_NAMESPACE, "rows_read")
@@ -208,38 +239,44 @@ class _ScoreUnit(beam.DoFn):
     def setup(self):
 
         self.detectors = self.plan.detectors()
-        self.store = FilePartStore(self.parts_root)
+
+    def _scored(self, prep, model, path, keep_clean: bool, samples: list | None):
+        if samples is not None:
+            samples.append(RowSample.of(prep, ROW_SAMPLE, self.plan.cfg.seed))
+        return score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
+
+    def _store(self) -> PartStore:
+        return FilePartStore(self.parts_root) if self.parts_root is not None else MemoryPartStore()
 
     def process(self, element, duplicates, model, content):
-        keep_clean = self.plan.cfg.write_clean
+        keep_clean = self.plan.cfg.write_clean or self.parts_root is None
         sample_rows = bool(self.plan.expectations and self.plan.expectations.needs_sample)
         samples = []
+        store = self._store()
         if self.plan.raw:
             (key, i, prep), result = element
             _attach(prep, result)
-            path = self.plan.file_paths[int(key.split("-")[0])]
+            path = self.plan.file_paths.get(int(key.split("-")[0]))
             if sample_rows:
                 samples.append(RowSample.of(prep, ROW_SAMPLE, self.plan.cfg.seed))
             outcome = score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
-            result = store_outcomes(self.store, f"{key}-{i:06d}", [outcome])
+            result = store_outcomes(store, f"{key}-{i:06d}", [outcome])
         else:
             unit = element
             checks = self.plan.checks(
                 duplicates=duplicates, expected_dim=model.dim, small_classes=model.small_classes,
                 content_duplicates=content.rejections(),
             )
-            path = self.plan.file_paths[unit.file_index]
-
-            def scored(batch, first):
-                prep = prepare(batch, unit.file_index, first, checks)
-                if sample_rows:
-                    samples.append(RowSample.of(prep, ROW_SAMPLE, self.plan.cfg.seed))
-                return score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
-
-            outcomes = (scored(b, f) for b, f in read_unit(unit, None, self.plan.batch_rows))
-            result = store_outcomes(self.store, unit.key, outcomes)
+            path = self.plan.file_paths.get(unit.file_index)
+            preps = (prepare(b, unit.file_index, f, checks) for b, f in read_any(unit, None, self.plan.batch_rows))
+            outcomes = (self._scored(prep, model, path, keep_clean, samples if sample_rows else None) for prep in preps)
+            result = store_outcomes(store, unit.key, outcomes)
         for sample in samples:
             yield beam.pvalue.TaggedOutput(ROWS, sample)
+        if isinstance(store, MemoryPartStore):
+            for kind in PartStore.kinds:
+                for key in store.keys(kind):
+                    yield beam.pvalue.TaggedOutput(PARTS, (kind, key, store.read(kind, key)))
         self.rows_read.inc(result.counts.read)
         self.rows_rejected.inc(result.counts.rejected)
         self.rows_flagged.inc(result.counts.flagged)
@@ -374,10 +411,12 @@ class FitModel(beam.PTransform):
 
 
 class ScoreUnits(beam.PTransform):
-    """Pass 2: read units, score every row, leave tables in part files; -> one
-    :class:`~..scan.score.UnitResult` (counts and flagged positions of the whole input)."""
+    """Pass 2: read units, score every row, leave tables in part files under
+    ``parts_root`` (or, with None, emit them); -> (one
+    :class:`~..scan.score.UnitResult`: counts and flagged positions of the whole input;
+    the row sample; the emitted ``(kind, key, table)`` parts)."""
 
-    def __init__(self, plan: ScanPlan, parts_root: str):
+    def __init__(self, plan: ScanPlan, parts_root: str | None):
         super().__init__()
         self.plan = plan
         self.parts_root = parts_root
@@ -394,10 +433,10 @@ class ScoreUnits(beam.PTransform):
             duplicates=beam.pvalue.AsSingleton(duplicates),
             model=beam.pvalue.AsSingleton(model),
             content=beam.pvalue.AsSingleton(content),
-        ).with_outputs(ROWS, main="results")
+        ).with_outputs(ROWS, PARTS, main="results")
         results = outputs.results | "Combine" >> beam.CombineGlobally(concat_results())
         rows = outputs[ROWS] | "RowSample" >> beam.CombineGlobally(merge_row_samples())
-        return results, rows
+        return results, rows, outputs[PARTS]
 
 
 def build_pipeline(
@@ -418,7 +457,7 @@ def build_pipeline(
             | "ReadDuplicateIds" >> beam.Map(read_pickle)
         )
     model, content = (units, dups) | "Pass1FitModel" >> FitModel(plan)
-    results, rows = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
+    results, rows, _ = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
     return results | "Finish" >> beam.ParDo(
         _Finish(plan, out, inputs, extra),
         model=beam.pvalue.AsSingleton(model),

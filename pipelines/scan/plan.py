@@ -4,7 +4,7 @@ what the drivers need to know to read, validate and represent rows."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -78,6 +78,23 @@ class ScanPlan:
 #: the name a table scanned in memory goes by, where a file's path would be
 MEMORY_SOURCE = "<memory>"
 
+#: the name of the tables of a PCollection, in the summary's inputs
+PCOLLECTION_SOURCE = "<pcollection>"
+
+
+class TableNames(Mapping):
+    """Where a file's path would be: the name of each table of a PCollection input,
+    by its place among the input's tables (``table N``); any place has one."""
+
+    def __getitem__(self, index: int) -> str:
+        return f"table {int(index)}"
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
 
 def plan_scan(sources: Sequence[str], cfg: ScanConfig, format_override: str | None = None) -> ScanPlan:
     """Match and check the inputs; raise :class:`SourceError` before anything runs."""
@@ -89,6 +106,13 @@ def plan_table(schema: pa.Schema, cfg: ScanConfig) -> ScanPlan:
     """The plan of a table held in memory (one source, no read units): the same checks
     as :func:`plan_scan` makes of files."""
     return _plan([SourceFile(0, MEMORY_SOURCE, "memory")], [schema], cfg, ())
+
+
+def plan_tables(schema: pa.Schema, cfg: ScanConfig) -> ScanPlan:
+    """The plan of a PCollection of tables of ``schema`` (each table a read unit, placed
+    by the driver): the same checks as :func:`plan_scan` makes of files."""
+    plan = _plan([SourceFile(0, PCOLLECTION_SOURCE, "memory")], [schema], cfg, ())
+    return dataclasses.replace(plan, file_paths=TableNames())
 
 
 def _plan(files, schemas, cfg: ScanConfig, units: tuple) -> ScanPlan:

@@ -17,6 +17,8 @@ _LAZY = {
     "scan_table": ("poisonscan.pipelines.drivers.memory", "scan_table"),
     "ScanResult": ("poisonscan.pipelines.drivers.memory", "ScanResult"),
     "ScanConfig": ("poisonscan.pipelines.config", "ScanConfig"),
+    "ScanTables": ("poisonscan.pipelines.drivers.transform", "ScanTables"),
+    "ScanDicts": ("poisonscan.pipelines.drivers.transform", "ScanDicts"),
 }
 
 __all__ = ["__version__", *_LAZY]
