@@ -234,6 +234,11 @@ def _runner_options(scan: argparse.ArgumentParser) -> None:
     """Where the pipeline runs."""
     scan.add_argument("--runner", default="FnApiRunner", help="Beam runner (default: FnApiRunner, in-process)")
     scan.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes for the FnApiRunner")
+    scan.add_argument(
+        "--progress", choices=("auto", "bar", "log", "off"), default="auto",
+        help="progress on stderr: bars (a terminal), a line every 10 s (log), or off; "
+        "default: bars on a terminal, log lines otherwise, off with -q",
+    )
 
 
 def _quality_options(scan: argparse.ArgumentParser) -> None:
@@ -357,7 +362,7 @@ def _scan(args, extra: Sequence[str]) -> int:
     from poisonscan.pipelines.drivers.run import Runner, ScanFailed, run_scan
 
     try:
-        runner = Runner(args.runner, args.workers, tuple(beam_args))
+        runner = Runner(args.runner, args.workers, tuple(beam_args), _progress_mode(args))
         summary = run_scan(args.sources, args.out, cfg, runner, format_override=args.format)
     except (SuiteError, ConfigError) as exc:
         raise _UsageError(str(exc)) from None
@@ -369,6 +374,14 @@ def _scan(args, extra: Sequence[str]) -> int:
     if not args.quiet:
         print(format_summary(summary, args.out))
     return gate(summary, args.fail_on)
+
+
+def _progress_mode(args) -> str:
+    if args.progress != "auto":
+        return args.progress
+    if args.quiet:
+        return "off"
+    return "bar" if sys.stderr.isatty() else "log"
 
 
 def _config(args) -> ScanConfig:

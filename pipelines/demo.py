@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -73,7 +74,9 @@ def run_demo(out_dir: str, *, seed: int = 0, workers: int | None = None) -> str:
                 f.write(f"{i},{orig}\n")
 
     cfg = ScanConfig(image_column="image", write_clean=True, seed=seed)
-    summary = run_scan([data_path], out_dir, cfg, Runner(workers=workers))
+    # progress bars at a terminal; nothing in a log, where the demo prints its findings only
+    progress = "bar" if sys.stderr.isatty() else "off"
+    summary = run_scan([data_path], out_dir, cfg, Runner(workers=workers, progress=progress))
     quarantine = pq.read_table(os.path.join(out_dir, "quarantine.parquet"))
     found = set(quarantine["id"].to_pylist())
     tp = len(found & truth)

@@ -28,7 +28,6 @@ from typing import Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 
 from poisonscan.pipelines.drivers.combine import (
     MergeRepeated,
@@ -38,6 +37,7 @@ from poisonscan.pipelines.drivers.combine import (
     merge_reservoirs,
     merge_row_samples,
 )
+from poisonscan.pipelines.drivers.progress import RowCounts
 from poisonscan.pipelines.drivers.staging import (
     DUPLICATES_FILE,
     read_pickle,
@@ -67,8 +67,6 @@ from poisonscan.pipelines.scan.plan import ScanPlan
 from poisonscan.pipelines.scan.representer import raw_sample
 from poisonscan.pipelines.scan.rows import attach, prepare
 from poisonscan.pipelines.scan.score import score_batch, store_outcomes
-
-_NAMESPACE = "poisonscan"
 
 CONTENT = "content"
 
@@ -108,10 +106,17 @@ class _ReadIdKeys(beam.DoFn):
     def __init__(self, plan: ScanPlan):
         self.plan = plan
 
+    def setup(self):
+        self.counts = RowCounts("pass0", self.plan.progress_dir)
+
     def process(self, unit: ReadUnit):
         cfg = self.plan.cfg
         for batch, first in read_any(unit, [cfg.id_column], cfg.batch_rows):
+            self.counts.add(read=batch.num_rows)
             yield from batch_id_keys(batch, unit.file_index, first, self.plan.kinds, cfg.id_column)
+
+    def finish_bundle(self):
+        self.counts.flush()
 
 
 class _ClassPartials(beam.DoFn):
@@ -122,14 +127,19 @@ class _ClassPartials(beam.DoFn):
 
     def setup(self):
         self.detectors = self.plan.detectors()
+        self.counts = RowCounts("pass1", self.plan.progress_dir)
 
     def process(self, unit: ReadUnit, duplicates):
         checks = self.plan.checks(duplicates=duplicates, collect_content=True)
         for batch, first in read_any(unit, self.plan.input_columns, self.plan.batch_rows):
             prep = prepare(batch, unit.file_index, first, checks)
+            self.counts.add(read=batch.num_rows, valid=int(prep.valid.sum()))
             for key in content_keys(prep):
                 yield beam.pvalue.TaggedOutput(CONTENT, key)
             yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
+
+    def finish_bundle(self):
+        self.counts.flush()
 
 
 class _RawSample(beam.DoFn):
@@ -138,10 +148,16 @@ class _RawSample(beam.DoFn):
     def __init__(self, plan: ScanPlan):
         self.plan = plan
 
-    def process(self, unit: ReadUnit):
+    def setup(self):
+        self.counts = RowCounts("sample", self.plan.progress_dir)
 
+    def process(self, unit: ReadUnit):
         for batch, first in read_any(unit, self.plan.input_columns, self.plan.batch_rows):
+            self.counts.add(read=batch.num_rows)
             yield from raw_sample(batch, unit.file_index, first, self.plan.kinds, self.plan.cfg)
+
+    def finish_bundle(self):
+        self.counts.flush()
 
 
 class _ReadExamples(beam.DoFn):
@@ -179,13 +195,18 @@ class _AttachPartials(beam.DoFn):
 
     def setup(self):
         self.detectors = self.plan.detectors()
+        self.counts = RowCounts("pass1", self.plan.progress_dir)
 
     def process(self, element):
         (_, _, prep), result = element
         _attach(prep, result)
+        self.counts.add(read=prep.batch.num_rows, valid=int(prep.valid.sum()))
         for key in content_keys(prep):
             yield beam.pvalue.TaggedOutput(CONTENT, key)
         yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
+
+    def finish_bundle(self):
+        self.counts.flush()
 
 
 def _attach(prep, result) -> None:
@@ -232,18 +253,21 @@ class _ScoreUnit(beam.DoFn):
     def __init__(self, plan: ScanPlan, parts_root: str | None):
         self.plan = plan
         self.parts_root = parts_root
-        self.rows_read = Metrics.counter(_NAMESPACE, "rows_read")
-        self.rows_rejected = Metrics.counter(_NAMESPACE, "rows_rejected")
-        self.rows_flagged = Metrics.counter(_NAMESPACE, "rows_flagged")
 
     def setup(self):
-
         self.detectors = self.plan.detectors()
+        self.counts = RowCounts("pass2", self.plan.progress_dir)
+
+    def finish_bundle(self):
+        self.counts.flush()
 
     def _scored(self, prep, model, path, keep_clean: bool, samples: list | None):
         if samples is not None:
             samples.append(RowSample.of(prep, ROW_SAMPLE, self.plan.cfg.seed))
-        return score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
+        outcome = score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
+        c = outcome.counts
+        self.counts.add(read=c.read, rejected=c.rejected, flagged=c.flagged)
+        return outcome
 
     def _store(self) -> PartStore:
         return FilePartStore(self.parts_root) if self.parts_root is not None else MemoryPartStore()
@@ -257,9 +281,7 @@ class _ScoreUnit(beam.DoFn):
             (key, i, prep), result = element
             _attach(prep, result)
             path = self.plan.file_paths.get(int(key.split("-")[0]))
-            if sample_rows:
-                samples.append(RowSample.of(prep, ROW_SAMPLE, self.plan.cfg.seed))
-            outcome = score_batch(prep, model, self.detectors, path, keep_clean=keep_clean, seed=self.plan.cfg.seed)
+            outcome = self._scored(prep, model, path, keep_clean, samples if sample_rows else None)
             result = store_outcomes(store, f"{key}-{i:06d}", [outcome])
         else:
             unit = element
@@ -277,9 +299,6 @@ class _ScoreUnit(beam.DoFn):
             for kind in PartStore.kinds:
                 for key in store.keys(kind):
                     yield beam.pvalue.TaggedOutput(PARTS, (kind, key, store.read(kind, key)))
-        self.rows_read.inc(result.counts.read)
-        self.rows_rejected.inc(result.counts.rejected)
-        self.rows_flagged.inc(result.counts.flagged)
         yield result
 
 

@@ -25,6 +25,7 @@ from poisonscan.pipelines.drivers.processes import (
     worker_output,
     worker_threads,
 )
+from poisonscan.pipelines.drivers.progress import PASSES, ProgressView
 from poisonscan.pipelines.drivers.staging import (
     DATA_DOCS_JOB,
     DUPLICATES_FILE,
@@ -104,6 +105,9 @@ class Runner:
     name: str = "FnApiRunner"
     workers: int | None = None
     beam_args: tuple = ()
+    #: how the run shows its progress on stderr: "bar", "log" or "off"
+    #: (:class:`~.progress.ProgressView`)
+    progress: str = "off"
 
 
 def run_scan(
@@ -152,6 +156,7 @@ class _Run:
 
     def __init__(self, plan: ScanPlan, out: OutputDir, runner: Runner):
         self.plan, self.out, self.runner, self.workers = plan, out, runner.name, runner.workers
+        self.progress = runner.progress
         self.options = pipeline_options(runner.name, runner.workers, runner.beam_args)
         self.extra = {"runner": runner.name, "workers": runner.workers or 1, "beam_args": list(runner.beam_args)}
         self.worker_log = None
@@ -178,9 +183,14 @@ class _Run:
             # interpreter lock) and the pipeline reads its result from the staging folder
             duplicates_file = out.staged(DUPLICATES_FILE)
             self.pass0 = _DriverPass0(plan, duplicates_file)
+        if self.progress != "off" and out.local:
+            # steps on this machine leave their running counts here for the display
+            folder = out.staged("progress")
+            os.makedirs(folder, exist_ok=True)
+            plan = self.plan = dataclasses.replace(plan, progress_dir=folder)
         with quiet_beam(), worker_threads(self.workers), worker_output(self.workers) as self.worker_log:
             if plan.raw:  # the sampling pipeline finds the duplicated ids too
-                plan = self.plan = _train_representer(plan, out, self.options)
+                plan = self.plan = _train_representer(plan, out, self.options, self._run_pipeline, self.progress)
                 duplicates_file = out.staged(DUPLICATES_FILE)
                 self.extra["representation"] = plan.representer.info
             p = beam.Pipeline(options=self.options)
@@ -188,7 +198,17 @@ class _Run:
             build_pipeline(p, plan, out, inputs, self.extra, duplicates_file)
             if self.pass0 is not None:
                 self.pass0.result()
-            p.run().wait_until_finish()
+            self._run_pipeline(p)
+
+    def _run_pipeline(self, p: beam.Pipeline) -> None:
+        """Run ``p`` to its end, its progress shown (:class:`~.progress.ProgressView`)."""
+        view = ProgressView(self.plan.progress_dir, _rows_per_pass(self.plan), self.progress).start()
+        result = None
+        try:
+            result = p.run()
+            result.wait_until_finish()
+        finally:
+            view.close(result)
 
     def outputs(self, started: float) -> dict:
         """Complete the staged summary, render the Data Docs and the report, commit."""
@@ -247,7 +267,14 @@ def _pass0_here(plan: ScanPlan, runner: str) -> bool:
     )
 
 
-def _train_representer(plan: ScanPlan, out: OutputDir, options) -> ScanPlan:
+def _rows_per_pass(plan: ScanPlan) -> dict:
+    """The rows each pass reads, where the inputs' metadata say (Parquet)."""
+    rows = [u.rows for u in plan.units]
+    total = sum(rows) if rows and all(r is not None for r in rows) else None
+    return dict.fromkeys(PASSES, total)
+
+
+def _train_representer(plan: ScanPlan, out: OutputDir, options, run_pipeline, progress: str) -> ScanPlan:
     """Sample raw values with Beam, then fit the encoder and train the proxy here (on
     the driver: a GPU when there is one) and save its weights for RunInference. The
     sampling pipeline leaves the duplicated ids in the staging folder
@@ -255,11 +282,11 @@ def _train_representer(plan: ScanPlan, out: OutputDir, options) -> ScanPlan:
 
     p = beam.Pipeline(options=options)
     build_sampling_pipeline(p, plan, out)
-    p.run().wait_until_finish()
+    run_pipeline(p)
     samples = dict(read_pickle(out.staged("sample.pkl")))
     if not samples:
         raise SourceError("no row with an id and a label to train the proxy on")
-    representer = fit_representer(plan.cfg, plan.kinds, samples)
+    representer = fit_representer(plan.cfg, plan.kinds, samples, progress)
     weights = None
     if representer.proxy is not None:
         weights = out.staged("proxy.pt")

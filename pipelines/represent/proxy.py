@@ -136,32 +136,51 @@ MIN_UPDATES = 50_000
 
 
 class Progress:
-    """A one-line progress report on a terminal: rows/s and time left."""
+    """The proxy's training, as it goes: epoch, rows/s and time left.
 
-    def __init__(self, what: str, total: int, stream=None):
+    ``mode``: ``"bar"`` rewrites one line on a terminal, ``"log"`` writes a line per
+    epoch, ``"off"`` (or None: ``"bar"`` when ``stream`` is a terminal) writes nothing.
+    """
+
+    def __init__(self, what: str, total: int, stream=None, mode: str | None = None):
         self.what, self.total, self.done = what, total, 0
         self.stream = stream or sys.stderr
-        self.active = bool(getattr(self.stream, "isatty", lambda: False)())
+        if mode is None:
+            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "off"
+        self.mode = mode
         self.start = time.perf_counter()
         self.last = 0.0
+        self.epoch_text = ""
+
+    def epoch(self, run: int, most: int, network: int, networks: int) -> None:
+        """Epoch ``run`` (of at most ``most``) of network ``network`` of ``networks``
+        begins; in log mode the epoch before it is reported."""
+        if self.mode == "log" and self.epoch_text:
+            self._write(f"poisonscan: {self.what}: {self.epoch_text} done, {self._rate()}\n")
+        self.epoch_text = f"network {network} of {networks}, epoch {run} (at most {most})"
+
+    def _rate(self) -> str:
+        now = time.perf_counter()
+        rate = self.done / max(now - self.start, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else 0
+        return f"{self.done:,}/{self.total:,} rows, {rate:,.0f} rows/s, at most {left:,.0f} s left"
 
     def add(self, n: int) -> None:
         self.done += n
         now = time.perf_counter()
-        if self.active and (now - self.last > 0.5 or self.done >= self.total):
+        if self.mode == "bar" and (now - self.last > 0.5 or self.done >= self.total):
             self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            left = (self.total - self.done) / rate if rate > 0 else 0
-            self.stream.write(
-                f"\r{self.what}: {self.done:,}/{self.total:,} rows, {rate:,.0f} rows/s, "
-                f"{left:,.0f} s left   "
-            )
-            self.stream.flush()
+            self._write(f"\r{self.what}: {self.epoch_text}: {self._rate()}   ")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
 
     def close(self) -> None:
-        if self.active:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.mode == "bar":
+            self._write("\n")
+        elif self.mode == "log" and self.epoch_text:
+            self._write(f"poisonscan: {self.what}: {self.epoch_text} done, {self._rate()}\n")
 
 
 def device() -> torch.device:
@@ -200,7 +219,8 @@ class TrainingSample:
 
 
 def train_net(
-    net: nn.Module, inputs: dict, codes: np.ndarray, schedule: Schedule, progress: Progress | None = None
+    net: nn.Module, inputs: dict, codes: np.ndarray, schedule: Schedule, progress: Progress | None = None,
+    network: tuple[int, int] = (1, 1),
 ) -> tuple[nn.Module, int]:
     """Adam on cross-entropy with seeded shuffles; returns (net, epochs run).
 
@@ -226,9 +246,12 @@ def train_net(
     history: list[float] = []
     run = 0
     fitted_at = None
-    for _ in range(epochs if epochs is not None else max_epochs):
+    most = epochs if epochs is not None else max_epochs
+    for _ in range(most):
         net.train()
         run += 1
+        if progress:
+            progress.epoch(run, most, *network)
         hits = 0
         order = torch.from_numpy(rng.permutation(len(codes))).to(dev)
         for start in range(0, len(codes), batch):
@@ -284,6 +307,7 @@ def train_proxy(
     folds: int = 3,
     epochs: int | None = None,
     seed: int = 0,
+    progress: str | None = None,
 ) -> Proxy:
     """Train the full network and ``folds`` cross-fitted ones on a training sample."""
     inputs, codes = sample.inputs, sample.codes
@@ -296,17 +320,17 @@ def train_proxy(
     k = folds if folds > 1 else 0
     max_epochs = MAX_EPOCHS[kind]
     total = (epochs or max_epochs) * (n + sum(int((fold != f).sum()) for f in range(k)))
-    progress = Progress(f"training the {kind} proxy ({1 + k} networks)", total)
+    shown = Progress(f"training the {kind} proxy", total, mode=progress)
     ran = epochs
     started = time.perf_counter()
     torch.manual_seed(seed)  # the initial weights, too, come from the seed
     ensemble = ProxyEnsemble(kind, params, k)
-    _, ran = train_net(ensemble.full, inputs, codes, Schedule(epochs, seed, max_epochs), progress)
+    _, ran = train_net(ensemble.full, inputs, codes, Schedule(epochs, seed, max_epochs), shown, (1, 1 + k))
     for f in range(k):
         keep = fold != f
         sub = {name: v[keep] for name, v in inputs.items()}
-        train_net(ensemble.folds[f], sub, codes[keep], Schedule(ran, seed + 1 + f), progress)
-    progress.close()
+        train_net(ensemble.folds[f], sub, codes[keep], Schedule(ran, seed + 1 + f), shown, (2 + f, 1 + k))
+    shown.close()
     ensemble.eval()
     with torch.no_grad():
         probs = ensemble(dict(_tensors(inputs), fold=torch.from_numpy(fold)))[1].numpy()

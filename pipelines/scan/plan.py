@@ -38,6 +38,9 @@ class ScanPlan:
     weights_path: str | None = None
     #: the data-quality expectations (poisonscan.expectations.ExpectationPlan)
     expectations: Any = None
+    #: where steps on the driver's machine leave their running row counts for its
+    #: progress display (None: nowhere)
+    progress_dir: str | None = None
 
     @property
     def raw(self) -> bool:

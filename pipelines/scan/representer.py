@@ -141,8 +141,9 @@ class Representer:
         return state
 
 
-def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir]) -> Representer:
-    """Fit the encoder and train the proxy (or load the user's model) on the sample."""
+def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir], progress: str | None = None) -> Representer:
+    """Fit the encoder and train the proxy (or load the user's model) on the sample;
+    ``progress`` is how the training shows itself (:class:`~..represent.proxy.Progress`)."""
     spec = kinds.input
     labels = sorted(samples, key=label_sort_key)
     values, codes, positions = [], [], []
@@ -184,7 +185,7 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir]) -
     params = _params(spec.kind, encoder, len(labels))
     proxy = train_proxy(
         spec.kind, params, TrainingSample(enc.inputs, codes_arr[kept], pos_arr[kept], labels),
-        folds=cfg.proxy_folds, epochs=cfg.proxy_epochs, seed=cfg.seed,
+        folds=cfg.proxy_folds, epochs=cfg.proxy_epochs, seed=cfg.seed, progress=progress,
     )
     info = dict(proxy.info, kind=spec.kind, params=params)
     coincidence = _coincidence(samples, spec) if spec.kind in ("tabular", "text") else None
