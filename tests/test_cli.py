@@ -39,6 +39,7 @@ def test_scan_succeeds_and_counts_add_up(tmp_path, source, capsys):
         "report.html",
         "review.json",
         "review.parquet",
+        "state.pkl",
         "summary.json",
     ]
     header = (out / "quarantine.csv").read_text().splitlines()[0]

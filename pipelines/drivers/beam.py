@@ -44,7 +44,7 @@ from poisonscan.pipelines.drivers.staging import (
     write_finished,
     write_pickle,
 )
-from poisonscan.pipelines.io.outputs import FilePartStore, OutputDir
+from poisonscan.pipelines.io.outputs import FilePartStore, OutputDir, open_write
 from poisonscan.pipelines.io.parts import MemoryPartStore, PartStore
 from poisonscan.pipelines.io.sources import ReadUnit, read_unit, table_batches
 from poisonscan.pipelines.scan.content import ContentCheck
@@ -67,6 +67,7 @@ from poisonscan.pipelines.scan.plan import ScanPlan
 from poisonscan.pipelines.scan.representer import raw_sample
 from poisonscan.pipelines.scan.rows import attach, prepare
 from poisonscan.pipelines.scan.score import score_batch, store_outcomes
+from poisonscan.pipelines.scan.state import STATE_FILE, dumps, scan_state
 
 CONTENT = "content"
 
@@ -311,11 +312,13 @@ class _Finish(beam.DoFn):
         self.inputs = list(inputs)
         self.extra = extra
 
-    def process(self, unit_result, model, rows, content):
+    def process(self, unit_result, model, rows, content, partials):
         plan, out = self.plan, self.out
         passes = Passes(out.parts, model, unit_result, row_sample=rows.frame(), content=content)
         fin = finish(plan, passes, self.inputs, self.extra)
         write_finished(fin, out.parts, out, plan.cfg)
+        with open_write(out.staged(STATE_FILE)) as f:
+            f.write(dumps(scan_state(plan.kinds.input.kind, dict(partials), model, plan.cfg, plan.layout)))
         return []
 
 
@@ -426,7 +429,9 @@ class FitModel(beam.PTransform):
                 dims=beam.pvalue.AsDict(rows_by_dim),
             )
         )
-        return model, content
+        # every (class, vector length)'s merged partials, for the saved state
+        gathered = partials | "GatherPartials" >> beam.combiners.ToList()
+        return model, content, gathered
 
 
 class ScoreUnits(beam.PTransform):
@@ -475,13 +480,14 @@ def build_pipeline(
             | "DuplicateIdsFile" >> beam.Create([duplicates_file])
             | "ReadDuplicateIds" >> beam.Map(read_pickle)
         )
-    model, content = (units, dups) | "Pass1FitModel" >> FitModel(plan)
+    model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan)
     results, rows, _ = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
     return results | "Finish" >> beam.ParDo(
         _Finish(plan, out, inputs, extra),
         model=beam.pvalue.AsSingleton(model),
         rows=beam.pvalue.AsSingleton(rows),
         content=beam.pvalue.AsSingleton(content),
+        partials=beam.pvalue.AsSingleton(partials),
     )
 
 

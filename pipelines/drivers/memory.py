@@ -37,6 +37,7 @@ from poisonscan.pipelines.scan.plan import MEMORY_SOURCE, plan_table
 from poisonscan.pipelines.scan.representer import fit_representer, raw_sample
 from poisonscan.pipelines.scan.rows import prepare
 from poisonscan.pipelines.scan.score import score_batch, store_outcomes
+from poisonscan.pipelines.scan.state import ScanState, scan_state
 
 
 @dataclass
@@ -59,6 +60,9 @@ class ScanResult:
         Fitted detectors and per-class verdicts.
     review : tuple
         ``(review table, review data)``: what the report shows beyond the lists.
+    state : ScanState
+        What the scan fitted, mergeable with other scans' (as ``state.pkl`` of a Beam
+        scan; :func:`poisonscan.pipelines.scan.state.merge_states`).
     """
 
     quarantine: pa.Table
@@ -67,6 +71,7 @@ class ScanResult:
     summary: dict
     model: ScanModel
     review: tuple | None = None
+    state: ScanState | None = None
 
     def report_html(self) -> str:
         """The review page (as ``report.html`` of a Beam scan), as a string."""
@@ -135,7 +140,8 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
     schema = clean_schema(store, fin.trimmed) or table.schema
     clean_parts = list(iter_clean(store, fin.trimmed, schema, cfg.batch_rows))
     clean = pa.concat_tables(clean_parts) if clean_parts else schema.empty_table()
-    return ScanResult(fin.quarantine, fin.rejected, clean, fin.summary, model, fin.review)
+    state = scan_state(kinds.input.kind, scan.partials, model, cfg, plan.layout)
+    return ScanResult(fin.quarantine, fin.rejected, clean, fin.summary, model, fin.review, state)
 
 
 class _InMemory:
@@ -163,6 +169,7 @@ class _InMemory:
                 prev = partials.get(key)
                 partials[key] = part if prev is None else prev.merge(part, detectors)
         model = fit_model(partials, detectors, cfg, layout)
+        self.partials = partials
         rep = self.plan.representer
         content_check = ContentCheck.of(
             ContentKeys.concat(content).duplicates(),

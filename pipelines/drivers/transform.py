@@ -42,9 +42,10 @@ from poisonscan.pipelines.scan.finish import (
     strip_internal,
 )
 from poisonscan.pipelines.scan.plan import PCOLLECTION_SOURCE, ScanPlan, plan_tables
+from poisonscan.pipelines.scan.state import scan_state
 
 #: the outputs of :class:`ScanTables` (and :class:`ScanDicts`)
-OUTPUTS = ("clean", "quarantined", "rejected", "summary")
+OUTPUTS = ("clean", "quarantined", "rejected", "summary", "state")
 
 
 def as_table(element: Any, schema: pa.Schema) -> pa.Table:
@@ -145,7 +146,7 @@ class _FinishTables(beam.DoFn):
         self.plan = plan
         self.schema = schema
 
-    def process(self, unit_result, model, rows, content, candidates, rejected):
+    def process(self, unit_result, model, rows, content, candidates, rejected, partials):
         store = MemoryPartStore()
         for kind, key, table in [*candidates, *rejected]:
             store.write(kind, key, table)
@@ -154,6 +155,8 @@ class _FinishTables(beam.DoFn):
         yield beam.pvalue.TaggedOutput("quarantined", fin.quarantine)
         yield beam.pvalue.TaggedOutput("rejected", conform(fin.rejected, rejected_schema(self.schema)))
         yield beam.pvalue.TaggedOutput("summary", json_safe(fin.summary))
+        plan = self.plan
+        yield beam.pvalue.TaggedOutput("state", scan_state("features", dict(partials), model, plan.cfg, plan.layout))
         if fin.trimmed is not None and fin.trimmed.num_rows:
             # flagged, but beyond the budget: clean
             yield beam.pvalue.TaggedOutput("clean", _clean(strip_candidate_columns(fin.trimmed), self.schema))
@@ -189,6 +192,8 @@ class ScanTables(beam.PTransform):
         quarantine.parquet); ``"rejected"``: one pyarrow Table, the rows that could not
         be scanned with their reason (error, error_code, expectation, source_file,
         source_row, then the row as read); ``"summary"``: one dict, as summary.json.
+        ``"state"``: one :class:`~poisonscan.pipelines.scan.state.ScanState`, what the
+        scan fitted (mergeable with other scans' states).
         ``source_file`` names an input table by its place (``table N``) among the tables
         ordered by content; ``source_row`` is the row within it. Every row read is in
         exactly one of clean, quarantined and rejected.
@@ -236,7 +241,7 @@ class ScanTables(beam.PTransform):
         plan, schema = self.plan, self.schema
         units = tables | "PlaceTables" >> PlaceTables(schema)
         dups = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
-        model, content = (units, dups) | "Pass1FitModel" >> FitModel(plan)
+        model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan)
         results, rows, parts = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, None)
         clean, candidates, rejected = parts | "PartsByKind" >> beam.Partition(
             lambda part, n: PartStore.kinds.index(part[0]), len(PartStore.kinds)
@@ -248,6 +253,7 @@ class ScanTables(beam.PTransform):
             content=beam.pvalue.AsSingleton(content),
             candidates=beam.pvalue.AsList(candidates),
             rejected=beam.pvalue.AsList(rejected),
+            partials=beam.pvalue.AsSingleton(partials),
         ).with_outputs(*OUTPUTS)
         kept = clean | "CleanParts" >> beam.Map(lambda part: _clean(part[2], schema))
         return {
@@ -255,6 +261,7 @@ class ScanTables(beam.PTransform):
             "quarantined": finished.quarantined,
             "rejected": finished.rejected,
             "summary": finished.summary,
+            "state": finished.state,
         }
 
 
@@ -281,5 +288,5 @@ class ScanDicts(beam.PTransform):
             name: out[name] | f"{name.capitalize()}Rows" >> beam.FlatMap(lambda t: t.to_pylist())
             for name in ("clean", "quarantined", "rejected")
         }
-        dicts["summary"] = out["summary"]
+        dicts["summary"], dicts["state"] = out["summary"], out["state"]
         return dicts

@@ -36,6 +36,7 @@ OUTPUT_FILES = (
     "review.parquet",
     "review.json",
     "report.html",
+    "state.pkl",
     "summary.json",
 )
 

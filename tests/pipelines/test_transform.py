@@ -68,7 +68,7 @@ def _run(tmp_path, pieces, transform, name="run"):
         outputs = p | beam.Create(pieces, reshuffle=False) | transform
         for key, pcoll in outputs.items():
             pcoll | f"Keep{key}" >> beam.ParDo(_Keep(str(folder / f"{key}.pkl")))
-    return {key: _load(str(folder / f"{key}.pkl")) for key in ("clean", "quarantined", "rejected", "summary")}
+    return {key: _load(str(folder / f"{key}.pkl")) for key in ("clean", "quarantined", "rejected", "summary", "state")}
 
 
 def _ids(tables, column="id"):
@@ -129,6 +129,9 @@ def test_the_same_tables_in_any_order_give_the_same_outputs(tmp_path):
     # both copies of every row of the repeated table are rejected, and nothing is lost
     s = a["summary"][0]
     assert s["rejected_by_reason"]["duplicate_id"] == 2 * 200 + 2
+    # the fitted state, to merge with other scans'
+    [state] = a["state"]
+    assert state.rows == s["rows_read"] - s["rows_rejected"] and state.model.poisoned_classes == s["classes_poisoned"]
     assert s["rows_read"] == table.num_rows + 200 == _rows(a)
 
 
