@@ -80,6 +80,7 @@ def plan(cfg, kinds, opener=open) -> ExpectationPlan:
         needs_sample = any(e.scope == "aggregate" for e in user)
     code_names = codes_to_expectations(suite)
     code_names["small_class"] = "poisonscan: class too small to judge"
+    code_names["not_in_reference"] = "poisonscan: class not in the reference scan"
     return ExpectationPlan(
         suite,
         names,

@@ -235,6 +235,11 @@ def _runner_options(scan: argparse.ArgumentParser) -> None:
     scan.add_argument("--runner", default="FnApiRunner", help="Beam runner (default: FnApiRunner, in-process)")
     scan.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes for the FnApiRunner")
     scan.add_argument(
+        "--reference", metavar="DIR",
+        help="the output folder of an earlier scan: score these rows with its fitted model (no refit) and "
+        "report the classes whose new rows differ from it (vectors only)",
+    )
+    scan.add_argument(
         "--progress", choices=("auto", "bar", "log", "off"), default="auto",
         help="progress on stderr: bars (a terminal), a line every 10 s (log), or off; "
         "default: bars on a terminal, log lines otherwise, off with -q",
@@ -363,7 +368,7 @@ def _scan(args, extra: Sequence[str]) -> int:
 
     try:
         runner = Runner(args.runner, args.workers, tuple(beam_args), _progress_mode(args))
-        summary = run_scan(args.sources, args.out, cfg, runner, format_override=args.format)
+        summary = run_scan(args.sources, args.out, cfg, runner, format_override=args.format, reference=args.reference)
     except (SuiteError, ConfigError) as exc:
         raise _UsageError(str(exc)) from None
     except (SourceError, ScanFailed, FileExistsError) as exc:

@@ -44,7 +44,12 @@ from poisonscan.pipelines.drivers.staging import (
     write_finished,
     write_pickle,
 )
-from poisonscan.pipelines.io.outputs import FilePartStore, OutputDir, open_write
+from poisonscan.pipelines.io.outputs import (
+    FilePartStore,
+    OutputDir,
+    open_read,
+    open_write,
+)
 from poisonscan.pipelines.io.parts import MemoryPartStore, PartStore
 from poisonscan.pipelines.io.sources import ReadUnit, read_unit, table_batches
 from poisonscan.pipelines.scan.content import ContentCheck
@@ -64,10 +69,11 @@ from poisonscan.pipelines.scan.keys import (
     content_keys,
 )
 from poisonscan.pipelines.scan.plan import ScanPlan
+from poisonscan.pipelines.scan.reference import compare_to_reference
 from poisonscan.pipelines.scan.representer import raw_sample
 from poisonscan.pipelines.scan.rows import attach, prepare
 from poisonscan.pipelines.scan.score import score_batch, store_outcomes
-from poisonscan.pipelines.scan.state import STATE_FILE, dumps, scan_state
+from poisonscan.pipelines.scan.state import STATE_FILE, dumps, read_state, scan_state
 
 CONTENT = "content"
 
@@ -288,7 +294,7 @@ class _ScoreUnit(beam.DoFn):
             unit = element
             checks = self.plan.checks(
                 duplicates=duplicates, expected_dim=model.dim, small_classes=model.small_classes,
-                content_duplicates=content.rejections(),
+                content_duplicates=content.rejections(), reference_classes=reference_classes(self.plan, model),
             )
             path = self.plan.file_paths.get(unit.file_index)
             preps = (prepare(b, unit.file_index, f, checks) for b, f in read_any(unit, None, self.plan.batch_rows))
@@ -312,14 +318,33 @@ class _Finish(beam.DoFn):
         self.inputs = list(inputs)
         self.extra = extra
 
-    def process(self, unit_result, model, rows, content, partials):
+    def process(self, unit_result, model, rows, content, partials, new_model):
         plan, out = self.plan, self.out
-        passes = Passes(out.parts, model, unit_result, row_sample=rows.frame(), content=content)
+        passes = Passes(out.parts, model, unit_result, row_sample=rows.frame(), content=content,
+                        reference=reference_block(plan, partials, new_model))
         fin = finish(plan, passes, self.inputs, self.extra)
         write_finished(fin, out.parts, out, plan.cfg)
         with open_write(out.staged(STATE_FILE)) as f:
-            f.write(dumps(scan_state(plan.kinds.input.kind, dict(partials), model, plan.cfg, plan.layout)))
+            # the new rows' own state (with --reference too), to merge with other scans'
+            f.write(dumps(scan_state(plan.kinds.input.kind, dict(partials), new_model, plan.cfg, plan.layout)))
         return []
+
+
+def reference_classes(plan: ScanPlan, model) -> frozenset | None:
+    """Scoring against a reference: the classes its model can score (None: no reference)."""
+    return frozenset(model.classes) | frozenset(model.small_classes) if plan.reference else None
+
+
+def reference_block(plan: ScanPlan, partials, new_model) -> dict | None:
+    """summary.json's comparison of the new rows with the reference (None: no reference)."""
+    if not plan.reference:
+        return None
+    ref = read_state(plan.reference, open_read)
+    return compare_to_reference(ref, dict(partials), new_model, plan.reference, seed=plan.cfg.seed)
+
+
+def _reference_model(folder: str):
+    return read_state(folder, open_read).model
 
 
 # the pipeline -------------------------------------------------------------------------
@@ -481,13 +506,21 @@ def build_pipeline(
             | "ReadDuplicateIds" >> beam.Map(read_pickle)
         )
     model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan)
-    results, rows, _ = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
+    scoring = model
+    if plan.reference:  # pass 2 scores with the reference's model, read from its state
+        scoring = (
+            p
+            | "ReferenceFolder" >> beam.Create([plan.reference])
+            | "ReadReference" >> beam.Map(_reference_model)
+        )
+    results, rows, _ = (units, dups, scoring, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
     return results | "Finish" >> beam.ParDo(
         _Finish(plan, out, inputs, extra),
-        model=beam.pvalue.AsSingleton(model),
+        model=beam.pvalue.AsSingleton(scoring),
         rows=beam.pvalue.AsSingleton(rows),
         content=beam.pvalue.AsSingleton(content),
         partials=beam.pvalue.AsSingleton(partials),
+        new_model=beam.pvalue.AsSingleton(model),
     )
 
 

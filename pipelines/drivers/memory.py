@@ -14,7 +14,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from poisonscan.pipelines.config import ScanConfig
+from poisonscan.pipelines.config import ConfigError, ScanConfig
+from poisonscan.pipelines.io.outputs import open_read
 from poisonscan.pipelines.io.parts import MemoryPartStore
 from poisonscan.pipelines.io.sources import table_batches
 from poisonscan.pipelines.report.html import REJECTED_MAX, ScanOutputs, render
@@ -34,10 +35,16 @@ from poisonscan.pipelines.scan.keys import (
     content_keys,
 )
 from poisonscan.pipelines.scan.plan import MEMORY_SOURCE, plan_table
+from poisonscan.pipelines.scan.reference import compare_to_reference
 from poisonscan.pipelines.scan.representer import fit_representer, raw_sample
 from poisonscan.pipelines.scan.rows import prepare
 from poisonscan.pipelines.scan.score import score_batch, store_outcomes
-from poisonscan.pipelines.scan.state import ScanState, scan_state
+from poisonscan.pipelines.scan.state import (
+    ScanState,
+    StateError,
+    read_state,
+    scan_state,
+)
 
 
 @dataclass
@@ -104,7 +111,7 @@ def to_arrow(data: Any) -> pa.Table:
     )
 
 
-def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> ScanResult:
+def scan_table(data: Any, config: ScanConfig | None = None, *, reference: Any = None, **settings: Any) -> ScanResult:
     """Scan a table held in memory.
 
     Parameters
@@ -113,11 +120,16 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
         One row per example, with id, label and features columns.
     config : ScanConfig, optional
         The settings; or give them as keyword arguments (``features_column=...``).
+    reference : ScanState or str, optional
+        An earlier scan's state (``result.state``) or output folder: score the rows with
+        its fitted model instead of refitting, and compare them with it
+        (``summary["reference"]``). Vectors only.
     """
     cfg = dataclasses.replace(config, **settings) if config else ScanConfig(**settings)
     table = to_arrow(data)
     plan = plan_table(table.schema, cfg)
     cfg, kinds = plan.cfg, plan.kinds
+    ref_state, where = _reference(reference, plan)
     # pass 0: duplicated ids
     keys = [
         k
@@ -132,16 +144,37 @@ def scan_table(data: Any, config: ScanConfig | None = None, **settings: Any) -> 
                 samples[label] = res if label not in samples else samples[label].merge(res)
         plan = dataclasses.replace(plan, representer=fit_representer(cfg, kinds, samples))
     scan = _InMemory(plan, table, plan.checks(duplicates=duplicates))
-    model, content_check = scan.pass1()
-    store, unit, rows = scan.pass2(model, content_check)
+    new_model, content_check = scan.pass1()
+    model = new_model if ref_state is None else ref_state.model
+    store, unit, rows = scan.pass2(model, content_check, reference=ref_state is not None)
     extra = {"representation": plan.representer.info} if plan.representer else None
-    passes = Passes(store, model, unit, row_sample=rows.frame(), content=content_check)
+    compared = None
+    if ref_state is not None:
+        compared = compare_to_reference(ref_state, scan.partials, new_model, where, seed=cfg.seed)
+    passes = Passes(store, model, unit, row_sample=rows.frame(), content=content_check, reference=compared)
     fin = finish(plan, passes, [MEMORY_SOURCE], extra)
     schema = clean_schema(store, fin.trimmed) or table.schema
     clean_parts = list(iter_clean(store, fin.trimmed, schema, cfg.batch_rows))
     clean = pa.concat_tables(clean_parts) if clean_parts else schema.empty_table()
-    state = scan_state(kinds.input.kind, scan.partials, model, cfg, plan.layout)
+    state = scan_state(kinds.input.kind, scan.partials, new_model, cfg, plan.layout)
     return ScanResult(fin.quarantine, fin.rejected, clean, fin.summary, model, fin.review, state)
+
+
+def _reference(reference: Any, plan) -> tuple:
+    """(state, where it came from) of a ``reference`` given as a state or a folder."""
+    if reference is None:
+        return None, None
+    if plan.raw:
+        raise ConfigError(
+            f"a reference scores vectors (a features column); this input is {plan.kinds.input.kind}"
+        )
+    if isinstance(reference, ScanState):
+        state, where = reference, "<state>"
+    else:
+        state, where = read_state(str(reference), open_read), str(reference)
+    if state.kind != "features":
+        raise StateError(f"{where}: a scan of {state.kind} input, not of vectors")
+    return state, where
 
 
 class _InMemory:
@@ -179,15 +212,17 @@ class _InMemory:
         )
         return model, content_check
 
-    def pass2(self, model, content_check):
+    def pass2(self, model, content_check, reference: bool = False):
         """Every row scored into a part store; a uniform row sample where the user's
-        aggregate expectations need one."""
+        aggregate expectations need one. With a ``reference`` model, rows of classes it
+        did not fit are rejected."""
         cfg = self.plan.cfg
         checks = dataclasses.replace(
             self.checks,
             expected_dim=model.dim,
             small_classes=model.small_classes,
             content_duplicates=content_check.rejections(),
+            reference_classes=frozenset(model.classes) | frozenset(model.small_classes) if reference else None,
         )
         store = MemoryPartStore()
         sample = [RowSample(ROW_SAMPLE, np.empty(0, np.uint64), np.empty(0, np.int64), None)]

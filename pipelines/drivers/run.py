@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from poisonscan.expectations.docs_worker import DataDocsWorker
 from poisonscan.expectations.results import statistics
-from poisonscan.pipelines.config import ScanConfig
+from poisonscan.pipelines.config import ConfigError, ScanConfig
 from poisonscan.pipelines.drivers.beam import build_pipeline, build_sampling_pipeline
 from poisonscan.pipelines.drivers.processes import (
     quiet_beam,
@@ -38,6 +38,7 @@ from poisonscan.pipelines.report.html import write_report
 from poisonscan.pipelines.scan.keys import batch_ids, duplicate_ids
 from poisonscan.pipelines.scan.plan import ScanPlan, plan_scan
 from poisonscan.pipelines.scan.representer import fit_representer
+from poisonscan.pipelines.scan.state import StateError, read_state
 
 
 class ScanFailed(RuntimeError):
@@ -116,14 +117,22 @@ def run_scan(
     cfg: ScanConfig,
     runner: Runner = Runner(),
     format_override: str | None = None,
+    reference: str | None = None,
 ) -> dict:
     """Scan ``sources`` with Beam and write the outputs to ``out_dir``.
 
-    Returns the summary. Raises :class:`SourceError` (inputs unusable, nothing written)
-    or :class:`ScanFailed` (the pipeline failed, nothing written).
+    With ``reference`` (the output folder of an earlier scan), the rows are scored with
+    that scan's fitted model, not refitted, and summary.json compares them with it
+    (:mod:`..scan.reference`).
+
+    Returns the summary. Raises :class:`SourceError` (inputs unusable, nothing written),
+    :class:`ConfigError` (a reference for inputs it cannot serve) or
+    :class:`ScanFailed` (the pipeline failed, nothing written).
     """
     started = time.time()
     plan = plan_scan(sources, cfg, format_override)
+    if reference is not None:
+        plan = dataclasses.replace(plan, reference=_check_reference(plan, reference))
     _refuse_inputs_in_out(plan, out_dir)
     out = OutputDir(out_dir)
     out.prepare()
@@ -236,6 +245,22 @@ class _Run:
             self.docs.wait()
         out.commit(out.staged_outputs())
         return summary
+
+
+def _check_reference(plan: ScanPlan, folder: str) -> str:
+    """The reference folder, once its state is known to serve this scan."""
+    if plan.raw:
+        raise ConfigError(
+            f"--reference scores vectors (a features column); this input is {plan.kinds.input.kind}, "
+            "whose representation the reference does not carry yet"
+        )
+    try:
+        state = read_state(folder, open_read)
+    except StateError as exc:
+        raise SourceError(f"--reference {exc}") from None
+    if state.kind != "features":
+        raise SourceError(f"--reference {folder}: a scan of {state.kind} input, not of vectors")
+    return folder
 
 
 def _refuse_inputs_in_out(plan: ScanPlan, out_dir: str) -> None:

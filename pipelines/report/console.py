@@ -40,6 +40,15 @@ def format_summary(summary: dict, out_dir: str) -> str:
         f"  classes judged poisoned: {len(poisoned)} of {len(summary['classes'])}"
         + (f" (label{'s' if len(poisoned) > 1 else ''} {', '.join(fmt_label(c) for c in poisoned)})" if poisoned else "")
     )
+    ref = summary.get("reference")
+    if ref:
+        differing = [c for c in ref["classes"] if c["differs"]]
+        lines.append(
+            f"  scored with the model of {ref['folder']} ({ref['rows_reference']:,} rows); "
+            + (f"{len(differing)} class{'es differ' if len(differing) != 1 else ' differs'} from it:"
+               if differing else "no class differs from it")
+        )
+        lines += [f"    {fmt_label(c['label'])}: {c['why']}" for c in differing[:10]]
     budget = summary["budget"]
     if budget["max_rows"] is not None and budget["rows_left_in_clean_by_budget"]:
         lines.append(
@@ -48,7 +57,7 @@ def format_summary(summary: dict, out_dir: str) -> str:
         )
     lines.append(f"  outputs in {out_dir}/: quarantine.parquet, quarantine.csv, rejected.parquet, "
                  + ("clean.parquet, " if summary["settings"].get("write_clean") else "")
-                 + "review.parquet, review.json, summary.json"
+                 + "review.parquet, review.json, state.pkl, summary.json"
                  + (", expectations/ (Data Docs)" if exp and exp.get("data_docs") else "")
                  + (", report.html" if summary["settings"].get("report") else ""))
     if summary["settings"].get("report"):

@@ -258,6 +258,8 @@ class Passes:
     row_sample: Any = None
     #: the scan's :class:`~.content.ContentCheck`
     content: Any = None
+    #: scoring against a reference scan: :func:`.reference.compare_to_reference`'s block
+    reference: dict | None = None
 
 
 def finish(plan: ScanPlan, passes: Passes, inputs: Sequence[str], extra_settings: Mapping[str, Any] | None = None) -> Finished:
@@ -282,6 +284,8 @@ def finish(plan: ScanPlan, passes: Passes, inputs: Sequence[str], extra_settings
         summary["settings"].update(extra_settings)
     if passes.content is not None:
         summary["repeated_content"] = passes.content.to_dict()
+    if passes.reference is not None:
+        summary["reference"] = passes.reference
     checked = _expectations(plan, passes, rejected, summary) if plan.expectations is not None else None
     schema = clean_schema(passes.store, trimmed) if cfg.write_clean else None
     review = build_review(plan, model, detectors, (quarantine, quarantined), unit_result, selected)

@@ -41,6 +41,9 @@ class ScanPlan:
     #: where steps on the driver's machine leave their running row counts for its
     #: progress display (None: nowhere)
     progress_dir: str | None = None
+    #: scoring against a reference scan: its output folder (its state.pkl is read where
+    #: it is needed, not carried in the pipeline's graph)
+    reference: str | None = None
 
     @property
     def raw(self) -> bool:

@@ -117,6 +117,7 @@ class Representer:
     def apply(self, example: dict) -> tuple[np.ndarray, np.ndarray | None]:
         # torch: heavy to import; only scans of raw inputs need it
         import torch
+
         from poisonscan.pipelines.represent.proxy import apply_proxy, layer_output
 
         if self.proxy is not None:

@@ -93,6 +93,9 @@ class RowChecks:
     #: content fingerprint (hi, lo) -> (first position, labels conflict), pass 2
     content_duplicates: Mapping[tuple[int, int], tuple[int, bool]] = field(default_factory=dict)
     collect_content: bool = False
+    #: scoring against a reference scan (pass 2): the classes it fitted; rows of other
+    #: classes are rejected
+    reference_classes: frozenset | None = None
 
 
 @dataclass
@@ -269,6 +272,13 @@ def _check_labels(checks: RowChecks, keys: _Keys, problems: dict) -> None:
                         f"class {plain(labels[i])!r} has {rows} valid rows; at least "
                         f"{checks.min_class_rows} are needed to judge it",
                     )
+                )
+    if checks.reference_classes is not None:
+        for i in has_label:
+            if plain(labels[i]) not in checks.reference_classes:
+                problems.setdefault(int(i), []).append(
+                    ("not_in_reference", f"class {plain(labels[i])!r} was not scanned in the reference; "
+                     "scan without --reference to judge it")
                 )
     if checks.declared_labels is not None:
         for i in has_label:

@@ -1,0 +1,101 @@
+"""Daily increments: new rows scored against an earlier scan's state (--reference)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from poisonscan import ScanConfig, scan_table
+from poisonscan.pipelines.cli import main
+from poisonscan.pipelines.drivers.run import run_scan
+
+CFG = ScanConfig(features_column="features", data_docs=False, report=False)
+CENTERS = np.random.default_rng(99).normal(scale=4, size=(4, 16))
+
+
+def day(n, seed, poison=0, shift_class=None, mix=(0.25, 0.25, 0.25, 0.25), extra_class=0):
+    """A day's rows: four Gaussian classes; ``poison`` rows of class 2 stamped (+8 in
+    three coordinates); ``shift_class`` moved 1 SD; ``extra_class`` rows of a class 7."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(4, n, p=list(mix))
+    X = CENTERS[y] + rng.normal(size=(n, 16))
+    if shift_class is not None:
+        X[y == shift_class, 0] += 1.0
+    stamped = np.flatnonzero(y == 2)[:poison]
+    X[stamped, :3] += 8.0
+    if extra_class:
+        y[-extra_class:] = 7
+    ids = np.arange(n) + seed * 100_000
+    table = pa.table({"id": ids, "label": y, "features": pa.array(list(X.astype(np.float32)), pa.list_(pa.float32()))})
+    return table, set(ids[stamped].tolist())
+
+
+def _write(tmp_path, name, table):
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(table, path)
+    return str(path)
+
+
+def _summary(folder):
+    with open(folder / "summary.json") as f:
+        return json.load(f)
+
+
+def test_a_new_day_is_scored_with_the_reference_model_and_compared_with_it(tmp_path):
+    mon, mon_poison = day(3000, 1, poison=60)
+    tue, tue_poison = day(3000, 2, poison=30, extra_class=10)
+    run_scan([_write(tmp_path, "mon", mon)], str(tmp_path / "mon"), CFG)
+    s_mon = _summary(tmp_path / "mon")
+    assert s_mon["classes_poisoned"] == [2]
+    run_scan([_write(tmp_path, "tue", tue)], str(tmp_path / "tue"), CFG, reference=str(tmp_path / "mon"))
+    s = _summary(tmp_path / "tue")
+    q = pq.read_table(tmp_path / "tue" / "quarantine.parquet")
+    # the reference's model flags the new stamped rows: no refit
+    assert set(q["id"].to_pylist()) == tue_poison
+    c2 = {c["label"]: c for c in s["classes"]}[2]
+    c2_mon = {c["label"]: c for c in s_mon["classes"]}[2]
+    assert c2["verdicts"] == c2_mon["verdicts"]  # the reference's verdicts, as they were
+    # a class the reference never saw cannot be scored with it: rejected, with the reason
+    r = pq.read_table(tmp_path / "tue" / "rejected.parquet")
+    assert set(r["error_code"].to_pylist()) == {"not_in_reference"} and r.num_rows == 10
+    assert "class 7 was not scanned in the reference" in r["error"][0].as_py()
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == 3000
+    ref = s["reference"]
+    assert ref["folder"] == str(tmp_path / "mon") and ref["rows_reference"] == 3000
+    assert 7 in ref["classes_differing"]
+    # the same scan in memory, from the reference's state
+    mem = scan_table(tue, CFG, reference=str(tmp_path / "mon"))
+    assert sorted(mem.quarantine["id"].to_pylist()) == sorted(q["id"].to_pylist())
+    assert mem.summary["reference"]["classes_differing"] == ref["classes_differing"]
+
+
+def test_the_comparison_finds_a_shifted_class_and_a_changed_mix_and_nothing_in_a_like_day():
+    base = scan_table(day(3000, 1)[0], CFG)
+    like = scan_table(day(3000, 2)[0], CFG, reference=base.state).summary["reference"]
+    assert like["classes_differing"] == [] and not like["label_mix_changed"]
+    moved = scan_table(day(3000, 3, shift_class=1, mix=(0.4, 0.2, 0.2, 0.2))[0], CFG, reference=base.state)
+    ref = moved.summary["reference"]
+    by = {c["label"]: c for c in ref["classes"]}
+    assert ref["label_mix_changed"] and by[0]["differs"] and "share of the rows went from" in by[0]["why"]
+    assert by[1]["shift_p_value"] < ref["level"] and 0.8 < by[1]["shift_sd"] < 1.3
+    assert by[2]["shift_p_value"] > ref["level"] and by[3]["shift_p_value"] > ref["level"]
+    assert moved.summary["rows_quarantined"] == 0
+
+
+def test_a_reference_that_cannot_serve_is_refused_in_one_line(tmp_path, capsys):
+    src = _write(tmp_path, "d", day(600, 1)[0])
+    assert main(["scan", src, "--features-column", "features", "--out", str(tmp_path / "o"), "--reference",
+                 str(tmp_path), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("poisonscan: error: --reference") and "no state.pkl" in err and "\n" not in err
+    images = pa.table({"id": [1, 2], "label": [0, 1], "image": pa.array([b"x", b"y"], pa.binary())})
+    img = _write(tmp_path, "img", images)
+    assert main(["scan", img, "--image-column", "image", "--out", str(tmp_path / "p"), "--reference",
+                 str(tmp_path), "-q"]) == 2
+    assert "--reference scores vectors" in capsys.readouterr().err
+    with pytest.raises(Exception, match="scores vectors"):
+        scan_table(images, image_column="image", reference=str(tmp_path))
