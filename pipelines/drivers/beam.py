@@ -343,7 +343,7 @@ def reference_block(plan: ScanPlan, partials, new_model) -> dict | None:
     return compare_to_reference(ref, dict(partials), new_model, plan.reference, seed=plan.cfg.seed)
 
 
-def _reference_model(folder: str):
+def read_reference_model(folder: str):
     return read_state(folder, open_read).model
 
 
@@ -511,7 +511,7 @@ def build_pipeline(
         scoring = (
             p
             | "ReferenceFolder" >> beam.Create([plan.reference])
-            | "ReadReference" >> beam.Map(_reference_model)
+            | "ReadReference" >> beam.Map(read_reference_model)
         )
     results, rows, _ = (units, dups, scoring, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
     return results | "Finish" >> beam.ParDo(

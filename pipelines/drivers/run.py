@@ -132,7 +132,7 @@ def run_scan(
     started = time.time()
     plan = plan_scan(sources, cfg, format_override)
     if reference is not None:
-        plan = dataclasses.replace(plan, reference=_check_reference(plan, reference))
+        plan = dataclasses.replace(plan, reference=check_reference(plan, reference))
     _refuse_inputs_in_out(plan, out_dir)
     out = OutputDir(out_dir)
     out.prepare()
@@ -247,7 +247,7 @@ class _Run:
         return summary
 
 
-def _check_reference(plan: ScanPlan, folder: str) -> str:
+def check_reference(plan: ScanPlan, folder: str) -> str:
     """The reference folder, once its state is known to serve this scan."""
     if plan.raw:
         raise ConfigError(

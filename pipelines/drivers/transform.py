@@ -18,6 +18,7 @@ change an output.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -30,7 +31,10 @@ from poisonscan.pipelines.drivers.beam import (
     FindDuplicateIds,
     FitModel,
     ScoreUnits,
+    read_reference_model,
+    reference_block,
 )
+from poisonscan.pipelines.drivers.run import check_reference
 from poisonscan.pipelines.io.outputs import json_safe
 from poisonscan.pipelines.io.parts import MemoryPartStore, PartStore
 from poisonscan.pipelines.scan.columns import REJECT_COLUMNS
@@ -146,17 +150,18 @@ class _FinishTables(beam.DoFn):
         self.plan = plan
         self.schema = schema
 
-    def process(self, unit_result, model, rows, content, candidates, rejected, partials):
+    def process(self, unit_result, model, rows, content, candidates, rejected, partials, new_model):
         store = MemoryPartStore()
         for kind, key, table in [*candidates, *rejected]:
             store.write(kind, key, table)
-        passes = Passes(store, model, unit_result, row_sample=rows.frame(), content=content)
+        passes = Passes(store, model, unit_result, row_sample=rows.frame(), content=content,
+                        reference=reference_block(self.plan, partials, new_model))
         fin = finish(self.plan, passes, [PCOLLECTION_SOURCE], {"runner": "ScanTables"})
         yield beam.pvalue.TaggedOutput("quarantined", fin.quarantine)
         yield beam.pvalue.TaggedOutput("rejected", conform(fin.rejected, rejected_schema(self.schema)))
         yield beam.pvalue.TaggedOutput("summary", json_safe(fin.summary))
         plan = self.plan
-        yield beam.pvalue.TaggedOutput("state", scan_state("features", dict(partials), model, plan.cfg, plan.layout))
+        yield beam.pvalue.TaggedOutput("state", scan_state("features", dict(partials), new_model, plan.cfg, plan.layout))
         if fin.trimmed is not None and fin.trimmed.num_rows:
             # flagged, but beyond the budget: clean
             yield beam.pvalue.TaggedOutput("clean", _clean(strip_candidate_columns(fin.trimmed), self.schema))
@@ -178,6 +183,10 @@ class ScanTables(beam.PTransform):
     ----------
     config : ScanConfig
         The settings, validated when the transform is built.
+    reference : str, optional
+        The output folder of an earlier scan (its ``state.pkl``): score the rows with
+        its fitted model, without refitting, and compare them with it (the summary's
+        ``reference``), as ``poisonscan scan --reference``.
     schema : pyarrow.Schema
         The schema of every input table (``pyarrow.parquet.read_schema`` of the files a
         pipeline reads). A table with other columns fails the run with a ValueError; one
@@ -210,7 +219,7 @@ class ScanTables(beam.PTransform):
         outputs["clean"] | beam.io.WriteToParquetBatched("clean", schema)
     """
 
-    def __init__(self, config: ScanConfig, schema: pa.Schema):
+    def __init__(self, config: ScanConfig, schema: pa.Schema, reference: str | None = None):
         super().__init__()
         if not isinstance(config, ScanConfig):
             raise TypeError(f"config must be a ScanConfig; got {type(config).__name__}")
@@ -222,6 +231,8 @@ class ScanTables(beam.PTransform):
                 f"ScanTables scans vectors (a features column); this input is {self.plan.kinds.input.kind}, "
                 "which needs a representation trained first: use `poisonscan scan` or poisonscan.scan_table"
             )
+        if reference is not None:
+            self.plan = dataclasses.replace(self.plan, reference=check_reference(self.plan, reference))
         self.schema = schema
 
     @property
@@ -242,13 +253,21 @@ class ScanTables(beam.PTransform):
         units = tables | "PlaceTables" >> PlaceTables(schema)
         dups = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
         model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan)
-        results, rows, parts = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, None)
+        scoring = model
+        if plan.reference:  # pass 2 scores with the reference's model, read from its state
+            scoring = (
+                tables.pipeline
+                | "ReferenceFolder" >> beam.Create([plan.reference])
+                | "ReadReference" >> beam.Map(read_reference_model)
+            )
+        results, rows, parts = (units, dups, scoring, content) | "Pass2Score" >> ScoreUnits(plan, None)
         clean, candidates, rejected = parts | "PartsByKind" >> beam.Partition(
             lambda part, n: PartStore.kinds.index(part[0]), len(PartStore.kinds)
         )
         finished = results | "Finish" >> beam.ParDo(
             _FinishTables(plan, schema),
-            model=beam.pvalue.AsSingleton(model),
+            model=beam.pvalue.AsSingleton(scoring),
+            new_model=beam.pvalue.AsSingleton(model),
             rows=beam.pvalue.AsSingleton(rows),
             content=beam.pvalue.AsSingleton(content),
             candidates=beam.pvalue.AsList(candidates),

@@ -167,3 +167,18 @@ def test_bad_settings_and_bad_tables_are_refused(tmp_path):
         ScanTables({"features_column": "features"}, table.schema)
     with pytest.raises(Exception, match=r"missing \['features'\]"):
         _run(tmp_path, [table, table.drop_columns(["features"]).slice(0, 5)], ScanTables(CFG, table.schema))
+
+
+def test_scan_tables_scores_against_a_reference_scan(tmp_path):
+    from .test_reference import day
+
+    mon, _ = day(3000, 1, poison=60)
+    tue, tue_poison = day(3000, 2, poison=30)
+    pq.write_table(mon, tmp_path / "mon.parquet")
+    from poisonscan.pipelines.drivers.run import run_scan
+
+    run_scan([str(tmp_path / "mon.parquet")], str(tmp_path / "mon"), ScanConfig(features_column="features", data_docs=False, report=False))
+    out = _run(tmp_path, [tue.slice(0, 1500), tue.slice(1500)], ScanTables(CFG, tue.schema, reference=str(tmp_path / "mon")))
+    assert set(out["quarantined"][0]["id"].to_pylist()) == tue_poison
+    mem = scan_table(tue, CFG, reference=str(tmp_path / "mon"))
+    assert out["summary"][0]["reference"]["classes_differing"] == mem.summary["reference"]["classes_differing"]
