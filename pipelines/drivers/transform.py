@@ -103,6 +103,11 @@ class _Place(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.REPEATED, element)
 
 
+def _keyed(element, schema: pa.Schema) -> tuple[bytes, pa.Table]:
+    table = as_table(element, schema)
+    return fingerprint(table), table
+
+
 def _number(element, places):
     fp, tables = element
     first, _ = places[fp]
@@ -118,7 +123,7 @@ class PlaceTables(beam.PTransform):
 
     def expand(self, tables):
         schema = self.schema
-        keyed = tables | "Fingerprint" >> beam.Map(lambda t: (lambda tt: (fingerprint(tt), tt))(as_table(t, schema)))
+        keyed = tables | "Fingerprint" >> beam.Map(_keyed, schema)
         places = (
             keyed
             | "Fingerprints" >> beam.Keys()
