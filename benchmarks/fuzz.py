@@ -54,11 +54,25 @@ def run_api(count: int, seed: int) -> dict:
             outcomes[check(table, extra)] += 1
         except Exception as exc:  # counted, never shrunk: the benchmark wants the rate
             outcomes["failed"] += 1
-            failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}")
+            saved = _keep_failure(table, extra, len(failures))
+            failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())[:240]} (input: {saved})")
 
     started = time.perf_counter()
     one()
     return {"outcomes": dict(outcomes), "failures": failures, "seconds": time.perf_counter() - started}
+
+
+def _keep_failure(table, extra: dict, n: int) -> str:
+    """Save a failing input (Parquet, and its settings as JSON) to reproduce it later."""
+    import pyarrow.parquet as pq
+
+    folder = os.path.join(ROOT, "benchmarks", "results", "fuzz_failures")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"api-{n:03d}.parquet")
+    pq.write_table(table, path)
+    with open(path[: -len(".parquet")] + ".json", "w") as f:
+        json.dump(extra, f, default=str)
+    return os.path.relpath(path, ROOT)
 
 
 def _write(table, folder: str, fmt: str) -> str:

@@ -97,10 +97,26 @@ def check(table: pa.Table, extra: dict) -> str:
             assert text and "\n" not in text.strip() and "Traceback" not in text, text
             return "refused"
         s = r.summary
-        assert s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == s["rows_read"] == table.num_rows
-        assert r.quarantine.num_rows == s["rows_quarantined"] and r.rejected.num_rows == s["rows_rejected"]
+        counts = (s["rows_read"], s["rows_clean"], s["rows_quarantined"], s["rows_rejected"])
+        assert s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == s["rows_read"] == table.num_rows, (
+            f"rows do not add up: read, clean, quarantined, rejected = {counts} of {table.num_rows}"
+        )
+        assert r.quarantine.num_rows == s["rows_quarantined"] and r.rejected.num_rows == s["rows_rejected"], (
+            f"lists differ from the counts: {r.quarantine.num_rows} quarantined, {r.rejected.num_rows} rejected; {counts}"
+        )
         if table.num_rows < 60 or "text_column" in extra:
             return "scanned"  # the reversed scan below costs a second scan: kept to vectors and tables
         back = scan_table(table.take(pa.array(np.arange(table.num_rows)[::-1])), proxy_epochs=1, **extra)
-    assert _lists(back) == _lists(r)
+    a, b = _lists(r), _lists(back)
+    assert a == b, f"rows reversed give other lists: {_difference(a, b)}"
     return "scanned"
+
+
+def _difference(a, b) -> str:
+    """What differs between two (quarantine, rejected) lists, in one line."""
+    parts = []
+    for name, x, y in (("quarantined", a[0], b[0]), ("rejected", a[1], b[1])):
+        only_x, only_y = sorted(set(x) - set(y)), sorted(set(y) - set(x))
+        if only_x or only_y:
+            parts.append(f"{name}: {len(only_x)} only in file order {only_x[:3]}, {len(only_y)} only reversed {only_y[:3]}")
+    return "; ".join(parts)
