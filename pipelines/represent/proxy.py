@@ -299,6 +299,10 @@ class Proxy:
         torch.save(self.state_dict, stream)
 
 
+#: rows per forward pass when the trained proxy is applied to its own sample
+EVAL_ROWS = 2_048
+
+
 def train_proxy(
     kind: str,
     params: dict,
@@ -333,7 +337,12 @@ def train_proxy(
     shown.close()
     ensemble.eval()
     with torch.no_grad():
-        probs = ensemble(dict(_tensors(inputs), fold=torch.from_numpy(fold)))[1].numpy()
+        # in slices: the whole sample in one forward pass holds every layer's activations
+        # of every row at once (9 GB for 49,000 28x28 images)
+        probs = np.concatenate([
+            ensemble(dict(_tensors(inputs, slice(a, a + EVAL_ROWS)), fold=torch.from_numpy(fold[a : a + EVAL_ROWS])))[1].numpy()
+            for a in range(0, max(n, 1), EVAL_ROWS)
+        ]) if n else np.zeros((0, len(sample.labels)), np.float32)
     info = {
         "networks": 1 + k,
         "epochs": ran,
