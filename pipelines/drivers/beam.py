@@ -318,10 +318,10 @@ class _Finish(beam.DoFn):
         self.inputs = list(inputs)
         self.extra = extra
 
-    def process(self, unit_result, model, rows, content, partials, new_model):
+    def process(self, unit_result, model, rows, content, partials, new_model, reference=None):
         plan, out = self.plan, self.out
         passes = Passes(out.parts, model, unit_result, row_sample=rows.frame(), content=content,
-                        reference=reference_block(plan, partials, new_model))
+                        reference=reference_block(plan, reference, partials, new_model))
         fin = finish(plan, passes, self.inputs, self.extra)
         write_finished(fin, out.parts, out, plan.cfg)
         with open_write(out.staged(STATE_FILE)) as f:
@@ -332,19 +332,33 @@ class _Finish(beam.DoFn):
 
 def reference_classes(plan: ScanPlan, model) -> frozenset | None:
     """Scoring against a reference: the classes its model can score (None: no reference)."""
-    return frozenset(model.classes) | frozenset(model.small_classes) if plan.reference else None
+    return model.scorable_classes if plan.reference else None
 
 
-def reference_block(plan: ScanPlan, partials, new_model) -> dict | None:
-    """summary.json's comparison of the new rows with the reference (None: no reference)."""
-    if not plan.reference:
+def reference_block(plan: ScanPlan, reference, partials, new_model) -> dict | None:
+    """summary.json's comparison of the new rows with the ``reference`` state (None: no
+    reference)."""
+    if reference is None:
         return None
-    ref = read_state(plan.reference, open_read)
-    return compare_to_reference(ref, dict(partials), new_model, plan.reference, seed=plan.cfg.seed)
+    return compare_to_reference(reference, dict(partials), new_model, plan.reference, seed=plan.cfg.seed)
 
 
-def read_reference_model(folder: str):
-    return read_state(folder, open_read).model
+def with_reference(p: beam.Pipeline, plan: ScanPlan, model) -> tuple:
+    """(the model pass 2 scores with, the reference state or None): the scan's own
+    model, or the reference's, read once from its state file (not carried in the graph)."""
+    if not plan.reference:
+        return model, None
+    state = (
+        p
+        | "ReferenceFolder" >> beam.Create([plan.reference])
+        | "ReadReference" >> beam.Map(read_state, open_read)
+    )
+    return state | "ReferenceModel" >> beam.Map(lambda s: s.model), state
+
+
+def reference_side(state) -> dict:
+    """The Finish step's side input of the reference state (none without one)."""
+    return {} if state is None else {"reference": beam.pvalue.AsSingleton(state)}
 
 
 # the pipeline -------------------------------------------------------------------------
@@ -506,13 +520,7 @@ def build_pipeline(
             | "ReadDuplicateIds" >> beam.Map(read_pickle)
         )
     model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan)
-    scoring = model
-    if plan.reference:  # pass 2 scores with the reference's model, read from its state
-        scoring = (
-            p
-            | "ReferenceFolder" >> beam.Create([plan.reference])
-            | "ReadReference" >> beam.Map(read_reference_model)
-        )
+    scoring, reference = with_reference(p, plan, model)
     results, rows, _ = (units, dups, scoring, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
     return results | "Finish" >> beam.ParDo(
         _Finish(plan, out, inputs, extra),
@@ -521,6 +529,7 @@ def build_pipeline(
         content=beam.pvalue.AsSingleton(content),
         partials=beam.pvalue.AsSingleton(partials),
         new_model=beam.pvalue.AsSingleton(model),
+        **reference_side(reference),
     )
 
 

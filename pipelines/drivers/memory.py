@@ -222,7 +222,7 @@ class _InMemory:
             expected_dim=model.dim,
             small_classes=model.small_classes,
             content_duplicates=content_check.rejections(),
-            reference_classes=frozenset(model.classes) | frozenset(model.small_classes) if reference else None,
+            reference_classes=model.scorable_classes if reference else None,
         )
         store = MemoryPartStore()
         sample = [RowSample(ROW_SAMPLE, np.empty(0, np.uint64), np.empty(0, np.int64), None)]

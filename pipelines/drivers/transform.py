@@ -31,8 +31,9 @@ from poisonscan.pipelines.drivers.beam import (
     FindDuplicateIds,
     FitModel,
     ScoreUnits,
-    read_reference_model,
     reference_block,
+    reference_side,
+    with_reference,
 )
 from poisonscan.pipelines.drivers.run import check_reference
 from poisonscan.pipelines.io.outputs import json_safe
@@ -155,12 +156,12 @@ class _FinishTables(beam.DoFn):
         self.plan = plan
         self.schema = schema
 
-    def process(self, unit_result, model, rows, content, candidates, rejected, partials, new_model):
+    def process(self, unit_result, model, rows, content, candidates, rejected, partials, new_model, reference=None):
         store = MemoryPartStore()
         for kind, key, table in [*candidates, *rejected]:
             store.write(kind, key, table)
         passes = Passes(store, model, unit_result, row_sample=rows.frame(), content=content,
-                        reference=reference_block(self.plan, partials, new_model))
+                        reference=reference_block(self.plan, reference, partials, new_model))
         fin = finish(self.plan, passes, [PCOLLECTION_SOURCE], {"runner": "ScanTables"})
         yield beam.pvalue.TaggedOutput("quarantined", fin.quarantine)
         yield beam.pvalue.TaggedOutput("rejected", conform(fin.rejected, rejected_schema(self.schema)))
@@ -258,13 +259,7 @@ class ScanTables(beam.PTransform):
         units = tables | "PlaceTables" >> PlaceTables(schema)
         dups = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
         model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan)
-        scoring = model
-        if plan.reference:  # pass 2 scores with the reference's model, read from its state
-            scoring = (
-                tables.pipeline
-                | "ReferenceFolder" >> beam.Create([plan.reference])
-                | "ReadReference" >> beam.Map(read_reference_model)
-            )
+        scoring, reference = with_reference(tables.pipeline, plan, model)
         results, rows, parts = (units, dups, scoring, content) | "Pass2Score" >> ScoreUnits(plan, None)
         clean, candidates, rejected = parts | "PartsByKind" >> beam.Partition(
             lambda part, n: PartStore.kinds.index(part[0]), len(PartStore.kinds)
@@ -273,6 +268,7 @@ class ScanTables(beam.PTransform):
             _FinishTables(plan, schema),
             model=beam.pvalue.AsSingleton(scoring),
             new_model=beam.pvalue.AsSingleton(model),
+            **reference_side(reference),
             rows=beam.pvalue.AsSingleton(rows),
             content=beam.pvalue.AsSingleton(content),
             candidates=beam.pvalue.AsList(candidates),

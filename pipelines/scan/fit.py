@@ -232,6 +232,11 @@ class ScanModel:
         return {label for label, cm in self.classes.items() if cm.active.get(detector)}
 
     @property
+    def scorable_classes(self) -> frozenset:
+        """The classes this model can score: fitted, or known too small (rejected)."""
+        return frozenset(self.classes) | frozenset(self.small_classes)
+
+    @property
     def poisoned_classes(self) -> list:
         return [
             label
