@@ -39,14 +39,18 @@ from poisonscan.pipelines.drivers.combine import (
 )
 from poisonscan.pipelines.drivers.progress import RowCounts
 from poisonscan.pipelines.drivers.staging import (
+    CONTENT_KEYS_DIR,
     DUPLICATES_FILE,
+    read_content_bucket,
     read_pickle,
+    write_content_keys,
     write_finished,
     write_pickle,
 )
 from poisonscan.pipelines.io.outputs import (
     FilePartStore,
     OutputDir,
+    join,
     open_read,
     open_write,
 )
@@ -63,6 +67,7 @@ from poisonscan.pipelines.scan.fit import (
     fit_class,
 )
 from poisonscan.pipelines.scan.keys import (
+    N_ID_BUCKETS,
     ContentKeys,
     IdKeys,
     batch_id_keys,
@@ -129,8 +134,9 @@ class _ReadIdKeys(beam.DoFn):
 class _ClassPartials(beam.DoFn):
     """Pass 1: validate and fold rows into per (class, length) partials."""
 
-    def __init__(self, plan: ScanPlan):
+    def __init__(self, plan: ScanPlan, keys_root: str | None = None):
         self.plan = plan
+        self.keys_root = keys_root
 
     def setup(self):
         self.detectors = self.plan.detectors()
@@ -138,12 +144,13 @@ class _ClassPartials(beam.DoFn):
 
     def process(self, unit: ReadUnit, duplicates):
         checks = self.plan.checks(duplicates=duplicates, collect_content=True)
+        keys = []
         for batch, first in read_any(unit, self.plan.input_columns, self.plan.batch_rows):
             prep = prepare(batch, unit.file_index, first, checks)
             self.counts.add(read=batch.num_rows, valid=int(prep.valid.sum()))
-            for key in content_keys(prep):
-                yield beam.pvalue.TaggedOutput(CONTENT, key)
+            keys.extend(content_keys(prep))
             yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
+        yield from _content_output(keys, self.keys_root, unit.key)
 
     def finish_bundle(self):
         self.counts.flush()
@@ -197,23 +204,39 @@ class _ReadExamples(beam.DoFn):
 class _AttachPartials(beam.DoFn):
     """Raw inputs, pass 1: representation joined to its rows -> class partials."""
 
-    def __init__(self, plan: ScanPlan):
+    def __init__(self, plan: ScanPlan, keys_root: str | None = None):
         self.plan = plan
+        self.keys_root = keys_root
 
     def setup(self):
         self.detectors = self.plan.detectors()
         self.counts = RowCounts("pass1", self.plan.progress_dir)
 
     def process(self, element):
-        (_, _, prep), result = element
+        (unit_key, batch_index, prep), result = element
         _attach(prep, result)
         self.counts.add(read=prep.batch.num_rows, valid=int(prep.valid.sum()))
-        for key in content_keys(prep):
-            yield beam.pvalue.TaggedOutput(CONTENT, key)
+        yield from _content_output(content_keys(prep), self.keys_root, f"{unit_key}-{batch_index:06d}")
         yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
 
     def finish_bundle(self):
         self.counts.flush()
+
+
+def _content_output(keys: list, keys_root: str | None, name: str):
+    """Pass 1's content fingerprints: each (bucket, keys) as an element, or (with a
+    ``keys_root``) one file of them named after the element, and its path."""
+    if keys_root is None:
+        for key in keys:
+            yield beam.pvalue.TaggedOutput(CONTENT, key)
+    elif keys:
+        path = join(keys_root, f"{name}.npz")
+        write_content_keys(path, keys)
+        yield beam.pvalue.TaggedOutput(CONTENT, path)
+
+
+def _repeated_in_bucket(bucket: int, paths: list[str]) -> dict:
+    return read_content_bucket(paths, bucket).duplicates()
 
 
 def _attach(prep, result) -> None:
@@ -411,15 +434,14 @@ class Represent(beam.PTransform):
         )
 
 
-
-
 class FitModel(beam.PTransform):
     """Pass 1: read units -> (one :class:`~..scan.fit.ScanModel`, classes fitted in parallel;
     ``{content fingerprint: (first position, labels conflict)}`` of repeated content)."""
 
-    def __init__(self, plan: ScanPlan):
+    def __init__(self, plan: ScanPlan, keys_root: str | None = None):
         super().__init__()
         self.plan = plan
+        self.keys_root = keys_root
 
     def expand(self, pcolls):
         units, duplicates = pcolls
@@ -427,11 +449,13 @@ class FitModel(beam.PTransform):
         if plan.raw:
             outputs = (
                 (units, duplicates) | "Represent" >> Represent(plan, second_pass=False)
-                | "Accumulate" >> beam.ParDo(_AttachPartials(plan)).with_outputs(CONTENT, main="partials")
+                | "Accumulate" >> beam.ParDo(_AttachPartials(plan, self.keys_root)).with_outputs(
+                    CONTENT, main="partials"
+                )
             )
         else:
             outputs = units | "Accumulate" >> beam.ParDo(
-                _ClassPartials(plan), duplicates=beam.pvalue.AsSingleton(duplicates)
+                _ClassPartials(plan, self.keys_root), duplicates=beam.pvalue.AsSingleton(duplicates)
             ).with_outputs(CONTENT, main="partials")
         partials = outputs.partials | "CombinePerClass" >> beam.CombinePerKey(combine_partials(plan))
         rows_by_dim = (
@@ -441,10 +465,20 @@ class FitModel(beam.PTransform):
         )
         coincidence = plan.representer.coincidence if plan.raw else None
         level = plan.cfg.coincidence_level
+        if self.keys_root is None:  # every key through a shuffle, bucket by bucket
+            repeated = (
+                outputs[CONTENT]
+                | "ContentPerBucket" >> beam.CombinePerKey(MergeRepeated(ContentKeys))
+                | "ContentValues" >> beam.Values()
+            )
+        else:  # keys in files: each bucket read from every file, one bucket at a time
+            repeated = (
+                units.pipeline
+                | "ContentBuckets" >> beam.Create(list(range(N_ID_BUCKETS)), reshuffle=True)
+                | "ContentPerBucket" >> beam.Map(_repeated_in_bucket, paths=beam.pvalue.AsList(outputs[CONTENT]))
+            )
         content = (
-            outputs[CONTENT]
-            | "ContentPerBucket" >> beam.CombinePerKey(MergeRepeated(ContentKeys))
-            | "ContentValues" >> beam.Values()
+            repeated
             | "AllRepeatedContent" >> beam.CombineGlobally(merge_dicts())
             | "JudgeRepeats" >> beam.Map(
                 lambda repeated, dims: ContentCheck.of(repeated, sum(dims.values()), coincidence, level),
@@ -519,7 +553,7 @@ def build_pipeline(
             | "DuplicateIdsFile" >> beam.Create([duplicates_file])
             | "ReadDuplicateIds" >> beam.Map(read_pickle)
         )
-    model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan)
+    model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan, out.staged(CONTENT_KEYS_DIR))
     scoring, reference = with_reference(p, plan, model)
     results, rows, _ = (units, dups, scoring, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
     return results | "Finish" >> beam.ParDo(

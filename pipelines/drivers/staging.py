@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+from dataclasses import fields
+from typing import Iterable
+
+import numpy as np
 
 from poisonscan.pipelines.config import ScanConfig
 from poisonscan.pipelines.io.outputs import (
@@ -15,9 +20,13 @@ from poisonscan.pipelines.io.outputs import (
     write_quarantine_csv,
 )
 from poisonscan.pipelines.scan.finish import Finished, iter_clean
+from poisonscan.pipelines.scan.keys import ContentKeys
 
 #: the finished expectations, staged by the pipeline for the driver to render as Data Docs
 DATA_DOCS_JOB = "data_docs_job.pkl"
+
+#: pass 1's content fingerprints, one file per read unit (the command line's pipeline)
+CONTENT_KEYS_DIR = "content_keys"
 
 #: pass 0's result when it ran before the pipeline (driver, or raw inputs' sampling)
 DUPLICATES_FILE = "duplicates.pkl"
@@ -62,3 +71,35 @@ def read_pickle(path: str):
     # files this run wrote to its own staging folder a moment ago
     with open_read(path) as f:
         return pickle.load(f)
+
+
+def write_content_keys(path: str, keys: Iterable[tuple[int, ContentKeys]]) -> None:
+    """One read unit's content fingerprints, by bucket, as one ``.npz`` file.
+
+    Pass 1 of the command line leaves them in the staging folder instead of sending
+    every row's key through a shuffle: the embedded runner holds a shuffle's whole output
+    in memory several times over, which at 4M rows was the scan's peak. Named after the
+    unit, so a retried bundle overwrites its own file and no key is counted twice.
+    """
+    by_bucket: dict[int, list[ContentKeys]] = {}
+    for bucket, k in keys:
+        by_bucket.setdefault(bucket, []).append(k)
+    arrays = {}
+    for bucket, parts in by_bucket.items():
+        merged = ContentKeys.concat(parts)
+        for f in fields(ContentKeys):
+            arrays[f"{bucket}.{f.name}"] = getattr(merged, f.name)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with open_write(path) as f:
+        f.write(buf.getvalue())
+
+
+def read_content_bucket(paths: Iterable[str], bucket: int) -> ContentKeys:
+    """One bucket's content fingerprints from every unit's file."""
+    parts = []
+    for path in paths:
+        with open_read(path) as f, np.load(f, allow_pickle=False) as npz:
+            if f"{bucket}.hi" in npz.files:
+                parts.append(ContentKeys(*(npz[f"{bucket}.{fl.name}"] for fl in fields(ContentKeys))))
+    return ContentKeys.concat(parts)
