@@ -349,7 +349,9 @@ class _Finish(beam.DoFn):
         write_finished(fin, out.parts, out, plan.cfg)
         with open_write(out.staged(STATE_FILE)) as f:
             # the new rows' own state (with --reference too), to merge with other scans'
-            f.write(dumps(scan_state(plan.kinds.input.kind, dict(partials), new_model, plan.cfg, plan.layout)))
+            f.write(dumps(scan_state(
+                plan.kinds.input.kind, dict(partials), new_model, plan.cfg, plan.layout, plan.representer
+            )))
         return []
 
 

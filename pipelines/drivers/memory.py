@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from poisonscan.pipelines.config import ConfigError, ScanConfig
-from poisonscan.pipelines.io.outputs import open_read
+from poisonscan.pipelines.io.outputs import join, open_read
 from poisonscan.pipelines.io.parts import MemoryPartStore
 from poisonscan.pipelines.io.sources import table_batches
 from poisonscan.pipelines.report.html import REJECTED_MAX, ScanOutputs, render
@@ -40,8 +40,10 @@ from poisonscan.pipelines.scan.representer import fit_representer, raw_sample
 from poisonscan.pipelines.scan.rows import prepare
 from poisonscan.pipelines.scan.score import score_batch, store_outcomes
 from poisonscan.pipelines.scan.state import (
+    PROXY_FILE,
     ScanState,
     StateError,
+    check_kind,
     read_state,
     scan_state,
 )
@@ -123,7 +125,8 @@ def scan_table(data: Any, config: ScanConfig | None = None, *, reference: Any = 
     reference : ScanState or str, optional
         An earlier scan's state (``result.state``) or output folder: score the rows with
         its fitted model instead of refitting, and compare them with it
-        (``summary["reference"]``). Vectors only.
+        (``summary["reference"]``). Raw inputs are represented with the reference's
+        encoder and proxy (nothing is trained).
     """
     cfg = dataclasses.replace(config, **settings) if config else ScanConfig(**settings)
     table = to_arrow(data)
@@ -137,7 +140,9 @@ def scan_table(data: Any, config: ScanConfig | None = None, *, reference: Any = 
         for _, k in batch_id_keys(batch, 0, first, kinds, cfg.id_column)
     ]
     duplicates = IdKeys.concat(keys).duplicates()
-    if plan.raw:  # a training sample per class, the encoder and the proxy
+    if plan.raw and ref_state is not None:  # represented as the reference was
+        plan = dataclasses.replace(plan, representer=ref_state.representer)
+    elif plan.raw:  # a training sample per class, the encoder and the proxy
         samples: dict = {}
         for batch, first in table_batches(table, plan.batch_rows):
             for label, res in raw_sample(batch, 0, first, kinds, cfg):
@@ -156,7 +161,7 @@ def scan_table(data: Any, config: ScanConfig | None = None, *, reference: Any = 
     schema = clean_schema(store, fin.trimmed) or table.schema
     clean_parts = list(iter_clean(store, fin.trimmed, schema, cfg.batch_rows))
     clean = pa.concat_tables(clean_parts) if clean_parts else schema.empty_table()
-    state = scan_state(kinds.input.kind, scan.partials, new_model, cfg, plan.layout)
+    state = scan_state(kinds.input.kind, scan.partials, new_model, cfg, plan.layout, plan.representer)
     return ScanResult(fin.quarantine, fin.rejected, clean, fin.summary, model, fin.review, state)
 
 
@@ -164,16 +169,23 @@ def _reference(reference: Any, plan) -> tuple:
     """(state, where it came from) of a ``reference`` given as a state or a folder."""
     if reference is None:
         return None, None
-    if plan.raw:
-        raise ConfigError(
-            f"a reference scores vectors (a features column); this input is {plan.kinds.input.kind}"
-        )
     if isinstance(reference, ScanState):
         state, where = reference, "<state>"
     else:
         state, where = read_state(str(reference), open_read), str(reference)
-    if state.kind != "features":
-        raise StateError(f"{where}: a scan of {state.kind} input, not of vectors")
+    check_kind(state, plan.kinds.input.kind, where)
+    if plan.raw:
+        if plan.cfg.model is not None:
+            raise ConfigError("model with a reference: the rows are represented by the reference's model")
+        rep = state.representer
+        if rep is None:
+            raise StateError(f"{where}: the state holds no representer (a scan from an older version)")
+        if rep.proxy is not None and rep.proxy.state_dict is None:
+            if where == "<state>":
+                raise StateError("the state holds no proxy weights: give the reference's output folder")
+            with open_read(join(where, PROXY_FILE)) as f:
+                rep = dataclasses.replace(rep, proxy=rep.proxy.with_weights(f))
+            state = dataclasses.replace(state, representer=rep)
     return state, where
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -32,13 +33,20 @@ from poisonscan.pipelines.drivers.staging import (
     read_pickle,
     write_pickle,
 )
-from poisonscan.pipelines.io.outputs import OutputDir, open_read, open_write, write_json
+from poisonscan.pipelines.io.outputs import (
+    OutputDir,
+    exists,
+    join,
+    open_read,
+    open_write,
+    write_json,
+)
 from poisonscan.pipelines.io.sources import SourceError, is_local, read_unit
 from poisonscan.pipelines.report.html import write_report
 from poisonscan.pipelines.scan.keys import batch_ids, duplicate_ids
 from poisonscan.pipelines.scan.plan import ScanPlan, plan_scan
 from poisonscan.pipelines.scan.representer import fit_representer
-from poisonscan.pipelines.scan.state import StateError, read_state
+from poisonscan.pipelines.scan.state import PROXY_FILE, StateError, check_kind, read_state
 
 
 class ScanFailed(RuntimeError):
@@ -198,7 +206,10 @@ class _Run:
             os.makedirs(folder, exist_ok=True)
             plan = self.plan = dataclasses.replace(plan, progress_dir=folder)
         with quiet_beam(), worker_threads(self.workers), worker_output(self.workers) as self.worker_log:
-            if plan.raw:  # the sampling pipeline finds the duplicated ids too
+            if plan.raw and plan.reference:  # represented as the reference was: pass 0 in the pipeline
+                plan = self.plan = _reference_representer(plan, out)
+                self.extra["representation"] = dict(plan.representer.info, reference=plan.reference)
+            elif plan.raw:  # the sampling pipeline finds the duplicated ids too
                 plan = self.plan = _train_representer(plan, out, self.options, self._run_pipeline, self.progress)
                 duplicates_file = out.staged(DUPLICATES_FILE)
                 self.extra["representation"] = plan.representer.info
@@ -249,18 +260,36 @@ class _Run:
 
 def check_reference(plan: ScanPlan, folder: str) -> str:
     """The reference folder, once its state is known to serve this scan."""
-    if plan.raw:
-        raise ConfigError(
-            f"--reference scores vectors (a features column); this input is {plan.kinds.input.kind}, "
-            "whose representation the reference does not carry yet"
-        )
     try:
         state = read_state(folder, open_read)
     except StateError as exc:
         raise SourceError(f"--reference {exc}") from None
-    if state.kind != "features":
-        raise SourceError(f"--reference {folder}: a scan of {state.kind} input, not of vectors")
+    try:
+        check_kind(state, plan.kinds.input.kind, folder)
+    except StateError as exc:
+        raise SourceError(f"--reference {exc}") from None
+    if plan.raw:
+        if plan.cfg.model is not None:
+            raise ConfigError("--model with --reference: the rows are represented by the reference's model; drop --model")
+        if state.representer is None:
+            raise SourceError(f"--reference {folder}: its state holds no representer (a scan from an older version)")
+        if state.representer.proxy is not None and not exists(join(folder, PROXY_FILE)):
+            raise SourceError(f"--reference {folder}: no {PROXY_FILE} (the proxy's weights) beside its state")
     return folder
+
+
+def _reference_representer(plan: ScanPlan, out: OutputDir) -> ScanPlan:
+    """Raw inputs with ``--reference``: the reference's encoder and proxy, its weights
+    copied into this scan's output (so this scan can be a reference in turn); nothing
+    is trained."""
+    state = read_state(plan.reference, open_read)
+    rep = state.representer
+    weights = None
+    if rep.proxy is not None:
+        weights = out.staged(PROXY_FILE)
+        with open_read(join(plan.reference, PROXY_FILE)) as src, open_write(weights) as dst:
+            shutil.copyfileobj(src, dst)
+    return dataclasses.replace(plan, representer=rep, weights_path=weights)
 
 
 def _refuse_inputs_in_out(plan: ScanPlan, out_dir: str) -> None:
@@ -314,7 +343,7 @@ def _train_representer(plan: ScanPlan, out: OutputDir, options, run_pipeline, pr
     representer = fit_representer(plan.cfg, plan.kinds, samples, progress)
     weights = None
     if representer.proxy is not None:
-        weights = out.staged("proxy.pt")
+        weights = out.staged(PROXY_FILE)
         with open_write(weights) as f:
             representer.proxy.save(f)
         # the workers load the weights from that file; the plan is pickled into every

@@ -37,6 +37,7 @@ OUTPUT_FILES = (
     "review.json",
     "report.html",
     "state.pkl",
+    "proxy.pt",
     "summary.json",
 )
 

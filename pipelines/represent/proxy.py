@@ -19,7 +19,7 @@ import importlib
 import io
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -291,12 +291,24 @@ class Proxy:
 
     def module(self) -> ProxyEnsemble:
         m = ProxyEnsemble(self.kind, self.params, self.folds)
-        m.load_state_dict(self.state_dict)
+        m.load_state_dict({k: torch.as_tensor(v) for k, v in self.state_dict.items()})
         m.eval()
         return m
 
     def save(self, stream) -> None:
-        torch.save(self.state_dict, stream)
+        torch.save({k: torch.as_tensor(v) for k, v in self.state_dict.items()}, stream)
+
+    def with_weights(self, stream) -> "Proxy":
+        """This proxy with the weights ``save`` wrote (read weights-only: no code runs)."""
+        return replace(self, state_dict=torch.load(stream, map_location="cpu", weights_only=True))
+
+    def __getstate__(self):
+        # weights as numpy arrays: a saved scan state holds data only (scan.state)
+        state = self.__dict__.copy()
+        if state["state_dict"] is not None:
+            state["state_dict"] = {k: np.asarray(v.detach().cpu()) if torch.is_tensor(v) else v
+                                   for k, v in state["state_dict"].items()}
+        return state
 
 
 #: rows per forward pass when the trained proxy is applied to its own sample

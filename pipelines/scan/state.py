@@ -7,6 +7,10 @@ partials of one scan of their union: counts and accumulators add, and a reservoi
 the rows of lowest id-hash priority, which are the same rows whichever scan saw them
 (docs/running-at-scale.md).
 
+A scan of raw inputs (images, texts, tables) also keeps its representer: the fitted
+encoder and the proxy's description (its weights are ``proxy.pt`` beside the state, read
+weights-only), so that a later scan with ``--reference`` represents its rows the same way.
+
 A state file is read with an unpickler that builds only poisonscan's own classes, numpy
 arrays and plain containers: a state file from elsewhere cannot run code.
 """
@@ -27,6 +31,8 @@ from poisonscan.pipelines.io.sources import ROW_BITS
 from poisonscan.pipelines.scan.fit import Layout, ScanModel, fit_model
 
 STATE_FILE = "state.pkl"
+#: a raw-input scan's proxy weights (a state dict, read weights-only), beside the state
+PROXY_FILE = "proxy.pt"
 
 #: bumped when the saved layout changes; a state of another version is refused
 STATE_VERSION = 1
@@ -49,6 +55,8 @@ class ScanState:
     #: the settings the scan ran with (ScanConfig's fields, as given)
     settings: dict
     layout: Layout = dataclasses.field(default_factory=Layout)
+    #: raw inputs: the encoder and proxy (without weights) or the user's model; None for vectors
+    representer: object = None
 
     @property
     def rows(self) -> int:
@@ -56,9 +64,11 @@ class ScanState:
         return sum(p.rows for (_, dim), p in self.partials.items() if dim == self.dim)
 
 
-def scan_state(kind: str, partials: Mapping, model: ScanModel, cfg: ScanConfig, layout: Layout) -> ScanState:
+def scan_state(
+    kind: str, partials: Mapping, model: ScanModel, cfg: ScanConfig, layout: Layout, representer=None
+) -> ScanState:
     settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "model"}
-    return ScanState(STATE_VERSION, kind, model.dim, dict(partials), model, settings, layout)
+    return ScanState(STATE_VERSION, kind, model.dim, dict(partials), model, settings, layout, representer)
 
 
 def merge_partials(partials: Sequence[Mapping], detectors: Sequence[Detector]) -> dict:
@@ -148,6 +158,16 @@ def loads(data: bytes) -> ScanState:
     return state
 
 
+def check_kind(state: ScanState, kind: str, where: str) -> None:
+    """Refuse a reference state of another input kind than the scan's."""
+    if state.kind != kind:
+        raise StateError(f"{where}: a scan of {_kind_words(state.kind)}, this input is {_kind_words(kind)}")
+
+
+def _kind_words(kind: str) -> str:
+    return "vectors" if kind == "features" else f"{kind} input"
+
+
 def read_state(folder: str, opener) -> ScanState:
     """The state a scan saved in its output ``folder`` (``opener(path)`` opens a file)."""
     path = folder.rstrip("/") + "/" + STATE_FILE
@@ -165,9 +185,11 @@ def read_state(folder: str, opener) -> ScanState:
 
 
 __all__ = [
+    "PROXY_FILE",
     "STATE_FILE",
     "ScanState",
     "StateError",
+    "check_kind",
     "dumps",
     "loads",
     "merge_partials",

@@ -92,10 +92,55 @@ def test_a_reference_that_cannot_serve_is_refused_in_one_line(tmp_path, capsys):
                  str(tmp_path), "-q"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("poisonscan: error: --reference") and "no state.pkl" in err and "\n" not in err
+    run_scan([src], str(tmp_path / "vectors"), CFG)
     images = pa.table({"id": [1, 2], "label": [0, 1], "image": pa.array([b"x", b"y"], pa.binary())})
     img = _write(tmp_path, "img", images)
     assert main(["scan", img, "--image-column", "image", "--out", str(tmp_path / "p"), "--reference",
-                 str(tmp_path), "-q"]) == 2
-    assert "--reference scores vectors" in capsys.readouterr().err
-    with pytest.raises(Exception, match="scores vectors"):
-        scan_table(images, image_column="image", reference=str(tmp_path))
+                 str(tmp_path / "vectors"), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("vectors: a scan of vectors, this input is image input") and "\n" not in err
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(Exception, match="a scan of vectors, this input is image input"):
+        scan_table(images, image_column="image", reference=str(tmp_path / "vectors"))
+
+
+def test_raw_rows_are_represented_as_the_reference_was(tmp_path):
+    """A table scanned with a trained proxy; the next day's rows go through the same
+    encoder and proxy (its weights beside the state), with no training, through Beam and
+    in memory; a scan with --reference can serve as a reference in turn."""
+    from poisonscan.pipelines.io.sources import SourceError
+    from poisonscan.pipelines.scan.state import dumps, loads
+
+    from ..conftest import credit_table
+
+    table, _ = credit_table(flip=True)
+    perm = np.random.default_rng(0).permutation(table.num_rows)
+    mon, tue = table.take(perm[:600]), table.take(perm[600:])
+    cfg = ScanConfig(data_docs=False, report=False)
+    run_scan([_write(tmp_path, "mon", mon)], str(tmp_path / "mon"), cfg)
+    tue_path = _write(tmp_path, "tue", tue)
+    run_scan([tue_path], str(tmp_path / "tue"), cfg, reference=str(tmp_path / "mon"))
+    s_mon, s = _summary(tmp_path / "mon"), _summary(tmp_path / "tue")
+    assert (tmp_path / "mon" / "proxy.pt").exists() and (tmp_path / "tue" / "proxy.pt").exists()
+    rep = s["settings"]["representation"]
+    assert rep.pop("reference") == str(tmp_path / "mon") and rep == s_mon["settings"]["representation"]
+    assert s["rows_quarantined"] > 0 and s["reference"]["rows_reference"] == 600
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == 600
+    q = pq.read_table(tmp_path / "tue" / "quarantine.parquet")["id"].to_pylist()
+    # the same rows in memory, from the folder or from the state in memory (pickled and back)
+    assert scan_table(tue, cfg, reference=str(tmp_path / "mon")).quarantine["id"].to_pylist() == q
+    state = loads(dumps(scan_table(mon, cfg).state))
+    assert state.representer.proxy.state_dict  # the weights travel as numpy arrays
+    assert scan_table(tue, cfg, reference=state).quarantine["id"].to_pylist() == q
+    # Tuesday's output serves as a reference too (its own fitted model, Monday's encoder
+    # and weights, copied beside its state)
+    run_scan([tue_path], str(tmp_path / "wed"), cfg, reference=str(tmp_path / "tue"))
+    s_wed = _summary(tmp_path / "wed")
+    assert s_wed["settings"]["representation"] == dict(rep, reference=str(tmp_path / "tue"))
+    assert (tmp_path / "wed" / "proxy.pt").read_bytes() == (tmp_path / "mon" / "proxy.pt").read_bytes()
+    assert s_wed["rows_read"] == s_wed["rows_clean"] + s_wed["rows_quarantined"] + s_wed["rows_rejected"] == 600
+    # a reference of another input kind is refused, in one line
+    vectors = _write(tmp_path, "vectors", day(200, 5)[0])
+    with pytest.raises(SourceError, match="a scan of tabular input, this input is vectors"):
+        run_scan([vectors], str(tmp_path / "x"), CFG, reference=str(tmp_path / "mon"))
+    assert not (tmp_path / "x").exists()
