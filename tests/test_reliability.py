@@ -210,6 +210,30 @@ def test_row_order_files_and_workers_never_change_the_lists(tmp_path):
     assert beam == expected
 
 
+def test_copies_of_an_id_do_not_train_the_proxy_in_read_order():
+    """Found by the fuzz benchmark: two rows sharing an id share a sampling priority, so
+    they entered the proxy's training sample in read order, and the same table reversed
+    trained other weights and quarantined other rows. Rows with a duplicated id (rejected
+    anyway) now stay out of the training sample."""
+    from poisonscan import scan_table
+
+    from .conftest import credit_table
+
+    table, _ = credit_table(flip=True)
+    ids = np.array(table["id"].to_pylist())
+    labels = np.array(table["label"].to_pylist())
+    same = np.flatnonzero(labels == labels[0])[:2]
+    ids[same[1]] = ids[same[0]]
+    table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids))
+    runs = [scan_table(table.take(pa.array(order)), proxy_epochs=1)
+            for order in (np.arange(table.num_rows), np.arange(table.num_rows)[::-1])]
+    weights = [r.state.representer.proxy.state_dict for r in runs]
+    assert all(np.array_equal(np.asarray(weights[0][k]), np.asarray(weights[1][k])) for k in weights[0])
+    q = [sorted(zip(r.quarantine["id"].to_pylist(), r.quarantine["score"].to_pylist())) for r in runs]
+    assert q[0] == q[1] and len(q[0]) > 0
+    assert runs[0].summary["rejected_by_reason"] == {"duplicate_id": 2}
+
+
 # 7. smaller defects --------------------------------------------------------------------
 def _small_table(n=400, bad=()):
     X, y = _features(n=n)

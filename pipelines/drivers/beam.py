@@ -165,10 +165,10 @@ class _RawSample(beam.DoFn):
     def setup(self):
         self.counts = RowCounts("sample", self.plan.progress_dir)
 
-    def process(self, unit: ReadUnit):
+    def process(self, unit: ReadUnit, duplicates):
         for batch, first in read_any(unit, self.plan.input_columns, self.plan.batch_rows):
             self.counts.add(read=batch.num_rows)
-            yield from raw_sample(batch, unit.file_index, first, self.plan.kinds, self.plan.cfg)
+            yield from raw_sample(batch, unit.file_index, first, self.plan.kinds, self.plan.cfg, duplicates)
 
     def finish_bundle(self):
         self.counts.flush()
@@ -573,14 +573,11 @@ def build_sampling_pipeline(p: beam.Pipeline, plan: ScanPlan, out: OutputDir) ->
     """Raw inputs: duplicated ids and the per-class training sample, written to the
     output's staging folder for the driver."""
     units = p | "Units" >> _units(plan)
+    dups = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
+    dups | "WriteDuplicates" >> beam.Map(write_pickle, path=out.staged(DUPLICATES_FILE))
     (
         units
-        | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
-        | "WriteDuplicates" >> beam.Map(write_pickle, path=out.staged(DUPLICATES_FILE))
-    )
-    (
-        units
-        | "SampleRaw" >> beam.ParDo(_RawSample(plan))
+        | "SampleRaw" >> beam.ParDo(_RawSample(plan), duplicates=beam.pvalue.AsSingleton(dups))
         | "MergeSamples" >> beam.CombinePerKey(merge_reservoirs())
         | "GatherSamples" >> beam.combiners.ToList()
         | "WriteSample" >> beam.Map(write_pickle, path=out.staged("sample.pkl"))

@@ -145,7 +145,7 @@ def scan_table(data: Any, config: ScanConfig | None = None, *, reference: Any = 
     elif plan.raw:  # a training sample per class, the encoder and the proxy
         samples: dict = {}
         for batch, first in table_batches(table, plan.batch_rows):
-            for label, res in raw_sample(batch, 0, first, kinds, cfg):
+            for label, res in raw_sample(batch, 0, first, kinds, cfg, duplicates):
                 samples[label] = res if label not in samples else samples[label].merge(res)
         plan = dataclasses.replace(plan, representer=fit_representer(cfg, kinds, samples))
     scan = _InMemory(plan, table, plan.checks(duplicates=duplicates))

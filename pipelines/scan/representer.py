@@ -27,17 +27,20 @@ from poisonscan.pipelines.represent.encoders import (
 )
 from poisonscan.pipelines.scan.cells import key_values, normalize_key
 from poisonscan.pipelines.scan.content import coincidence_probability, text_coincidence
-from poisonscan.pipelines.scan.fingerprints import priorities
+from poisonscan.pipelines.scan.fingerprints import fingerprints, priorities
 from poisonscan.pipelines.scan.fit import Layout
-from poisonscan.pipelines.scan.rows import Prepared, attach
+from poisonscan.pipelines.scan.rows import Prepared, attach, duplicated_ids
 
 
 def raw_sample(
-    batch: pa.RecordBatch, file_index: int, first_row: int, kinds: ColumnKinds, cfg
+    batch: pa.RecordBatch, file_index: int, first_row: int, kinds: ColumnKinds, cfg,
+    duplicates: Mapping | None = None,
 ) -> Iterator[tuple[Any, Reservoir]]:
     """(label, reservoir of raw values) for one batch: the proxy's training sample.
 
-    Rows without an id or a label are left out (they are rejected later); values that
+    Rows without an id or a label, and rows whose id pass 0 found more than once
+    (``duplicates``), are left out: they are rejected later, and copies of one id share
+    a sampling priority, so only their read order would tell them apart. Values that
     do not decode are left to the encoder.
     """
     n = batch.num_rows
@@ -46,7 +49,10 @@ def raw_sample(
         return
     ids_arr = normalize_key(batch.column(cfg.id_column), kinds.id_type)
     labels_arr = normalize_key(batch.column(cfg.label_column), kinds.label_type)
-    ok = ~(ids_arr.is_null().to_numpy(zero_copy_only=False) | labels_arr.is_null().to_numpy(zero_copy_only=False))
+    id_null = ids_arr.is_null().to_numpy(zero_copy_only=False)
+    ok = ~(id_null | labels_arr.is_null().to_numpy(zero_copy_only=False))
+    if duplicates:
+        ok[[i for i, _ in duplicated_ids(fingerprints(ids_arr), duplicates, id_null)]] = False
     if not ok.any():
         return
     rows = np.flatnonzero(ok)

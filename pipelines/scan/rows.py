@@ -246,17 +246,27 @@ def _check_duplicate_ids(checks: RowChecks, keys: _Keys, fp, problems: dict) -> 
     """Reject every copy of an id that pass 0 found more than once."""
     if not checks.duplicates:
         return
-    hi, lo = fp
-    dup_hi = np.fromiter((k[0] for k in checks.duplicates), dtype=np.uint64)
-    for i in np.flatnonzero(np.isin(hi, dup_hi) & ~keys.id_null):
-        copies = checks.duplicates.get((int(hi[i]), int(lo[i])))
-        if copies is not None:
-            problems.setdefault(int(i), []).append(
-                (
-                    "duplicate_id",
-                    f"id {plain(keys.ids[i])!r} appears {copies} times in the input; no copy is kept",
-                )
+    for i, copies in duplicated_ids(fp, checks.duplicates, keys.id_null):
+        problems.setdefault(i, []).append(
+            (
+                "duplicate_id",
+                f"id {plain(keys.ids[i])!r} appears {copies} times in the input; no copy is kept",
             )
+        )
+
+
+def duplicated_ids(fp, duplicates: Mapping, null: np.ndarray) -> list[tuple[int, int]]:
+    """(row, copies) of the rows whose id fingerprint pass 0 found more than once."""
+    if not duplicates:
+        return []
+    hi, lo = fp
+    dup_hi = np.fromiter((k[0] for k in duplicates), dtype=np.uint64)
+    out = []
+    for i in np.flatnonzero(np.isin(hi, dup_hi) & ~null):
+        copies = duplicates.get((int(hi[i]), int(lo[i])))
+        if copies is not None:
+            out.append((int(i), copies))
+    return out
 
 
 def _check_labels(checks: RowChecks, keys: _Keys, problems: dict) -> None:
