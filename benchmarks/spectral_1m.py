@@ -249,8 +249,7 @@ time (the CPU column: user + system time of every process of the run) but little
 time. The foundation issue measured the spectral path at 1.29x plain, and issue 3 allows
 it at most 10 % more: 1.42x.
 Part of the scan's speed is arithmetic the plain baseline does not use: the scan
-multiplies float32 vectors in float32 (relative error a few parts in 10^7; plain computes
-the covariance in float64, as the baseline always has), decodes the next Parquet batch in
+decodes the next Parquet batch in
 a background thread, and on the embedded runner finds duplicated ids in a thread while
 the pipeline is built.
 """
