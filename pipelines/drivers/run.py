@@ -207,7 +207,7 @@ class _Run:
             plan = self.plan = dataclasses.replace(plan, progress_dir=folder)
         with quiet_beam(), worker_threads(self.workers), worker_output(self.workers) as self.worker_log:
             if plan.raw and plan.reference:  # represented as the reference was: pass 0 in the pipeline
-                plan = self.plan = _reference_representer(plan, out)
+                plan = self.plan = reference_representer(plan, out)
                 self.extra["representation"] = dict(plan.representer.info, reference=plan.reference)
             elif plan.raw:  # the sampling pipeline finds the duplicated ids too
                 plan = self.plan = _train_representer(plan, out, self.options, self._run_pipeline, self.progress)
@@ -278,17 +278,18 @@ def check_reference(plan: ScanPlan, folder: str) -> str:
     return folder
 
 
-def _reference_representer(plan: ScanPlan, out: OutputDir) -> ScanPlan:
-    """Raw inputs with ``--reference``: the reference's encoder and proxy, its weights
-    copied into this scan's output (so this scan can be a reference in turn); nothing
-    is trained."""
-    state = read_state(plan.reference, open_read)
-    rep = state.representer
+def reference_representer(plan: ScanPlan, out: OutputDir | None) -> ScanPlan:
+    """Raw inputs with a reference: its encoder and proxy; nothing is trained. The
+    workers load the weights from the reference's ``proxy.pt``, or, with ``out``, from a
+    copy staged in this scan's output (so that this scan can be a reference in turn)."""
+    rep = read_state(plan.reference, open_read).representer
     weights = None
     if rep.proxy is not None:
-        weights = out.staged(PROXY_FILE)
-        with open_read(join(plan.reference, PROXY_FILE)) as src, open_write(weights) as dst:
-            shutil.copyfileobj(src, dst)
+        weights = join(plan.reference, PROXY_FILE)
+        if out is not None:
+            with open_read(weights) as src, open_write(out.staged(PROXY_FILE)) as dst:
+                shutil.copyfileobj(src, dst)
+            weights = out.staged(PROXY_FILE)
     return dataclasses.replace(plan, representer=rep, weights_path=weights)
 
 

@@ -35,7 +35,7 @@ from poisonscan.pipelines.drivers.beam import (
     reference_side,
     with_reference,
 )
-from poisonscan.pipelines.drivers.run import check_reference
+from poisonscan.pipelines.drivers.run import check_reference, reference_representer
 from poisonscan.pipelines.io.outputs import json_safe
 from poisonscan.pipelines.io.parts import MemoryPartStore, PartStore
 from poisonscan.pipelines.scan.columns import REJECT_COLUMNS
@@ -167,7 +167,9 @@ class _FinishTables(beam.DoFn):
         yield beam.pvalue.TaggedOutput("rejected", conform(fin.rejected, rejected_schema(self.schema)))
         yield beam.pvalue.TaggedOutput("summary", json_safe(fin.summary))
         plan = self.plan
-        yield beam.pvalue.TaggedOutput("state", scan_state("features", dict(partials), new_model, plan.cfg, plan.layout))
+        yield beam.pvalue.TaggedOutput("state", scan_state(
+            plan.kinds.input.kind, dict(partials), new_model, plan.cfg, plan.layout, plan.representer
+        ))
         if fin.trimmed is not None and fin.trimmed.num_rows:
             # flagged, but beyond the budget: clean
             yield beam.pvalue.TaggedOutput("clean", _clean(strip_candidate_columns(fin.trimmed), self.schema))
@@ -182,8 +184,9 @@ class ScanTables(beam.PTransform):
 
     The same scan as ``poisonscan scan`` and :func:`poisonscan.scan_table`: the
     detectors, the decisions, the expectations. Tables of vectors (a features column)
-    are scanned; raw images, texts and table columns need a representation trained
-    before the scan, which the command line and ``scan_table`` do, and are refused here.
+    are scanned as they are; raw images, texts and table columns go through the encoder
+    and proxy of an earlier scan of such data (``reference``): the proxy is trained by
+    the command line or ``scan_table``, not inside a user's pipeline.
 
     Parameters
     ----------
@@ -192,7 +195,8 @@ class ScanTables(beam.PTransform):
     reference : str, optional
         The output folder of an earlier scan (its ``state.pkl``): score the rows with
         its fitted model, without refitting, and compare them with it (the summary's
-        ``reference``), as ``poisonscan scan --reference``.
+        ``reference``), as ``poisonscan scan --reference``. Required for raw inputs:
+        the workers read the proxy's weights from its ``proxy.pt``.
     schema : pyarrow.Schema
         The schema of every input table (``pyarrow.parquet.read_schema`` of the files a
         pipeline reads). A table with other columns fails the run with a ValueError; one
@@ -232,13 +236,15 @@ class ScanTables(beam.PTransform):
         if not isinstance(schema, pa.Schema):
             raise TypeError(f"schema must be a pyarrow.Schema; got {type(schema).__name__}")
         self.plan = plan_tables(schema, config)
-        if self.plan.raw:
+        if self.plan.raw and reference is None:
             raise ConfigError(
-                f"ScanTables scans vectors (a features column); this input is {self.plan.kinds.input.kind}, "
-                "which needs a representation trained first: use `poisonscan scan` or poisonscan.scan_table"
+                f"ScanTables represents {self.plan.kinds.input.kind} input with an earlier scan's proxy: "
+                "give reference= the output folder of `poisonscan scan` (or poisonscan.scan_table) on such data"
             )
         if reference is not None:
             self.plan = dataclasses.replace(self.plan, reference=check_reference(self.plan, reference))
+            if self.plan.raw:  # the reference's encoder and proxy; workers read its proxy.pt
+                self.plan = reference_representer(self.plan, None)
         self.schema = schema
 
     @property

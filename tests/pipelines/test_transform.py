@@ -161,7 +161,7 @@ def test_scan_dicts_takes_and_gives_rows_as_dicts(tmp_path):
 
 def test_bad_settings_and_bad_tables_are_refused(tmp_path):
     table, _ = _data()
-    with pytest.raises(ConfigError, match="needs a representation trained first"):
+    with pytest.raises(ConfigError, match="represents image input with an earlier scan's proxy"):
         ScanTables(ScanConfig(image_column="image"), pa.schema([("id", pa.int64()), ("label", pa.int64()), ("image", pa.binary())]))
     with pytest.raises(TypeError, match="ScanConfig"):
         ScanTables({"features_column": "features"}, table.schema)
@@ -182,3 +182,30 @@ def test_scan_tables_scores_against_a_reference_scan(tmp_path):
     assert set(out["quarantined"][0]["id"].to_pylist()) == tue_poison
     mem = scan_table(tue, CFG, reference=str(tmp_path / "mon"))
     assert out["summary"][0]["reference"]["classes_differing"] == mem.summary["reference"]["classes_differing"]
+
+
+def test_raw_rows_go_through_the_reference_scans_proxy(tmp_path):
+    """Table columns (a raw input): Monday scanned by the command line, which trains the
+    proxy; Tuesday's tables through the transform with Monday as the reference give the
+    command line's lists for Tuesday."""
+    from poisonscan.pipelines.drivers.run import run_scan
+
+    from ..conftest import credit_table
+
+    table, _ = credit_table(flip=True)
+    perm = np.random.default_rng(0).permutation(table.num_rows)
+    mon, tue = table.take(perm[:600]), table.take(perm[600:])
+    cfg = ScanConfig(data_docs=False, report=False, write_clean=True)
+    pq.write_table(mon, tmp_path / "mon.parquet")
+    pq.write_table(tue, tmp_path / "tue.parquet")
+    run_scan([str(tmp_path / "mon.parquet")], str(tmp_path / "mon"), cfg)
+    run_scan([str(tmp_path / "tue.parquet")], str(tmp_path / "tue"), cfg, reference=str(tmp_path / "mon"))
+    out = _run(tmp_path, [tue.slice(0, 300), tue.slice(300)], ScanTables(cfg, tue.schema, reference=str(tmp_path / "mon")))
+    q = pq.read_table(tmp_path / "tue" / "quarantine.parquet")
+    assert q.num_rows > 0
+    assert sorted(out["quarantined"][0]["id"].to_pylist()) == sorted(q["id"].to_pylist())
+    assert _ids(out["clean"]) == sorted(pq.read_table(tmp_path / "tue" / "clean.parquet")["id"].to_pylist())
+    s = out["summary"][0]
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == 600
+    state = out["state"][0]
+    assert state.kind == "tabular" and state.representer.encoder is not None
