@@ -538,6 +538,37 @@ class ScoreUnits(beam.PTransform):
         return results, rows, outputs[PARTS]
 
 
+class ScanPasses(beam.PTransform):
+    """Passes 1 and 2 and the reference: (read units, duplicated ids) -> a dict of
+    PCollections: ``model`` (the one pass 2 scored with: this scan's, or the
+    reference's), ``new_model`` (this scan's own), ``content`` (the repeated-content
+    check), ``partials``, ``results``, ``rows`` (the row sample), ``parts`` (emitted
+    tables, when no ``parts_root``), and ``reference`` (its state, with a reference).
+
+    The one core of the command line's pipeline and of :class:`~.transform.ScanTables`;
+    they differ only in their sources (files read in units, or tables) and sinks (a
+    finish that writes files, or one that emits PCollections). ``parts_root`` and
+    ``keys_root`` put pass 2's tables and pass 1's content fingerprints in files
+    (the command line) instead of PCollections.
+    """
+
+    def __init__(self, plan: ScanPlan, parts_root: str | None = None, keys_root: str | None = None):
+        super().__init__()
+        self.plan, self.parts_root, self.keys_root = plan, parts_root, keys_root
+
+    def expand(self, pcolls):
+        units, dups = pcolls
+        plan = self.plan
+        new_model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan, self.keys_root)
+        model, reference = with_reference(units.pipeline, plan, new_model)
+        results, rows, parts = (units, dups, model, content) | "Pass2Score" >> ScoreUnits(plan, self.parts_root)
+        out = dict(model=model, new_model=new_model, content=content, partials=partials,
+                   results=results, rows=rows, parts=parts)
+        if reference is not None:
+            out["reference"] = reference
+        return out
+
+
 def build_pipeline(
     p: beam.Pipeline,
     plan: ScanPlan,
@@ -555,17 +586,15 @@ def build_pipeline(
             | "DuplicateIdsFile" >> beam.Create([duplicates_file])
             | "ReadDuplicateIds" >> beam.Map(read_pickle)
         )
-    model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan, out.staged(CONTENT_KEYS_DIR))
-    scoring, reference = with_reference(p, plan, model)
-    results, rows, _ = (units, dups, scoring, content) | "Pass2Score" >> ScoreUnits(plan, out.parts.root)
-    return results | "Finish" >> beam.ParDo(
+    scan = (units, dups) | "Scan" >> ScanPasses(plan, out.parts.root, out.staged(CONTENT_KEYS_DIR))
+    return scan["results"] | "Finish" >> beam.ParDo(
         _Finish(plan, out, inputs, extra),
-        model=beam.pvalue.AsSingleton(scoring),
-        rows=beam.pvalue.AsSingleton(rows),
-        content=beam.pvalue.AsSingleton(content),
-        partials=beam.pvalue.AsSingleton(partials),
-        new_model=beam.pvalue.AsSingleton(model),
-        **reference_side(reference),
+        model=beam.pvalue.AsSingleton(scan["model"]),
+        rows=beam.pvalue.AsSingleton(scan["rows"]),
+        content=beam.pvalue.AsSingleton(scan["content"]),
+        partials=beam.pvalue.AsSingleton(scan["partials"]),
+        new_model=beam.pvalue.AsSingleton(scan["new_model"]),
+        **reference_side(scan.get("reference")),
     )
 
 

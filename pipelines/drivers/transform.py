@@ -3,7 +3,7 @@
 ::
 
     tables ─► place each table (by a fingerprint of its content) ─► units
-    units ─► pass 0, pass 1, pass 2 (the steps of :mod:`.beam`, parts emitted)
+    units ─► pass 0, then passes 1 and 2 (:class:`.beam.ScanPasses`, the command line's own core; parts emitted)
           ─► clean parts ──────────────────────────────────────────────┬─► "clean"
           ─► flagged and rejected parts ─► finish (side inputs) ─► trimmed ┘
                                                                 ─► "quarantined", "rejected", "summary"
@@ -29,11 +29,9 @@ from poisonscan.pipelines.config import ConfigError, ScanConfig
 from poisonscan.pipelines.drivers.beam import (
     BatchUnit,
     FindDuplicateIds,
-    FitModel,
-    ScoreUnits,
+    ScanPasses,
     reference_block,
     reference_side,
-    with_reference,
 )
 from poisonscan.pipelines.drivers.run import check_reference, reference_representer
 from poisonscan.pipelines.io.outputs import json_safe
@@ -264,22 +262,20 @@ class ScanTables(beam.PTransform):
         plan, schema = self.plan, self.schema
         units = tables | "PlaceTables" >> PlaceTables(schema)
         dups = units | "Pass0DuplicateIds" >> FindDuplicateIds(plan)
-        model, content, partials = (units, dups) | "Pass1FitModel" >> FitModel(plan)
-        scoring, reference = with_reference(tables.pipeline, plan, model)
-        results, rows, parts = (units, dups, scoring, content) | "Pass2Score" >> ScoreUnits(plan, None)
-        clean, candidates, rejected = parts | "PartsByKind" >> beam.Partition(
+        scan = (units, dups) | "Scan" >> ScanPasses(plan)
+        clean, candidates, rejected = scan["parts"] | "PartsByKind" >> beam.Partition(
             lambda part, n: PartStore.kinds.index(part[0]), len(PartStore.kinds)
         )
-        finished = results | "Finish" >> beam.ParDo(
+        finished = scan["results"] | "Finish" >> beam.ParDo(
             _FinishTables(plan, schema),
-            model=beam.pvalue.AsSingleton(scoring),
-            new_model=beam.pvalue.AsSingleton(model),
-            **reference_side(reference),
-            rows=beam.pvalue.AsSingleton(rows),
-            content=beam.pvalue.AsSingleton(content),
+            model=beam.pvalue.AsSingleton(scan["model"]),
+            new_model=beam.pvalue.AsSingleton(scan["new_model"]),
+            **reference_side(scan.get("reference")),
+            rows=beam.pvalue.AsSingleton(scan["rows"]),
+            content=beam.pvalue.AsSingleton(scan["content"]),
             candidates=beam.pvalue.AsList(candidates),
             rejected=beam.pvalue.AsList(rejected),
-            partials=beam.pvalue.AsSingleton(partials),
+            partials=beam.pvalue.AsSingleton(scan["partials"]),
         ).with_outputs(*OUTPUTS)
         kept = clean | "CleanParts" >> beam.Map(lambda part: _clean(part[2], schema))
         return {
