@@ -260,18 +260,23 @@ class _FitClass(beam.DoFn):
     def setup(self):
         self.detectors = self.plan.detectors()
         self.group_test = self.cfg.build_group_test()
+        self.counts = RowCounts("fit", self.plan.progress_dir)
 
     def process(self, element, rows_by_dim):
         (label, dim), partial = element
         if dim != choose_dim(rows_by_dim):
-            return
-        if partial.rows < self.cfg.min_class_rows:
+            pass  # rows of another vector length: rejected in pass 2
+        elif partial.rows < self.cfg.min_class_rows:
             yield beam.pvalue.TaggedOutput(self.SMALL, (label, partial.rows))
-            return
-        yield fit_class(
-            label, partial, self.detectors, self.group_test, self.cfg.shared_sample_size,
-            self.plan.layout,
-        )
+        else:
+            yield fit_class(
+                label, partial, self.detectors, self.group_test, self.cfg.shared_sample_size,
+                self.plan.layout,
+            )
+        self.counts.add(read=partial.rows, classes=1)
+
+    def finish_bundle(self):
+        self.counts.flush()
 
 
 class _ScoreUnit(beam.DoFn):

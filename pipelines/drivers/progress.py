@@ -30,8 +30,14 @@ PASSES = {
     "sample": ("sampling", ("read",)),
     "pass0": ("pass 0, ids", ("read",)),
     "pass1": ("pass 1, fit", ("read", "valid")),
+    # classes fitted (each in its own element); "read" counts the rows of those classes,
+    # out of pass 1's valid rows
+    "fit": ("fitting classes", ("read", "classes")),
     "pass2": ("pass 2, score", ("read", "rejected", "flagged")),
 }
+
+#: what a pass's main count is called on a line (default: rows read)
+_ROWS = {"fit": "rows in classes fitted"}
 
 
 class RowCounts:
@@ -112,7 +118,7 @@ def beam_counts(result) -> dict:
 def describe(stage: str, counts: Mapping[str, int], total: int | None, seconds: float | None = None) -> str:
     """One line: ``pass 2, score: 12,000 of 20,000 rows read (60%), 3 rejected, ...``."""
     read = counts.get("read", 0)
-    text = f"{PASSES[stage][0]}: {read:,}" + (f" of {total:,}" if total else "") + " rows read"
+    text = f"{PASSES[stage][0]}: {read:,}" + (f" of {total:,}" if total else "") + " " + _ROWS.get(stage, "rows read")
     if total:
         text += f" ({read / total:.0%})"
     extras = [f"{counts.get(n, 0):,} {n}" for n in PASSES[stage][1][1:]]
@@ -170,12 +176,17 @@ class ProgressView:
         elif self.mode == "log" and now - self.last_log >= self.interval:
             self.last_log = now
             for stage in PASSES:
-                if stage in counts and not self._done(stage, counts[stage]):
-                    self._line(describe(stage, counts[stage], self.totals.get(stage), now - self.first_seen[stage]))
+                if stage in counts and not self._done(stage, counts):
+                    self._line(describe(stage, counts[stage], self._total(stage, counts), now - self.first_seen[stage]))
 
-    def _done(self, stage: str, counts: Mapping[str, int]) -> bool:
-        total = self.totals.get(stage)
-        return bool(total) and counts.get("read", 0) >= total
+    def _total(self, stage: str, counts: Mapping) -> int | None:
+        if stage == "fit":  # the classes hold pass 1's valid rows, known once it has ended
+            return counts.get("pass1", {}).get("valid") if self._done("pass1", counts) else None
+        return self.totals.get(stage)
+
+    def _done(self, stage: str, counts: Mapping) -> bool:
+        total = self._total(stage, counts)
+        return bool(total) and counts.get(stage, {}).get("read", 0) >= total
 
     def _bars(self, counts: dict) -> None:
         # tqdm: imported when a terminal shows the bars
@@ -186,10 +197,13 @@ class ProgressView:
             if not c:
                 continue
             bar = self.bars.get(stage)
+            total = self._total(stage, counts)
+            if bar is not None and bar.total != total:
+                bar.total = total  # known once pass 1 has ended (fitting classes)
             if bar is None:
                 size = shutil.get_terminal_size((100, 24))
                 bar = self.bars[stage] = tqdm(
-                    total=self.totals.get(stage), desc=title.split(",")[0], unit=" rows", unit_scale=True,
+                    total=total, desc=title.split(",")[0], unit=" rows", unit_scale=True,
                     file=self.stream, leave=True, mininterval=0.2,
                     # a terminal that reports no size (0 x 0) gets 100 x 24: tqdm would
                     # hide every bar below its last row

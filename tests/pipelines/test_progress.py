@@ -64,10 +64,13 @@ def test_a_20k_row_scan_shows_progress_bars_in_a_terminal(rows20k, tmp_path):
     assert rc == 0, out[-2000:]
     # a bar per pass, with the total from the Parquet metadata, the rate and the counts
     assert "pass 1: 100%" in out and "pass 2: 100%" in out
+    # the classes' fits between the passes, out of pass 1's valid rows
+    assert "fitting classes: 100%" in out and "classes=5" in out
     for part in ("20.0k/20.0k", "rows/s", "valid=20,000", "rejected=0", "flagged="):
         assert part in out, (part, out[-3000:])
     # and the counts again from Beam's metrics, as any runner has them
-    assert "poisonscan: Beam metrics: pass 1, fit: 20,000 rows read, 20,000 valid; pass 2, score: 20,000 rows read" in out
+    assert ("poisonscan: Beam metrics: pass 1, fit: 20,000 rows read, 20,000 valid; fitting classes: 20,000 rows "
+            "in classes fitted, 5 classes; pass 2, score: 20,000 rows read") in out
     assert "scanned 20,000 rows" in out
 
 
@@ -98,6 +101,12 @@ def test_workers_leave_counts_that_the_view_sums_into_lines(tmp_path):
     assert line.startswith("poisonscan: pass 2, score: 10,000 of 40,000 rows read (25%), 2 rejected, 6 flagged; ")
     assert "rows/s, about" in line and "s left" in line
     assert describe("pass1", {"read": 5, "valid": 4}, None) == "pass 1, fit: 5 rows read, 4 valid"
+    # the fits' total is pass 1's valid rows, once pass 1 has read every row
+    stream = io.StringIO()
+    view = ProgressView(str(tmp_path), {"pass1": 10_000}, "log", interval=0, stream=stream)
+    view.first_seen["fit"] = view.last_log - 2.0
+    view.show({"pass1": {"read": 10_000, "valid": 9_990}, "fit": {"read": 4_000, "classes": 2}})
+    assert "poisonscan: fitting classes: 4,000 of 9,990 rows in classes fitted (40%), 2 classes; " in stream.getvalue()
 
 
 def test_proxy_training_shows_its_epochs(tmp_path):
