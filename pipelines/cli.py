@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo_and_report(sub) -> None:
-    """The demo and report commands."""
+    """The demo, report and apply commands."""
     demo = sub.add_parser(
         "demo",
         help="poison a real data set, scan it and compare with the truth",
@@ -160,6 +160,22 @@ def _demo_and_report(sub) -> None:
     report.add_argument("dir", metavar="DIR", help="the scan's output directory")
     report.add_argument("--out", metavar="FILE", help="write the page here instead of DIR/report.html")
     report.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+    apply = sub.add_parser(
+        "apply",
+        help="apply a reviewer's decisions to a finished scan",
+        description=(
+            "Write the final clean split of the scan in DIR: its inputs read again, in input "
+            "order, without the rejected rows and without the quarantined rows not released in "
+            "the decisions FILE (the report's poisonscan-decisions.csv). Writes clean.parquet "
+            "and decisions.parquet to DIR (or --out), atomically."
+        ),
+        allow_abbrev=False,
+    )
+    apply.add_argument("dir", metavar="DIR", help="the scan's output directory")
+    apply.add_argument("--decisions", required=True, metavar="FILE", help="the decisions CSV downloaded from the report")
+    apply.add_argument("--out", metavar="DIR2", help="write here instead of DIR")
+    apply.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
 def _input_options(scan: argparse.ArgumentParser) -> None:
@@ -347,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scan(args, extra)
         if args.command == "report":
             return _report(args)
+        if args.command == "apply":
+            return _apply(args)
         return _demo(args)
     except _UsageError as exc:
         parser.print_usage(sys.stderr)
@@ -486,6 +504,26 @@ def _report(args) -> int:
         return EXIT_FAILED
     if not args.quiet:
         print(f"poisonscan: wrote {path}")
+    return EXIT_OK
+
+
+def _apply(args) -> int:
+    # reads the inputs again (Beam's filesystems list them): imported only here
+    from poisonscan.pipelines.drivers.apply import ApplyError, apply_decisions
+
+    try:
+        done = apply_decisions(args.dir, args.decisions, args.out)
+    except ApplyError as exc:
+        print(f"poisonscan: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.quiet:
+        who = f" by {', '.join(done['reviewers'])}" if done["reviewers"] else ""
+        print(
+            f"poisonscan: applied {done['released'] + done['confirmed'] + done['pending']:,} decisions{who} "
+            f"(released {done['released']:,}, confirmed {done['confirmed']:,}, pending {done['pending']:,}); "
+            f"clean split: {done['rows_clean']:,} rows; still quarantined: {done['still_quarantined']:,}\n"
+            f"  outputs in {done['out']}: clean.parquet, decisions.parquet"
+        )
     return EXIT_OK
 
 

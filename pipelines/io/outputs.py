@@ -38,6 +38,7 @@ OUTPUT_FILES = (
     "report.html",
     "state.pkl",
     "proxy.pt",
+    "decisions.parquet",
     "summary.json",
 )
 
@@ -315,8 +316,10 @@ class OutputDir:
         """The outputs (of :data:`OUTPUT_FILES`) the run has staged so far."""
         return [n for n in OUTPUT_FILES if exists(self.staged(n))]
 
-    def commit(self, produced: Iterable[str]) -> None:
-        """Move the staged files into place, summary.json last; remove stale outputs."""
+    def commit(self, produced: Iterable[str], remove_stale: bool = True) -> None:
+        """Move the staged files into place, summary.json last; remove stale outputs
+        (the outputs of :data:`OUTPUT_FILES` not produced), unless ``remove_stale`` is
+        False (a step that adds to a scan's outputs)."""
         produced = list(produced)
         order = [n for n in produced if n != "summary.json"] + (
             ["summary.json"] if "summary.json" in produced else []
@@ -325,7 +328,7 @@ class OutputDir:
             out = _local(self.path)
             if "summary.json" in produced and os.path.exists(os.path.join(out, "summary.json")):
                 os.remove(os.path.join(out, "summary.json"))  # the set is incomplete from here
-            for name in OUTPUT_FILES:
+            for name in OUTPUT_FILES if remove_stale else ():
                 if name not in produced:
                     _remove(os.path.join(out, name))
             for name in order:
@@ -337,7 +340,7 @@ class OutputDir:
             # Beam's filesystems: about 1 s to import; local paths never need them
             from apache_beam.io.filesystems import FileSystems
 
-            stale = [join(self.path, n) for n in OUTPUT_FILES if n not in produced]
+            stale = [join(self.path, n) for n in OUTPUT_FILES if n not in produced and remove_stale]
             existing = [p for p in stale if FileSystems.exists(p)]
             if existing:
                 FileSystems.delete(existing)

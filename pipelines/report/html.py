@@ -39,6 +39,7 @@ from poisonscan.pipelines.report.charts import (
     scatter_chart,
     vector_chart,
 )
+from poisonscan.pipelines.scan.decisions import scan_fingerprint
 from poisonscan.pipelines.scan.ranking import rank_classes
 
 REPORT_FILE = "report.html"
@@ -175,10 +176,12 @@ def render(outputs: ScanOutputs) -> str:
     ranking, near_miss = _ranking(s)
     gallery = _gallery(outputs.review, data)
     table_rows = _table_rows(outputs.quarantine)
+    fingerprint = scan_fingerprint(s, outputs.quarantine)
     page_data = {
         "rows": table_rows,
         "rows_total": outputs.quarantine.num_rows,
-        "storage_key": "poisonscan-decisions:" + _fingerprint(s, outputs.quarantine),
+        "storage_key": "poisonscan-decisions:" + fingerprint,
+        "scan": fingerprint,
         "id_column": data.get("id_column", "id"),
     }
     exp = s.get("expectations") or {}
@@ -222,15 +225,6 @@ def _script_json(value: Any) -> str:
     data can never end the element or open a comment."""
     text = json.dumps(json_safe(value), ensure_ascii=True, allow_nan=False, default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _fingerprint(summary: dict, quarantine: pa.Table) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps(summary.get("inputs", []), default=str).encode())
-    h.update(str(summary.get("rows_read")).encode())
-    for v in quarantine.column("id").to_pylist()[:1000] if quarantine.num_rows else []:
-        h.update(str(v).encode() + b"\0")
-    return h.hexdigest()[:16]
 
 
 def _table_rows(q: pa.Table) -> list:

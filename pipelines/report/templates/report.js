@@ -11,6 +11,8 @@
     try { decisions = JSON.parse(store.getItem(data.storage_key) || "{}") || {}; } catch (e) { decisions = {}; }
   }
   var state = { key: 2, dir: -1, page: 0, text: "", cls: "", det: "", dec: "" };
+  var reviewer = "";
+  if (store) { try { reviewer = store.getItem("poisonscan-reviewer") || ""; } catch (e) { reviewer = ""; } }
 
   function save() {
     if (!store) return;
@@ -22,13 +24,31 @@
     if (cls) e.className = cls;
     return e;
   }
-  function decisionOf(id) { return decisions[id] || "pending"; }
+  // a decision: {d: confirmed | released | pending, r: reviewer, t: ISO time, n: note}
+  // (a plain string in pages of earlier versions)
+  function entry(id) {
+    var v = decisions[id];
+    if (!v) return { d: "pending", r: "", t: "", n: "" };
+    return typeof v === "string" ? { d: v, r: "", t: "", n: "" } : v;
+  }
+  function decisionOf(id) { return entry(id).d || "pending"; }
 
+  function decide(id, value) {
+    var e = entry(id);
+    e.d = value; e.r = reviewer; e.t = new Date().toISOString();
+    if (e.d === "pending" && !e.n) { delete decisions[id]; } else { decisions[id] = e; }
+  }
   function setDecision(id, value) {
-    if (decisionOf(id) === value) { delete decisions[id]; } else { decisions[id] = value; }
+    decide(id, decisionOf(id) === value ? "pending" : value);
     save();
     syncCards();
     render();
+  }
+  function setNote(id, text) {
+    var e = entry(id);
+    e.n = text;
+    if (e.d === "pending" && !e.n) { delete decisions[id]; } else { decisions[id] = e; }
+    save();
   }
 
   function syncCards() {
@@ -92,6 +112,14 @@
         b.addEventListener("click", function () { setDecision(r[0], what === "confirm" ? "confirmed" : "released"); });
         td.appendChild(b);
       });
+      var note = document.createElement("input");
+      note.type = "text";
+      note.className = "decision-note";
+      note.placeholder = "note";
+      note.setAttribute("aria-label", "note");
+      note.value = entry(r[0]).n || "";
+      note.addEventListener("change", function (e) { setNote(r[0], e.target.value); });
+      td.appendChild(note);
       tr.appendChild(td);
       frag.appendChild(tr);
     });
@@ -102,7 +130,8 @@
     rows.forEach(function (r) { var d = decisionOf(r[0]); if (c[d] !== undefined) c[d]++; });
     document.getElementById("tally").textContent =
       c.confirmed + " confirmed, " + c.released + " released, " + (rows.length - c.confirmed - c.released) + " pending" +
-      (data.rows_total > rows.length ? " (of the " + rows.length + " rows listed)" : "");
+      (data.rows_total > rows.length ? " (of the " + rows.length + " rows listed)" : "") +
+      "; " + (c.confirmed + c.released) + " of " + rows.length + " decided";
     var ths = document.querySelectorAll("#flagged-table th.sortable");
     for (var i = 0; i < ths.length; i++) {
       var on = Number(ths[i].dataset.key) === state.key;
@@ -123,8 +152,11 @@
     return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   }
   function download() {
-    var lines = [[data.id_column, "label", "score", "decision"].map(csvField).join(",")];
-    rows.forEach(function (r) { lines.push([r[0], r[1], r[2], decisionOf(r[0])].map(csvField).join(",")); });
+    var lines = [[data.id_column, "label", "score", "decision", "reviewer", "time", "note", "scan"].map(csvField).join(",")];
+    rows.forEach(function (r) {
+      var e = entry(r[0]);
+      lines.push([r[0], r[1], r[2], e.d || "pending", e.r || "", e.t || "", e.n || "", data.scan].map(csvField).join(","));
+    });
     var blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" });
     var a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
@@ -144,9 +176,15 @@
   document.getElementById("next").addEventListener("click", function () { state.page++; render(); });
   document.getElementById("download").addEventListener("click", download);
   function markShown(value) {
-    shown.forEach(function (r) { decisions[r[0]] = value; });
+    shown.forEach(function (r) { decide(r[0], value); });
     save(); syncCards(); render();
   }
+  var who = document.getElementById("reviewer");
+  who.value = reviewer;
+  who.addEventListener("change", function (e) {
+    reviewer = e.target.value.trim();
+    if (store) { try { store.setItem("poisonscan-reviewer", reviewer); } catch (err) { /* storage denied */ } }
+  });
   document.getElementById("confirm-shown").addEventListener("click", function () { markShown("confirmed"); });
   document.getElementById("release-shown").addEventListener("click", function () { markShown("released"); });
   var ths = document.querySelectorAll("#flagged-table th.sortable");

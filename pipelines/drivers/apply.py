@@ -1,0 +1,161 @@
+"""``poisonscan apply``: a reviewer's decisions applied to a finished scan.
+
+The final clean split is the scan's inputs read again, in input order, less the rejected
+rows and less the quarantined rows that were not released (confirmed ones are poison;
+pending ones stay quarantined). It is written with the decisions themselves
+(``decisions.parquet``) atomically, as a scan writes its outputs: into a staging folder,
+then moved into place; the scan's other outputs are left as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from poisonscan.pipelines.io.outputs import (
+    OutputDir,
+    PartWriter,
+    join,
+    open_read,
+    write_parquet,
+)
+from poisonscan.pipelines.io.sources import (
+    SourceError,
+    expand_sources,
+    file_schema,
+    plan_units,
+    read_unit,
+)
+from poisonscan.pipelines.scan.decisions import (
+    DecisionsError,
+    decisions_table,
+    read_decisions,
+    released_ids,
+    scan_fingerprint,
+)
+from poisonscan.pipelines.scan.finish import conform, unified_schema
+
+BATCH_ROWS = 65_536
+
+
+class ApplyError(ValueError):
+    """Decisions that cannot be applied (one line: what and where); nothing is written."""
+
+
+def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = None) -> dict:
+    """Write ``clean.parquet`` (the final split) and ``decisions.parquet`` to ``out_dir``
+    (default: the scan's folder); returns the counts. Raises :class:`ApplyError`."""
+    summary = _read_json(join(scan_dir, "summary.json"))
+    quarantine = _read_parquet(join(scan_dir, "quarantine.parquet"), ["id", "source_file", "source_row"])
+    rejected = _read_parquet(join(scan_dir, "rejected.parquet"), ["source_file", "source_row"])
+    fingerprint = scan_fingerprint(summary, quarantine)
+    id_column = (summary.get("settings") or {}).get("id_column") or "id"
+    try:
+        with open_read(decisions_path) as f:
+            text = f.read().decode("utf-8")
+    except OSError as exc:
+        raise ApplyError(f"cannot read {decisions_path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ApplyError(f"{decisions_path}: not UTF-8 text (the report writes the decisions as UTF-8 CSV)") from None
+    try:
+        decisions = read_decisions(text, decisions_path, quarantine, fingerprint, id_column)
+    except DecisionsError as exc:
+        raise ApplyError(str(exc)) from None
+    released = released_ids(decisions)
+    try:
+        files = expand_sources(summary.get("inputs") or [])
+    except SourceError as exc:
+        raise ApplyError(f"the scan's inputs cannot be read again: {exc}") from None
+    drop = _dropped(files, quarantine, rejected, released)
+    schema = unified_schema([file_schema(f) for f in files])
+    out = OutputDir(out_dir or scan_dir)
+    out.prepare()
+    try:
+        rows = _write_clean(files, drop, schema, out.staged("clean.parquet"))
+        expected = int(summary.get("rows_clean", 0)) + len(released)
+        if rows != expected:
+            raise ApplyError(
+                f"the inputs changed since the scan: {rows:,} rows would be clean, the scan's "
+                f"{summary.get('rows_clean', 0):,} clean rows and {len(released):,} released make {expected:,}"
+            )
+        write_parquet(decisions_table(decisions, fingerprint), out.staged("decisions.parquet"))
+        out.commit(["clean.parquet", "decisions.parquet"], remove_stale=False)
+    except BaseException:
+        out.abort()
+        raise
+    counts = Counter(d.decision for d in decisions)
+    return {
+        "scan": fingerprint,
+        "rows_clean": rows,
+        "released": counts["released"],
+        "confirmed": counts["confirmed"],
+        "pending": counts["pending"],
+        "still_quarantined": quarantine.num_rows - counts["released"],
+        "reviewers": sorted({d.reviewer for d in decisions if d.reviewer}),
+        "out": out.path,
+    }
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open_read(path) as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise ApplyError(f"{path} not found: give the output folder of a finished scan") from None
+    except (OSError, ValueError) as exc:
+        raise ApplyError(f"{path}: cannot read: {exc}") from None
+    if not isinstance(data, dict) or "inputs" not in data or "rows_clean" not in data:
+        raise ApplyError(f"{path}: not the summary of a scan")
+    return data
+
+
+def _read_parquet(path: str, columns: list[str]) -> pa.Table:
+    try:
+        with open_read(path) as f:
+            return pq.read_table(f, columns=columns)
+    except FileNotFoundError:
+        raise ApplyError(f"{path} not found: give the output folder of a finished scan") from None
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        raise ApplyError(f"{path}: cannot read: {exc}") from None
+
+
+def _dropped(files, quarantine: pa.Table, rejected: pa.Table, released: set) -> dict[int, np.ndarray]:
+    """Per file index, the rows that stay out of the clean split: rejected, and
+    quarantined but not released."""
+    index = {f.path: f.index for f in files}
+    out: dict[int, list] = {}
+    ids = [str(v) for v in quarantine.column("id").to_pylist()]
+    for table, keep in ((rejected, None), (quarantine, released)):
+        for i, (src, row) in enumerate(zip(table.column("source_file").to_pylist(), table.column("source_row").to_pylist())):
+            if keep is not None and ids[i] in keep:
+                continue
+            if src not in index:
+                raise ApplyError(f"the scan read {src}, which its inputs no longer match")
+            out.setdefault(index[src], []).append(int(row))
+    return {k: np.unique(np.asarray(v, dtype=np.int64)) for k, v in out.items()}
+
+
+def _write_clean(files, drop: dict, schema: pa.Schema | None, path: str) -> int:
+    writer = PartWriter(path)
+    rows = 0
+    try:
+        for unit in plan_units(files):
+            dropped = drop.get(unit.file_index, np.empty(0, np.int64))
+            for batch, first in read_unit(unit, None, BATCH_ROWS):
+                positions = first + np.arange(batch.num_rows, dtype=np.int64)
+                keep = ~np.isin(positions, dropped)
+                table = pa.Table.from_batches([batch]).filter(pa.array(keep))
+                if table.num_rows:
+                    writer.write(conform(table, schema) if schema is not None else table)
+                    rows += table.num_rows
+    except SourceError as exc:
+        raise ApplyError(f"the scan's inputs cannot be read again: {exc}") from None
+    finally:
+        writer.close()
+    if rows == 0:
+        write_parquet((schema or pa.schema([])).empty_table(), path)
+    return rows

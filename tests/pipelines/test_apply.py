@@ -1,0 +1,113 @@
+"""Closing the review loop: decisions made in the report, downloaded, applied."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from poisonscan.pipelines.cli import main
+from poisonscan.pipelines.scan.decisions import scan_fingerprint
+
+from ..conftest import as_table
+from ..planted import planted
+
+
+def _scan(tmp_path, name="out", *extra):
+    X, y, poison = planted(n_per_class=200, seed=3)
+    table = as_table(X, y, ids=[f"row-{i:04d}" for i in range(len(y))])
+    src = tmp_path / "rows.parquet"
+    if not src.exists():
+        pq.write_table(table, src, row_group_size=300)
+    out = tmp_path / name
+    assert main(["scan", str(src), "--features-column", "features", "--out", str(out), "--write-clean",
+                 "--no-data-docs", "-q", *extra]) in (0, 4)
+    return table, out
+
+
+def _decide_in_the_page(browser, out, tmp_path):
+    """A reviewer named in the page confirms one row and releases another with a note,
+    by clicking; the decisions are downloaded as the page writes them."""
+    q = pq.read_table(out / "quarantine.parquet")["id"].to_pylist()
+    confirm, release = q[0], q[1]
+    page = browser.open("file://" + os.path.abspath(out / "report.html"))
+    assert page.eval("document.body.dataset.ready") == "1", page.problems
+    page.eval("var w = document.getElementById('reviewer'); w.value = 'Ada <b>L</b>'; w.dispatchEvent(new Event('change'))")
+    page.click(f"#flagged-table tr[data-id='{confirm}'] button.confirm")
+    page.click(f"#flagged-table tr[data-id='{release}'] button.release")
+    page.eval(f"var n = document.querySelector(\"#flagged-table tr[data-id='{release}'] input.decision-note\"); "
+              "n.value = 'a real 7, \"not\" a trigger'; n.dispatchEvent(new Event('change'))")
+    tally = page.eval("document.getElementById('tally').textContent")
+    assert tally.startswith(f"1 confirmed, 1 released, {len(q) - 2} pending") and f"2 of {len(q)} decided" in tally
+    target = page.download("#download", tmp_path / "downloads", "poisonscan-decisions.csv")
+    assert page.problems == []
+    return q, confirm, release, target
+
+
+def test_decisions_made_in_the_page_are_applied_to_the_clean_split(tmp_path, browser):
+    table, out = _scan(tmp_path)
+    q, confirm, release, target = _decide_in_the_page(browser, out, tmp_path)
+    with open(target, newline="") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    assert rows[release]["note"] == 'a real 7, "not" a trigger' and rows[release]["reviewer"] == "Ada <b>L</b>"
+    assert rows[confirm]["decision"] == "confirmed" and rows[confirm]["time"].endswith("Z")
+    clean_before = pq.read_table(out / "clean.parquet")
+
+    assert main(["apply", str(out), "--decisions", target, "--out", str(tmp_path / "final"), "-q"]) == 0
+    final = pq.read_table(tmp_path / "final" / "clean.parquet")
+    # the scan's clean rows and the released one, in input order; nothing confirmed or pending
+    ids = table["id"].to_pylist()
+    expected = [i for i in ids if i in set(clean_before["id"].to_pylist()) | {release}]
+    assert final["id"].to_pylist() == expected
+    assert final.schema == clean_before.schema
+    assert confirm not in set(final["id"].to_pylist())
+    row = final.filter(pa.compute.equal(final["id"], release))
+    assert row["features"].to_pylist() == table.filter(pa.compute.equal(table["id"], release))["features"].to_pylist()
+    d = pq.read_table(tmp_path / "final" / "decisions.parquet").to_pylist()
+    assert len(d) == len(q) and {r["decision"] for r in d} == {"confirmed", "released", "pending"}
+    mine = {r["id"]: r for r in d}
+    assert mine[release]["reviewer"] == "Ada <b>L</b>" and mine[release]["note"] == 'a real 7, "not" a trigger'
+    assert len({r["scan"] for r in d}) == 1
+    # into the scan's own folder: its other outputs stay
+    assert main(["apply", str(out), "--decisions", target, "-q"]) == 0
+    assert pq.read_table(out / "clean.parquet")["id"].to_pylist() == expected
+    assert (out / "quarantine.parquet").exists() and (out / "summary.json").exists()
+    assert not [n for n in os.listdir(out) if n.startswith(".poisonscan-tmp-")]
+
+
+def test_decisions_that_do_not_fit_the_scan_are_refused_in_one_line(tmp_path, capsys):
+    _, out = _scan(tmp_path)
+    q = pq.read_table(out / "quarantine.parquet")["id"].to_pylist()
+    assert len(q) > 2
+    fp = scan_fingerprint(json.loads((out / "summary.json").read_text()), pq.read_table(out / "quarantine.parquet"))
+
+    def attempt(rows, header="id,label,score,decision,reviewer,time,note,scan"):
+        path = tmp_path / "d.csv"
+        path.write_text(header + "\n" + "".join(r + "\n" for r in rows))
+        before = sorted(os.listdir(out))
+        rc = main(["apply", str(out), "--decisions", str(path), "-q"])
+        err = capsys.readouterr().err.strip()
+        assert sorted(os.listdir(out)) == before  # nothing written
+        return rc, err
+
+    rc, err = attempt([f"{q[0]},0,1.0,released,,,,0123456789abcdef"])
+    assert rc == 1 and "decisions from another scan" in err and "\n" not in err
+    rc, err = attempt([f"row-nope,0,1.0,released,,,,{fp}"])
+    assert rc == 1 and "'row-nope' is not quarantined in this scan" in err
+    rc, err = attempt([f"{q[0]},0,1.0,keep,,,,{fp}"])
+    assert rc == 1 and "decision 'keep' is not one of confirmed, released, pending" in err
+    rc, err = attempt([f"{q[0]},0,1.0,released,,,,{fp}", f"{q[0]},0,1.0,confirmed,,,,{fp}"])
+    assert rc == 1 and "decided twice" in err
+    rc, err = attempt([f"{q[0]},0,1.0,released"], header="id,label,score,decision")
+    assert rc == 1 and "no scan column" in err
+    # the inputs changed since the scan: refused, nothing written
+    src = tmp_path / "rows.parquet"
+    t = pq.read_table(src)
+    pq.write_table(t.slice(0, t.num_rows - 5), src)
+    rc, err = attempt([f"{q[0]},0,1.0,released,,,,{fp}"])
+    assert rc == 1 and "inputs" in err
+    assert main(["apply", str(tmp_path / "nowhere"), "--decisions", str(tmp_path / "d.csv")]) == 1
+    assert "summary.json not found" in capsys.readouterr().err
