@@ -266,7 +266,9 @@ def render(r: dict, where: str | None = None, note: str = "") -> str:
         f"about {100e6 / per_worker / 60 / 8:,.0f} minutes on 8 such workers, "
         f"{100e6 / per_worker / 60 / 32:,.1f} on 32, plus start-up. "
         f"The finish reads every flagged row on one worker: at 0.5 % flagged, about {flagged_mb:,.0f} MB; "
-        "pass 0 shuffles 24 bytes per row (2.4 GB) in 16 buckets (docs/running-at-scale.md). None of this was run.",
+        "pass 0 shuffles 24 bytes per row (2.4 GB) in 16 buckets, and pass 1 leaves 48 bytes per row of content "
+        "fingerprints (4.8 GB) in the output's staging folder, read one bucket at a time (docs/running-at-scale.md). "
+        "None of this was run.",
     ]
     img = r["images 50k"]
     rep = img.get("representation") or {}
