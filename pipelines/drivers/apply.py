@@ -31,6 +31,7 @@ from poisonscan.pipelines.io.sources import (
     read_unit,
 )
 from poisonscan.pipelines.scan.decisions import (
+    DECISIONS_FILE,
     DecisionsError,
     decisions_table,
     read_decisions,
@@ -82,8 +83,8 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
                 f"the inputs changed since the scan: {rows:,} rows would be clean, the scan's "
                 f"{summary.get('rows_clean', 0):,} clean rows and {len(released):,} released make {expected:,}"
             )
-        write_parquet(decisions_table(decisions, fingerprint), out.staged("decisions.parquet"))
-        out.commit(["clean.parquet", "decisions.parquet"], remove_stale=False)
+        write_parquet(decisions_table(decisions, fingerprint), out.staged(DECISIONS_FILE))
+        out.commit(["clean.parquet", DECISIONS_FILE], remove_stale=False)
     except BaseException:
         out.abort()
         raise

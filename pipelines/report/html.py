@@ -39,7 +39,7 @@ from poisonscan.pipelines.report.charts import (
     scatter_chart,
     vector_chart,
 )
-from poisonscan.pipelines.scan.decisions import scan_fingerprint
+from poisonscan.pipelines.scan.decisions import DECISIONS_FILE, scan_fingerprint
 from poisonscan.pipelines.scan.ranking import rank_classes
 
 REPORT_FILE = "report.html"
@@ -76,6 +76,8 @@ class ScanOutputs:
     review: pa.Table
     review_data: dict
     data_docs: str | None
+    #: the decisions ``poisonscan apply`` recorded in the folder (decisions.parquet), if any
+    decisions: pa.Table | None = None
 
 
 def _is_local_file(path: str) -> bool:
@@ -120,7 +122,14 @@ def load_outputs(folder: str, data_docs_pending: bool = False) -> ScanOutputs:
     docs = summary.get("expectations", {}).get("data_docs")
     if docs and (":" in docs or docs.startswith("/") or not (data_docs_pending or exists(join(folder, docs)))):
         docs = None  # only the Data Docs this scan wrote next to the report
-    return ScanOutputs(summary, quarantine, rejected, rejected_rows, review, review_data, docs)
+    decisions = None
+    if exists(join(folder, DECISIONS_FILE)):
+        try:
+            with open_read(join(folder, DECISIONS_FILE)) as f:
+                decisions = pq.read_table(f)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise ReportError(f"{join(folder, DECISIONS_FILE)} cannot be read ({' '.join(str(exc).split())[:200]})") from None
+    return ScanOutputs(summary, quarantine, rejected, rejected_rows, review, review_data, docs, decisions)
 
 
 def _head(pf: pq.ParquetFile, n: int) -> pa.Table:
@@ -177,12 +186,14 @@ def render(outputs: ScanOutputs) -> str:
     gallery = _gallery(outputs.review, data)
     table_rows = _table_rows(outputs.quarantine)
     fingerprint = scan_fingerprint(s, outputs.quarantine)
+    applied = _applied(outputs.decisions, fingerprint)
     page_data = {
         "rows": table_rows,
         "rows_total": outputs.quarantine.num_rows,
         "storage_key": "poisonscan-decisions:" + fingerprint,
         "scan": fingerprint,
         "id_column": data.get("id_column", "id"),
+        "applied": applied["rows"] if applied else {},
     }
     exp = s.get("expectations") or {}
     return env.get_template("report.html.j2").render(
@@ -210,6 +221,7 @@ def render(outputs: ScanOutputs) -> str:
         css=Markup(css),
         csp=f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
         "base-uri 'none'; form-action 'none'",
+        applied=applied,
         settings_json=json.dumps(s.get("settings", {}), indent=1, default=str),
         versions=s.get("versions", {}),
     )
@@ -225,6 +237,24 @@ def _script_json(value: Any) -> str:
     data can never end the element or open a comment."""
     text = json.dumps(json_safe(value), ensure_ascii=True, allow_nan=False, default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _applied(decisions: pa.Table | None, fingerprint: str) -> dict | None:
+    """The decisions applied to this scan (``poisonscan apply``): per id, as the page
+    keeps them, and their counts and reviewers; None without any, or for another scan."""
+    if decisions is None or not decisions.num_rows:
+        return None
+    rows = decisions.to_pylist()
+    if any(r.get("scan") != fingerprint for r in rows):
+        return None  # a decisions file left from an earlier scan into this folder
+    counts = {d: sum(r["decision"] == d for r in rows) for d in ("confirmed", "released", "pending")}
+    return {
+        "rows": {str(r["id"]): {"d": r["decision"], "r": r.get("reviewer") or "", "t": r.get("time") or "",
+                                "n": r.get("note") or ""} for r in rows},
+        "counts": counts,
+        "reviewers": sorted({r["reviewer"] for r in rows if r.get("reviewer")}),
+        "total": len(rows),
+    }
 
 
 def _table_rows(q: pa.Table) -> list:

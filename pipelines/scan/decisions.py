@@ -20,6 +20,9 @@ import pyarrow as pa
 
 DECISIONS = ("confirmed", "released", "pending")
 
+#: what ``poisonscan apply`` writes beside the final clean split
+DECISIONS_FILE = "decisions.parquet"
+
 #: a spreadsheet formula's first characters; the page writes such a field after a "'"
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 

@@ -76,6 +76,18 @@ def test_decisions_made_in_the_page_are_applied_to_the_clean_split(tmp_path, bro
     assert pq.read_table(out / "clean.parquet")["id"].to_pylist() == expected
     assert (out / "quarantine.parquet").exists() and (out / "summary.json").exists()
     assert not [n for n in os.listdir(out) if n.startswith(".poisonscan-tmp-")]
+    # `poisonscan report` renders the scan with the decisions applied to it (in a browser
+    # that kept none of its own)
+    assert main(["report", str(out), "-q"]) == 0
+    page = browser.open("file://" + os.path.abspath(out / "report.html"))
+    page.eval("localStorage.clear()")
+    page.navigate("file://" + os.path.abspath(out / "report.html"))
+    applied = page.eval("document.getElementById('applied').textContent")
+    assert f"{len(q)} — 1 confirmed, 1 released, {len(q) - 2} pending, by Ada <b>L</b>" in applied
+    assert page.eval("document.querySelectorAll('#applied b').length") == 0  # the name is text
+    assert page.eval("document.getElementById('tally').textContent").startswith("1 confirmed, 1 released")
+    assert page.eval(f"document.querySelector(\"#flagged-table tr[data-id='{release}'] button.release\").classList.contains('on')")
+    assert page.problems == []
 
 
 def test_decisions_that_do_not_fit_the_scan_are_refused_in_one_line(tmp_path, capsys):

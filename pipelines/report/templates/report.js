@@ -7,8 +7,12 @@
   var decisions = {};
   var store = null;
   try { store = window.localStorage; } catch (e) { store = null; }
+  // decisions already applied to this scan (poisonscan apply), then this browser's own
+  Object.keys(data.applied || {}).forEach(function (id) { decisions[id] = data.applied[id]; });
   if (store) {
-    try { decisions = JSON.parse(store.getItem(data.storage_key) || "{}") || {}; } catch (e) { decisions = {}; }
+    var kept = {};
+    try { kept = JSON.parse(store.getItem(data.storage_key) || "{}") || {}; } catch (e) { kept = {}; }
+    Object.keys(kept).forEach(function (id) { decisions[id] = kept[id]; });
   }
   var state = { key: 2, dir: -1, page: 0, text: "", cls: "", det: "", dec: "" };
   var reviewer = "";
