@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from poisonscan.pipelines.config import ConfigError, ScanConfig
+from poisonscan.pipelines.config import ScanConfig
 from poisonscan.pipelines.io.outputs import join, open_read
 from poisonscan.pipelines.io.parts import MemoryPartStore
 from poisonscan.pipelines.io.sources import table_batches
@@ -43,7 +43,7 @@ from poisonscan.pipelines.scan.state import (
     PROXY_FILE,
     ScanState,
     StateError,
-    check_kind,
+    check_reference_state,
     read_state,
     scan_state,
 )
@@ -173,13 +173,9 @@ def _reference(reference: Any, plan) -> tuple:
         state, where = reference, "<state>"
     else:
         state, where = read_state(str(reference), open_read), str(reference)
-    check_kind(state, plan.kinds.input.kind, where)
+    check_reference_state(state, plan.kinds.input.kind, plan.raw, plan.cfg.model is not None, where)
     if plan.raw:
-        if plan.cfg.model is not None:
-            raise ConfigError("model with a reference: the rows are represented by the reference's model")
         rep = state.representer
-        if rep is None:
-            raise StateError(f"{where}: the state holds no representer (a scan from an older version)")
         if rep.proxy is not None and rep.proxy.state_dict is None:
             if where == "<state>":
                 raise StateError("the state holds no proxy weights: give the reference's output folder")

@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from poisonscan.expectations.docs_worker import DataDocsWorker
 from poisonscan.expectations.results import statistics
-from poisonscan.pipelines.config import ConfigError, ScanConfig
+from poisonscan.pipelines.config import ScanConfig
 from poisonscan.pipelines.drivers.beam import build_pipeline, build_sampling_pipeline
 from poisonscan.pipelines.drivers.processes import (
     quiet_beam,
@@ -46,7 +46,12 @@ from poisonscan.pipelines.report.html import write_report
 from poisonscan.pipelines.scan.keys import batch_ids, duplicate_ids
 from poisonscan.pipelines.scan.plan import ScanPlan, plan_scan
 from poisonscan.pipelines.scan.representer import fit_representer
-from poisonscan.pipelines.scan.state import PROXY_FILE, StateError, check_kind, read_state
+from poisonscan.pipelines.scan.state import (
+    PROXY_FILE,
+    StateError,
+    check_reference_state,
+    read_state,
+)
 
 
 class ScanFailed(RuntimeError):
@@ -265,16 +270,11 @@ def check_reference(plan: ScanPlan, folder: str) -> str:
     except StateError as exc:
         raise SourceError(f"--reference {exc}") from None
     try:
-        check_kind(state, plan.kinds.input.kind, folder)
+        check_reference_state(state, plan.kinds.input.kind, plan.raw, plan.cfg.model is not None, folder)
     except StateError as exc:
         raise SourceError(f"--reference {exc}") from None
-    if plan.raw:
-        if plan.cfg.model is not None:
-            raise ConfigError("--model with --reference: the rows are represented by the reference's model; drop --model")
-        if state.representer is None:
-            raise SourceError(f"--reference {folder}: its state holds no representer (a scan from an older version)")
-        if state.representer.proxy is not None and not exists(join(folder, PROXY_FILE)):
-            raise SourceError(f"--reference {folder}: no {PROXY_FILE} (the proxy's weights) beside its state")
+    if plan.raw and state.representer.proxy is not None and not exists(join(folder, PROXY_FILE)):
+        raise SourceError(f"--reference {folder}: no {PROXY_FILE} (the proxy's weights) beside its state")
     return folder
 
 

@@ -63,8 +63,7 @@ def read_decisions(text: str, where: str, quarantine: pa.Table, fingerprint: str
     if not rows:
         raise DecisionsError(f"{where}: empty (the report's 'download decisions' writes a header and a row per listed row)")
     header = [h.strip() for h in rows[0]]
-    wanted = {"id": id_column, "decision": "decision", "scan": "scan"}
-    missing = [name for name in wanted.values() if name not in header]
+    missing = [name for name in (id_column, "decision", "scan") if name not in header]
     if "scan" in missing and len(missing) == 1:
         raise DecisionsError(f"{where}: no scan column, so it cannot be told which scan it is for "
                              "(download the decisions again from this scan's report)")

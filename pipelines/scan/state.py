@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from poisonscan.detectors import Detector
-from poisonscan.pipelines.config import ScanConfig
+from poisonscan.pipelines.config import ConfigError, ScanConfig
 from poisonscan.pipelines.io.sources import ROW_BITS
 from poisonscan.pipelines.scan.fit import Layout, ScanModel, fit_model
 
@@ -158,10 +158,18 @@ def loads(data: bytes) -> ScanState:
     return state
 
 
-def check_kind(state: ScanState, kind: str, where: str) -> None:
-    """Refuse a reference state of another input kind than the scan's."""
+def check_reference_state(state: ScanState, kind: str, raw: bool, model_given: bool, where: str) -> None:
+    """Refuse a reference state that cannot serve a scan of ``kind`` input: another input
+    kind (:class:`StateError`), a raw input with ``--model`` (:class:`ConfigError`: the
+    rows are represented by the reference's model), or a raw-input state without its
+    representer (:class:`StateError`)."""
     if state.kind != kind:
         raise StateError(f"{where}: a scan of {_kind_words(state.kind)}, this input is {_kind_words(kind)}")
+    if raw and model_given:
+        raise ConfigError("a model of your own (--model) with a reference (--reference): the rows are "
+                          "represented by the reference's model; drop the model")
+    if raw and state.representer is None:
+        raise StateError(f"{where}: its state holds no representer (a scan from an older version)")
 
 
 def _kind_words(kind: str) -> str:
@@ -189,7 +197,7 @@ __all__ = [
     "STATE_FILE",
     "ScanState",
     "StateError",
-    "check_kind",
+    "check_reference_state",
     "dumps",
     "loads",
     "merge_partials",
