@@ -263,12 +263,14 @@ class ActivationClustering(PooledDetector):
             cls: ClusterClassState = state.classes[label]
             frac = cls.sizes[cls.suspicious] / sum(cls.sizes)
             conf = cls.affinity
+            # the statistic: distance to the rest of the class's centre minus distance to
+            # the suspicious cluster's centre, in the reduced space's SD units
             out.append(
-                f"sits {s:.1f} SD inside a separate cluster holding {frac:.0%} of class "
-                f"{fmt_label(label)}'s sample (silhouette {cls.silhouette:.2f}, separation "
-                f"{cls.separation:.1f}); a model of the other classes recognises that cluster's "
-                f"rows with mean confidence {conf[cls.suspicious]:.2f} (the rest of the class: "
-                f"{conf[1 - cls.suspicious]:.2f})"
+                f"is {s:.1f} SD nearer a separate cluster, {frac:.0%} of class {fmt_label(label)}'s "
+                f"sample, than the rest of the class (the two clusters' centres are "
+                f"{cls.separation:.1f} SD apart; silhouette {cls.silhouette:.2f} of 1); a model of "
+                f"the other classes recognises that cluster's rows with mean confidence "
+                f"{conf[cls.suspicious]:.2f} (the rest of the class: {conf[1 - cls.suspicious]:.2f})"
             )
         return out
 
