@@ -81,6 +81,7 @@ def plan(cfg, kinds, opener=open) -> ExpectationPlan:
     code_names = codes_to_expectations(suite)
     code_names["small_class"] = "poisonscan: class too small to judge"
     code_names["not_in_reference"] = "poisonscan: class not in the reference scan"
+    code_names["confirmed_poison"] = "poisonscan: confirmed as poison in an earlier review"
     return ExpectationPlan(
         suite,
         names,

@@ -138,7 +138,7 @@ def _demo_and_report(sub) -> None:
         "demo",
         help="poison a real data set, scan it and compare with the truth",
         description=(
-            "Stamp a trigger on 5 %% of scikit-learn's handwritten digits, relabel them, "
+            "Stamp a trigger on 5 % of scikit-learn's handwritten digits, relabel them, "
             "scan the result with the Beam pipeline and print precision and recall "
             "against the known poisoned rows."
         ),
@@ -252,8 +252,14 @@ def _runner_options(scan: argparse.ArgumentParser) -> None:
     scan.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes for the FnApiRunner")
     scan.add_argument(
         "--reference", metavar="DIR",
-        help="the output folder of an earlier scan: score these rows with its fitted model (no refit) and "
-        "report the classes whose new rows differ from it (vectors only)",
+        help="the output folder of an earlier scan: score these rows with its fitted model (no refit; raw "
+        "inputs with its encoder and proxy) and report the classes whose new rows differ from it",
+    )
+    scan.add_argument(
+        "--decisions", metavar="FILE_OR_DIR",
+        help="earlier reviewers' decisions to carry forward: a decisions.parquet written by poisonscan apply, "
+        "or a folder holding them (searched below). Released rows (same id, content and label) are not "
+        "quarantined again; confirmed rows are rejected as confirmed_poison wherever their content comes back",
     )
     scan.add_argument(
         "--progress", choices=("auto", "bar", "log", "off"), default="auto",
@@ -386,7 +392,8 @@ def _scan(args, extra: Sequence[str]) -> int:
 
     try:
         runner = Runner(args.runner, args.workers, tuple(beam_args), _progress_mode(args))
-        summary = run_scan(args.sources, args.out, cfg, runner, format_override=args.format, reference=args.reference)
+        summary = run_scan(args.sources, args.out, cfg, runner, format_override=args.format, reference=args.reference,
+                           decisions=args.decisions)
     except (SuiteError, ConfigError) as exc:
         raise _UsageError(str(exc)) from None
     except (SourceError, ScanFailed, FileExistsError) as exc:

@@ -51,7 +51,7 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
     """Write ``clean.parquet`` (the final split) and ``decisions.parquet`` to ``out_dir``
     (default: the scan's folder); returns the counts. Raises :class:`ApplyError`."""
     summary = _read_json(join(scan_dir, "summary.json"))
-    quarantine = _read_parquet(join(scan_dir, "quarantine.parquet"), ["id", "source_file", "source_row"])
+    quarantine = _read_parquet(join(scan_dir, "quarantine.parquet"), ["id", "label", "source_file", "source_row", "content"])
     rejected = _read_parquet(join(scan_dir, "rejected.parquet"), ["source_file", "source_row"])
     fingerprint = scan_fingerprint(summary, quarantine)
     id_column = (summary.get("settings") or {}).get("id_column") or "id"
@@ -83,7 +83,7 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
                 f"the inputs changed since the scan: {rows:,} rows would be clean, the scan's "
                 f"{summary.get('rows_clean', 0):,} clean rows and {len(released):,} released make {expected:,}"
             )
-        write_parquet(decisions_table(decisions, fingerprint), out.staged(DECISIONS_FILE))
+        write_parquet(decisions_table(decisions, fingerprint, quarantine), out.staged(DECISIONS_FILE))
         out.commit(["clean.parquet", DECISIONS_FILE], remove_stale=False)
     except BaseException:
         out.abort()
@@ -115,9 +115,13 @@ def _read_json(path: str) -> dict:
 
 
 def _read_parquet(path: str, columns: list[str]) -> pa.Table:
+    """``columns`` of a scan's list; ``content`` only where it has one (a list written
+    before content fingerprints were)."""
     try:
         with open_read(path) as f:
-            return pq.read_table(f, columns=columns)
+            names = pq.read_schema(f).names
+            f.seek(0)
+            return pq.read_table(f, columns=[c for c in columns if c in names or c != "content"])
     except FileNotFoundError:
         raise ApplyError(f"{path} not found: give the output folder of a finished scan") from None
     except (OSError, pa.ArrowException, KeyError) as exc:

@@ -189,11 +189,10 @@ class _ReadExamples(beam.DoFn):
         # torch: heavy to import; only scans of raw inputs need it
         import torch
 
-        changes = {"duplicates": duplicates, "collect_content": not self.second_pass}
         if self.second_pass:
-            changes["small_classes"] = model.small_classes
-            changes["content_duplicates"] = content.rejections()
-        checks = self.plan.checks(**changes)
+            checks = self.plan.scoring_checks(duplicates, model, content, bool(self.plan.reference))
+        else:
+            checks = self.plan.checks(duplicates=duplicates, collect_content=True)
         columns = None if self.second_pass else self.plan.input_columns
         for i, (batch, first) in enumerate(read_any(unit, columns, self.plan.batch_rows)):
             prep = prepare(batch, unit.file_index, first, checks)
@@ -320,10 +319,7 @@ class _ScoreUnit(beam.DoFn):
             result = store_outcomes(store, f"{key}-{i:06d}", [outcome])
         else:
             unit = element
-            checks = self.plan.checks(
-                duplicates=duplicates, expected_dim=model.dim, small_classes=model.small_classes,
-                content_duplicates=content.rejections(), reference_classes=reference_classes(self.plan, model),
-            )
+            checks = self.plan.scoring_checks(duplicates, model, content, bool(self.plan.reference))
             path = self.plan.file_paths.get(unit.file_index)
             preps = (prepare(b, unit.file_index, f, checks) for b, f in read_any(unit, None, self.plan.batch_rows))
             outcomes = (self._scored(prep, model, path, keep_clean, samples if sample_rows else None) for prep in preps)
@@ -358,11 +354,6 @@ class _Finish(beam.DoFn):
                 plan.kinds.input.kind, dict(partials), new_model, plan.cfg, plan.layout, plan.representer
             )))
         return []
-
-
-def reference_classes(plan: ScanPlan, model) -> frozenset | None:
-    """Scoring against a reference: the classes its model can score (None: no reference)."""
-    return model.scorable_classes if plan.reference else None
 
 
 def reference_block(plan: ScanPlan, reference, partials, new_model) -> dict | None:

@@ -20,6 +20,7 @@ from poisonscan.pipelines.io.parts import MemoryPartStore
 from poisonscan.pipelines.io.sources import table_batches
 from poisonscan.pipelines.report.html import REJECTED_MAX, ScanOutputs, render
 from poisonscan.pipelines.scan.content import ContentCheck
+from poisonscan.pipelines.scan.decisions import remembered_from
 from poisonscan.pipelines.scan.finish import Passes, clean_schema, finish, iter_clean
 from poisonscan.pipelines.scan.fit import (
     ROW_SAMPLE,
@@ -57,7 +58,8 @@ class ScanResult:
     ----------
     quarantine : pyarrow.Table
         One row per quarantined example: id, label, score (higher = more suspicious),
-        detectors, reason, source_file, source_row and each detector's raw score.
+        detectors, reason, source_file, source_row, content (the row's content
+        fingerprint) and each detector's raw score.
     rejected : pyarrow.Table
         Rows that could not be scanned: error, error_code, source_file, source_row and the
         row as read.
@@ -113,7 +115,9 @@ def to_arrow(data: Any) -> pa.Table:
     )
 
 
-def scan_table(data: Any, config: ScanConfig | None = None, *, reference: Any = None, **settings: Any) -> ScanResult:
+def scan_table(
+    data: Any, config: ScanConfig | None = None, *, reference: Any = None, decisions: Any = None, **settings: Any
+) -> ScanResult:
     """Scan a table held in memory.
 
     Parameters
@@ -127,10 +131,17 @@ def scan_table(data: Any, config: ScanConfig | None = None, *, reference: Any = 
         its fitted model instead of refitting, and compare them with it
         (``summary["reference"]``). Raw inputs are represented with the reference's
         encoder and proxy (nothing is trained).
+    decisions : str or Remembered, optional
+        Earlier reviewers' decisions to carry forward (a decisions.parquet of
+        ``poisonscan apply`` or a folder of them; :mod:`poisonscan.pipelines.scan.decisions`):
+        released rows are not quarantined again, confirmed rows are rejected as
+        ``confirmed_poison`` (``summary["earlier_decisions"]``).
     """
     cfg = dataclasses.replace(config, **settings) if config else ScanConfig(**settings)
     table = to_arrow(data)
     plan = plan_table(table.schema, cfg)
+    if decisions is not None:
+        plan = dataclasses.replace(plan, decisions=remembered_from(decisions))
     cfg, kinds = plan.cfg, plan.kinds
     ref_state, where = _reference(reference, plan)
     # pass 0: duplicated ids
@@ -225,13 +236,7 @@ class _InMemory:
         aggregate expectations need one. With a ``reference`` model, rows of classes it
         did not fit are rejected."""
         cfg = self.plan.cfg
-        checks = dataclasses.replace(
-            self.checks,
-            expected_dim=model.dim,
-            small_classes=model.small_classes,
-            content_duplicates=content_check.rejections(),
-            reference_classes=model.scorable_classes if reference else None,
-        )
+        checks = self.plan.scoring_checks(self.checks.duplicates, model, content_check, reference)
         store = MemoryPartStore()
         sample = [RowSample(ROW_SAMPLE, np.empty(0, np.uint64), np.empty(0, np.int64), None)]
 

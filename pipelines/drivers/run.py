@@ -43,6 +43,11 @@ from poisonscan.pipelines.io.outputs import (
 )
 from poisonscan.pipelines.io.sources import SourceError, is_local, read_unit
 from poisonscan.pipelines.report.html import write_report
+from poisonscan.pipelines.scan.decisions import (
+    DecisionsError,
+    Remembered,
+    remembered_from,
+)
 from poisonscan.pipelines.scan.keys import batch_ids, duplicate_ids
 from poisonscan.pipelines.scan.plan import ScanPlan, plan_scan
 from poisonscan.pipelines.scan.representer import fit_representer
@@ -131,12 +136,15 @@ def run_scan(
     runner: Runner = Runner(),
     format_override: str | None = None,
     reference: str | None = None,
+    decisions: str | None = None,
 ) -> dict:
     """Scan ``sources`` with Beam and write the outputs to ``out_dir``.
 
     With ``reference`` (the output folder of an earlier scan), the rows are scored with
     that scan's fitted model, not refitted, and summary.json compares them with it
-    (:mod:`..scan.reference`).
+    (:mod:`..scan.reference`). With ``decisions`` (a decisions.parquet of ``poisonscan
+    apply``, or a folder of them), earlier reviewers' decisions are carried forward
+    (:mod:`..scan.decisions`).
 
     Returns the summary. Raises :class:`SourceError` (inputs unusable, nothing written),
     :class:`ConfigError` (a reference for inputs it cannot serve) or
@@ -146,6 +154,8 @@ def run_scan(
     plan = plan_scan(sources, cfg, format_override)
     if reference is not None:
         plan = dataclasses.replace(plan, reference=check_reference(plan, reference))
+    if decisions is not None:
+        plan = dataclasses.replace(plan, decisions=load_decisions(decisions))
     _refuse_inputs_in_out(plan, out_dir)
     out = OutputDir(out_dir)
     out.prepare()
@@ -276,6 +286,15 @@ def check_reference(plan: ScanPlan, folder: str) -> str:
     if plan.raw and state.representer.proxy is not None and not exists(join(folder, PROXY_FILE)):
         raise SourceError(f"--reference {folder}: no {PROXY_FILE} (the proxy's weights) beside its state")
     return folder
+
+
+def load_decisions(decisions) -> Remembered:
+    """The earlier decisions a scan carries forward; a :class:`SourceError` naming
+    ``--decisions`` where they cannot be read."""
+    try:
+        return remembered_from(decisions)
+    except DecisionsError as exc:
+        raise SourceError(f"--decisions {exc}") from None
 
 
 def reference_representer(plan: ScanPlan, out: OutputDir | None) -> ScanPlan:

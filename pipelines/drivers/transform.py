@@ -33,7 +33,11 @@ from poisonscan.pipelines.drivers.beam import (
     reference_block,
     reference_side,
 )
-from poisonscan.pipelines.drivers.run import check_reference, reference_representer
+from poisonscan.pipelines.drivers.run import (
+    check_reference,
+    load_decisions,
+    reference_representer,
+)
 from poisonscan.pipelines.io.outputs import json_safe
 from poisonscan.pipelines.io.parts import MemoryPartStore, PartStore
 from poisonscan.pipelines.scan.columns import REJECT_COLUMNS
@@ -195,6 +199,12 @@ class ScanTables(beam.PTransform):
         its fitted model, without refitting, and compare them with it (the summary's
         ``reference``), as ``poisonscan scan --reference``. Required for raw inputs:
         the workers read the proxy's weights from its ``proxy.pt``.
+    decisions : str, optional
+        Earlier reviewers' decisions to carry forward, as ``poisonscan scan
+        --decisions``: a decisions.parquet of ``poisonscan apply``, or a folder holding
+        them. Released rows (same id, content and label) are not quarantined again;
+        confirmed rows are rejected as ``confirmed_poison`` (the summary's
+        ``earlier_decisions``).
     schema : pyarrow.Schema
         The schema of every input table (``pyarrow.parquet.read_schema`` of the files a
         pipeline reads). A table with other columns fails the run with a ValueError; one
@@ -205,7 +215,7 @@ class ScanTables(beam.PTransform):
     dict of PCollections
         ``"clean"``: pyarrow Tables of ``schema``, the rows that pass, in pieces;
         ``"quarantined"``: one pyarrow Table, the quarantine list (id, label, score,
-        detectors, reason, source_file, source_row, each detector's score; as
+        detectors, reason, source_file, source_row, content, each detector's score; as
         quarantine.parquet); ``"rejected"``: one pyarrow Table, the rows that could not
         be scanned with their reason (error, error_code, expectation, source_file,
         source_row, then the row as read); ``"summary"``: one dict, as summary.json.
@@ -227,7 +237,7 @@ class ScanTables(beam.PTransform):
         outputs["clean"] | beam.io.WriteToParquetBatched("clean", schema)
     """
 
-    def __init__(self, config: ScanConfig, schema: pa.Schema, reference: str | None = None):
+    def __init__(self, config: ScanConfig, schema: pa.Schema, reference: str | None = None, decisions: str | None = None):
         super().__init__()
         if not isinstance(config, ScanConfig):
             raise TypeError(f"config must be a ScanConfig; got {type(config).__name__}")
@@ -243,6 +253,8 @@ class ScanTables(beam.PTransform):
             self.plan = dataclasses.replace(self.plan, reference=check_reference(self.plan, reference))
             if self.plan.raw:  # the reference's encoder and proxy; workers read its proxy.pt
                 self.plan = reference_representer(self.plan, None)
+        if decisions is not None:
+            self.plan = dataclasses.replace(self.plan, decisions=load_decisions(decisions))
         self.schema = schema
 
     @property

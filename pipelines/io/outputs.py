@@ -97,6 +97,31 @@ def list_files(folder: str, suffix: str) -> list[str]:
     return sorted(m.path for m in res.metadata_list)
 
 
+def is_folder(path: str) -> bool:
+    """Whether ``path`` is a folder (local), or names no file but has files below it
+    (other filesystems, which have no folders of their own)."""
+    if _is_local(path):
+        return os.path.isdir(_local(path))
+    return not exists(path) and bool(find_named(path, ""))
+
+
+def find_named(folder: str, name: str) -> list[str]:
+    """The files called ``name`` (any file for "") in ``folder`` and below it, sorted;
+    hidden folders (a scan's staging folder) are passed over."""
+    if _is_local(folder):
+        found = []
+        for root, dirs, files in os.walk(_local(folder)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [os.path.join(root, f) for f in files if not name or f == name]
+        return sorted(found)
+    # Beam's filesystems: about 1 s to import; local paths never need them
+    from apache_beam.io.filesystems import FileSystems
+
+    (res,) = FileSystems.match([folder.rstrip("/") + "/**" + name])
+    found = [m.path for m in res.metadata_list if not name or m.path.rsplit("/", 1)[-1] == name]
+    return sorted(p for p in found if "/." not in p[len(folder):])
+
+
 def remove_tree(path: str) -> None:
     if _is_local(path):
         shutil.rmtree(_local(path), ignore_errors=True)

@@ -49,6 +49,7 @@ def format_summary(summary: dict, out_dir: str) -> str:
                if differing else "no class differs from it")
         )
         lines += [f"    {fmt_label(c['label'])}: {c['why']}" for c in differing[:10]]
+    lines += _earlier_decisions(summary.get("earlier_decisions"))
     budget = summary["budget"]
     if budget["max_rows"] is not None and budget["rows_left_in_clean_by_budget"]:
         lines.append(
@@ -63,3 +64,19 @@ def format_summary(summary: dict, out_dir: str) -> str:
     if summary["settings"].get("report"):
         lines.append(f"  review the flagged rows: open {out_dir}/report.html in a browser")
     return "\n".join(lines)
+
+
+def _earlier_decisions(block: dict | None) -> list[str]:
+    """What the earlier decisions (``--decisions``) did to this scan, in a line or two."""
+    if not block:
+        return []
+    files = block["files"]
+    who = f" by {', '.join(block['reviewers'])}" if block["reviewers"] else ""
+    line = (
+        f"  earlier decisions: {block['decisions']:,}{who} from {len(files)} file{'s' if len(files) != 1 else ''}; "
+        f"{block['rows_released_earlier']:,} released row{'s' if block['rows_released_earlier'] != 1 else ''} "
+        f"not quarantined again, {block['rows_rejected_confirmed']:,} confirmed rejected (confirmed_poison)"
+    )
+    if block["rows_released_changed"]:
+        line += f", {block['rows_released_changed']:,} released changed since (judged anew)"
+    return [line]

@@ -12,6 +12,9 @@ CAND_SCORE = "__poisonscan_score"
 
 CAND_DETECTORS = "__poisonscan_detectors"
 
+#: A flagged row's content fingerprint (quarantine.parquet's ``content``).
+CAND_CONTENT = "__poisonscan_content"
+
 #: The parts of a flagged row's input that carry the evidence (a text's trigger n-grams).
 CAND_HIGHLIGHTS = "__poisonscan_highlights"
 

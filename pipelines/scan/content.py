@@ -260,6 +260,11 @@ class ContentCheck:
             return self.rejects(0)
         return all(self.rejects(v[3]) for v in self.repeated.values())
 
+    def rule(self) -> "ContentCheck":
+        """This check without its repeated groups: what :meth:`rejects` needs, small
+        enough to carry to every worker."""
+        return ContentCheck({}, self.rows, self.coincidence, self.level)
+
     def rejections(self) -> dict:
         """``{fingerprint: (first position, labels conflict)}`` to reject in pass 2."""
         return {k: (v[0], v[1]) for k, v in self.repeated.items() if self.rejects(v[3])}

@@ -1,11 +1,22 @@
-"""A reviewer's decisions on quarantined rows: read, checked against the scan, applied.
+"""A reviewer's decisions on quarantined rows: read, checked against the scan, applied,
+and remembered by the scans that follow.
 
 The report's decisions file (``poisonscan-decisions.csv``) has one row per quarantined
 row the page listed: the id, label, score, the decision (``confirmed``: poison, drop it;
 ``released``: keep it; ``pending``: not decided, stays quarantined), the reviewer, the
 time of the decision, a note, and the scan's fingerprint. :func:`read_decisions` checks
-it against the scan it claims to be for; :func:`applied` says which quarantined rows
-go back into the clean split.
+it against the scan it claims to be for; :func:`released_ids` says which quarantined
+rows go back into the clean split.
+
+``poisonscan apply`` records the decisions in ``decisions.parquet`` with each row's
+content fingerprint (the ``content`` column of quarantine.parquet). A later scan given
+those files (:func:`read_remembered`) carries them forward (:class:`Remembered`): a
+released row, found again under its id with the same content and label, is not
+quarantined again; a confirmed row is rejected (``confirmed_poison``) wherever its
+content comes back with the same label, under any id where the content identifies a row
+(vectors, images, texts whose repeats are improbable by chance), under its own id where
+it does not (a table whose rows coincide by chance: another passenger with the same
+values is not the confirmed row).
 """
 
 from __future__ import annotations
@@ -14,9 +25,16 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+from poisonscan.pipelines.scan.values import plain
 
 DECISIONS = ("confirmed", "released", "pending")
 
@@ -117,15 +135,159 @@ def released_ids(decisions: list[Decision]) -> set[str]:
     return {d.id for d in decisions if d.decision == "released"}
 
 
-def decisions_table(decisions: list[Decision], fingerprint: str) -> pa.Table:
-    """decisions.parquet: one row per decision, with the scan's fingerprint."""
+def decisions_table(decisions: list[Decision], fingerprint: str, quarantine: pa.Table) -> pa.Table:
+    """decisions.parquet: one row per decision, with the row's label and content
+    fingerprint as the scan read them (from ``quarantine``) and the scan's fingerprint."""
+    rows = {}
+    if quarantine.num_rows:
+        content = (quarantine.column("content").to_pylist() if "content" in quarantine.column_names
+                   else [""] * quarantine.num_rows)
+        for i, label, c in zip(quarantine.column("id").to_pylist(), quarantine.column("label").to_pylist(), content):
+            rows[str(i)] = (label_text(label), c or "")
     cols = {
         "id": [d.id for d in decisions],
-        "label": [d.label for d in decisions],
+        "label": [rows.get(d.id, (d.label, ""))[0] for d in decisions],
         "decision": [d.decision for d in decisions],
         "reviewer": [d.reviewer for d in decisions],
         "time": [d.time for d in decisions],
         "note": [d.note for d in decisions],
+        "content": [rows.get(d.id, ("", ""))[1] for d in decisions],
         "scan": [fingerprint] * len(decisions),
     }
     return pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()})
+
+
+# remembered decisions ---------------------------------------------------------------------
+def label_text(value: Any) -> str:
+    """An id or label as decisions files hold it: 7 -> "7", "cat" -> "cat"."""
+    return str(plain(value))
+
+
+def content_text(hi: int, lo: int) -> str:
+    """A row's 128-bit content fingerprint as 32 hex digits (quarantine.parquet's
+    ``content``)."""
+    return f"{int(hi):016x}{int(lo):016x}"
+
+
+def _content_key(text: str) -> tuple[int, int] | None:
+    if len(text) != 32:
+        return None
+    try:
+        return int(text[:16], 16), int(text[16:], 16)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """Earlier decisions a scan carries forward (the latest per row and decision kind
+    is kept: a row released one day and confirmed the next is confirmed).
+
+    ``released`` and ``confirmed`` map a content fingerprint (hi, lo) to
+    ``{(id text, label text): (reviewer, time)}``. ``audit`` is summary.json's record
+    of them: files, counts, reviewers, scans.
+    """
+
+    released: Mapping[tuple[int, int], Mapping[tuple[str, str], tuple[str, str]]] = field(default_factory=dict)
+    confirmed: Mapping[tuple[int, int], Mapping[tuple[str, str], tuple[str, str]]] = field(default_factory=dict)
+    audit: Mapping[str, Any] = field(default_factory=dict)
+
+    def match(self, kind: str, hi: np.ndarray, lo: np.ndarray) -> list[tuple[int, Mapping]]:
+        """(index, decided rows) of the fingerprints among ``hi, lo`` that ``kind``
+        ("released" or "confirmed") holds."""
+        table = self.released if kind == "released" else self.confirmed
+        if not table or len(hi) == 0:
+            return []
+        his = np.fromiter((k[0] for k in table), dtype=np.uint64, count=len(table))
+        out = []
+        for j in np.flatnonzero(np.isin(hi, his)):
+            hit = table.get((int(hi[j]), int(lo[j])))
+            if hit is not None:
+                out.append((int(j), hit))
+        return out
+
+    def released_ids(self) -> set[str]:
+        return {row_id for rows in self.released.values() for row_id, _ in rows}
+
+
+_REMEMBERED_COLUMNS = ("id", "label", "decision", "reviewer", "time", "content", "scan")
+
+
+def decisions_files(path: str) -> list[str]:
+    """The decisions files ``path`` names: a decisions.parquet, or every one in a
+    folder and its subfolders (a team's scans, one folder a day), in path order."""
+    from poisonscan.pipelines.io.outputs import exists, find_named, is_folder
+
+    if is_folder(path):
+        found = find_named(path, DECISIONS_FILE)
+        if not found:
+            raise DecisionsError(f"{path}: no {DECISIONS_FILE} in the folder or below it "
+                                 "(poisonscan apply writes one beside each scan's outputs)")
+        return found
+    if not exists(path):
+        raise DecisionsError(f"{path} not found")
+    if path.lower().endswith((".csv", ".csv.gz")):
+        raise DecisionsError(
+            f"{path}: a decisions CSV from the report; apply it first (poisonscan apply SCAN_DIR "
+            f"--decisions {path.rstrip('/').rsplit('/', 1)[-1]}) and give the {DECISIONS_FILE} it writes, "
+            "which holds each row's content fingerprint"
+        )
+    return [path]
+
+
+def remembered_from(decisions: Any) -> Remembered | None:
+    """Earlier decisions as a scan takes them: None, a :class:`Remembered`, or a path
+    (:func:`read_remembered`)."""
+    if decisions is None or isinstance(decisions, Remembered):
+        return decisions
+    if not isinstance(decisions, (str, os.PathLike)):
+        raise TypeError(f"decisions must be a path or Remembered; got {type(decisions).__name__}")
+    return read_remembered(os.fspath(decisions))
+
+
+def read_remembered(path: str) -> Remembered:
+    """The decisions of the decisions files ``path`` names (:func:`decisions_files`),
+    latest first per row. Raises :class:`DecisionsError`."""
+    from poisonscan.pipelines.io.outputs import open_read
+
+    files = decisions_files(path)
+    rows = []
+    for order, name in enumerate(files):
+        try:
+            with open_read(name) as f:
+                table = pq.read_table(f)
+        except (OSError, pa.ArrowException) as exc:
+            raise DecisionsError(f"{name}: cannot read it as Parquet: {str(exc).splitlines()[0]}") from None
+        missing = [c for c in _REMEMBERED_COLUMNS if c not in table.column_names]
+        if missing:
+            raise DecisionsError(f"{name}: not a decisions file of poisonscan apply (no {', '.join(missing)} column)")
+        for line, r in enumerate(table.select(list(_REMEMBERED_COLUMNS)).to_pylist(), start=1):
+            if r["decision"] not in DECISIONS:
+                raise DecisionsError(f"{name} row {line}: decision {r['decision']!r} is not one of {', '.join(DECISIONS)}")
+            key = _content_key(r["content"] or "")
+            if key is None:
+                raise DecisionsError(f"{name} row {line}: no content fingerprint for id {r['id']!r} "
+                                     "(apply the decisions again to its scan with this version)")
+            rows.append((r["time"] or "", order, line, key, r))
+    latest: dict = {}
+    for _, _, _, key, r in sorted(rows, key=lambda t: t[:3]):  # by time, then file and row order
+        if r["decision"] != "pending":  # a pending decision leaves an earlier one standing
+            latest[(key, r["id"], r["label"])] = r
+    released: dict = {}
+    confirmed: dict = {}
+    for (key, row_id, label), r in sorted(latest.items(), key=lambda t: (t[0][0], t[0][1], t[0][2])):
+        table = released if r["decision"] == "released" else confirmed
+        table.setdefault(key, {})[(row_id, label)] = (r["reviewer"] or "", r["time"] or "")
+    counts = Counter(r["decision"] for *_, r in rows)
+    audit = {
+        "files": files,
+        "decisions": len(rows),
+        "confirmed": counts["confirmed"],
+        "released": counts["released"],
+        "pending": counts["pending"],
+        "rows_confirmed": sum(len(v) for v in confirmed.values()),
+        "rows_released": sum(len(v) for v in released.values()),
+        "reviewers": sorted({r["reviewer"] for *_, r in rows if r["reviewer"]}),
+        "scans": sorted({r["scan"] for *_, r in rows if r["scan"]}),
+    }
+    return Remembered(released, confirmed, audit)

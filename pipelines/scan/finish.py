@@ -26,6 +26,7 @@ from poisonscan.pipelines.io.parts import PartStore
 from poisonscan.pipelines.io.sources import decode_position
 from poisonscan.pipelines.scan.cells import key_values, normalize_key
 from poisonscan.pipelines.scan.columns import (
+    CAND_CONTENT,
     CAND_DETECTORS,
     CAND_SCORE,
     POS,
@@ -70,6 +71,7 @@ def quarantine_schema(kinds: ColumnKinds, detectors: Sequence[str]) -> pa.Schema
         pa.field("reason", pa.string()),
         pa.field("source_file", pa.string()),
         pa.field("source_row", pa.int64()),
+        pa.field("content", pa.string()),
     ]
     fields += [pa.field(f"score_{d}", pa.float64()) for d in detectors]
     return pa.schema(fields)
@@ -113,6 +115,7 @@ def build_quarantine(
             pa.array(reasons, pa.string()),
             pa.array([plan.file_paths.get(f, str(f)) for f, _ in src], pa.string()),
             pa.array([r for _, r in src], pa.int64()),
+            q.column(CAND_CONTENT),
         ]
         + [q.column(raw_column(d.name)) for d in detectors],
         schema=schema,
@@ -286,10 +289,31 @@ def finish(plan: ScanPlan, passes: Passes, inputs: Sequence[str], extra_settings
         summary["repeated_content"] = passes.content.to_dict()
     if passes.reference is not None:
         summary["reference"] = passes.reference
+    if plan.decisions is not None:
+        summary["earlier_decisions"] = earlier = earlier_decisions_block(plan.decisions, counts)
+        if not quarantine.num_rows and (earlier["rows_released_earlier"] or earlier["rows_rejected_confirmed"]):
+            summary["verdict"] = DECIDED_EARLIER
     checked = _expectations(plan, passes, rejected, summary) if plan.expectations is not None else None
     schema = clean_schema(passes.store, trimmed) if cfg.write_clean else None
     review = build_review(plan, model, detectors, (quarantine, quarantined), unit_result, selected)
     return Finished(quarantine, rejected, summary, trimmed, schema, checked, review)
+
+
+#: the verdict of a scan that quarantined nothing once earlier decisions were carried
+#: forward (released rows not quarantined again, confirmed ones rejected)
+DECIDED_EARLIER = "no new poison found; the decisions of earlier reviews were applied"
+
+
+def earlier_decisions_block(remembered, counts) -> dict:
+    """summary.json's audit of the earlier decisions the scan carried forward: their
+    files, counts and reviewers, and what they did to this scan's rows."""
+    return {
+        **remembered.audit,
+        "rows_released_earlier": counts.decided.get("released_earlier", 0),
+        "rows_released_unchanged": counts.decided.get("released_unchanged", 0),
+        "rows_released_changed": counts.decided.get("released_changed", 0),
+        "rows_rejected_confirmed": counts.by_error.get("confirmed_poison", 0),
+    }
 
 
 def _expectations(plan: ScanPlan, passes: Passes, rejected: pa.Table, summary: dict) -> tuple:

@@ -44,6 +44,8 @@ class ScanPlan:
     #: scoring against a reference scan: its output folder (its state.pkl is read where
     #: it is needed, not carried in the pipeline's graph)
     reference: str | None = None
+    #: earlier reviewers' decisions carried forward (:class:`.decisions.Remembered`)
+    decisions: Any = None
 
     @property
     def raw(self) -> bool:
@@ -79,6 +81,21 @@ class ScanPlan:
             validator=self.expectations.validator if self.expectations else None,
         )
         return dataclasses.replace(base, **changes)
+
+    def scoring_checks(self, duplicates: Mapping, model, content, reference: bool) -> RowChecks:
+        """Pass 2's checks, once pass 1 has fitted ``model`` and judged the repeated
+        ``content`` (:class:`.content.ContentCheck`): the vector length and the classes
+        it can judge, the repeats to reject, the earlier decisions; scoring with a
+        ``reference``'s model, the classes it fitted (rows of others are rejected)."""
+        return self.checks(
+            duplicates=duplicates,
+            expected_dim=model.dim,
+            small_classes=model.small_classes,
+            content_duplicates=content.rejections(),
+            reference_classes=model.scorable_classes if reference else None,
+            remembered=self.decisions,
+            content_rule=content.rule() if self.decisions is not None else None,
+        )
 
 
 #: the name a table scanned in memory goes by, where a file's path would be

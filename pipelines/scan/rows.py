@@ -23,6 +23,9 @@ out_of_range   a feature value lies outside ``--feature-range``
 duplicate_content  same content and label as another row (one copy is kept: the same whatever the row order)
 conflicting_labels  the same content appears with different labels (all rejected)
                    (both only where the content identifies a row: see ``.content``)
+confirmed_poison  a reviewer confirmed this content, under this label, as poison in an
+               earlier scan (``--decisions``; under another id only where the content
+               identifies a row: see ``.decisions``)
 missing_image, bad_image, missing_text, empty_text, bad_text  raw inputs that are null or unusable
 bad_id_encoding, bad_label_encoding  the id or label is not UTF-8 text (a stray byte
                in a CSV or JSONL cell)
@@ -52,12 +55,14 @@ from poisonscan.pipelines.scan.cells import (
     parse_number_text,
     undecodable,
 )
+from poisonscan.pipelines.scan.decisions import content_text, label_text
 from poisonscan.pipelines.scan.fingerprints import (
     _ID_SEEDS,
     _grouped_vector_fingerprints,
     content_fingerprints,
     content_strata,
     fingerprints,
+    vector_fingerprints,
 )
 from poisonscan.pipelines.scan.values import plain
 
@@ -96,6 +101,10 @@ class RowChecks:
     #: scoring against a reference scan (pass 2): the classes it fitted; rows of other
     #: classes are rejected
     reference_classes: frozenset | None = None
+    #: earlier reviewers' decisions (pass 2, :class:`.decisions.Remembered`) and the
+    #: content check that says where content identifies a row (:class:`.content.ContentCheck`)
+    remembered: Any = None
+    content_rule: Any = None
 
 
 @dataclass
@@ -122,6 +131,12 @@ class Prepared:
     encoded: Any = None  # raw inputs: the encoded valid rows (see .inputs.Encoded)
     #: valid rows' content fingerprints: (rows, hi, lo, label hash, stratum, id hash)
     content: tuple | None = None
+    kinds: Any = None
+    #: with earlier decisions: the valid rows a reviewer released under the same id,
+    #: content and label (not quarantined again), and those whose id was released but
+    #: whose content or label has changed since (judged anew)
+    released: np.ndarray | None = None
+    released_changed: np.ndarray | None = None
 
     def tokens_of(self, rows: np.ndarray) -> list:
         """The tokens of batch rows ``rows``: n-grams (text) or column=value (tables)."""
@@ -176,10 +191,12 @@ def prepare(
         valid[encoded.rows] = True
 
     content = None
-    if checks.collect_content or checks.content_duplicates:
+    if checks.collect_content or checks.content_duplicates or checks.remembered is not None:
         content = _content_keys(batch, checks, keys, groups, np.flatnonzero(valid))
+        _check_confirmed(checks, keys, content, valid, problems)
         _check_repeated_content(checks, content, positions, valid, problems)
         _keep_valid(groups, encoded, valid)
+    released = _released(checks, keys, content, valid)
 
     error_code = np.full(n, None, dtype=object)
     error = np.full(n, None, dtype=object)
@@ -188,7 +205,7 @@ def prepare(
         error[i] = "; ".join(dict.fromkeys(text for _, text in items))
     return Prepared(
         batch, positions, valid, error_code, error, keys.labels, keys.ids, groups, keys.id_null,
-        keys.label_null, keys.ids_arr, fp, encoded, content,
+        keys.label_null, keys.ids_arr, fp, encoded, content, kinds, *released,
     )
 
 
@@ -349,6 +366,82 @@ def _check_repeated_content(checks: RowChecks, content: tuple, positions, valid,
         else:
             continue
         valid[i] = False
+
+
+def _check_confirmed(checks: RowChecks, keys: _Keys, content: tuple, valid: np.ndarray, problems: dict) -> None:
+    """Reject the rows whose content and label a reviewer confirmed as poison: under
+    any id where the content identifies a row, under the confirmed id elsewhere."""
+    remembered = checks.remembered
+    if remembered is None or not remembered.confirmed:
+        return
+    rows, hi, lo, _, strata = content[:5]
+    rule = checks.content_rule
+    for j, decided in remembered.match("confirmed", hi, lo):
+        i = int(rows[j])
+        label, row_id = label_text(keys.labels[i]), label_text(keys.ids[i])
+        was = ""
+        who = decided.get((row_id, label))
+        if who is None:  # another id: the same row only where content identifies a row
+            if rule is not None and not rule.rejects(int(strata[j])):
+                continue
+            under = sorted((k[0], v) for k, v in decided.items() if k[1] == label)
+            if not under:
+                continue  # confirmed under another label: this row is judged anew
+            was, who = f" as id {under[0][0]!r}", under[0][1]
+        reviewer, time = who
+        by = f" by {reviewer}" if reviewer else ""
+        when = f" ({time})" if time else ""
+        problems.setdefault(i, []).append(
+            ("confirmed_poison", f"confirmed as poison{by}{when} in an earlier scan{was}")
+        )
+        valid[i] = False
+
+
+def _released(checks: RowChecks, keys: _Keys, content: tuple | None, valid: np.ndarray) -> tuple:
+    """(released, released_changed) of the batch's rows (see :class:`Prepared`); both
+    None without earlier decisions."""
+    remembered = checks.remembered
+    if remembered is None or content is None:
+        return None, None
+    n = len(valid)
+    released, changed = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    ids = remembered.released_ids()
+    if not ids or not valid.any():
+        return released, changed
+    named = pc.is_in(keys.ids_arr.cast(pa.string()), pa.array(sorted(ids), pa.string()))
+    hit = valid & pc.fill_null(named, False).to_numpy(zero_copy_only=False)
+    if not hit.any():
+        return released, changed
+    rows, hi, lo = content[:3]
+    at = {int(r): j for j, r in enumerate(rows)}
+    for i in np.flatnonzero(hit):
+        j = at[int(i)]
+        decided = remembered.released.get((int(hi[j]), int(lo[j])), {})
+        if (label_text(keys.ids[i]), label_text(keys.labels[i])) in decided:
+            released[i] = True
+        else:
+            changed[i] = True
+    return released, changed
+
+
+def content_of(prep: Prepared, rows: np.ndarray) -> list[str]:
+    """The content fingerprints of valid batch rows ``rows``, as :func:`.decisions.content_text`
+    (the scan's own where it computed them, else computed as pass 1 does)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return []
+    if prep.content is not None:
+        at = np.searchsorted(prep.content[0], rows)
+        hi, lo = prep.content[1][at], prep.content[2][at]
+    elif prep.kinds.input.kind == "features":
+        hi, lo = np.zeros(len(rows), np.uint64), np.zeros(len(rows), np.uint64)
+        for rows_d, X in prep.groups.values():
+            sel = np.isin(rows, rows_d)
+            if sel.any():
+                hi[sel], lo[sel] = vector_fingerprints(X[np.searchsorted(rows_d, rows[sel])])
+    else:
+        hi, lo = content_fingerprints(prep.batch, prep.kinds, rows)
+    return [content_text(h, lo_) for h, lo_ in zip(hi.tolist(), lo.tolist())]
 
 
 def _keep_valid(groups: dict, encoded, valid: np.ndarray) -> None:

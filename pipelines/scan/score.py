@@ -17,6 +17,7 @@ from poisonscan.detectors.base import group_rows_by_label, label_sort_key
 from poisonscan.pipelines.io.parts import PartStore
 from poisonscan.pipelines.io.sources import decode_position
 from poisonscan.pipelines.scan.columns import (
+    CAND_CONTENT,
     CAND_DETECTORS,
     CAND_HIGHLIGHTS,
     CAND_SCORE,
@@ -27,7 +28,7 @@ from poisonscan.pipelines.scan.columns import (
 )
 from poisonscan.pipelines.scan.fit import ScanModel, view
 from poisonscan.pipelines.scan.review import ContrastRows
-from poisonscan.pipelines.scan.rows import Prepared
+from poisonscan.pipelines.scan.rows import Prepared, content_of
 
 
 # pass 2 ---------------------------------------------------------------------------------
@@ -40,6 +41,10 @@ class Counts:
     flagged: int = 0
     by_class: dict = field(default_factory=dict)  # label -> [read, valid, flagged, rejected]
     by_error: Counter = field(default_factory=Counter)
+    #: earlier decisions met (``--decisions``): "released_earlier" (flagged, not
+    #: quarantined again), "released_unchanged" (found under the same id, content and
+    #: label), "released_changed" (its id found with other content or label: judged anew)
+    decided: Counter = field(default_factory=Counter)
 
     def merge(self, other: "Counts") -> "Counts":
         by_class = {k: list(v) for k, v in self.by_class.items()}
@@ -53,6 +58,7 @@ class Counts:
             self.flagged + other.flagged,
             by_class,
             self.by_error + other.by_error,
+            self.decided + other.decided,
         )
 
 
@@ -80,6 +86,7 @@ def score_batch(
 ) -> BatchOutcome:
     """Score one validated batch and split it into clean, candidate and rejected rows."""
     scores = _Scores.of(prep, model, detectors)
+    released_again = scores.release(prep)
     flagged, valid = scores.flagged, prep.valid
     pos = pa.array(prep.positions, pa.int64())
     batch = pa.Table.from_batches([prep.batch])
@@ -89,7 +96,7 @@ def score_batch(
         mask = valid & ~flagged
         if mask.any():
             clean = batch.filter(pa.array(mask)).append_column(POS, pos.filter(pa.array(mask)))
-    candidates = scores.candidates(batch, pos, detectors) if flagged.any() else None
+    candidates = scores.candidates(prep, batch, pos, detectors) if flagged.any() else None
     rejected = _rejected_rows(prep, batch, pos, file_path) if (~valid).any() else None
     return BatchOutcome(
         clean,
@@ -97,7 +104,7 @@ def score_batch(
         rejected,
         prep.positions[flagged],
         scores.combined[flagged],
-        _counts(prep, flagged),
+        _counts(prep, flagged, released_again),
         contrast,
     )
 
@@ -164,13 +171,23 @@ class _Scores:
             for r, parts in zip(rs[hit], marked or []):
                 self.highlights[r] = list(dict.fromkeys((self.highlights[r] or []) + list(parts)))
 
-    def candidates(self, batch: pa.Table, pos: pa.Array, detectors: Sequence[Detector]) -> pa.Table:
+    def release(self, prep: Prepared) -> np.ndarray:
+        """Unflag the rows a reviewer released earlier (same id, content and label);
+        returns them."""
+        if prep.released is None:
+            return np.zeros(prep.n, dtype=bool)
+        again = self.flagged & prep.released
+        self.flagged = self.flagged & ~again
+        return again
+
+    def candidates(self, prep: Prepared, batch: pa.Table, pos: pa.Array, detectors: Sequence[Detector]) -> pa.Table:
         """The flagged rows, whole, with their combined score, detectors, highlights and
         each detector's raw score, strength and reason."""
         flagged = self.flagged
         m = pa.array(flagged)
         out = batch.filter(m).append_column(POS, pos.filter(m))
         out = out.append_column(CAND_SCORE, pa.array(self.combined[flagged]))
+        out = out.append_column(CAND_CONTENT, pa.array(content_of(prep, np.flatnonzero(flagged)), pa.string()))
         names = [[d.name for d in detectors if self.flagged_by[d.name][i]] for i in np.flatnonzero(flagged)]
         out = out.append_column(CAND_DETECTORS, pa.array(names, pa.list_(pa.string())))
         out = out.append_column(
@@ -185,9 +202,15 @@ class _Scores:
         return out
 
 
-def _counts(prep: Prepared, flagged: np.ndarray) -> Counts:
+def _counts(prep: Prepared, flagged: np.ndarray, released_again: np.ndarray) -> Counts:
     valid = prep.valid
     counts = Counts(read=prep.n, rejected=int((~valid).sum()), flagged=int(flagged.sum()))
+    if prep.released is not None:
+        counts.decided.update({
+            "released_earlier": int(released_again.sum()),
+            "released_unchanged": int(prep.released.sum()),
+            "released_changed": int(prep.released_changed.sum()),
+        })
     for label, idx in _labels_with_rows(prep):
         counts.by_class[label] = [
             len(idx),

@@ -89,6 +89,54 @@ def test_decisions_made_in_the_page_are_applied_to_the_clean_split(tmp_path, bro
     assert page.eval(f"document.querySelector(\"#flagged-table tr[data-id='{release}'] button.release\").classList.contains('on')")
     assert page.problems == []
 
+    # the next scan of the same rows remembers the decisions: the released row is not
+    # quarantined again, the confirmed one is rejected, the pending ones are judged anew
+    out2 = tmp_path / "rescan"
+    src = tmp_path / "rows.parquet"
+    assert main(["scan", str(src), "--features-column", "features", "--out", str(out2), "--no-data-docs", "-q",
+                 "--decisions", str(tmp_path / "final")]) in (0, 4)
+    q2 = pq.read_table(out2 / "quarantine.parquet")["id"].to_pylist()
+    rejected = pq.read_table(out2 / "rejected.parquet").to_pylist()
+    assert release not in q2 and set(q2) == set(q) - {confirm, release}
+    assert [(r["id"], r["error_code"]) for r in rejected] == [(confirm, "confirmed_poison")]
+    assert "by Ada <b>L</b>" in rejected[0]["error"]
+    summary = json.loads((out2 / "summary.json").read_text())
+    earlier = summary["earlier_decisions"]
+    assert earlier["files"] == [str(tmp_path / "final" / "decisions.parquet")]
+    assert (earlier["decisions"], earlier["confirmed"], earlier["released"], earlier["pending"]) == (len(q), 1, 1, len(q) - 2)
+    assert earlier["reviewers"] == ["Ada <b>L</b>"]
+    assert (earlier["rows_released_earlier"], earlier["rows_rejected_confirmed"]) == (1, 1)
+    assert summary["rows_read"] == summary["rows_clean"] + summary["rows_quarantined"] + summary["rows_rejected"]
+    page = browser.open("file://" + os.path.abspath(out2 / "report.html"))
+    text = page.eval("document.getElementById('earlier').textContent")
+    assert "1 row released earlier was flagged again and not quarantined; 1 confirmed earlier was rejected" in text
+    assert "by Ada <b>L</b>" in text and page.eval("document.querySelectorAll('#earlier b').length") == 0
+    assert page.problems == []
+
+    # rows that come back changed: the confirmed content under a new id is rejected
+    # still; the released id with other content is judged anew (quarantined again)
+    t = pq.read_table(src)
+    ids = t["id"].to_pylist()
+    changed = t.to_pylist()
+    for r in changed:
+        if r["id"] == confirm:
+            r["id"] = "renamed-" + confirm
+        elif r["id"] == release:
+            r["features"] = [v + 0.01 for v in r["features"]]
+    src3 = tmp_path / "changed.parquet"
+    pq.write_table(pa.Table.from_pylist(changed, schema=t.schema), src3)
+    out3 = tmp_path / "rescan-changed"
+    assert main(["scan", str(src3), "--features-column", "features", "--out", str(out3), "--no-data-docs", "-q",
+                 "--decisions", str(tmp_path / "final" / "decisions.parquet")]) in (0, 4)
+    q3 = pq.read_table(out3 / "quarantine.parquet")["id"].to_pylist()
+    rejected = pq.read_table(out3 / "rejected.parquet").to_pylist()
+    assert [(r["id"], r["error_code"]) for r in rejected] == [("renamed-" + confirm, "confirmed_poison")]
+    assert f"as id {confirm!r}" in rejected[0]["error"]
+    assert release in q3
+    earlier = json.loads((out3 / "summary.json").read_text())["earlier_decisions"]
+    assert (earlier["rows_released_earlier"], earlier["rows_released_changed"], earlier["rows_rejected_confirmed"]) == (0, 1, 1)
+    assert len(ids) == len(changed)
+
 
 def test_decisions_that_do_not_fit_the_scan_are_refused_in_one_line(tmp_path, capsys):
     _, out = _scan(tmp_path)
