@@ -111,6 +111,8 @@ def test_decisions_made_in_the_page_are_applied_to_the_clean_split(tmp_path, bro
     text = page.eval("document.getElementById('earlier').textContent")
     assert "1 row released earlier was flagged again and not quarantined; 1 confirmed earlier was rejected" in text
     assert "by Ada <b>L</b>" in text and page.eval("document.querySelectorAll('#earlier b').length") == 0
+    assert page.eval("document.getElementById('earlier-overview').textContent").startswith(
+        "Earlier reviews: 1 confirmed row rejected, 1 released row kept")
     assert page.problems == []
 
     # rows that come back changed: the confirmed content under a new id is rejected
