@@ -302,11 +302,13 @@ class ScanTables(beam.PTransform):
 class ScanDicts(beam.PTransform):
     """:class:`ScanTables` for a PCollection of dicts (one per row): rows are gathered
     into tables of ``schema`` (``batch_rows`` at most), and the outputs come back as dicts:
-    ``"clean"``, ``"quarantined"`` and ``"rejected"`` one per row, ``"summary"`` one."""
+    ``"clean"``, ``"quarantined"`` and ``"rejected"`` one per row, ``"summary"`` one.
+    ``reference`` and ``decisions`` are :class:`ScanTables`'."""
 
-    def __init__(self, config: ScanConfig, schema: pa.Schema, batch_rows: int = 10_000):
+    def __init__(self, config: ScanConfig, schema: pa.Schema, batch_rows: int = 10_000,
+                 reference: str | None = None, decisions: str | None = None):
         super().__init__()
-        self.scan = ScanTables(config, schema)
+        self.scan = ScanTables(config, schema, reference=reference, decisions=decisions)
         self.schema = schema
         self.batch_rows = int(batch_rows)
 
