@@ -192,22 +192,31 @@ class Remembered:
     confirmed: Mapping[tuple[int, int], Mapping[tuple[str, str], tuple[str, str]]] = field(default_factory=dict)
     audit: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        # built once, not per batch: the fingerprints' high words, and the released ids
+        for kind in ("released", "confirmed"):
+            table = getattr(self, kind)
+            object.__setattr__(self, f"_{kind}_hi", np.fromiter((k[0] for k in table), dtype=np.uint64, count=len(table)))
+        ids = sorted({row_id for rows in self.released.values() for row_id, _ in rows})
+        object.__setattr__(self, "_released_ids", pa.array(ids, pa.string()))
+
     def match(self, kind: str, hi: np.ndarray, lo: np.ndarray) -> list[tuple[int, Mapping]]:
         """(index, decided rows) of the fingerprints among ``hi, lo`` that ``kind``
         ("released" or "confirmed") holds."""
         table = self.released if kind == "released" else self.confirmed
         if not table or len(hi) == 0:
             return []
-        his = np.fromiter((k[0] for k in table), dtype=np.uint64, count=len(table))
         out = []
-        for j in np.flatnonzero(np.isin(hi, his)):
+        for j in np.flatnonzero(np.isin(hi, getattr(self, f"_{kind}_hi"))):
             hit = table.get((int(hi[j]), int(lo[j])))
             if hit is not None:
                 out.append((int(j), hit))
         return out
 
-    def released_ids(self) -> set[str]:
-        return {row_id for rows in self.released.values() for row_id, _ in rows}
+    @property
+    def released_ids(self) -> pa.Array:
+        """The ids of the released rows, as text (sorted)."""
+        return self._released_ids
 
 
 _REMEMBERED_COLUMNS = ("id", "label", "decision", "reviewer", "time", "content", "scan")

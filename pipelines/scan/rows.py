@@ -405,10 +405,10 @@ def _released(checks: RowChecks, keys: _Keys, content: tuple | None, valid: np.n
         return None, None
     n = len(valid)
     released, changed = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    ids = remembered.released_ids()
-    if not ids or not valid.any():
+    ids = remembered.released_ids
+    if not len(ids) or not valid.any():
         return released, changed
-    named = pc.is_in(keys.ids_arr.cast(pa.string()), pa.array(sorted(ids), pa.string()))
+    named = pc.is_in(keys.ids_arr.cast(pa.string()), ids)
     hit = valid & pc.fill_null(named, False).to_numpy(zero_copy_only=False)
     if not hit.any():
         return released, changed
