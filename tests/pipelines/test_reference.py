@@ -139,6 +139,17 @@ def test_raw_rows_are_represented_as_the_reference_was(tmp_path):
     assert s_wed["settings"]["representation"] == dict(rep, reference=str(tmp_path / "tue"))
     assert (tmp_path / "wed" / "proxy.pt").read_bytes() == (tmp_path / "mon" / "proxy.pt").read_bytes()
     assert s_wed["rows_read"] == s_wed["rows_clean"] + s_wed["rows_quarantined"] + s_wed["rows_rejected"] == 600
+    # rows of a class the reference never fitted cannot be scored with its model: rejected,
+    # through Beam as in memory, not passed into the clean split unscanned
+    labels = np.array(tue["label"].to_pylist(), dtype=object)
+    labels[:10] = "waitlisted"
+    thu = tue.set_column(tue.schema.get_field_index("label"), "label", pa.array(labels.tolist()))
+    run_scan([_write(tmp_path, "thu", thu)], str(tmp_path / "thu"), cfg, reference=str(tmp_path / "mon"))
+    r = pq.read_table(tmp_path / "thu" / "rejected.parquet")
+    assert r["error_code"].to_pylist() == ["not_in_reference"] * 10
+    assert sorted(r["id"].to_pylist()) == sorted(thu["id"].to_pylist()[:10])
+    r_mem = scan_table(thu, cfg, reference=str(tmp_path / "mon")).rejected
+    assert sorted(r_mem["id"].to_pylist()) == sorted(r["id"].to_pylist())
     # a reference of another input kind is refused, in one line
     vectors = _write(tmp_path, "vectors", day(200, 5)[0])
     with pytest.raises(SourceError, match="a scan of tabular input, this input is vectors"):
