@@ -97,12 +97,9 @@ def list_files(folder: str, suffix: str) -> list[str]:
     return sorted(m.path for m in res.metadata_list)
 
 
-def is_folder(path: str) -> bool:
-    """Whether ``path`` is a folder (local), or names no file but has files below it
-    (other filesystems, which have no folders of their own)."""
-    if _is_local(path):
-        return os.path.isdir(_local(path))
-    return not exists(path) and bool(find_named(path, ""))
+def is_local_folder(path: str) -> bool:
+    """Whether ``path`` is a folder on this machine's filesystem."""
+    return _is_local(path) and os.path.isdir(_local(path))
 
 
 def find_named(folder: str, name: str) -> list[str]:

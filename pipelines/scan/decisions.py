@@ -138,20 +138,19 @@ def released_ids(decisions: list[Decision]) -> set[str]:
 def decisions_table(decisions: list[Decision], fingerprint: str, quarantine: pa.Table) -> pa.Table:
     """decisions.parquet: one row per decision, with the row's label and content
     fingerprint as the scan read them (from ``quarantine``) and the scan's fingerprint."""
-    rows = {}
-    if quarantine.num_rows:
-        content = (quarantine.column("content").to_pylist() if "content" in quarantine.column_names
-                   else [""] * quarantine.num_rows)
-        for i, label, c in zip(quarantine.column("id").to_pylist(), quarantine.column("label").to_pylist(), content):
-            rows[str(i)] = (label_text(label), c or "")
+    content = (quarantine.column("content").to_pylist() if "content" in quarantine.column_names
+               else [""] * quarantine.num_rows)
+    # every decision's id is quarantined in this scan (read_decisions checks it)
+    rows = {str(i): (label_text(label), c or "") for i, label, c in
+            zip(quarantine.column("id").to_pylist(), quarantine.column("label").to_pylist(), content)}
     cols = {
         "id": [d.id for d in decisions],
-        "label": [rows.get(d.id, (d.label, ""))[0] for d in decisions],
+        "label": [rows[d.id][0] for d in decisions],
         "decision": [d.decision for d in decisions],
         "reviewer": [d.reviewer for d in decisions],
         "time": [d.time for d in decisions],
         "note": [d.note for d in decisions],
-        "content": [rows.get(d.id, ("", ""))[1] for d in decisions],
+        "content": [rows[d.id][1] for d in decisions],
         "scan": [fingerprint] * len(decisions),
     }
     return pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()})
@@ -193,22 +192,20 @@ class Remembered:
     audit: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        # built once, not per batch: the fingerprints' high words, and the released ids
-        for kind in ("released", "confirmed"):
-            table = getattr(self, kind)
-            object.__setattr__(self, f"_{kind}_hi", np.fromiter((k[0] for k in table), dtype=np.uint64, count=len(table)))
+        # built once, not per batch: the confirmed fingerprints' high words, the released ids
+        object.__setattr__(self, "_confirmed_hi",
+                           np.fromiter((k[0] for k in self.confirmed), dtype=np.uint64, count=len(self.confirmed)))
         ids = sorted({row_id for rows in self.released.values() for row_id, _ in rows})
         object.__setattr__(self, "_released_ids", pa.array(ids, pa.string()))
 
-    def match(self, kind: str, hi: np.ndarray, lo: np.ndarray) -> list[tuple[int, Mapping]]:
-        """(index, decided rows) of the fingerprints among ``hi, lo`` that ``kind``
-        ("released" or "confirmed") holds."""
-        table = self.released if kind == "released" else self.confirmed
-        if not table or len(hi) == 0:
+    def confirmed_among(self, hi: np.ndarray, lo: np.ndarray) -> list[tuple[int, Mapping]]:
+        """(index, confirmed rows) of the content fingerprints among ``hi, lo`` that a
+        reviewer confirmed as poison."""
+        if not self.confirmed or len(hi) == 0:
             return []
         out = []
-        for j in np.flatnonzero(np.isin(hi, getattr(self, f"_{kind}_hi"))):
-            hit = table.get((int(hi[j]), int(lo[j])))
+        for j in np.flatnonzero(np.isin(hi, self._confirmed_hi)):
+            hit = self.confirmed.get((int(hi[j]), int(lo[j])))
             if hit is not None:
                 out.append((int(j), hit))
         return out
@@ -225,23 +222,22 @@ _REMEMBERED_COLUMNS = ("id", "label", "decision", "reviewer", "time", "content",
 def decisions_files(path: str) -> list[str]:
     """The decisions files ``path`` names: a decisions.parquet, or every one in a
     folder and its subfolders (a team's scans, one folder a day), in path order."""
-    from poisonscan.pipelines.io.outputs import exists, find_named, is_folder
+    from poisonscan.pipelines.io.outputs import exists, find_named, is_local_folder
 
-    if is_folder(path):
-        found = find_named(path, DECISIONS_FILE)
-        if not found:
-            raise DecisionsError(f"{path}: no {DECISIONS_FILE} in the folder or below it "
-                                 "(poisonscan apply writes one beside each scan's outputs)")
-        return found
-    if not exists(path):
-        raise DecisionsError(f"{path} not found")
-    if path.lower().endswith((".csv", ".csv.gz")):
-        raise DecisionsError(
-            f"{path}: a decisions CSV from the report; apply it first (poisonscan apply SCAN_DIR "
-            f"--decisions {path.rstrip('/').rsplit('/', 1)[-1]}) and give the {DECISIONS_FILE} it writes, "
-            "which holds each row's content fingerprint"
-        )
-    return [path]
+    there = exists(path)
+    if there and not is_local_folder(path):
+        if path.lower().endswith((".csv", ".csv.gz")):
+            raise DecisionsError(
+                f"{path}: a decisions CSV from the report; apply it first (poisonscan apply SCAN_DIR "
+                f"--decisions {path.rstrip('/').rsplit('/', 1)[-1]}) and give the {DECISIONS_FILE} it writes, "
+                "which holds each row's content fingerprint"
+            )
+        return [path]
+    found = find_named(path, DECISIONS_FILE)  # a folder (or, on object stores, a prefix)
+    if not found:
+        raise DecisionsError(f"{path}: no {DECISIONS_FILE} in the folder or below it "
+                             "(poisonscan apply writes one beside each scan's outputs)" if there else f"{path} not found")
+    return found
 
 
 def remembered_from(decisions: Any) -> Remembered | None:
@@ -284,7 +280,7 @@ def read_remembered(path: str) -> Remembered:
             latest[(key, r["id"], r["label"])] = r
     released: dict = {}
     confirmed: dict = {}
-    for (key, row_id, label), r in sorted(latest.items(), key=lambda t: (t[0][0], t[0][1], t[0][2])):
+    for (key, row_id, label), r in sorted(latest.items(), key=lambda t: t[0]):
         table = released if r["decision"] == "released" else confirmed
         table.setdefault(key, {})[(row_id, label)] = (r["reviewer"] or "", r["time"] or "")
     counts = Counter(r["decision"] for *_, r in rows)

@@ -265,6 +265,11 @@ class Passes:
     reference: dict | None = None
 
 
+#: the verdict of a scan that quarantined nothing once earlier decisions were carried
+#: forward (released rows not quarantined again, confirmed ones rejected)
+DECIDED_EARLIER = "no new poison found; the decisions of earlier reviews were applied"
+
+
 def finish(plan: ScanPlan, passes: Passes, inputs: Sequence[str], extra_settings: Mapping[str, Any] | None = None) -> Finished:
     """Apply the budget and build the quarantine list, rejected rows, expectation
     results and summary."""
@@ -297,11 +302,6 @@ def finish(plan: ScanPlan, passes: Passes, inputs: Sequence[str], extra_settings
     schema = clean_schema(passes.store, trimmed) if cfg.write_clean else None
     review = build_review(plan, model, detectors, (quarantine, quarantined), unit_result, selected)
     return Finished(quarantine, rejected, summary, trimmed, schema, checked, review)
-
-
-#: the verdict of a scan that quarantined nothing once earlier decisions were carried
-#: forward (released rows not quarantined again, confirmed ones rejected)
-DECIDED_EARLIER = "no new poison found; the decisions of earlier reviews were applied"
 
 
 def earlier_decisions_block(remembered, counts) -> dict:

@@ -376,7 +376,7 @@ def _check_confirmed(checks: RowChecks, keys: _Keys, content: tuple, valid: np.n
         return
     rows, hi, lo, _, strata = content[:5]
     rule = checks.content_rule
-    for j, decided in remembered.match("confirmed", hi, lo):
+    for j, decided in remembered.confirmed_among(hi, lo):
         i = int(rows[j])
         label, row_id = label_text(keys.labels[i]), label_text(keys.ids[i])
         was = ""
@@ -413,9 +413,8 @@ def _released(checks: RowChecks, keys: _Keys, content: tuple | None, valid: np.n
     if not hit.any():
         return released, changed
     rows, hi, lo = content[:3]
-    at = {int(r): j for j, r in enumerate(rows)}
     for i in np.flatnonzero(hit):
-        j = at[int(i)]
+        j = int(np.searchsorted(rows, i))  # content rows are the valid rows, ascending
         decided = remembered.released.get((int(hi[j]), int(lo[j])), {})
         if (label_text(keys.ids[i]), label_text(keys.labels[i])) in decided:
             released[i] = True
