@@ -266,10 +266,10 @@ class ActivationClustering(PooledDetector):
             # the statistic: distance to the rest of the class's centre minus distance to
             # the suspicious cluster's centre, in the reduced space's SD units
             out.append(
-                f"is {s:.1f} SD nearer a separate cluster, {frac:.0%} of class {fmt_label(label)}'s "
+                f"this row is {s:.1f} SD nearer a separate cluster, {frac:.0%} of class {fmt_label(label)}'s "
                 f"sample, than the rest of the class (the two clusters' centres are "
                 f"{cls.separation:.1f} SD apart; silhouette {cls.silhouette:.2f} of 1); a model of "
-                f"the other classes recognises that cluster's rows with mean confidence "
+                f"the other classes takes that cluster's rows for another class with mean confidence "
                 f"{conf[cls.suspicious]:.2f} (the rest of the class: {conf[1 - cls.suspicious]:.2f})"
             )
         return out
