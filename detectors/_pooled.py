@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .base import Detector, label_sort_key
-from .excess import Disputed, ExcessTest
+from .excess import Disputed, ExcessTest, Resampled
 from .stats import ClassSample
 
 
@@ -119,6 +119,22 @@ class LinearModel:
         return out
 
 
+def cross_fit(X: np.ndarray, codes: np.ndarray, k: int, folds: int, C: float) -> tuple[np.ndarray, list]:
+    """Out-of-fold probabilities over ``k`` codes of a :class:`LinearModel` cross-fitted
+    in ``folds`` stratified folds, and the fold models."""
+    fold = stratified_folds(codes, folds)
+    oof = np.zeros((len(codes), k))
+    models = []
+    for f in range(folds):
+        train = fold != f
+        if not train.any() or train.all():
+            continue
+        m = LinearModel.fit(X[train], codes[train], C)
+        models.append(m)
+        oof[~train] = m.proba(X[~train], k)
+    return oof, models
+
+
 def other_class_affinity(pooled: Pooled, code: int, X: np.ndarray) -> np.ndarray:
     """How much each of a class's sampled rows ``X`` looks like the other classes.
 
@@ -194,7 +210,28 @@ class NoiseCalibration:
     floors: np.ndarray  # e_c per class code
 
     @classmethod
-    def fit(cls, P: np.ndarray, codes: np.ndarray, iters: int = 200, tol: float = 1e-9) -> "NoiseCalibration":
+    def without_flips(cls, P: np.ndarray, codes: np.ndarray) -> "NoiseCalibration":
+        """The temperature alone, fitted by maximum likelihood with no floors: the model
+        of the labels under "no flips", from which the label evidence is redrawn."""
+        # SciPy / scikit-learn: imported on first use, by the detectors that run
+        from scipy.optimize import minimize_scalar
+
+        P = np.asarray(P, dtype=np.float64)
+        n, k = P.shape
+        if n == 0 or k < 2:
+            return cls(1.0, np.zeros(k))
+        L = np.log(np.clip(P, 1e-300, 1.0))
+        rows = np.arange(n)
+
+        def nll(log_t):
+            return -float(np.log(np.clip(tempered(L, np.exp(log_t))[rows, codes], 1e-300, 1)).sum())
+
+        t = float(np.exp(minimize_scalar(nll, bounds=(np.log(0.02), np.log(50.0)), method="bounded",
+                                         options={"xatol": 1e-4}).x))
+        return cls(t, np.zeros(k))
+
+    @classmethod
+    def fit(cls, P: np.ndarray, codes: np.ndarray, iters: int = 200, tol: float = 1e-6) -> "NoiseCalibration":
         # SciPy / scikit-learn: imported on first use, by the detectors that run
         from scipy.optimize import minimize_scalar
 
@@ -237,6 +274,30 @@ class NoiseCalibration:
         return np.log(floor) - np.log(np.maximum((1 - self.floors.sum()) * own, 1e-300))
 
 
+def draw_labels(q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One label code per row of ``q`` (rows of class probabilities), drawn from it."""
+    u = rng.random(len(q))
+    return np.minimum((np.cumsum(q, axis=1) < u[:, None]).sum(axis=1), q.shape[1] - 1).astype(np.int64)
+
+
+def label_evidence(labels: list, P: np.ndarray, codes: np.ndarray, strong, cal=None) -> tuple[dict, "NoiseCalibration", np.ndarray]:
+    """Each class's label evidence ``(rows counted, sampled rows, rows expected)``, the
+    calibration it was judged against, and the strong-disagreement matrix.
+
+    ``strong[i, c]`` (an array, or a function of the calibrated clean model q and the
+    codes that gives it): row i would be a strong disagreement if its label were c.
+    ``expected = sum_i q_ic strong[i, c]`` is how many rows of c would be strong
+    disagreements if every sampled row's label were drawn from q."""
+    cal = cal if cal is not None else NoiseCalibration.fit(P, codes)
+    q = cal.clean(P)
+    strong = strong(q, codes) if callable(strong) else strong
+    evidence = {}
+    for i, label in enumerate(labels):
+        mine = codes == i
+        evidence[label] = (int(strong[mine, i].sum()), int(mine.sum()), float((q[:, i] * strong[:, i]).sum()))
+    return evidence, cal, strong
+
+
 def tempered(L: np.ndarray, t: float) -> np.ndarray:
     z = L / t
     z = z - z.max(axis=1, keepdims=True)
@@ -268,27 +329,34 @@ class PooledDetector(Detector):
         return {}
 
     def _excess(self) -> ExcessTest:
-        return ExcessTest(alpha=self.alpha, class_alpha=self.class_alpha)
+        return ExcessTest(alpha=self.alpha, class_alpha=self.class_alpha, draws=self.draws)
 
-    def _calibrated(self, state, labels: list, P: np.ndarray, codes: np.ndarray, strong: np.ndarray, cal=None):
+    def _calibrated(self, state, labels: list, P: np.ndarray, codes: np.ndarray, strong, refit=None):
         """Fit the label-noise calibration on the sampled rows' out-of-fold probabilities
-        ``P`` and record, per class, the evidence the verdict is made on.
+        ``P``, record per class the evidence the verdict is made on
+        (:func:`label_evidence`), and where it falls among redrawn labels
+        (:meth:`ExcessTest.resample`).
 
-        ``strong[i, c]``: row i would be a strong disagreement if its label were c. A
-        class's evidence is ``(rows labelled c that are, sampled rows, expected)``, where
-        ``expected = sum_i q_ic strong[i, c]`` is how many rows of c would be strong
-        disagreements if every sampled row's label were drawn from the calibrated clean
-        model q (:class:`NoiseCalibration`)."""
-        cal = cal if cal is not None else NoiseCalibration.fit(P, codes)
+        The redraws: every sampled row's label drawn from ``P`` under a temperature alone
+        (:meth:`NoiseCalibration.without_flips`: the labels' model with no flips), and the
+        same evidence computed on them, calibration fit included (a fit that puts natural
+        label noise into the floors does so on the redraws too). ``refit(codes)`` gives
+        the out-of-fold probabilities of a model fitted to redrawn labels (an estimated
+        ``P`` is noisier than the probabilities the labels follow); without it ``P`` is
+        held fixed."""
+        q0 = NoiseCalibration.without_flips(P, codes).clean(P)
+
+        def redraw(rng):
+            drawn = draw_labels(q0, rng)
+            return label_evidence(labels, P if refit is None else refit(drawn), drawn, strong)[0]
+
+        evidence, cal, _ = label_evidence(labels, P, codes, strong)
         state.info["noise"] = cal
-        q = cal.clean(P)
         stat = cal.flip_log_odds(P, codes)
-        evidence = {}
         for i, label in enumerate(labels):
-            mine = codes == i
-            state.calibration[label] = stat[mine]
-            evidence[label] = (int(strong[mine, i].sum()), int(mine.sum()), float((q[:, i] * strong[:, i]).sum()))
+            state.calibration[label] = stat[codes == i]
         state.info["evidence"] = evidence
+        state.info["resampled"] = self._excess().resample(evidence, redraw, seed=0) if evidence else {}
         state.info["temperature"] = cal.temperature
         state.info["flip_rate"] = float(cal.floors.sum())
         state.info["out_of_fold_accuracy"] = float((P.argmax(1) == codes).mean()) if len(codes) else None
@@ -298,8 +366,9 @@ class PooledDetector(Detector):
         evidence = state.info.get("evidence") or {}
         test = self._excess()
         strong, n, expected = evidence.get(label, (0, 0, 0.0))
+        resampled = (state.info.get("resampled") or {}).get(label) or Resampled(1.0, 1.0, None, 0)
         cut = float(np.log(self.min_posterior / (1 - self.min_posterior)))
-        disputed = Disputed(strong, expected, max(len(evidence), 1), test.spread(evidence, label))
+        disputed = Disputed(strong, expected, max(len(evidence), 1), test.spread(evidence, label), resampled)
         return test.decide(label, self.name, state.calibration.get(label, np.empty(0)), class_rows, cut, disputed)
 
 

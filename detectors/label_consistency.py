@@ -25,13 +25,12 @@ import numpy as np
 
 from ._params import NONE, Interval, OfType, Options
 from ._pooled import (
-    LinearModel,
     NoiseCalibration,
     Pooled,
     PooledDetector,
+    cross_fit,
     fmt_label,
     plain_labels,
-    stratified_folds,
 )
 from .base import ALL_KINDS, DetectorState, register
 from .stats import ClassSample
@@ -59,10 +58,12 @@ class LabelConsistency(PooledDetector):
     temperature, and a floor per label that flipped labels fill). With t_j the mean
     calibrated probability of class j over rows labelled j (the confident-learning
     threshold), a row is a *strong disagreement* for label y when its most likely other
-    class j has ``q_j / t_j > verdict_odds * q_y / t_y``. A class is judged on how many
+    class j has ``q_j / t_j > verdict_odds * q_y / t_y``. A class's evidence is how many
     of its sampled rows are strong disagreements against how many a clean class would
-    have if every sampled row's label were drawn from the calibrated clean model
-    (:class:`~.decision.ExcessTest`). The row statistic is the posterior log-odds that
+    have if every sampled row's label were drawn from the calibrated clean model; it is
+    judged by where it falls among the same evidence, calibration fit included, of labels
+    redrawn from the out-of-fold probabilities under a temperature alone (no flips;
+    :class:`~.excess.ExcessTest`). The row statistic is the posterior log-odds that
     the label is a flip; in a class judged poisoned, rows whose posterior is at least
     ``min_posterior`` are flagged. Score polarity: higher = more suspicious.
 
@@ -79,13 +80,16 @@ class LabelConsistency(PooledDetector):
         times more likely than the label, relative to the thresholds). A definition of
         the evidence counted, not a significance level: the level is ``alpha``.
     alpha : float, default=0.05
-        Family-wise error over the classes: the probability that a scan whose labels are
-        clean has any class judged poisoned by this detector is at most ``alpha``
-        (each class is tested at ``alpha / (2 K)`` for K classes, and the pooled stage
-        below at the same level).
+        Family-wise error over the classes: the probability that a scan whose labels
+        follow the out-of-fold model without flips has any class judged poisoned by this
+        detector is at most ``alpha`` (with four classes or more, half for a class's own
+        evidence and half for the pooled stage below).
     class_alpha : float, default=0.05
-        Level of a class's own test once the other classes, pooled, are shown (at
-        ``alpha / (2 K)``) to hold flipped labels.
+        Level of a class's own evidence among the redraws once the other classes,
+        pooled, are shown to hold flipped labels.
+    draws : int, default=100
+        Most redraws of the labels (:class:`~.excess.ExcessTest`); fewer when no class
+        can reach its level.
     min_posterior : float, default=0.5
         In a class judged poisoned, the posterior probability of being a flip above which
         a row is flagged.
@@ -113,6 +117,7 @@ class LabelConsistency(PooledDetector):
         "rows_per_class": [Interval(int, 10, None)],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
         "class_alpha": [Interval(Real, 0, 1, closed="neither")],
+        "draws": [Interval(int, 19, None)],
         "source": [Options(("fit", "probabilities"))],
         "verdict_odds": [Interval(Real, 1, None, closed="neither")],
         "min_posterior": [Interval(Real, 0, 1, closed="neither")],
@@ -127,6 +132,7 @@ class LabelConsistency(PooledDetector):
         rows_per_class: int = 1024,
         alpha: float = 0.05,
         class_alpha: float = 0.05,
+        draws: int = 100,
         source: str = "fit",
         probability_labels: tuple | None = None,
         verdict_odds: float = 10.0,
@@ -140,6 +146,7 @@ class LabelConsistency(PooledDetector):
         self.rows_per_class = rows_per_class
         self.alpha = alpha
         self.class_alpha = class_alpha
+        self.draws = draws
         self.min_posterior = min_posterior
 
     def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
@@ -156,29 +163,22 @@ class LabelConsistency(PooledDetector):
             for label in pooled.labels:
                 state.calibration[label] = np.zeros(len(samples[label]))
             return state
-        fold = stratified_folds(pooled.codes, self.folds)
-        oof = np.zeros((len(pooled.codes), k))
-        models = []
-        for f in range(self.folds):
-            train = fold != f
-            if not train.any() or train.all():
-                continue
-            m = LinearModel.fit(pooled.X[train], pooled.codes[train], self.C)
-            models.append(m)
-            oof[~train] = m.proba(pooled.X[~train], k)
-        return self._judged_on(state, oof, pooled.codes, pooled.labels, _CLState(models, np.ones(k), pooled.labels))
+        oof, models = cross_fit(pooled.X, pooled.codes, k, self.folds, self.C)
 
-    def _judged_on(self, state, P, codes, labels, model: "_CLState") -> DetectorState:
-        cal = NoiseCalibration.fit(P, codes)
-        q = cal.clean(P)
-        k = len(labels)
-        thresholds = np.array(
-            [q[codes == j, j].mean() if (codes == j).any() else 1.0 for j in range(k)]
-        )
-        model.thresholds = np.clip(thresholds, 1e-6, 1.0)
+        def refit(codes):  # the redraws' out-of-fold probabilities, fitted the same way
+            return cross_fit(pooled.X, codes, k, self.folds, self.C)[0]
+
+        return self._judged_on(state, oof, pooled.codes, pooled.labels, _CLState(models, np.ones(k), pooled.labels),
+                               refit)
+
+    def _strong(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """``strong[i, c]``: with label c, row i would be a strong disagreement."""
+        return _log_odds_all(q, _thresholds(q, codes)) > np.log(self.verdict_odds)
+
+    def _judged_on(self, state, P, codes, labels, model: "_CLState", refit=None) -> DetectorState:
+        model.thresholds = _thresholds(NoiseCalibration.fit(P, codes).clean(P), codes)
         state.info["model"] = model
-        strong = _log_odds_all(q, model.thresholds) > np.log(self.verdict_odds)
-        return self._calibrated(state, labels, P, codes, strong, cal)
+        return self._calibrated(state, labels, P, codes, self._strong, refit)
 
     @property
     def input(self) -> str:
@@ -238,6 +238,13 @@ class LabelConsistency(PooledDetector):
                 f"and class {fmt_label(model.pooled_labels[other])} p = {row[other]:.2f}"
             )
         return out
+
+
+def _thresholds(q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Per class code j: the mean of q_j over the rows labelled j (confident learning's
+    threshold), 1 for a class without rows."""
+    t = np.array([q[codes == j, j].mean() if (codes == j).any() else 1.0 for j in range(q.shape[1])])
+    return np.clip(t, 1e-6, 1.0)
 
 
 def _log_odds_all(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -88,15 +88,36 @@ def test_knn_reason_names_the_neighbours():
     assert f"label {y_bad[i]} disagrees with" in text and f"of them {y[i]})" in text
 
 
-def test_excess_test_needs_more_than_its_calibration_expects():
+def _judged(test, evidence, redraw):
+    shares = test.resample(evidence, redraw, seed=0)
+    return {c: test.decide(c, "d", np.zeros(e[1]), e[1], 0.0, Disputed(e[0], e[2], len(evidence), test.spread(evidence, c), shares[c]))
+            for c, e in evidence.items()}
+
+
+def _poisson_redraw(means, rows=1000):
+    """Redraws whose counts follow the Poisson model at the given true means, each with the
+    expected count the calibration reports (``means`` as (true, reported) per class)."""
+    return lambda rng: {c: (int(rng.poisson(true)), rows, reported) for c, (true, reported) in means.items()}
+
+
+def test_excess_test_needs_more_than_its_redraws_show():
     test = ExcessTest(alpha=0.05)
-    stat = np.zeros(1000)
-    # 12 strong disagreements where the calibrated model expects 10: chance
-    v = test.decide(0, "d", stat, 1000, 0.0, Disputed(12, 10.0, 2))
-    assert not v.poisoned and v.p_value > 0.2 and v.level == 0.05 / 4
-    # 40 where it expects 10: flipped labels
-    v = test.decide(0, "d", stat, 1000, 0.0, Disputed(40, 10.0, 2))
-    assert v.poisoned and v.p_value < 1e-9 and "about 10.0" in v.note
+    # 12 strong disagreements where the calibration expects 10, and redraws agree: chance
+    v = _judged(test, {0: (12, 1000, 10.0), 1: (10, 1000, 10.0)}, _poisson_redraw({0: (10, 10.0), 1: (10, 10.0)}))
+    assert not v[0].poisoned and v[0].p_value > 0.2 and v[0].level == 0.05
+    assert v[0].extra["redraws"] < 100  # no class could reach its level: redrawing stopped early
+    # 40 where it expects 10: flipped labels, beyond every redraw
+    v = _judged(test, {0: (40, 1000, 10.0), 1: (10, 1000, 10.0)}, _poisson_redraw({0: (10, 10.0), 1: (10, 10.0)}))
+    assert v[0].poisoned and v[0].p_value < 0.02 and "about 10.0" in v[0].note and not v[1].poisoned
+    assert v[0].extra["redraws"] == 100 and v[0].extra["poisson_p_value"] < 1e-9
+    # a calibration that understates what clean labels give (expects 10 where redraws
+    # without flips show 25): the Poisson tail says p < 1e-4, the redraws say chance
+    v = _judged(test, {0: (25, 1000, 10.0), 1: (10, 1000, 10.0)}, _poisson_redraw({0: (25, 10.0), 1: (10, 10.0)}))
+    assert v[0].extra["poisson_p_value"] < 1e-4 and not v[0].poisoned and v[0].p_value > 0.2
+    # deterministic for a seed
+    again = _judged(test, {0: (25, 1000, 10.0), 1: (10, 1000, 10.0)}, _poisson_redraw({0: (25, 10.0), 1: (10, 10.0)}))
+    assert again[0].p_value == v[0].p_value
+
 
 
 def test_a_label_a_model_predicts_poorly_is_not_called_flipped():
@@ -175,22 +196,26 @@ def test_activation_clustering_ignores_a_natural_split():
 
 def test_thin_flips_need_only_weak_evidence_once_the_data_hold_flips():
     test = ExcessTest(alpha=0.05, class_alpha=0.05)
-    # 4 strong disagreements where 0.9 are expected: p ~ 0.013, above 0.05 / 20
-    alone = test.decide(0, "d", np.zeros(180), 180, 0.0, Disputed(4, 0.9, 10))
-    assert not alone.poisoned and 0.05 / 20 < alone.p_value < 0.05 and alone.level == 0.05 / 20
+    clean = _poisson_redraw({c: (0.9, 0.9) for c in range(10)}, rows=180)
+    # 4 strong disagreements where 0.9 are expected (Poisson p ~ 0.013): alone, among ten
+    # classes' redraws, some class shows that often
+    alone = {0: (4, 180, 0.9), **{c: (1, 180, 0.9) for c in range(1, 10)}}
+    v = _judged(test, alone, clean)[0]
+    assert not v.poisoned and v.p_value > 0.025 and v.level == 0.05 / 2
     evidence = {0: (4, 180, 0.9), **{c: (9, 180, 0.9) for c in range(1, 10)}}  # 9 flips each
     pooled = test.spread(evidence, 0)
     assert pooled[0] == 72 and abs(pooled[1] - 8 * 0.9) < 1e-9 and pooled[2] < 1e-30  # itself and one other left out
-    v = test.decide(0, "d", np.zeros(180), 180, 0.0, Disputed(4, 0.9, 10, pooled))
+    v = _judged(test, evidence, clean)[0]
     assert v.poisoned and "the other classes hold flipped labels too" in v.note and v.level == 0.05
     # one flipped class (a targeted flip) does not lower the bar for the others
     targeted = {0: (4, 180, 0.9), **{c: (1, 180, 0.9) for c in range(1, 10)}}
     targeted[7] = (60, 180, 0.9)
-    spread = test.spread(targeted, 0)
-    assert spread[2] > 0.05 / 20
-    assert not test.decide(0, "d", np.zeros(180), 180, 0.0, Disputed(4, 0.9, 10, spread)).poisoned
+    assert test.spread(targeted, 0)[2] > 0.05 / 20
+    v = _judged(test, targeted, clean)
+    assert not v[0].poisoned and v[7].poisoned
     # nor can the class judged speak for itself, and two classes pool nothing
     assert test.spread({0: (4, 180, 0.9), 1: (9, 180, 0.9)}, 0) is None
+
 
 
 def spectral_affinity(X, y, **params):
