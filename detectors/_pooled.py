@@ -213,28 +213,13 @@ class NoiseCalibration:
     def without_flips(cls, P: np.ndarray, codes: np.ndarray) -> "NoiseCalibration":
         """The temperature alone, fitted by maximum likelihood with no floors: the model
         of the labels under "no flips", from which the label evidence is redrawn."""
-        # SciPy / scikit-learn: imported on first use, by the detectors that run
-        from scipy.optimize import minimize_scalar
-
         P = np.asarray(P, dtype=np.float64)
-        n, k = P.shape
-        if n == 0 or k < 2:
-            return cls(1.0, np.zeros(k))
-        L = np.log(np.clip(P, 1e-300, 1.0))
-        rows = np.arange(n)
-
-        def nll(log_t):
-            return -float(np.log(np.clip(tempered(L, np.exp(log_t))[rows, codes], 1e-300, 1)).sum())
-
-        t = float(np.exp(minimize_scalar(nll, bounds=(np.log(0.02), np.log(50.0)), method="bounded",
-                                         options={"xatol": 1e-4}).x))
-        return cls(t, np.zeros(k))
+        if len(P) == 0 or P.shape[1] < 2:
+            return cls(1.0, np.zeros(P.shape[1]))
+        return cls(_temperature(np.log(np.clip(P, 1e-300, 1.0)), codes, 1.0), np.zeros(P.shape[1]))
 
     @classmethod
     def fit(cls, P: np.ndarray, codes: np.ndarray, iters: int = 200, tol: float = 1e-6) -> "NoiseCalibration":
-        # SciPy / scikit-learn: imported on first use, by the detectors that run
-        from scipy.optimize import minimize_scalar
-
         P = np.asarray(P, dtype=np.float64)
         n, k = P.shape
         if n == 0 or k < 2:
@@ -253,13 +238,7 @@ class NoiseCalibration:
             ll_prev = ll
             w = floors[codes] / lik  # posterior that the row's label is a floor (a flip)
             floors = np.bincount(codes, weights=w, minlength=k) / n
-            keep = 1 - w
-
-            def nll(log_t):
-                return -float((keep * np.log(np.clip(tempered(L, np.exp(log_t))[rows, codes], 1e-300, 1))).sum())
-
-            t = float(np.exp(minimize_scalar(nll, bounds=(np.log(0.02), np.log(50.0)), method="bounded",
-                                             options={"xatol": 1e-4}).x))
+            t = _temperature(L, codes, 1 - w)
         return cls(t, floors)
 
     def clean(self, P: np.ndarray) -> np.ndarray:
@@ -296,6 +275,21 @@ def label_evidence(labels: list, P: np.ndarray, codes: np.ndarray, strong, cal=N
         mine = codes == i
         evidence[label] = (int(strong[mine, i].sum()), int(mine.sum()), float((q[:, i] * strong[:, i]).sum()))
     return evidence, cal, strong
+
+
+def _temperature(L: np.ndarray, codes: np.ndarray, weights) -> float:
+    """The temperature maximising the ``weights``-weighted log-likelihood of the labels
+    under ``softmax(L / T)``, searched in [0.02, 50]."""
+    # SciPy / scikit-learn: imported on first use, by the detectors that run
+    from scipy.optimize import minimize_scalar
+
+    rows = np.arange(len(codes))
+
+    def nll(log_t):
+        return -float((weights * np.log(np.clip(tempered(L, np.exp(log_t))[rows, codes], 1e-300, 1))).sum())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.02), np.log(50.0)), method="bounded",
+                                        options={"xatol": 1e-4}).x))
 
 
 def tempered(L: np.ndarray, t: float) -> np.ndarray:
