@@ -106,7 +106,7 @@ def cleanlab_flags(table, y, seed):
     enc = TabularEncoder.fit(table, table.schema.names)
     X = enc.encode(table.combine_chunks().to_batches()[0]).inputs["x"].astype(np.float64)
     k = int(y.max()) + 1
-    fold = stratified_folds(y, np.arange(len(y)), 5)
+    fold = stratified_folds(y, 5)
     P = np.zeros((len(y), k))
     for f in range(5):
         tr = fold != f

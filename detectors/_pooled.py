@@ -325,7 +325,7 @@ class PooledDetector(Detector):
     def _excess(self) -> ExcessTest:
         return ExcessTest(alpha=self.alpha, class_alpha=self.class_alpha, draws=self.draws)
 
-    def _calibrated(self, state, labels: list, P: np.ndarray, codes: np.ndarray, strong, refit=None):
+    def _calibrated(self, state, labels: list, P: np.ndarray, codes: np.ndarray, strong):
         """Fit the label-noise calibration on the sampled rows' out-of-fold probabilities
         ``P``, record per class the evidence the verdict is made on
         (:func:`label_evidence`), and where it falls among redrawn labels
@@ -334,15 +334,14 @@ class PooledDetector(Detector):
         The redraws: every sampled row's label drawn from ``P`` under a temperature alone
         (:meth:`NoiseCalibration.without_flips`: the labels' model with no flips), and the
         same evidence computed on them, calibration fit included (a fit that puts natural
-        label noise into the floors does so on the redraws too). ``refit(codes)`` gives
-        the out-of-fold probabilities of a model fitted to redrawn labels (an estimated
-        ``P`` is noisier than the probabilities the labels follow); without it ``P`` is
-        held fixed."""
+        label noise into the floors does so on the redraws too). ``P`` is held fixed:
+        refitting the out-of-fold model on every redraw would give the redraws the noise
+        of an estimated model, as the real labels have, but costs the model's fits a
+        hundred times over (docs/detectors.md, "Excess test")."""
         q0 = NoiseCalibration.without_flips(P, codes).clean(P)
 
         def redraw(rng):
-            drawn = draw_labels(q0, rng)
-            return label_evidence(labels, P if refit is None else refit(drawn), drawn, strong)[0]
+            return label_evidence(labels, P, draw_labels(q0, rng), strong)[0]
 
         evidence, cal, _ = label_evidence(labels, P, codes, strong)
         state.info["noise"] = cal

@@ -164,21 +164,16 @@ class LabelConsistency(PooledDetector):
                 state.calibration[label] = np.zeros(len(samples[label]))
             return state
         oof, models = cross_fit(pooled.X, pooled.codes, k, self.folds, self.C)
-
-        def refit(codes):  # the redraws' out-of-fold probabilities, fitted the same way
-            return cross_fit(pooled.X, codes, k, self.folds, self.C)[0]
-
-        return self._judged_on(state, oof, pooled.codes, pooled.labels, _CLState(models, np.ones(k), pooled.labels),
-                               refit)
+        return self._judged_on(state, oof, pooled.codes, pooled.labels, _CLState(models, np.ones(k), pooled.labels))
 
     def _strong(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """``strong[i, c]``: with label c, row i would be a strong disagreement."""
         return _log_odds_all(q, _thresholds(q, codes)) > np.log(self.verdict_odds)
 
-    def _judged_on(self, state, P, codes, labels, model: "_CLState", refit=None) -> DetectorState:
+    def _judged_on(self, state, P, codes, labels, model: "_CLState") -> DetectorState:
         model.thresholds = _thresholds(NoiseCalibration.fit(P, codes).clean(P), codes)
         state.info["model"] = model
-        return self._calibrated(state, labels, P, codes, self._strong, refit)
+        return self._calibrated(state, labels, P, codes, self._strong)
 
     @property
     def input(self) -> str:
