@@ -119,22 +119,6 @@ class LinearModel:
         return out
 
 
-def cross_fit(X: np.ndarray, codes: np.ndarray, k: int, folds: int, C: float) -> tuple[np.ndarray, list]:
-    """Out-of-fold probabilities over ``k`` codes of a :class:`LinearModel` cross-fitted
-    in ``folds`` stratified folds, and the fold models."""
-    fold = stratified_folds(codes, folds)
-    oof = np.zeros((len(codes), k))
-    models = []
-    for f in range(folds):
-        train = fold != f
-        if not train.any() or train.all():
-            continue
-        m = LinearModel.fit(X[train], codes[train], C)
-        models.append(m)
-        oof[~train] = m.proba(X[~train], k)
-    return oof, models
-
-
 def other_class_affinity(pooled: Pooled, code: int, X: np.ndarray) -> np.ndarray:
     """How much each of a class's sampled rows ``X`` looks like the other classes.
 
@@ -259,22 +243,22 @@ def draw_labels(q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((np.cumsum(q, axis=1) < u[:, None]).sum(axis=1), q.shape[1] - 1).astype(np.int64)
 
 
-def label_evidence(labels: list, P: np.ndarray, codes: np.ndarray, strong, cal=None) -> tuple[dict, "NoiseCalibration", np.ndarray]:
-    """Each class's label evidence ``(rows counted, sampled rows, rows expected)``, the
-    calibration it was judged against, and the strong-disagreement matrix.
+def label_evidence(labels: list, P: np.ndarray, codes: np.ndarray, strong) -> tuple[dict, "NoiseCalibration"]:
+    """Each class's label evidence ``(rows counted, sampled rows, rows expected)`` and the
+    calibration it was judged against.
 
     ``strong[i, c]`` (an array, or a function of the calibrated clean model q and the
     codes that gives it): row i would be a strong disagreement if its label were c.
     ``expected = sum_i q_ic strong[i, c]`` is how many rows of c would be strong
     disagreements if every sampled row's label were drawn from q."""
-    cal = cal if cal is not None else NoiseCalibration.fit(P, codes)
+    cal = NoiseCalibration.fit(P, codes)
     q = cal.clean(P)
     strong = strong(q, codes) if callable(strong) else strong
     evidence = {}
     for i, label in enumerate(labels):
         mine = codes == i
         evidence[label] = (int(strong[mine, i].sum()), int(mine.sum()), float((q[:, i] * strong[:, i]).sum()))
-    return evidence, cal, strong
+    return evidence, cal
 
 
 def _temperature(L: np.ndarray, codes: np.ndarray, weights) -> float:
@@ -343,7 +327,7 @@ class PooledDetector(Detector):
         def redraw(rng):
             return label_evidence(labels, P, draw_labels(q0, rng), strong)[0]
 
-        evidence, cal, _ = label_evidence(labels, P, codes, strong)
+        evidence, cal = label_evidence(labels, P, codes, strong)
         state.info["noise"] = cal
         stat = cal.flip_log_odds(P, codes)
         for i, label in enumerate(labels):

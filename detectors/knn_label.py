@@ -45,7 +45,8 @@ class KnnLabel(PooledDetector):
     labels drawn from the calibrated clean model. It is judged by where it falls among
     the same evidence, calibration fit included, of labels redrawn from the neighbour
     probabilities under a temperature alone (no flips), the neighbour counts held fixed
-    (:class:`~.excess.ExcessTest`). The row statistic is the posterior log-odds that the label is a flip; in a class judged
+    (:class:`~.excess.ExcessTest`). The row statistic is the posterior log-odds that the
+    label is a flip; in a class judged
     poisoned, rows whose posterior is at least ``min_posterior`` are flagged. Score
     polarity: higher = more suspicious.
 
@@ -65,7 +66,6 @@ class KnnLabel(PooledDetector):
         "class_alpha": [Interval(Real, 0, 1, closed="neither")],
         "draws": [Interval(int, 19, None)],
         "verdict_disagreement": [Interval(Real, 0, 1, closed="right")],
-
         "min_posterior": [Interval(Real, 0, 1, closed="neither")],
     }
 
@@ -110,18 +110,19 @@ class KnnLabel(PooledDetector):
         refs = S @ basis
         knn = _KnnState(mean, scale, basis, refs, pooled.codes, pooled.positions, pooled.labels)
         state.info["refs"] = knn
-        counts = self._counts(knn, refs, pooled.positions)
+        counts = self._counts(knn, refs, pooled.codes, pooled.positions)
+        P = self._proba(knn, counts)
         kk = np.maximum(counts.sum(axis=1, keepdims=True), 1)
         strong = 1 - counts / kk >= self.verdict_disagreement - 1e-9
-        return self._calibrated(state, pooled.labels, self._proba(knn, counts), pooled.codes, strong)
+        return self._calibrated(state, pooled.labels, P, pooled.codes, strong)
 
-    def _neighbours(self, knn: _KnnState, Z: np.ndarray, positions=None) -> np.ndarray:
-        """Per row, the reference indices of its nearest references (a sampled row, given
-        its ``positions``, is not its own neighbour)."""
+    def _counts(self, knn: _KnnState, Z: np.ndarray, codes: np.ndarray, positions=None) -> np.ndarray:
+        """Per row, how many of its nearest references carry each class code."""
         k = min(self.k, len(knn.ref_codes) - (1 if positions is not None else 0))
+        n_codes = len(knn.labels)
+        counts = np.zeros((len(Z), n_codes), dtype=np.int64)
         if k < 1:
-            return np.zeros((len(Z), 0), dtype=np.int64)
-        out = np.empty((len(Z), k), dtype=np.int64)
+            return counts
         ref_sq = np.einsum("ij,ij->i", knn.refs, knn.refs)
         for start in range(0, len(Z), 2048):
             z = Z[start : start + 2048]
@@ -139,12 +140,11 @@ class KnnLabel(PooledDetector):
                 self_hit = first <= 1e-9 * (1.0 + np.einsum("ij,ij->i", z, z))
                 nn = np.where(self_hit[:, None], near[:, 1 : k + 1], near[:, :k]) if m > k else near[:, :k]
             # ties at the k-th distance are broken by reference order: deterministic
-            out[start : start + 2048] = nn
-        return out
-
-    def _counts(self, knn: _KnnState, Z: np.ndarray, positions=None) -> np.ndarray:
-        """Per row, how many of its nearest references carry each class code."""
-        return _tally(knn.ref_codes[self._neighbours(knn, Z, positions)], len(knn.labels))
+            nn_codes = knn.ref_codes[nn]
+            block = np.zeros((len(z), n_codes), dtype=np.int64)
+            np.add.at(block, (np.repeat(np.arange(len(z)), k), nn_codes.ravel()), 1)
+            counts[start : start + 2048] = block
+        return counts
 
     @staticmethod
     def _proba(knn: _KnnState, counts: np.ndarray) -> np.ndarray:
@@ -162,7 +162,7 @@ class KnnLabel(PooledDetector):
         if knn is None or "noise" not in state.info:
             return np.zeros(len(y))
         codes = np.array([state.classes[v] for v in plain_labels(y)], dtype=np.int64)
-        counts = self._counts(knn, self._project(knn, X))
+        counts = self._counts(knn, self._project(knn, X), codes)
         return state.info["noise"].flip_log_odds(self._proba(knn, counts), codes)
 
     def judge(self, state, label, class_rows, group_test):
@@ -171,7 +171,7 @@ class KnnLabel(PooledDetector):
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         knn: _KnnState = state.info["refs"]
         codes = np.array([state.classes[v] for v in plain_labels(y)], dtype=np.int64)
-        counts = self._counts(knn, self._project(knn, X))
+        counts = self._counts(knn, self._project(knn, X), codes)
         k = int(counts[0].sum()) if len(counts) else min(self.k, len(knn.ref_codes))
         out = []
         for label, code, row in zip(plain_labels(y), codes, counts):
@@ -183,11 +183,3 @@ class KnnLabel(PooledDetector):
                 f"neighbours ({int(row[m])} of them {fmt_label(knn.labels[m])})"
             )
         return out
-
-
-def _tally(nn_codes: np.ndarray, n_codes: int) -> np.ndarray:
-    """Per row, how many of its neighbours' codes (``nn_codes``, rows x k) are each code."""
-    counts = np.zeros((len(nn_codes), n_codes), dtype=np.int64)
-    if nn_codes.size:
-        np.add.at(counts, (np.repeat(np.arange(len(nn_codes)), nn_codes.shape[1]), nn_codes.ravel()), 1)
-    return counts

@@ -25,12 +25,12 @@ import numpy as np
 
 from ._params import NONE, Interval, OfType, Options
 from ._pooled import (
-    NoiseCalibration,
+    LinearModel,
     Pooled,
     PooledDetector,
-    cross_fit,
     fmt_label,
     plain_labels,
+    stratified_folds,
 )
 from .base import ALL_KINDS, DetectorState, register
 from .stats import ClassSample
@@ -163,7 +163,16 @@ class LabelConsistency(PooledDetector):
             for label in pooled.labels:
                 state.calibration[label] = np.zeros(len(samples[label]))
             return state
-        oof, models = cross_fit(pooled.X, pooled.codes, k, self.folds, self.C)
+        fold = stratified_folds(pooled.codes, self.folds)
+        oof = np.zeros((len(pooled.codes), k))
+        models = []
+        for f in range(self.folds):
+            train = fold != f
+            if not train.any() or train.all():
+                continue
+            m = LinearModel.fit(pooled.X[train], pooled.codes[train], self.C)
+            models.append(m)
+            oof[~train] = m.proba(pooled.X[~train], k)
         return self._judged_on(state, oof, pooled.codes, pooled.labels, _CLState(models, np.ones(k), pooled.labels))
 
     def _strong(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -171,9 +180,10 @@ class LabelConsistency(PooledDetector):
         return _log_odds_all(q, _thresholds(q, codes)) > np.log(self.verdict_odds)
 
     def _judged_on(self, state, P, codes, labels, model: "_CLState") -> DetectorState:
-        model.thresholds = _thresholds(NoiseCalibration.fit(P, codes).clean(P), codes)
+        state = self._calibrated(state, labels, P, codes, self._strong)
+        model.thresholds = _thresholds(state.info["noise"].clean(P), codes)
         state.info["model"] = model
-        return self._calibrated(state, labels, P, codes, self._strong)
+        return state
 
     @property
     def input(self) -> str:
