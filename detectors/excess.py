@@ -241,11 +241,12 @@ class ExcessTest(ParamsMixin):
             label=label, detector=detector, class_rows=int(class_rows), sample_rows=n, cut=float(cut), side=1,
             center=center, scale=scale, group_fraction=k / n if n else 0.0, p_value=p_value, level=level, extra=extra,
         )
-        among = "any class" if stage == "family" else "this class"
+        among = "some class" if stage == "family" else "this class"
         seen = (
             f"{k} of {n} sampled rows ({k / n:.1%}) strongly disagree with their label where a clean "
-            f"class has about {expected:.1f}; in {r.draws} redraws of the labels from a model without "
-            f"flips, {among} showed evidence this strong with probability {p_value:.2g}"
+            f"class has about {expected:.1f}; in {r.draws} sets of labels drawn at random from a model "
+            f"of the data without flipped labels, {among} showed evidence this strong with probability "
+            f"{p_value:.2g}"
         )
         if k >= self.min_rows and p_value < level:
             note = seen + f" (< {level:.2g})"
