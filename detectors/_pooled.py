@@ -222,7 +222,7 @@ class NoiseCalibration:
             ll_prev = ll
             w = floors[codes] / lik  # posterior that the row's label is a floor (a flip)
             floors = np.bincount(codes, weights=w, minlength=k) / n
-            t = _temperature(L, codes, 1 - w)
+            t = _temperature(L, codes, 1 - w, t)
         return cls(t, floors)
 
     def clean(self, P: np.ndarray) -> np.ndarray:
@@ -261,19 +261,37 @@ def label_evidence(labels: list, P: np.ndarray, codes: np.ndarray, strong) -> tu
     return evidence, cal
 
 
-def _temperature(L: np.ndarray, codes: np.ndarray, weights) -> float:
+def _temperature(L: np.ndarray, codes: np.ndarray, weights, start: float = 1.0) -> float:
     """The temperature maximising the ``weights``-weighted log-likelihood of the labels
-    under ``softmax(L / T)``, searched in [0.02, 50]."""
-    # SciPy / scikit-learn: imported on first use, by the detectors that run
-    from scipy.optimize import minimize_scalar
+    under ``softmax(L / T)``, searched in [0.02, 50].
 
-    rows = np.arange(len(codes))
-
-    def nll(log_t):
-        return -float((weights * np.log(np.clip(tempered(L, np.exp(log_t))[rows, codes], 1e-300, 1))).sum())
-
-    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.02), np.log(50.0)), method="bounded",
-                                        options={"xatol": 1e-4}).x))
+    The negative log-likelihood is convex in s = 1/T: its derivative is
+    ``-sum w (L_iy - E_q L_i)`` and its second derivative ``sum w Var_q(L_i)``. So a
+    Newton search on s, kept inside a bracket that shrinks with the sign of the derivative
+    (halving it in log s when a step would leave it), finds the optimum in a few steps;
+    ``start`` (a temperature) is where it begins, e.g. the previous EM step's."""
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(codes),))
+    if len(codes) == 0 or not (w > 0).any():
+        return 1.0
+    Ly = L[np.arange(len(codes)), codes]
+    lo, hi = 1 / 50.0, 1 / 0.02
+    s = float(np.clip(1.0 / start, lo, hi))
+    for _ in range(200):
+        q = tempered(L, 1.0 / s)
+        mean = (q * L).sum(axis=1)
+        grad = -float((w * (Ly - mean)).sum())
+        curv = float((w * (q * (L - mean[:, None]) ** 2).sum(axis=1)).sum())
+        if grad > 0:
+            hi = s
+        else:
+            lo = s
+        step = s - grad / curv if curv > 0 else np.nan
+        nxt = step if lo < step < hi else float(np.sqrt(lo * hi))
+        if abs(nxt - s) <= 1e-9 * s or hi / lo - 1 <= 1e-9:
+            s = nxt
+            break
+        s = nxt
+    return float(1.0 / s)
 
 
 def tempered(L: np.ndarray, t: float) -> np.ndarray:
