@@ -28,8 +28,15 @@ DEVELOPMENT = {
         "20 % blend of one fixed uniform-noise pattern",
         "two-word phrase appended to a review",
         "mean shift along one random direction",
+        # attack families (benchmarks/attacks.py, dev_attacks.py)
+        "all-to-all: the 3x3 square, each row relabelled to the next class",
+        "SIG: horizontal sinusoid, delta 25/255, frequency 6, on class 0",
+        "TaCT: the 3x3 square, source 1 -> target 0, cover classes 7 and 9",
+        "WaNet: warp field k = 4, s = 0.5 (field seed 20210), noise-mode cover x2",
     ),
-    "rate": ("1 %", "3 %", "5 %", "10 %", "random flips 5-10 %", "shifted group 2-20 % of a class"),
+    "rate": ("1 %", "3 %", "5 %", "10 %", "random flips 5-10 %", "shifted group 2-20 % of a class",
+             "all-to-all 5 %", "SIG 30 % of the target class", "TaCT 2 % + 2 % cover", "WaNet 10 % + 20 % cover",
+             "0.1 % (5 images)"),
     "targets": ("one target class",),
     "classes": ("10 (MNIST-5k, digits)", "5 (Gaussian)", "3 (wine)", "2 (Rotten Tomatoes, credit_data)"),
     "data set": (
