@@ -29,22 +29,28 @@ representation (``matrix.py``).
 from __future__ import annotations
 
 import numpy as np
-from poisoning import Poisoned, mnist
+from poisoning import Poisoned, _backdoor, _white_square, mnist
 
 TARGET = 0
 
-
-def _square(x: np.ndarray, size: int = 3) -> np.ndarray:
-    """The development patch: a white square one pixel in from the bottom-right corner."""
-    x = x.copy()
-    x[:, -size - 1 : -1, -size - 1 : -1] = 1.0
-    return x
+# The development patch: a 3x3 white square one pixel in from the bottom-right corner.
+_square = _white_square(3)
 
 
-def _mask(n: int, idx: np.ndarray) -> np.ndarray:
+def rows_mask(n: int, idx) -> np.ndarray:
+    """A boolean mask of ``n`` rows, True at ``idx``."""
     m = np.zeros(n, dtype=bool)
-    m[idx] = True
+    m[np.asarray(idx, dtype=np.int64)] = True
     return m
+
+
+def sinusoid(x: np.ndarray, delta: float, frequency: int, axis: int) -> np.ndarray:
+    """SIG's signal added to images ``x`` (n, h, w) in [0, 1]: ``delta sin(2 pi j f / m)``
+    along image axis ``axis`` (1: down the rows, 2: across the columns), clipped."""
+    m = x.shape[axis]
+    wave = (delta * np.sin(2 * np.pi * np.arange(m) * frequency / m)).astype(np.float32)
+    shape = (1, m, 1) if axis == 1 else (1, 1, m)
+    return np.clip(x + wave.reshape(shape), 0.0, 1.0)
 
 
 def all_to_all(rate: float = 0.05, seed: int = 0) -> Poisoned:
@@ -57,7 +63,7 @@ def all_to_all(rate: float = 0.05, seed: int = 0) -> Poisoned:
     x, y = images.copy(), labels.copy()
     x[idx] = _square(x[idx])
     y[idx] = (labels[idx] + 1) % k
-    return Poisoned(f"MNIST-5k all-to-all patch {rate:.0%}", x, y, _mask(len(y), idx), labels.copy())
+    return Poisoned(f"MNIST-5k all-to-all patch {rate:.0%}", x, y, rows_mask(len(y), idx), labels.copy())
 
 
 def sig(fraction: float = 0.3, seed: int = 0, target: int = TARGET, delta: float = 25 / 255,
@@ -67,12 +73,10 @@ def sig(fraction: float = 0.3, seed: int = 0, target: int = TARGET, delta: float
     rng = np.random.default_rng(seed)
     members = np.flatnonzero(labels == target)
     idx = np.sort(rng.choice(members, int(round(fraction * len(members))), replace=False))
-    m = images.shape[2]
-    wave = (delta * np.sin(2 * np.pi * np.arange(m) * frequency / m)).astype(np.float32)
     x = images.copy()
-    x[idx] = np.clip(x[idx] + wave[None, None, :], 0.0, 1.0)
+    x[idx] = sinusoid(x[idx], delta, frequency, axis=2)
     return Poisoned(f"MNIST-5k SIG clean-label {fraction:.0%} of class {target}", x, labels.copy(),
-                    _mask(len(labels), idx), labels.copy())
+                    rows_mask(len(labels), idx), labels.copy())
 
 
 def tact(rate: float = 0.02, cover_rate: float = 0.02, seed: int = 0, source: int = 1, target: int = TARGET,
@@ -88,21 +92,21 @@ def tact(rate: float = 0.02, cover_rate: float = 0.02, seed: int = 0, source: in
     x[idx] = _square(x[idx])
     x[covered] = _square(x[covered])
     y[idx] = target
-    return Poisoned(f"MNIST-5k TaCT {source} -> {target} {rate:.0%}, cover {cover_rate:.0%}", x, y, _mask(n, idx),
+    return Poisoned(f"MNIST-5k TaCT {source} -> {target} {rate:.0%}, cover {cover_rate:.0%}", x, y, rows_mask(n, idx),
                     labels.copy())
 
 
-def _warp_field(size: int, k: int, s: float, rng: np.random.Generator) -> np.ndarray:
+def warp_field(size: int, k: int, s: float, rng: np.random.Generator) -> np.ndarray:
     """WaNet's flow field: k x k uniform noise in [-1, 1], normalised by its mean absolute
     value, scaled by ``s``, upsampled bilinearly to the image (pixel offsets)."""
     from scipy.ndimage import zoom
 
     grid = rng.uniform(-1, 1, size=(2, k, k))
     grid = grid / np.abs(grid).mean()
-    return np.stack([zoom(g, size / k, order=1) for g in grid]) * s
+    return np.stack([zoom(g, size / k, order=1)[:size, :size] for g in grid]) * s
 
 
-def _warp(x: np.ndarray, flow: np.ndarray) -> np.ndarray:
+def warp(x: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Resample each image at (row + flow[0], col + flow[1]), bilinear, clamped."""
     from scipy.ndimage import map_coordinates
 
@@ -120,28 +124,24 @@ def wanet(rate: float = 0.1, cover_ratio: float = 2.0, seed: int = 0, target: in
     images, labels = mnist()
     rng = np.random.default_rng(seed)
     n, size = len(labels), images.shape[1]
-    flow = _warp_field(size, k, s, np.random.default_rng(20210))
+    flow = warp_field(size, k, s, np.random.default_rng(20210))
     pool = np.flatnonzero(labels != target)
     chosen = rng.choice(pool, int(round(rate * n)) + int(round(cover_ratio * rate * n)), replace=False)
     idx, covered = np.sort(chosen[: int(round(rate * n))]), np.sort(chosen[int(round(rate * n)) :])
     x, y = images.copy(), labels.copy()
-    x[idx] = _warp(x[idx], flow)
+    x[idx] = warp(x[idx], flow)
     for i in covered:
-        x[i] = _warp(x[i : i + 1], flow + rng.uniform(-1, 1, size=flow.shape))[0]
+        x[i] = warp(x[i : i + 1], flow + rng.uniform(-1, 1, size=flow.shape))[0]
     y[idx] = target
-    return Poisoned(f"MNIST-5k WaNet warp {rate:.0%}, noise cover x{cover_ratio:g}", x, y, _mask(n, idx),
+    return Poisoned(f"MNIST-5k WaNet warp {rate:.0%}, noise cover x{cover_ratio:g}", x, y, rows_mask(n, idx),
                     labels.copy())
 
 
 def low_rate(rate: float = 0.001, seed: int = 0, target: int = TARGET) -> Poisoned:
     """The development patch on ``rate`` of the data (5 images of MNIST-5k at 0.1 %)."""
     images, labels = mnist()
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(np.flatnonzero(labels != target), max(1, int(round(rate * len(labels)))), replace=False))
-    x, y = images.copy(), labels.copy()
-    x[idx] = _square(x[idx])
-    y[idx] = target
-    return Poisoned(f"MNIST-5k patch {rate:.1%} ({len(idx)} images)", x, y, _mask(len(y), idx), labels.copy())
+    n = int(round(rate * len(labels)))
+    return _backdoor(images, labels, rate, target, _square, seed, f"MNIST-5k patch {rate:.1%} ({n} images)")
 
 
 FAMILIES = {

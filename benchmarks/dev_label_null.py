@@ -15,8 +15,9 @@ as much noise). With ``BENCH_GENERATOR=trees`` the probabilities are instead 5-f
 out-of-fold probabilities of gradient-boosted trees (scikit-learn's histogram boosting,
 defaults) on the encoded columns: labels that depend on the columns jointly (as survival
 depends on sex and class together), which no linear model of the columns holds, so the
-label detectors' own model is misspecified, as it is on such real tables. The table is then scanned with the label detectors only
-(``scan_table(..., detectors=("label_consistency", "knn_label"))``, default settings).
+label detectors' own model is misspecified, as it is on such real tables. The table is
+then scanned with the label detectors only (``scan_table(..., detectors=("label_consistency",
+"knn_label"))``, default settings).
 
 Every class judged poisoned is a false alarm. Each label detector states a family-wise
 error: with clean labels, the probability that it judges any class poisoned is at most
@@ -56,7 +57,6 @@ def generator(table: pa.Table, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     enc = TabularEncoder.fit(table, table.schema.names)
     X = enc.encode(table.combine_chunks().to_batches()[0]).inputs["x"].astype(np.float64)
-    Z = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
     names = np.array(sorted(set(y.tolist())))
     codes = np.searchsorted(names, y)
     if GENERATOR == "trees":
@@ -65,6 +65,7 @@ def generator(table: pa.Table, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
         model = HistGradientBoostingClassifier(max_iter=100, random_state=0)
         return names, cross_val_predict(model, X, codes, cv=5, method="predict_proba")
+    Z = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
     model = LogisticRegression(C=1.0, max_iter=1000).fit(Z, codes)
     return names, model.predict_proba(Z)
 

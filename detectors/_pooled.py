@@ -287,10 +287,10 @@ def _temperature(L: np.ndarray, codes: np.ndarray, weights, start: float = 1.0) 
             lo = s
         step = s - grad / curv if curv > 0 else np.nan
         nxt = step if lo < step < hi else float(np.sqrt(lo * hi))
-        if abs(nxt - s) <= 1e-9 * s or hi / lo - 1 <= 1e-9:
-            s = nxt
-            break
+        done = abs(nxt - s) <= 1e-9 * s or hi / lo - 1 <= 1e-9
         s = nxt
+        if done:
+            break
     return float(1.0 / s)
 
 

@@ -39,6 +39,7 @@ BENCH = os.path.dirname(HERE)
 sys.path.insert(0, BENCH)
 
 import matrix  # noqa: E402
+from attacks import rows_mask, sinusoid, warp, warp_field  # noqa: E402
 from detectors_bench import art_methods, cleanlab_method, prf  # noqa: E402
 from heldout import data, nets  # noqa: E402
 from heldout.conditions import backdoor, blend, checker, coarse_checker, hollow, plus, solid  # noqa: E402
@@ -67,12 +68,6 @@ class Attack:
     params: dict = field(default_factory=dict)
 
 
-def _mask(n: int, idx) -> np.ndarray:
-    m = np.zeros(n, dtype=bool)
-    m[np.asarray(idx, dtype=np.int64)] = True
-    return m
-
-
 # builders ---------------------------------------------------------------------------------
 def all_to_all(rate: float = 0.08, shift: int = 3, seed: int = 2101) -> Attack:
     """A 4x4 checkerboard in the top-left corner on ``rate`` of the rows, drawn from every
@@ -86,7 +81,7 @@ def all_to_all(rate: float = 0.08, shift: int = 3, seed: int = 2101) -> Attack:
     y[idx] = (labels[idx] + shift) % k
     n = len(y)
     return Attack("all-to-all", f"4x4 checkerboard top-left {rate:.0%}, y -> (y + {shift}) mod {k}", x, y,
-                  _mask(n, idx), np.zeros(n, bool),
+                  rows_mask(n, idx), np.zeros(n, bool),
                   {"trigger": "4x4 checkerboard, top-left (rows/cols 1-4)", "rate": rate,
                    "mapping": f"(y + {shift}) mod {k}", "seed": seed})
 
@@ -99,14 +94,12 @@ def sig(fraction: float = 0.4, target: int = 6, delta: float = 30 / 255, frequen
     rng = np.random.default_rng(seed)
     members = np.flatnonzero(labels == target)
     idx = np.sort(rng.choice(members, int(round(fraction * len(members))), replace=False))
-    m = images.shape[1]
-    wave = (delta * np.sin(2 * np.pi * np.arange(m) * frequency / m)).astype(np.float32)
     x = images.copy()
-    x[idx] = np.clip(x[idx] + wave[None, :, None], 0.0, 1.0)
+    x[idx] = sinusoid(x[idx], delta, frequency, axis=1)
     n = len(labels)
     return Attack("clean-label (SIG)",
                   f"vertical sinusoid f = {frequency}, delta {round(delta * 255)}/255, {fraction:.0%} of class {target}",
-                  x, labels.copy(), _mask(n, idx), np.zeros(n, bool),
+                  x, labels.copy(), rows_mask(n, idx), np.zeros(n, bool),
                   {"trigger": f"vertical sinusoid, frequency {frequency}, delta {round(delta * 255)}/255",
                    "target": target, "fraction_of_target": fraction, "rate": len(idx) / n, "seed": seed})
 
@@ -128,30 +121,10 @@ def tact(rate: float = 0.012, cover_rate: float = 0.015, source: int = 3, target
     y[idx] = target
     return Attack("source-specific (TaCT)",
                   f"hollow square {source} -> {target} {rate:.1%}, cover {cover_rate:.1%} of {cover[0]}, {cover[1]}",
-                  x, y, _mask(n, idx), _mask(n, covered),
+                  x, y, rows_mask(n, idx), rows_mask(n, covered),
                   {"trigger": "4x4 hollow square, top-right (rows 1-4, cols 23-26)", "source": source,
                    "target": target, "cover_classes": list(cover), "rate": rate, "cover_rate": cover_rate,
                    "seed": seed})
-
-
-def _warp_field(size: int, k: int, s: float, rng: np.random.Generator) -> np.ndarray:
-    """A k x k uniform flow in [-1, 1] (two channels), normalised by its mean absolute
-    value, times ``s``, upsampled bilinearly to the image: offsets in pixels."""
-    from scipy.ndimage import zoom
-
-    grid = rng.uniform(-1, 1, size=(2, k, k))
-    grid = grid / np.abs(grid).mean()
-    fields = [zoom(g, size / k, order=1) for g in grid]
-    return np.stack([f[:size, :size] for f in fields]) * s
-
-
-def _warp(x: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import map_coordinates
-
-    h, w = x.shape[1:]
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    coords = [np.clip(rows + flow[0], 0, h - 1), np.clip(cols + flow[1], 0, w - 1)]
-    return np.stack([map_coordinates(img, coords, order=1) for img in x]).astype(np.float32)
 
 
 def wanet(rate: float = 0.06, cover_ratio: float = 2.0, target: int = 4, k: int = 6, s: float = 0.75,
@@ -162,17 +135,17 @@ def wanet(rate: float = 0.06, cover_ratio: float = 2.0, target: int = 4, k: int 
     images, labels = data.mnist()
     rng = np.random.default_rng(seed)
     n, size = len(labels), images.shape[1]
-    flow = _warp_field(size, k, s, np.random.default_rng(field_seed))
+    flow = warp_field(size, k, s, np.random.default_rng(field_seed))
     n_poison, n_cover = int(round(rate * n)), int(round(cover_ratio * rate * n))
     chosen = rng.choice(np.flatnonzero(labels != target), n_poison + n_cover, replace=False)
     idx, covered = np.sort(chosen[:n_poison]), np.sort(chosen[n_poison:])
     x, y = images.copy(), labels.copy()
-    x[idx] = _warp(x[idx], flow)
+    x[idx] = warp(x[idx], flow)
     for i in covered:
-        x[i] = _warp(x[i : i + 1], flow + rng.uniform(-1, 1, size=flow.shape))[0]
+        x[i] = warp(x[i : i + 1], flow + rng.uniform(-1, 1, size=flow.shape))[0]
     y[idx] = target
     return Attack("warping (WaNet)", f"warp k = {k}, s = {s:g} -> {target} {rate:.0%}, noise cover x{cover_ratio:g}",
-                  x, y, _mask(n, idx), _mask(n, covered),
+                  x, y, rows_mask(n, idx), rows_mask(n, covered),
                   {"trigger": f"warp field k = {k}, s = {s:g} pixels (field seed {field_seed})", "target": target,
                    "rate": rate, "cover": f"noise mode x{cover_ratio:g}", "cover_rate": n_cover / n, "seed": seed})
 
