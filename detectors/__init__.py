@@ -28,6 +28,7 @@ from .decision import (
 from .excess import ExcessTest
 from .knn_label import KnnLabel
 from .label_consistency import LabelConsistency
+from .shared import SharedGroup
 from .spectral import SpectralSignature
 from .spectre import Spectre
 from .stats import ClassSample, MeanCov, Reservoir
@@ -47,6 +48,7 @@ __all__ = [
     "LabelConsistency",
     "MeanCov",
     "Reservoir",
+    "SharedGroup",
     "Spectre",
     "SpectralSignature",
     "TokenTrigger",

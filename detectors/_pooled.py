@@ -367,6 +367,21 @@ class PooledDetector(Detector):
         return test.decide(label, self.name, state.calibration.get(label, np.empty(0)), class_rows, cut, disputed)
 
 
+def class_statistics(detector, state, X: np.ndarray, y) -> np.ndarray:
+    """Each row's statistic under its class's fitted state (``state.classes[label]``, an
+    object with ``statistic(X)``; None: 0 for the class's rows)."""
+    labels = plain_labels(y)
+    detector._require_fitted(state, set(labels))
+    out = np.zeros(len(labels))
+    for label in set(labels):
+        cls = state.classes[label]
+        if cls is None:
+            continue
+        idx = np.array([i for i, v in enumerate(labels) if v == label])
+        out[idx] = cls.statistic(X[idx])
+    return out
+
+
 def plain_labels(y) -> list:
     return [v.item() if isinstance(v, np.generic) else v for v in y]
 

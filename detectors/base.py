@@ -90,6 +90,9 @@ class Detector(ParamsMixin, abc.ABC):
     #: What the detector finds: "backdoor" (a separated group inside a class) or
     #: "flipped labels" (rows whose label the rest of the data contradict).
     finds: ClassVar[str] = "backdoor"
+    #: True when the detector looks for one group that most classes hold at once
+    #: (all-to-all poison) rather than a group inside one class.
+    across_classes: ClassVar[bool] = False
 
     #: True when the detector's class verdicts are calibrated across the scan's classes
     #: (:func:`.decision.judge_scan`): its first-step verdicts carry ``extra["candidate"]``,

@@ -9,7 +9,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._params import Interval, Options
-from ._pooled import Pooled, PooledDetector, affinity_test, fmt_label, plain_labels
+from ._pooled import (
+    Pooled,
+    PooledDetector,
+    affinity_test,
+    class_statistics,
+    fmt_label,
+    plain_labels,
+)
 from .base import ALL_KINDS, DetectorState, register
 from .decision import ClassVerdict
 from .stats import ClassSample
@@ -183,16 +190,7 @@ class ActivationClustering(PooledDetector):
 
     def score(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         X, y = self._check_batch(X, y)
-        labels = plain_labels(y)
-        self._require_fitted(state, set(labels))
-        out = np.zeros(len(labels))
-        for label in set(labels):
-            cls = state.classes[label]
-            if cls is None:
-                continue
-            idx = np.array([i for i, v in enumerate(labels) if v == label])
-            out[idx] = cls.statistic(X[idx])
-        return out
+        return class_statistics(self, state, X, y)
 
     #: Verdicts are calibrated across the scan's classes (:func:`.decision.judge_scan`):
     #: a class's evidence is the separation of its clusters, compared with the other

@@ -30,3 +30,23 @@ def planted(
     poison = np.sort(rng.choice(in_class, n_poison, replace=False)) if n_poison else np.array([], int)
     X[poison] += shift * u
     return X.astype(dtype), y, poison
+
+
+def planted_all_to_all(n_per_class=300, n_classes=6, dim=16, rate=0.05, shift=12.0, seed=0, dtype=np.float32):
+    """Gaussian classes; ``rate`` of every class's rows replaced by rows of the previous
+    class carrying one shared shift (the trigger), all-to-all poison.
+
+    Returns (X, y, poison_idx).
+    """
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(n_classes, dim))
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    X = centers[y] + rng.normal(size=(len(y), dim))
+    u = rng.normal(size=dim)
+    u /= np.linalg.norm(u)
+    poison = np.sort(np.concatenate([
+        rng.choice(np.flatnonzero(y == c), int(round(rate * n_per_class)), replace=False) for c in range(n_classes)
+    ]))
+    source = (y[poison] - 1) % n_classes
+    X[poison] = centers[source] + rng.normal(size=(len(poison), dim)) + shift * u
+    return X.astype(dtype), y, poison

@@ -14,6 +14,7 @@ from poisonscan.detectors import (
 from poisonscan.detectors.stats import Reservoir
 
 from ..conftest import planted
+from ..planted import planted_all_to_all
 
 DETECTORS = available_detectors()
 
@@ -58,9 +59,13 @@ def planted_text(seed, n_per_class=300, classes=4, n_poison=40):
 
 
 def planted_for(det, seed):
-    """Poison of the kind the detector finds: a shifted group, flipped labels, a trigger."""
+    """Poison of the kind the detector finds: a shifted group, the same shifted group in
+    every class (all-to-all), flipped labels, a trigger."""
     if det.input == "tokens":
         return planted_text(seed)
+    if det.across_classes:
+        X, y, poison = planted_all_to_all(seed=seed)
+        return X, y, poison, np.setdiff1d(np.arange(len(y)), poison)
     if det.finds == "backdoor":
         X, y, poison = planted(seed=seed, shift=15.0)
         return X, y, poison, np.setdiff1d(np.flatnonzero(y == 1), poison)
