@@ -10,7 +10,7 @@ penultimate layers of held-out networks (``heldout/nets.py``: the MLP and the na
 each trained once on each data set, poisoned or clean, with its own seed.
 
 Every method sees the same representation, as in ``dev_attacks.py``: poisonscan runs its
-default detectors with no poison rate (``poisonscan.scan``); ART's spectral defence is told
+default detectors and ``shared_group`` with no poison rate (``poisonscan.scan``); ART's spectral defence is told
 the true poison rate (at least 1 %), its activation defence runs with defaults; cleanlab
 reads 5-fold out-of-fold probabilities of a logistic regression on the representation
 (``detectors_bench.art_methods``, ``cleanlab_method``). Scores: F1 (precision/recall)
@@ -40,7 +40,7 @@ sys.path.insert(0, BENCH)
 
 import matrix  # noqa: E402
 from attacks import rows_mask, sinusoid, warp, warp_field  # noqa: E402
-from detectors_bench import art_methods, cleanlab_method, prf  # noqa: E402
+from detectors_bench import ATTACK_DETECTORS, art_methods, cleanlab_method, prf  # noqa: E402
 from heldout import data, nets  # noqa: E402
 from heldout.conditions import backdoor, blend, checker, coarse_checker, hollow, plus, solid  # noqa: E402
 
@@ -198,7 +198,7 @@ def measure(H: np.ndarray, labels: np.ndarray, truth: np.ndarray, cover: np.ndar
     from poisonscan import scan
 
     started = time.perf_counter()
-    result = scan(H, labels, seed=SCAN_SEED)
+    result = scan(H, labels, seed=SCAN_SEED, detectors=ATTACK_DETECTORS)
     scan_s = time.perf_counter() - started
     ids = np.asarray(result.quarantine["id"].to_pylist(), dtype=np.int64)
     flag = np.zeros(len(labels), bool)
