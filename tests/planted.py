@@ -6,6 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def _gaussian_classes(n_per_class, n_classes, dim, seed):
+    """The seeded generator, class centres, labels and rows both fixtures start from."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(n_classes, dim))
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    return rng, centers, y, centers[y] + rng.normal(size=(len(y), dim))
+
+
 def planted(
     n_per_class=400,
     n_classes=4,
@@ -20,10 +28,7 @@ def planted(
 
     Returns (X, y, poison_idx).
     """
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=4.0, size=(n_classes, dim))
-    y = np.repeat(np.arange(n_classes), n_per_class)
-    X = centers[y] + rng.normal(size=(len(y), dim))
+    rng, centers, y, X = _gaussian_classes(n_per_class, n_classes, dim, seed)
     u = rng.normal(size=dim)
     u /= np.linalg.norm(u)
     in_class = np.flatnonzero(y == poison_class)
@@ -38,10 +43,7 @@ def planted_all_to_all(n_per_class=300, n_classes=6, dim=16, rate=0.05, shift=12
 
     Returns (X, y, poison_idx).
     """
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=4.0, size=(n_classes, dim))
-    y = np.repeat(np.arange(n_classes), n_per_class)
-    X = centers[y] + rng.normal(size=(len(y), dim))
+    rng, centers, y, X = _gaussian_classes(n_per_class, n_classes, dim, seed)
     u = rng.normal(size=dim)
     u /= np.linalg.norm(u)
     poison = np.sort(np.concatenate([
