@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import matrix  # noqa: E402
 from common import write_section  # noqa: E402
 
-DETECTORS = ("label_consistency", "knn_label")
+DETECTORS = ("label_consistency", "knn_label", "class_flip")
 
 
 def _digits():

@@ -16,6 +16,7 @@ from .base import (
     make_detector,
     register,
 )
+from .class_flip import ClassFlip
 from .clustering import ActivationClustering
 from .decision import (
     ClassVerdict,
@@ -36,6 +37,7 @@ from .tokens import TokenTrigger, ValueTrigger
 
 __all__ = [
     "ActivationClustering",
+    "ClassFlip",
     "ClassSample",
     "ClassVerdict",
     "Detector",

@@ -100,60 +100,19 @@ class KnnLabel(PooledDetector):
             state.classes[label] = i
         if not pooled.labels:
             return state
-        mean = pooled.X.mean(axis=0)
-        scale = pooled.X.std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
-        S = (pooled.X - mean) / scale
-        c = min(self.components, S.shape[1], max(1, S.shape[0] - 1))
-        _, _, Vt = np.linalg.svd(S, full_matrices=False)
-        basis = Vt[:c].T.copy()
-        refs = S @ basis
-        knn = _KnnState(mean, scale, basis, refs, pooled.codes, pooled.positions, pooled.labels)
+        knn = reference_set(pooled, self.components)
         state.info["refs"] = knn
-        counts = self._counts(knn, refs, pooled.codes, pooled.positions)
+        counts = neighbour_counts(knn, knn.refs, self.k, pooled.positions)
         P = self._proba(knn, counts)
         kk = np.maximum(counts.sum(axis=1, keepdims=True), 1)
         strong = 1 - counts / kk >= self.verdict_disagreement - 1e-9
         return self._calibrated(state, pooled.labels, P, pooled.codes, strong)
-
-    def _counts(self, knn: _KnnState, Z: np.ndarray, codes: np.ndarray, positions=None) -> np.ndarray:
-        """Per row, how many of its nearest references carry each class code."""
-        k = min(self.k, len(knn.ref_codes) - (1 if positions is not None else 0))
-        n_codes = len(knn.labels)
-        counts = np.zeros((len(Z), n_codes), dtype=np.int64)
-        if k < 1:
-            return counts
-        ref_sq = np.einsum("ij,ij->i", knn.refs, knn.refs)
-        for start in range(0, len(Z), 2048):
-            z = Z[start : start + 2048]
-            d2 = ref_sq[None, :] - 2 * z @ knn.refs.T + np.einsum("ij,ij->i", z, z)[:, None]
-            if positions is not None:  # a sampled row is not its own neighbour
-                d2[positions[start : start + 2048, None] == knn.ref_positions[None, :]] = np.inf
-                nn = np.argpartition(d2, k - 1, axis=1)[:, :k]
-            else:
-                # pass 2 meets the sampled rows again: a reference at distance 0 is the
-                # row itself (or an exact copy), which cannot vouch for its label
-                m = min(k + 1, d2.shape[1])
-                near = np.argpartition(d2, m - 1, axis=1)[:, :m]
-                near = np.take_along_axis(near, np.argsort(np.take_along_axis(d2, near, 1), axis=1, kind="stable"), 1)
-                first = np.take_along_axis(d2, near[:, :1], 1)[:, 0]
-                self_hit = first <= 1e-9 * (1.0 + np.einsum("ij,ij->i", z, z))
-                nn = np.where(self_hit[:, None], near[:, 1 : k + 1], near[:, :k]) if m > k else near[:, :k]
-            # ties at the k-th distance are broken by reference order: deterministic
-            nn_codes = knn.ref_codes[nn]
-            block = np.zeros((len(z), n_codes), dtype=np.int64)
-            np.add.at(block, (np.repeat(np.arange(len(z)), k), nn_codes.ravel()), 1)
-            counts[start : start + 2048] = block
-        return counts
 
     @staticmethod
     def _proba(knn: _KnnState, counts: np.ndarray) -> np.ndarray:
         """The add-one estimate of the class probabilities from neighbour counts."""
         k = counts.sum(axis=1, keepdims=True)
         return (counts + 1.0) / (k + counts.shape[1])
-
-    def _project(self, knn: _KnnState, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, dtype=np.float64) - knn.mean) / knn.scale) @ knn.basis
 
     def score(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         X, y = self._check_batch(X, y)
@@ -162,7 +121,7 @@ class KnnLabel(PooledDetector):
         if knn is None or "noise" not in state.info:
             return np.zeros(len(y))
         codes = np.array([state.classes[v] for v in plain_labels(y)], dtype=np.int64)
-        counts = self._counts(knn, self._project(knn, X), codes)
+        counts = neighbour_counts(knn, project(knn, X), self.k)
         return state.info["noise"].flip_log_odds(self._proba(knn, counts), codes)
 
     def judge(self, state, label, class_rows, group_test):
@@ -171,7 +130,7 @@ class KnnLabel(PooledDetector):
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         knn: _KnnState = state.info["refs"]
         codes = np.array([state.classes[v] for v in plain_labels(y)], dtype=np.int64)
-        counts = self._counts(knn, self._project(knn, X), codes)
+        counts = neighbour_counts(knn, project(knn, X), self.k)
         k = int(counts[0].sum()) if len(counts) else min(self.k, len(knn.ref_codes))
         out = []
         for label, code, row in zip(plain_labels(y), codes, counts):
@@ -183,3 +142,56 @@ class KnnLabel(PooledDetector):
                 f"neighbours ({int(row[m])} of them {fmt_label(knn.labels[m])})"
             )
         return out
+
+
+def reference_set(pooled: Pooled, components: int) -> _KnnState:
+    """The sampled rows of every class, standardised and projected on their top
+    ``components`` principal directions: the references neighbours are looked up in."""
+    mean = pooled.X.mean(axis=0)
+    scale = pooled.X.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    S = (pooled.X - mean) / scale
+    c = min(components, S.shape[1], max(1, S.shape[0] - 1))
+    _, _, Vt = np.linalg.svd(S, full_matrices=False)
+    basis = Vt[:c].T.copy()
+    return _KnnState(mean, scale, basis, S @ basis, pooled.codes, pooled.positions, pooled.labels)
+
+
+def project(knn: _KnnState, X: np.ndarray) -> np.ndarray:
+    """Rows in the references' standardised, projected space."""
+    return ((np.asarray(X, dtype=np.float64) - knn.mean) / knn.scale) @ knn.basis
+
+
+def neighbour_counts(knn: _KnnState, Z: np.ndarray, k: int, positions=None) -> np.ndarray:
+    """Per row of ``Z`` (projected rows), how many of its ``k`` nearest references carry
+    each class code. ``positions``: the rows are the sampled rows at these positions, and
+    a row is not its own neighbour; without them (pass 2), a reference at distance 0 is
+    the row itself (or an exact copy) and is skipped."""
+    k = min(k, len(knn.ref_codes) - (1 if positions is not None else 0))
+    n_codes = len(knn.labels)
+    counts = np.zeros((len(Z), n_codes), dtype=np.int64)
+    if k < 1:
+        return counts
+    ref_sq = np.einsum("ij,ij->i", knn.refs, knn.refs)
+    for start in range(0, len(Z), 2048):
+        z = Z[start : start + 2048]
+        d2 = ref_sq[None, :] - 2 * z @ knn.refs.T + np.einsum("ij,ij->i", z, z)[:, None]
+        if positions is not None:  # a sampled row is not its own neighbour
+            d2[positions[start : start + 2048, None] == knn.ref_positions[None, :]] = np.inf
+            nn = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        else:
+            # pass 2 meets the sampled rows again: a reference at distance 0 is the
+            # row itself (or an exact copy), which cannot vouch for its label
+            m = min(k + 1, d2.shape[1])
+            near = np.argpartition(d2, m - 1, axis=1)[:, :m]
+            near = np.take_along_axis(near, np.argsort(np.take_along_axis(d2, near, 1), axis=1, kind="stable"), 1)
+            first = np.take_along_axis(d2, near[:, :1], 1)[:, 0]
+            self_hit = first <= 1e-9 * (1.0 + np.einsum("ij,ij->i", z, z))
+            nn = np.where(self_hit[:, None], near[:, 1 : k + 1], near[:, :k]) if m > k else near[:, :k]
+        # ties at the k-th distance are broken by reference order: deterministic
+        nn_codes = knn.ref_codes[nn]
+        block = np.zeros((len(z), n_codes), dtype=np.int64)
+        np.add.at(block, (np.repeat(np.arange(len(z)), k), nn_codes.ravel()), 1)
+        counts[start : start + 2048] = block
+    return counts
+

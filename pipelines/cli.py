@@ -233,8 +233,8 @@ def _detection_options(scan: argparse.ArgumentParser) -> None:
         "--detectors",
         metavar="NAMES",
         help="comma-separated detectors (default: spectral, spectre, activation_clustering, "
-        "label_consistency, knn_label; token_trigger for text, value_trigger for tables; "
-        "shared_group only when named)",
+        "label_consistency, knn_label; class_flip for tables and features, token_trigger for text, "
+        "value_trigger for tables; shared_group only when named)",
     )
     scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")

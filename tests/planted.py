@@ -52,3 +52,17 @@ def planted_all_to_all(n_per_class=300, n_classes=6, dim=16, rate=0.05, shift=12
     source = (y[poison] - 1) % n_classes
     X[poison] = centers[source] + rng.normal(size=(len(poison), dim)) + shift * u
     return X.astype(dtype), y, poison
+
+
+def planted_class_flip(n_per_class=300, n_classes=5, dim=16, source=0, target=2, share=0.3, seed=0, dtype=np.float32):
+    """Gaussian classes; ``share`` of ``source``'s rows relabelled ``target`` (a
+    class-to-class label flip; the rows keep their place).
+
+    Returns (X, y, flipped_idx).
+    """
+    rng, centers, y, X = _gaussian_classes(n_per_class, n_classes, dim, seed)
+    members = np.flatnonzero(y == source)
+    flipped = np.sort(rng.choice(members, int(round(share * len(members))), replace=False))
+    y = y.copy()
+    y[flipped] = target
+    return X.astype(dtype), y, flipped

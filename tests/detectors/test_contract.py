@@ -14,7 +14,7 @@ from poisonscan.detectors import (
 from poisonscan.detectors.stats import Reservoir
 
 from ..conftest import planted
-from ..planted import planted_all_to_all
+from ..planted import planted_all_to_all, planted_class_flip
 
 DETECTORS = available_detectors()
 
@@ -60,11 +60,15 @@ def planted_text(seed, n_per_class=300, classes=4, n_poison=40):
 
 def planted_for(det, seed):
     """Poison of the kind the detector finds: a shifted group, the same shifted group in
-    every class (all-to-all), flipped labels, a trigger."""
+    every class (all-to-all), flipped labels, one class's rows relabelled as another, a
+    trigger."""
     if det.input == "tokens":
         return planted_text(seed)
     if det.across_classes:
         X, y, poison = planted_all_to_all(seed=seed)
+        return X, y, poison, np.setdiff1d(np.arange(len(y)), poison)
+    if det.finds == "class-to-class flip":
+        X, y, poison = planted_class_flip(seed=seed)
         return X, y, poison, np.setdiff1d(np.arange(len(y)), poison)
     if det.finds == "backdoor":
         X, y, poison = planted(seed=seed, shift=15.0)
