@@ -64,7 +64,10 @@ class ClassFlip(PooledDetector):
     plus class j's own rows, weighed to the input's rows), the share labelled c exceeds
     the reverse share (of the rows that look like c, the share labelled j) by at least
     ``min_share``. A flip moves rows one way; two classes that overlap by nature show
-    look-alikes both ways. With fewer than three classes there are no other pairs to
+    look-alikes both ways. (The fit leaves out the pair it judges only where the pair is
+    large enough to be judged; a smaller pair's p-value, reported for the reviewer, is
+    against all pairs, itself included: one fit, where K (K - 1) fits would cost too much
+    with many classes.) With fewer than three classes there are no other pairs to
     judge against, and no class is judged.
 
     **Rows.** In a judged target class, the references are counted again without the rows
@@ -195,7 +198,7 @@ class ClassFlip(PooledDetector):
         other[np.arange(len(codes)), codes] = -1
         j = other.argmax(axis=1) if other.shape[1] else np.zeros(len(codes), np.int64)
         k = np.maximum(counts.sum(axis=1), 1)
-        majority = 2 * counts[np.arange(len(codes)), j] > k
+        majority = (2 * counts[np.arange(len(codes)), j] > k) & (j != codes)
         return np.where(majority, j, -1)
 
     @staticmethod
@@ -207,27 +210,34 @@ class ClassFlip(PooledDetector):
 
     def _judge_pairs(self, x: np.ndarray, n: np.ndarray, weight: np.ndarray) -> list:
         K = len(n)
-        order = [(c, j) for c in range(K) for j in range(K) if c != j]
-        xs = np.array([x[c, j] for c, j in order], dtype=np.float64)
-        ns = np.array([n[c] for c, j in order], dtype=np.float64)
+        off = ~np.eye(K, dtype=bool)
+        # every ordered pair as (count, size), the equal ones pooled with a weight: the
+        # fits cost what the distinct pairs cost, not K (K - 1)
+        combos, mult = np.unique(np.stack([x[off], np.broadcast_to(n[:, None], (K, K))[off]], 1), axis=0,
+                                 return_counts=True)
+        everyone = beta_binomial_fit(combos[:, 0], combos[:, 1], mult)
         # share[c, j]: of the input rows that look like j, the share labelled c
         moved = x * weight[:, None]
         own = (n * weight)[None, :]
         share = np.divide(moved, moved + own, out=np.zeros((K, K)), where=(moved + own) > 0)
         level = self._level(K)
         out = []
-        for i, (c, j) in enumerate(order):
-            if xs[i] == 0:
-                continue
-            others = np.arange(len(order)) != i
-            a, b = beta_binomial_fit(xs[others], ns[others])
-            p = math.exp(beta_binomial_logsf(int(xs[i]), int(ns[i]), a, b))
+        for c, j in zip(*np.nonzero(x * off)):
+            c, j = int(c), int(j)
+            xs, ns = int(x[c, j]), int(n[c])
             excess = share[c, j] - share[j, c]
+            eligible = excess >= self.min_share and xs >= self.min_rows
+            a, b = everyone
+            if eligible:
+                # judged against the *other* pairs: this one left out of the fit
+                left = mult - ((combos[:, 0] == xs) & (combos[:, 1] == ns))
+                a, b = beta_binomial_fit(combos[:, 0], combos[:, 1], left)
+            p = math.exp(beta_binomial_logsf(xs, ns, a, b))
             out.append({
-                "target": c, "source": j, "rows": int(xs[i]), "sample_rows": int(ns[i]),
+                "target": c, "source": j, "rows": xs, "sample_rows": ns,
                 "share": float(share[c, j]), "reverse_share": float(share[j, c]), "p_value": float(p),
                 "level": level, "others_mean": float(a / (a + b)),
-                "judged": bool(p < level and excess >= self.min_share and xs[i] >= self.min_rows),
+                "judged": bool(eligible and p < level),
             })
         out.sort(key=lambda d: (d["p_value"], d["target"], d["source"]))
         return out
@@ -323,10 +333,11 @@ def _subset(knn: _KnnState, keep: np.ndarray) -> _KnnState:
     return replace(knn, refs=knn.refs[keep], ref_codes=knn.ref_codes[keep], ref_positions=knn.ref_positions[keep])
 
 
-def beta_binomial_fit(x: np.ndarray, n: np.ndarray) -> tuple[float, float]:
+def beta_binomial_fit(x: np.ndarray, n: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
     """Maximum-likelihood (a, b) of a beta-binomial distribution for counts ``x`` of
-    ``n``, each count taken half a row higher and each size one row higher. Counts with no spread
-    beyond the binomial's give a large a + b (the binomial)."""
+    ``n`` (each pair ``weights`` times), each count taken half a row higher and each size
+    one row higher. Counts with no spread beyond the binomial's give a large a + b (the
+    binomial)."""
     # SciPy / scikit-learn: imported on first use, by the detectors that run
     from scipy import optimize, special
 
@@ -334,11 +345,12 @@ def beta_binomial_fit(x: np.ndarray, n: np.ndarray) -> tuple[float, float]:
     # would otherwise put the mean at zero and make a single look-alike improbable
     x = np.asarray(x, dtype=np.float64) + 0.5
     n = np.asarray(n, dtype=np.float64) + 1.0
-    m = x.sum() / n.sum()
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
+    m = float((w * x).sum() / (w * n).sum())
 
     def nll(t):
         a, b = math.exp(t[0]), math.exp(t[1])
-        return -float(np.sum(special.betaln(x + a, n - x + b) - special.betaln(a, b)))
+        return -float(np.sum(w * (special.betaln(x + a, n - x + b) - special.betaln(a, b))))
 
     start = np.log([m * 10.0, (1 - m) * 10.0])
     res = optimize.minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 4000})
