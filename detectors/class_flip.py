@@ -146,7 +146,8 @@ class ClassFlip(PooledDetector):
         # input rows each sampled row stands for, per class
         weight = np.array([(samples[v].rows or len(samples[v])) / max(n[i], 1) for i, v in enumerate(labels)])
         knn = reference_set(pooled, self.components)
-        taken = self._taken(neighbour_counts(knn, knn.refs, self.k, pooled.positions), pooled.codes)
+        counts = neighbour_counts(knn, knn.refs, self.k, pooled.positions)
+        taken = self._taken(counts, pooled.codes)
         x = np.zeros((K, K), dtype=np.int64)
         has = taken >= 0
         np.add.at(x, (pooled.codes[has], taken[has]), 1)
@@ -157,33 +158,32 @@ class ClassFlip(PooledDetector):
                 sources.setdefault(p["target"], []).append(p["source"])
         keep = np.ones(len(pooled.codes), dtype=bool)
         if sources:
+            # count again without the suspects (the flipped rows then no longer vouch for
+            # each other) until the suspects stay the same, at most three times
             suspect = self._suspects(taken, pooled.codes, sources)
             for _ in range(3):
                 keep = ~suspect
-                refs = _subset(knn, keep)
-                again = self._suspects(
-                    self._taken(neighbour_counts(refs, knn.refs, self.k, pooled.positions), pooled.codes),
-                    pooled.codes,
-                    sources,
-                )
+                counts = neighbour_counts(_subset(knn, keep), knn.refs, self.k, pooled.positions)
+                again = self._suspects(self._taken(counts, pooled.codes), pooled.codes, sources)
                 if (again == suspect).all():
                     break
                 suspect = again
-            keep = ~suspect
-        refs = _subset(knn, keep)
-        if sources:
-            # the judged pairs counted again without the flipped rows vouching for each
-            # other (the first count, which judged them, is the smaller)
-            final = self._taken(neighbour_counts(refs, knn.refs, self.k, pooled.positions), pooled.codes)
+            if (keep != ~suspect).any():  # the last count was of the suspects before
+                keep = ~suspect
+                counts = neighbour_counts(_subset(knn, keep), knn.refs, self.k, pooled.positions)
+            # the judged pairs' size and share as counted last (the first count, which
+            # judged them, is the smaller)
+            final = self._taken(counts, pooled.codes)
             for p in pairs:
                 if p["judged"]:
                     c, j = p["target"], p["source"]
-                    moved = float(((pooled.codes == c) & (final == j)).sum()) * weight[c]
-                    p["rows_flagged"] = int(round(moved / weight[c]))
-                    p["share"] = float(moved / (moved + n[j] * weight[j]))
+                    rows = int(((pooled.codes == c) & (final == j)).sum())
+                    p["rows_flagged"] = rows
+                    p["share"] = float(rows * weight[c] / (rows * weight[c] + n[j] * weight[j]))
+        refs = _subset(knn, keep)
         state.info["flip"] = _FlipState(refs, {c: sorted(js) for c, js in sources.items()}, pairs)
         state.info["level"] = self._level(K)
-        stat = self._statistic(state.info["flip"], neighbour_counts(refs, knn.refs, self.k, pooled.positions), pooled.codes)
+        stat = self._statistic(state.info["flip"], counts, pooled.codes)
         for i, label in enumerate(labels):
             state.calibration[label] = stat[pooled.codes == i]
         return state
@@ -321,10 +321,13 @@ class ClassFlip(PooledDetector):
             js = flip.sources.get(int(code)) or [int(np.argmax(np.where(np.arange(len(row)) == code, -1, row)))]
             j = max(js, key=lambda s: row[s])
             pair = next((p for p in flip.pairs if p["target"] == code and p["source"] == j), None)
-            share = f"; class {fmt_label(label)} holds {pair['share']:.0%} of class {fmt_label(labels[j])}'s look-alikes" if pair else ""
+            share = (
+                f"; of the rows that look like class {fmt_label(labels[j])}, {pair['share']:.0%} carry label "
+                f"{fmt_label(label)}, far more than between other pairs of classes" if pair else ""
+            )
             out.append(
                 f"label {fmt_label(label)}, but {int(row[j])} of its {int(row.sum())} nearest neighbours carry label "
-                f"{fmt_label(labels[j])}{share}, far more than other pairs of classes show"
+                f"{fmt_label(labels[j])}{share}"
             )
         return out
 
