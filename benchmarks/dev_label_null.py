@@ -120,8 +120,9 @@ def render(results: dict, seeds: int) -> str:
     source = ("a logistic model of its own encoded columns (C = 1; no flip, the natural noise of the real label)"
               if GENERATOR == "logistic" else
               "5-fold out-of-fold probabilities of gradient-boosted trees on its encoded columns (scikit-learn's "
-              "histogram boosting, defaults; no flip, but the label depends on columns jointly, which the label "
-              "detectors' linear model does not hold)")
+              "histogram boosting, defaults; no flip, but the label depends on columns jointly, which no linear "
+              "model of the columns holds; `label_consistency` then takes its own regularised trees as the null "
+              "where they fit the labels better, `knn_label` reads neighbours)")
     lines = [
         "## Label detectors on labels clean by construction (development part)"
         + ("" if GENERATOR == "logistic" else ", drawn from trees"),

@@ -1,4 +1,4 @@
-"""Helpers for detectors that look across classes: pooled samples, a linear classifier."""
+"""Helpers for detectors that look across classes: pooled samples, linear and tree classifiers."""
 
 from __future__ import annotations
 
@@ -114,6 +114,40 @@ class LinearModel:
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
+        out = np.zeros((len(p), n_classes))
+        out[:, self.classes] = p
+        return out
+
+
+@dataclass
+class TreeModel:
+    """Gradient-boosted trees (scikit-learn's histogram boosting): a model of the label
+    that holds interactions between columns, which :class:`LinearModel` does not."""
+
+    model: Any
+    classes: np.ndarray  # codes the model's columns stand for
+
+    @classmethod
+    def fit(cls, X: np.ndarray, codes: np.ndarray, seed: int = 0) -> "TreeModel":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        # regularised and without early stopping (its validation split is drawn at
+        # random): the fit depends on the rows only
+        model = HistGradientBoostingClassifier(
+            learning_rate=0.1,
+            max_iter=100,
+            max_leaf_nodes=15,
+            min_samples_leaf=20,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=seed,
+        )
+        model.fit(np.asarray(X, dtype=np.float64), codes)
+        return cls(model, model.classes_)
+
+    def proba(self, X: np.ndarray, n_classes: int) -> np.ndarray:
+        """Probabilities over all ``n_classes`` codes (0 for codes the model never saw)."""
+        p = self.model.predict_proba(np.asarray(X, dtype=np.float64))
         out = np.zeros((len(p), n_classes))
         out[:, self.classes] = p
         return out

@@ -3,8 +3,8 @@
 Two detectors catch flipped labels:
 
 * :class:`LabelConsistency` — confident learning (Northcutt, Jiang and Chuang, JAIR
-  2021) on out-of-fold class probabilities of a linear model cross-fitted on the class
-  samples;
+  2021) on out-of-fold class probabilities of a model cross-fitted on the class
+  samples (linear, or on tables the linear model or trees, whichever fits better);
 * :class:`KnnLabel` — the labels of a row's nearest neighbours among the class samples.
 
 Both read what the scan has that was *not fitted to the row's label* (a proxy trained
@@ -28,6 +28,7 @@ from ._pooled import (
     LinearModel,
     Pooled,
     PooledDetector,
+    TreeModel,
     fmt_label,
     plain_labels,
     stratified_folds,
@@ -38,7 +39,7 @@ from .stats import ClassSample
 
 @dataclass
 class _CLState:
-    models: list  # LinearModel per fold
+    models: list  # LinearModel or TreeModel per fold
     thresholds: np.ndarray  # per class code: mean out-of-fold self-confidence
     pooled_labels: list
 
@@ -67,6 +68,14 @@ class LabelConsistency(PooledDetector):
     the label is a flip; in a class judged poisoned, rows whose posterior is at least
     ``min_posterior`` are flagged. Score polarity: higher = more suspicious.
 
+    With ``model="auto"`` (the default on tables) gradient-boosted trees are
+    cross-fitted on the same folds as well, and the null is whichever model gives the
+    sampled labels the higher out-of-fold likelihood: a label that depends on columns
+    jointly (survival on sex and class together) makes a linear model confidently wrong
+    in places, and labels redrawn from that model cannot show it, so the real labels
+    would stand out as flips. Trees that do not fit the labels better (random flips are
+    noise a model of the columns cannot learn) leave the linear model as the null.
+
     With ``source="probabilities"`` the input rows *are* out-of-fold class probabilities
     (columns in the order of ``probability_labels``), as a cross-fitted proxy network
     gives them, and no model is fitted.
@@ -75,6 +84,12 @@ class LabelConsistency(PooledDetector):
     ----------
     folds, C, rows_per_class
         The cross-fitted model: folds, inverse regularisation, sampled rows per class.
+    model : {"linear", "trees", "auto"}, default="linear"
+        The cross-fitted model: multinomial logistic regression, gradient-boosted trees
+        (scikit-learn's histogram boosting, 100 rounds of 15 leaves), or the one with
+        the lower out-of-fold log-loss on the sample (``"auto"``, the scan's choice
+        for tabular inputs). The choice and both losses are in the state's
+        ``model_choice``.
     verdict_odds : float, default=10
         What counts as a strong disagreement (the data make another class this many
         times more likely than the label, relative to the thresholds). A definition of
@@ -109,6 +124,10 @@ class LabelConsistency(PooledDetector):
         # a cross-fitted proxy's out-of-fold probabilities, where the scan has them
         if probability_labels:
             return {"source": "probabilities", "probability_labels": tuple(probability_labels)}
+        # a table's label may depend on its columns jointly (survival on sex and class
+        # together): the model whose out-of-fold likelihood is higher is the null
+        if kind == "tabular":
+            return {"model": "auto"}
         return {}
     statistic_name = "posterior log-odds that the label is a flip"
     _parameter_constraints = {
@@ -119,6 +138,7 @@ class LabelConsistency(PooledDetector):
         "class_alpha": [Interval(Real, 0, 1, closed="neither")],
         "draws": [Interval(int, 19, None)],
         "source": [Options(("fit", "probabilities"))],
+        "model": [Options(("linear", "trees", "auto"))],
         "verdict_odds": [Interval(Real, 1, None, closed="neither")],
         "min_posterior": [Interval(Real, 0, 1, closed="neither")],
         "probability_labels": [OfType(tuple, "a tuple of labels"), NONE],
@@ -134,12 +154,14 @@ class LabelConsistency(PooledDetector):
         class_alpha: float = 0.05,
         draws: int = 100,
         source: str = "fit",
+        model: str = "linear",
         probability_labels: tuple | None = None,
         verdict_odds: float = 10.0,
         min_posterior: float = 0.5,
     ):
         self.verdict_odds = verdict_odds
         self.source = source
+        self.model = model
         self.probability_labels = probability_labels
         self.folds = folds
         self.C = C
@@ -164,16 +186,30 @@ class LabelConsistency(PooledDetector):
                 state.calibration[label] = np.zeros(len(samples[label]))
             return state
         fold = stratified_folds(pooled.codes, self.folds)
+        fits = {}
+        for kind in ("linear", "trees") if self.model == "auto" else (self.model,):
+            fits[kind] = self._cross_fit(kind, pooled, fold, k)
+        loss = {kind: _log_loss(oof, pooled.codes) for kind, (oof, _) in fits.items()}
+        chosen = min(loss, key=lambda kind: (loss[kind], kind != "linear"))
+        oof, models = fits[chosen]
+        state.info["model_choice"] = {"chosen": chosen, "log_loss": loss}
+        return self._judged_on(state, oof, pooled.codes, pooled.labels, _CLState(models, np.ones(k), pooled.labels))
+
+    def _cross_fit(self, kind: str, pooled: Pooled, fold: np.ndarray, k: int) -> tuple[np.ndarray, list]:
+        """Out-of-fold class probabilities of the sampled rows, and the fold models."""
         oof = np.zeros((len(pooled.codes), k))
         models = []
         for f in range(self.folds):
             train = fold != f
             if not train.any() or train.all():
                 continue
-            m = LinearModel.fit(pooled.X[train], pooled.codes[train], self.C)
+            if kind == "trees":
+                m = TreeModel.fit(pooled.X[train], pooled.codes[train])
+            else:
+                m = LinearModel.fit(pooled.X[train], pooled.codes[train], self.C)
             models.append(m)
             oof[~train] = m.proba(pooled.X[~train], k)
-        return self._judged_on(state, oof, pooled.codes, pooled.labels, _CLState(models, np.ones(k), pooled.labels))
+        return oof, models
 
     def _strong(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """``strong[i, c]``: with label c, row i would be a strong disagreement."""
@@ -229,7 +265,12 @@ class LabelConsistency(PooledDetector):
         return state.info["noise"].flip_log_odds(self._proba(state, X), codes)
 
     def judge(self, state, label, class_rows, group_test):
-        return self._decide(state, label, class_rows)
+        verdict = self._decide(state, label, class_rows)
+        choice = state.info.get("model_choice")
+        if choice:  # which model of the columns the null is, and why (summary.json)
+            verdict.extra["label_model"] = choice["chosen"]
+            verdict.extra["label_model_log_loss"] = dict(choice["log_loss"])
+        return verdict
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         model: _CLState = state.info["model"]
@@ -243,6 +284,11 @@ class LabelConsistency(PooledDetector):
                 f"and class {fmt_label(model.pooled_labels[other])} p = {row[other]:.2f}"
             )
         return out
+
+
+def _log_loss(p: np.ndarray, codes: np.ndarray) -> float:
+    """Mean negative log-likelihood of the labels under out-of-fold probabilities."""
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(codes)), codes], 1e-6, 1.0))))
 
 
 def _thresholds(q: np.ndarray, codes: np.ndarray) -> np.ndarray:

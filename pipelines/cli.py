@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import logging
 import re
 import signal
@@ -236,6 +237,14 @@ def _detection_options(scan: argparse.ArgumentParser) -> None:
         "label_consistency, knn_label; class_flip for tables and features, token_trigger for text, "
         "value_trigger for tables; shared_group only when named)",
     )
+    scan.add_argument(
+        "--detector-param",
+        action="append",
+        default=[],
+        metavar="DETECTOR.PARAM=VALUE",
+        help="set one detector parameter (repeatable; VALUE is read as JSON, else as text), "
+        "e.g. label_consistency.model=linear; docs/detectors.md lists each detector's",
+    )
     scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")
     scan.add_argument("--min-class-rows", type=_positive_int, default=20, metavar="N", help="smaller classes are rejected as unjudgeable (default: 20)")
@@ -435,6 +444,7 @@ def _config(args) -> ScanConfig:
         except ValueError:
             raise _UsageError(f"--feature-range wants LOW,HIGH; got {args.feature_range!r}") from None
         feature_range = (lo, hi)
+    detector_params = _detector_params(args.detector_param)
     try:
         cfg = ScanConfig(
             id_column=args.id_column,
@@ -458,6 +468,7 @@ def _config(args) -> ScanConfig:
                 if args.detectors
                 else None
             ),
+            detector_params=detector_params,
             expected_poison_rate=args.expected_poison_rate,
             seed=args.seed,
             sample_size=args.sample_size,
@@ -468,6 +479,25 @@ def _config(args) -> ScanConfig:
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
     return cfg
+
+
+def _detector_params(items: list) -> dict:
+    """``["label_consistency.model=linear", ...]`` as ``{"label_consistency": {"model":
+    "linear"}}``; a value is JSON where it parses (numbers, true, null), else text."""
+    out: dict = {}
+    for item in items:
+        name, dot, rest = item.partition(".")
+        key, eq, value = rest.partition("=")
+        if not (dot and eq and name.strip() and key.strip()):
+            raise _UsageError(f"--detector-param wants DETECTOR.PARAM=VALUE; got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        if isinstance(parsed, list):
+            parsed = tuple(parsed)
+        out.setdefault(name.strip(), {})[key.strip()] = parsed
+    return out
 
 
 def gate(summary: dict, fail_on: str) -> int:

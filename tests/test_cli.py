@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from poisonscan.pipelines.cli import main
@@ -63,6 +62,11 @@ def test_budget_option(tmp_path, source):
         (["scan", "{src}", "--out", "{tmp}/o", "--expected-poison-rate", "5"], 2, "must be in (0, 1)"),
         (["scan", "{src}", "--out", "{tmp}/o", "--detectors", "spectrall"], 2, "known detectors: "),
         (["scan", "{src}", "--out", "{tmp}/o", "--expected-poisson-rate", "0.1"], 2, "did you mean '--expected-poison-rate'"),
+        (["scan", "{src}", "--out", "{tmp}/o", "--detector-param", "label_consistency.model=bogus"], 2,
+         "must be one of 'linear', 'trees', 'auto'"),
+        (["scan", "{src}", "--out", "{tmp}/o", "--detector-param", "label_consistency.modl=linear"], 2,
+         "Unknown parameter(s) 'modl'"),
+        (["scan", "{src}", "--out", "{tmp}/o", "--detector-param", "model=linear"], 2, "wants DETECTOR.PARAM=VALUE"),
         (["scan", "{src}"], 2, "--out"),
         (["frobnicate"], 2, "invalid choice"),
     ],

@@ -180,3 +180,6 @@ def test_the_scan_asks_the_detectors_which_run_by_default():
     assert tabular["spectral"].needs_affinity and not ScanConfig().build_detectors("image")[0].needs_affinity
     user = ScanConfig(detector_params={"spectral": {"needs_affinity": False}}).build_detectors("tabular")
     assert not user[0].needs_affinity  # the user's own parameters come first
+    # a table's label model is chosen on the table; vectors keep the linear model
+    assert tabular["label_consistency"].model == "auto"
+    assert {d.name: d for d in ScanConfig().build_detectors("features")}["label_consistency"].model == "linear"

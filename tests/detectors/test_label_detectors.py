@@ -133,6 +133,27 @@ def test_a_label_a_model_predicts_poorly_is_not_called_flipped():
         assert all(v.p_value is not None and v.level is not None for v in verdicts.values())
 
 
+def test_a_label_that_depends_on_columns_jointly_is_not_called_flipped():
+    # clean labels that follow x0, reversed where x1 > 0.8 (as survival follows sex,
+    # except in some classes): a linear model is confidently wrong in that region, and
+    # labels drawn from it cannot show that; trees hold the interaction
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 4))
+    sign = np.where(X[:, 1] > 0.8, -1.0, 1.0)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-4 * sign * X[:, 0]))).astype(np.int64)
+    state, verdicts, flags = verdicts_and_flags(LabelConsistency(model="linear"), X, y)
+    assert all(v.poisoned for v in verdicts.values())  # the misspecified null
+    state, verdicts, flags = verdicts_and_flags(LabelConsistency(model="auto"), X, y)
+    choice = state.info["model_choice"]
+    assert choice["chosen"] == "trees" and choice["log_loss"]["trees"] < choice["log_loss"]["linear"]
+    assert not any(v.poisoned for v in verdicts.values()) and not flags.any()
+    # random flips are noise no model of the columns learns: they do not make trees win
+    X, y, _ = blobs()
+    y_bad, _ = flip(y, 60)
+    state = LabelConsistency(model="auto").extract_output({}, samples_of(X, y_bad))
+    assert state.info["model_choice"]["chosen"] == "linear"
+
+
 def test_a_binary_class_with_flips_is_found():
     X, y, _ = blobs(n_per_class=300, classes=2, seed=7, spread=1.5)
     rng = np.random.default_rng(7)
