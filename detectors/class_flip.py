@@ -261,7 +261,7 @@ class ClassFlip(PooledDetector):
         if flip is None:
             return np.zeros(len(y))
         codes = np.array([state.classes[v] for v in plain_labels(y)], dtype=np.int64)
-        return self._statistic(flip, neighbour_counts(flip.refs, project(flip.refs, X), self.k), codes)
+        return self._statistic(flip, neighbour_counts(flip.refs, project(flip.refs, X), self.k, own_codes=codes), codes)
 
     def judge(self, state, label, class_rows, group_test) -> ClassVerdict:
         stat = np.asarray(state.calibration.get(label, np.empty(0)), dtype=np.float64)
@@ -315,7 +315,7 @@ class ClassFlip(PooledDetector):
         flip: _FlipState = state.info["flip"]
         labels = sorted(state.classes, key=lambda v: state.classes[v])
         codes = np.array([state.classes[v] for v in plain_labels(y)], dtype=np.int64)
-        counts = neighbour_counts(flip.refs, project(flip.refs, X), self.k)
+        counts = neighbour_counts(flip.refs, project(flip.refs, X), self.k, own_codes=codes)
         out = []
         for label, code, row in zip(plain_labels(y), codes, counts):
             js = flip.sources.get(int(code)) or [int(np.argmax(np.where(np.arange(len(row)) == code, -1, row)))]

@@ -121,7 +121,7 @@ class KnnLabel(PooledDetector):
         if knn is None or "noise" not in state.info:
             return np.zeros(len(y))
         codes = np.array([state.classes[v] for v in plain_labels(y)], dtype=np.int64)
-        counts = neighbour_counts(knn, project(knn, X), self.k)
+        counts = neighbour_counts(knn, project(knn, X), self.k, own_codes=codes)
         return state.info["noise"].flip_log_odds(self._proba(knn, counts), codes)
 
     def judge(self, state, label, class_rows, group_test):
@@ -130,10 +130,10 @@ class KnnLabel(PooledDetector):
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         knn: _KnnState = state.info["refs"]
         codes = np.array([state.classes[v] for v in plain_labels(y)], dtype=np.int64)
-        counts = neighbour_counts(knn, project(knn, X), self.k)
-        k = int(counts[0].sum()) if len(counts) else min(self.k, len(knn.ref_codes))
+        counts = neighbour_counts(knn, project(knn, X), self.k, own_codes=codes)
         out = []
         for label, code, row in zip(plain_labels(y), codes, counts):
+            k = int(row.sum())  # more than k where references tie at the k-th distance
             other = row.copy()
             other[code] = -1
             m = int(other.argmax())
@@ -162,36 +162,55 @@ def project(knn: _KnnState, X: np.ndarray) -> np.ndarray:
     return ((np.asarray(X, dtype=np.float64) - knn.mean) / knn.scale) @ knn.basis
 
 
-def neighbour_counts(knn: _KnnState, Z: np.ndarray, k: int, positions=None) -> np.ndarray:
+def neighbour_counts(knn: _KnnState, Z: np.ndarray, k: int, positions=None, own_codes=None) -> np.ndarray:
     """Per row of ``Z`` (projected rows), how many of its ``k`` nearest references carry
-    each class code. ``positions``: the rows are the sampled rows at these positions, and
-    a row is not its own neighbour; without them (pass 2), a reference at distance 0 is
-    the row itself (or an exact copy) and is skipped."""
+    each class code; references tied with the k-th nearest all count (rows of a table
+    whose columns take few values repeat: which of a dozen identical rows make up "the
+    10 nearest" would otherwise be decided by their order, and a row's label judged
+    against an arbitrary few of them).
+
+    ``positions``: the rows are the sampled rows at these positions, and a row is not
+    its own neighbour. Without them (pass 2) a reference at distance 0 may be the row
+    itself: with ``own_codes`` (each row's label code), one reference at distance 0
+    carrying the row's own label is left out, which is what pass 1 did for a sampled
+    row; without them, the first reference at distance 0."""
     k = min(k, len(knn.ref_codes) - (1 if positions is not None else 0))
     n_codes = len(knn.labels)
     counts = np.zeros((len(Z), n_codes), dtype=np.int64)
     if k < 1:
         return counts
     ref_sq = np.einsum("ij,ij->i", knn.refs, knn.refs)
+    onehot = np.zeros((len(knn.ref_codes), n_codes))
+    onehot[np.arange(len(knn.ref_codes)), knn.ref_codes] = 1.0
     for start in range(0, len(Z), 2048):
         z = Z[start : start + 2048]
-        d2 = ref_sq[None, :] - 2 * z @ knn.refs.T + np.einsum("ij,ij->i", z, z)[:, None]
+        zz = np.einsum("ij,ij->i", z, z)
+        d2 = ref_sq[None, :] - 2 * z @ knn.refs.T + zz[:, None]
+        # distances from the expansion carry rounding of the norms' size
+        tol = 1e-9 * (1.0 + zz + ref_sq.max())
+        rows = np.arange(len(z))
         if positions is not None:  # a sampled row is not its own neighbour
             d2[positions[start : start + 2048, None] == knn.ref_positions[None, :]] = np.inf
-            nn = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            kth = np.partition(d2, k - 1, axis=1)[:, k - 1]
+            block = ((d2 <= (kth + tol)[:, None]) @ onehot).astype(np.int64)
         else:
-            # pass 2 meets the sampled rows again: a reference at distance 0 is the
-            # row itself (or an exact copy), which cannot vouch for its label
+            # pass 2 meets the sampled rows again: a reference at distance 0 is the row
+            # itself (or an exact copy), which cannot vouch for its label
             m = min(k + 1, d2.shape[1])
-            near = np.argpartition(d2, m - 1, axis=1)[:, :m]
-            near = np.take_along_axis(near, np.argsort(np.take_along_axis(d2, near, 1), axis=1, kind="stable"), 1)
-            first = np.take_along_axis(d2, near[:, :1], 1)[:, 0]
-            self_hit = first <= 1e-9 * (1.0 + np.einsum("ij,ij->i", z, z))
-            nn = np.where(self_hit[:, None], near[:, 1 : k + 1], near[:, :k]) if m > k else near[:, :k]
-        # ties at the k-th distance are broken by reference order: deterministic
-        nn_codes = knn.ref_codes[nn]
-        block = np.zeros((len(z), n_codes), dtype=np.int64)
-        np.add.at(block, (np.repeat(np.arange(len(z)), k), nn_codes.ravel()), 1)
+            near = np.partition(d2, m - 1, axis=1)[:, :m]
+            near.sort(axis=1)
+            self_hit = (near[:, 0] <= tol) & (m > k)
+            kth = np.where(self_hit, near[:, m - 1], near[:, k - 1])
+            block = ((d2 <= (kth + tol)[:, None]) @ onehot).astype(np.int64)
+            if self_hit.any():
+                zero = d2 <= tol[:, None]
+                if own_codes is not None:
+                    own = np.asarray(own_codes[start : start + 2048], dtype=np.int64)
+                    has_own = (zero & (knn.ref_codes[None, :] == own[:, None])).any(axis=1)
+                    drop = np.where(has_own, own, -1)
+                else:
+                    drop = knn.ref_codes[np.argmax(zero, axis=1)]
+                hit = self_hit & (drop >= 0)
+                block[rows[hit], drop[hit]] -= 1
         counts[start : start + 2048] = block
     return counts
-

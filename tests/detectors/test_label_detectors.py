@@ -266,3 +266,24 @@ def test_a_group_of_poison_looks_like_other_classes():
     X[np.flatnonzero(y == 0)[:60], 5:8] += 12.0
     first, (means, p) = spectral_affinity(X, y)[0]
     assert first.extra["candidate"] and p > 0.01
+
+
+def test_neighbours_tied_at_the_kth_distance_all_count():
+    # a table whose columns take few values: 30 identical rows, 9 of them labelled 1
+    # (30 %), and 40 rows elsewhere. Which 10 of the 29 copies are "the 10 nearest" would be
+    # decided by their order; all of them count, so every copy sees the cell's own rate
+    from poisonscan.detectors._pooled import Pooled
+    from poisonscan.detectors.knn_label import neighbour_counts, project, reference_set
+
+    X = np.vstack([np.zeros((30, 3)), np.random.default_rng(0).normal(5, 1, size=(40, 3))])
+    y = np.r_[np.ones(9, int), np.zeros(21, int), np.zeros(40, int)]
+    pooled = Pooled.of(samples_of(X, y))
+    knn = reference_set(pooled, 3)
+    counts = neighbour_counts(knn, knn.refs, 10, pooled.positions)
+    cell = np.flatnonzero(np.isin(pooled.positions, np.arange(30)))
+    assert (counts[cell].sum(axis=1) == 29).all()  # the row itself left out, every copy in
+    own = pooled.codes[cell]
+    assert (counts[cell, 1] == 9 - own).all()
+    # pass 2 meets the same rows: one copy with the row's own label is left out, as in pass 1
+    again = neighbour_counts(knn, project(knn, X[pooled.positions[cell]]), 10, own_codes=own)
+    assert (again == counts[cell]).all()
