@@ -119,31 +119,47 @@ class LinearModel:
         return out
 
 
-@dataclass
 class TreeModel:
     """Gradient-boosted trees (scikit-learn's histogram boosting): a model of the label
-    that holds interactions between columns, which :class:`LinearModel` does not."""
+    that holds interactions between columns, which :class:`LinearModel` does not.
 
-    model: Any
-    classes: np.ndarray  # codes the model's columns stand for
+    A saved scan state holds data only (``scan.state``), and a fitted scikit-learn
+    model is not data: the state keeps the training rows and the seed, and the trees
+    are fitted again, identically, when the state is read."""
+
+    def __init__(self, X: np.ndarray, codes: np.ndarray, seed: int = 0):
+        self.X = np.asarray(X)
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.seed = int(seed)
+        self._fit()
 
     @classmethod
     def fit(cls, X: np.ndarray, codes: np.ndarray, seed: int = 0) -> "TreeModel":
+        return cls(X, codes, seed)
+
+    def _fit(self) -> None:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         # regularised and without early stopping (its validation split is drawn at
         # random): the fit depends on the rows only
-        model = HistGradientBoostingClassifier(
+        self.model = HistGradientBoostingClassifier(
             learning_rate=0.1,
             max_iter=100,
             max_leaf_nodes=15,
             min_samples_leaf=20,
             l2_regularization=1.0,
             early_stopping=False,
-            random_state=seed,
+            random_state=self.seed,
         )
-        model.fit(np.asarray(X, dtype=np.float64), codes)
-        return cls(model, model.classes_)
+        self.model.fit(np.asarray(self.X, dtype=np.float64), self.codes)
+        self.classes = self.model.classes_
+
+    def __getstate__(self):
+        return {"X": self.X, "codes": self.codes, "seed": self.seed}
+
+    def __setstate__(self, state):
+        self.X, self.codes, self.seed = state["X"], state["codes"], state["seed"]
+        self._fit()
 
     def proba(self, X: np.ndarray, n_classes: int) -> np.ndarray:
         """Probabilities over all ``n_classes`` codes (0 for codes the model never saw)."""

@@ -287,3 +287,18 @@ def test_neighbours_tied_at_the_kth_distance_all_count():
     # pass 2 meets the same rows: one copy with the row's own label is left out, as in pass 1
     again = neighbour_counts(knn, project(knn, X[pooled.positions[cell]]), 10, own_codes=own)
     assert (again == counts[cell]).all()
+
+
+def test_a_tree_label_model_survives_a_data_only_state():
+    # a saved scan state is read back with an unpickler that builds data only; the trees
+    # are kept as their training rows and fitted again, identically, when read
+    import io
+    import pickle
+
+    from poisonscan.detectors._pooled import TreeModel
+    from poisonscan.pipelines.scan.state import _DataOnly
+
+    X, y, _ = blobs(n_per_class=60, classes=3, seed=4)
+    model = TreeModel.fit(X, y, seed=0)
+    back = _DataOnly(io.BytesIO(pickle.dumps(model))).load()
+    assert np.array_equal(back.proba(X, 3), model.proba(X, 3))
