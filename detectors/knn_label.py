@@ -188,11 +188,10 @@ def neighbour_counts(knn: _KnnState, Z: np.ndarray, k: int, positions=None, own_
         d2 = ref_sq[None, :] - 2 * z @ knn.refs.T + zz[:, None]
         # distances from the expansion carry rounding of the norms' size
         tol = 1e-9 * (1.0 + zz + ref_sq.max())
-        rows = np.arange(len(z))
+        self_hit = np.zeros(len(z), dtype=bool)
         if positions is not None:  # a sampled row is not its own neighbour
             d2[positions[start : start + 2048, None] == knn.ref_positions[None, :]] = np.inf
             kth = np.partition(d2, k - 1, axis=1)[:, k - 1]
-            block = ((d2 <= (kth + tol)[:, None]) @ onehot).astype(np.int64)
         else:
             # pass 2 meets the sampled rows again: a reference at distance 0 is the row
             # itself (or an exact copy), which cannot vouch for its label
@@ -201,16 +200,16 @@ def neighbour_counts(knn: _KnnState, Z: np.ndarray, k: int, positions=None, own_
             near.sort(axis=1)
             self_hit = (near[:, 0] <= tol) & (m > k)
             kth = np.where(self_hit, near[:, m - 1], near[:, k - 1])
-            block = ((d2 <= (kth + tol)[:, None]) @ onehot).astype(np.int64)
-            if self_hit.any():
-                zero = d2 <= tol[:, None]
-                if own_codes is not None:
-                    own = np.asarray(own_codes[start : start + 2048], dtype=np.int64)
-                    has_own = (zero & (knn.ref_codes[None, :] == own[:, None])).any(axis=1)
-                    drop = np.where(has_own, own, -1)
-                else:
-                    drop = knn.ref_codes[np.argmax(zero, axis=1)]
-                hit = self_hit & (drop >= 0)
-                block[rows[hit], drop[hit]] -= 1
+        block = ((d2 <= (kth + tol)[:, None]) @ onehot).astype(np.int64)
+        if self_hit.any():
+            zero = d2 <= tol[:, None]
+            if own_codes is not None:
+                own = np.asarray(own_codes[start : start + 2048], dtype=np.int64)
+                has_own = (zero & (knn.ref_codes[None, :] == own[:, None])).any(axis=1)
+                drop = np.where(has_own, own, -1)
+            else:
+                drop = knn.ref_codes[np.argmax(zero, axis=1)]
+            hit = np.flatnonzero(self_hit & (drop >= 0))
+            block[hit, drop[hit]] -= 1
         counts[start : start + 2048] = block
     return counts
