@@ -157,8 +157,9 @@ def render(results: dict, seeds: int) -> str:
               if GENERATOR == "cells" else
               "5-fold out-of-fold probabilities of gradient-boosted trees on its encoded columns (scikit-learn's "
               "histogram boosting, defaults; no flip, but the label depends on columns jointly, which no linear "
-              "model of the columns holds; `label_consistency` then takes its own regularised trees as the null "
-              "where they fit the labels better, `knn_label` reads neighbours)")
+              "model of the columns holds; `label_consistency` then takes as its null the mixture of its linear, "
+              "quadratic and regularised trees models where a richer one fits the labels better, `knn_label` "
+              "reads neighbours)")
     lines = [
         "## Label detectors on labels clean by construction (development part)"
         + {"logistic": "", "trees": ", drawn from trees", "cells": ", a synthetic table of few distinct rows"}[GENERATOR],

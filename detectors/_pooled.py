@@ -119,6 +119,49 @@ class LinearModel:
         return out
 
 
+#: Widest input (columns that vary) on which ``model="auto"`` also tries the quadratic
+#: model: 40 columns make 860 features, a few seconds per fold on 10,000 sampled rows.
+QUADRATIC_MAX_COLUMNS = 40
+
+
+@dataclass
+class QuadraticModel:
+    """Multinomial logistic regression on the standardised columns and their pairwise
+    products (squares included): a smooth model of a label that depends on columns
+    jointly (survival on sex and class together), where :class:`LinearModel` is
+    misspecified, that stays smooth where :class:`TreeModel` fits few rows poorly.
+    Plain arrays once fitted (a saved state holds it as data)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    keep: np.ndarray  # the columns that vary in the training rows
+    linear: LinearModel  # on the expanded features
+
+    @classmethod
+    def fit(cls, X: np.ndarray, codes: np.ndarray, C: float, seed: int = 0) -> "QuadraticModel":
+        X = np.asarray(X, dtype=np.float64)
+        mean = X.mean(axis=0)
+        std = X.std(axis=0)
+        keep = std > 0
+        model = cls(mean, np.where(keep, std, 1.0), keep, None)
+        model.linear = LinearModel.fit(model.expand(X), codes, C, seed=seed)
+        return model
+
+    @staticmethod
+    def width(X: np.ndarray) -> int:
+        """Columns that vary: the quadratic model has ``w + w (w + 1) / 2`` features."""
+        return int((np.asarray(X).std(axis=0) > 0).sum()) if len(X) else 0
+
+    def expand(self, X: np.ndarray) -> np.ndarray:
+        Z = ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale)[:, self.keep]
+        i, j = np.triu_indices(Z.shape[1])
+        return np.hstack([Z, Z[:, i] * Z[:, j]])
+
+    def proba(self, X: np.ndarray, n_classes: int) -> np.ndarray:
+        """Probabilities over all ``n_classes`` codes (0 for codes the model never saw)."""
+        return self.linear.proba(self.expand(X), n_classes)
+
+
 class TreeModel:
     """Gradient-boosted trees (scikit-learn's histogram boosting): a model of the label
     that holds interactions between columns, which :class:`LinearModel` does not.

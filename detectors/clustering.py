@@ -266,9 +266,10 @@ class ActivationClustering(PooledDetector):
             out.append(
                 f"this row is {s:.1f} SD nearer a separate cluster, {frac:.0%} of class {fmt_label(label)}'s "
                 f"sample, than the rest of the class (the two clusters' centres are "
-                f"{cls.separation:.1f} SD apart; silhouette {cls.silhouette:.2f} of 1); a model of "
-                f"the other classes takes that cluster's rows for another class with mean confidence "
-                f"{conf[cls.suspicious]:.2f} (the rest of the class: {conf[1 - cls.suspicious]:.2f})"
+                f"{cls.separation:.1f} SD apart; silhouette {cls.silhouette:.2f}, on a scale from -1 to 1 "
+                f"where 0 is no split); a model of the other classes alone is on average "
+                f"{conf[cls.suspicious]:.2f} sure that the cluster's rows are one of those classes "
+                f"(the rest of class {fmt_label(label)}: {conf[1 - cls.suspicious]:.2f})"
             )
         return out
 

@@ -4,7 +4,7 @@ Two detectors catch flipped labels:
 
 * :class:`LabelConsistency` — confident learning (Northcutt, Jiang and Chuang, JAIR
   2021) on out-of-fold class probabilities of a model cross-fitted on the class
-  samples (linear, or on tables the linear model or trees, whichever fits better);
+  samples (linear; on tables, where a quadratic model or trees fit better, a mixture);
 * :class:`KnnLabel` — the labels of a row's nearest neighbours among the class samples.
 
 Both read what the scan has that was *not fitted to the row's label* (a proxy trained
@@ -25,9 +25,11 @@ import numpy as np
 
 from ._params import NONE, Interval, OfType, Options
 from ._pooled import (
+    QUADRATIC_MAX_COLUMNS,
     LinearModel,
     Pooled,
     PooledDetector,
+    QuadraticModel,
     TreeModel,
     fmt_label,
     plain_labels,
@@ -68,13 +70,14 @@ class LabelConsistency(PooledDetector):
     the label is a flip; in a class judged poisoned, rows whose posterior is at least
     ``min_posterior`` are flagged. Score polarity: higher = more suspicious.
 
-    With ``model="auto"`` (the default on tables) gradient-boosted trees are
-    cross-fitted on the same folds as well, and the null is whichever model gives the
-    sampled labels the higher out-of-fold likelihood: a label that depends on columns
+    With ``model="auto"`` (the default on tables) a quadratic model and gradient-boosted
+    trees are cross-fitted on the same folds as well: a label that depends on columns
     jointly (survival on sex and class together) makes a linear model confidently wrong
     in places, and labels redrawn from that model cannot show it, so the real labels
-    would stand out as flips. Trees that do not fit the labels better (random flips are
-    noise a model of the columns cannot learn) leave the linear model as the null.
+    would stand out as flips. Where a richer model gives the sampled labels the higher
+    out-of-fold likelihood, the null is the likelihood-weighted mixture of the three;
+    where none does (random flips are noise a model of the columns cannot learn), the
+    linear model.
 
     With ``source="probabilities"`` the input rows *are* out-of-fold class probabilities
     (columns in the order of ``probability_labels``), as a cross-fitted proxy network
@@ -84,12 +87,16 @@ class LabelConsistency(PooledDetector):
     ----------
     folds, C, rows_per_class
         The cross-fitted model: folds, inverse regularisation, sampled rows per class.
-    model : {"linear", "trees", "auto"}, default="linear"
-        The cross-fitted model: multinomial logistic regression, gradient-boosted trees
-        (scikit-learn's histogram boosting, 100 rounds of 15 leaves), or the one with
-        the lower out-of-fold log-loss on the sample (``"auto"``, the scan's choice
-        for tabular inputs). The choice and both losses are in the state's
-        ``model_choice``.
+    model : {"linear", "quadratic", "trees", "auto"}, default="linear"
+        The cross-fitted model: multinomial logistic regression, the same on the
+        columns and their pairwise products (:class:`~._pooled.QuadraticModel`),
+        gradient-boosted trees (scikit-learn's histogram boosting, 100 rounds of 15
+        leaves), or (``"auto"``, the scan's choice for tabular inputs) the linear model
+        unless a richer one has the lower out-of-fold log-loss on the sample, and then
+        the mixture of all three (quadratic only up to ``QUADRATIC_MAX_COLUMNS``
+        varying columns) whose weights maximise the out-of-fold likelihood
+        (:func:`mixture_weights`). The choice, every loss and the weights are in the
+        state's ``model_choice``.
     verdict_odds : float, default=10
         What counts as a strong disagreement (the data make another class this many
         times more likely than the label, relative to the thresholds). A definition of
@@ -138,7 +145,7 @@ class LabelConsistency(PooledDetector):
         "class_alpha": [Interval(Real, 0, 1, closed="neither")],
         "draws": [Interval(int, 19, None)],
         "source": [Options(("fit", "probabilities"))],
-        "model": [Options(("linear", "trees", "auto"))],
+        "model": [Options(("linear", "quadratic", "trees", "auto"))],
         "verdict_odds": [Interval(Real, 1, None, closed="neither")],
         "min_posterior": [Interval(Real, 0, 1, closed="neither")],
         "probability_labels": [OfType(tuple, "a tuple of labels"), NONE],
@@ -187,13 +194,39 @@ class LabelConsistency(PooledDetector):
             return state
         fold = stratified_folds(pooled.codes, self.folds)
         fits = {}
-        for kind in ("linear", "trees") if self.model == "auto" else (self.model,):
+        for kind in self._candidates(pooled.X):
             fits[kind] = self._cross_fit(kind, pooled, fold, k)
         loss = {kind: _log_loss(oof, pooled.codes) for kind, (oof, _) in fits.items()}
-        chosen = min(loss, key=lambda kind: (loss[kind], kind != "linear"))
-        oof, models = fits[chosen]
-        state.info["model_choice"] = {"chosen": chosen, "log_loss": loss}
+        kinds = list(fits)
+        if "linear" in loss and loss["linear"] <= min(loss.values()):
+            # no richer model fits the labels better than the linear one: it is the null
+            weights = np.array([1.0 if kind == "linear" else 0.0 for kind in kinds])
+        else:
+            weights = mixture_weights([fits[kind][0] for kind in kinds], pooled.codes)
+        used = [i for i, w in enumerate(weights) if w > 0]
+        oof = sum(weights[i] * fits[kinds[i]][0] for i in used)
+        # fold by fold, the models of each kind that carry weight, mixed
+        models = [
+            Mixture([float(weights[i]) for i in used], [fits[kinds[i]][1][f] for i in used])
+            for f in range(len(fits[kinds[0]][1]))
+        ]
+        chosen = kinds[used[0]] if len(used) == 1 else "mixture"
+        if len(used) > 1:
+            loss["mixture"] = _log_loss(oof, pooled.codes)
+        state.info["model_choice"] = {
+            "chosen": chosen, "log_loss": loss, "weights": {kinds[i]: float(weights[i]) for i in range(len(kinds))},
+        }
         return self._judged_on(state, oof, pooled.codes, pooled.labels, _CLState(models, np.ones(k), pooled.labels))
+
+    def _candidates(self, X: np.ndarray) -> tuple:
+        """The models cross-fitted: the one chosen, or with ``model="auto"`` the linear
+        model, the trees and, on inputs of at most ``QUADRATIC_MAX_COLUMNS`` varying
+        columns, the quadratic model."""
+        if self.model != "auto":
+            return (self.model,)
+        if QuadraticModel.width(X) <= QUADRATIC_MAX_COLUMNS:
+            return ("linear", "quadratic", "trees")
+        return ("linear", "trees")
 
     def _cross_fit(self, kind: str, pooled: Pooled, fold: np.ndarray, k: int) -> tuple[np.ndarray, list]:
         """Out-of-fold class probabilities of the sampled rows, and the fold models."""
@@ -205,6 +238,8 @@ class LabelConsistency(PooledDetector):
                 continue
             if kind == "trees":
                 m = TreeModel.fit(pooled.X[train], pooled.codes[train])
+            elif kind == "quadratic":
+                m = QuadraticModel.fit(pooled.X[train], pooled.codes[train], self.C)
             else:
                 m = LinearModel.fit(pooled.X[train], pooled.codes[train], self.C)
             models.append(m)
@@ -270,6 +305,7 @@ class LabelConsistency(PooledDetector):
         if choice:  # which model of the columns the null is, and why (summary.json)
             verdict.extra["label_model"] = choice["chosen"]
             verdict.extra["label_model_log_loss"] = dict(choice["log_loss"])
+            verdict.extra["label_model_weights"] = dict(choice["weights"])
         return verdict
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
@@ -284,6 +320,40 @@ class LabelConsistency(PooledDetector):
                 f"and class {fmt_label(model.pooled_labels[other])} p = {row[other]:.2f}"
             )
         return out
+
+
+#: A model whose weight in the mixture is below this is left out (and the rest scaled
+#: up): pass 2 need not evaluate a model that moves no probability by a hundredth.
+MIN_WEIGHT = 0.01
+
+
+def mixture_weights(probs: list, codes: np.ndarray, iters: int = 1000, tol: float = 1e-9) -> np.ndarray:
+    """Weights ``w`` on the simplex maximising the log-likelihood of the labels under
+    ``sum_k w_k probs[k]`` (each an array of out-of-fold class probabilities): EM on the
+    mixture weights, which raises the likelihood at every step; weights below
+    ``MIN_WEIGHT`` are then set to 0 and the rest scaled to sum to 1."""
+    rows = np.arange(len(codes))
+    L = np.maximum(np.column_stack([p[rows, codes] for p in probs]), 1e-300)
+    w = np.full(L.shape[1], 1.0 / L.shape[1])
+    for _ in range(iters):
+        new = (L * w / (L @ w)[:, None]).mean(axis=0)
+        done = np.abs(new - w).max() <= tol
+        w = new
+        if done:
+            break
+    w = np.where(w >= MIN_WEIGHT, w, 0.0)
+    return w / w.sum()
+
+
+@dataclass
+class Mixture:
+    """One fold's models, their probabilities mixed with fixed weights."""
+
+    weights: list
+    models: list
+
+    def proba(self, X: np.ndarray, n_classes: int) -> np.ndarray:
+        return sum(w * m.proba(X, n_classes) for w, m in zip(self.weights, self.models))
 
 
 def _log_loss(p: np.ndarray, codes: np.ndarray) -> float:

@@ -63,7 +63,7 @@ def test_budget_option(tmp_path, source):
         (["scan", "{src}", "--out", "{tmp}/o", "--detectors", "spectrall"], 2, "known detectors: "),
         (["scan", "{src}", "--out", "{tmp}/o", "--expected-poisson-rate", "0.1"], 2, "did you mean '--expected-poison-rate'"),
         (["scan", "{src}", "--out", "{tmp}/o", "--detector-param", "label_consistency.model=bogus"], 2,
-         "must be one of 'linear', 'trees', 'auto'"),
+         "must be one of 'linear', 'quadratic', 'trees', 'auto'"),
         (["scan", "{src}", "--out", "{tmp}/o", "--detector-param", "label_consistency.modl=linear"], 2,
          "Unknown parameter(s) 'modl'"),
         (["scan", "{src}", "--out", "{tmp}/o", "--detector-param", "model=linear"], 2, "wants DETECTOR.PARAM=VALUE"),
