@@ -154,6 +154,8 @@ class QuadraticModel:
 
     def expand(self, X: np.ndarray) -> np.ndarray:
         Z = ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale)[:, self.keep]
+        if Z.shape[1] == 0:  # no column varied in the training rows: the class shares alone
+            return np.zeros((len(Z), 1))
         i, j = np.triu_indices(Z.shape[1])
         return np.hstack([Z, Z[:, i] * Z[:, j]])
 

@@ -220,11 +220,11 @@ class LabelConsistency(PooledDetector):
 
     def _candidates(self, X: np.ndarray) -> tuple:
         """The models cross-fitted: the one chosen, or with ``model="auto"`` the linear
-        model, the trees and, on inputs of at most ``QUADRATIC_MAX_COLUMNS`` varying
+        model, the trees and, on inputs of 1 to ``QUADRATIC_MAX_COLUMNS`` varying
         columns, the quadratic model."""
         if self.model != "auto":
             return (self.model,)
-        if QuadraticModel.width(X) <= QUADRATIC_MAX_COLUMNS:
+        if 1 <= QuadraticModel.width(X) <= QUADRATIC_MAX_COLUMNS:
             return ("linear", "quadratic", "trees")
         return ("linear", "trees")
 

@@ -157,24 +157,40 @@ def test_a_label_that_depends_on_columns_jointly_is_not_called_flipped():
     assert state.info["model_choice"]["chosen"] == "linear"
 
 
+def sex_and_class_table(n=2000, seed=0):
+    """Sex, one of three classes (one-hot) and an age group: 42 distinct rows; the label
+    decided by sex and class together, less with age."""
+    rng = np.random.default_rng(seed)
+    sex, pclass = rng.integers(0, 2, n), rng.choice(3, n, p=[0.25, 0.2, 0.55])
+    age = rng.integers(1, 8, n).astype(float)
+    logit = np.where(sex == 1, np.array([3.0, 2.0, 0.0])[pclass], np.array([-0.5, -1.8, -1.9])[pclass])
+    y = (rng.random(n) < 1 / (1 + np.exp(-(logit - 0.2 * (age - 3))))).astype(np.int64)
+    return np.column_stack([sex, np.eye(3)[pclass], age]), y
+
+
 def test_a_label_decided_by_two_categorical_columns_together_is_not_called_flipped():
     # a table of few distinct rows (sex, one of three classes, an age group: 42 in 2,000
     # rows) whose label is decided by sex and class together: the linear null is
     # confidently wrong for whole cells and judges a class; the quadratic model (columns
     # and their products) holds the interaction and fits better out of fold than the
     # other two: it carries the mixture that is the null
-    rng = np.random.default_rng(0)
-    sex, pclass = rng.integers(0, 2, 2000), rng.choice(3, 2000, p=[0.25, 0.2, 0.55])
-    age = rng.integers(1, 8, 2000).astype(float)
-    logit = np.where(sex == 1, np.array([3.0, 2.0, 0.0])[pclass], np.array([-0.5, -1.8, -1.9])[pclass])
-    y = (rng.random(2000) < 1 / (1 + np.exp(-(logit - 0.2 * (age - 3))))).astype(np.int64)
-    X = np.column_stack([sex, np.eye(3)[pclass], age])
+    X, y = sex_and_class_table()
     _, verdicts, _ = verdicts_and_flags(LabelConsistency(model="linear"), X, y)
     assert verdicts[1].poisoned
     state, verdicts, flags = verdicts_and_flags(LabelConsistency(model="auto"), X, y)
     loss = state.info["model_choice"]["log_loss"]
     weights = state.info["model_choice"]["weights"]
     assert loss["quadratic"] < min(loss["linear"], loss["trees"]) and weights["quadratic"] > 0.5
+    # columns that do not vary (none at all, or not in one fold's training rows) fit
+    from poisonscan.detectors._pooled import QuadraticModel
+
+    rare = np.column_stack([np.zeros(200), np.r_[np.ones(3), np.zeros(197)]])
+    for X, kinds in ((np.zeros((200, 3)), {"linear", "trees"}), (rare, {"linear", "quadratic", "trees"})):
+        state = LabelConsistency(model="auto").extract_output({}, samples_of(X, np.repeat([0, 1], 100)))
+        loss = state.info["model_choice"]["log_loss"]
+        assert kinds <= set(loss) and all(np.isfinite(v) for v in loss.values())
+    p = QuadraticModel.fit(np.zeros((10, 2)), np.repeat([0, 1], 5), 0.1).proba(np.ones((3, 2)), 2)
+    assert np.allclose(p, 0.5)
     assert not any(v.poisoned for v in verdicts.values()) and not flags.any()
 
 
@@ -326,6 +342,13 @@ def test_a_tree_label_model_survives_a_data_only_state():
     model = TreeModel.fit(X, y, seed=0)
     back = _DataOnly(io.BytesIO(pickle.dumps(model))).load()
     assert np.array_equal(back.proba(X, 3), model.proba(X, 3))
+    # a whole state whose null is the mixture of the three models scores alike when read
+    X, y = sex_and_class_table()
+    det = LabelConsistency(model="auto")
+    state = det.extract_output({}, samples_of(X, y))
+    assert state.info["model_choice"]["chosen"] == "mixture"
+    back = _DataOnly(io.BytesIO(pickle.dumps(state))).load()
+    assert np.array_equal(det.score(back, X, y), det.score(state, X, y))
 
 
 def test_mixture_weights_maximise_the_out_of_fold_likelihood():
