@@ -17,7 +17,7 @@ would have if its labels were drawn from the calibrated out-of-fold model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Real
 from typing import Any, Mapping
 
@@ -306,6 +306,7 @@ class LabelConsistency(PooledDetector):
             verdict.extra["label_model"] = choice["chosen"]
             verdict.extra["label_model_log_loss"] = dict(choice["log_loss"])
             verdict.extra["label_model_weights"] = dict(choice["weights"])
+            verdict = replace(verdict, note=f"{verdict.note}; {_null_words(choice)}")
         return verdict
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
@@ -320,6 +321,21 @@ class LabelConsistency(PooledDetector):
                 f"and class {fmt_label(model.pooled_labels[other])} p = {row[other]:.2f}"
             )
         return out
+
+
+_MODEL_WORDS = {"linear": "linear", "quadratic": "quadratic (columns and their products)", "trees": "gradient-boosted trees"}
+
+
+def _null_words(choice: dict) -> str:
+    """The label model a verdict was made against, for a reader of the report."""
+    loss = choice["log_loss"]
+    if choice["chosen"] != "mixture":
+        others = ", ".join(f"{k} {v:.3f}" for k, v in loss.items() if k != choice["chosen"])
+        tail = f" (out-of-fold log-loss {loss[choice['chosen']]:.3f}; {others})" if others else ""
+        return f"labels judged against the {_MODEL_WORDS[choice['chosen']]} model of the columns{tail}"
+    parts = ", ".join(f"{k} {w:.2f}" for k, w in choice["weights"].items() if w > 0)
+    return (f"labels judged against a mixture of models of the columns (weights: {parts}; out-of-fold log-loss "
+            f"{loss['mixture']:.3f}, the linear model alone {loss['linear']:.3f})")
 
 
 #: A model whose weight in the mixture is below this is left out (and the rest scaled

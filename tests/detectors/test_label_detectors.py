@@ -181,6 +181,8 @@ def test_a_label_decided_by_two_categorical_columns_together_is_not_called_flipp
     loss = state.info["model_choice"]["log_loss"]
     weights = state.info["model_choice"]["weights"]
     assert loss["quadratic"] < min(loss["linear"], loss["trees"]) and weights["quadratic"] > 0.5
+    # the reviewer reads which null the verdict was made against
+    assert "labels judged against a mixture of models of the columns (weights: linear" in verdicts[1].note
     # columns that do not vary (none at all, or not in one fold's training rows) fit
     from poisonscan.detectors._pooled import QuadraticModel
 
