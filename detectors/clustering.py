@@ -267,9 +267,10 @@ class ActivationClustering(PooledDetector):
                 f"this row is {s:.1f} SD nearer a separate cluster, {frac:.0%} of class {fmt_label(label)}'s "
                 f"sample, than the rest of the class (the two clusters' centres are "
                 f"{cls.separation:.1f} SD apart; silhouette {cls.silhouette:.2f}, on a scale from -1 to 1 "
-                f"where 0 is no split); a model of the other classes alone is on average "
-                f"{conf[cls.suspicious]:.2f} sure that the cluster's rows are one of those classes "
-                f"(the rest of class {fmt_label(label)}: {conf[1 - cls.suspicious]:.2f})"
+                f"where 0 is no split); a model that knows only the other classes takes the cluster's "
+                f"rows for one of them with confidence {conf[cls.suspicious]:.2f} on average, the rest of "
+                f"class {fmt_label(label)} with {conf[1 - cls.suspicious]:.2f} (higher: the cluster looks "
+                f"more like another class)"
             )
         return out
 

@@ -198,21 +198,25 @@ class LabelConsistency(PooledDetector):
             fits[kind] = self._cross_fit(kind, pooled, fold, k)
         loss = {kind: _log_loss(oof, pooled.codes) for kind, (oof, _) in fits.items()}
         kinds = list(fits)
-        if "linear" in loss and loss["linear"] <= min(loss.values()):
-            # no richer model fits the labels better than the linear one: it is the null
-            weights = np.array([1.0 if kind == "linear" else 0.0 for kind in kinds])
+        if len(kinds) == 1 or loss["linear"] <= min(loss.values()):
+            # one model asked for, or no richer model fits the labels better than the
+            # linear one: that model alone is the null
+            weights = np.array([1.0 if kind == kinds[0] else 0.0 for kind in kinds])
         else:
             weights = mixture_weights([fits[kind][0] for kind in kinds], pooled.codes)
         used = [i for i, w in enumerate(weights) if w > 0]
-        oof = sum(weights[i] * fits[kinds[i]][0] for i in used)
-        # fold by fold, the models of each kind that carry weight, mixed
-        models = [
-            Mixture([float(weights[i]) for i in used], [fits[kinds[i]][1][f] for i in used])
-            for f in range(len(fits[kinds[0]][1]))
-        ]
-        chosen = kinds[used[0]] if len(used) == 1 else "mixture"
-        if len(used) > 1:
+        if len(used) == 1:
+            chosen = kinds[used[0]]
+            oof, models = fits[chosen]
+        else:
+            chosen = "mixture"
+            oof = sum(weights[i] * fits[kinds[i]][0] for i in used)
             loss["mixture"] = _log_loss(oof, pooled.codes)
+            # fold by fold, the models of each kind that carry weight, mixed
+            models = [
+                Mixture([float(weights[i]) for i in used], [fits[kinds[i]][1][f] for i in used])
+                for f in range(len(fits[kinds[0]][1]))
+            ]
         state.info["model_choice"] = {
             "chosen": chosen, "log_loss": loss, "weights": {kinds[i]: float(weights[i]) for i in range(len(kinds))},
         }
@@ -306,7 +310,8 @@ class LabelConsistency(PooledDetector):
             verdict.extra["label_model"] = choice["chosen"]
             verdict.extra["label_model_log_loss"] = dict(choice["log_loss"])
             verdict.extra["label_model_weights"] = dict(choice["weights"])
-            verdict = replace(verdict, note=f"{verdict.note}; {_null_words(choice)}")
+            if len(choice["weights"]) > 1:  # the scan chose the model: say which
+                verdict = replace(verdict, note=f"{verdict.note}; {_null_words(choice)}")
         return verdict
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
