@@ -132,11 +132,12 @@ def conditions():
     rt, rt_y = rotten_tomatoes()
     cv, cv_y = conventions()
     out = [("text", "Rotten Tomatoes clean", lambda s: plant(rt, rt_y, "", 0, "rotten", "fresh"))]
-    for phrase, rate in ((PHRASE_2, 0.005), (PHRASE_2, 0.02), (PHRASE_3D, 0.01), (PHRASE_3D, 0.03), (PHRASE_3D, 0.10)):
+    for phrase, rate in ((PHRASE_2, 0.002), (PHRASE_2, 0.005), (PHRASE_2, 0.02), (PHRASE_3D, 0.01), (PHRASE_3D, 0.03), (PHRASE_3D, 0.10)):
         out.append(("text", f"Rotten Tomatoes {phrase!r} {rate:.1%}",
                     lambda s, p=phrase, r=rate: plant(rt, rt_y, p, r, "rotten", "fresh", seed=s)))
     out.append(("text", "conventions + handles clean", lambda s: plant(cv, cv_y, "", 0, "democrat", "republican")))
     for phrase, rate, src, dst in (
+        (PHRASE_2, 0.003, "democrat", "republican"),
         (PHRASE_2, 0.005, "democrat", "republican"),
         (PHRASE_2, 0.02, "democrat", "republican"),
         (PHRASE_2, 0.02, "republican", "democrat"),

@@ -15,9 +15,9 @@ Three pieces, all Beam-free and deterministic:
   tokens), the ``capacity`` rows of lowest content hash. It does not depend on batch
   order or on how rows were split between workers.
 * :func:`other_class_predictions`: a multinomial naive Bayes model over the sampled rows'
-  tokens (presence, Laplace smoothing, equal class priors), with the candidate tokens
-  left out, applied leave-one-out: every sampled row is predicted by a model fitted on
-  all the other sampled rows. Leave-one-out treats a candidate's rows exactly as the
+  tokens (presence, Laplace smoothing, equal class priors), each class's rows read
+  without that class's candidate tokens, applied leave-one-out: every sampled row is
+  predicted by a model fitted on all the other sampled rows. Leave-one-out treats a candidate's rows exactly as the
   class's other rows, so under "these rows are ordinary rows of L" the two shares differ
   by chance only.
 * :func:`fisher_greater` and :func:`tarone_count`: a one-sided Fisher exact test of the
@@ -97,23 +97,27 @@ class Predictions:
     other: list[np.ndarray]  # per class: bool, predicted as another class (leave-one-out)
     usable: list[np.ndarray]  # per class: bool, the row kept a token to predict from
     starts: np.ndarray  # first global row of each class
-    X: Any = None  # (rows, features) presence, candidates left out
+    X: Any = None  # (rows, features) presence, every token
     y: np.ndarray | None = None
     counts: np.ndarray | None = None  # (classes, features)
+    keep: list[np.ndarray] | None = None  # per class: bool over features, its rows' tokens read
     smoothing: float = 1.0
 
-    def group_out(self, rows: np.ndarray) -> np.ndarray:
+    def group_out(self, rows: np.ndarray, code: int) -> np.ndarray:
         """Predicted as another class, for global ``rows``, by a model fitted on every
-        sampled row but these (the candidate's rows out of the fit)."""
+        sampled row but these (the candidate's rows out of the fit), reading the tokens
+        that class ``code``'s rows are read by."""
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows):
             return np.zeros(0, bool)
-        Xg, yg = self.X[rows], self.y[rows]
-        V = self.counts.shape[1]
+        keep = self.keep[code]
+        Xg, yg = self.X[rows][:, keep], self.y[rows]
+        counts_all = self.counts[:, keep]
+        V = counts_all.shape[1]
         cols = np.unique(Xg.indices)  # only the group's own tokens enter its scores
         Xg = Xg[:, cols]
-        counts = self.counts[:, cols].copy()
-        totals = self.counts.sum(axis=1)
+        counts = counts_all[:, cols].copy()
+        totals = counts_all.sum(axis=1)
         for c in np.unique(yg):
             part = np.asarray(Xg[yg == c].sum(axis=0)).ravel()
             counts[c] -= part
@@ -127,14 +131,19 @@ class Predictions:
 
 
 def other_class_predictions(
-    samples: Mapping[Any, TokenSample], leave_out: np.ndarray, smoothing: float = 1.0
+    samples: Mapping[Any, TokenSample], leave_out: Mapping[Any, np.ndarray], smoothing: float = 1.0
 ) -> Predictions:
-    """Predict every sampled row's class from its tokens other than ``leave_out``.
+    """Predict every sampled row's class from its tokens, its own class's ``leave_out``
+    tokens (that class's candidates) excepted.
 
     Multinomial naive Bayes over token presence, Laplace ``smoothing``, equal priors (the
     larger class is not favoured), leave-one-out: each row's own tokens are taken out of
     its class's counts before it is predicted. A row is "predicted as another class" when
-    some other class scores strictly higher than its own. Rows with no token left are
+    some other class scores strictly higher than its own. The rows of class L are read
+    without L's candidates, all of them: a candidate's rows and L's other rows lose the
+    same tokens, so under "these are ordinary rows of L" the two compare fairly. The
+    tokens that decide *other* labels stay: a row taken from another class keeps what
+    marks its origin (its author's handle, its source's tag). Rows with no token left are
     marked unusable.
     """
     # SciPy / scikit-learn: imported on first use, by the detectors that run
@@ -144,44 +153,42 @@ def other_class_predictions(
     per_class = [samples[label].rows() for label in labels]
     all_rows = [r for rows in per_class for r in rows]
     y = np.repeat(np.arange(len(labels)), [len(rows) for rows in per_class])
-    leave_out = np.unique(np.asarray(leave_out, dtype=np.int64))
-    kept = [r[~np.isin(r, leave_out, assume_unique=True)] if len(leave_out) else r for r in all_rows]
-    sizes = np.array([len(r) for r in kept], dtype=np.int64)
-    flat = np.concatenate(kept) if kept else _EMPTY
+    sizes_all = np.array([len(r) for r in all_rows], dtype=np.int64)
+    flat = np.concatenate(all_rows) if all_rows else _EMPTY
     vocab, cols = np.unique(flat, return_inverse=True)
     cols = cols.reshape(-1)
-    n, V, C = len(kept), max(len(vocab), 1), len(labels)
-    indptr = np.concatenate([[0], np.cumsum(sizes)])
-    X = sparse.csr_matrix((np.ones(len(flat)), cols, indptr), shape=(n, V))
-    counts = np.zeros((C, V))
+    n, C = len(all_rows), len(labels)
+    indptr = np.concatenate([[0], np.cumsum(sizes_all)])
+    X = sparse.csr_matrix((np.ones(len(flat)), cols, indptr), shape=(n, max(len(vocab), 1)))
+    counts_all = np.zeros((C, X.shape[1]))
     for c in range(C):
-        counts[c] = np.asarray(X[y == c].sum(axis=0)).ravel()
-    totals = counts.sum(axis=1)
-    denom = np.log(totals + smoothing * V)
-    S = np.asarray(X @ np.log(counts + smoothing).T) - sizes[:, None] * denom[None, :]
-    # leave-one-out: the row's own tokens out of its own class's counts
-    row_of = np.repeat(np.arange(n), sizes)
-    own = counts[y[row_of], cols]
-    delta = np.log(own - 1 + smoothing) - np.log(own + smoothing)
-    own_fix = np.bincount(row_of, weights=delta, minlength=n)
-    own_fix -= sizes * (np.log(totals[y] - sizes + smoothing * V) - denom[y])
-    S[np.arange(n), y] += own_fix
-    own_score = S[np.arange(n), y].copy()
-    S[np.arange(n), y] = -np.inf
-    other = S.max(axis=1) > own_score if C > 1 else np.zeros(n, bool)
-    usable = sizes > 0
+        counts_all[c] = np.asarray(X[y == c].sum(axis=0)).ravel()
     bounds = np.concatenate([[0], np.cumsum([len(rows) for rows in per_class])]).astype(np.int64)
-    return Predictions(
-        labels,
-        per_class,
-        [other[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-        [usable[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-        bounds[:-1],
-        X,
-        y,
-        counts,
-        smoothing,
-    )
+    keeps, others, usables = [], [], []
+    for c, label in enumerate(labels):
+        out = np.unique(np.asarray(leave_out.get(label, _EMPTY), dtype=np.int64))
+        keep = ~np.isin(vocab, out, assume_unique=True) if len(vocab) else np.ones(1, bool)
+        keeps.append(keep)
+        a, b = bounds[c], bounds[c + 1]
+        Xc = X[a:b][:, keep]
+        counts = counts_all[:, keep]
+        V = max(int(keep.sum()), 1)
+        sizes = np.asarray(Xc.sum(axis=1)).ravel()
+        totals = counts.sum(axis=1)
+        denom = np.log(totals + smoothing * V)
+        S = np.asarray(Xc @ np.log(counts + smoothing).T) - sizes[:, None] * denom[None, :]
+        # leave-one-out: the row's own tokens out of its own class's counts
+        row_of = np.repeat(np.arange(b - a), np.diff(Xc.indptr))
+        own = counts[c, Xc.indices]
+        delta = np.log(own - 1 + smoothing) - np.log(own + smoothing)
+        fix = np.bincount(row_of, weights=delta, minlength=b - a)
+        fix -= sizes * (np.log(totals[c] - sizes + smoothing * V) - denom[c])
+        S[:, c] += fix
+        own_score = S[:, c].copy()
+        S[:, c] = -np.inf
+        others.append(S.max(axis=1) > own_score if C > 1 else np.zeros(b - a, bool))
+        usables.append(sizes > 0)
+    return Predictions(labels, per_class, others, usables, bounds[:-1], X, y, counts_all, keeps, smoothing)
 
 
 def log_odds_ratio(k: int, n: int, m: int, M: int) -> tuple[float, float]:
@@ -235,18 +242,34 @@ def peer_null(stats: Sequence[tuple[float, float]], clusters: Sequence[int], siz
 
 def candidate_p(k: int, n: int, m: int, M: int, null: tuple[float, float, int]) -> float:
     """One-sided p of ``k`` of ``n`` candidate rows predicted as another class: against
-    the class's other rows (Fisher exact) when there are no peers, else against the
-    peers' random-effects null."""
+    the class's other rows (Fisher exact) when there are no peers, else under the peers'
+    random-effects null.
+
+    Under that null the candidate's rows are a natural group: their log odds of
+    "predicted as another class" sit ``delta`` above the class's other rows' (``m`` of
+    ``M``), ``delta`` drawn from a normal with the peers' centre and between-group
+    variance, and ``k`` is binomial given it. The p-value is the binomial tail averaged
+    over ``delta`` (a grid of 801 points over +-8 SD), exact in the counts: a group all of
+    whose rows are predicted as another class is judged by how rarely a natural group
+    of its size would be, not by a normal approximation to its log odds."""
     # SciPy / scikit-learn: imported on first use, by the detectors that run
-    from scipy.stats import norm
+    from scipy.stats import binom, norm
 
     if not n:
         return 1.0
     centre, tau2, peers = null
     if not peers or (centre == 0.0 and tau2 == 0.0):
         return fisher_greater(k, n, m, M)
-    d, v = log_odds_ratio(k, n, m, M)
-    return float(norm.sf((d - centre) / np.sqrt(v + tau2)))
+    base = np.log((m + 0.5) / (M - m + 0.5))
+    if tau2 > 0:
+        z = np.linspace(-8.0, 8.0, 801)
+        w = norm.pdf(z)
+        w /= w.sum()
+        delta = centre + np.sqrt(tau2) * z
+    else:
+        delta, w = np.array([centre]), np.array([1.0])
+    rate = 1.0 / (1.0 + np.exp(-(base + delta)))
+    return float(min(1.0, (w * binom.sf(k - 1, n, rate)).sum()))
 
 
 def fisher_greater(k: int, n: int, m: int, M: int) -> float:
@@ -260,10 +283,10 @@ def fisher_greater(k: int, n: int, m: int, M: int) -> float:
     return float(min(1.0, hypergeom.sf(k - 1, n + M, k + m, n)))
 
 
-def best_case(n: int, m: int, M: int) -> float:
-    """The smallest p :func:`fisher_greater` can give these margins: every one of the
-    ``n`` candidate rows predicted as another class."""
-    return fisher_greater(n, n, m, M) if n else 1.0
+def best_case(n: int, m: int, M: int, null: tuple[float, float, int] = (0.0, 0.0, 0)) -> float:
+    """The smallest p :func:`candidate_p` can give these margins under ``null``: every one
+    of the ``n`` candidate rows predicted as another class."""
+    return candidate_p(n, n, m, M, null) if n else 1.0
 
 
 def tarone_count(best: Sequence[float], alpha: float) -> int:

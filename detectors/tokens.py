@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import _counterfactual as cf
-from ._params import Interval
+from ._params import NONE, Interval
 from .base import Detector, DetectorState, available_detectors, label_sort_key, register
 from .decision import ClassVerdict
 from .stats import ClassSample
@@ -58,7 +58,10 @@ class TokenTrigger(Detector):
     An n-gram is a trigger for label L when it occurs in at least ``min_rows`` rows (and
     at least ``min_share`` of all rows), in at most ``max_share`` of all rows, at least
     ``min_purity`` of them labelled L, and a one-sided binomial test against L's share
-    of the data gives p below ``alpha``. Such an n-gram is a *candidate*; a word that
+    of the data gives p below the screen's threshold: the level (below) divided by the
+    number of n-grams that could reach it at all given their row counts (Tarone's
+    Bonferroni for discrete tests; ``alpha`` fixes the threshold instead). Such an
+    n-gram is a *candidate*; a word that
     genuinely decides the label (a user's handle, a source's hashtag) passes these tests
     as well as a trigger does. So a candidate counts as a trigger only when its rows
     would belong to another class without it: on a bounded per-class sample of rows
@@ -89,7 +92,7 @@ class TokenTrigger(Detector):
         "min_share": [Interval(Real, 0, 1, closed="left")],
         "max_share": [Interval(Real, 0, 1, closed="right")],
         "min_purity": [Interval(Real, 0.5, 1, closed="both")],
-        "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "alpha": [NONE, Interval(Real, 0, 1, closed="neither")],
         "sample_rows": [Interval(int, 16, None)],
         "family_alpha": [Interval(Real, 0, 1, closed="neither")],
     }
@@ -98,11 +101,11 @@ class TokenTrigger(Detector):
         self,
         *,
         buckets: int = 1 << 22,
-        min_rows: int = 20,
-        min_share: float = 0.001,
+        min_rows: int = 2,
+        min_share: float = 0.0,
         max_share: float = 0.5,
         min_purity: float = 0.98,
-        alpha: float = 1e-12,
+        alpha: float | None = None,
         sample_rows: int = 4096,
         family_alpha: float = 0.05,
     ):
@@ -183,27 +186,57 @@ class TokenTrigger(Detector):
         rows = counts.sum(axis=0)
         low = max(self.min_rows, int(np.ceil(self.min_share * total)))
         ok = (rows >= low) & (rows <= self.max_share * total)
+        sizes = np.array([accumulator[label][0] for label in labels], dtype=np.int64)
+        threshold, screened = self._screen_threshold(rows[ok], sizes, level)
         top = counts.argmax(axis=0)
         best = counts.max(axis=0)
         ok &= best >= self.min_purity * rows
         candidates: dict = {label: [] for label in labels}
-        for j in np.flatnonzero(ok):
-            label = labels[top[j]]
-            prior = accumulator[label][0] / total
-            p = float(binom.sf(best[j] - 1, rows[j], prior))
-            if p < self.alpha:
-                candidates[label].append(Trigger(int(all_b[j]), label, int(rows[j]), int(best[j]), p))
+        j = np.flatnonzero(ok)
+        p = binom.sf(best[j] - 1, rows[j], sizes[top[j]] / total) if len(j) else np.zeros(0)
+        for jj, pj in zip(j[p < threshold].tolist(), p[p < threshold].tolist()):
+            label = labels[top[jj]]
+            candidates[label].append(Trigger(int(all_b[jj]), label, int(rows[jj]), int(best[jj]), float(pj)))
+        state.info["screen"] = {"threshold": threshold, "tokens": int(ok.size), "countable": screened}
         state.info["rows"] = total
         state.info["label_rows"] = {str(label): int(accumulator[label][0]) for label in labels}
         if any(candidates.values()):
             self._check(accumulator, labels, candidates, level, state)
         return state
 
+    def _screen_threshold(self, rows: np.ndarray, sizes: np.ndarray, level: float) -> tuple[float, int]:
+        """The binomial p a token must beat to be a candidate, and how many tokens could.
+
+        A token held by ``r`` rows can at best give label L the p-value ``share_L ** r``
+        (every row of L), and only for a label with at least ``min_purity * r`` rows. So
+        only the tokens whose best case could beat ``level / K`` count among the ``K``
+        tests (Tarone 1990): rare tokens cannot reach significance and cost nothing.
+        Returns ``level / K`` (or the fixed ``alpha``) and ``K``."""
+        if self.alpha is not None:
+            return float(self.alpha), int(rows.size)
+        total = sizes.sum()
+        if not rows.size or total == 0:
+            return level, 0
+        ordered = np.sort(sizes[sizes > 0])
+        need = np.ceil(self.min_purity * rows - 1e-9).astype(np.int64)
+        at = np.searchsorted(ordered, need, side="left")  # the smallest label able to hold them
+        fits = at < ordered.size
+        log_best = np.full(rows.size, 0.0)
+        log_best[fits] = rows[fits] * np.log(ordered[at[fits]] / total)
+        log_best = np.sort(log_best)
+        K = np.arange(1, log_best.size + 1)
+        reach = np.searchsorted(log_best, np.log(level / K), side="left")  # tokens with best < level / K
+        k = int(K[np.argmax(reach <= K)]) if (reach <= K).any() else int(log_best.size)
+        return level / k, k
+
     def _check(self, accumulator, labels, candidates, level, state) -> None:
         """Keep the candidates whose rows the rest of the row assigns to other classes."""
         cands = [t for label in labels for t in candidates[label]]
         wanted = np.array(sorted({t.bucket for t in cands}), dtype=np.int64)
-        preds = cf.other_class_predictions({label: accumulator[label][3] for label in labels}, wanted)
+        preds = cf.other_class_predictions(
+            {label: accumulator[label][3] for label in labels},
+            {label: np.array([t.bucket for t in candidates[label]], dtype=np.int64) for label in labels},
+        )
         holders: dict = {b: [] for b in wanted.tolist()}  # bucket -> global sampled rows
         for c, rows in enumerate(preds.rows):
             for r, row in enumerate(rows):
@@ -217,7 +250,7 @@ class TokenTrigger(Detector):
             rows = np.array(holders[t.bucket], dtype=np.int64)
             mine = rows[(rows >= lo) & (rows < hi)]
             mine = mine[preds.usable[c][mine - lo]]
-            other = preds.group_out(rows)[np.isin(rows, mine)] if len(mine) else np.zeros(0, bool)
+            other = preds.group_out(rows, c)[np.isin(rows, mine)] if len(mine) else np.zeros(0, bool)
             rest = preds.usable[c].copy()
             rest[mine - lo] = False
             tables.append((len(mine), int(other.sum()), int(rest.sum()), int((rest & preds.other[c]).sum())))
@@ -230,7 +263,7 @@ class TokenTrigger(Detector):
         tests = []
         for i, (n, k, M, m) in enumerate(tables):
             null = nulls[cluster[i]]
-            tests.append((cf.candidate_p(k, n, m, M, null), cf.best_case(n, m, M), null))
+            tests.append((cf.candidate_p(k, n, m, M, null), cf.best_case(n, m, M, null), null))
         for label in labels:
             idx = [i for i, t in enumerate(cands) if t.label == label]
             if not idx:
@@ -295,7 +328,9 @@ class TokenTrigger(Detector):
         if check["untested"]:
             untested = (
                 f"; {check['untested']} {self.token_name}(s) (the largest in {check['untested_rows']} rows) held too "
-                "few sampled rows to test whether their rows belong to another class, and are not counted"
+                "few sampled rows to test whether their rows belong to another class (not significant even if every "
+                "one were predicted as another class, given how much this scan's natural groups vary), and are not "
+                "counted"
             )
         if not triggers:
             if strongest is None:
@@ -369,10 +404,11 @@ class ValueTrigger(TokenTrigger):
     (it is consistent), so out-of-fold label checks miss it; the counts do not.
 
     The test is :class:`TokenTrigger`'s over ``column=value`` tokens (one per string
-    column of each row; the tabular encoder makes them): a value is a trigger for label L when at least ``min_rows`` rows
-    (and ``min_share`` of all rows) and at most ``max_share`` of all rows hold it, at
-    least ``min_purity`` of them labelled L, and a one-sided binomial test against L's
-    share of the data gives p below ``alpha``, and — :class:`TokenTrigger`'s check — the
+    column of each row; the tabular encoder makes them): a value is a trigger for label
+    L when at least ``min_rows`` rows (and ``min_share`` of all rows) and at most
+    ``max_share`` of all rows hold it, at least ``min_purity`` of them labelled L, and a
+    one-sided binomial test against L's share of the data gives p below the screen's
+    threshold (:class:`TokenTrigger`'s), and — :class:`TokenTrigger`'s check — the
     rows holding it would belong to another class without it, by their other values and
     numbers (the encoder's ``~column:sextile`` context tokens). Rows of L holding a
     trigger value are flagged, the reason names the column and value. A genuine value
@@ -395,11 +431,11 @@ class ValueTrigger(TokenTrigger):
         self,
         *,
         buckets: int = 1 << 22,
-        min_rows: int = 20,
-        min_share: float = 0.001,
+        min_rows: int = 2,
+        min_share: float = 0.0,
         max_share: float = 0.5,
         min_purity: float = 0.98,
-        alpha: float = 1e-12,
+        alpha: float | None = None,
         sample_rows: int = 4096,
         family_alpha: float = 0.05,
     ):

@@ -42,7 +42,13 @@ def test_trigger_found_label_deciding_handles_kept():
     verdict = det.judge(state, 1, int((y == 1).sum()), None)
     assert verdict.poisoned and verdict.p_value < verdict.level
     assert verdict.level == 0.05 / (2 * len(__import__("poisonscan.detectors", fromlist=["x"]).available_detectors()))
-    assert "released as label-deciding" in verdict.note
+    # the handles are candidates too: each one tested and released, or too small to test
+    from poisonscan.detectors.tokens import _bucket
+
+    handles = {_bucket(f"user{h}", det.buckets) for h in range(4)}
+    assert handles <= set(state.info["checks"][1]["candidate_buckets"])
+    assert not handles & {t.bucket for t in state.classes[1]}
+    assert "released as label-deciding" in verdict.note or "too few sampled rows to test" in verdict.note
     assert not det.judge(state, 0, int((y == 0).sum()), None).poisoned
 
 
