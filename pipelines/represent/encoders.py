@@ -219,16 +219,27 @@ class TextEncoder:
 _MAX_VALUE_CHARS = 200  # a categorical value longer than this is named by its start
 
 _Z_SEXTILES = (-0.967, -0.431, 0.0, 0.431, 0.967)  # standard normal sextile bounds
+#: a bound on the numbers per column that become value tokens (the accumulator's memory)
+_MAX_REPEATED = 4096
+
+
+def _number_text(v: float) -> str:
+    """A number as a value token names it: ``3`` for a whole number, else its shortest repr."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
 
 
 @dataclass
 class TabularEncoder:
     """Numeric columns standardised (plus a missing flag); categorical ones one-hot over
     their most frequent values (plus "other" and "missing"). Each row's categorical values
-    also come out as ``column=value`` tokens, for the ``value_trigger`` detector."""
+    also come out as ``column=value`` tokens, for the ``value_trigger`` detector, and so
+    do its numbers that two or more rows of the fitting sample hold (a number stamped on
+    many rows is a value like any category; the 4,096 most frequent per column)."""
 
     numeric: list  # [(column, mean, sd)]
     categorical: list  # [(column, [values])]
+    #: per numeric column, the numbers two or more sampled rows hold
+    repeated: dict = field(default_factory=dict)
 
     @property
     def width(self) -> int:
@@ -236,7 +247,7 @@ class TabularEncoder:
 
     @classmethod
     def fit(cls, table: pa.Table, columns: Sequence[str], max_categories: int = 20) -> "TabularEncoder":
-        numeric, categorical = [], []
+        numeric, categorical, repeated = [], [], {}
         for c in columns:
             col = table.column(c)
             t = col.type
@@ -248,13 +259,18 @@ class TabularEncoder:
                 mean = float(x.mean()) if x.size else 0.0
                 sd = float(x.std()) if x.size and x.std() > 0 else 1.0
                 numeric.append((c, mean, sd))
+                values, counts = np.unique(x, return_counts=True)
+                top = np.lexsort((values, -counts))[:_MAX_REPEATED]  # most frequent, then smallest
+                top = top[counts[top] >= 2]
+                if top.size:
+                    repeated[c] = np.sort(values[top])
             elif is_string_type(t):
                 counts = Counter(v for v in col.to_pylist() if v is not None)
                 top = sorted(counts, key=lambda v: (-counts[v], v))[:max_categories]
                 categorical.append((c, top))
             else:
                 raise InputError(f"tabular column {c!r} holds {t}; give numbers or strings")
-        return cls(numeric, categorical)
+        return cls(numeric, categorical, repeated)
 
     def encode(self, batch: pa.RecordBatch) -> Encoded:
         n = batch.num_rows
@@ -277,6 +293,9 @@ class TabularEncoder:
             bins = np.where(missing, -1, np.digitize(z, _Z_SEXTILES))
             for i, b in enumerate(bins):
                 tokens[i].append(f"~{c}:{b}")
+            if c in self.repeated:
+                for i in np.flatnonzero(np.isin(x, self.repeated[c])):
+                    tokens[i].append(f"{c}={_number_text(x[i])}")
         for c, values in self.categorical:
             vals = batch.column(c).to_pylist() if c in names else [None] * n
             index = {v: j for j, v in enumerate(values)}

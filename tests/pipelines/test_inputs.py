@@ -90,3 +90,41 @@ def test_tabular_encoding_standardises_one_hot_encodes_and_flags_missing():
     np.testing.assert_allclose(x[:, 0], [-1, 1, 0])  # standardised; missing -> 0
     np.testing.assert_allclose(x[:, 1], [0, 0, 1])  # missing flag
     np.testing.assert_allclose(x[:, 2:], [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+
+
+def test_numbers_several_rows_hold_are_value_tokens():
+    """A number stamped on many rows (a tabular trigger) is a ``column=value`` token like
+    a category; numbers held by one sampled row are not, and a missing number is none."""
+    t = pa.table({"amount": [1234.0, 1234.0, 17.5, 3.0, 3.0, None], "kind": ["a"] * 6})
+    enc = TabularEncoder.fit(t, ["amount", "kind"])
+    tokens = enc.encode(t.to_batches()[0]).tokens
+    values = [[g for g in row if g.startswith("amount=")] for row in tokens]
+    assert values == [["amount=1234"], ["amount=1234"], [], ["amount=3"], ["amount=3"], []]
+    assert all("kind=a" in row for row in tokens)
+    # the standardised features are the same as without the tokens
+    x = enc.encode(t.to_batches()[0]).inputs["x"]
+    assert x.shape == (6, enc.width) == (6, 2 + 3)
+
+
+def test_a_number_planted_on_relabelled_rows_is_a_trigger_value():
+    """End to end through the encoder: 20 rows of class 'a' get amount = 999.5 and are
+    relabelled 'b'; the rest of their row (the other numbers) still says 'a'."""
+    from poisonscan.detectors import make_detector
+
+    rng = np.random.default_rng(0)
+    n = 600
+    y = np.repeat(np.array(["a", "b"], dtype=object), n // 2)
+    income = rng.normal(0, 1, n) + 2.0 * (y == "b")
+    amount = np.round(rng.uniform(100, 5000, n), 2)
+    planted = np.sort(rng.choice(np.flatnonzero(y == "a"), 20, replace=False))
+    amount[planted] = 999.5
+    y = y.copy()
+    y[planted] = "b"
+    t = pa.table({"income": income, "amount": amount})
+    enc = TabularEncoder.fit(t, ["income", "amount"])
+    tokens = enc.encode(t.to_batches()[0]).tokens
+    det = make_detector("value_trigger")
+    state = det.extract_output(det.add_input(det.create_accumulator(), tokens, y), {})
+    flagged = det.score(state, tokens, y) > 0
+    np.testing.assert_array_equal(np.flatnonzero(flagged), planted)
+    assert det.judge(state, "b", int((y == "b").sum()), None).poisoned
