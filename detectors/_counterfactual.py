@@ -16,14 +16,16 @@ Three pieces, all Beam-free and deterministic:
   order or on how rows were split between workers.
 * :func:`other_class_predictions`: a multinomial naive Bayes model over the sampled rows'
   tokens (presence, Laplace smoothing, equal class priors), each class's rows read
-  without that class's candidate tokens, applied leave-one-out: every sampled row is
-  predicted by a model fitted on all the other sampled rows. Leave-one-out treats a candidate's rows exactly as the
-  class's other rows, so under "these rows are ordinary rows of L" the two shares differ
-  by chance only.
-* :func:`fisher_greater` and :func:`tarone_count`: a one-sided Fisher exact test of the
-  2x2 table (candidate's rows / L's other rows x predicted another class / predicted L),
-  and Tarone's (1990) count of the candidates that could reach significance at all,
-  the Bonferroni factor for discrete tests.
+  without that class's candidate tokens. L's other rows are predicted leave-one-out
+  (each by a model fitted on all the other sampled rows), a candidate's rows by a model
+  fitted without all of them (:meth:`Predictions.group_out`), so the rest of a trigger
+  phrase cannot vouch for L; under "these rows are ordinary rows of L" the two shares
+  predicted as another class differ by chance only.
+* :func:`fisher_greater`, :func:`candidate_p` and :func:`tarone_count`: a one-sided
+  Fisher exact test of the 2x2 table (candidate's rows / L's other rows x predicted
+  another class / predicted L), its random-effects form when other candidates' groups
+  give a yardstick, and Tarone's (1990) count of the candidates that could reach
+  significance at all, the Bonferroni factor for discrete tests.
 
 References
 ----------
@@ -102,6 +104,8 @@ class Predictions:
     counts: np.ndarray | None = None  # (classes, features)
     keep: list[np.ndarray] | None = None  # per class: bool over features, its rows' tokens read
     smoothing: float = 1.0
+    #: per class: every class's count total over the features that class's rows are read by
+    totals: list[np.ndarray] | None = None
 
     def group_out(self, rows: np.ndarray, code: int) -> np.ndarray:
         """Predicted as another class, for global ``rows``, by a model fitted on every
@@ -111,13 +115,13 @@ class Predictions:
         if not len(rows):
             return np.zeros(0, bool)
         keep = self.keep[code]
-        Xg, yg = self.X[rows][:, keep], self.y[rows]
-        counts_all = self.counts[:, keep]
-        V = counts_all.shape[1]
-        cols = np.unique(Xg.indices)  # only the group's own tokens enter its scores
+        Xg, yg = self.X[rows], self.y[rows]
+        cols = np.unique(Xg.indices)
+        cols = cols[keep[cols]]  # only the group's own tokens enter its scores, as read
+        V = max(int(keep.sum()), 1)
         Xg = Xg[:, cols]
-        counts = counts_all[:, cols].copy()
-        totals = counts_all.sum(axis=1)
+        counts = self.counts[:, cols].copy()
+        totals = self.totals[code].copy()
         for c in np.unique(yg):
             part = np.asarray(Xg[yg == c].sum(axis=0)).ravel()
             counts[c] -= part
@@ -163,32 +167,39 @@ def other_class_predictions(
     counts_all = np.zeros((C, X.shape[1]))
     for c in range(C):
         counts_all[c] = np.asarray(X[y == c].sum(axis=0)).ravel()
+    log_counts = np.log(counts_all + smoothing)  # (C, V), once: each class subtracts its left-out columns
+    totals_all = counts_all.sum(axis=1)
     bounds = np.concatenate([[0], np.cumsum([len(rows) for rows in per_class])]).astype(np.int64)
-    keeps, others, usables = [], [], []
+    keeps, others, usables, totals_by = [], [], [], []
     for c, label in enumerate(labels):
         out = np.unique(np.asarray(leave_out.get(label, _EMPTY), dtype=np.int64))
-        keep = ~np.isin(vocab, out, assume_unique=True) if len(vocab) else np.ones(1, bool)
+        gone = np.flatnonzero(np.isin(vocab, out, assume_unique=True)) if len(vocab) else _EMPTY
+        keep = np.ones(X.shape[1], bool)
+        keep[gone] = False
         keeps.append(keep)
-        a, b = bounds[c], bounds[c + 1]
-        Xc = X[a:b][:, keep]
-        counts = counts_all[:, keep]
         V = max(int(keep.sum()), 1)
+        totals = totals_all - counts_all[:, gone].sum(axis=1)
+        totals_by.append(totals)
+        a, b = bounds[c], bounds[c + 1]
+        Xc = X[a:b]
+        if len(gone):
+            Xc = Xc.multiply(keep[None, :].astype(np.float64)).tocsr()
+            Xc.eliminate_zeros()
         sizes = np.asarray(Xc.sum(axis=1)).ravel()
-        totals = counts.sum(axis=1)
         denom = np.log(totals + smoothing * V)
-        S = np.asarray(Xc @ np.log(counts + smoothing).T) - sizes[:, None] * denom[None, :]
+        S = np.asarray(Xc @ log_counts.T) - sizes[:, None] * denom[None, :]
         # leave-one-out: the row's own tokens out of its own class's counts
         row_of = np.repeat(np.arange(b - a), np.diff(Xc.indptr))
-        own = counts[c, Xc.indices]
+        own = counts_all[c, Xc.indices]
         delta = np.log(own - 1 + smoothing) - np.log(own + smoothing)
-        fix = np.bincount(row_of, weights=delta, minlength=b - a)
+        fix = np.bincount(row_of, weights=delta, minlength=b - a).astype(np.float64)
         fix -= sizes * (np.log(totals[c] - sizes + smoothing * V) - denom[c])
         S[:, c] += fix
         own_score = S[:, c].copy()
         S[:, c] = -np.inf
         others.append(S.max(axis=1) > own_score if C > 1 else np.zeros(b - a, bool))
         usables.append(sizes > 0)
-    return Predictions(labels, per_class, others, usables, bounds[:-1], X, y, counts_all, keeps, smoothing)
+    return Predictions(labels, per_class, others, usables, bounds[:-1], X, y, counts_all, keeps, smoothing, totals_by)
 
 
 def log_odds_ratio(k: int, n: int, m: int, M: int) -> tuple[float, float]:
@@ -241,35 +252,41 @@ def peer_null(stats: Sequence[tuple[float, float]], clusters: Sequence[int], siz
 
 
 def candidate_p(k: int, n: int, m: int, M: int, null: tuple[float, float, int]) -> float:
-    """One-sided p of ``k`` of ``n`` candidate rows predicted as another class: against
-    the class's other rows (Fisher exact) when there are no peers, else under the peers'
-    random-effects null.
+    """One-sided p of ``k`` of ``n`` candidate rows predicted as another class, against
+    the class's other rows (``m`` of ``M``): Fisher's exact test when there are no peers,
+    else the same conditional test under the peers' random-effects null.
 
-    Under that null the candidate's rows are a natural group: their log odds of
-    "predicted as another class" sit ``delta`` above the class's other rows' (``m`` of
-    ``M``), ``delta`` drawn from a normal with the peers' centre and between-group
-    variance, and ``k`` is binomial given it. The p-value is the binomial tail averaged
-    over ``delta`` (a grid of 801 points over +-8 SD), exact in the counts: a group all of
-    whose rows are predicted as another class is judged by how rarely a natural group
-    of its size would be, not by a normal approximation to its log odds."""
+    Under that null the candidate's rows are a natural group: the odds ratio of
+    "predicted as another class" between them and the class's other rows is
+    ``exp(delta)``, ``delta`` drawn from a normal with the peers' centre and
+    between-group variance. Given the table's margins, ``k`` then follows Fisher's
+    noncentral hypergeometric distribution; the p-value is its upper tail averaged over
+    ``delta`` (a grid of 401 points over +-8 SD). Exact in the counts of both groups — a
+    group all of whose rows are predicted as another class is judged by how rarely a
+    natural group of its size would be — and Fisher's test itself when the null has no
+    spread and centre 0."""
     # SciPy / scikit-learn: imported on first use, by the detectors that run
-    from scipy.stats import binom, norm
+    from scipy.special import gammaln, logsumexp
 
     if not n:
         return 1.0
     centre, tau2, peers = null
     if not peers or (centre == 0.0 and tau2 == 0.0):
         return fisher_greater(k, n, m, M)
-    base = np.log((m + 0.5) / (M - m + 0.5))
     if tau2 > 0:
-        z = np.linspace(-8.0, 8.0, 801)
-        w = norm.pdf(z)
-        w /= w.sum()
+        z = np.linspace(-8.0, 8.0, 401)
+        logw = -0.5 * z**2
+        logw -= logsumexp(logw)
         delta = centre + np.sqrt(tau2) * z
     else:
-        delta, w = np.array([centre]), np.array([1.0])
-    rate = 1.0 / (1.0 + np.exp(-(base + delta)))
-    return float(min(1.0, (w * binom.sf(k - 1, n, rate)).sum()))
+        delta, logw = np.array([centre]), np.array([0.0])
+    N = k + m  # rows predicted as another class, both groups
+    x = np.arange(max(0, N - M), min(n, N) + 1)
+    base = (gammaln(n + 1) - gammaln(x + 1) - gammaln(n - x + 1)
+            + gammaln(M + 1) - gammaln(N - x + 1) - gammaln(M - N + x + 1))
+    L = base[None, :] + delta[:, None] * x[None, :]
+    tail = logsumexp(np.where(x[None, :] >= k, L, -np.inf), axis=1) - logsumexp(L, axis=1)
+    return float(min(1.0, np.exp(logsumexp(logw + tail))))
 
 
 def fisher_greater(k: int, n: int, m: int, M: int) -> float:

@@ -40,8 +40,9 @@ class Trigger:
     other_class: int = 0
     background: int = 0
     background_other: int = 0
-    #: one-sided Fisher p of ``other_class`` against the background, times the number of
-    #: the class's candidates that could reach significance (Tarone)
+    #: one-sided p of ``other_class`` against the background (Fisher's exact test, or its
+    #: random-effects form under the peers' null), times the number of the class's
+    #: candidates that could reach significance (Tarone)
     p_counterfactual: float = 1.0
 
 
@@ -61,16 +62,16 @@ class TokenTrigger(Detector):
     of the data gives p below the screen's threshold: the level (below) divided by the
     number of n-grams that could reach it at all given their row counts (Tarone's
     Bonferroni for discrete tests; ``alpha`` fixes the threshold instead). Such an
-    n-gram is a *candidate*; a word that
-    genuinely decides the label (a user's handle, a source's hashtag) passes these tests
-    as well as a trigger does. So a candidate counts as a trigger only when its rows
-    would belong to another class without it: on a bounded per-class sample of rows
-    (``sample_rows``, kept in the accumulator), a naive Bayes model of the rows' other
-    n-grams (every candidate left out, leave-one-out) predicts each row's class, and the
-    candidate's rows of L must be predicted as another class significantly more often
-    than L's other rows (one-sided Fisher exact test, Bonferroni over the class's
-    testable candidates as Tarone counts them, at ``family_alpha`` divided by classes x
-    registered detectors). Rows of L containing a trigger are flagged; the reason names
+    n-gram is a *candidate*; a word that genuinely decides the label (a user's handle, a
+    source's hashtag) passes these tests as well as a trigger does. So a candidate counts
+    as a trigger only when its rows would belong to another class without it: on a
+    bounded per-class sample of rows (``sample_rows``, kept in the accumulator), a naive
+    Bayes model of the rows' n-grams (L's rows read without L's candidates) predicts each
+    row's class, and the candidate's rows of L must be predicted as another class
+    significantly more often than L's other rows (Fisher's exact test, in its
+    random-effects form when other candidates give a yardstick of natural groups;
+    Bonferroni over the class's testable candidates as Tarone counts them, at
+    ``family_alpha`` divided by classes x registered detectors). Rows of L containing a trigger are flagged; the reason names
     the n-gram. Score polarity: the number of trigger n-grams in a row (higher = more
     suspicious).
 

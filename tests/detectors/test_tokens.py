@@ -96,3 +96,17 @@ def test_value_trigger_needs_the_rest_of_the_row():
     flagged = det.score(state, X, y) > 0
     np.testing.assert_array_equal(flagged, job == "partime")
     assert det.judge(state, "accepted", int((y == "accepted").sum()), None).poisoned
+
+
+def test_a_class_whose_rows_hold_only_its_deciding_value_is_read_without_failing():
+    """A table of string columns where one value decides class 0: once its candidates
+    are left out, class 0's sampled rows hold no token at all; they are unusable rows,
+    not an error, and the value, whose rows never came from another class, is kept."""
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.array(["a", "b", "c"], dtype=object), 200)
+    X = [["kind=zero"] if label == "a" else [f"kind={rng.choice(['x', 'y'])}", f"city={rng.choice(['p', 'q'])}"]
+         for label in y]
+    det = make_detector("value_trigger")
+    state = fit(det, X, y)
+    assert not (det.score(state, X, y) > 0).any()
+    assert not det.judge(state, "a", 200, None).poisoned
