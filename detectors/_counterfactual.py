@@ -252,41 +252,37 @@ def peer_null(stats: Sequence[tuple[float, float]], clusters: Sequence[int], siz
 
 
 def candidate_p(k: int, n: int, m: int, M: int, null: tuple[float, float, int]) -> float:
-    """One-sided p of ``k`` of ``n`` candidate rows predicted as another class, against
-    the class's other rows (``m`` of ``M``): Fisher's exact test when there are no peers,
-    else the same conditional test under the peers' random-effects null.
+    """One-sided p of ``k`` of ``n`` candidate rows predicted as another class: against
+    the class's other rows (Fisher exact) when there are no peers, else under the peers'
+    random-effects null.
 
-    Under that null the candidate's rows are a natural group: the odds ratio of
-    "predicted as another class" between them and the class's other rows is
-    ``exp(delta)``, ``delta`` drawn from a normal with the peers' centre and
-    between-group variance. Given the table's margins, ``k`` then follows Fisher's
-    noncentral hypergeometric distribution; the p-value is its upper tail averaged over
-    ``delta`` (a grid of 401 points over +-8 SD). Exact in the counts of both groups — a
+    Under that null the candidate's rows are a natural group: their log odds of
+    "predicted as another class" sit ``delta`` above the class's other rows' (``m`` of
+    ``M``), ``delta`` drawn from a normal with the peers' centre and between-group
+    variance, and ``k`` is binomial given it. The p-value is the binomial tail averaged
+    over ``delta`` (a grid of 801 points over +-8 SD), exact in the candidate's counts: a
     group all of whose rows are predicted as another class is judged by how rarely a
-    natural group of its size would be — and Fisher's test itself when the null has no
-    spread and centre 0."""
+    natural group of its size would be, not by a normal approximation to its log odds.
+    The class's other rows' rate is taken as known (a plug-in; they are the class's whole
+    sample, hundreds to thousands of rows)."""
     # SciPy / scikit-learn: imported on first use, by the detectors that run
-    from scipy.special import gammaln, logsumexp
+    from scipy.stats import binom, norm
 
     if not n:
         return 1.0
     centre, tau2, peers = null
     if not peers or (centre == 0.0 and tau2 == 0.0):
         return fisher_greater(k, n, m, M)
+    base = np.log((m + 0.5) / (M - m + 0.5))
     if tau2 > 0:
-        z = np.linspace(-8.0, 8.0, 401)
-        logw = -0.5 * z**2
-        logw -= logsumexp(logw)
+        z = np.linspace(-8.0, 8.0, 801)
+        w = norm.pdf(z)
+        w /= w.sum()
         delta = centre + np.sqrt(tau2) * z
     else:
-        delta, logw = np.array([centre]), np.array([0.0])
-    N = k + m  # rows predicted as another class, both groups
-    x = np.arange(max(0, N - M), min(n, N) + 1)
-    base = (gammaln(n + 1) - gammaln(x + 1) - gammaln(n - x + 1)
-            + gammaln(M + 1) - gammaln(N - x + 1) - gammaln(M - N + x + 1))
-    L = base[None, :] + delta[:, None] * x[None, :]
-    tail = logsumexp(np.where(x[None, :] >= k, L, -np.inf), axis=1) - logsumexp(L, axis=1)
-    return float(min(1.0, np.exp(logsumexp(logw + tail))))
+        delta, w = np.array([centre]), np.array([1.0])
+    rate = 1.0 / (1.0 + np.exp(-(base + delta)))
+    return float(min(1.0, (w * binom.sf(k - 1, n, rate)).sum()))
 
 
 def fisher_greater(k: int, n: int, m: int, M: int) -> float:
