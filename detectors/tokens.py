@@ -71,9 +71,9 @@ class TokenTrigger(Detector):
     significantly more often than L's other rows (Fisher's exact test, in its
     random-effects form when other candidates give a yardstick of natural groups;
     Bonferroni over the class's testable candidates as Tarone counts them, at
-    ``family_alpha`` divided by classes x registered detectors). Rows of L containing a trigger are flagged; the reason names
-    the n-gram. Score polarity: the number of trigger n-grams in a row (higher = more
-    suspicious).
+    ``family_alpha`` divided by classes x registered detectors). Rows of L containing a
+    trigger are flagged; the reason names the n-gram. Score polarity: the number of
+    trigger n-grams in a row (higher = more suspicious).
 
     The input is the n-grams of each row (the text encoder's words and word pairs).
     """
