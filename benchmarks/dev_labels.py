@@ -127,15 +127,17 @@ def poisonscan_flags(table, y, seed):
     return flag, judged
 
 
-def main():
-    matrix.check_disjoint()
-    seeds = [int(s) for s in os.environ.get("BENCH_SEEDS", "0,1").split(",")]
+def run(conditions, load, poisonscan, cleanlab, seeds, width=12):
+    """Each (data, condition, make) of ``conditions`` for each seed: the labels of
+    ``load(data)`` (inputs, labels) changed by ``make(labels, rng)`` (None: the clean
+    control), then ``poisonscan(inputs, y, seed)`` (flags, classes judged) and
+    ``cleanlab(inputs, y, seed)`` (flags) scored against the changed rows."""
     rows = []
     cache = {}
-    for data, name, make in conditions():
+    for data, name, make in conditions:
         if data not in cache:
-            cache[data] = DATA[data]()
-        table, y0 = cache[data]
+            cache[data] = load(data)
+        inputs, y0 = cache[data]
         for seed in seeds:
             rng = np.random.default_rng(seed)
             if make is None:
@@ -147,27 +149,36 @@ def main():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 start = time.perf_counter()
-                flag, judged = poisonscan_flags(table, y, seed)
+                flag, judged = poisonscan(inputs, y, seed)
                 secs = time.perf_counter() - start
-                cl = cleanlab_flags(table, y, seed)
+                cl = cleanlab(inputs, y, seed)
             row = {"data": data, "condition": name, "seed": seed, "poisonscan": prf(flag, truth),
                    "cleanlab": prf(cl, truth), "judged": judged, "seconds": secs, "clean": make is None}
             rows.append(row)
-            print(f"{data:12s} {name:22s} seed {seed}: poisonscan F1 {row['poisonscan']['f1']:.2f} "
+            print(f"{data:{width}s} {name:22s} seed {seed}: poisonscan F1 {row['poisonscan']['f1']:.2f} "
                   f"({row['poisonscan']['flagged']} rows, classes {judged}), cleanlab F1 "
                   f"{row['cleanlab']['f1']:.2f} ({row['cleanlab']['flagged']} rows) [{secs:.1f} s]", flush=True)
+    return rows
+
+
+def main():
+    matrix.check_disjoint()
+    seeds = [int(s) for s in os.environ.get("BENCH_SEEDS", "0,1").split(",")]
+    rows = run(conditions(), lambda data: DATA[data](), poisonscan_flags, cleanlab_flags, seeds)
     write_section("dev_labels", render(rows, seeds))
 
 
-def render(rows, seeds):
+def render(rows, seeds, title="Label flips on the development tables", script="dev_labels.py", how=(
+        "with the label detectors (`label_consistency`, `knn_label`, `class_flip`), no poison rate (they read the "
+        "encoded table, not the proxy fitted to the labels). cleanlab: `find_label_issues` on 5-fold out-of-fold "
+        "probabilities of a logistic regression on the same encoded table."), sep=","):
+    """The section: one row per data set and condition, F1 (or, on clean controls, the
+    share of rows flagged) per seed, and how often poisonscan is at or above cleanlab."""
     lines = [
-        "## Label flips on the development tables, beside cleanlab (development part)",
+        f"## {title}, beside cleanlab (development part)",
         "",
-        "`benchmarks/dev_labels.py`, seeds " + ", ".join(map(str, seeds)) + ". poisonscan: `scan_table` with the "
-        "label detectors (`label_consistency`, `knn_label`, `class_flip`), no poison rate (they read the encoded "
-        "table, not the proxy fitted to the labels). cleanlab: `find_label_issues` on 5-fold out-of-fold probabilities of a logistic "
-        "regression on the same encoded table. F1 per seed; on clean controls the share of rows "
-        "quarantined (poisonscan) or flagged (cleanlab).",
+        f"`benchmarks/{script}`, seeds " + ", ".join(map(str, seeds)) + ". poisonscan: `scan_table` " + how
+        + " F1 per seed; on clean controls the share of rows quarantined (poisonscan) or flagged (cleanlab).",
         "",
         "| data | condition | poisonscan | cleanlab | classes judged poisoned |",
         "| --- | --- | --- | --- | --- |",
@@ -185,7 +196,7 @@ def render(rows, seeds):
         else:
             ps = " / ".join(f"{r['poisonscan']['f1']:.2f}" for r in rs)
             cs = " / ".join(f"{r['cleanlab']['f1']:.2f}" for r in rs)
-        judged = " / ".join(",".join(map(str, r["judged"])) or "none" for r in rs)
+        judged = " / ".join(sep.join(map(str, r["judged"])) or "none" for r in rs)
         lines.append(f"| {k[0]} | {k[1]} | {ps} | {cs} | {judged} |")
     flips = [r for r in rows if not r["clean"]]
     at_least = sum(r["poisonscan"]["f1"] >= r["cleanlab"]["f1"] for r in flips)

@@ -287,18 +287,33 @@ class NoiseCalibration:
 
     temperature: float
     floors: np.ndarray  # e_c per class code
+    #: per class code, a log-prior shift b_c (``q = softmax(log(p) / T + b)``), or None
+    #: (see ``shift`` in :meth:`fit`)
+    bias: np.ndarray | None = None
 
     @classmethod
-    def without_flips(cls, P: np.ndarray, codes: np.ndarray) -> "NoiseCalibration":
-        """The temperature alone, fitted by maximum likelihood with no floors: the model
-        of the labels under "no flips", from which the label evidence is redrawn."""
+    def without_flips(cls, P: np.ndarray, codes: np.ndarray, shift: bool = False) -> "NoiseCalibration":
+        """The temperature alone (and, with ``shift``, the log-prior shift), fitted by
+        maximum likelihood with no floors: the model of the labels under "no flips",
+        from which the label evidence is redrawn."""
         P = np.asarray(P, dtype=np.float64)
         if len(P) == 0 or P.shape[1] < 2:
             return cls(1.0, np.zeros(P.shape[1]))
-        return cls(_temperature(np.log(np.clip(P, 1e-300, 1.0)), codes, 1.0), np.zeros(P.shape[1]))
+        L = np.log(np.clip(P, 1e-300, 1.0))
+        w = np.ones(len(codes))
+        if not shift:
+            return cls(_temperature(L, codes, w), np.zeros(P.shape[1]))
+        t, b = _temperature_and_shift(L, codes, w, 1.0, np.zeros(P.shape[1]))
+        return cls(t, np.zeros(P.shape[1]), b)
 
     @classmethod
-    def fit(cls, P: np.ndarray, codes: np.ndarray, iters: int = 200, tol: float = 1e-6) -> "NoiseCalibration":
+    def fit(cls, P: np.ndarray, codes: np.ndarray, iters: int = 200, tol: float = 1e-6,
+            shift: bool = False) -> "NoiseCalibration":
+        """Fit by EM. With ``shift``, a log-prior shift per class is fitted with the
+        temperature: for probabilities from a model fitted to other class shares than
+        the sample's (a proxy's training sample against the label detectors' per-class
+        sample of the same number of rows per class), whose mismatch would otherwise be
+        read as flips into the classes the sample holds more of."""
         P = np.asarray(P, dtype=np.float64)
         n, k = P.shape
         if n == 0 or k < 2:
@@ -307,9 +322,10 @@ class NoiseCalibration:
         rows = np.arange(n)
         floors = np.full(k, 0.01 / k)
         t = 1.0
+        b = np.zeros(k)
         ll_prev = -np.inf
         for _ in range(iters):
-            q = tempered(L, t)
+            q = _softmax(L / t + b)
             lik = (1 - floors.sum()) * q[rows, codes] + floors[codes]
             ll = float(np.log(lik).sum())
             if ll - ll_prev <= tol * abs(ll):
@@ -317,12 +333,18 @@ class NoiseCalibration:
             ll_prev = ll
             w = floors[codes] / lik  # posterior that the row's label is a floor (a flip)
             floors = np.bincount(codes, weights=w, minlength=k) / n
-            t = _temperature(L, codes, 1 - w, t)
-        return cls(t, floors)
+            if shift:  # one alternation per EM step, from the last step's values
+                t, b = _temperature_and_shift(L, codes, 1 - w, t, b, rounds=1)
+            else:
+                t = _temperature(L, codes, 1 - w, t)
+        return cls(t, floors, b if shift else None)
 
     def clean(self, P: np.ndarray) -> np.ndarray:
         """The clean model q of rows with out-of-fold probabilities ``P``."""
-        return tempered(np.log(np.clip(np.asarray(P, dtype=np.float64), 1e-300, 1.0)), self.temperature)
+        L = np.log(np.clip(np.asarray(P, dtype=np.float64), 1e-300, 1.0))
+        if self.bias is None:
+            return tempered(L, self.temperature)
+        return _softmax(L / self.temperature + self.bias)
 
     def flip_log_odds(self, P: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Posterior log-odds that each row's label is a flip (> 0: more likely a flip)."""
@@ -338,15 +360,17 @@ def draw_labels(q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((np.cumsum(q, axis=1) < u[:, None]).sum(axis=1), q.shape[1] - 1).astype(np.int64)
 
 
-def label_evidence(labels: list, P: np.ndarray, codes: np.ndarray, strong) -> tuple[dict, "NoiseCalibration"]:
+def label_evidence(labels: list, P: np.ndarray, codes: np.ndarray, strong,
+                   shift: bool = False) -> tuple[dict, "NoiseCalibration"]:
     """Each class's label evidence ``(rows counted, sampled rows, rows expected)`` and the
     calibration it was judged against.
 
     ``strong[i, c]`` (an array, or a function of the calibrated clean model q and the
     codes that gives it): row i would be a strong disagreement if its label were c.
     ``expected = sum_i q_ic strong[i, c]`` is how many rows of c would be strong
-    disagreements if every sampled row's label were drawn from q."""
-    cal = NoiseCalibration.fit(P, codes)
+    disagreements if every sampled row's label were drawn from q. ``shift``: see
+    :meth:`NoiseCalibration.fit`."""
+    cal = NoiseCalibration.fit(P, codes, shift=shift)
     q = cal.clean(P)
     strong = strong(q, codes) if callable(strong) else strong
     evidence = {}
@@ -389,6 +413,41 @@ def _temperature(L: np.ndarray, codes: np.ndarray, weights, start: float = 1.0) 
     return float(1.0 / s)
 
 
+def _temperature_and_shift(L: np.ndarray, codes: np.ndarray, weights, t: float, b: np.ndarray,
+                           rounds: int = 50) -> tuple[float, np.ndarray]:
+    """The temperature and log-prior shift maximising the ``weights``-weighted
+    log-likelihood of the labels under ``softmax(L / T + b)``, by alternating: the
+    temperature given the shift (:func:`_temperature` on ``L + T b``, whose softmax at T
+    is the same), then the shift given the temperature (its likelihood equations: each
+    class's weighted count equals its weighted expected count; a few fixed-point steps,
+    ``b_c += log(count_c / expected_c)``). A class with no weight keeps its shift."""
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(codes),))
+    k = L.shape[1]
+    count = np.bincount(codes, weights=w, minlength=k)
+    b = np.asarray(b, dtype=np.float64).copy()
+    for _ in range(rounds):
+        t_new = _temperature(L + t * b, codes, w, t) if t > 0 else t
+        # keep the shift as it acts on L / T: L / t_new + b' = (L + t b) / t_new
+        b = b * t / t_new
+        t = t_new
+        for _ in range(20):
+            expected = (w[:, None] * _softmax(L / t + b)).sum(axis=0)
+            step = np.where((count > 0) & (expected > 0), np.log(np.maximum(count, 1e-300) / np.maximum(expected, 1e-300)), 0.0)
+            b = b + step
+            b -= b.mean()
+            if np.abs(step).max() < 1e-9:
+                break
+        if rounds > 1 and np.abs(step).max() < 1e-9 and abs(_temperature(L + t * b, codes, w, t) - t) <= 1e-6 * t:
+            break
+    return float(t), b
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    q = np.exp(z)
+    return q / q.sum(axis=1, keepdims=True)
+
+
 def tempered(L: np.ndarray, t: float) -> np.ndarray:
     z = L / t
     z = z - z.max(axis=1, keepdims=True)
@@ -422,7 +481,7 @@ class PooledDetector(Detector):
     def _excess(self) -> ExcessTest:
         return ExcessTest(alpha=self.alpha, class_alpha=self.class_alpha, draws=self.draws)
 
-    def _calibrated(self, state, labels: list, P: np.ndarray, codes: np.ndarray, strong):
+    def _calibrated(self, state, labels: list, P: np.ndarray, codes: np.ndarray, strong, shift: bool = False):
         """Fit the label-noise calibration on the sampled rows' out-of-fold probabilities
         ``P``, record per class the evidence the verdict is made on
         (:func:`label_evidence`), and where it falls among redrawn labels
@@ -435,12 +494,12 @@ class PooledDetector(Detector):
         refitting the out-of-fold model on every redraw would give the redraws the noise
         of an estimated model, as the real labels have, but costs the model's fits a
         hundred times over (docs/detectors.md, "Excess test")."""
-        q0 = NoiseCalibration.without_flips(P, codes).clean(P)
+        q0 = NoiseCalibration.without_flips(P, codes, shift).clean(P)
 
         def redraw(rng):
-            return label_evidence(labels, P, draw_labels(q0, rng), strong)[0]
+            return label_evidence(labels, P, draw_labels(q0, rng), strong, shift)[0]
 
-        evidence, cal = label_evidence(labels, P, codes, strong)
+        evidence, cal = label_evidence(labels, P, codes, strong, shift)
         state.info["noise"] = cal
         stat = cal.flip_log_odds(P, codes)
         for i, label in enumerate(labels):
@@ -457,9 +516,34 @@ class PooledDetector(Detector):
         test = self._excess()
         strong, n, expected = evidence.get(label, (0, 0, 0.0))
         resampled = (state.info.get("resampled") or {}).get(label) or Resampled(1.0, 1.0, None, 0)
-        cut = float(np.log(self.min_posterior / (1 - self.min_posterior)))
+        statistic = state.calibration.get(label, np.empty(0))
+        if self.min_posterior is None:
+            cut = f1_cut(statistic)
+        else:
+            cut = float(np.log(self.min_posterior / (1 - self.min_posterior)))
         disputed = Disputed(strong, expected, max(len(evidence), 1), test.spread(evidence, label), resampled)
-        return test.decide(label, self.name, state.calibration.get(label, np.empty(0)), class_rows, cut, disputed)
+        return test.decide(label, self.name, statistic, class_rows, cut, disputed)
+
+
+def f1_cut(log_odds: np.ndarray) -> float:
+    """The cut on a class's flip log-odds that maximises the expected F1 of the rows it
+    flags, reading each sampled row's posterior ``pi = sigmoid(log_odds)`` as the chance
+    that its label is a flip: flagging the k most likely rows is expected to find
+    ``S_k = sum of their pi`` flips of ``S = sum of every pi``, an F1 of about
+    ``2 S_k / (k + S)``. The best k flags every row whose posterior exceeds half the F1
+    it reaches (Lipton, Elkan and Naryanaswamy, 2014), so the cut is at most a posterior
+    of 1/2: where the data decide the labels well it is near 1/2, where they decide them
+    weakly it is lower, as the flips are then found only among rows of modest posterior.
+    Rows at the cut are flagged as the rows above it (the scan flags rows *beyond* the
+    cut: the cut returned is just under the k-th largest log-odds)."""
+    z = np.sort(np.asarray(log_odds, dtype=np.float64))[::-1]
+    if not len(z):
+        return 0.0
+    pi = 1.0 / (1.0 + np.exp(-z))
+    k = np.arange(1, len(z) + 1)
+    f1 = 2 * np.cumsum(pi) / (k + pi.sum())
+    best = int(np.argmax(f1))
+    return float(np.nextafter(z[best], -np.inf))
 
 
 def class_statistics(detector, state, X: np.ndarray, y) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._params import Interval
+from ._params import NONE, Interval
 from ._pooled import Pooled, PooledDetector, fmt_label, plain_labels
 from .base import ALL_KINDS, DetectorState, register
 from .stats import ClassSample
@@ -46,8 +46,8 @@ class KnnLabel(PooledDetector):
     the same evidence, calibration fit included, of labels redrawn from the neighbour
     probabilities under a temperature alone (no flips), the neighbour counts held fixed
     (:class:`~.excess.ExcessTest`). The row statistic is the posterior log-odds that the
-    label is a flip; in a class judged
-    poisoned, rows whose posterior is at least ``min_posterior`` are flagged. Score
+    label is a flip; in a class judged poisoned, rows are flagged beyond the cut that
+    maximises the expected F1 of the class's flags, or at ``min_posterior``. Score
     polarity: higher = more suspicious.
 
     ``alpha``, ``class_alpha``, ``draws`` and ``min_posterior`` mean what they mean for
@@ -55,7 +55,10 @@ class KnnLabel(PooledDetector):
     """
 
     name = "knn_label"
-    default_kinds = ALL_KINDS
+    # not on text: its unfitted view there is the out-of-fold probabilities of a linear
+    # model of the words, which label_consistency reads as they are; neighbours in a
+    # space of a few probabilities are the same evidence, smoothed, and only a veto
+    default_kinds = ALL_KINDS - {"text"}
     default_rank = 5
     statistic_name = "posterior log-odds that the label is a flip (nearest neighbours)"
     _parameter_constraints = {
@@ -66,7 +69,7 @@ class KnnLabel(PooledDetector):
         "class_alpha": [Interval(Real, 0, 1, closed="neither")],
         "draws": [Interval(int, 19, None)],
         "verdict_disagreement": [Interval(Real, 0, 1, closed="right")],
-        "min_posterior": [Interval(Real, 0, 1, closed="neither")],
+        "min_posterior": [Interval(Real, 0, 1, closed="neither"), NONE],
     }
 
     def __init__(
@@ -79,7 +82,7 @@ class KnnLabel(PooledDetector):
         class_alpha: float = 0.05,
         draws: int = 100,
         verdict_disagreement: float = 0.9,
-        min_posterior: float = 0.5,
+        min_posterior: float | None = None,
     ):
         self.verdict_disagreement = verdict_disagreement
         self.k = k

@@ -67,8 +67,9 @@ class LabelConsistency(PooledDetector):
     judged by where it falls among the same evidence, calibration fit included, of labels
     redrawn from the out-of-fold probabilities under a temperature alone (no flips;
     :class:`~.excess.ExcessTest`). The row statistic is the posterior log-odds that
-    the label is a flip; in a class judged poisoned, rows whose posterior is at least
-    ``min_posterior`` are flagged. Score polarity: higher = more suspicious.
+    the label is a flip; in a class judged poisoned, rows are flagged beyond the cut
+    that maximises the expected F1 of the class's flags (:func:`~._pooled.f1_cut`), or
+    at ``min_posterior``. Score polarity: higher = more suspicious.
 
     With ``model="auto"`` (the default on tables) a quadratic model and gradient-boosted
     trees are cross-fitted on the same folds as well: a label that depends on columns
@@ -112,9 +113,11 @@ class LabelConsistency(PooledDetector):
     draws : int, default=100
         Most redraws of the labels (:class:`~.excess.ExcessTest`); fewer when no class
         can reach its level.
-    min_posterior : float, default=0.5
+    min_posterior : float or None, default=None
         In a class judged poisoned, the posterior probability of being a flip above which
-        a row is flagged.
+        a row is flagged; None: the cut that maximises the expected F1 of the class's
+        flags under the sampled rows' posteriors (:func:`~._pooled.f1_cut`; every row
+        with a posterior above 1/2 is flagged, and more where the posteriors are modest).
 
     References
     ----------
@@ -147,7 +150,7 @@ class LabelConsistency(PooledDetector):
         "source": [Options(("fit", "probabilities"))],
         "model": [Options(("linear", "quadratic", "trees", "auto"))],
         "verdict_odds": [Interval(Real, 1, None, closed="neither")],
-        "min_posterior": [Interval(Real, 0, 1, closed="neither")],
+        "min_posterior": [Interval(Real, 0, 1, closed="neither"), NONE],
         "probability_labels": [OfType(tuple, "a tuple of labels"), NONE],
     }
 
@@ -164,7 +167,7 @@ class LabelConsistency(PooledDetector):
         model: str = "linear",
         probability_labels: tuple | None = None,
         verdict_odds: float = 10.0,
-        min_posterior: float = 0.5,
+        min_posterior: float | None = None,
     ):
         self.verdict_odds = verdict_odds
         self.source = source
@@ -255,7 +258,9 @@ class LabelConsistency(PooledDetector):
         return _log_odds_all(q, _thresholds(q, codes)) > np.log(self.verdict_odds)
 
     def _judged_on(self, state, P, codes, labels, model: "_CLState") -> DetectorState:
-        state = self._calibrated(state, labels, P, codes, self._strong)
+        # given probabilities come from a model fitted to other class shares than the
+        # sample's (the same number of rows per class): a log-prior shift per class
+        state = self._calibrated(state, labels, P, codes, self._strong, shift=bool(state.info.get("given_probabilities")))
         model.thresholds = _thresholds(state.info["noise"].clean(P), codes)
         state.info["model"] = model
         return state

@@ -30,7 +30,8 @@ def model_handler(plan: ScanPlan):
         return PytorchModelHandlerKeyedTensor(
             state_dict_path=plan.weights_path,
             model_class=ProxyEnsemble,
-            model_params={"kind": rep.proxy.kind, "params": rep.proxy.params, "folds": rep.proxy.folds},
+            model_params={"kind": rep.proxy.kind, "params": rep.proxy.params, "folds": rep.proxy.folds,
+                          "linear": rep.proxy.linear},
             inference_fn=ensemble_inference,
             load_model_args={"weights_only": True},
             **common,

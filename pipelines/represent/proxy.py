@@ -97,24 +97,51 @@ def make_net(kind: str, params: dict) -> nn.Module:
     raise ValueError(f"no proxy network for input kind {kind!r}")
 
 
+class LinearBag(nn.Module):
+    """A multinomial logistic regression on the hashed bag of words and word pairs: one
+    weight per (bucket, class), summed over a row's weighted buckets, and a bias."""
+
+    def __init__(self, buckets: int, classes: int):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(buckets + 1, classes, mode="sum", padding_idx=buckets)
+        self.bias = nn.Parameter(torch.zeros(classes))
+
+    def forward(self, inputs: dict) -> torch.Tensor:
+        return self.bag(inputs["ids"], per_sample_weights=inputs["weights"]) + self.bias
+
+
 class ProxyEnsemble(nn.Module):
-    """The full network and the cross-fitted fold networks.
+    """The full network and the cross-fitted models.
 
     ``forward`` returns the full network's penultimate activations and, per row, the
-    class probabilities of the fold network that left the row out (``fold`` >= 0) or of
-    the full network (``fold`` = -1, rows outside the training sample).
+    class probabilities of the cross-fitted model that left the row out (``fold`` >= 0)
+    or of the full model (``fold`` = -1, rows outside the training sample). The
+    cross-fitted models are ``folds`` networks like the full one, or, for text
+    (``linear`` > 0), ``linear`` logistic regressions of the hashed bag, whose full model
+    (fitted on the whole training sample) gives the rows outside it their probabilities.
     """
 
-    def __init__(self, kind: str, params: dict, folds: int):
+    def __init__(self, kind: str, params: dict, folds: int, linear: int = 0):
         super().__init__()
         self.kind = kind
         self.full = make_net(kind, params)
         self.folds = nn.ModuleList([make_net(kind, params) for _ in range(folds)])
+        self.linear = nn.ModuleList(
+            [LinearBag(params["buckets"], params["classes"]) for _ in range(linear + 1)] if linear else []
+        )
 
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.full.features(inputs)
-        logits = self.full.head(h)
         fold = inputs["fold"]
+        if len(self.linear):
+            sub = {k: v for k, v in inputs.items() if k != "fold"}
+            logits = self.linear[0](sub)
+            for f, model in enumerate(self.linear[1:]):
+                m = fold == f
+                if bool(m.any()):
+                    logits[m] = model({k: v[m] for k, v in sub.items()})
+            return h, torch.softmax(logits, dim=1)
+        logits = self.full.head(h)
         for f, net in enumerate(self.folds):
             m = fold == f
             if bool(m.any()):
@@ -289,8 +316,16 @@ class Proxy:
     labels: list  # class label of each output column
     info: dict = field(default_factory=dict)
 
+    #: cross-fitted linear models of a text's bag (0: none; see :class:`ProxyEnsemble`)
+    linear: int = 0
+
+    @property
+    def out_of_fold(self) -> bool:
+        """Whether the probabilities are out of fold for the training sample's rows."""
+        return bool(self.folds or self.linear)
+
     def module(self) -> ProxyEnsemble:
-        m = ProxyEnsemble(self.kind, self.params, self.folds)
+        m = ProxyEnsemble(self.kind, self.params, self.folds, self.linear)
         m.load_state_dict({k: torch.as_tensor(v) for k, v in self.state_dict.items()})
         m.eval()
         return m
@@ -333,20 +368,29 @@ def train_proxy(
         for c in np.unique(codes):  # within a class, round-robin in sample (id) order
             idx = np.flatnonzero(codes == c)
             fold[idx] = np.arange(len(idx)) % folds
-    k = folds if folds > 1 else 0
+    # text: the out-of-fold probabilities come from a linear model of the bag, cross-fitted
+    # (always: a network's were too weak on short texts), and no fold networks are trained
+    linear = (folds if folds > 1 else LINEAR_FOLDS) if kind == "text" else 0
+    if linear:
+        for c in np.unique(codes):
+            idx = np.flatnonzero(codes == c)
+            fold[idx] = np.arange(len(idx)) % linear
+    k = folds if folds > 1 and not linear else 0
     max_epochs = MAX_EPOCHS[kind]
     total = (epochs or max_epochs) * (n + sum(int((fold != f).sum()) for f in range(k)))
     shown = Progress(f"training the {kind} proxy", total, mode=progress)
     ran = epochs
     started = time.perf_counter()
     torch.manual_seed(seed)  # the initial weights, too, come from the seed
-    ensemble = ProxyEnsemble(kind, params, k)
+    ensemble = ProxyEnsemble(kind, params, k, linear)
     _, ran = train_net(ensemble.full, inputs, codes, Schedule(epochs, seed, max_epochs), shown, (1, 1 + k))
     for f in range(k):
         keep = fold != f
         sub = {name: v[keep] for name, v in inputs.items()}
         train_net(ensemble.folds[f], sub, codes[keep], Schedule(ran, seed + 1 + f), shown, (2 + f, 1 + k))
     shown.close()
+    if linear:
+        fit_linear_bags(ensemble.linear, inputs, codes, fold, params["buckets"])
     ensemble.eval()
     with torch.no_grad():
         # in slices: the whole sample in one forward pass holds every layer's activations
@@ -361,10 +405,58 @@ def train_proxy(
         "training_rows": int(n),
         "seconds": round(time.perf_counter() - started, 3),
         "device": str(device()),
-        "out_of_fold_accuracy": float((probs.argmax(1) == codes).mean()) if k else None,
+        "out_of_fold_accuracy": float((probs.argmax(1) == codes).mean()) if k or linear else None,
     }
+    if linear:
+        info["out_of_fold_model"] = f"logistic regression of the bag of words and word pairs (C = {LINEAR_C}), {linear} folds"
     fold_of = {int(p): int(f) for p, f in zip(sample.positions, fold) if f >= 0}
-    return Proxy(kind, params, k, ensemble.state_dict(), fold_of, list(sample.labels), info)
+    return Proxy(kind, params, k, ensemble.state_dict(), fold_of, list(sample.labels), info, linear)
+
+
+#: Folds of the linear model that gives a text's out-of-fold probabilities, unless
+#: ``--proxy-folds`` says how many.
+LINEAR_FOLDS = 5
+#: Its inverse L2 regularisation (scikit-learn's default).
+LINEAR_C = 1.0
+#: A class a fold's training rows do not hold gets this logit (others are near 0).
+ABSENT_LOGIT = -30.0
+
+
+def bag_matrix(inputs: dict, buckets: int):
+    """The hashed bags as a sparse (rows, buckets) matrix (a bucket twice in a row sums)."""
+    import scipy.sparse as sp
+
+    ids, weights = inputs["ids"], inputs["weights"]
+    real = ids != buckets
+    rows = np.broadcast_to(np.arange(len(ids))[:, None], ids.shape)[real]
+    return sp.csr_matrix((weights[real].astype(np.float64), (rows, ids[real])), shape=(len(ids), buckets))
+
+
+def fit_linear_bags(models: nn.ModuleList, inputs: dict, codes: np.ndarray, fold: np.ndarray, buckets: int) -> None:
+    """Fit ``models[0]`` on every training row and ``models[1 + f]`` without fold f:
+    multinomial logistic regressions (scikit-learn, L2 at ``LINEAR_C``), written into
+    their weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    X = bag_matrix(inputs, buckets)
+    for i, model in enumerate(models):
+        keep = np.ones(len(codes), bool) if i == 0 else fold != i - 1
+        classes = np.unique(codes[keep])
+        weight = np.zeros((buckets + 1, model.bias.shape[0]), np.float32)
+        bias = np.full(model.bias.shape[0], ABSENT_LOGIT, np.float32)
+        if len(classes) == 1:
+            bias[classes[0]] = 0.0
+        elif len(classes) > 1:
+            lr = LogisticRegression(C=LINEAR_C, max_iter=1000).fit(X[keep], codes[keep])
+            coef, intercept = lr.coef_, lr.intercept_
+            if len(classes) == 2:  # one column: the second class's log-odds
+                coef = np.vstack([np.zeros_like(coef), coef])
+                intercept = np.concatenate([[0.0], intercept])
+            weight[:buckets, classes] = coef.T
+            bias[classes] = intercept
+        with torch.no_grad():
+            model.bag.weight.copy_(torch.from_numpy(weight))
+            model.bias.copy_(torch.from_numpy(bias))
 
 
 # inference --------------------------------------------------------------------------

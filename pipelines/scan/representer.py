@@ -98,12 +98,12 @@ class Representer:
         probs = len(self.proxy.labels) if self.proxy is not None else 0
         # a table's encoded columns travel with the representation (rows.label_input)
         encoded = self.encoder.width if self.kind == "tabular" else 0
-        return Layout(probs, encoded, bool(self.proxy is not None and self.proxy.folds))
+        return Layout(probs, encoded, bool(self.proxy is not None and self.proxy.out_of_fold))
 
     @property
     def probability_labels(self) -> tuple:
         """Labels of the out-of-fold probability columns (none without cross-fitting)."""
-        return tuple(self.proxy.labels) if self.proxy is not None and self.proxy.folds else ()
+        return tuple(self.proxy.labels) if self.proxy is not None and self.proxy.out_of_fold else ()
 
     def example(self, prep: Prepared) -> dict:
         """The model input of a batch's encoded rows (numpy), with their fold."""

@@ -371,3 +371,41 @@ def test_mixture_weights_maximise_the_out_of_fold_likelihood():
     mixed = w[0] * a + w[1] * b
     assert _log_loss(mixed, codes) < min(_log_loss(a, codes), _log_loss(b, codes))
     assert 0.3 < w[0] < 0.7
+
+
+def test_the_f1_cut_flags_the_rows_that_maximise_the_expected_f1():
+    """Brute force over every count of most-likely rows; every row more likely a flip
+    than not is always flagged (the best cut is at half the F1 it reaches)."""
+    from poisonscan.detectors._pooled import f1_cut
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        z = rng.normal(-2.0, 2.0, size=rng.integers(5, 300))
+        pi = 1 / (1 + np.exp(-z))
+        cut = f1_cut(z)
+        flagged = z > cut
+        expected = [2 * pi[z >= t].sum() / ((z >= t).sum() + pi.sum()) for t in z]
+        assert 2 * pi[flagged].sum() / (flagged.sum() + pi.sum()) == pytest.approx(max(expected))
+        assert flagged[pi > 0.5].all()
+    assert f1_cut(np.empty(0)) == 0.0
+
+
+def test_the_calibration_takes_out_a_prior_shift_instead_of_reading_it_as_flips():
+    """Probabilities from a model fitted to other class shares (30 % of class 1) than the
+    sample's (half): without the shift the floors read the mismatch as 20 % flips into
+    class 1; with it the floors stay near 0 and the shift is the log of the shares' odds."""
+    from poisonscan.detectors._pooled import NoiseCalibration
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-2 * x))).astype(np.int64)
+    z = 1.5 * x + np.log(0.3 / 0.7)
+    P = np.c_[1 / (1 + np.exp(z)), 1 / (1 + np.exp(-z))]
+    plain = NoiseCalibration.fit(P, y)
+    assert plain.floors[1] > 0.15
+    shifted = NoiseCalibration.fit(P, y, shift=True)
+    assert shifted.floors.sum() < 0.01
+    assert shifted.temperature == pytest.approx(0.75, abs=0.05)
+    assert shifted.bias[1] - shifted.bias[0] == pytest.approx(np.log(0.7 / 0.3) / 0.75, abs=0.1)
+    null = NoiseCalibration.without_flips(P, y, shift=True)
+    assert null.bias[1] - null.bias[0] == pytest.approx(shifted.bias[1] - shifted.bias[0], abs=0.05)

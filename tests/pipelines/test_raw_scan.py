@@ -111,6 +111,51 @@ def test_text_trigger_is_found_and_named():
     assert result.summary["classes_poisoned"] == ["pos"]
 
 
+def unequal_reviews(n_pos=3000, n_neg=700, seed=0):
+    """Short reviews whose words lean to their label (each sentiment word from the
+    other list with probability 0.15), four times as many positive as negative: more
+    rows of a class than the label detectors sample (1,024), fewer of the other."""
+    rng = np.random.default_rng(seed)
+    good = "great fine lovely superb moving funny warm clever bright".split()
+    bad = "dull awful boring weak flat tired bland clumsy slow".split()
+    common = "the film a story plot actors it was and with this movie scenes".split()
+    labels = np.array(["pos"] * n_pos + ["neg"] * n_neg, dtype=object)
+    texts = []
+    for lab in labels:
+        lean = [(good if (lab == "pos") != (rng.random() < 0.15) else bad) for _ in range(2)]
+        words = list(rng.choice(common, 6)) + [str(rng.choice(w)) for w in lean]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return texts, labels
+
+
+def test_random_label_flips_in_text_are_found_from_out_of_fold_word_evidence():
+    """The label detectors on text read a linear model of the words cross-fitted on the
+    proxy's sample, not the proxy (which has learned the flips); its probabilities come
+    from other class shares than the detectors' per-class sample, which the calibration's
+    prior shift takes out: the clean corpus has no class judged."""
+    texts, labels = unequal_reviews()
+    ids = np.arange(len(texts))
+    clean = scan_table(pa.table({"id": ids, "label": labels.astype(str), "review": texts}), text_column="review")
+    assert clean.summary["classes_poisoned"] == [] and clean.quarantine.num_rows == 0
+    info = clean.summary["settings"]["representation"]
+    assert info["out_of_fold_model"].startswith("logistic regression of the bag") and info["networks"] == 1
+
+    rng = np.random.default_rng(1)
+    flipped = np.sort(rng.choice(len(texts), 150, replace=False))
+    y = labels.copy()
+    y[flipped] = np.where(y[flipped] == "pos", "neg", "pos")
+    truth = np.zeros(len(texts), bool)
+    truth[flipped] = True
+    result = scan_table(pa.table({"id": ids, "label": y.astype(str), "review": texts}), text_column="review")
+    found = np.zeros(len(texts), bool)
+    found[result.quarantine["id"].to_pylist()] = True
+    precision, recall = (found & truth).sum() / max(found.sum(), 1), (found & truth).sum() / truth.sum()
+    assert precision >= 0.6 and recall >= 0.6, (precision, recall)
+    assert "neg" in result.summary["classes_poisoned"]  # 4 in 5 flips are into it
+    assert all("label_consistency" in d for d in result.quarantine["detectors"].to_pylist())
+
+
 def test_clean_table_with_mixed_columns_and_gaps():
     rng = np.random.default_rng(1)
     n = 800
