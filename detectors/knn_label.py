@@ -46,9 +46,9 @@ class KnnLabel(PooledDetector):
     the same evidence, calibration fit included, of labels redrawn from the neighbour
     probabilities under a temperature alone (no flips), the neighbour counts held fixed
     (:class:`~.excess.ExcessTest`). The row statistic is the posterior log-odds that the
-    label is a flip; in a class judged poisoned, rows are flagged beyond the cut that
-    maximises the expected F1 of the class's flags, or at ``min_posterior``. Score
-    polarity: higher = more suspicious.
+    label is a flip; in a class judged poisoned, rows whose posterior is at least
+    ``min_posterior`` are flagged (None: the expected-F1 cut). Score polarity: higher =
+    more suspicious.
 
     ``alpha``, ``class_alpha``, ``draws`` and ``min_posterior`` mean what they mean for
     :class:`LabelConsistency`.
@@ -82,7 +82,7 @@ class KnnLabel(PooledDetector):
         class_alpha: float = 0.05,
         draws: int = 100,
         verdict_disagreement: float = 0.9,
-        min_posterior: float | None = None,
+        min_posterior: float | None = 0.5,
     ):
         self.verdict_disagreement = verdict_disagreement
         self.k = k

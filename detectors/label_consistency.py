@@ -67,9 +67,10 @@ class LabelConsistency(PooledDetector):
     judged by where it falls among the same evidence, calibration fit included, of labels
     redrawn from the out-of-fold probabilities under a temperature alone (no flips;
     :class:`~.excess.ExcessTest`). The row statistic is the posterior log-odds that
-    the label is a flip; in a class judged poisoned, rows are flagged beyond the cut
-    that maximises the expected F1 of the class's flags (:func:`~._pooled.f1_cut`), or
-    at ``min_posterior``. Score polarity: higher = more suspicious.
+    the label is a flip; in a class judged poisoned, rows whose posterior is at least
+    ``min_posterior`` are flagged (or, with None, those beyond the cut that maximises
+    the expected F1 of the class's flags, :func:`~._pooled.f1_cut`). Score polarity:
+    higher = more suspicious.
 
     With ``model="auto"`` (the default on tables) a quadratic model and gradient-boosted
     trees are cross-fitted on the same folds as well: a label that depends on columns
@@ -113,11 +114,12 @@ class LabelConsistency(PooledDetector):
     draws : int, default=100
         Most redraws of the labels (:class:`~.excess.ExcessTest`); fewer when no class
         can reach its level.
-    min_posterior : float or None, default=None
+    min_posterior : float or None, default=0.5
         In a class judged poisoned, the posterior probability of being a flip above which
         a row is flagged; None: the cut that maximises the expected F1 of the class's
         flags under the sampled rows' posteriors (:func:`~._pooled.f1_cut`; every row
-        with a posterior above 1/2 is flagged, and more where the posteriors are modest).
+        with a posterior above 1/2 is flagged, and more where the posteriors are modest,
+        at a cost in clean rows measured in docs/detectors.md).
 
     References
     ----------
@@ -167,7 +169,7 @@ class LabelConsistency(PooledDetector):
         model: str = "linear",
         probability_labels: tuple | None = None,
         verdict_odds: float = 10.0,
-        min_posterior: float | None = None,
+        min_posterior: float | None = 0.5,
     ):
         self.verdict_odds = verdict_odds
         self.source = source
