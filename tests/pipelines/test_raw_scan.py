@@ -150,9 +150,10 @@ def test_random_label_flips_in_text_are_found_from_out_of_fold_word_evidence():
     result = scan_table(pa.table({"id": ids, "label": y.astype(str), "review": texts}), text_column="review")
     found = np.zeros(len(texts), bool)
     found[result.quarantine["id"].to_pylist()] = True
-    precision, recall = (found & truth).sum() / max(found.sum(), 1), (found & truth).sum() / truth.sum()
-    assert precision >= 0.6 and recall >= 0.6, (precision, recall)
     assert "neg" in result.summary["classes_poisoned"]  # 4 in 5 flips are into it
+    into_neg = truth & (y == "neg")
+    precision, recall = (found & truth).sum() / max(found.sum(), 1), (found & into_neg).sum() / into_neg.sum()
+    assert precision >= 0.75 and recall >= 0.6, (precision, recall)
     assert all("label_consistency" in d for d in result.quarantine["detectors"].to_pylist())
 
 
