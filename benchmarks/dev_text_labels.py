@@ -19,6 +19,7 @@ relabelled as another) and its clean control.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -33,9 +34,13 @@ import matrix  # noqa: E402
 from common import write_section  # noqa: E402
 from dev_labels import class_flip  # noqa: E402
 
+# each file is read once, whichever corpora are cut from it
+_conventions_read = functools.cache(dev_triggers.conventions)
+_rotten_tomatoes_read = functools.cache(dev_triggers.rotten_tomatoes_with_plots)
+
 
 def _conventions(handles: bool):
-    texts, labels = dev_triggers.conventions()
+    texts, labels = _conventions_read()
     if not handles:  # each sentence starts with its speaker's handle
         texts = [t.split(" ", 1)[1] for t in texts]
     return texts, labels
@@ -44,8 +49,8 @@ def _conventions(handles: bool):
 CORPORA = {
     "conventions": lambda: _conventions(False),
     "conventions + handles": lambda: _conventions(True),
-    "Rotten Tomatoes": dev_triggers.rotten_tomatoes,
-    "Rotten Tomatoes with plots, 4,000 rows": lambda: dev_triggers.subset(*dev_triggers.rotten_tomatoes_with_plots(), 4000),
+    "Rotten Tomatoes": lambda: dev_triggers.reviews_only(*_rotten_tomatoes_read()),
+    "Rotten Tomatoes with plots, 4,000 rows": lambda: dev_triggers.subset(*_rotten_tomatoes_read(), 4000),
 }
 TARGETED = {  # source -> target of the class-to-class flip
     "conventions": ("democrat", "republican"),

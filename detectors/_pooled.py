@@ -342,9 +342,7 @@ class NoiseCalibration:
     def clean(self, P: np.ndarray) -> np.ndarray:
         """The clean model q of rows with out-of-fold probabilities ``P``."""
         L = np.log(np.clip(np.asarray(P, dtype=np.float64), 1e-300, 1.0))
-        if self.bias is None:
-            return tempered(L, self.temperature)
-        return _softmax(L / self.temperature + self.bias)
+        return _softmax(L / self.temperature + (0.0 if self.bias is None else self.bias))
 
     def flip_log_odds(self, P: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Posterior log-odds that each row's label is a flip (> 0: more likely a flip)."""
@@ -426,18 +424,19 @@ def _temperature_and_shift(L: np.ndarray, codes: np.ndarray, weights, t: float, 
     count = np.bincount(codes, weights=w, minlength=k)
     b = np.asarray(b, dtype=np.float64).copy()
     for _ in range(rounds):
-        t_new = _temperature(L + t * b, codes, w, t) if t > 0 else t
+        t_new = _temperature(L + t * b, codes, w, t)
         # keep the shift as it acts on L / T: L / t_new + b' = (L + t b) / t_new
         b = b * t / t_new
+        settled = abs(t_new - t) <= 1e-6 * t
         t = t_new
-        for _ in range(20):
+        for sweep in range(20):
             expected = (w[:, None] * _softmax(L / t + b)).sum(axis=0)
             step = np.where((count > 0) & (expected > 0), np.log(np.maximum(count, 1e-300) / np.maximum(expected, 1e-300)), 0.0)
             b = b + step
             b -= b.mean()
             if np.abs(step).max() < 1e-9:
                 break
-        if rounds > 1 and np.abs(step).max() < 1e-9 and abs(_temperature(L + t * b, codes, w, t) - t) <= 1e-6 * t:
+        if settled and sweep == 0:  # neither moved: the optimum
             break
     return float(t), b
 
@@ -449,10 +448,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def tempered(L: np.ndarray, t: float) -> np.ndarray:
-    z = L / t
-    z = z - z.max(axis=1, keepdims=True)
-    q = np.exp(z)
-    return q / q.sum(axis=1, keepdims=True)
+    return _softmax(L / t)
 
 
 class PooledDetector(Detector):

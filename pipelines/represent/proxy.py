@@ -363,19 +363,15 @@ def train_proxy(
     """Train the full network and ``folds`` cross-fitted ones on a training sample."""
     inputs, codes = sample.inputs, sample.codes
     n = len(codes)
-    fold = np.full(n, -1, dtype=np.int64)
-    if folds > 1:
-        for c in np.unique(codes):  # within a class, round-robin in sample (id) order
-            idx = np.flatnonzero(codes == c)
-            fold[idx] = np.arange(len(idx)) % folds
     # text: the out-of-fold probabilities come from a linear model of the bag, cross-fitted
     # (always: a network's were too weak on short texts), and no fold networks are trained
     linear = (folds if folds > 1 else LINEAR_FOLDS) if kind == "text" else 0
-    if linear:
-        for c in np.unique(codes):
-            idx = np.flatnonzero(codes == c)
-            fold[idx] = np.arange(len(idx)) % linear
     k = folds if folds > 1 and not linear else 0
+    fold = np.full(n, -1, dtype=np.int64)
+    if linear or k:
+        for c in np.unique(codes):  # within a class, round-robin in sample (id) order
+            idx = np.flatnonzero(codes == c)
+            fold[idx] = np.arange(len(idx)) % (linear or k)
     max_epochs = MAX_EPOCHS[kind]
     total = (epochs or max_epochs) * (n + sum(int((fold != f).sum()) for f in range(k)))
     shown = Progress(f"training the {kind} proxy", total, mode=progress)
