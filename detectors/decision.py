@@ -16,8 +16,10 @@ The separated-group test (:class:`GroupTest`, for spectral signatures and SPECTR
    poisoned class stands out from the other classes; natural sub-populations that every
    class has do not), or, with too few classes for peers, the group's rows must look like
    other classes (they were taken from them). A class is judged poisoned when both its
-   own-null and its peer p-value are below ``alpha / (classes x detectors)``: the
-   chance that a clean scan has any class judged poisoned stays below ``alpha``.
+   own-null and its peer p-value are below ``alpha / (classes x detectors)``. The chance
+   that a clean scan has any class judged poisoned stays below ``alpha`` for classes
+   compared with all the others, and below ``2 alpha`` with the step-down that takes
+   classes that stand out from the peers (:func:`evidence_outliers`).
 
 The cut is where the group's posterior probability reaches one half, between the two
 means. A row is flagged when it lies beyond the cut on the group's side.
@@ -58,8 +60,10 @@ class GroupTest(ParamsMixin):
     alpha : float, default=0.05
         Family-wise false-alarm probability of a scan: the chance that a clean scan has
         *any* class judged poisoned by the group detectors (spectral, SPECTRE, activation
-        clustering), held by a Bonferroni correction over classes x detectors. Each
-        class and detector is tested at ``alpha / (classes x detectors)``.
+        clustering), held by a Bonferroni correction over classes x
+        detectors. Each class and detector is tested at ``alpha / (classes x detectors)``;
+        the step-down of :func:`evidence_outliers` can add as much again (at most
+        ``2 alpha`` in all).
     min_group_fraction : float, default=0.005
         Smallest share of the class a group may hold.
     max_group_fraction : float, default=0.5
@@ -189,7 +193,9 @@ def judge_scan(
     * ``own_p``, the class's own one-group null (absent: no such gate), and
     * the peer p-value: the class's ``evidence`` against the same figure in the other
       classes of the scan (:func:`.calibration.peer_p_value`; their spread taken as at
-      least ``peer_floor``). With fewer than three other classes there are no peers:
+      least ``peer_floor``). The classes whose evidence stands out from the rest
+      (:func:`evidence_outliers`) are no one's peers. With fewer than three other classes there are
+      no peers:
       then, if ``alone_by_affinity``, the affinity p-value stands in (``affinity(label,
       verdict)`` returns ``(means, p)`` for "the group's rows look more like other
       classes than the rest of the class", or None when it cannot be tested); otherwise
@@ -200,21 +206,50 @@ def judge_scan(
     computed only for candidates that pass their own-null gate and need it.
     """
     evidence = {label: v.extra.get("evidence") for label, v in verdicts.items()}
-    # step down from the class with the strongest evidence (the generalised ESD idea):
-    # a class judged poisoned is no one's peer, so two or three poisoned classes do not
-    # hide one another
-    order = sorted(
-        verdicts, key=lambda lb: -(evidence[lb] if evidence[lb] is not None else -math.inf)
-    )
+    outliers = evidence_outliers(evidence, level, peer_floor)
     rules = _PeerRules(level, affinity, peer_floor, needs_affinity, alone_by_affinity)
-    outliers: set = set()
     out = {}
-    for label in order:
+    for label in verdicts:
         peers = [e for other, e in evidence.items() if other != label and other not in outliers and e is not None]
         out[label] = rules.judge(label, verdicts[label], peers)
-        if out[label].poisoned:
-            outliers.add(label)
-    return {label: out[label] for label in verdicts}
+    return out
+
+
+def evidence_outliers(evidence: Mapping[Any, float | None], level: float, peer_floor: float = 1.0) -> set:
+    """The classes whose evidence stands out from the rest, by the generalised ESD
+    procedure (Rosner 1983).
+
+    Classes are ranked from the strongest evidence down. Step i compares the i-th class
+    with the classes below it (:func:`.calibration.peer_p_value`); the outliers are the
+    top i* classes, where i* is the *last* step whose p-value is below ``level``. Taking
+    the last step, not the first failing one, is what keeps two or three poisoned classes
+    from hiding one another: the strongest is compared with peers that include the
+    second, whose evidence widens the yardstick, while the second, compared with the
+    clean classes only, stands out. At most ``(k - 1) // 2`` classes of k are outliers
+    (a minority), and every step keeps at least three peers. Step 1 is the usual test at
+    ``level``, which holds one detector's share of the scan's alpha over k classes. Step
+    i picks one of C(k, i) sets of i classes, so it is run at that share over C(k, i),
+    halved for each step after the first: in a clean scan the later steps together add
+    at most the first step's false-alarm probability (a union bound). Each outlier is
+    then judged against the classes that are not outliers (:func:`judge_scan`).
+    """
+    ranked = sorted(
+        (lb for lb, e in evidence.items() if e is not None and np.isfinite(e)),
+        key=lambda lb: -evidence[lb],
+    )
+    classes = len(evidence)
+    k = len(ranked)
+    steps = min((classes - 1) // 2, k - 3)
+    last = 0
+    for i in range(max(steps, 0)):
+        p = peer_p_value(evidence[ranked[i]], [evidence[lb] for lb in ranked[i + 1:]], peer_floor)
+        # step i + 1 picks one set of i + 1 classes of C(classes, i + 1): its level is the
+        # detector's share of alpha (level x classes) over that many sets, halved at each
+        # step after the first, so the steps together spend at most twice the first's
+        step_level = level * classes / (math.comb(classes, i + 1) * 2**i)
+        if p is not None and p < step_level:
+            last = i + 1
+    return set(ranked[:last])
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,35 @@ def test_a_class_that_stands_out_is_poisoned_and_flagged_exactly():
     assert abs(np.median(v.strength(x[:3800]))) < 0.5
 
 
+def test_two_or_three_poisoned_classes_do_not_hide_one_another():
+    # the strongest class's yardstick holds the second's evidence: only a step-down that
+    # keeps going past a step that does not reject (generalised ESD) finds both
+    rng = np.random.default_rng(4)
+    for targets in (("a", "b"), ("a", "b", "c")):
+        stats = {c: rng.normal(size=3000) for c in range(7 - len(targets) + 1)}
+        for i, t in enumerate(targets):
+            stats[t] = np.concatenate([rng.normal(0, 1, 2880 - 200 * i), rng.normal(7 + i, 1, 120 + 200 * i)])
+        out = judge(stats)
+        assert {c for c, v in out.items() if v.poisoned} == set(targets), [v.note for v in out.values()]
+
+
+def test_evidence_outliers_step_down():
+    from poisonscan.detectors.decision import evidence_outliers
+
+    level = 0.05 / 8
+    clean = {c: z for c, z in enumerate([-0.8, -0.3, 0.0, 0.2, 0.5, 0.9])}
+    assert evidence_outliers(clean, level) == set()
+    # the first step alone does not reject (the second outlier widens its yardstick)
+    two = dict(clean, a=30.0, b=25.0)
+    assert evidence_outliers(two, level) == {"a", "b"}
+    # at most a minority: four of eight standing out together are not outliers
+    many = dict(clean, a=30.0, b=29.0, c=28.0, d=27.0)
+    del many[0], many[1]
+    assert evidence_outliers(many, level) == set()
+    # missing evidence is never ranked
+    assert evidence_outliers(dict(two, z=None), level) == {"a", "b"}
+
+
 def test_natural_sub_populations_in_every_class_are_not_poison():
     rng = np.random.default_rng(6)
     # every class holds a natural sub-population; class 0's is no farther than the rest
