@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import poisoning  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DETECTORS = ("spectral", "spectre", "activation_clustering", "label_consistency", "knn_label")
+DETECTORS = ("spectral", "spectre", "activation_clustering", "label_consistency", "knn_label", "relative_spectral")
 #: The attack-family benchmarks scan with the default detectors and the all-to-all one,
 #: which runs only when named.
 ATTACK_DETECTORS = DETECTORS + ("shared_group",)
@@ -193,7 +193,8 @@ def write_doc(rows, seeds):
     from common import machine, write_section
 
     short = {"spectral": "spectral", "spectre": "spectre", "activation_clustering": "act. clust.",
-             "label_consistency": "label cons.", "knn_label": "kNN label", "shared_group": "shared group"}
+             "label_consistency": "label cons.", "knn_label": "kNN label", "shared_group": "shared group",
+             "relative_spectral": "rel. spectral"}
     head = (
         "| case | seed | poisonscan | " + " | ".join(short[d] for d in DETECTORS)
         + " | ART spectral | ART activation | cleanlab |\n|" + " --- |" * (5 + len(DETECTORS))

@@ -72,7 +72,8 @@ def render(rows: list, seeds: list) -> str:
     from common import machine
 
     short = {"spectral": "spectral", "spectre": "spectre", "activation_clustering": "act. clust.",
-             "label_consistency": "label cons.", "knn_label": "kNN label", "shared_group": "shared group"}
+             "label_consistency": "label cons.", "knn_label": "kNN label", "shared_group": "shared group",
+             "relative_spectral": "rel. spectral"}
     lines = [
         "## Attack families per-class separation cannot see (development part)",
         "",

@@ -11,7 +11,9 @@ runs in memory (``poisonscan.scan``) with the default detectors and no poison ra
   20 % of the class shifted 4 or 6 SD along a random direction (seed 0); clean
   controls: plain Gaussian classes, and classes that are each a mixture of two
   sub-populations 5 SD apart (seeds 0-2). And 6 classes (d = 32, 1,500 rows each) with
-  5 % of classes 0 and 3 shifted 6 SD, and its clean control (seed 0).
+  5 % of classes 0 and 3 shifted 6 SD, and its clean control (seed 0). And 5 classes
+  sharing ten directions three times stronger than the rest, with 5 or 10 % of class 0
+  shifted 4 SD along a random direction, and the clean control (seed 0).
 * ``mnist``: MNIST-5k with the 3x3 patch or the 20 % noise blend on 1 or 5 % of the data,
   relabelled 0, represented by the penultimate layer of poisonscan's proxy CNN trained on
   the poisoned images (seed 0); and the clean control.
@@ -38,10 +40,15 @@ from detectors_bench import prf  # noqa: E402
 
 
 def gaussian(rate: float, shift: float, seed: int, classes: int = 5, per: int = 2000, d: int = 64,
-             natural: float = 0.0, targets: tuple = (0,)):
+             natural: float = 0.0, targets: tuple = (0,), strong: int = 0):
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, size=(classes, d))
     X = np.concatenate([rng.normal(size=(per, d)) + centres[c] for c in range(classes)])
+    if strong:  # every class shares `strong` directions three times stronger than the rest
+        basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        scale = np.r_[np.full(strong, 3.0), np.ones(d - strong)]
+        y0 = np.repeat(np.arange(classes), per)
+        X = ((X - centres[y0]) * scale) @ basis.T + centres[y0]
     y = np.repeat(np.arange(classes), per)
     if natural:
         for c in range(classes):
@@ -66,6 +73,11 @@ def gauss_cases():
             for rate in (0.02, 0.05, 0.20):
                 yield f"Gaussian 5 classes, {rate:.0%} of class 0 shifted {shift} SD", "shift", seed, \
                     (lambda r=rate, s=shift, sd=seed: gaussian(r, s, sd))
+    # a shift along a random direction (mostly weak ones) under ten shared strong directions
+    for rate in (0.05, 0.10):
+        yield f"Gaussian 5 classes, ten shared strong directions, {rate:.0%} of class 0 shifted 4 SD", "shift", 0, \
+            (lambda r=rate: gaussian(r, 4, 0, strong=10))
+    yield "Gaussian 5 classes, ten shared strong directions, clean", "clean", 0, (lambda: gaussian(0, 0, 0, strong=10))
     # two poisoned classes of six: the stronger must not hide the other
     yield "Gaussian 6 classes (d = 32), 5% of classes 0 and 3 shifted 6 SD", "shift", 0, \
         (lambda: gaussian(0.05, 6, 0, classes=6, per=1500, d=32, targets=(0, 3)))

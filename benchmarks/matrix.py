@@ -20,6 +20,7 @@ DEVELOPMENT = {
         "poisonscan's proxy CNN (base 32) trained on the poisoned images, seeds 0-1",
         "raw pixels of scikit-learn digits",
         "synthetic Gaussian vectors, d = 32 and 64",
+        "synthetic Gaussian vectors sharing ten directions three times stronger, d = 64",
         "poisonscan's tabular proxy and the encoded table",
         "poisonscan's text proxy (hashed bag of n-grams)",
     ),

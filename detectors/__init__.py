@@ -30,7 +30,7 @@ from .excess import ExcessTest
 from .knn_label import KnnLabel
 from .label_consistency import LabelConsistency
 from .shared import SharedGroup
-from .spectral import SpectralSignature
+from .spectral import RelativeSpectral, SpectralSignature
 from .spectre import Spectre
 from .stats import ClassSample, MeanCov, Reservoir
 from .tokens import TokenTrigger, ValueTrigger
@@ -52,6 +52,7 @@ __all__ = [
     "Reservoir",
     "SharedGroup",
     "Spectre",
+    "RelativeSpectral",
     "SpectralSignature",
     "TokenTrigger",
     "ValueTrigger",

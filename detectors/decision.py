@@ -60,7 +60,7 @@ class GroupTest(ParamsMixin):
     alpha : float, default=0.05
         Family-wise false-alarm probability of a scan: the chance that a clean scan has
         *any* class judged poisoned by the group detectors (spectral, SPECTRE, activation
-        clustering), held by a Bonferroni correction over classes x
+        clustering, relative spectral), held by a Bonferroni correction over classes x
         detectors. Each class and detector is tested at ``alpha / (classes x detectors)``;
         the step-down of :func:`evidence_outliers` can add as much again (at most
         ``2 alpha`` in all).

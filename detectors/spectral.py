@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any, Mapping
 
 import numpy as np
 
-from ._params import BOOL
+from ._params import BOOL, Interval
 from ._pooled import Pooled, affinity_test
 from .base import (
     ALL_KINDS,
@@ -220,4 +221,120 @@ class SpectralSignature(ClassMeanCovDetector):
         return (
             f"lies {strength:.1f} SD from the class's main mass along its top singular "
             f"direction ({cls.explained:.0%} of the class's variance)"
+        )
+
+
+@register
+class RelativeSpectral(SpectralSignature):
+    """Spectral signature relative to the other classes: outliers along the direction in
+    which a class varies most *compared with the scan's other classes*.
+
+    The spectral signature reads each class's top singular direction. Where the
+    representation has a few strong directions of variation that every class shares (a
+    network's features usually do), those directions dominate every class's spectrum and a
+    shift along a weak direction stays under them. Following SCAn's premise (Tang et al.,
+    2021) that clean classes share one within-class covariance, this detector whitens
+    each class with the pooled within-class covariance of the *other* classes, S, and takes
+    the top generalised eigenvector a of (C, S), where C is the class's covariance: the
+    direction of largest variance in the class relative to S. A row's score is
+
+        ((r - mean_c) . a)^2
+
+    and the decision statistic the signed projection, judged as the spectral signature's
+    is (:class:`.decision.GroupTest`, against the class's own null and its peers). With a
+    single class there is no other class: S is the identity and the detector is the
+    spectral signature.
+
+    S is taken from the same exact, mergeable per-class means and scatter matrices as the
+    spectral signature's (no extra pass over the data); the class is left out of its own S,
+    so a poisoned class does not whiten its own poison away. Directions in which the
+    other classes hardly vary are given the variance ``floor`` times S's largest
+    eigenvalue: a numerical guard, so that a direction no other class uses (a pixel that is
+    always blank elsewhere) counts as at most 1 / ``floor`` times more variable than S.
+
+    Score polarity: higher = more suspicious.
+
+    Memory: one d x d float64 matrix per class while accumulating (shared with the
+    spectral signature and SPECTRE), and two d x d eigendecompositions per class to fit.
+
+    References
+    ----------
+    D. Tang, X. Wang, H. Tang, K. Zhang. Demon in the Variant: Statistical Analysis of DNNs
+    for Robust Backdoor Contamination Detection (SCAn). USENIX Security 2021.
+    B. Tran, J. Li, A. Madry. Spectral Signatures in Backdoor Attacks. NeurIPS 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from poisonscan.detectors import RelativeSpectral
+    >>> rng = np.random.default_rng(0)
+    >>> scale = np.r_[np.full(4, 5.0), np.ones(12)]  # four strong directions, shared
+    >>> X = rng.normal(size=(1500, 16)) * scale; y = np.repeat([0, 1, 2], 500)
+    >>> X[:50] += 5.0 * np.eye(16)[10]  # a group shifted along a weak direction
+    >>> det = RelativeSpectral()
+    >>> acc = det.add_input(det.create_accumulator(), X, y)
+    >>> state = det.extract_output(acc, {})
+    >>> scores = det.score(state, X[y == 0], y[y == 0])
+    >>> bool(np.median(scores[:50]) > 10 * np.median(scores[50:]))
+    True
+    """
+
+    name = "relative_spectral"
+    per_class = False
+    default_kinds = ALL_KINDS
+    default_rank = 10
+    statistic_name = "projection on the direction of largest variance relative to the other classes"
+    _parameter_constraints = {
+        "needs_affinity": [BOOL],
+        "floor": [Interval(Real, 0, 1, closed="neither")],
+    }
+
+    def __init__(self, *, needs_affinity: bool = False, floor: float = 1e-3):
+        self.needs_affinity = needs_affinity
+        self.floor = floor
+
+    def extract_output(
+        self, accumulator: dict, samples: Mapping[Any, ClassSample]
+    ) -> DetectorState:
+        self._validate_params()
+        state = DetectorState(self.name)
+        stats = {label: accumulator[label].rounded() for label in sorted(accumulator, key=label_sort_key)}
+        covs = {label: s.covariance() for label, s in stats.items()}
+        total_n = sum(s.n for s in stats.values())
+        scatter = sum(s.n * covs[label] for label, s in stats.items())
+        for label, s in stats.items():
+            others = total_n - s.n
+            if others > 0:
+                whitener = self._whitener((scatter - s.n * covs[label]) / others)
+            else:
+                whitener = np.eye(covs[label].shape[0])
+            relative = whitener.T @ covs[label] @ whitener
+            eigvals, eigvecs = np.linalg.eigh(0.5 * (relative + relative.T))
+            direction = whitener @ eigvecs[:, -1]
+            top = float(max(eigvals[-1], 0.0))
+            total = float(eigvals.clip(min=0).sum())
+            cls = SpectralClassState(
+                mean=s.mean, direction=direction, eigenvalue=top,
+                explained=top / total if total > 0 else 0.0, n=s.n,
+            )
+            state.classes[label] = cls
+            sample = samples.get(label)
+            if sample is not None and len(sample):
+                state.calibration[label] = cls.projection(sample.X)
+        return state
+
+    def _whitener(self, cov: np.ndarray) -> np.ndarray:
+        """W with W^T cov W = I on cov's range; directions below ``floor`` times the
+        largest variance are whitened as if they had that variance."""
+        w, V = np.linalg.eigh(0.5 * (cov + cov.T))
+        top = float(w.max()) if w.size else 0.0
+        if top <= 0:
+            return np.eye(cov.shape[0])
+        return V / np.sqrt(np.maximum(w, self.floor * top))
+
+    def explain(self, state: DetectorState, label: Any, strength: float) -> str:
+        cls = state.classes[label]
+        return (
+            f"lies {strength:.1f} SD from the class's main mass along the direction in which "
+            f"it varies most relative to the other classes ({cls.explained:.0%} of that relative variance)"
         )

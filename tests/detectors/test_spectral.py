@@ -95,3 +95,52 @@ def test_string_labels_and_unknown_class():
     assert set(state.classes) == {"cat", "dog"}
     with pytest.raises(ValueError, match="no fitted state"):
         det.score(state, X[:3], np.array(["bird"] * 3, dtype=object))
+
+
+def shared_strong_directions(rate, seed, classes=5, per=1200, d=32, strong=6):
+    """Classes that share a few strong directions of variation; in class 0 a share
+    ``rate`` is shifted 4 SD along a random direction (mostly among the weak ones)."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    scale = np.r_[np.full(strong, 3.0), np.ones(d - strong)]
+    X = np.concatenate([(rng.normal(size=(per, d)) * scale) @ basis.T + rng.normal(0, 3, d) for _ in range(classes)])
+    y = np.repeat(np.arange(classes), per)
+    truth = np.zeros(len(y), bool)
+    if rate:
+        u = rng.normal(size=d)
+        idx = rng.choice(per, int(rate * per), replace=False)
+        X[idx] += 4.0 * u / np.linalg.norm(u)
+        truth[idx] = True
+    return X.astype(np.float32), y, truth
+
+
+def test_relative_spectral_finds_a_shift_under_shared_strong_directions():
+    from poisonscan import scan
+    from poisonscan.detectors import RelativeSpectral
+
+    X, y, truth = shared_strong_directions(0.08, seed=1)
+    # the class's own top direction is one of the shared strong ones; relative to the
+    # other classes' variation, the shift's direction is the top one
+    own, rel = SpectralSignature(), RelativeSpectral()
+    for det in (own, rel):
+        state = fit(det, X, y)
+        cos = abs(state.classes[0].direction @ (X[truth].mean(0) - X[(y == 0) & ~truth].mean(0)))
+        cos /= np.linalg.norm(state.classes[0].direction) * np.linalg.norm(X[truth].mean(0) - X[(y == 0) & ~truth].mean(0))
+        assert (cos > 0.9) == (det is rel), (det.name, cos)
+    result = scan(X, y, detectors=("spectral", "relative_spectral"), seed=0)
+    flagged = np.zeros(len(y), bool)
+    flagged[result.quarantine["id"].to_pylist()] = True
+    assert result.summary["classes_poisoned"] == [0]
+    assert (flagged & truth).sum() / flagged.sum() >= 0.9 and (flagged & truth).sum() / truth.sum() >= 0.7
+    clean = scan(*shared_strong_directions(0, seed=1)[:2], detectors=("spectral", "relative_spectral"), seed=0)
+    assert clean.quarantine.num_rows == 0 and clean.summary["classes_poisoned"] == []
+
+
+def test_relative_spectral_with_one_class_is_the_spectral_signature():
+    from poisonscan.detectors import RelativeSpectral
+
+    X, y, _ = planted(seed=5)
+    one = y == 1
+    a = fit(SpectralSignature(), X[one], y[one]).classes[1].direction
+    b = fit(RelativeSpectral(), X[one], y[one]).classes[1].direction
+    assert abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)) == pytest.approx(1.0, abs=1e-9)
