@@ -299,16 +299,15 @@ class RelativeSpectral(SpectralSignature):
         self._validate_params()
         state = DetectorState(self.name)
         stats = {label: accumulator[label].rounded() for label in sorted(accumulator, key=label_sort_key)}
-        covs = {label: s.covariance() for label, s in stats.items()}
         total_n = sum(s.n for s in stats.values())
-        scatter = sum(s.n * covs[label] for label, s in stats.items())
+        # one d x d sum; each class's covariance is formed again when it is fitted, so the
+        # fit holds two such matrices at a time, not one per class
+        scatter = sum(s.n * s.covariance() for s in stats.values())
         for label, s in stats.items():
+            cov = s.covariance()
             others = total_n - s.n
-            if others > 0:
-                whitener = self._whitener((scatter - s.n * covs[label]) / others)
-            else:
-                whitener = np.eye(covs[label].shape[0])
-            relative = whitener.T @ covs[label] @ whitener
+            whitener = self._whitener((scatter - s.n * cov) / others) if others > 0 else np.eye(cov.shape[0])
+            relative = whitener.T @ cov @ whitener
             eigvals, eigvecs = np.linalg.eigh(0.5 * (relative + relative.T))
             direction = whitener @ eigvecs[:, -1]
             top = float(max(eigvals[-1], 0.0))
