@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import poisoning  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DETECTORS = ("spectral", "spectre", "activation_clustering", "label_consistency", "knn_label", "relative_spectral")
+DETECTORS = ("spectral", "spectre", "activation_clustering", "label_consistency", "knn_label")
 #: The attack-family benchmarks scan with the default detectors and the all-to-all one,
 #: which runs only when named.
 ATTACK_DETECTORS = DETECTORS + ("shared_group",)
