@@ -194,12 +194,11 @@ def judge_scan(
     * the peer p-value: the class's ``evidence`` against the same figure in the other
       classes of the scan (:func:`.calibration.peer_p_value`; their spread taken as at
       least ``peer_floor``). The classes whose evidence stands out from the rest
-      (:func:`evidence_outliers`) are no one's peers. With fewer than three other classes there are
-      no peers:
-      then, if ``alone_by_affinity``, the affinity p-value stands in (``affinity(label,
-      verdict)`` returns ``(means, p)`` for "the group's rows look more like other
-      classes than the rest of the class", or None when it cannot be tested); otherwise
-      the class cannot be judged poisoned.
+      (:func:`evidence_outliers`) are no one's peers. With fewer than three other
+      classes there are no peers: then, if ``alone_by_affinity``, the affinity p-value
+      stands in (``affinity(label, verdict)`` returns ``(means, p)`` for "the group's
+      rows look more like other classes than the rest of the class", or None when it
+      cannot be tested); otherwise the class cannot be judged poisoned.
 
     With ``needs_affinity`` (tables, where one-hot categories split clean classes into
     far-apart groups) the affinity p-value must be below ``level`` too. Affinity is
