@@ -44,12 +44,11 @@ def gaussian(rate: float, shift: float, seed: int, classes: int = 5, per: int = 
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, size=(classes, d))
     X = np.concatenate([rng.normal(size=(per, d)) + centres[c] for c in range(classes)])
+    y = np.repeat(np.arange(classes), per)
     if strong:  # every class shares `strong` directions three times stronger than the rest
         basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
         scale = np.r_[np.full(strong, 3.0), np.ones(d - strong)]
-        y0 = np.repeat(np.arange(classes), per)
-        X = ((X - centres[y0]) * scale) @ basis.T + centres[y0]
-    y = np.repeat(np.arange(classes), per)
+        X = ((X - centres[y]) * scale) @ basis.T + centres[y]
     if natural:
         for c in range(classes):
             u = rng.normal(size=d)

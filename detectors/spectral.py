@@ -191,20 +191,27 @@ class SpectralSignature(ClassMeanCovDetector):
         self._validate_params()
         state = DetectorState(self.name)
         for label, stats, eigvals, eigvecs in self._eigen(accumulator):
-            top = float(max(eigvals[-1], 0.0))
-            total = float(max(eigvals.clip(min=0).sum(), 0.0))
-            cls = SpectralClassState(
-                mean=stats.mean,
-                direction=eigvecs[:, -1].copy(),
-                eigenvalue=top,
-                explained=top / total if total > 0 else 0.0,
-                n=stats.n,
-            )
-            state.classes[label] = cls
-            sample = samples.get(label)
-            if sample is not None and len(sample):
-                state.calibration[label] = cls.projection(sample.X)
+            self._store(state, label, stats, eigvecs[:, -1].copy(), eigvals, samples)
         return state
+
+    @staticmethod
+    def _store(state: DetectorState, label: Any, stats: MeanCov, direction: np.ndarray,
+               eigvals: np.ndarray, samples: Mapping[Any, ClassSample]) -> None:
+        """Keep one class's state (its direction and the spectrum it tops, ascending) and
+        the class sample's statistic for the decision."""
+        top = float(max(eigvals[-1], 0.0))
+        total = float(max(eigvals.clip(min=0).sum(), 0.0))
+        cls = SpectralClassState(
+            mean=stats.mean,
+            direction=direction,
+            eigenvalue=top,
+            explained=top / total if total > 0 else 0.0,
+            n=stats.n,
+        )
+        state.classes[label] = cls
+        sample = samples.get(label)
+        if sample is not None and len(sample):
+            state.calibration[label] = cls.projection(sample.X)
 
     def statistic(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self._per_class(state, X, y, lambda cls, Xc: cls.projection(Xc))
@@ -312,17 +319,7 @@ class RelativeSpectral(SpectralSignature):
             whitener = self._whitener((scatter - s.n * cov) / others) if others > 0 else np.eye(cov.shape[0])
             relative = whitener.T @ cov @ whitener
             eigvals, eigvecs = np.linalg.eigh(0.5 * (relative + relative.T))
-            direction = whitener @ eigvecs[:, -1]
-            top = float(max(eigvals[-1], 0.0))
-            total = float(eigvals.clip(min=0).sum())
-            cls = SpectralClassState(
-                mean=s.mean, direction=direction, eigenvalue=top,
-                explained=top / total if total > 0 else 0.0, n=s.n,
-            )
-            state.classes[label] = cls
-            sample = samples.get(label)
-            if sample is not None and len(sample):
-                state.calibration[label] = cls.projection(sample.X)
+            self._store(state, label, s, whitener @ eigvecs[:, -1], eigvals, samples)
         return state
 
     def _whitener(self, cov: np.ndarray) -> np.ndarray:
