@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attacks  # noqa: E402
 import poisoning  # noqa: E402
 from common import machine, write_section  # noqa: E402
+from detectors_bench import prf  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: rows seen by the proxy at each snapshot
@@ -114,13 +115,6 @@ def label_consistency(P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, list]:
     return flags, judged
 
 
-def f1(flags: np.ndarray, truth: np.ndarray) -> float:
-    tp = int((flags & truth).sum())
-    p = tp / flags.sum() if flags.sum() else 0.0
-    r = tp / truth.sum() if truth.sum() else 0.0
-    return 2 * p * r / (p + r) if p + r else 0.0
-
-
 def run_case(name: str, build, seed: int) -> dict:
     from sklearn.metrics import roc_auc_score
 
@@ -139,7 +133,7 @@ def run_case(name: str, build, seed: int) -> dict:
             "auc": float(roc_auc_score(truth, -m)) if truth.any() else None,
             "disputed_poison": float(strong[truth].mean()) if truth.any() else None,
             "disputed_other": float(strong[~truth].mean()),
-            "f1": f1(flags, truth) if truth.any() else None,
+            "f1": prf(flags, truth)["f1"] if truth.any() else None,
             "flagged_other": float((flags & ~truth).sum() / (~truth).sum()),
             "judged": judged,
         })
