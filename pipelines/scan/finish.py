@@ -139,7 +139,7 @@ def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[De
             group = flagged_counts.get((label, det.name), 0)
             judged = (
                 f"; a clean class would show evidence this strong with probability "
-                f"{verdict.p_value:.0e} (the scan's threshold: {verdict.level:.0e})"
+                f"{verdict.p_value:.1e} (the scan's threshold: {verdict.level:.1e})"
                 if verdict.p_value is not None and verdict.level is not None
                 else ""
             )
