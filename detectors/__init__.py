@@ -34,6 +34,7 @@ from .spectral import RelativeSpectral, SpectralSignature
 from .spectre import Spectre
 from .stats import ClassSample, MeanCov, Reservoir
 from .tokens import TokenTrigger, ValueTrigger
+from .untangling import Untangling
 
 __all__ = [
     "ActivationClustering",
@@ -55,6 +56,7 @@ __all__ = [
     "RelativeSpectral",
     "SpectralSignature",
     "TokenTrigger",
+    "Untangling",
     "ValueTrigger",
     "available_detectors",
     "default_detectors",

@@ -308,28 +308,12 @@ class RelativeSpectral(SpectralSignature):
     ) -> DetectorState:
         self._validate_params()
         state = DetectorState(self.name)
-        stats = {label: accumulator[label].rounded() for label in sorted(accumulator, key=label_sort_key)}
-        total_n = sum(s.n for s in stats.values())
-        # one d x d sum; each class's covariance is formed again when it is fitted, so the
-        # fit holds two such matrices at a time, not one per class
-        scatter = sum(s.n * s.covariance() for s in stats.values())
-        for label, s in stats.items():
+        for label, s, whitener in others_whiteners(accumulator, self.floor):
             cov = s.covariance()
-            others = total_n - s.n
-            whitener = self._whitener((scatter - s.n * cov) / others) if others > 0 else np.eye(cov.shape[0])
             relative = whitener.T @ cov @ whitener
             eigvals, eigvecs = np.linalg.eigh(0.5 * (relative + relative.T))
             self._store(state, label, s, whitener @ eigvecs[:, -1], eigvals, samples)
         return state
-
-    def _whitener(self, cov: np.ndarray) -> np.ndarray:
-        """W with W^T cov W = I on cov's range; directions below ``floor`` times the
-        largest variance are whitened as if they had that variance."""
-        w, V = np.linalg.eigh(0.5 * (cov + cov.T))
-        top = float(w.max()) if w.size else 0.0
-        if top <= 0:
-            return np.eye(cov.shape[0])
-        return V / np.sqrt(np.maximum(w, self.floor * top))
 
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         cls = state.classes[label]
@@ -337,3 +321,35 @@ class RelativeSpectral(SpectralSignature):
             f"lies {strength:.1f} SD from the class's main mass along the direction in which "
             f"it varies most relative to the other classes ({cls.explained:.0%} of that relative variance)"
         )
+
+
+def others_whiteners(accumulator: dict, floor: float):
+    """``(label, statistics, W)`` per class, sorted: W whitens the pooled within-class
+    covariance S of the *other* classes (``W^T S W = I``), so a class's poison does not
+    whiten itself away; the identity when there is no other class.
+
+    Directions in which S's variance is below ``floor`` times its largest are whitened as
+    if they had that variance (a numerical guard: such a direction counts as at most
+    ``1 / floor`` times more variable than S makes it). One d x d sum over the classes;
+    each class's covariance is formed again when it is reached, so at most two such
+    matrices are held at a time, not one per class.
+    """
+    stats = {label: accumulator[label].rounded() for label in sorted(accumulator, key=label_sort_key)}
+    total_n = sum(s.n for s in stats.values())
+    scatter = sum(s.n * s.covariance() for s in stats.values())
+    for label, s in stats.items():
+        others = total_n - s.n
+        if others > 0:
+            yield label, s, floored_whitener((scatter - s.n * s.covariance()) / others, floor)
+        else:
+            yield label, s, np.eye(s.mean.shape[0])
+
+
+def floored_whitener(cov: np.ndarray, floor: float) -> np.ndarray:
+    """W with W^T cov W = I on cov's range; directions below ``floor`` times the largest
+    variance are whitened as if they had that variance."""
+    w, V = np.linalg.eigh(0.5 * (cov + cov.T))
+    top = float(w.max()) if w.size else 0.0
+    if top <= 0:
+        return np.eye(cov.shape[0])
+    return V / np.sqrt(np.maximum(w, floor * top))
