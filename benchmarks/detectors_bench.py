@@ -123,7 +123,11 @@ def representation(data, epochs: int, seed: int) -> np.ndarray:
     return apply_proxy(proxy.module(), x, np.full(n, -1))[0]
 
 
-def run_case(kind, build, epochs, seed, detectors=None):
+def run_case(kind, build, epochs, seed, detectors=None, alone=()):
+    """One condition: the representation, poisonscan's scan (``detectors`` or the
+    defaults), each detector of ``alone`` named on its own in a scan of the same
+    representation (opt-in detectors, measured without changing the main scan's level),
+    ART and cleanlab."""
     import torch
 
     from poisonscan import scan
@@ -157,6 +161,12 @@ def run_case(kind, build, epochs, seed, detectors=None):
         f = np.zeros(len(truth), bool)
         f[[i for i, ds in zip(ids, per_row) if det in ds]] = True
         row["detectors"][det] = prf(f, truth)
+    row["alone"] = {}
+    for det in alone:
+        own = scan(H, data.labels, seed=seed, detectors=(det,))
+        f = np.zeros(len(truth), bool)
+        f[np.array(own.quarantine["id"].to_pylist(), dtype=np.int64)] = True
+        row["alone"][det] = {**prf(f, truth), "classes_poisoned": own.summary["classes_poisoned"]}
     rate = truth.mean()
     for name, f in {**art_methods(H, data.labels, rate), **cleanlab_method(H, data.labels)}.items():
         row[name] = prf(f, truth)

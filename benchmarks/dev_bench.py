@@ -126,6 +126,11 @@ def digits_cases():
 FAMILIES = {"gauss": gauss_cases, "mnist": mnist_cases, "digits": digits_cases}
 
 
+#: Opt-in detectors measured on these conditions, each named alone in a second scan (a
+#: column of its own; the poisonscan column stays the default detectors).
+ALONE = ("untangling",)
+
+
 def run(name, kind, seed, build) -> dict:
     from poisonscan import scan
 
@@ -140,17 +145,23 @@ def run(name, kind, seed, build) -> dict:
         for det, v in (cls.get("verdicts") or {}).items():
             if v.get("p_value") is not None and v.get("level") is not None:
                 verdicts[f"{cls['label']}/{det}"] = (v["p_value"], v["level"], v.get("poisoned"), v.get("note"))
+    alone = {}
+    for det in ALONE:  # opt-in detectors, each named alone on the same vectors
+        own = scan(X, y, seed=seed, detectors=(det,))
+        f = np.zeros(len(y), bool)
+        f[np.array(own.quarantine["id"].to_pylist(), dtype=np.int64)] = True
+        alone[det] = {**prf(f, truth), "classes_poisoned": own.summary["classes_poisoned"]}
     return {
         "case": name, "kind": kind, "seed": seed, "rows": len(y), "poisoned": int(truth.sum()),
         "seconds": seconds, "poisonscan": prf(flagged, truth),
-        "classes_poisoned": result.summary["classes_poisoned"], "verdicts": verdicts,
+        "classes_poisoned": result.summary["classes_poisoned"], "verdicts": verdicts, "alone": alone,
     }
 
 
-def fmt(row: dict) -> str:
-    m = row["poisonscan"]
+def fmt(row: dict, m: dict | None = None) -> str:
+    m = m or {**row["poisonscan"], "classes_poisoned": row["classes_poisoned"]}
     if row["kind"] == "clean":
-        return f"{m['share']:.2%} (classes {row['classes_poisoned'] or 'none'})"
+        return f"{m['share']:.2%} (classes {m['classes_poisoned'] or 'none'})"
     return f"{m['f1']:.2f} ({m['precision']:.2f}/{m['recall']:.2f})"
 
 
@@ -163,7 +174,9 @@ def main(argv):
         for name, kind, seed, build in FAMILIES[fam]():
             row = run(name, kind, seed, build)
             rows.append(row)
-            print(f"[{fam}] seed {seed} {name}: {fmt(row)} [{row['seconds']:.1f} s]", flush=True)
+            print(f"[{fam}] seed {seed} {name}: {fmt(row)}; "
+                  + "".join(f"{d} alone {fmt(row, row['alone'][d])}; " for d in ALONE)
+                  + f"[{row['seconds']:.1f} s]", flush=True)
             if os.environ.get("DEV_VERBOSE"):
                 for k, v in sorted(row["verdicts"].items()):
                     print(f"    {k}: p = {v[0]:.2e} level {v[1]:.1e} poisoned {v[2]}: {v[3]}")
@@ -177,9 +190,11 @@ def main(argv):
 def write_doc(rows):
     from common import machine, write_section
 
-    lines = ["| condition | family | seed | poisonscan | s |", "| --- | --- | --- | --- | ---: |"]
+    lines = ["| condition | family | seed | poisonscan | " + "".join(f"{d} (alone) | " for d in ALONE) + "s |",
+             "| --- | --- | --- | --- | " + "--- | " * len(ALONE) + "---: |"]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['kind']} | {r['seed']} | {fmt(r)} | {r['seconds']:.1f} |")
+        lines.append(f"| {r['case']} | {r['kind']} | {r['seed']} | {fmt(r)} | "
+                     + "".join(f"{fmt(r, r['alone'][d])} | " for d in ALONE) + f"{r['seconds']:.1f} |")
     clean = [r for r in rows if r["kind"] == "clean"]
     poisoned = [r for r in rows if r["kind"] != "clean"]
     worst = min((r["poisonscan"]["f1"] for r in poisoned), default=float("nan"))
@@ -189,7 +204,9 @@ def write_doc(rows):
 `python benchmarks/dev_bench.py` on {machine()}. The conditions parameters were chosen
 on (benchmarks/matrix.py); in memory, default detectors, **no poison rate**. Cells:
 F1 (precision/recall) of the quarantined rows; on clean controls the share of rows
-quarantined and the classes judged poisoned.
+quarantined and the classes judged poisoned. The `untangling (alone)` column is a second
+scan of the same vectors with that opt-in detector alone (docs/detectors.md); the
+summary lines below are the poisonscan column's.
 
 {chr(10).join(lines)}
 
