@@ -93,9 +93,10 @@ class Untangling(ClassMeanCovDetector):
     (:mod:`.decision`).
 
     SCAn itself judges a class by its gain's distance from the other classes' median in
-    median absolute deviations (an anomaly index beyond e^2); here the gain's evidence
-    goes through the calibrated peer test the other group detectors share, so the false
-    alarm bound of the scan covers it.
+    median absolute deviations (an anomaly index beyond e^2). Here the gain picks the
+    split, and the class's evidence (its cross-fitted statistic against one group) goes
+    through the calibrated peer test the other group detectors share, so the scan's
+    false-alarm bound covers it.
 
     Runs when named (``--detectors ...,untangling``); docs/detectors.md gives its
     measured reach and why it is not a default.
