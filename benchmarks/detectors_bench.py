@@ -123,6 +123,23 @@ def representation(data, epochs: int, seed: int) -> np.ndarray:
     return apply_proxy(proxy.module(), x, np.full(n, -1))[0]
 
 
+def quarantined(result, n: int) -> np.ndarray:
+    """Mask over ``n`` rows of those a scan quarantined (ids are row positions)."""
+    flag = np.zeros(n, bool)
+    flag[np.array(result.quarantine["id"].to_pylist(), dtype=np.int64)] = True
+    return flag
+
+
+def scan_alone(X, y, truth, seed: int, detector: str) -> dict:
+    """A second scan of the same vectors with only ``detector`` named (an opt-in one, so
+    the main scan's level is untouched): its scores against ``truth`` and the classes it
+    judged."""
+    from poisonscan import scan
+
+    own = scan(X, y, seed=seed, detectors=(detector,))
+    return {**prf(quarantined(own, len(y)), truth), "classes_poisoned": own.summary["classes_poisoned"]}
+
+
 def run_case(kind, build, epochs, seed, detectors=None, alone=()):
     """One condition: the representation, poisonscan's scan (``detectors`` or the
     defaults), each detector of ``alone`` named on its own in a scan of the same
@@ -142,8 +159,7 @@ def run_case(kind, build, epochs, seed, detectors=None, alone=()):
     scan_s = time.perf_counter() - t0
     truth = data.poisoned
     ids = np.array(result.quarantine["id"].to_pylist(), dtype=np.int64)
-    flagged = np.zeros(len(truth), bool)
-    flagged[ids] = True
+    flagged = quarantined(result, len(truth))
     row = {
         "case": data.name,
         "kind": kind,
@@ -161,12 +177,7 @@ def run_case(kind, build, epochs, seed, detectors=None, alone=()):
         f = np.zeros(len(truth), bool)
         f[[i for i, ds in zip(ids, per_row) if det in ds]] = True
         row["detectors"][det] = prf(f, truth)
-    row["alone"] = {}
-    for det in alone:
-        own = scan(H, data.labels, seed=seed, detectors=(det,))
-        f = np.zeros(len(truth), bool)
-        f[np.array(own.quarantine["id"].to_pylist(), dtype=np.int64)] = True
-        row["alone"][det] = {**prf(f, truth), "classes_poisoned": own.summary["classes_poisoned"]}
+    row["alone"] = {det: scan_alone(H, data.labels, truth, seed, det) for det in alone}
     rate = truth.mean()
     for name, f in {**art_methods(H, data.labels, rate), **cleanlab_method(H, data.labels)}.items():
         row[name] = prf(f, truth)

@@ -36,7 +36,7 @@ sys.path.insert(0, HERE)
 
 import matrix  # noqa: E402
 import poisoning  # noqa: E402
-from detectors_bench import prf  # noqa: E402
+from detectors_bench import prf, quarantined, scan_alone  # noqa: E402
 
 
 def gaussian(rate: float, shift: float, seed: int, classes: int = 5, per: int = 2000, d: int = 64,
@@ -138,19 +138,13 @@ def run(name, kind, seed, build) -> dict:
     t0 = time.perf_counter()
     result = scan(X, y, seed=seed)
     seconds = time.perf_counter() - t0
-    flagged = np.zeros(len(y), bool)
-    flagged[np.array(result.quarantine["id"].to_pylist(), dtype=np.int64)] = True
+    flagged = quarantined(result, len(y))
     verdicts = {}
     for cls in result.summary["classes"]:
         for det, v in (cls.get("verdicts") or {}).items():
             if v.get("p_value") is not None and v.get("level") is not None:
                 verdicts[f"{cls['label']}/{det}"] = (v["p_value"], v["level"], v.get("poisoned"), v.get("note"))
-    alone = {}
-    for det in ALONE:  # opt-in detectors, each named alone on the same vectors
-        own = scan(X, y, seed=seed, detectors=(det,))
-        f = np.zeros(len(y), bool)
-        f[np.array(own.quarantine["id"].to_pylist(), dtype=np.int64)] = True
-        alone[det] = {**prf(f, truth), "classes_poisoned": own.summary["classes_poisoned"]}
+    alone = {det: scan_alone(X, y, truth, seed, det) for det in ALONE}
     return {
         "case": name, "kind": kind, "seed": seed, "rows": len(y), "poisoned": int(truth.sum()),
         "seconds": seconds, "poisonscan": prf(flagged, truth),

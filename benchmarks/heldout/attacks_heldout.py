@@ -44,7 +44,7 @@ sys.path.insert(0, BENCH)
 
 import matrix  # noqa: E402
 from attacks import rows_mask, sinusoid, warp, warp_field  # noqa: E402
-from detectors_bench import ATTACK_DETECTORS, art_methods, cleanlab_method, prf  # noqa: E402
+from detectors_bench import ATTACK_DETECTORS, art_methods, cleanlab_method, prf, quarantined  # noqa: E402
 from heldout import data, nets  # noqa: E402
 from heldout.conditions import backdoor, blend, checker, coarse_checker, hollow, plus, solid  # noqa: E402
 
@@ -198,13 +198,6 @@ def check_contract() -> None:
 
 
 # measuring --------------------------------------------------------------------------------
-def quarantined(result, n: int) -> np.ndarray:
-    ids = np.asarray(result.quarantine["id"].to_pylist(), dtype=np.int64)
-    flag = np.zeros(n, bool)
-    flag[ids] = True
-    return flag
-
-
 def measure(H: np.ndarray, labels: np.ndarray, truth: np.ndarray, cover: np.ndarray) -> dict:
     from poisonscan import scan
 
