@@ -220,9 +220,10 @@ class Untangling(ClassMeanCovDetector):
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         cls = state.classes[label]
         return (
-            f"lies {strength:.1f} SD from the main identity of class {fmt_label(label)}, towards a second "
-            f"identity inside it ({cls.group_fraction:.0%} of its sample, {cls.separation:.1f} within-class "
-            "SDs of the other classes away)"
+            f"lies {strength:.1f} SD from the bulk of class {fmt_label(label)}, towards a second identity "
+            f"inside it: a sub-group with a centre of its own, {cls.group_fraction:.0%} of the class's sample, "
+            f"{cls.separation:.1f} SD from the bulk, measured in the spread the other classes show within "
+            "themselves"
         )
 
 
