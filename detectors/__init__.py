@@ -33,7 +33,7 @@ from .shared import SharedGroup
 from .spectral import RelativeSpectral, SpectralSignature
 from .spectre import Spectre
 from .stats import ClassSample, MeanCov, Reservoir
-from .tokens import TokenTrigger, ValueTrigger
+from .tokens import PixelTrigger, TokenTrigger, ValueTrigger
 from .untangling import Untangling
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "Spectre",
     "RelativeSpectral",
     "SpectralSignature",
+    "PixelTrigger",
     "TokenTrigger",
     "Untangling",
     "ValueTrigger",

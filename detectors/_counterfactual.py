@@ -116,7 +116,7 @@ class Predictions:
             return np.zeros(0, bool)
         keep = self.keep[code]
         Xg, yg = self.X[rows], self.y[rows]
-        cols = np.unique(Xg.indices)
+        cols = np.flatnonzero(np.bincount(Xg.indices, minlength=Xg.shape[1]))  # sorted, each once
         cols = cols[keep[cols]]  # only the group's own tokens enter its scores, as read
         V = max(int(keep.sum()), 1)
         Xg = Xg[:, cols]
@@ -221,11 +221,21 @@ def overlap_clusters(rows: Sequence[Sequence[int]]) -> list[int]:
             i = parent[i]
         return i
 
-    sets = [set(r) for r in rows]
-    for i in range(len(sets)):
-        for j in range(i + 1, len(sets)):
-            if sets[i] and sets[j] and len(sets[i] & sets[j]) >= 0.5 * min(len(sets[i]), len(sets[j])):
-                parent[find(i)] = find(j)
+    # SciPy: imported on first use, by the detectors that run
+    from scipy import sparse
+
+    sets = [np.unique(np.asarray(r, dtype=np.int64)) for r in rows]
+    sizes = np.array([len(r) for r in sets], dtype=np.int64)
+    if len(sets) > 1 and sizes.sum():
+        M = sparse.csr_matrix(
+            (np.ones(int(sizes.sum()), np.int32), np.concatenate(sets), np.concatenate([[0], np.cumsum(sizes)])),
+            shape=(len(sets), int(max(r.max() for r in sets if len(r))) + 1),
+        )
+        shared = (M @ M.T).tocoo()  # rows each pair of candidates shares
+        i, j, k = shared.row, shared.col, shared.data
+        hit = (i < j) & (k >= 0.5 * np.minimum(sizes[i], sizes[j]))
+        for a, b in sorted(zip(i[hit].tolist(), j[hit].tolist())):
+            parent[find(a)] = find(b)
     return [find(i) for i in range(len(rows))]
 
 

@@ -87,6 +87,11 @@ class TokenTrigger(Detector):
     statistic_name = "trigger n-grams in the text"
     #: What a token is, in the class verdict's note.
     token_name = "n-gram"
+    #: Largest share of its label's rows a candidate may hold (None: no limit).
+    max_class_share: float | None = None
+    #: Whether a trigger's sampled rows must be predicted as another class more often
+    #: than not, besides more often than the label's other rows.
+    majority_other = False
     _parameter_constraints = {
         "buckets": [Interval(int, 1024, None)],
         "min_rows": [Interval(int, 2, None)],
@@ -192,6 +197,8 @@ class TokenTrigger(Detector):
         top = counts.argmax(axis=0)
         best = counts.max(axis=0)
         ok &= best >= self.min_purity * rows
+        if self.max_class_share is not None:  # a trigger marks a minority of its label's rows
+            ok &= best <= self.max_class_share * sizes[top]
         candidates: dict = {label: [] for label in labels}
         j = np.flatnonzero(ok)
         p = binom.sf(best[j] - 1, rows[j], sizes[top[j]] / total) if len(j) else np.zeros(0)
@@ -244,42 +251,50 @@ class TokenTrigger(Detector):
                 for b in wanted[np.isin(wanted, row, assume_unique=True)].tolist():
                     holders[b].append(preds.starts[c] + r)
         code = {label: c for c, label in enumerate(preds.labels)}
+        cluster = cf.overlap_clusters([holders[t.bucket] for t in cands])
+        state.info["clusters"] = {t.bucket: int(g) for t, g in zip(cands, cluster)}
+        unit_list = [[i] for i in range(len(cands))]  # each candidate is tested alone
         tables = []
+        refits: dict = {}  # candidates held by the same rows (the values of one stamp) share a refit
         for t in cands:
             c = code[t.label]
             lo, hi = preds.starts[c], preds.starts[c] + len(preds.rows[c])
             rows = np.array(holders[t.bucket], dtype=np.int64)
             mine = rows[(rows >= lo) & (rows < hi)]
             mine = mine[preds.usable[c][mine - lo]]
-            other = preds.group_out(rows, c)[np.isin(rows, mine)] if len(mine) else np.zeros(0, bool)
+            if len(mine) and (c, rows.tobytes()) not in refits:
+                refits[c, rows.tobytes()] = preds.group_out(rows, c)
+            other = refits[c, rows.tobytes()][np.isin(rows, mine)] if len(mine) else np.zeros(0, bool)
             rest = preds.usable[c].copy()
             rest[mine - lo] = False
             tables.append((len(mine), int(other.sum()), int(rest.sum()), int((rest & preds.other[c]).sum())))
         stats = [cf.log_odds_ratio(k, n, m, M) for n, k, M, m in tables]
-        cluster = cf.overlap_clusters([holders[t.bucket] for t in cands])
+        group = [cluster[members[0]] for members in unit_list]
         nulls: dict = {}  # per cluster: the other clusters are its peers
-        for g in set(cluster):
-            peers = [j for j in range(len(cands)) if cluster[j] != g and tables[j][0]]
-            nulls[g] = cf.peer_null([stats[j] for j in peers], [cluster[j] for j in peers], [tables[j][0] for j in peers])
+        for g in set(group):
+            peers = [j for j in range(len(unit_list)) if group[j] != g and tables[j][0]]
+            nulls[g] = cf.peer_null([stats[j] for j in peers], [group[j] for j in peers], [tables[j][0] for j in peers])
         tests = []
-        for i, (n, k, M, m) in enumerate(tables):
-            null = nulls[cluster[i]]
+        for u, (n, k, M, m) in enumerate(tables):
+            null = nulls[group[u]]
             tests.append((cf.candidate_p(k, n, m, M, null), cf.best_case(n, m, M, null), null))
         for label in labels:
-            idx = [i for i, t in enumerate(cands) if t.label == label]
-            if not idx:
+            mine_units = [u for u, members in enumerate(unit_list) if cands[members[0]].label == label]
+            if not mine_units:
                 continue
-            K = cf.tarone_count([tests[i][1] for i in idx], level)
+            K = cf.tarone_count([tests[u][1] for u in mine_units], level)
             tested, kept, untested = [], [], []
-            for i in idx:
-                t, (n, k, M, m), (p, best, null) = cands[i], tables[i], tests[i]
+            for u in mine_units:
+                (n, k, M, m), (p, best, null) = tables[u], tests[u]
                 if best >= level / K:
-                    untested.append(t)
+                    untested.extend(cands[i] for i in unit_list[u])
                     continue
-                t = Trigger(t.bucket, t.label, t.rows, t.with_label, t.p_value, n, k, M, m, min(1.0, K * p))
-                tested.append(t)
-                if t.p_counterfactual < level:
-                    kept.append(t)
+                unit = [Trigger(t.bucket, t.label, t.rows, t.with_label, t.p_value, n, k, M, m, min(1.0, K * p))
+                        for t in (cands[i] for i in unit_list[u])]
+                tested.extend(unit)
+                if unit[0].p_counterfactual < level and (not self.majority_other or 2 * k > n):
+                    kept.extend(unit)
+            idx = [i for u in mine_units for i in unit_list[u]]
             state.classes[label] = kept
             state.info["checks"][label] = {
                 "candidates": len(idx),
@@ -288,8 +303,22 @@ class TokenTrigger(Detector):
                 "candidate_buckets": sorted(cands[i].bucket for i in idx),
                 "tested": tested,
                 "factor": K,
-                "peers": max((tests[i][2][2] for i in idx), default=0),
+                "peers": max((tests[u][2][2] for u in mine_units), default=0),
             }
+            # per stamp (the kept triggers of one cluster): how many of its values the
+            # median sampled row of the label holding any of them holds
+            held: dict = {}
+            lo = preds.starts[code[label]]
+            hi = lo + len(preds.rows[code[label]])
+            for t in kept:
+                for r in holders[t.bucket]:
+                    if lo <= r < hi:
+                        key = (state.info["clusters"][t.bucket], r)
+                        held[key] = held.get(key, 0) + 1
+            per: dict = {}
+            for (g, _), k in held.items():
+                per.setdefault(g, []).append(k)
+            state.info.setdefault("stamp_median", {})[label] = {g: float(np.median(v)) for g, v in per.items()}
 
     # scoring --------------------------------------------------------------------------------
     def _hits(self, state: DetectorState, X, y) -> list[list[Trigger]]:
@@ -459,6 +488,89 @@ class ValueTrigger(TokenTrigger):
                 "the row's other columns say"
             )
         return out
+
+
+@register
+class PixelTrigger(TokenTrigger):
+    """Pixel values stamped at one place on images that nearly all carry one label.
+
+    A patch or blend backdoor stamps the same pattern at the same place on images of
+    other classes and relabels them. Where the images share a plain background (scans,
+    documents, digits, rendered glyphs), the stamp puts values at that place that the
+    clean images of the data set rarely have there, and the images holding them are
+    nearly all of one label. The test is :class:`TokenTrigger`'s over the images' pixel
+    tokens (:func:`poisonscan.pipelines.represent.encoders.pixel_tokens` makes them: a
+    grey token grid of at most 32 x 32 cells in 16 levels; a cell off its usual level is
+    a token, and so is each 2 x 2 block holding one): a value is a trigger for label L
+    when at least ``min_rows`` rows and at most ``max_share`` of all rows hold it, at
+    least ``min_purity`` of them labelled L, a one-sided binomial test against L's share
+    gives p below the screen's threshold, and the rows holding it would belong to
+    another class without it (a naive Bayes model of the rest of the image predicts
+    them as another class significantly more often than L's other images). A stroke
+    that only one digit makes is held by images of that digit and nothing else, so it
+    is never a trigger. Every class count is tested, two classes included. It cannot
+    see a trigger whose values vary from image to image (a warp, a pattern at a random
+    place), one on images of other classes that keep their labels (clean-label attacks,
+    cover samples), or one drowned by busy backgrounds in which the same values occur
+    naturally. Score polarity: the number of trigger tokens in a row (higher = more
+    suspicious).
+    """
+
+    name = "pixel_trigger"
+    kinds = frozenset({"image"})
+    default_kinds = frozenset({"image"})
+    default_rank = 12
+    finds = "backdoor"
+    statistic_name = "trigger pixel values in the image"
+    token_name = "pixel value"
+    # The values that make a class what it is (a 0's empty centre) are held by most of
+    # its images and, left out, leave the rest looking like any class: a stamp marks a
+    # minority of its label, and its images, without it, mostly look like another class
+    # (the images were taken from other classes), not merely more often than the rest.
+    max_class_share = 0.5
+    majority_other = True
+
+    def _hits(self, state: DetectorState, X, y) -> list[list[Trigger]]:
+        """A row's triggers, counted only where it holds at least half as many of a
+        stamp's values as the median sampled image holding any of them: a stamp is the
+        trigger values whose sampled images overlap (one patch, one blend), and a clean
+        image can share one of its values by chance (a stroke on a blend's faint
+        background), not most of what the stamped images share."""
+        clusters = state.info.get("clusters", {})
+        medians = state.info.get("stamp_median", {})
+        out = []
+        for label, hits in zip(y, super()._hits(state, X, y)):
+            label = label.item() if isinstance(label, np.generic) else label
+            held: dict = {}
+            for t in hits:
+                g = clusters[t.bucket]
+                held[g] = held.get(g, 0) + 1
+            out.append([t for t in hits if 2 * held[clusters[t.bucket]] >= medians[label][clusters[t.bucket]]])
+        return out
+
+    def describe(self, state, X, y, statistic, strength) -> list[str]:
+        total = state.info.get("rows", 0)
+        out = []
+        for named in self._named(state, X, y):
+            token, t = named[0]
+            what = _pixel_words(token)
+            prior = state.info["label_rows"][str(t.label)] / max(total, 1)
+            more = f" (and {len(named) - 1} more such values)" if len(named) > 1 else ""
+            out.append(
+                f"has {what}{more}, which {t.rows:,} images have, {t.with_label / t.rows:.0%} of them "
+                f"labelled {t.label!r} (that label's share of all rows: {prior:.0%}), and without it the "
+                "rest of such an image looks like another class: a trigger stamped on images of other classes"
+            )
+        return out
+
+
+def _pixel_words(token: str) -> str:
+    """``px r,c=l`` / ``blk r,c=a.b.c.d`` in words."""
+    kind, _, rest = token.partition(" ")
+    where, _, value = rest.partition("=")
+    if kind == "blk":
+        return f"the 2x2 block of grey levels {value.replace('.', ', ')} (of 16) at cell {where} of the grid"
+    return f"grey level {value} (of 16) at cell {where} of the grid"
 
 
 def _merge_counts(a, b):

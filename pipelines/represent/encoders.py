@@ -26,7 +26,7 @@ import math
 import re
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -55,6 +55,9 @@ class ImageEncoder:
     size: int
     channels: int
     numeric_scale: float = 1.0  # multiplies numeric arrays into 0..255
+    #: the most common level of each cell of the token grid on the fitting sample, row
+    #: by row (see :func:`pixel_tokens`); None: no tokens
+    modes: bytes | None = None
 
     @classmethod
     def fit(cls, values: Sequence[Any], max_size: int = 64) -> "ImageEncoder":
@@ -79,7 +82,13 @@ class ImageEncoder:
             raise InputError("no image in the sample could be decoded")
         side = min(sizes.most_common(1)[0][0], max_size)
         side = max(8, int(math.ceil(side / 4) * 4))  # the CNN halves it twice
-        return cls(side, 3 if colour else 1, 1.0 if peak > 1.0 else 255.0)
+        encoder = cls(side, 3 if colour else 1, 1.0 if peak > 1.0 else 255.0)
+        x = encoder.encode(values).inputs["x"]
+        if len(x):  # each token-grid cell's most common level, which makes no token
+            lv = pixel_levels(x).reshape(len(x), -1)
+            modes = [int(np.bincount(lv[:, j], minlength=PIXEL_LEVELS).argmax()) for j in range(lv.shape[1])]
+            encoder = replace(encoder, modes=bytes(modes))
+        return encoder
 
     def encode(self, col) -> Encoded:
         """Encode an Arrow array (or a list) of raw image values."""
@@ -94,7 +103,8 @@ class ImageEncoder:
             except Exception as exc:  # any decoder failure is the row's problem
                 errors[i] = ("bad_image", f"image: cannot decode ({_short(exc)})")
         x = np.stack(arrays) if arrays else np.zeros((0, self.channels, self.size, self.size), np.uint8)
-        return Encoded(np.array(rows, dtype=np.int64), {"x": x}, errors)
+        tokens = pixel_tokens(x, self.modes) if self.modes is not None else None
+        return Encoded(np.array(rows, dtype=np.int64), {"x": x}, errors, tokens)
 
     def _one(self, v) -> np.ndarray:
 
@@ -111,6 +121,59 @@ class ImageEncoder:
             img = img.resize((self.size, self.size), Image.BILINEAR)
         out = np.asarray(img, dtype=np.uint8)
         return out[None] if self.channels == 1 else np.moveaxis(out, -1, 0)
+
+
+#: Grey levels of the token grid: 16 (a level is 16 of the 256 grey values).
+PIXEL_LEVELS = 16
+#: The token grid's side is at most this: larger images are averaged over square blocks.
+PIXEL_GRID = 32
+
+
+def pixel_levels(x: np.ndarray) -> np.ndarray:
+    """The token grid of encoded images ``x`` (n, channels, side, side), uint8: grey
+    (the channels' mean), averaged over f x f blocks to a side of at most
+    :data:`PIXEL_GRID`, in :data:`PIXEL_LEVELS` levels."""
+    grey = x.astype(np.float32).mean(axis=1) if x.shape[1] > 1 else x[:, 0].astype(np.float32)
+    side = grey.shape[-1]
+    f = -(-side // PIXEL_GRID)
+    if f > 1:
+        g = side // f
+        grey = grey[:, : g * f, : g * f].reshape(len(grey), g, f, g, f).mean(axis=(2, 4))
+    return np.minimum(np.floor(grey * (PIXEL_LEVELS / 256.0)), PIXEL_LEVELS - 1).astype(np.uint8)
+
+
+def pixel_tokens(x: np.ndarray, modes: bytes) -> list[list[str]]:
+    """Each image's pixel values as tokens, for the ``pixel_trigger`` detector.
+
+    A stamped trigger puts the same values at the same place in every image it is on.
+    On the token grid (:func:`pixel_levels`), a cell whose level is not its most common
+    one (``modes``, fitted on the sample) is a token ``px r,c=level``, and every 2 x 2
+    block holding such a cell is a token ``blk r,c=l1.l2.l3.l4`` (its four levels, row
+    by row): a pattern is rarer than any one of its values. Cells at their usual level
+    (a plain background) make no token."""
+    lv = pixel_levels(x)
+    n, g, _ = lv.shape
+    mode = np.frombuffer(modes, dtype=np.uint8)
+    if mode.size != g * g:
+        raise ValueError(f"{mode.size} fitted levels for a {g} x {g} token grid")
+    off = lv != mode.reshape(g, g)
+    code = (lv[:, :-1, :-1].astype(np.int32) << 12) | (lv[:, :-1, 1:].astype(np.int32) << 8) \
+        | (lv[:, 1:, :-1].astype(np.int32) << 4) | lv[:, 1:, 1:]
+    block = off[:, :-1, :-1] | off[:, :-1, 1:] | off[:, 1:, :-1] | off[:, 1:, 1:]
+    names = [f"{r},{c}" for r in range(g) for c in range(g)]
+    bnames = [f"{r},{c}" for r in range(g - 1) for c in range(g - 1)]
+    flat, flat_off = lv.reshape(n, -1), off.reshape(n, -1)
+    bcode, bflat = code.reshape(n, -1), block.reshape(n, -1)
+    out = []
+    for i in range(n):
+        j = np.flatnonzero(flat_off[i])
+        k = np.flatnonzero(bflat[i])
+        v, b = flat[i, j].tolist(), bcode[i, k].tolist()
+        out.append(
+            [f"px {names[a]}={w}" for a, w in zip(j.tolist(), v)]
+            + [f"blk {bnames[a]}={w >> 12}.{(w >> 8) & 15}.{(w >> 4) & 15}.{w & 15}" for a, w in zip(k.tolist(), b)]
+        )
+    return out
 
 
 def to_pil_or_array(v):

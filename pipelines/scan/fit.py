@@ -111,7 +111,7 @@ def view(det: Detector, X: np.ndarray, layout: Layout, tokens=None):
     """What detector ``det`` reads of rows whose vectors are ``X``."""
     if det.input == "tokens":
         if tokens is None:
-            raise ValueError(f"the {det.name} detector needs a text input")
+            raise ValueError(f"the {det.name} detector needs a {' or '.join(sorted(det.kinds))} input")
         return tokens
     rep, probs = layout.split(X)
     if det.input == "probabilities":

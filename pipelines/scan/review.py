@@ -18,6 +18,7 @@ example) and ``review.json`` (plots' data and what was left out).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -122,10 +123,16 @@ def review_schema(id_type: pa.DataType, label_type: pa.DataType) -> pa.Schema:
     return pa.schema([pa.field("id", id_type), pa.field("label", label_type)] + [pa.field(n, t) for n, t in REVIEW_SCHEMA_FIELDS])
 
 
+_PIXEL_TOKEN = re.compile(r"^(?:px|blk) (\d+,\d+)=[\d.]+$")
+
+
 def group_of(detectors: Sequence[str], highlights: Sequence[str], finds: Mapping[str, str]) -> str:
     """A flagged row's group within its class: the trigger it contains, a separated
     group, or labels the data contradict."""
     if highlights:
+        stamp = _PIXEL_TOKEN.match(highlights[0])
+        if stamp:  # pixel_trigger's tokens (encoders.pixel_tokens)
+            return f"pixel trigger at grid cell {stamp.group(1)}"
         column, is_value, value = highlights[0].partition("=")
         return f"value {column} = {value!r}" if is_value else f"trigger {highlights[0]!r}"
     if any(finds.get(d) == "backdoor" for d in detectors):

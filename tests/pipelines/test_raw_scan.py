@@ -229,3 +229,30 @@ def test_a_pickled_object_is_never_loaded_as_weights(tmp_path, digits):
     with pytest.raises(ScanFailed, match="(?i)weights"):
         run_scan([str(src)], str(tmp_path / "out"), ScanConfig(image_column="image", model=user))
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_a_stamp_on_a_binary_image_task_is_found_end_to_end(tmp_path):
+    """Two classes (no peers for the group detectors): pixel_trigger finds the stamp
+    through the Beam pipeline, and the review names it."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    keep = np.isin(d.target, [3, 8])
+    pixels = np.round(d.images[keep] * (255 / 16)).astype(np.uint8)
+    y = d.target[keep].astype(np.int64)
+    rng = np.random.default_rng(0)
+    poison = np.sort(rng.choice(np.flatnonzero(y == 3), 22, replace=False))
+    pixels[poison, 6:8, 6:8] = 255
+    y[poison] = 8
+    ids = np.array([f"img-{i:03d}" for i in range(len(y))])
+    table = pa.table({"id": ids, "label": y, "image": pa.array([_png(p) for p in pixels], pa.binary())})
+    src = tmp_path / "three_eight.parquet"
+    pq.write_table(table, src)
+    run_scan([str(src)], str(tmp_path / "out"), ScanConfig(image_column="image"))
+    q, _, s = read(tmp_path / "out")
+    assert sorted(q["id"].to_pylist()) == sorted(ids[poison].tolist())
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == len(y)
+    assert all("pixel_trigger: has the 2x2 block" in r or "pixel_trigger: has grey level" in r for r in q["reason"].to_pylist())
+    with open(tmp_path / "out" / "review.json") as f:
+        review = json.load(f)
+    assert "pixel trigger at grid cell" in json.dumps(review)

@@ -1,0 +1,111 @@
+"""Stamped pixel triggers on raw images: found with any number of classes, two
+included; strokes that one digit alone makes are not triggers."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from poisonscan.detectors import make_detector
+from poisonscan.pipelines.represent.encoders import (
+    ImageEncoder,
+    pixel_levels,
+    pixel_tokens,
+)
+
+
+def digit_images(classes=None):
+    d = load_digits()
+    keep = np.isin(d.target, classes) if classes is not None else np.ones(len(d.target), bool)
+    return np.round(d.images[keep] * (255 / 16)).astype(np.uint8), d.target[keep].astype(np.int64)
+
+
+def stamp(images, labels, target, rate, seed=0):
+    """A 2x2 white square at the bottom-right corner of ``rate`` of the images of other
+    classes, relabelled ``target``."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(np.flatnonzero(labels != target), int(round(rate * len(labels))), replace=False))
+    x, y = images.copy(), labels.copy()
+    x[idx, 6:8, 6:8] = 255
+    y[idx] = target
+    truth = np.zeros(len(y), bool)
+    truth[idx] = True
+    return x, y, truth
+
+
+def scan(images, labels, batches=1):
+    values = list(images)
+    encoder = ImageEncoder.fit(values)
+    tokens = encoder.encode(values).tokens
+    det = make_detector("pixel_trigger")
+    parts = np.array_split(np.arange(len(labels)), batches)
+    accs = [det.add_input(det.create_accumulator(), [tokens[i] for i in p], labels[p]) for p in parts]
+    state = det.extract_output(det.merge_accumulators(accs), {})
+    judged = [c for c in np.unique(labels).tolist() if det.judge(state, c, int((labels == c).sum()), None).poisoned]
+    flagged = (det.score(state, tokens, labels) > 0) & np.isin(labels, judged)
+    return det, state, tokens, judged, flagged
+
+
+def test_a_binary_task_with_a_stamp_is_found():
+    """Two classes: no peers for the group detectors, the stamp is still found."""
+    x, y, truth = stamp(*digit_images([3, 8]), target=8, rate=0.06)
+    det, state, tokens, judged, flagged = scan(x, y)
+    assert judged == [8]
+    assert (flagged & truth).sum() >= 0.95 * truth.sum() and not (flagged & ~truth).any()
+    reason = det.describe(state, [tokens[i] for i in np.flatnonzero(flagged)[:1]], y[flagged][:1], None, None)[0]
+    assert "of 16) at cell" in reason and "100% of them labelled 8" in reason
+
+
+def test_every_digit_class_with_a_stamp_in_batches_as_in_one():
+    x, y, truth = stamp(*digit_images(), target=0, rate=0.03, seed=1)
+    _, _, _, judged, flagged = scan(x, y)
+    _, _, _, judged_b, flagged_b = scan(x, y, batches=3)
+    assert judged == judged_b == [0]
+    np.testing.assert_array_equal(flagged, flagged_b)
+    assert (flagged & truth).sum() >= 0.95 * truth.sum() and not (flagged & ~truth).any()
+
+
+@pytest.mark.parametrize("classes", [None, [3, 8], [0, 1, 7]])
+def test_clean_digits_have_no_trigger(classes):
+    """Clean digits hold pixel values that nearly only one digit has (its strokes); the
+    rest of such an image still looks like that digit, so none is a trigger."""
+    x, y = digit_images(classes)
+    _, state, _, judged, flagged = scan(x, y)
+    assert judged == [] and not flagged.any()
+    assert sum(c["candidates"] for c in state.info["checks"].values()) > 0  # label-deciding strokes were tested
+
+
+def test_a_stamp_on_images_that_keep_their_label_is_not_a_trigger():
+    """Clean-label stamping (the images keep their own labels): the rows holding the
+    stamp look like their class without it, so it is not flagged (a measured limit)."""
+    images, labels = digit_images()
+    x = images.copy()
+    idx = np.flatnonzero(labels == 0)[:60]
+    x[idx, 6:8, 6:8] = 255
+    _, _, _, judged, flagged = scan(x, labels)
+    assert judged == [] and not flagged.any()
+
+
+def test_tokens_name_off_background_values_and_blocks():
+    x = np.zeros((3, 1, 8, 8), np.uint8)
+    x[1, 0, 2, 3] = 255
+    x[2, 0, 2, 3] = 40  # level 2 of 16
+    modes = bytes(64)  # background everywhere
+    t = pixel_tokens(x, modes)
+    assert t[0] == []
+    assert "px 2,3=15" in t[1] and "blk 1,2=0.0.0.15" in t[1] and "blk 2,3=15.0.0.0" in t[1]
+    assert len(t[1]) == 1 + 4  # the cell and the four 2x2 blocks holding it
+    assert "px 2,3=2" in t[2]
+    with pytest.raises(ValueError, match="fitted levels"):
+        pixel_tokens(x, bytes(16))
+
+
+def test_token_grid_is_grey_and_at_most_32_cells_wide():
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (2, 3, 64, 64)).astype(np.uint8)
+    lv = pixel_levels(colour)
+    assert lv.shape == (2, 32, 32) and lv.max() <= 15
+    grey = colour.astype(np.float32).mean(axis=1)
+    expect = np.floor(grey[:, :2, :2].mean(axis=(1, 2)) / 16)
+    np.testing.assert_array_equal(lv[:, 0, 0], expect)
+    encoder = ImageEncoder.fit([c.tolist() for c in colour])  # (channels, side, side) arrays
+    assert len(encoder.modes) == (encoder.size // -(-encoder.size // 32)) ** 2
