@@ -280,6 +280,12 @@ def register(cls: type[Detector]) -> type[Detector]:
     return cls
 
 
+def input_words(kinds) -> str:
+    """The input kinds a detector reads, in words: "a text input", "an image input"."""
+    words = " or ".join(sorted(kinds))
+    return f"{'an' if words[:1] in 'aeiou' else 'a'} {words} input"
+
+
 def available_detectors() -> list[str]:
     """Registered detector names, sorted."""
     return sorted(_REGISTRY)

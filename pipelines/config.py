@@ -13,6 +13,7 @@ from poisonscan.detectors import (
     detector_class,
     make_detector,
 )
+from poisonscan.detectors.base import input_words
 
 
 class ConfigError(ValueError):
@@ -176,7 +177,7 @@ class ScanConfig:
         for name in self.detectors_for(kind):
             cls = detector_class(name)
             if cls.kinds is not None and kind not in cls.kinds:
-                raise ConfigError(f"the {name} detector needs a {' or '.join(sorted(cls.kinds))} input")
+                raise ConfigError(f"the {name} detector needs {input_words(cls.kinds)}")
             params = {**cls.params_for(kind, probability_labels), **(self.detector_params.get(name) or {})}
             out.append(make_detector(name, params))
         return out

@@ -19,7 +19,7 @@ from poisonscan.detectors import (
     judge_scan,
 )
 from poisonscan.detectors._pooled import Pooled
-from poisonscan.detectors.base import group_rows_by_label, label_sort_key
+from poisonscan.detectors.base import group_rows_by_label, input_words, label_sort_key
 from poisonscan.detectors.decision import combine, strongest_group
 from poisonscan.detectors.stats import ClassSample
 from poisonscan.pipelines.config import ScanConfig
@@ -111,7 +111,7 @@ def view(det: Detector, X: np.ndarray, layout: Layout, tokens=None):
     """What detector ``det`` reads of rows whose vectors are ``X``."""
     if det.input == "tokens":
         if tokens is None:
-            raise ValueError(f"the {det.name} detector needs a {' or '.join(sorted(det.kinds))} input")
+            raise ValueError(f"the {det.name} detector needs {input_words(det.kinds)}")
         return tokens
     rep, probs = layout.split(X)
     if det.input == "probabilities":

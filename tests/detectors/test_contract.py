@@ -176,6 +176,9 @@ def test_the_scan_asks_the_detectors_which_run_by_default():
     assert "token_trigger" in default_detectors("text") and "token_trigger" not in default_detectors("image")
     with pytest.raises(ConfigError, match="token_trigger detector needs a text input"):
         ScanConfig(detectors=("token_trigger",)).build_detectors("features")
+    assert default_detectors("image")[-1] == "pixel_trigger" and "pixel_trigger" not in default_detectors("features")
+    with pytest.raises(ConfigError, match="pixel_trigger detector needs an image input"):
+        ScanConfig(detectors=("pixel_trigger",)).build_detectors("text")
     tabular = {d.name: d for d in ScanConfig().build_detectors("tabular")}
     assert tabular["spectral"].needs_affinity and not ScanConfig().build_detectors("image")[0].needs_affinity
     user = ScanConfig(detector_params={"spectral": {"needs_affinity": False}}).build_detectors("tabular")
