@@ -156,6 +156,8 @@ def pixel_tokens(x: np.ndarray, modes: bytes) -> list[list[str]]:
     mode = np.frombuffer(modes, dtype=np.uint8)
     if mode.size != g * g:
         raise ValueError(f"{mode.size} fitted levels for a {g} x {g} token grid")
+    if n == 0:  # a batch whose images all failed to decode
+        return []
     off = lv != mode.reshape(g, g)
     code = (lv[:, :-1, :-1].astype(np.int32) << 12) | (lv[:, :-1, 1:].astype(np.int32) << 8) \
         | (lv[:, 1:, :-1].astype(np.int32) << 4) | lv[:, 1:, 1:]

@@ -97,6 +97,7 @@ def test_tokens_name_off_background_values_and_blocks():
     assert "px 2,3=2" in t[2]
     with pytest.raises(ValueError, match="fitted levels"):
         pixel_tokens(x, bytes(16))
+    assert pixel_tokens(x[:0], modes) == []  # a batch none of whose images decoded
 
 
 def test_token_grid_is_grey_and_at_most_32_cells_wide():
