@@ -253,7 +253,6 @@ class TokenTrigger(Detector):
         code = {label: c for c, label in enumerate(preds.labels)}
         cluster = cf.overlap_clusters([holders[t.bucket] for t in cands])
         state.info["clusters"] = {t.bucket: int(g) for t, g in zip(cands, cluster)}
-        unit_list = [[i] for i in range(len(cands))]  # each candidate is tested alone
         tables = []
         refits: dict = {}  # candidates held by the same rows (the values of one stamp) share a refit
         for t in cands:
@@ -269,32 +268,29 @@ class TokenTrigger(Detector):
             rest[mine - lo] = False
             tables.append((len(mine), int(other.sum()), int(rest.sum()), int((rest & preds.other[c]).sum())))
         stats = [cf.log_odds_ratio(k, n, m, M) for n, k, M, m in tables]
-        group = [cluster[members[0]] for members in unit_list]
         nulls: dict = {}  # per cluster: the other clusters are its peers
-        for g in set(group):
-            peers = [j for j in range(len(unit_list)) if group[j] != g and tables[j][0]]
-            nulls[g] = cf.peer_null([stats[j] for j in peers], [group[j] for j in peers], [tables[j][0] for j in peers])
+        for g in set(cluster):
+            peers = [j for j in range(len(cands)) if cluster[j] != g and tables[j][0]]
+            nulls[g] = cf.peer_null([stats[j] for j in peers], [cluster[j] for j in peers], [tables[j][0] for j in peers])
         tests = []
-        for u, (n, k, M, m) in enumerate(tables):
-            null = nulls[group[u]]
+        for i, (n, k, M, m) in enumerate(tables):
+            null = nulls[cluster[i]]
             tests.append((cf.candidate_p(k, n, m, M, null), cf.best_case(n, m, M, null), null))
         for label in labels:
-            mine_units = [u for u, members in enumerate(unit_list) if cands[members[0]].label == label]
-            if not mine_units:
+            idx = [i for i, t in enumerate(cands) if t.label == label]
+            if not idx:
                 continue
-            K = cf.tarone_count([tests[u][1] for u in mine_units], level)
+            K = cf.tarone_count([tests[i][1] for i in idx], level)
             tested, kept, untested = [], [], []
-            for u in mine_units:
-                (n, k, M, m), (p, best, null) = tables[u], tests[u]
+            for i in idx:
+                t, (n, k, M, m), (p, best, null) = cands[i], tables[i], tests[i]
                 if best >= level / K:
-                    untested.extend(cands[i] for i in unit_list[u])
+                    untested.append(t)
                     continue
-                unit = [Trigger(t.bucket, t.label, t.rows, t.with_label, t.p_value, n, k, M, m, min(1.0, K * p))
-                        for t in (cands[i] for i in unit_list[u])]
-                tested.extend(unit)
-                if unit[0].p_counterfactual < level and (not self.majority_other or 2 * k > n):
-                    kept.extend(unit)
-            idx = [i for u in mine_units for i in unit_list[u]]
+                t = Trigger(t.bucket, t.label, t.rows, t.with_label, t.p_value, n, k, M, m, min(1.0, K * p))
+                tested.append(t)
+                if t.p_counterfactual < level and (not self.majority_other or 2 * k > n):
+                    kept.append(t)
             state.classes[label] = kept
             state.info["checks"][label] = {
                 "candidates": len(idx),
@@ -303,7 +299,7 @@ class TokenTrigger(Detector):
                 "candidate_buckets": sorted(cands[i].bucket for i in idx),
                 "tested": tested,
                 "factor": K,
-                "peers": max((tests[u][2][2] for u in mine_units), default=0),
+                "peers": max((tests[i][2][2] for i in idx), default=0),
             }
             # per stamp (the kept triggers of one cluster): how many of its values the
             # median sampled row of the label holding any of them holds
