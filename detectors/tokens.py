@@ -551,7 +551,8 @@ class PixelTrigger(TokenTrigger):
             token, t = named[0]
             what = _pixel_words(token)
             prior = state.info["label_rows"][str(t.label)] / max(total, 1)
-            more = f" (and {len(named) - 1} more such values)" if len(named) > 1 else ""
+            extra = len(named) - 1
+            more = f" (and {extra} more such value{'s' if extra > 1 else ''})" if extra else ""
             out.append(
                 f"has {what}{more}, which {t.rows:,} images have, {t.with_label / t.rows:.0%} of them "
                 f"labelled {t.label!r} (that label's share of all rows: {prior:.0%}), and without it the "
@@ -565,8 +566,9 @@ def _pixel_words(token: str) -> str:
     kind, _, rest = token.partition(" ")
     where, _, value = rest.partition("=")
     if kind == "blk":
-        return f"the 2x2 block of grey levels {value.replace('.', ', ')} (of 16) at cell {where} of the grid"
-    return f"grey level {value} (of 16) at cell {where} of the grid"
+        return (f"the 2x2 block of grey levels {value.replace('.', ', ')} (of 16) at cell {where} (row, column "
+                f"from the top left) of the image's grey grid")
+    return f"grey level {value} (of 16) at cell {where} (row, column from the top left) of the image's grey grid"
 
 
 def _merge_counts(a, b):
