@@ -182,6 +182,13 @@ class Detector(ParamsMixin, abc.ABC):
         stat = state.calibration.get(label, np.empty(0))
         return group_test.decide(label, self.name, stat, class_rows, two_sided=self.two_sided)
 
+    def settle(self, state: DetectorState, label: Any, verdict: "ClassVerdict") -> "ClassVerdict":
+        """The final verdict of a class once the scan has judged it (by default the
+        verdict as it is). A detector may move a judged class's cut here, updating its
+        ``state`` for that class to match; the judgment itself (poisoned, p-value,
+        level) must stay."""
+        return verdict
+
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         """A phrase for a flagged row's reason."""
         return f"{self.name} {self.statistic_name} {strength:.1f} SD from the class's main mass"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Mapping
@@ -18,8 +20,14 @@ from .base import (
     label_sort_key,
     register,
 )
+from .calibration import Z_MAX, z_of_log_p
 from .decision import ClassVerdict
+from .refine import Refinement, refine_group
 from .stats import ClassSample, MeanCov
+
+#: Of the principal directions searched below the top one, how many get the two-group
+#: fit (those whose projections stray furthest from one Gaussian).
+SCREENED = 4
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,12 @@ class SpectralClassState:
         Share of the class's total variance along ``direction``.
     n : int
         Rows the state was fitted on.
+    refinement : Refinement or None
+        The discriminant direction of the sample's group (:mod:`.refine`), used to cut
+        the class once it is judged poisoned; None when there is no group to cut or the
+        detector's own direction separates it as well.
+    settled : bool
+        Whether ``direction`` is now the refinement's (the class was judged poisoned).
     """
 
     mean: np.ndarray
@@ -46,6 +60,14 @@ class SpectralClassState:
     eigenvalue: float
     explained: float
     n: int
+    refinement: Refinement | None = None
+    settled: bool = False
+    #: Which principal direction ``direction`` is (0: the top one; see ``directions``).
+    component: int = 0
+    #: Held from fitting until the class is judged, then dropped: the class sample's rows,
+    #: the covariance's eigendecomposition (or a callable giving it), and the principal
+    #: directions that may be searched.
+    pending: tuple | None = None
 
     def projection(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(X, dtype=np.float64) @ self.direction - float(self.mean @ self.direction)
@@ -174,7 +196,7 @@ class SpectralSignature(ClassMeanCovDetector):
     default_rank = 1
     two_sided = True
     statistic_name = "projection on the top singular direction"
-    _parameter_constraints = {"needs_affinity": [BOOL]}
+    _parameter_constraints = {"needs_affinity": [BOOL], "directions": [Interval(int, 1, None)]}
 
     @classmethod
     def params_for(cls, kind: str, probability_labels: tuple = ()) -> dict:
@@ -182,8 +204,9 @@ class SpectralSignature(ClassMeanCovDetector):
         # also look like other classes (see group_affinity)
         return {"needs_affinity": True} if kind == "tabular" else {}
 
-    def __init__(self, *, needs_affinity: bool = False):
+    def __init__(self, *, needs_affinity: bool = False, directions: int = 32):
         self.needs_affinity = needs_affinity
+        self.directions = directions
 
     def extract_output(
         self, accumulator: dict, samples: Mapping[Any, ClassSample]
@@ -191,14 +214,19 @@ class SpectralSignature(ClassMeanCovDetector):
         self._validate_params()
         state = DetectorState(self.name)
         for label, stats, eigvals, eigvecs in self._eigen(accumulator):
-            self._store(state, label, stats, eigvecs[:, -1].copy(), eigvals, samples)
+            k = min(self.directions, eigvecs.shape[1])
+            self._store(state, label, stats, eigvecs[:, -1].copy(), eigvals, samples,
+                        (eigvals, eigvecs), eigvecs[:, ::-1][:, :k].copy())
         return state
 
     @staticmethod
     def _store(state: DetectorState, label: Any, stats: MeanCov, direction: np.ndarray,
-               eigvals: np.ndarray, samples: Mapping[Any, ClassSample]) -> None:
+               eigvals: np.ndarray, samples: Mapping[Any, ClassSample], raw_eigen=None,
+               searched=None) -> None:
         """Keep one class's state (its direction and the spectrum it tops, ascending) and
-        the class sample's statistic for the decision."""
+        the class sample's statistic for the decision; until the class is judged, also
+        the sample itself, the covariance's eigendecomposition (``raw_eigen``, when the
+        caller has it) and the principal directions to search (``searched``, columns)."""
         top = float(max(eigvals[-1], 0.0))
         total = float(max(eigvals.clip(min=0).sum(), 0.0))
         cls = SpectralClassState(
@@ -208,10 +236,117 @@ class SpectralSignature(ClassMeanCovDetector):
             explained=top / total if total > 0 else 0.0,
             n=stats.n,
         )
-        state.classes[label] = cls
         sample = samples.get(label)
         if sample is not None and len(sample):
             state.calibration[label] = cls.projection(sample.X)
+            eigen = raw_eigen or (lambda: np.linalg.eigh(stats.covariance()))
+            cls = dataclasses.replace(cls, pending=(np.asarray(sample.X), eigen, searched, total))
+        state.classes[label] = cls
+
+    def judge(self, state: DetectorState, label: Any, class_rows: int, group_test) -> ClassVerdict:
+        """The separated-group test on the top direction's projections; where that
+        direction holds no group, on the next principal directions (``directions``); and,
+        for a group the class's own yardstick finds improbable, its discriminant direction
+        for the cut (:mod:`.refine`, used once the class is judged: :meth:`settle`)."""
+        verdict = super().judge(state, label, class_rows, group_test)
+        cls = state.classes.get(label)
+        if cls is None or cls.pending is None:
+            return verdict
+        X, eigen, searched, total = cls.pending
+        cls = dataclasses.replace(cls, pending=None)
+        if not verdict.extra.get("candidate") and searched is not None and searched.shape[1] > 1:
+            found = self._search(X, cls, searched, total, label, class_rows, group_test)
+            if found is not None and found[1].extra["own_p"] < verdict.extra.get("own_p", 1.0):
+                cls, verdict = found
+                state.calibration[label] = cls.projection(X)
+        own_p = verdict.extra.get("own_p")
+        if verdict.extra.get("candidate") and own_p is not None and own_p < group_test.alpha:
+            cls = dataclasses.replace(cls, refinement=refine_group(
+                X, cls.mean, state.calibration[label], eigen=eigen, max_own_p=1.0))
+        state.classes[label] = cls
+        return verdict
+
+    def _search(self, X, cls, searched, total, label, class_rows, group_test):
+        """The next principal directions' groups, when the top one holds none.
+
+        A group that shifts a few % of a class adds less variance than the class's own
+        strongest directions, so its direction is one of the next few (its own variance
+        still stands above the bulk). Of the ``directions`` - 1 next ones, the
+        :data:`SCREENED` whose projections stray furthest from one Gaussian (the
+        Jarque-Bera statistic: skewness and kurtosis) get the two-group fit; the one
+        whose split is least probable under the class's own one-group yardstick is kept.
+        Its own-null p-value is multiplied by ``directions`` (Bonferroni: the directions
+        searched), so the search costs the class's calibration nothing.
+        """
+        S = (np.asarray(X, dtype=np.float64) - cls.mean) @ searched[:, 1:]
+        S = S - S.mean(axis=0)
+        sd = S.std(axis=0)
+        ok = sd > 0
+        z = np.zeros_like(S)
+        z[:, ok] = S[:, ok] / sd[ok]
+        jb = (np.mean(z**3, axis=0) ** 2) / 6 + ((np.mean(z**4, axis=0) - 3) ** 2) / 24
+        jb[~ok] = -1.0
+        order = np.argsort(-jb, kind="stable")[:SCREENED]
+        k = searched.shape[1]
+        best = None
+        for j in order:
+            if jb[j] < 0:
+                continue
+            direction = searched[:, 1 + j]
+            stat = (np.asarray(X, dtype=np.float64) - cls.mean) @ direction
+            v = group_test.decide(label, self.name, stat, class_rows, two_sided=self.two_sided)
+            if not v.extra.get("candidate"):
+                continue
+            if best is None or v.extra["own_p"] < best[1].extra["own_p"]:
+                best = (int(j) + 1, v, direction)
+        if best is None:
+            return None
+        j, v, direction = best
+        p = min(1.0, v.extra["own_p"] * k)
+        variance = float(np.var((np.asarray(X, dtype=np.float64) - cls.mean) @ direction))
+        found = dataclasses.replace(
+            cls, direction=direction.copy(), component=j, eigenvalue=variance,
+            explained=variance / total if total > 0 else 0.0,
+        )
+        extra = dict(v.extra, own_p=p, evidence=z_of_log_p(math.log(p)) if p > 0 else Z_MAX,  # p < 1 where kept
+                     direction=j + 1, directions_searched=k)
+        note = f"along principal direction {j + 1} of the class (the top one holds no group): {v.note}"
+        return found, dataclasses.replace(v, note=note, extra=extra)
+
+    def settle(self, state: DetectorState, label: Any, verdict: ClassVerdict) -> ClassVerdict:
+        """A class judged poisoned is cut along its group's discriminant direction
+        (:mod:`.refine`): the state's direction, the sample's statistic and the verdict's
+        cut, centre and scale become the refinement's; the judgment (p-value, level) stays."""
+        cls = state.classes.get(label)
+        ref = getattr(cls, "refinement", None)
+        if not verdict.poisoned or ref is None or cls.settled:
+            return verdict
+        state.classes[label] = dataclasses.replace(cls, direction=ref.direction, settled=True)
+        state.calibration[label] = ref.statistic
+        f = ref.fit
+        return dataclasses.replace(
+            verdict,
+            cut=f.cut,
+            side=f.side,
+            center=f.mean_main,
+            scale=f.sd_main,
+            group_center=f.mean_group,
+            group_fraction=f.weight,
+            separation=f.separation,
+            note=(
+                f"{verdict.note}; cut along the direction that best separates the group "
+                f"(separation {ref.separation_before:.1f} -> {ref.separation_after:.1f} on "
+                "held-out halves of the sample)"
+            ),
+            extra=dict(
+                verdict.extra,
+                refined={
+                    "components": ref.components,
+                    "separation_before": ref.separation_before,
+                    "separation_after": ref.separation_after,
+                },
+            ),
+        )
 
     def statistic(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self._per_class(state, X, y, lambda cls, Xc: cls.projection(Xc))
@@ -225,6 +360,13 @@ class SpectralSignature(ClassMeanCovDetector):
 
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         cls = state.classes[label]
+        if cls.settled:
+            return _settled_words(strength)
+        if cls.component:
+            return (
+                f"lies {strength:.1f} SD from the class's main mass along its principal "
+                f"direction {cls.component + 1} ({cls.explained:.0%} of the class's variance)"
+            )
         return (
             f"lies {strength:.1f} SD from the class's main mass along its top singular "
             f"direction ({cls.explained:.0%} of the class's variance)"
@@ -317,10 +459,19 @@ class RelativeSpectral(SpectralSignature):
 
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         cls = state.classes[label]
+        if cls.settled:
+            return _settled_words(strength)
         return (
             f"lies {strength:.1f} SD from the class's main mass along the direction in which "
             f"it varies most relative to the other classes ({cls.explained:.0%} of that relative variance)"
         )
+
+
+def _settled_words(strength: float) -> str:
+    return (
+        f"lies {strength:.1f} SD from the class's main mass along the direction that best "
+        "separates the class's suspected group from the rest"
+    )
 
 
 def others_whiteners(accumulator: dict, floor: float):

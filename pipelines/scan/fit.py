@@ -302,6 +302,9 @@ def build_model(
     calibrated = [d for d in detectors if d.calibrated]
     if calibrated and classes:
         _judge_against_peers(classes, states, calibrated, group_test, layout)
+    for det in detectors:  # a judged class's cut may move (the judgment stays)
+        for label, m in classes.items():
+            m.verdicts[det.name] = det.settle(states[det.name], label, m.verdicts[det.name])
     finds = {d.name: d.finds for d in detectors}
     for m in classes.values():
         m.active = strongest_group(m.verdicts, combine(m.verdicts, finds), {d.name for d in calibrated})

@@ -1,0 +1,168 @@
+"""The cut of a judged class along its group's discriminant direction (detectors/refine.py)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from poisonscan.detectors import (
+    GroupTest,
+    RelativeSpectral,
+    SpectralSignature,
+    judge_scan,
+)
+from poisonscan.detectors.refine import posterior, refine_group
+from poisonscan.detectors.stats import ClassSample
+
+
+def natural_class(seed, n=20_000, d=32, share=0.25, shift=4.0):
+    """One class: unit noise plus six natural directions of sd 1.5 (variance close to
+    what the shift adds), and ``share`` of the rows shifted ``shift`` SD along a random
+    direction. Returns X, the poisoned mask."""
+    rng = np.random.default_rng(seed)
+    loadings = rng.normal(size=(d, 6))
+    loadings *= 1.5 / np.linalg.norm(loadings, axis=0)
+    X = rng.normal(size=(n, d)) + rng.normal(size=(n, 6)) @ loadings.T
+    direction = rng.normal(size=d)
+    direction /= np.linalg.norm(direction)
+    poison = rng.random(n) < share
+    X[poison] += shift * direction
+    return X, poison
+
+
+def f1(flags, truth):
+    tp = (flags & truth).sum()
+    return 2 * tp / (flags.sum() + truth.sum())
+
+
+def fitted(det, X, y, sample_rows=4096):
+    acc = det.add_input(det.create_accumulator(), X, y)
+    samples = {}
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)[:sample_rows]
+        samples[int(label)] = ClassSample(X[idx].astype(np.float32), idx, idx)
+    return det.extract_output(acc, samples)
+
+
+def judged(det, state, y):
+    test = GroupTest()
+    first = {int(c): det.judge(state, int(c), int((y == c).sum()), test) for c in np.unique(y)}
+    return judge_scan(first, test.level(len(first)), lambda label, v: None)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_discriminant_cut_beats_the_top_direction_where_natural_directions_compete(seed):
+    X, poison = natural_class(seed)
+    sample = slice(0, 4096)
+    mean = X.mean(0)
+    eigvals, eigvecs = np.linalg.eigh(np.cov(X.T))
+    top = eigvecs[:, -1]
+    stat = (X[sample] - mean) @ top
+    ref = refine_group(X[sample], mean, stat, eigen=(eigvals, eigvecs))
+    assert ref is not None
+    assert ref.separation_after > ref.separation_before
+    assert 1 <= ref.components <= 32
+    # the top direction's own cut, and the refinement's, applied to every row
+    from poisonscan.detectors import fit_two_groups
+
+    first = fit_two_groups(stat)
+    before = first.side * ((X - mean) @ top - first.cut) > 0
+    after = ref.fit.side * ((X - mean) @ ref.direction - ref.fit.cut) > 0
+    assert f1(after, poison) > f1(before, poison) + 0.01
+    assert f1(after, poison) > 0.93
+    # the group's share is found again
+    assert ref.fit.weight == pytest.approx(0.25, abs=0.03)
+
+
+def test_refinement_is_deterministic_and_needs_a_group():
+    X, _ = natural_class(3)
+    mean = X.mean(0)
+    eig = np.linalg.eigh(np.cov(X.T))
+    stat = (X[:4096] - mean) @ eig[1][:, -1]
+    a = refine_group(X[:4096], mean, stat, eigen=eig)
+    b = refine_group(X[:4096].copy(), mean, stat.copy(), eigen=lambda: eig)
+    np.testing.assert_array_equal(a.direction, b.direction)
+    assert a.components == b.components
+    # one Gaussian group, no natural directions: nothing to cut, so no refinement asked
+    # for is spent on it (its first fit has no posterior cut) or none beats the statistic
+    rng = np.random.default_rng(4)
+    Z = rng.normal(size=(4096, 16))
+    ez = np.linalg.eigh(np.cov(Z.T))
+    r = refine_group(Z, Z.mean(0), (Z - Z.mean(0)) @ ez[1][:, -1], eigen=ez)
+    assert r is None or r.fit.cut is not None
+    # too few rows to refine
+    assert refine_group(X[:50], mean, stat[:50], eigen=eig) is None
+
+
+def test_posterior_is_a_probability_and_rises_towards_the_group():
+    from poisonscan.detectors import fit_two_groups
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0, 1, 3000), rng.normal(5, 1, 1000)])
+    fit = fit_two_groups(x)
+    grid = np.linspace(-3, 8, 50) * fit.side
+    p = posterior(fit, grid)
+    assert np.all((p >= 0) & (p <= 1))
+    assert np.all(np.diff(p) * fit.side >= -1e-12)
+    assert posterior(fit, np.array([fit.cut]))[0] == pytest.approx(0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize("cls", [SpectralSignature, RelativeSpectral])
+def test_settle_moves_only_a_judged_class_cut(cls):
+    """Class 1 holds the group (5 SD in a quarter); classes 0 and 2-5 are clean. Settling keeps the judgment
+    (poisoned, p-value, level) and moves class 1's cut and direction only; unjudged
+    classes and their scores are as they were."""
+    parts, ys, truth = [], [], []
+    for c in range(6):
+        X, poison = natural_class(10 + c, n=6000, share=0.25 if c == 1 else 0.0, shift=5.0)
+        parts.append(X + 10.0 * c)
+        ys.append(np.full(len(X), c))
+        truth.append(poison)
+    X, y, truth = np.vstack(parts), np.concatenate(ys), np.concatenate(truth)
+    det = cls()
+    state = fitted(det, X, y)
+    verdicts = judged(det, state, y)
+    assert [c for c, v in verdicts.items() if v.poisoned] == [1]
+    before_scores = det.score(state, X, y)
+    before_flags = verdicts[1].flags(det.statistic(state, X[y == 1], y[y == 1]))
+    settled = {c: det.settle(state, c, v) for c, v in verdicts.items()}
+    for c in (0, 2, 3, 4, 5):
+        assert settled[c] is verdicts[c]
+        assert not state.classes[c].settled
+    v = settled[1]
+    assert (v.poisoned, v.p_value, v.level) == (verdicts[1].poisoned, verdicts[1].p_value, verdicts[1].level)
+    assert state.classes[1].settled and v.extra["refined"]["separation_after"] > v.extra["refined"]["separation_before"]
+    after_scores = det.score(state, X, y)
+    np.testing.assert_array_equal(after_scores[y != 1], before_scores[y != 1])
+    after_flags = v.flags(det.statistic(state, X[y == 1], y[y == 1]))
+    assert f1(after_flags, truth[y == 1]) > f1(before_flags, truth[y == 1])
+    assert "best separates" in det.explain(state, 1, 3.0)
+    # settling twice changes nothing more
+    assert det.settle(state, 1, dataclasses.replace(verdicts[1])) == verdicts[1]
+
+
+def test_a_small_shifted_group_under_the_natural_directions_is_found_on_a_lower_direction():
+    """3 % of class 1 shifted 5 SD: less variance than the class's six natural directions
+    (sd 1.5), so the top direction holds no group. The search of the next principal
+    directions finds it (Bonferroni over the directions searched), the cut is refined,
+    and the clean classes, searched the same way, are not judged."""
+    parts, ys, truth = [], [], []
+    for c in range(8):
+        X, poison = natural_class(20 + c, n=8000, share=0.03 if c == 1 else 0.0, shift=5.0)
+        parts.append(X + 10.0 * c)
+        ys.append(np.full(len(X), c))
+        truth.append(poison)
+    X, y, truth = np.vstack(parts), np.concatenate(ys), np.concatenate(truth)
+    det = SpectralSignature()
+    state = fitted(det, X, y)
+    top_only = SpectralSignature(directions=1)
+    assert not judged(top_only, fitted(top_only, X, y), y)[1].poisoned
+    verdicts = judged(det, state, y)
+    assert [c for c, v in verdicts.items() if v.poisoned] == [1]
+    v = verdicts[1]
+    assert v.extra["direction"] > 1 and v.extra["directions_searched"] == 32
+    assert "principal direction" in v.note and state.classes[1].component >= 1
+    assert all(state.classes[c].pending is None for c in range(8))  # dropped once judged
+    v = det.settle(state, 1, v)
+    flags = v.flags(det.statistic(state, X[y == 1], y[y == 1]))
+    assert f1(flags, truth[y == 1]) > 0.9
