@@ -273,7 +273,8 @@ class SpectralSignature(ClassMeanCovDetector):
         strongest directions, so its direction is one of the next few (its own variance
         still stands above the bulk). Of the ``directions`` - 1 next ones, the
         :data:`SCREENED` whose projections stray furthest from one Gaussian (the
-        Jarque-Bera statistic: skewness and kurtosis) get the two-group fit; the one
+        Jarque-Bera statistic: skewness and kurtosis), among those a Gaussian gives with
+        probability below 0.05 / ``directions``, get the two-group fit; the one
         whose split is least probable under the class's own one-group yardstick is kept.
         Its own-null p-value is multiplied by ``directions`` (Bonferroni: the directions
         searched), so the search costs the class's calibration nothing.
@@ -284,10 +285,14 @@ class SpectralSignature(ClassMeanCovDetector):
         ok = sd > 0
         z = np.zeros_like(S)
         z[:, ok] = S[:, ok] / sd[ok]
-        jb = (np.mean(z**3, axis=0) ** 2) / 6 + ((np.mean(z**4, axis=0) - 3) ** 2) / 24
-        jb[~ok] = -1.0
-        order = np.argsort(-jb, kind="stable")[:SCREENED]
+        n = S.shape[0]
+        jb = n * ((np.mean(z**3, axis=0) ** 2) / 6 + ((np.mean(z**4, axis=0) - 3) ** 2) / 24)
         k = searched.shape[1]
+        # a Gaussian projection's JB is chi-square with 2 degrees of freedom: P(JB > x) =
+        # exp(-x / 2); only directions a Gaussian gives with probability below 0.05 / k
+        # are fitted (a separated group's JB is far beyond that)
+        jb[~ok | (jb <= 2 * math.log(k / 0.05))] = -1.0
+        order = np.argsort(-jb, kind="stable")[:SCREENED]
         best = None
         for j in order:
             if jb[j] < 0:
