@@ -32,12 +32,17 @@ def fit(det, X, y):
 
 def test_spectre_finds_a_shift_the_top_direction_hides():
     X, y, poison = hidden_direction_class()
-    spectral, spectre = SpectralSignature(), Spectre()
+    spectral, spectre = SpectralSignature(directions=1), Spectre()
     s_state, q_state = fit(spectral, X, y), fit(spectre, X, y)
     test = GroupTest()
-    # the first step of the verdict (one class: no peers to judge it against)
+    # the first step of the verdict (one class: no peers to judge it against); the top
+    # direction alone (the paper's spectral signature) misses the group
     plain = spectral.judge(s_state, 0, len(y), test)
     assert not (plain.extra["candidate"] and plain.extra["own_p"] < 1e-3), plain.note
+    # the default spectral detector searches the lower principal directions and finds it
+    searched = SpectralSignature()
+    found = searched.judge(fit(searched, X, y), 0, len(y), test)
+    assert found.extra["candidate"] and found.extra["own_p"] < 1e-9 and found.extra["direction"] >= 2, found.note
     verdict = spectre.judge(q_state, 0, len(y), test)
     assert verdict.extra["candidate"] and verdict.extra["own_p"] < 1e-9, verdict.note
     flags = dataclasses.replace(verdict, poisoned=True).flags(spectre.statistic(q_state, X, y))
