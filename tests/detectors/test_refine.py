@@ -30,6 +30,15 @@ def natural_class(seed, n=20_000, d=32, share=0.25, shift=4.0):
     return X, poison
 
 
+def scan_of_classes(classes, *, first_seed, n, share, shift=5.0):
+    """``classes`` classes of :func:`natural_class`, 10 units apart; class 1 alone holds
+    the shifted group. Returns X, y, the poisoned mask."""
+    parts = [natural_class(first_seed + c, n=n, share=share if c == 1 else 0.0, shift=shift) for c in range(classes)]
+    X = np.vstack([part + 10.0 * c for c, (part, _) in enumerate(parts)])
+    y = np.repeat(np.arange(classes), n)
+    return X, y, np.concatenate([poison for _, poison in parts])
+
+
 def f1(flags, truth):
     tp = (flags & truth).sum()
     return 2 * tp / (flags.sum() + truth.sum())
@@ -112,13 +121,7 @@ def test_settle_moves_only_a_judged_class_cut(cls):
     """Class 1 holds the group (5 SD in a quarter); classes 0 and 2-5 are clean. Settling keeps the judgment
     (poisoned, p-value, level) and moves class 1's cut and direction only; unjudged
     classes and their scores are as they were."""
-    parts, ys, truth = [], [], []
-    for c in range(6):
-        X, poison = natural_class(10 + c, n=6000, share=0.25 if c == 1 else 0.0, shift=5.0)
-        parts.append(X + 10.0 * c)
-        ys.append(np.full(len(X), c))
-        truth.append(poison)
-    X, y, truth = np.vstack(parts), np.concatenate(ys), np.concatenate(truth)
+    X, y, truth = scan_of_classes(6, first_seed=10, n=6000, share=0.25)
     det = cls()
     state = fitted(det, X, y)
     verdicts = judged(det, state, y)
@@ -146,13 +149,7 @@ def test_a_small_shifted_group_under_the_natural_directions_is_found_on_a_lower_
     (sd 1.5), so the top direction holds no group. The search of the next principal
     directions finds it (Bonferroni over the directions searched), the cut is refined,
     and the clean classes, searched the same way, are not judged."""
-    parts, ys, truth = [], [], []
-    for c in range(8):
-        X, poison = natural_class(20 + c, n=8000, share=0.03 if c == 1 else 0.0, shift=5.0)
-        parts.append(X + 10.0 * c)
-        ys.append(np.full(len(X), c))
-        truth.append(poison)
-    X, y, truth = np.vstack(parts), np.concatenate(ys), np.concatenate(truth)
+    X, y, truth = scan_of_classes(8, first_seed=20, n=8000, share=0.03)
     det = SpectralSignature()
     state = fitted(det, X, y)
     top_only = SpectralSignature(directions=1)
