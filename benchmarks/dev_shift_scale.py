@@ -120,7 +120,7 @@ def render(results: list) -> str:
     lines = [
         "## Planted shifts at a million rows (development part)",
         "",
-        f"`python benchmarks/dev_shift_scale.py` on {machine()}: {ROWS:,} rows x {DIM}, {CLASSES} Gaussian classes "
+        f"`python benchmarks/dev_shift_scale.py` (at 7f07650) on {machine()}: {ROWS:,} rows x {DIM}, {CLASSES} Gaussian classes "
         "with six correlated directions each (sd 1.4) over unit noise, a share of class "
         f"{TARGET} shifted along one random direction; seeds 11-14 (development); default detectors, "
         "no poison rate, one worker. Chosen on: these figures are development figures.",
