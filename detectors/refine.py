@@ -53,10 +53,13 @@ def posterior(fit: TwoGroupFit, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if fit.weight <= 0 or fit.sd_group <= 0 or fit.sd_main <= 0:
         return np.zeros(x.shape[0])
-    zg = (x - fit.mean_group) / fit.sd_group
-    zm = (x - fit.mean_main) / fit.sd_main
-    a = math.log(fit.weight) - math.log(fit.sd_group) - 0.5 * zg * zg
-    b = math.log1p(-fit.weight) - math.log(fit.sd_main) - 0.5 * zm * zm
+    return _group_posterior(x, fit.weight, fit.mean_group, fit.sd_group**2, fit.mean_main, fit.sd_main**2)
+
+
+def _group_posterior(x, w, m1, v1, m2, v2) -> np.ndarray:
+    """Posterior of group 1 (share w, mean m1, variance v1) against group 2."""
+    a = math.log(w) - 0.5 * math.log(v1) - 0.5 * (x - m1) ** 2 / v1
+    b = math.log1p(-w) - 0.5 * math.log(v2) - 0.5 * (x - m2) ** 2 / v2
     return np.exp(a - np.logaddexp(a, b))
 
 
@@ -201,7 +204,4 @@ def _em_posterior(s: np.ndarray, r: np.ndarray) -> np.ndarray | None:
     m1, m2 = (r @ s) / n1, ((1 - r) @ s) / n2
     v1 = max(float(r @ (s - m1) ** 2) / n1, 1e-12)
     v2 = max(float((1 - r) @ (s - m2) ** 2) / n2, 1e-12)
-    w = n1 / r.shape[0]
-    a = math.log(w) - 0.5 * math.log(v1) - 0.5 * (s - m1) ** 2 / v1
-    b = math.log1p(-w) - 0.5 * math.log(v2) - 0.5 * (s - m2) ** 2 / v2
-    return np.exp(a - np.logaddexp(a, b))
+    return _group_posterior(s, n1 / r.shape[0], m1, v1, m2, v2)

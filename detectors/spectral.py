@@ -279,8 +279,8 @@ class SpectralSignature(ClassMeanCovDetector):
         Its own-null p-value is multiplied by ``directions`` (Bonferroni: the directions
         searched), so the search costs the class's calibration nothing.
         """
-        S = (np.asarray(X, dtype=np.float64) - cls.mean) @ searched[:, 1:]
-        S = S - S.mean(axis=0)
+        P = (np.asarray(X, dtype=np.float64) - cls.mean) @ searched[:, 1:]  # the projections
+        S = P - P.mean(axis=0)
         sd = S.std(axis=0)
         ok = sd > 0
         z = np.zeros_like(S)
@@ -297,20 +297,18 @@ class SpectralSignature(ClassMeanCovDetector):
         for j in order:
             if jb[j] < 0:
                 continue
-            direction = searched[:, 1 + j]
-            stat = (np.asarray(X, dtype=np.float64) - cls.mean) @ direction
-            v = group_test.decide(label, self.name, stat, class_rows, two_sided=self.two_sided)
+            v = group_test.decide(label, self.name, P[:, j], class_rows, two_sided=self.two_sided)
             if not v.extra.get("candidate"):
                 continue
             if best is None or v.extra["own_p"] < best[1].extra["own_p"]:
-                best = (int(j) + 1, v, direction)
+                best = (int(j) + 1, v)
         if best is None:
             return None
-        j, v, direction = best
+        j, v = best
         p = min(1.0, v.extra["own_p"] * k)
-        variance = float(np.var((np.asarray(X, dtype=np.float64) - cls.mean) @ direction))
+        variance = float(sd[j - 1] ** 2)
         found = dataclasses.replace(
-            cls, direction=direction.copy(), component=j, eigenvalue=variance,
+            cls, direction=searched[:, j].copy(), component=j, eigenvalue=variance,
             explained=variance / total if total > 0 else 0.0,
         )
         extra = dict(v.extra, own_p=p, evidence=z_of_log_p(math.log(p)) if p > 0 else Z_MAX,  # p < 1 where kept
