@@ -189,6 +189,11 @@ class Detector(ParamsMixin, abc.ABC):
         level) must stay."""
         return verdict
 
+    def statistic_label(self, state: DetectorState, label: Any) -> str:
+        """What the class's decision statistic is, in words (by default ``statistic_name``;
+        a detector whose statistic differs by class says which it read for ``label``)."""
+        return self.statistic_name
+
     def explain(self, state: DetectorState, label: Any, strength: float) -> str:
         """A phrase for a flagged row's reason."""
         return f"{self.name} {self.statistic_name} {strength:.1f} SD from the class's main mass"

@@ -351,6 +351,14 @@ class SpectralSignature(ClassMeanCovDetector):
             ),
         )
 
+    def statistic_label(self, state: DetectorState, label: Any) -> str:
+        cls = state.classes.get(label)
+        if cls is not None and cls.settled:
+            return "projection on the direction that best separates the class's suspected group"
+        if cls is not None and cls.component:
+            return f"projection on principal direction {cls.component + 1}"
+        return self.statistic_name
+
     def statistic(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self._per_class(state, X, y, lambda cls, Xc: cls.projection(Xc))
 

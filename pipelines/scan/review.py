@@ -264,7 +264,7 @@ def _class_views(model, detectors, selected: np.ndarray, flagged: np.ndarray) ->
                 continue
             entry = {
                 "detector": det.name,
-                "statistic": det.statistic_name,
+                "statistic": det.statistic_label(state, label) if state is not None else det.statistic_name,
                 "poisoned": bool(verdict.poisoned),
                 "counted": bool(cm.active.get(det.name)),
                 "cut": finite(verdict.cut),

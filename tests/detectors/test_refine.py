@@ -140,6 +140,8 @@ def test_settle_moves_only_a_judged_class_cut(cls):
     after_flags = v.flags(det.statistic(state, X[y == 1], y[y == 1]))
     assert f1(after_flags, truth[y == 1]) > f1(before_flags, truth[y == 1])
     assert "best separates" in det.explain(state, 1, 3.0)
+    assert "best separates" in det.statistic_label(state, 1)  # the report's histogram title
+    assert det.statistic_label(state, 0) == det.statistic_name
     # settling twice changes nothing more
     assert det.settle(state, 1, dataclasses.replace(verdicts[1])) == verdicts[1]
 
@@ -160,6 +162,7 @@ def test_a_small_shifted_group_under_the_natural_directions_is_found_on_a_lower_
     assert v.extra["direction"] > 1 and v.extra["directions_searched"] == 32
     assert "principal direction" in v.note and state.classes[1].component >= 1
     assert all(state.classes[c].pending is None for c in range(8))  # dropped once judged
+    assert det.statistic_label(state, 1) == f"projection on principal direction {v.extra['direction']}"
     v = det.settle(state, 1, v)
     flags = v.flags(det.statistic(state, X[y == 1], y[y == 1]))
     assert f1(flags, truth[y == 1]) > 0.9
