@@ -189,6 +189,10 @@ def main(argv: list[str]) -> None:
         data = paths[size]
         truth = data + ".truth.npy"
         measure(f"floor {size}", [sys.executable, FLOOR, data, str(RATE)])
+        out = os.path.join(RESULTS, f"{size}_spectral")
+        measure(f"spectral only {size} workers 1",
+                [scan, "scan", data, "--features-column", "features", "--out", out, "--detectors", "spectral",
+                 "--no-data-docs", "-q"], out, truth)
         for workers in (1, 2):
             out = os.path.join(RESULTS, f"{size}_w{workers}")
             measure(f"default {size} workers {workers}",
@@ -240,6 +244,18 @@ def render(r: dict, where: str | None = None, note: str = "") -> str:
                      f"{f['cpu_seconds']:.1f} | {f['peak_rss_mb']:,.0f} | | |")
     one, four = r["default 1M workers 1"], r["default 4M workers 1"]
     flat = four["peak_rss_mb"] / one["peak_rss_mb"]
+    lines += [
+        "",
+        "Targets (issue 13, on 1M rows, as ratios in one run): spectral only within 1.5x the floor, "
+        "the default detectors within 3x, peak under 2 GB. "
+        + "; ".join(
+            f"{size}: spectral only {r[f'spectral only {size} workers 1']['seconds'] / r[f'floor {size}']['seconds']:.2f}x, "
+            f"default {r[f'default {size} workers 1']['seconds'] / r[f'floor {size}']['seconds']:.2f}x, "
+            f"peaks {r[f'spectral only {size} workers 1']['peak_rss_mb']:,.0f} and "
+            f"{r[f'default {size} workers 1']['peak_rss_mb']:,.0f} MB"
+            for size in SIZES if f"spectral only {size} workers 1" in r
+        ) + ".",
+    ]
     two = r["default 4M workers 2"]
     port = r["default 4M portable runner"]
     lines += [

@@ -28,6 +28,7 @@ from typing import Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.utils.windowed_value import WindowedValue
 
 from poisonscan.pipelines.drivers.combine import (
     MergeRepeated,
@@ -64,6 +65,7 @@ from poisonscan.pipelines.scan.fit import (
     build_model,
     choose_dim,
     class_partials,
+    each_at_once,
     fit_class,
 )
 from poisonscan.pipelines.scan.keys import (
@@ -261,20 +263,34 @@ class _FitClass(beam.DoFn):
         self.group_test = self.cfg.build_group_test()
         self.counts = RowCounts("fit", self.plan.progress_dir)
 
-    def process(self, element, rows_by_dim):
+    def start_bundle(self):
+        self.pending = []  # (label, partial, timestamp, window) of the bundle's classes
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam, rows_by_dim=None):
         (label, dim), partial = element
         if dim != choose_dim(rows_by_dim):
             pass  # rows of another vector length: rejected in pass 2
         elif partial.rows < self.cfg.min_class_rows:
             yield beam.pvalue.TaggedOutput(self.SMALL, (label, partial.rows))
         else:
-            yield fit_class(
-                label, partial, self.detectors, self.group_test, self.cfg.shared_sample_size,
-                self.plan.layout,
-            )
+            self.pending.append((label, partial, timestamp, window))
         self.counts.add(read=partial.rows, classes=1)
 
     def finish_bundle(self):
+        """The bundle's classes, fitted side by side on the worker's cores
+        (:func:`.fit.each_at_once`): one class per element keeps classes spread over
+        workers, and a worker given several fits them at once."""
+        pending, self.pending = self.pending, []
+
+        def fit(item):
+            label, partial, _, _ = item
+            return fit_class(
+                label, partial, self.detectors, self.group_test, self.cfg.shared_sample_size,
+                self.plan.layout,
+            )
+
+        for (_, _, timestamp, window), model in zip(pending, each_at_once(fit, pending)):
+            yield WindowedValue(model, timestamp, [window])
         self.counts.flush()
 
 
