@@ -328,6 +328,19 @@ def build_model(
     )
 
 
+def _cores() -> int:
+    """The cores this process may use: those it may run on, at most what a thread count
+    in the environment allows (each worker process of a multi-process run is given its
+    share that way, :class:`..drivers.processes.worker_threads`; a user's own setting is
+    honoured too)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) >= 1:
+            cores = min(cores, int(value))
+    return max(cores, 1)
+
+
 def each_at_once(fn, items: Sequence) -> list:
     """``[fn(x) for x in items]``, run in threads, one per core at most.
 
@@ -341,7 +354,7 @@ def each_at_once(fn, items: Sequence) -> list:
     # scikit-learn's dependency: imported on first use, as by the detectors that run
     from threadpoolctl import threadpool_limits
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = _cores()
     # One BLAS thread per call, whether the fits run side by side or one by one: a BLAS
     # call split over threads that another call is also using may sum in another order
     # from run to run, and a fit must give the same bits whether its worker was handed
