@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import BIN, machine, run_measured, write_section  # noqa: E402
+from common import BIN, best_f1, machine, run_measured, write_section  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_DIR = os.path.join(HERE, "data", "dev_shift_scale")
@@ -48,6 +49,32 @@ CONDITIONS = {
 }
 
 
+def _parameters(rng: np.random.Generator):
+    """The classes' means and natural directions and the shift's direction: the first
+    draws of a condition's generator."""
+    means = rng.normal(0, 2.0, (CLASSES, DIM)).astype(np.float32)
+    loadings = rng.normal(size=(CLASSES, DIM, 6)).astype(np.float32)
+    loadings *= 1.4 / np.linalg.norm(loadings, axis=1, keepdims=True)
+    direction = rng.normal(size=DIM).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    return means, loadings, direction
+
+
+def limit(name: str) -> tuple[float, float] | None:
+    """The planted shift's Mahalanobis separation in the target class (unit noise plus
+    its six natural directions) and the best F1 any detector can reach there
+    (:func:`common.best_f1`); None for a clean control."""
+    seed, shift, share = CONDITIONS[name]
+    if not share:
+        return None
+    _, loadings, direction = _parameters(np.random.default_rng(seed))
+    L = loadings[TARGET].astype(np.float64)
+    cov = np.eye(DIM) + L @ L.T
+    u = direction.astype(np.float64)
+    separation = float(shift * np.sqrt(u @ np.linalg.solve(cov, u)))
+    return separation, best_f1(separation, share)
+
+
 def generate(name: str) -> str:
     seed, shift, share = CONDITIONS[name]
     path = os.path.join(DATA_DIR, f"seed{seed}_shift{shift:g}_share{share:g}.parquet")
@@ -55,11 +82,7 @@ def generate(name: str) -> str:
         return path
     os.makedirs(DATA_DIR, exist_ok=True)
     rng = np.random.default_rng(seed)
-    means = rng.normal(0, 2.0, (CLASSES, DIM)).astype(np.float32)
-    loadings = rng.normal(size=(CLASSES, DIM, 6)).astype(np.float32)
-    loadings *= 1.4 / np.linalg.norm(loadings, axis=1, keepdims=True)
-    direction = rng.normal(size=DIM).astype(np.float32)
-    direction /= np.linalg.norm(direction)
+    means, loadings, direction = _parameters(rng)
     truth = []
     schema = pa.schema([("id", pa.int64()), ("label", pa.int64()), ("features", pa.list_(pa.float32(), DIM))])
     tmp = path + ".part"
@@ -116,22 +139,29 @@ def _verdicts(summary: dict) -> list:
     return out
 
 
-def render(results: list) -> str:
+def render(results: list, commit: str, where: str) -> str:
     lines = [
         "## Planted shifts at a million rows (development part)",
         "",
-        f"`python benchmarks/dev_shift_scale.py` (at 7f07650) on {machine()}: {ROWS:,} rows x {DIM}, {CLASSES} Gaussian classes "
+        f"`python benchmarks/dev_shift_scale.py` (at {commit}) on {where}: {ROWS:,} rows x {DIM}, {CLASSES} Gaussian classes "
         "with six correlated directions each (sd 1.4) over unit noise, a share of class "
         f"{TARGET} shifted along one random direction; seeds 11-14 (development); default detectors, "
-        "no poison rate, one worker. Chosen on: these figures are development figures.",
+        "no poison rate, one worker. Chosen on: these figures are development figures. "
+        "Separation: the shift's Mahalanobis length in the target class (the class's natural directions "
+        "shorten a shift that leans on them); best possible F1: the F1 of the best cut along the true "
+        "discriminant with the shift, the class's covariance and the share all known (`common.best_f1`): "
+        "no detector can expect more, since the two groups overlap.",
         "",
-        "| condition | poisoned rows | quarantined | F1 (P/R) | clean rows quarantined | classes judged | wall s | peak MB |",
-        "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |",
+        "| condition | poisoned rows | quarantined | F1 (P/R) | separation | best possible F1 | clean rows quarantined | classes judged | wall s | peak MB |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for r in results:
+        lim = limit(r["name"]) if r["name"] in CONDITIONS else None
         lines.append(
             f"| {r['name']} | {r['poisoned']:,} | {r['quarantined']:,} | "
-            f"{r['f1']:.2f} ({r['precision']:.2f}/{r['recall']:.2f}) | {r['clean_quarantined']:.2%} | "
+            f"{r['f1']:.2f} ({r['precision']:.2f}/{r['recall']:.2f}) | "
+            + (f"{lim[0]:.2f} | {lim[1]:.3f} | " if lim else "— | — | ")
+            + f"{r['clean_quarantined']:.2%} | "
             f"{', '.join(r['judged']) or 'none'} | {r['seconds']:.0f} | {r['peak_mb']:,.0f} |"
         )
     lines += ["", BEFORE]
@@ -149,6 +179,11 @@ BEFORE = (
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["render"]:  # the section again from the last run's figures
+        with open(os.path.join(RESULTS, "results.json")) as f:
+            record = json.load(f)
+        write_section("dev_shift_scale", render(record["results"], record.get("commit", "7f07650"), record["machine"]))
+        return
     if argv[:1] == ["generate"]:
         for name in CONDITIONS:
             t = time.perf_counter()
@@ -167,10 +202,12 @@ def main(argv: list[str]) -> None:
         for v in r["verdicts"]:
             print("   ", v["label"], v["detector"], v.get("poisoned"), v.get("group_fraction"), v.get("separation"),
                   v.get("p_value"), (v.get("note") or "")[:200], flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                            text=True).stdout.strip() or "an unknown commit"
     with open(os.path.join(RESULTS, "results.json"), "w") as f:
-        json.dump({"machine": machine(), "results": results}, f, indent=2, default=str)
+        json.dump({"machine": machine(), "commit": commit, "results": results}, f, indent=2, default=str)
     if not argv and not os.environ.get("SHIFT_SMOKE"):
-        write_section("dev_shift_scale", render(results))
+        write_section("dev_shift_scale", render(results, commit, machine()))
 
 
 if __name__ == "__main__":
