@@ -413,11 +413,14 @@ def gaussian(seed, classes, per_class, dim, shift_sd, share, targets=1, componen
     directions of sd 2 over unit noise; ``heavy_df`` draws Student-t noise instead.
     Poison: in each of ``targets`` classes, ``share`` of the class moved ``shift_sd``
     times the class's own standard deviation along a random direction (the class's
-    lowest-variance direction with ``low_variance_direction``)."""
+    lowest-variance direction with ``low_variance_direction``).
 
-    def build(poison):
+    The returned ``build`` carries ``build.parameters()``: the generator's true
+    parameters of each shifted class (no scan; see ``limits.py``)."""
+
+    def draw(poison):
         rng = np.random.default_rng(seed)
-        X, y = [], []
+        X, y, truth = [], [], {}
         for c in range(classes):
             mean = rng.normal(0, 2.0, dim)
             weights = np.sort(rng.dirichlet(np.full(components, 3.0)))[::-1]
@@ -427,15 +430,18 @@ def gaussian(seed, classes, per_class, dim, shift_sd, share, targets=1, componen
             if components == 1:
                 offsets[:] = 0
             noise = (rng.standard_t(heavy_df, (per_class, dim)) if heavy_df else rng.standard_normal((per_class, dim)))
+            load = None
             if strong:
                 load = rng.normal(size=(dim, strong))
                 load *= 2.0 / np.linalg.norm(load, axis=0, keepdims=True)
                 noise = noise + rng.standard_normal((per_class, strong)) @ load.T
             X.append(mean + offsets[sub] + noise)
             y.append(np.full(per_class, c))
+            truth[c] = {"weights": weights, "offsets": offsets.copy(), "loadings": load, "heavy_df": heavy_df}
         X, y = np.concatenate(X), np.concatenate(y)
         mask = np.zeros(len(y), bool)
         per_target = {}
+        shifts = []
         chosen = rng.choice(classes, targets, replace=False)
         for t in chosen:
             rows = np.flatnonzero(y == t)
@@ -447,17 +453,55 @@ def gaussian(seed, classes, per_class, dim, shift_sd, share, targets=1, componen
                 d /= np.linalg.norm(d)
             sd = float(np.std(X[rows] @ d))
             idx = rng.choice(rows, int(round(share * len(rows))), replace=False)
+            shifts.append({**truth[int(t)], "shift": shift_sd * sd * d, "sample_sd": sd, "share": len(idx) / len(rows)})
             if poison:
                 X[idx] += shift_sd * sd * d
                 mask[idx] = True
                 per_target[int(t)] = len(idx)
-        return Built("features", y, mask, per_target, X=X.astype(np.float32))
+        return Built("features", y, mask, per_target, X=X.astype(np.float32)), shifts
 
+    def build(poison):
+        return draw(poison)[0]
+
+    def parameters():
+        """One dict per shifted class: ``shift`` (the planted vector), ``share`` (the
+        fraction of the class shifted), ``sample_sd`` (the class's sd along the shift
+        in the drawn rows, the shift's unit), ``weights`` and ``offsets`` (the sub-populations,
+        relative to the class mean), ``loadings`` (the correlated directions: the class's
+        covariance is unit noise plus loadings @ loadings.T; None without) and
+        ``heavy_df`` (Student-t noise, independent coordinates, when not None)."""
+        return draw(False)[1]
+
+    build.parameters = parameters
     return build
 
 
 # the 1M x 256 rebuild ----------------------------------------------------------------------
 BIG_ROWS, BIG_DIM, BIG_CLASSES, BIG_TARGET, BIG_SHARE, BIG_SD, BIG_SEED = 1_000_000, 256, 10, 6, 0.20, 4.0, 1013
+
+
+def _big_draws(rng: np.random.Generator):
+    """The class means, the classes' correlated directions and the shift's direction:
+    the first draws of the rebuild's generator."""
+    means = rng.normal(0, 2.0, (BIG_CLASSES, BIG_DIM)).astype(np.float32)
+    loadings = rng.normal(size=(BIG_CLASSES, BIG_DIM, 8)).astype(np.float32)
+    loadings *= 1.5 / np.linalg.norm(loadings, axis=1, keepdims=True)
+    direction = rng.normal(size=BIG_DIM).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    # the class's sd along the direction: unit noise plus its correlated directions
+    sd = float(np.sqrt(1.0 + np.sum((loadings[BIG_TARGET].T @ direction) ** 2)))
+    return means, loadings, direction, sd
+
+
+def big_parameters() -> list:
+    """The rebuild's true parameters of the shifted class, as ``gaussian``'s
+    ``parameters()`` gives them (nothing written or scanned)."""
+    _, loadings, direction, sd = _big_draws(np.random.default_rng(BIG_SEED))
+    per_class = BIG_ROWS // BIG_CLASSES
+    return [{"weights": np.ones(1), "offsets": np.zeros((1, BIG_DIM)), "heavy_df": None,
+             "loadings": loadings[BIG_TARGET].astype(np.float64),
+             "shift": BIG_SD * sd * direction.astype(np.float64), "sample_sd": sd,
+             "share": int(BIG_SHARE * per_class) / per_class}]
 
 
 def big_parquet(poison: bool) -> tuple[str, np.ndarray]:
@@ -474,13 +518,7 @@ def big_parquet(poison: bool) -> tuple[str, np.ndarray]:
     if os.path.exists(path) and os.path.exists(truth_path):
         return path, np.load(truth_path)
     rng = np.random.default_rng(BIG_SEED)
-    means = rng.normal(0, 2.0, (BIG_CLASSES, BIG_DIM)).astype(np.float32)
-    loadings = rng.normal(size=(BIG_CLASSES, BIG_DIM, 8)).astype(np.float32)
-    loadings *= 1.5 / np.linalg.norm(loadings, axis=1, keepdims=True)
-    direction = rng.normal(size=BIG_DIM).astype(np.float32)
-    direction /= np.linalg.norm(direction)
-    # the class's sd along the direction: unit noise plus its correlated directions
-    sd = float(np.sqrt(1.0 + np.sum((loadings[BIG_TARGET].T @ direction) ** 2)))
+    means, loadings, direction, sd = _big_draws(rng)
     labels = np.repeat(np.arange(BIG_CLASSES), BIG_ROWS // BIG_CLASSES)
     rng.shuffle(labels)
     target_rows = np.flatnonzero(labels == BIG_TARGET)
@@ -514,6 +552,9 @@ def big(poison):
     labels = np.repeat(np.arange(BIG_CLASSES), BIG_ROWS // BIG_CLASSES)  # the class sizes (ids are not in this order)
     return Built("parquet", labels, truth, {BIG_TARGET: int(truth.sum())} if poison else {},
                  flags=["--features-column", "features"], info={"path": path})
+
+
+big.parameters = big_parameters
 
 
 # the matrix --------------------------------------------------------------------------------

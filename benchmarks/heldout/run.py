@@ -5,6 +5,7 @@
     python benchmarks/heldout/run.py --list           # the conditions, nothing run
     python benchmarks/heldout/run.py --only 'Lite0|tweets'   # a subset (regex on names); no doc
     python benchmarks/heldout/run.py --only cells --blind    # a wiring check: no figures shown
+    python benchmarks/heldout/run.py --render         # run nothing: the doc again from heldout.json
 
 This part is run to report, never to choose: nobody tuning the detectors looks at its
 figures before the final run. ``--blind`` runs the scans and prints only whether each ran
@@ -19,6 +20,9 @@ tables and the 1M x 256 Parquet file. On label-flip conditions cleanlab's
 ``find_label_issues`` runs beside it on 5-fold out-of-fold probabilities of a logistic
 regression on comparable features (the scanned representation; the encoded table; TF-IDF
 of the text).
+
+On planted shifts the table also gives the best F1 any detector can expect
+(``limits.py``: from the generator's true parameters, no scan).
 
 Built data and representations are cached under benchmarks/data/heldout/; scan outputs
 and ``heldout.json`` go to benchmarks/results/heldout/.
@@ -45,6 +49,7 @@ sys.path.insert(0, BENCH)
 
 from common import BIN, machine, write_section  # noqa: E402
 from heldout import conditions as matrix_conditions  # noqa: E402
+from heldout import limits as shift_limits  # noqa: E402
 from heldout import nets  # noqa: E402
 from heldout.data import cache_path  # noqa: E402
 from matrix import check_disjoint  # noqa: E402
@@ -175,7 +180,13 @@ def main(argv=None) -> None:
     ap.add_argument("--missing-reason", default="not run",
                     help="with --from-saved: why the conditions without a saved result did not run")
     ap.add_argument("--note", default="", help="with --from-saved: a line added under the header")
+    ap.add_argument("--render", action="store_true",
+                    help="run nothing: write the doc again from the last results (results/heldout/heldout.json), "
+                         "its measured figures as they are")
     args = ap.parse_args(argv)
+    if args.render:
+        render_saved()
+        return
     check_disjoint()
     warnings.filterwarnings("ignore")
     conds = matrix_conditions.conditions()
@@ -233,7 +244,8 @@ def main(argv=None) -> None:
     if args.blind:
         return
     with open(os.path.join(RESULTS, "heldout.json"), "w") as f:
-        json.dump({"machine": machine(), "minutes": total / 60, "cpu_minutes": cpu / 60, "rows": rows}, f, indent=2, default=str)
+        json.dump({"machine": machine(), "minutes": total / 60, "cpu_minutes": cpu / 60, "rows": rows,
+                   "doc": {"assembled": False, "skipped_1m": args.skip_1m, "note": ""}}, f, indent=2, default=str)
     if args.only or args.no_doc:
         return
     text = document(rows, total, cpu, skipped_1m=args.skip_1m)
@@ -271,15 +283,37 @@ def from_saved(conds, args) -> None:
     total = sum(r.get("seconds", 0.0) for r in rows)
     cpu = sum(r.get("cpu_seconds", 0.0) for r in rows)
     print(f"assembled {len(rows)} saved conditions; {len(missing)} not run: {missing}", flush=True)
-    with open(os.path.join(RESULTS, "heldout.json"), "w") as f:
-        json.dump({"machine": machine(), "minutes": total / 60, "cpu_minutes": cpu / 60, "rows": rows,
-                   "not_run": {m: args.missing_reason for m in missing}}, f, indent=2, default=str)
-    if args.no_doc:
-        return
     optional = [c.name for c in matrix_conditions.conditions() if c.optional]
     skipped_1m = args.skip_1m or any(m in optional for m in missing)
+    with open(os.path.join(RESULTS, "heldout.json"), "w") as f:
+        json.dump({"machine": machine(), "minutes": total / 60, "cpu_minutes": cpu / 60, "rows": rows,
+                   "not_run": {m: args.missing_reason for m in missing},
+                   "doc": {"assembled": True, "skipped_1m": skipped_1m, "note": args.note}}, f, indent=2, default=str)
+    if args.no_doc:
+        return
     text = document(rows, total, cpu, skipped_1m=skipped_1m,
                     not_run=[(m, args.missing_reason) for m in missing], assembled=True, note=args.note)
+    write_section("heldout", text)
+    print(text)
+
+
+def render_saved() -> None:
+    """Write the doc again from heldout.json, as the run that wrote it did (its machine,
+    times, rows and conditions not run; what is computed, not measured, e.g. the best
+    possible F1 of the planted shifts, computed again)."""
+    path = os.path.join(RESULTS, "heldout.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"no saved results at {path}: run the benchmark first (or --from-saved)")
+    with open(path) as f:
+        record = json.load(f)
+    rows = record["rows"]
+    not_run = list(record.get("not_run", {}).items())
+    optional = [c.name for c in matrix_conditions.conditions() if c.optional]
+    # results written before the doc settings were saved: what the run's own doc had
+    doc = record.get("doc") or {"assembled": "not_run" in record, "note": "",
+                                "skipped_1m": not any(r["name"] in optional for r in rows)}
+    text = document(rows, record["minutes"] * 60, record["cpu_minutes"] * 60, skipped_1m=doc["skipped_1m"],
+                    not_run=not_run, assembled=doc["assembled"], note=doc["note"], where=record["machine"])
     write_section("heldout", text)
     print(text)
 
@@ -335,8 +369,10 @@ def _sd(row) -> float | None:
 
 
 def document(rows: list, total: float, cpu: float, skipped_1m: bool, not_run: list | None = None,
-             assembled: bool = False, note: str = "") -> str:
+             assembled: bool = False, note: str = "", where: str | None = None) -> str:
     not_run = not_run or []
+    where = where or machine()
+    limits = shift_limits.limits_by_name()  # computed from the generators, not measured
     lines = []
     for r in rows:
         ctl = r["control_result"]
@@ -352,12 +388,13 @@ def document(rows: list, total: float, cpu: float, skipped_1m: bool, not_run: li
         else:
             cq, cany = f"failed: {ctl.get('error', '')[:120]}", "—"
         rows_n = r.get("data", {}).get("rows")
+        best = shift_limits.cell(limits.get(r["name"])) if r["family"] == "shift" else "—"
         lines.append(
             f"| {r['name']} | held-out | {r['family']} | {r['representation']} | {r['trigger']} | {r['rate']} | "
-            f"{r['targets']} | {r['classes']} | {rows_n:,} | {ps} | {clean_q} | {cl} | {cq} | {cany} |"
+            f"{r['targets']} | {r['classes']} | {rows_n:,} | {ps} | {best} | {clean_q} | {cl} | {cq} | {cany} |"
             if rows_n is not None else
             f"| {r['name']} | held-out | {r['family']} | {r['representation']} | {r['trigger']} | {r['rate']} | "
-            f"{r['targets']} | {r['classes']} | — | {ps} | {clean_q} | {cl} | {cq} | {cany} |"
+            f"{r['targets']} | {r['classes']} | — | {ps} | {best} | {clean_q} | {cl} | {cq} | {cany} |"
         )
     ok = [r for r in rows if "poisonscan" in r]
 
@@ -373,6 +410,15 @@ def document(rows: list, total: float, cpu: float, skipped_1m: bool, not_run: li
                 f"{big[0]['poisonscan']['metrics']['recall']:.4f} (target >= 0.90 / >= 0.95)" if big else
                 "not run" + next((f" ({w})" for n, w in not_run if n.startswith("Gaussian 1M")),
                                  " (--skip-1m)" if skipped_1m else ""))
+    shift_best = [limits[r["name"]]["best_f1"] for r in shares_ok
+                  if limits.get(r["name"], {}).get("best_f1") is not None]
+    best_line = (f"; the best possible F1 there: {min(shift_best):.2f} to {max(shift_best):.2f}"
+                 if shift_best else "")
+    narrow = [f"{n} ({lim['sd_ratio']:.2f})" for n, lim in limits.items()
+              if abs(lim["sd_ratio"] - 1) > 0.1 and any(r["name"] == n for r in rows)]
+    narrow_line = ("Where the shift's direction was picked from the drawn rows, they can be narrower along it "
+                   "than their generator (the drawn sd over the true one: " + "; ".join(narrow) + "): a scan of "
+                   "that one sample can then beat the limit in expectation. ") if narrow else ""
     backdoors = [r for r in ok if r["family"] == "backdoor"]
     mid = [r for r in backdoors if 0.01 - 1e-9 <= (_min_target_share(r) or 0) <= 0.10 + 1e-9]
     low = [r for r in backdoors if 0.003 - 1e-9 <= (_min_target_share(r) or 0) < 0.01 - 1e-9]
@@ -396,7 +442,8 @@ def document(rows: list, total: float, cpu: float, skipped_1m: bool, not_run: li
     failed = [r["name"] for r in rows if "error" in r or "error" in r["control_result"]]
     rejected = [f"{r['name']} ({r['poisonscan']['rows_rejected']:,})" for r in ok if r["poisonscan"]["rows_rejected"]]
     for name, why in not_run:
-        lines.append(f"| {name} | held-out | — | — | — | — | — | — | — | **not run**: {why} | — | — | — | — |")
+        lines.append(f"| {name} | held-out | — | — | — | — | — | — | — | **not run**: {why} | "
+                     f"{shift_limits.cell(limits.get(name))} | — | — | — | — |")
     examples = ", ".join(f"{r['example']}: {r['name']}" for r in rows if r["example"])
     how = ("`python benchmarks/heldout/run.py` (in groups with `--only`, assembled with `--from-saved`; "
            "minutes are the sum of the conditions' own times)" if assembled else "`python benchmarks/heldout/run.py`")
@@ -409,7 +456,7 @@ def document(rows: list, total: float, cpu: float, skipped_1m: bool, not_run: li
         not_run_line += "\n" + note + "\n"
     return f"""## Held-out part: conditions nobody tuned on
 
-{how} on {machine()}; {total / 60:.0f} min ({cpu / 60:.0f} min of CPU) for {len(rows)} conditions and
+{how} on {where}; {total / 60:.0f} min ({cpu / 60:.0f} min of CPU) for {len(rows)} conditions and
 {len(ctl_runs)} clean controls{" (the 1M x 256 rebuild left out)" if skipped_1m else ""}.
 {not_run_line}
 The held-out part of the matrix (`benchmarks/matrix.py`), built in `benchmarks/heldout/` and
@@ -427,17 +474,26 @@ columns; text: TF-IDF of words and word pairs), on flip conditions.
 Cells: F1 (precision/recall) of the quarantined rows; "clean rows q." = share of the
 unpoisoned rows of the poisoned set quarantined; the control is the same data without poison
 (the same recipe for the representation), shared by conditions on the same data: share of
-its rows quarantined and the classes judged poisoned. Issue 13's examples rebuilt here:
-{examples}.
+its rows quarantined and the classes judged poisoned. Best possible F1 (planted shifts):
+the F1 no detector can expect to beat, computed from the generator's true parameters, not
+measured (`benchmarks/heldout/limits.py`): for Gaussian classes the F1 of the best cut
+along the true discriminant with the shift, the class's covariance and the shifted share
+all known (`benchmarks/common.py`, `best_f1`); for classes with sub-populations and
+Student-t classes, where that formula does not hold, the best threshold on the likelihood
+ratio of the two true group densities, by Monte Carlo ({shift_limits.MC_ROWS:,} simulated
+rows of each group); separation: the shift's Mahalanobis length in the class's true
+covariance; with several shifted classes, the harder one's. The groups overlap, so a
+detector's F1 below it is the data's doing as much as the detector's. {narrow_line}Issue
+13's examples rebuilt here: {examples}.
 
-| condition | part | family | representation | trigger | rate | targets | classes | rows | poisonscan | clean rows q. | cleanlab | control: quarantined | control: classes judged poisoned |
-| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+| condition | part | family | representation | trigger | rate | targets | classes | rows | poisonscan | best possible F1 | clean rows q. | cleanlab | control: quarantined | control: classes judged poisoned |
+| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
 {chr(10).join(lines)}
 
 Against issue 13's targets (held-out part, as measured):
 
 - planted shifts of 4 SD or more holding 0.5-30 % of a class: lowest F1 {worst(shares_ok)}
-  over {len(shares_ok)} conditions (target >= 0.95); the 1M x 256 rebuild: {big_line}.
+  over {len(shares_ok)} conditions (target >= 0.95{best_line}); the 1M x 256 rebuild: {big_line}.
 - patch and blend backdoors at 1-10 % per target: lowest F1 {worst(mid)} over {len(mid)} conditions
   (target >= 0.90); by representation family: {"; ".join(by_family)}. At 0.3-1 % per target:
   lowest F1 {worst(low)} over {len(low)} conditions (target >= 0.80).
