@@ -231,7 +231,7 @@ def render(r: dict, where: str | None = None, note: str = "") -> str:
         if name.startswith("floor"):
             continue
         rows = e.get("rows", 0)
-        size = name.split()[1]
+        size = next((t for t in name.split() if t in SIZES), None)
         floor = r.get(f"floor {size}")
         ratio = f"{e['seconds'] / floor['seconds']:.2f}" if floor else ""
         lines.append(
