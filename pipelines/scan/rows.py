@@ -522,10 +522,15 @@ def _feature_column(batch, kinds, problems) -> pa.Array:
 def _check_values(X: np.ndarray, has_null: np.ndarray, rows: np.ndarray, checks, problems) -> np.ndarray:
     """Which vectors (of one length) hold a null, NaN, infinite, huge or out-of-range
     value; each is rejected with the first reason that applies."""
-    finite = np.isfinite(X).all(axis=1)
+    # one pass of row minima and maxima: NaN propagates into them and fails both
+    # comparisons, an infinity fails one; only the rows that fail are looked at again
     with np.errstate(invalid="ignore"):
-        huge = finite & (np.abs(X) > MAX_FEATURE_MAGNITUDE).any(axis=1)
-    bad_rows = has_null | ~finite | huge
+        in_bounds = (X.max(axis=1) <= MAX_FEATURE_MAGNITUDE) & (X.min(axis=1) >= -MAX_FEATURE_MAGNITUDE)
+    huge = np.zeros(len(rows), dtype=bool)
+    failed = np.flatnonzero(~in_bounds)
+    if failed.size:
+        huge[failed] = np.isfinite(X[failed]).all(axis=1)
+    bad_rows = has_null | ~in_bounds
     outside = np.zeros(len(rows), dtype=bool)
     if checks.feature_range is not None:
         lo_v, hi_v = checks.feature_range
