@@ -216,7 +216,7 @@ summary lines below are the poisonscan column's. Best possible F1 (planted Gauss
 shifts): the F1 of the best cut along the true discriminant with the shift, the class's
 covariance and the share all known (`benchmarks/common.py`, `best_f1`; separation: the
 shift's Mahalanobis length in its class; with two targets, the harder one's). The groups
-overlap, so no detector can expect more.
+overlap, so no detector can expect more (a single draw of rows may score above it).
 
 {chr(10).join(lines)}
 
