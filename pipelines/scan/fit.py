@@ -3,6 +3,7 @@ accumulators and a bounded uniform sample), then one fitted model per class."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -341,6 +342,16 @@ def _cores() -> int:
     return max(cores, 1)
 
 
+#: What the detectors import on first use, imported here before fits run side by side:
+#: two threads importing scikit-learn for the first time at once can see a half-initialised
+#: module ("cannot import name 'clone' from partially initialized module 'sklearn.base'",
+#: seen in test_progress's image scan).
+_FIT_LIBRARIES = (
+    "scipy.optimize", "scipy.sparse", "scipy.special", "scipy.stats",
+    "sklearn.cluster", "sklearn.decomposition", "sklearn.ensemble", "sklearn.linear_model", "sklearn.metrics",
+)
+
+
 def each_at_once(fn, items: Sequence) -> list:
     """``[fn(x) for x in items]``, run in threads, one per core at most.
 
@@ -362,6 +373,8 @@ def each_at_once(fn, items: Sequence) -> list:
     with threadpool_limits(limits=1):
         if cores < 2 or len(items) < 2:
             return [fn(x) for x in items]
+        for module in _FIT_LIBRARIES:
+            importlib.import_module(module)
         with ThreadPoolExecutor(max_workers=min(cores, len(items)), thread_name_prefix="poisonscan-fit") as pool:
             futures = [pool.submit(fn, x) for x in items]
             wait(futures)
