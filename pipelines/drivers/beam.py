@@ -274,6 +274,7 @@ class _FitClass(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.SMALL, (label, partial.rows))
         else:
             self.pending.append((label, partial, timestamp, window))
+            return  # counted once fitted, in finish_bundle
         self.counts.add(read=partial.rows, classes=1)
 
     def finish_bundle(self):
@@ -289,7 +290,8 @@ class _FitClass(beam.DoFn):
                 self.plan.layout,
             )
 
-        for (_, _, timestamp, window), model in zip(pending, each_at_once(fit, pending)):
+        for (_, partial, timestamp, window), model in zip(pending, each_at_once(fit, pending)):
+            self.counts.add(read=partial.rows, classes=1)
             yield WindowedValue(model, timestamp, [window])
         self.counts.flush()
 

@@ -22,7 +22,6 @@ reason (``bad_image``, ``empty_text``).
 from __future__ import annotations
 
 import functools
-
 import io
 import math
 import re
@@ -169,7 +168,7 @@ def pixel_tokens(x: np.ndarray, modes: bytes) -> list[list[str]]:
     cells, blocks, patterns = _token_tables(g)
     flat, flat_off = lv.reshape(n, -1), off.reshape(n, -1)
     bcode, bflat = code.reshape(n, -1), block.reshape(n, -1)
-    px = np.flatnonzero(flat_off) if n else np.empty(0, np.int64)  # over the batch, image by image
+    px = np.flatnonzero(flat_off)  # over the batch, image by image
     bk = np.flatnonzero(bflat)
     px_tokens = cells[(px % (g * g)) * PIXEL_LEVELS + flat.reshape(-1)[px]].tolist()
     bk_cell = (bk % ((g - 1) ** 2)).tolist()
