@@ -461,7 +461,7 @@ def fold_column(positions: np.ndarray, fold_of: dict) -> np.ndarray:
 
 
 @torch.no_grad()
-def apply_proxy(model: ProxyEnsemble, inputs: dict, fold: np.ndarray, batch: int = 4096):
+def apply_proxy(model: ProxyEnsemble, inputs: dict, fold: np.ndarray, batch: int = 512):
     """(representation, probabilities) for encoded rows, in chunks."""
     n = len(fold)
     reps, probs = [], []
