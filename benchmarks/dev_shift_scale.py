@@ -125,7 +125,7 @@ def scan(name: str) -> dict:
         "name": name, "poisoned": len(truth), "quarantined": len(found), "tp": tp,
         "precision": p, "recall": rc, "f1": 2 * p * rc / (p + rc) if p + rc else 0.0,
         "clean_quarantined": (len(found) - tp) / (ROWS - len(truth)), "judged": judged,
-        "seconds": r.seconds, "peak_mb": r.peak_rss_mb,
+        "seconds": r.seconds, "peak_mb": r.peak_mb,
         "verdicts": [v for v in _verdicts(summary) if v.get("poisoned") or str(v.get("label")) == str(TARGET)],
     }
 

@@ -198,7 +198,7 @@ def scan(name, table, truth, flags, out_root):
         "rows": len(truth),
         "poisoned": int(truth.sum()),
         "seconds": run.seconds,
-        "peak_mb": run.peak_rss_mb,
+        "peak_mb": run.peak_mb,
         "proxy_seconds": summary["settings"].get("representation", {}).get("seconds"),
         "proxy_epochs": summary["settings"].get("representation", {}).get("epochs"),
         "poisonscan": prf(flag, truth),

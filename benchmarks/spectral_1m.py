@@ -8,7 +8,7 @@ The data: ten classes of 100,000 rows; each class is a Gaussian around its own m
 eight correlated directions of its own (sd 1.5) over unit noise. In class 3, 5,000 rows
 (5 % of the class, 0.5 % of the data) are shifted 12 units along one random direction.
 
-Compared in one run, each as a separate process (wall time and peak summed RSS):
+Compared in one run, each as a separate process (wall time and peak summed proportional set size):
 
 * ``plain``: a two-pass pyarrow + numpy implementation of the same computation — per-class
   mean and covariance (pairwise merging), a uniform per-class sample of 4,096 rows, the
@@ -194,7 +194,7 @@ def main() -> None:
             if r.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{r.stderr}")
             runs[name].append(r)
-            print(f"{name}: {r.seconds:.1f} s, peak {r.peak_rss_mb:.0f} MB", flush=True)
+            print(f"{name}: {r.seconds:.1f} s, peak {r.peak_mb:.0f} MB", flush=True)
     rows = []
     record = {"machine": machine(), "repeats": repeats, "configs": {}}
     for name in configs:
@@ -204,7 +204,7 @@ def main() -> None:
         paired = [r.seconds / p.seconds for r, p in zip(runs[name], runs["plain pyarrow+numpy (spectral)"])]
         ratio = float(np.median(paired))
         cpu = np.median([r.cpu_seconds for r in runs[name]])
-        peak = max(r.peak_rss_mb for r in runs[name])
+        peak = max(r.peak_mb for r in runs[name])
         acc = accuracy(outs[name])
         summary_path = os.path.join(os.path.dirname(outs[name]), "summary.json")
         clean_q = None
@@ -212,7 +212,7 @@ def main() -> None:
             with open(summary_path) as f:
                 s = json.load(f)
             clean_q = sum(c["rows_quarantined"] for c in s["classes"] if c["label"] != TARGET)
-        record["configs"][name] = {"seconds": secs, "peak_rss_mb": peak, "cpu_seconds": cpu, "x_plain_paired": paired, **acc, "clean_class_rows_quarantined": clean_q}
+        record["configs"][name] = {"seconds": secs, "peak_mb": peak, "cpu_seconds": cpu, "x_plain_paired": paired, **acc, "clean_class_rows_quarantined": clean_q}
         rows.append(
             f"| {name} | {secs:.1f} | {ratio:.2f} ({min(paired):.2f}-{max(paired):.2f}) | {cpu:.1f} | {peak:,.0f} | {acc['recall']:.4f} | "
             f"{acc['precision']:.4f} | {'' if clean_q is None else clean_q} |"
@@ -224,7 +224,7 @@ def main() -> None:
 `make bench` (`python benchmarks/spectral_1m.py`), on {machine()}; median of {repeats}
 interleaved rounds, each run a separate process; x plain = the median over rounds of the
 run's wall time over the plain run's in the same round (the range: lowest and highest);
-peak = largest summed RSS of the process tree.
+peak = largest summed proportional set size (PSS) of the process tree.
 Data: 10 classes x 100,000 rows, 256 float32, Parquet (row groups of 65,536, 1.0 GB); in
 class {TARGET}, 5,000 rows (0.5 % of the data) shifted {SHIFT:g} units along one direction.
 Scan: `poisonscan scan spectral_1m.parquet --features-column features
