@@ -182,9 +182,7 @@ def main(argv: list[str]) -> None:
     results = {}
 
     def measure(name, cmd, out=None, truth=None):
-        r = run_measured(cmd)
-        if r.returncode != 0:
-            raise SystemExit(f"{name} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        r = _measured(name, cmd)
         entry = {"seconds": r.seconds, "cpu_seconds": r.cpu_seconds, "peak_mb": r.peak_mb}
         if out:
             acc = accuracy(out, truth)
@@ -224,6 +222,14 @@ def main(argv: list[str]) -> None:
     write_section("scale", render(results))
 
 
+def _measured(name: str, cmd: list):
+    """:func:`run_measured`, stopping the benchmark when the command fails."""
+    r = run_measured(cmd)
+    if r.returncode != 0:
+        raise SystemExit(f"{name} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return r
+
+
 def one_million_rounds(data: str, rounds: int) -> list[dict]:
     """The floor, spectral only and the default scan on 1M rows, ``rounds`` times in turn:
     on this machine one run's ratio swings with the page cache and the neighbours (the
@@ -238,9 +244,7 @@ def one_million_rounds(data: str, rounds: int) -> list[dict]:
         for name, cmd in (("floor", [sys.executable, FLOOR, data, str(RATE)]),
                           ("spectral only", [*base, "--detectors", "spectral"]),
                           ("default", [*base, "--workers", "1"])):
-            r = run_measured(cmd)
-            if r.returncode != 0:
-                raise SystemExit(f"round {i + 1}, {name} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+            r = _measured(f"round {i + 1}, {name}", cmd)
             row[name] = {"seconds": r.seconds, "peak_mb": r.peak_mb}
             print(f"round {i + 1} {name}: {r.seconds:.1f} s, peak {r.peak_mb:,.0f} MB", flush=True)
         records.append(row)
