@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -14,6 +15,19 @@ from poisonscan.detectors import (
     make_detector,
 )
 from poisonscan.detectors.base import input_words
+
+
+def usable_cores() -> int:
+    """The cores this process may use: those it may run on, at most what a thread count
+    in the environment allows (each worker process of a multi-process run is given its
+    share that way, :class:`..drivers.processes.worker_threads`; a user's own setting is
+    honoured too)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) >= 1:
+            cores = min(cores, int(value))
+    return max(cores, 1)
 
 
 class ConfigError(ValueError):

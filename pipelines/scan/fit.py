@@ -4,7 +4,6 @@ accumulators and a bounded uniform sample), then one fitted model per class."""
 from __future__ import annotations
 
 import importlib
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from poisonscan.detectors._pooled import Pooled
 from poisonscan.detectors.base import group_rows_by_label, input_words, label_sort_key
 from poisonscan.detectors.decision import combine, strongest_group
 from poisonscan.detectors.stats import ClassSample
-from poisonscan.pipelines.config import ScanConfig
+from poisonscan.pipelines.config import ScanConfig, usable_cores
 from poisonscan.pipelines.scan.fingerprints import priorities
 from poisonscan.pipelines.scan.projection import project_class
 from poisonscan.pipelines.scan.rows import Prepared
@@ -329,19 +328,6 @@ def build_model(
     )
 
 
-def _cores() -> int:
-    """The cores this process may use: those it may run on, at most what a thread count
-    in the environment allows (each worker process of a multi-process run is given its
-    share that way, :class:`..drivers.processes.worker_threads`; a user's own setting is
-    honoured too)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) >= 1:
-            cores = min(cores, int(value))
-    return max(cores, 1)
-
-
 #: What the detectors import on first use, imported here before fits run side by side:
 #: two threads importing scikit-learn for the first time at once can see a half-initialised
 #: module ("cannot import name 'clone' from partially initialized module 'sklearn.base'",
@@ -365,7 +351,7 @@ def each_at_once(fn, items: Sequence) -> list:
     # scikit-learn's dependency: imported on first use, as by the detectors that run
     from threadpoolctl import threadpool_limits
 
-    cores = _cores()
+    cores = usable_cores()
     # One BLAS thread per call, whether the fits run side by side or one by one: a BLAS
     # call split over threads that another call is also using may sum in another order
     # from run to run, and a fit must give the same bits whether its worker was handed
