@@ -287,7 +287,7 @@ class ScanTables(beam.PTransform):
             content=beam.pvalue.AsSingleton(scan["content"]),
             candidates=beam.pvalue.AsList(candidates),
             rejected=beam.pvalue.AsList(rejected),
-            partials=beam.pvalue.AsSingleton(scan["partials"]),
+            partials=beam.pvalue.AsList(scan["partials"]),
         ).with_outputs(*OUTPUTS)
         kept = clean | "CleanParts" >> beam.Map(lambda part: _clean(part[2], schema))
         return {
