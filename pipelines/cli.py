@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gc
 import json
 import logging
 import re
@@ -351,6 +352,19 @@ def _attach_negative_values(argv: list) -> list:
         out.append(argv[i])
         i += 1
     return out
+
+
+def console() -> int:
+    """The ``poisonscan`` command: :func:`main`, whose code the process then exits with.
+
+    The objects every import created (Beam, pyarrow, scipy: ~240,000) are left to the
+    operating system instead of a last garbage collection: the interpreter's exit spent
+    0.6 s collecting them after a 1M-row scan (0.08 s frozen). Files are closed and exit
+    handlers run as before; only a process that ends here may do this.
+    """
+    code = main()
+    gc.freeze()
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
