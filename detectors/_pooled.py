@@ -463,6 +463,8 @@ class PooledDetector(Detector):
     per_class = False
     two_sided = False
     finds = "flipped labels"
+    # :class:`Pooled`'s out-of-fold models
+    fit_imports = ("sklearn.ensemble", "sklearn.linear_model")
 
     def create_accumulator(self) -> dict:
         return {}

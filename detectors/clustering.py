@@ -77,6 +77,7 @@ class ActivationClustering(PooledDetector):
     """
 
     name = "activation_clustering"
+    fit_imports = (*PooledDetector.fit_imports, "sklearn.cluster", "sklearn.decomposition", "sklearn.metrics")
     default_kinds = ALL_KINDS
     default_rank = 3
     finds = "backdoor"

@@ -66,6 +66,7 @@ from poisonscan.pipelines.scan.fit import (
     choose_dim,
     class_partials,
     each_at_once,
+    fit_imports,
     fit_class,
 )
 from poisonscan.pipelines.scan.keys import (
@@ -290,7 +291,8 @@ class _FitClass(beam.DoFn):
                 self.plan.layout,
             )
 
-        for (_, partial, timestamp, window), model in zip(pending, each_at_once(fit, pending)):
+        imports = fit_imports(self.detectors)
+        for (_, partial, timestamp, window), model in zip(pending, each_at_once(fit, pending, imports)):
             self.counts.add(read=partial.rows, classes=1)
             yield WindowedValue(model, timestamp, [window])
         self.counts.flush()

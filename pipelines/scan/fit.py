@@ -302,7 +302,7 @@ def build_model(
         return state, {label: det.judge(state, label, m.rows, group_test) for label, m in classes.items()}
 
     across = [det for det in detectors if not det.per_class]
-    for det, (state, verdicts) in zip(across, each_at_once(fit_across, across)):
+    for det, (state, verdicts) in zip(across, each_at_once(fit_across, across, fit_imports(across))):
         states[det.name] = state
         for label, m in classes.items():
             m.verdicts[det.name] = verdicts[label]
@@ -328,17 +328,20 @@ def build_model(
     )
 
 
-#: What the detectors import on first use, imported here before fits run side by side:
-#: two threads importing scikit-learn for the first time at once can see a half-initialised
-#: module ("cannot import name 'clone' from partially initialized module 'sklearn.base'",
-#: seen in test_progress's image scan).
-_FIT_LIBRARIES = (
-    "scipy.optimize", "scipy.sparse", "scipy.special", "scipy.stats",
-    "sklearn.cluster", "sklearn.decomposition", "sklearn.ensemble", "sklearn.linear_model", "sklearn.metrics",
-)
+#: What every detector's verdicts import on first use (the calibration's distributions),
+#: imported before fits run side by side, with what the detectors name in
+#: ``fit_imports``: two threads importing scikit-learn for the first time at once can see
+#: a half-initialised module ("cannot import name 'clone' from partially initialized
+#: module 'sklearn.base'", seen in test_progress's image scan).
+_FIT_LIBRARIES = ("scipy.optimize", "scipy.sparse", "scipy.special", "scipy.stats")
 
 
-def each_at_once(fn, items: Sequence) -> list:
+def fit_imports(detectors: Sequence[Detector]) -> tuple[str, ...]:
+    """The modules to import before ``detectors`` are fitted side by side."""
+    return tuple(dict.fromkeys([*_FIT_LIBRARIES, *(m for d in detectors for m in d.fit_imports)]))
+
+
+def each_at_once(fn, items: Sequence, imports: Sequence[str] = _FIT_LIBRARIES) -> list:
     """``[fn(x) for x in items]``, run in threads, one per core at most.
 
     For fits that are independent of each other and spend their time in numpy and
@@ -359,7 +362,7 @@ def each_at_once(fn, items: Sequence) -> list:
     with threadpool_limits(limits=1):
         if cores < 2 or len(items) < 2:
             return [fn(x) for x in items]
-        for module in _FIT_LIBRARIES:
+        for module in imports:
             importlib.import_module(module)
         with ThreadPoolExecutor(max_workers=min(cores, len(items)), thread_name_prefix="poisonscan-fit") as pool:
             futures = [pool.submit(fn, x) for x in items]
@@ -419,5 +422,6 @@ def fit_model(
     models = each_at_once(
         lambda item: fit_class(item[0], item[1], detectors, group_test, cfg.shared_sample_size, layout),
         list(big.items()),
+        fit_imports(detectors),
     )
     return build_model(models, small, rows_by_dim, detectors, group_test, layout)

@@ -1,0 +1,61 @@
+"""What the fits import, and where: a scan imports the modules its detectors name in
+``fit_imports`` before it fits classes side by side in threads (two threads importing
+scikit-learn for the first time at once can see a half-initialised module), and a scan
+whose detectors name none never loads scikit-learn.
+
+Each case scans in a fresh interpreter (the imports are per process), with the fits
+forced into threads, and records every scikit-learn import by the thread it ran in."""
+
+import json
+import subprocess
+import sys
+
+from poisonscan.detectors import available_detectors, detector_class, make_detector
+
+SCAN = """
+import json, sys, threading
+import numpy as np
+import poisonscan.pipelines.scan.fit as fit
+
+fit.usable_cores = lambda: 2  # the fits run in threads whatever this machine has
+in_threads = []
+
+def audit(event, args):
+    if event == "import" and str(args[0]).startswith("sklearn") and threading.current_thread() is not threading.main_thread():
+        in_threads.append(args[0])
+
+sys.addaudithook(audit)
+from poisonscan import scan
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((3000, 12)).astype(np.float32)
+y = np.repeat(np.arange(6), 500)
+X[:40] += 8 * np.eye(12, dtype=np.float32)[0]   # a planted group in class 0
+y[2500:2520] = 1                                 # and a few flipped labels
+scan(X, y, detectors=tuple(sys.argv[1:]))
+print(json.dumps({"in_threads": sorted(set(in_threads)),
+                  "loaded": "sklearn" in sys.modules}))
+"""
+
+
+def _scan_imports(detectors):
+    out = subprocess.run([sys.executable, "-c", SCAN, *detectors], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_spectral_scan_does_not_load_sklearn():
+    assert detector_class("spectral").fit_imports == ()
+    seen = _scan_imports(["spectral"])
+    assert seen == {"in_threads": [], "loaded": False}
+
+
+def test_no_fit_thread_imports_sklearn():
+    """Every detector that reads vectors, in one scan: scikit-learn is loaded (the label
+    and clustering detectors use it) and nothing of it is imported for the first time
+    inside a fit's thread."""
+    names = [n for n in available_detectors() if make_detector(n).input != "tokens"]
+    assert any(detector_class(n).fit_imports for n in names)
+    seen = _scan_imports(names)
+    assert seen["loaded"]
+    assert seen["in_threads"] == []
