@@ -166,3 +166,30 @@ def test_a_small_shifted_group_under_the_natural_directions_is_found_on_a_lower_
     v = det.settle(state, 1, v)
     flags = v.flags(det.statistic(state, X[y == 1], y[y == 1]))
     assert f1(flags, truth[y == 1]) > 0.9
+
+
+def test_a_refinement_that_grows_into_a_natural_split_is_refused(monkeypatch):
+    """A class split naturally in two (47 % of it 5 SD away along one direction), and a
+    group of about 9 % of the class, inside one side of the split, 2.5 SD away along
+    another. The detector's statistic sees the small group; followed freely, the
+    discriminant drifts to the natural split (a group of ~46 %), a larger group that holds
+    the judged one. The refinement refuses it and the detector's own cut stays."""
+    from poisonscan.detectors import fit_two_groups
+    from poisonscan.detectors import refine as module
+
+    rng = np.random.default_rng(0)
+    n, d = 4096, 16
+    X = rng.normal(size=(n, d))
+    natural = rng.random(n) < 0.47
+    X[natural, 0] += 5.0
+    small = natural & (rng.random(n) < 0.19)
+    X[small, 1] += 2.5
+    mean = X.mean(0)
+    eig = np.linalg.eigh(np.cov(X.T))
+    stat = (X - mean)[:, 1]
+    first = fit_two_groups(stat)
+    assert first.weight == pytest.approx(small.mean(), abs=0.03)
+    assert refine_group(X, mean, stat, eigen=eig) is None
+    monkeypatch.setattr(module, "MAX_SHARE_GROWTH", float("inf"))
+    free = refine_group(X, mean, stat, eigen=eig)
+    assert free is not None and free.fit.weight > 0.4
