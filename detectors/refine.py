@@ -35,7 +35,6 @@ import numpy as np
 from .calibration import own_null
 from .mixture import TwoGroupFit, fit_two_groups
 
-
 #: How much larger than the detector's own fitted share a refined group's share may be
 #: and still be the judged group (see :func:`refine_group`; chosen on the development
 #: part: a 25 % shift fitted at 12 % on a blurred direction, a 9 % group whose

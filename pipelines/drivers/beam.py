@@ -66,8 +66,8 @@ from poisonscan.pipelines.scan.fit import (
     choose_dim,
     class_partials,
     each_at_once,
-    fit_imports,
     fit_class,
+    fit_imports,
 )
 from poisonscan.pipelines.scan.keys import (
     N_ID_BUCKETS,
