@@ -36,9 +36,11 @@ from .calibration import own_null
 from .mixture import TwoGroupFit, fit_two_groups
 
 #: How much larger than the detector's own fitted share a refined group's share may be
-#: and still be the judged group (see :func:`refine_group`; chosen on the development
-#: part: a 25 % shift fitted at 12 % on a blurred direction, a 9 % group whose
-#: refinement was a class's natural 47 % split).
+#: and still be the judged group (:func:`refine_group`). Natural variance blurs a group
+#: on the detector's direction and its fitted share comes out low (a 25 % shift fitted
+#: at 12 %, tests/detectors/test_refine.py), but not fivefold: a refinement that grew
+#: MNIST's digit-1 group of 9 % into the digit's natural 47 % split (development
+#: all-to-all set, seed 1) had found another group. Chosen on the development part.
 MAX_SHARE_GROWTH = 3.0
 
 
@@ -178,12 +180,7 @@ def refine_group(
     if kept.sum() < 0.5 * judged_rows.sum():
         return None  # it moved to another group: the judged one is what is cut
     if fit.weight > MAX_SHARE_GROWTH * first.weight:
-        # a larger group that holds the judged one, not the judged group seen better: on
-        # the detector's direction natural variance blurs a group and its fitted share
-        # comes out low (a 25 % shift fitted at 12 %, tests/detectors/test_refine.py),
-        # but not by a factor of five (MNIST's digit 1 in the development all-to-all set:
-        # a group of 9 % whose refinement was the digit's natural split, 47 %)
-        return None
+        return None  # a larger group that holds the judged one (see MAX_SHARE_GROWTH)
     return Refinement(u, m, fit, s, before, after)
 
 
