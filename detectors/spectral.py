@@ -244,26 +244,17 @@ class SpectralSignature(ClassMeanCovDetector):
         state.classes[label] = cls
 
     def judge(self, state: DetectorState, label: Any, class_rows: int, group_test) -> ClassVerdict:
-        """The separated-group test on the top direction's projections and on the next
-        principal directions (``directions``), the least probable group of the two kept;
-        and, for a group the class's own yardstick finds improbable, its discriminant
-        direction for the cut (:mod:`.refine`, used once the class is judged:
-        :meth:`settle`).
-
-        Every class is searched, whether or not its top direction holds a group, so that
-        its evidence is the same statistic as its peers' (:func:`.decision.judge_scan`).
-        The own yardstick assumes a Gaussian class; the search picks the directions that
-        stray furthest from one, and in some representations (a ReLU network's features)
-        most classes have such directions. Searched in one class only, that class stood
-        out from peers read on their top direction alone (clean classes judged on small
-        perceptrons' features: docs/detectors.md, "Lower principal directions")."""
+        """The separated-group test on the top direction's projections; where that
+        direction holds no group, on the next principal directions (``directions``); and,
+        for a group the class's own yardstick finds improbable, its discriminant direction
+        for the cut (:mod:`.refine`, used once the class is judged: :meth:`settle`)."""
         verdict = super().judge(state, label, class_rows, group_test)
         cls = state.classes.get(label)
         if cls is None or cls.pending is None:
             return verdict
         X, eigen, searched, total = cls.pending
         cls = dataclasses.replace(cls, pending=None)
-        if searched is not None and searched.shape[1] > 1:
+        if not verdict.extra.get("candidate") and searched is not None and searched.shape[1] > 1:
             found = self._search(X, cls, searched, total, label, class_rows, group_test)
             if found is not None and found[1].extra["own_p"] < verdict.extra.get("own_p", 1.0):
                 cls, verdict = found
@@ -276,7 +267,7 @@ class SpectralSignature(ClassMeanCovDetector):
         return verdict
 
     def _search(self, X, cls, searched, total, label, class_rows, group_test):
-        """The least probable group along the next principal directions (None: none).
+        """The next principal directions' groups, when the top one holds none.
 
         A group that shifts a few % of a class adds less variance than the class's own
         strongest directions, so its direction is one of the next few (its own variance
@@ -322,7 +313,7 @@ class SpectralSignature(ClassMeanCovDetector):
         )
         extra = dict(v.extra, own_p=p, evidence=z_of_log_p(math.log(p)) if p > 0 else Z_MAX,  # p < 1 where kept
                      direction=j + 1, directions_searched=k)
-        note = f"along principal direction {j + 1} of the class (its group is less probable than any along the top one): {v.note}"
+        note = f"along principal direction {j + 1} of the class (the top one holds no group): {v.note}"
         return found, dataclasses.replace(v, note=note, extra=extra)
 
     def settle(self, state: DetectorState, label: Any, verdict: ClassVerdict) -> ClassVerdict:
