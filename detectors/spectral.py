@@ -28,6 +28,9 @@ from .stats import ClassSample, MeanCov
 #: Of the principal directions searched below the top one, how many get the two-group
 #: fit (those whose projections stray furthest from one Gaussian).
 SCREENED = 4
+#: The probability that a shifted copy of some of a class's rows, found on a searched
+#: direction, is taken for the class's own tail (:func:`wider_than_a_shifted_copy`).
+TAIL_LEVEL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,7 @@ class SpectralSignature(ClassMeanCovDetector):
             if jb[j] < 0:
                 continue
             v = group_test.decide(label, self.name, P[:, j], class_rows, two_sided=self.two_sided)
-            if not v.extra.get("candidate"):
+            if not v.extra.get("candidate") or wider_than_a_shifted_copy(P[:, j]):
                 continue
             if best is None or v.extra["own_p"] < best[1].extra["own_p"]:
                 best = (int(j) + 1, v)
@@ -476,6 +479,30 @@ class RelativeSpectral(SpectralSignature):
             f"lies {strength:.1f} SD from the class's main mass along the direction in which "
             f"it varies most relative to the other classes ({cls.explained:.0%} of that relative variance)"
         )
+
+
+def wider_than_a_shifted_copy(x: np.ndarray, level: float = TAIL_LEVEL) -> bool:
+    """Whether the two-group split of a searched projection ``x`` is the class's own tail
+    rather than a shifted copy of some of its rows.
+
+    The search looks for a share of the class moved along a direction: along it, the
+    moved rows keep the class's spread. A skewed or heavy tail fits two Gaussians too,
+    as a main mass and a *wider* minor component a little way off, which the Gaussian
+    one-group yardstick finds far too improbable. The split is a tail when the minor
+    component's variance exceeds the main mass's by more than a copy's would with
+    probability ``level``: a one-sided F test of the EM fit's two variances, with the
+    rows each component holds as degrees of freedom."""
+    # SciPy: imported on first use, by the detectors that run
+    from scipy.stats import f as f_dist
+
+    from .mixture import fit_two_groups
+
+    fit = fit_two_groups(np.asarray(x, dtype=np.float64))
+    group_rows = fit.weight * fit.n
+    if fit.sd_main <= 0 or fit.sd_group <= fit.sd_main or group_rows < 2:
+        return False
+    ratio = (fit.sd_group / fit.sd_main) ** 2
+    return bool(f_dist.sf(ratio, group_rows - 1, fit.n - group_rows - 1) < level)
 
 
 def _settled_words(strength: float) -> str:
