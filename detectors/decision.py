@@ -110,6 +110,7 @@ class GroupTest(ParamsMixin):
         class_rows: int,
         *,
         two_sided: bool,
+        fit=None,
     ) -> "ClassVerdict":
         """Measure one class's group from its sampled statistic (the first step).
 
@@ -128,6 +129,8 @@ class GroupTest(ParamsMixin):
             Rows of the class in the whole input (to express sizes as row counts).
         two_sided : bool
             Whether a group below the main mass is suspicious too.
+        fit : TwoGroupFit, optional
+            ``fit_two_groups(statistic)``, where the caller has it already.
         """
         self._validate_params()
         statistic = np.asarray(statistic, dtype=np.float64)
@@ -140,7 +143,7 @@ class GroupTest(ParamsMixin):
                 note=f"too few sampled rows to judge ({k} < {self.min_rows})",
                 extra={"candidate": False},
             )
-        fit = fit_two_groups(statistic)
+        fit = fit if fit is not None else fit_two_groups(statistic)
         own_p, z = own_null(fit) if fit.sd_main > 0 else (1.0, 0.0)
         reasons = self._not_a_group(fit, k, two_sided)
         return ClassVerdict(

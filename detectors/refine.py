@@ -123,8 +123,8 @@ def refine_group(
     one Gaussian group makes with probability ``max_own_p`` or more), when no
     discriminant separates the held-out half better than the detector's own statistic,
     or when the refined group keeps fewer than half of the sampled rows the detector's
-    own cut puts in its group, or its share is more than three times the detector's
-    group's (it found another group).
+    own cut puts in its group, or its share is more than :data:`MAX_SHARE_GROWTH` times
+    the detector's group's (it found another group).
     Deterministic: the halves are fixed by the sample's order.
     """
     X = np.asarray(X, dtype=np.float64)

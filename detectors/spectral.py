@@ -22,6 +22,7 @@ from .base import (
 )
 from .calibration import Z_MAX, z_of_log_p
 from .decision import ClassVerdict
+from .mixture import TwoGroupFit, fit_two_groups
 from .refine import Refinement, refine_group
 from .stats import ClassSample, MeanCov
 
@@ -300,8 +301,9 @@ class SpectralSignature(ClassMeanCovDetector):
         for j in order:
             if jb[j] < 0:
                 continue
-            v = group_test.decide(label, self.name, P[:, j], class_rows, two_sided=self.two_sided)
-            if not v.extra.get("candidate") or wider_than_a_shifted_copy(P[:, j]):
+            fit = fit_two_groups(P[:, j])
+            v = group_test.decide(label, self.name, P[:, j], class_rows, two_sided=self.two_sided, fit=fit)
+            if not v.extra.get("candidate") or wider_than_a_shifted_copy(fit):
                 continue
             if best is None or v.extra["own_p"] < best[1].extra["own_p"]:
                 best = (int(j) + 1, v)
@@ -481,8 +483,8 @@ class RelativeSpectral(SpectralSignature):
         )
 
 
-def wider_than_a_shifted_copy(x: np.ndarray, level: float = TAIL_LEVEL) -> bool:
-    """Whether the two-group split of a searched projection ``x`` is the class's own tail
+def wider_than_a_shifted_copy(fit: TwoGroupFit, level: float = TAIL_LEVEL) -> bool:
+    """Whether a two-group ``fit`` of a searched projection is the class's own tail
     rather than a shifted copy of some of its rows.
 
     The search looks for a share of the class moved along a direction: along it, the
@@ -495,9 +497,6 @@ def wider_than_a_shifted_copy(x: np.ndarray, level: float = TAIL_LEVEL) -> bool:
     # SciPy: imported on first use, by the detectors that run
     from scipy.stats import f as f_dist
 
-    from .mixture import fit_two_groups
-
-    fit = fit_two_groups(np.asarray(x, dtype=np.float64))
     group_rows = fit.weight * fit.n
     if fit.sd_main <= 0 or fit.sd_group <= fit.sd_main or group_rows < 2:
         return False
