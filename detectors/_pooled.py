@@ -467,8 +467,8 @@ class PooledDetector(Detector):
     per_class = False
     two_sided = False
     finds = "flipped labels"
-    # :class:`Pooled`'s out-of-fold models
-    fit_imports = ("sklearn.ensemble", "sklearn.linear_model")
+    # :class:`Pooled`'s out-of-fold models; the affinity and excess tests' distributions
+    fit_imports = ("scipy.stats", "sklearn.ensemble", "sklearn.linear_model")
 
     def create_accumulator(self) -> dict:
         return {}

@@ -495,13 +495,13 @@ def wider_than_a_shifted_copy(fit: TwoGroupFit, level: float = TAIL_LEVEL) -> bo
     probability ``level``: a one-sided F test of the EM fit's two variances, with the
     rows each component holds as degrees of freedom."""
     # SciPy: imported on first use, by the detectors that run
-    from scipy.stats import f as f_dist
+    from scipy import special
 
     group_rows = fit.weight * fit.n
     if fit.sd_main <= 0 or fit.sd_group <= fit.sd_main or group_rows < 2:
         return False
     ratio = (fit.sd_group / fit.sd_main) ** 2
-    return bool(f_dist.sf(ratio, group_rows - 1, fit.n - group_rows - 1) < level)
+    return bool(special.fdtrc(group_rows - 1, fit.n - group_rows - 1, ratio) < level)  # F upper tail
 
 
 def _settled_words(strength: float) -> str:

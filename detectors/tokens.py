@@ -85,6 +85,8 @@ class TokenTrigger(Detector):
     per_class = False
     finds = "backdoor"
     statistic_name = "trigger n-grams in the text"
+    # the counterfactual test's sparse rows and its distributions
+    fit_imports = ("scipy.sparse", "scipy.stats")
     #: What a token is, in the class verdict's note.
     token_name = "n-gram"
     #: Largest share of its label's rows a candidate may hold (None: no limit).

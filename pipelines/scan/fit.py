@@ -328,12 +328,12 @@ def build_model(
     )
 
 
-#: What every detector's verdicts import on first use (the calibration's distributions),
-#: imported before fits run side by side, with what the detectors name in
+#: What every detector's verdicts import on first use (the calibration's tails, from
+#: scipy.special), imported before fits run side by side, with what the detectors name in
 #: ``fit_imports``: two threads importing scikit-learn for the first time at once can see
 #: a half-initialised module ("cannot import name 'clone' from partially initialized
 #: module 'sklearn.base'", seen in test_progress's image scan).
-_FIT_LIBRARIES = ("scipy.optimize", "scipy.sparse", "scipy.special", "scipy.stats")
+_FIT_LIBRARIES = ("scipy.special",)
 
 
 def fit_imports(detectors: Sequence[Detector]) -> tuple[str, ...]:

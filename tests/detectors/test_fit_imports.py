@@ -1,10 +1,11 @@
 """What the fits import, and where: a scan imports the modules its detectors name in
 ``fit_imports`` before it fits classes side by side in threads (two threads importing
 scikit-learn for the first time at once can see a half-initialised module), and a scan
-whose detectors name none never loads scikit-learn.
+whose detectors name none never loads scikit-learn or scipy.stats (the calibration's
+tails come from scipy.special, imported before the threads start).
 
 Each case scans in a fresh interpreter (the imports are per process), with the fits
-forced into threads, and records every scikit-learn import by the thread it ran in."""
+forced into threads, and records every first import of a scikit-learn or SciPy module by the thread it ran in."""
 
 import json
 import subprocess
@@ -21,7 +22,7 @@ fit.usable_cores = lambda: 2  # the fits run in threads whatever this machine ha
 in_threads = []
 
 def audit(event, args):
-    if event == "import" and str(args[0]).startswith("sklearn") and threading.current_thread() is not threading.main_thread():
+    if event == "import" and str(args[0]).startswith(("sklearn", "scipy")) and threading.current_thread() is not threading.main_thread():
         in_threads.append(args[0])
 
 sys.addaudithook(audit)
@@ -34,7 +35,8 @@ X[:40] += 8 * np.eye(12, dtype=np.float32)[0]   # a planted group in class 0
 y[2500:2520] = 1                                 # and a few flipped labels
 scan(X, y, detectors=tuple(sys.argv[1:]))
 print(json.dumps({"in_threads": sorted(set(in_threads)),
-                  "loaded": "sklearn" in sys.modules}))
+                  "loaded": "sklearn" in sys.modules,
+                  "stats_loaded": "scipy.stats" in sys.modules}))
 """
 
 
@@ -44,18 +46,18 @@ def _scan_imports(detectors):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_a_spectral_scan_does_not_load_sklearn():
+def test_a_spectral_scan_loads_neither_sklearn_nor_scipy_stats():
     assert detector_class("spectral").fit_imports == ()
     seen = _scan_imports(["spectral"])
-    assert seen == {"in_threads": [], "loaded": False}
+    assert seen == {"in_threads": [], "loaded": False, "stats_loaded": False}
 
 
-def test_no_fit_thread_imports_sklearn():
-    """Every detector that reads vectors, in one scan: scikit-learn is loaded (the label
-    and clustering detectors use it) and nothing of it is imported for the first time
-    inside a fit's thread."""
+def test_no_fit_thread_imports_sklearn_or_scipy():
+    """Every detector that reads vectors, in one scan: scikit-learn and scipy.stats are
+    loaded (the label and clustering detectors use them) and nothing of them or of the
+    rest of SciPy is imported for the first time inside a fit's thread."""
     names = [n for n in available_detectors() if make_detector(n).input != "tokens"]
     assert any(detector_class(n).fit_imports for n in names)
     seen = _scan_imports(names)
-    assert seen["loaded"]
+    assert seen["loaded"] and seen["stats_loaded"]
     assert seen["in_threads"] == []
