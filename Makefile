@@ -39,6 +39,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/clean_real.py
 	$(BIN)/python benchmarks/heldout/run.py
 	$(BIN)/python benchmarks/dev_attacks.py
+	$(BIN)/python benchmarks/dev_perceptron.py
 	$(BIN)/python benchmarks/heldout/attacks_heldout.py
 	$(BIN)/python benchmarks/heldout/clean_real_heldout.py
 

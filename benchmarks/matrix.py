@@ -18,6 +18,10 @@ from __future__ import annotations
 DEVELOPMENT = {
     "representation": (
         "poisonscan's proxy CNN (base 32) trained on the poisoned images, seeds 0-1",
+        # dev_perceptron.py (added after the held-out part's 512-256 perceptron read 0.00
+        # on every backdoor; other widths, epochs and seeds than that one)
+        "perceptrons trained outside the scan: 256-128 (5 epochs), 128-64 (20), 512 (10), "
+        "1024-256 (8), seeds 0-2",
         "raw pixels of scikit-learn digits",
         "synthetic Gaussian vectors, d = 32 and 64",
         "synthetic Gaussian vectors sharing ten directions three times stronger, d = 64",
