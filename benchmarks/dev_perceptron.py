@@ -36,7 +36,7 @@ sys.path.insert(0, HERE)
 
 import matrix  # noqa: E402
 import poisoning  # noqa: E402
-from detectors_bench import art_methods, cleanlab_method, prf, quarantined  # noqa: E402
+from detectors_bench import art_methods, cleanlab_method, fmt, prf, quarantined  # noqa: E402
 
 POISONED_NETS = (((256, 128), 5), ((512,), 10))
 CLEAN_NETS = (((256, 128), 5), ((128, 64), 20), ((512,), 10), ((1024, 256), 8))
@@ -111,12 +111,6 @@ def run(name, kind, hidden, epochs, seed, build) -> dict:
     for method, f in {**art_methods(H, data.labels, truth.mean()), **cleanlab_method(H, data.labels)}.items():
         row[method] = prf(f, truth)
     return row
-
-
-def fmt(m: dict, kind: str) -> str:
-    if kind == "clean":
-        return f"{m['share']:.2%}"
-    return f"{m['f1']:.2f} ({m['precision']:.2f}/{m['recall']:.2f})"
 
 
 def main(argv):
