@@ -159,12 +159,22 @@ class Reservoir:
         priority = np.concatenate([self.priority, other.priority])
         positions = np.concatenate([self.positions, other.positions])
         keep = _bottom_k(priority, positions, self.capacity)
+        n = len(self.positions)
+        incoming = keep[keep >= n] - n
+        if incoming.size == 0 and len(keep) == n:
+            return self  # nothing of ``other`` makes the cut
+        # the kept rows of ``self`` stay where they are; ``other``'s take the places of
+        # the dropped ones, then extend (the rows' order carries no meaning: see sample)
+        slots = np.ones(n, dtype=bool)
+        slots[keep[keep < n]] = False
+        slots = np.concatenate([np.flatnonzero(slots), np.arange(n, len(keep))])[: incoming.size]
+        size = len(keep)
         return Reservoir(
             self.capacity,
-            priority[keep],
-            positions[keep],
-            np.concatenate([self.X, other.X])[keep],
-            np.concatenate([self.ids, other.ids])[keep],
+            _place(self.priority, other.priority, incoming, slots, size),
+            _place(self.positions, other.positions, incoming, slots, size),
+            _place(self.X, other.X, incoming, slots, size),
+            _place(self.ids, other.ids, incoming, slots, size),
         )
 
     def head(self, k: int) -> "Reservoir":
@@ -187,6 +197,46 @@ def id_order(ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
     if ids.dtype != object:
         return np.lexsort((positions, ids))
     return np.array(sorted(range(len(ids)), key=lambda i: (ids[i], positions[i])), dtype=np.int64)
+
+
+class SampleBound:
+    """The ``capacity`` smallest (priority, position) pairs of the rows offered so far.
+
+    A row outside them can never be in a :class:`Reservoir` of that capacity merged from
+    the rows offered: ``capacity`` rows rank before it. A reader that offers every batch's
+    rows here first copies into its reservoirs only the rows that can still be kept (after
+    the first few batches, a small share), and the merged sample is the same.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.priority = np.empty(0, np.uint64)
+        self.positions = np.empty(0, np.int64)
+
+    def admit(self, priority: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Indices (ascending) of the offered rows now among the smallest; the bound
+        takes them in."""
+        kept = len(self.positions)
+        candidates = np.arange(len(positions))
+        if kept >= self.capacity:  # the kept pairs are in order: the last is the largest
+            top_p, top_q = self.priority[-1], self.positions[-1]
+            candidates = np.flatnonzero((priority < top_p) | ((priority == top_p) & (positions < top_q)))
+            if candidates.size == 0:
+                return candidates
+        p = np.concatenate([self.priority, priority[candidates]])
+        q = np.concatenate([self.positions, positions[candidates]])
+        keep = _bottom_k(p, q, self.capacity)
+        self.priority, self.positions = p[keep], q[keep]
+        return np.sort(candidates[keep[keep >= kept] - kept])
+
+
+def _place(a: np.ndarray, b: np.ndarray, incoming: np.ndarray, slots: np.ndarray, size: int) -> np.ndarray:
+    """A copy of ``a`` sized ``size`` rows with ``b[incoming]`` written into ``slots``."""
+    out = np.empty((size,) + a.shape[1:], dtype=np.result_type(a.dtype, b.dtype))
+    common = min(size, len(a))
+    out[:common] = a[:common]
+    out[slots] = b[incoming]
+    return out
 
 
 def _bottom_k(priority: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:

@@ -145,6 +145,11 @@ class _ClassPartials(beam.DoFn):
         self.detectors = self.plan.detectors()
         self.counts = RowCounts("pass1", self.plan.progress_dir)
 
+    def start_bundle(self):
+        # the sample bounds cover what this bundle has emitted (a failed bundle's
+        # output is dropped with it)
+        self.bounds = {}
+
     def process(self, unit: ReadUnit, duplicates):
         checks = self.plan.checks(duplicates=duplicates, collect_content=True)
         keys = []
@@ -152,7 +157,7 @@ class _ClassPartials(beam.DoFn):
             prep = prepare(batch, unit.file_index, first, checks)
             self.counts.add(read=batch.num_rows, valid=int(prep.valid.sum()))
             keys.extend(content_keys(prep))
-            yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
+            yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout, self.bounds)
         yield from _content_output(keys, self.keys_root, unit.key)
 
     def finish_bundle(self):
@@ -214,12 +219,15 @@ class _AttachPartials(beam.DoFn):
         self.detectors = self.plan.detectors()
         self.counts = RowCounts("pass1", self.plan.progress_dir)
 
+    def start_bundle(self):
+        self.bounds = {}  # as in _ClassPartials
+
     def process(self, element):
         (unit_key, batch_index, prep), result = element
         _attach(prep, result)
         self.counts.add(read=prep.batch.num_rows, valid=int(prep.valid.sum()))
         yield from _content_output(content_keys(prep), self.keys_root, f"{unit_key}-{batch_index:06d}")
-        yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout)
+        yield from class_partials(prep, self.detectors, self.plan.cfg, self.plan.layout, self.bounds)
 
     def finish_bundle(self):
         self.counts.flush()

@@ -215,9 +215,10 @@ class _InMemory:
         cfg, layout, detectors = self.plan.cfg, self.plan.layout, self.detectors
         partials: dict = {}
         content: list = []
+        bounds: dict = {}
         for prep in self.prepared(dataclasses.replace(self.checks, collect_content=True)):
             content += [k for _, k in content_keys(prep)]
-            for key, part in class_partials(prep, detectors, cfg, layout):
+            for key, part in class_partials(prep, detectors, cfg, layout, bounds):
                 prev = partials.get(key)
                 partials[key] = part if prev is None else prev.merge(part, detectors)
         model = fit_model(partials, detectors, cfg, layout)

@@ -23,7 +23,7 @@ from poisonscan.detectors import (
 from poisonscan.detectors._pooled import Pooled
 from poisonscan.detectors.base import group_rows_by_label, input_words, label_sort_key
 from poisonscan.detectors.decision import combine, strongest_group
-from poisonscan.detectors.stats import ClassSample
+from poisonscan.detectors.stats import ClassSample, SampleBound
 from poisonscan.pipelines.config import ScanConfig, usable_cores
 from poisonscan.pipelines.scan.fingerprints import priorities
 from poisonscan.pipelines.scan.projection import project_class
@@ -160,9 +160,18 @@ class ClassPartial:
 
 
 def class_partials(
-    prep: Prepared, detectors: Sequence[Detector], cfg: ScanConfig, layout: Layout = Layout()
+    prep: Prepared,
+    detectors: Sequence[Detector],
+    cfg: ScanConfig,
+    layout: Layout = Layout(),
+    bounds: dict | None = None,
 ) -> Iterator[tuple[tuple[Any, int], ClassPartial]]:
-    """Per (class, vector length) partials of one validated batch."""
+    """Per (class, vector length) partials of one validated batch.
+
+    ``bounds`` (one reader's, kept across its batches): each (class, length)'s
+    :class:`SampleBound`, so a partial's reservoir holds only the rows that its merge
+    with the reader's earlier partials can keep. The merged samples are the same.
+    """
     if not prep.groups:
         return
     prio = priorities(prep.ids_arrow, cfg.seed)
@@ -177,8 +186,13 @@ def class_partials(
                     accs[d.accumulator_key] = d.add_input(
                         d.create_accumulator(), view(d, Xl, layout, tokens), yl
                     )
+            sampled, Xs = r, Xl
+            if bounds is not None:
+                bound = bounds.setdefault((label, dim), SampleBound(cfg.sample_size))
+                admitted = bound.admit(prio[r], prep.positions[r])
+                sampled, Xs = r[admitted], Xl[admitted]
             res = Reservoir.from_batch(
-                cfg.sample_size, prio[r], prep.positions[r], Xl, prep.ids[r]
+                cfg.sample_size, prio[sampled], prep.positions[sampled], Xs, prep.ids[sampled]
             )
             yield (label, dim), ClassPartial(len(idx), accs, res)
 

@@ -62,6 +62,52 @@ def test_reservoir_independent_of_arrival_order_and_split():
     np.testing.assert_array_equal(np.sort(got.positions), np.sort(pos[np.argsort(prio)[:50]]))
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 120), min_size=1, max_size=8), st.integers(1, 60), st.integers(0, 10_000), st.booleans())
+def test_a_bounded_reader_keeps_the_same_sample(sizes, capacity, seed, string_ids):
+    # a reader that copies only the rows its SampleBound admits, merged in any order,
+    # keeps the very sample of the unbounded reservoir (priorities tie often here)
+    from poisonscan.detectors.stats import SampleBound
+
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    prio = rng.integers(0, 20, n).astype(np.uint64)
+    pos = rng.permutation(n).astype(np.int64) * 3
+    X = rng.normal(size=(n, 2)).astype(np.float32)
+    ids = np.array([f"r{i}" for i in range(n)], dtype=object) if string_ids else np.arange(n)
+    whole = Reservoir.from_batch(capacity, prio, pos, X, ids).sample()
+    bound = SampleBound(capacity)
+    parts = []
+    for part in np.split(np.arange(n), np.cumsum(sizes)[:-1]):
+        admitted = part[bound.admit(prio[part], pos[part])]
+        assert np.all(np.diff(admitted) > 0)
+        parts.append(Reservoir.from_batch(capacity, prio[admitted], pos[admitted], X[admitted], ids[admitted]))
+    for order in (parts, parts[::-1]):
+        merged = order[0]
+        for r in order[1:]:
+            merged = merged.merge(r)
+        got = merged.sample()
+        np.testing.assert_array_equal(got.positions, whole.positions)
+        np.testing.assert_array_equal(got.X, whole.X)
+        np.testing.assert_array_equal(got.ids, whole.ids)
+    # the bound holds the sample's own pairs
+    np.testing.assert_array_equal(np.sort(bound.positions), np.sort(whole.positions))
+
+
+def test_a_bound_admits_few_rows_once_it_is_full():
+    # what it is for: of 100 batches of 100 rows, a 50-row sample needs about
+    # 50 * (1 + ln 200) ~ 315 rows copied, not 10,000
+    from poisonscan.detectors.stats import SampleBound
+
+    rng = np.random.default_rng(3)
+    bound = SampleBound(50)
+    admitted = 0
+    for b in range(100):
+        prio = rng.integers(0, 2**63, 100, dtype=np.uint64)
+        admitted += len(bound.admit(prio, np.arange(b * 100, b * 100 + 100, dtype=np.int64)))
+    assert 50 < admitted < 600
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64])
 def test_grouping_integer_labels_matches_a_sort_by_label(dtype):
     from poisonscan.detectors.base import group_rows_by_label
