@@ -40,7 +40,14 @@ def _log_normal(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
 def _em_two(x: np.ndarray, init_masks: np.ndarray, var_floor: float, max_iter: int):
     """EM for a two-component 1-D Gaussian mixture, from several hard initial splits at
     once (one row of ``init_masks`` each); a start stops iterating once it has converged.
-    Returns the fit of best likelihood as ``(w, m1, s1, m2, s2, loglik)`` or None."""
+    Returns the fit of best likelihood as ``(w, m1, s1, m2, s2, loglik)`` or None.
+
+    Each step spends two transcendental functions per value and start: with
+    ``d = l1 - l2`` (the components' log densities) and ``e = exp(-|d|)``, the row's log
+    likelihood is ``max(l1, l2) + log1p(e)`` (numpy's ``logaddexp``, in whole-array steps)
+    and component 1's responsibility ``1 / (1 + e)`` or ``e / (1 + e)`` by the sign of
+    ``d``. The squared distances are computed once and turned into log densities in place.
+    """
     n = x.shape[0]
     starts = init_masks.shape[0]
     r = init_masks.astype(np.float64)  # (k, n) responsibilities of component 1
@@ -49,24 +56,34 @@ def _em_two(x: np.ndarray, init_masks: np.ndarray, var_floor: float, max_iter: i
     active = np.arange(starts)
     ll_prev = np.full(starts, -np.inf)
     for _ in range(max_iter):
-        ra = r[active]
+        ra = r if active.size == starts else r[active]
+        rb = 1.0 - ra
         n1 = ra.sum(axis=1)
         n2 = n - n1
         alive = (n1 > 1e-9) & (n2 > 1e-9)
         n1 = np.where(alive, n1, 1.0)
         n2 = np.where(alive, n2, 1.0)
         m1 = (ra @ x) / n1
-        m2 = ((1 - ra) @ x) / n2
-        d1 = x[None, :] - m1[:, None]
-        d2 = x[None, :] - m2[:, None]
-        v1 = np.maximum((ra * d1 * d1).sum(axis=1) / n1, var_floor)
-        v2 = np.maximum(((1 - ra) * d2 * d2).sum(axis=1) / n2, var_floor)
+        m2 = (rb @ x) / n2
+        l1 = x[None, :] - m1[:, None]
+        l1 *= l1
+        l2 = x[None, :] - m2[:, None]
+        l2 *= l2
+        v1 = np.maximum(np.einsum("ij,ij->i", ra, l1) / n1, var_floor)
+        v2 = np.maximum(np.einsum("ij,ij->i", rb, l2) / n2, var_floor)
         w = np.clip(n1 / n, 1e-300, 1 - 1e-16)
-        l1 = (np.log(w) - 0.5 * np.log(v1) - _LOG_SQRT_2PI)[:, None] - 0.5 * d1 * d1 / v1[:, None]
-        l2 = (np.log(1 - w) - 0.5 * np.log(v2) - _LOG_SQRT_2PI)[:, None] - 0.5 * d2 * d2 / v2[:, None]
-        lse = _logaddexp(l1, l2)
-        ll = np.where(alive, lse.sum(axis=1), -np.inf)
-        r[active] = np.exp(l1 - lse)
+        l1 *= (-0.5 / v1)[:, None]
+        l1 += (np.log(w) - 0.5 * np.log(v1) - _LOG_SQRT_2PI)[:, None]
+        l2 *= (-0.5 / v2)[:, None]
+        l2 += (np.log(1 - w) - 0.5 * np.log(v2) - _LOG_SQRT_2PI)[:, None]
+        d = l1 - l2
+        e = np.exp(-np.abs(d))
+        ll = np.where(alive, (np.maximum(l1, l2) + np.log1p(e)).sum(axis=1), -np.inf)
+        responsibility = np.where(d >= 0, 1.0, e) / (1.0 + e)
+        if active.size == starts:
+            r = responsibility
+        else:
+            r[active] = responsibility
         final[active] = np.stack([w, m1, np.sqrt(v1), m2, np.sqrt(v2), ll], axis=1)
         with np.errstate(invalid="ignore"):  # -inf - -inf for starts that died
             done = ~alive | (ll - ll_prev[active] <= 1e-8 * np.abs(ll))
@@ -78,13 +95,6 @@ def _em_two(x: np.ndarray, init_masks: np.ndarray, var_floor: float, max_iter: i
         return None
     b = int(np.argmax(final[:, 5]))  # first best: deterministic
     return tuple(float(v) for v in final[b])
-
-
-def _logaddexp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``log(exp(a) + exp(b))`` for finite arrays, as numpy's ``logaddexp`` computes it
-    (the larger plus ``log1p(exp(-|a - b|))``), in whole-array steps: numpy's own runs
-    element by element and took most of the two-group fit's time."""
-    return np.maximum(a, b) + np.log1p(np.exp(-np.abs(a - b)))
 
 
 def _posterior_cut(w, m_group, s_group, m_main, s_main) -> float | None:
