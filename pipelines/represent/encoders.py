@@ -32,7 +32,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from poisonscan.pipelines.io.kinds import InputError, is_string_type
 from poisonscan.pipelines.io.outputs import open_read
@@ -108,6 +107,7 @@ class ImageEncoder:
         return Encoded(np.array(rows, dtype=np.int64), {"x": x}, errors, tokens)
 
     def _one(self, v) -> np.ndarray:
+        from PIL import Image  # Pillow: only scans of images load it (about 0.1 s)
 
         img, numeric = to_pil_or_array(v)
         if numeric is not None:
@@ -198,6 +198,7 @@ def _token_tables(g: int) -> tuple[np.ndarray, list, list]:
 
 def to_pil_or_array(v):
     """(PIL image, None) for encoded bytes, or (None, float array) for numbers."""
+    from PIL import Image
 
     if isinstance(v, dict):
         data = v.get("bytes")

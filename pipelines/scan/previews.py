@@ -9,7 +9,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from poisonscan.pipelines.represent.encoders import to_pil_or_array
 from poisonscan.pipelines.scan.cells import parse_number_text
@@ -77,7 +76,7 @@ def _shown(v: Any) -> Any:
 def thumbnail(value: Any) -> bytes | None:
     """A PNG thumbnail of an image value (bytes, ``{bytes, path}`` or numbers); None when
     it cannot be decoded."""
-
+    from PIL import Image  # Pillow: only reports of images load it
 
     if value is None:
         return None
