@@ -111,13 +111,6 @@ def pipeline_options(runner: str, workers: int | None, extra_args: Sequence[str]
     args = [f"--runner={runner}", *extra_args]
     if not any(a.startswith("--default_sdk_harness_log_level") for a in extra_args):
         args.append("--default_sdk_harness_log_level=ERROR")
-    if not any(a.startswith(("--pipeline_type_check", "--no_pipeline_type_check")) for a in extra_args):
-        # Beam's type check at construction (and the type inference it drives) took
-        # 0.6 s of the 1.1 s building the scan's graph takes (a spectral scan of 1M rows
-        # takes about 15 s). The graph is fixed and its tests run it as built; without
-        # inferred types every element goes through Beam's generic coder, with the same
-        # outputs. A user's own flag wins.
-        args.append("--no_pipeline_type_check")
     if workers and workers > 1:
         args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     return PipelineOptions(args)
