@@ -64,10 +64,10 @@ def test_image_report_shows_every_backdoored_digit(tmp_path, browser):
     in_target = [r["id"] for r in quarantined if r["label"] == 0]
     # every stamped digit, and in the target class nothing else
     assert set(in_target) == truth
-    # Whether class 1 (two common ways of writing a 1) also reaches SPECTRE's level turns
-    # on the proxy CNN's numbers, which differ between CPUs (AVX2 and AVX-512 kernels): on
-    # one it did (25 rows, p = 5.8e-4 against 1.7e-3), on others not. That false alarm is a
-    # detection figure, which the benchmarks report (docs/benchmarks.md: digits, class 1);
+    # Whether the digits' class 1 also reaches SPECTRE's level turns on the proxy CNN's
+    # numbers, which differ between machines: on an AMD EPYC (AVX2) it did (25 rows,
+    # p = 5.8e-4 against 1.7e-3), on the machines before not. That false alarm is a
+    # detection figure, which the benchmarks report (the digits' class 1 in the clean controls);
     # this test checks what the report shows of each judged class.
     others = {r["label"] for r in quarantined if r["label"] != 0}
 
