@@ -164,7 +164,8 @@ class Reservoir:
         if incoming.size == 0 and len(keep) == n:
             return self  # nothing of ``other`` makes the cut
         # the kept rows of ``self`` stay where they are; ``other``'s take the places of
-        # the dropped ones, then extend (the rows' order carries no meaning: see sample)
+        # the dropped ones, then extend. The rows' order thus depends on the order of the
+        # merges: read them through sample() (id order) or head() (priority order)
         slots = np.ones(n, dtype=bool)
         slots[keep[keep < n]] = False
         slots = np.concatenate([np.flatnonzero(slots), np.arange(n, len(keep))])[: incoming.size]

@@ -114,7 +114,9 @@ def compare_to_reference(
         share_p = _share_p(a, n_ref, b, n_new)
         shift, shift_p = 0.0, 1.0
         if label in ref and label in new:
-            A, B = ref[label].reservoir.X, new[label].reservoir.X
+            # in id order: the shuffles pick rows by index, and a reservoir's own row
+            # order depends on the order its partials were merged in
+            A, B = ref[label].reservoir.sample().X, new[label].reservoir.sample().X
             if getattr(A, "dtype", None) is not None and A.dtype != object and A.ndim == 2 and A.shape[1:] == B.shape[1:]:
                 shift, shift_p = shift_test(A, B, seed + i, shuffles)
         why = []
