@@ -161,14 +161,14 @@ class Reservoir:
         keep = _bottom_k(priority, positions, self.capacity)
         n = len(self.positions)
         incoming = keep[keep >= n] - n
-        if incoming.size == 0 and len(keep) == n:
-            return self  # nothing of ``other`` makes the cut
+        if incoming.size == 0:
+            return self  # nothing of ``other`` makes the cut (self never exceeds capacity)
         # the kept rows of ``self`` stay where they are; ``other``'s take the places of
         # the dropped ones, then extend. The rows' order thus depends on the order of the
         # merges: read them through sample() (id order) or head() (priority order)
         slots = np.ones(n, dtype=bool)
         slots[keep[keep < n]] = False
-        slots = np.concatenate([np.flatnonzero(slots), np.arange(n, len(keep))])[: incoming.size]
+        slots = np.concatenate([np.flatnonzero(slots), np.arange(n, len(keep))])  # one per incoming row
         size = len(keep)
         return Reservoir(
             self.capacity,

@@ -188,7 +188,7 @@ def class_partials(
                     )
             sampled, Xs = r, Xl
             if bounds is not None:
-                bound = bounds.setdefault((label, dim), SampleBound(cfg.sample_size))
+                bound = bounds.get((label, dim)) or bounds.setdefault((label, dim), SampleBound(cfg.sample_size))
                 admitted = bound.admit(prio[r], prep.positions[r])
                 sampled, Xs = r[admitted], Xl[admitted]
             res = Reservoir.from_batch(
