@@ -94,12 +94,21 @@ def batch_id_keys(
 ) -> list[tuple[int, IdKeys]]:
     """(bucket, keys) for a batch's non-null ids, split into buckets by fingerprint."""
     keys = batch_ids(batch, file_index, first_row, kinds, id_column)
-    bucket = (keys.hi % N_ID_BUCKETS).astype(np.int64)
-    out = []
-    for b in np.unique(bucket):
-        m = bucket == b
-        out.append((int(b), IdKeys(keys.hi[m], keys.lo[m], keys.positions[m])))
-    return out
+    return [(b, IdKeys(*parts)) for b, parts in _by_bucket(keys.hi, keys.hi, keys.lo, keys.positions)]
+
+
+def _by_bucket(hi: np.ndarray, *arrays: np.ndarray) -> list[tuple[int, list[np.ndarray]]]:
+    """``arrays`` split by the bucket of fingerprint ``hi``: (bucket, the bucket's rows
+    of each array, in their order) for each bucket present, in bucket order. One stable
+    sort (a radix sort on bytes), then slices: a boolean mask per bucket and array cost
+    three times as much."""
+    bucket = (hi % N_ID_BUCKETS).astype(np.uint8)  # N_ID_BUCKETS <= 256
+    order = np.argsort(bucket, kind="stable")
+    arrays = [a[order] for a in arrays]
+    found = bucket[order]
+    starts = np.flatnonzero(np.r_[True, found[1:] != found[:-1]]) if len(found) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(found)]
+    return [(int(found[a]), [x[a:b] for x in arrays]) for a, b in zip(starts, ends)]
 
 
 def duplicate_ids(keys: Iterable[IdKeys]) -> dict[tuple[int, int], int]:
@@ -144,9 +153,4 @@ def content_keys(prep: Prepared) -> list[tuple[int, ContentKeys]]:
         return []
     rows, hi, lo, lab, stratum, rank = prep.content
     positions = prep.positions[rows]
-    bucket = (hi % N_ID_BUCKETS).astype(np.int64)
-    out = []
-    for b in np.unique(bucket):
-        m = bucket == b
-        out.append((int(b), ContentKeys(hi[m], lo[m], lab[m], positions[m], stratum[m], rank[m])))
-    return out
+    return [(b, ContentKeys(*parts)) for b, parts in _by_bucket(hi, hi, lo, lab, positions, stratum, rank)]

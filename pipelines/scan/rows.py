@@ -520,13 +520,23 @@ def _feature_column(batch, kinds, problems) -> pa.Array:
     return fcol
 
 
+def _within(X: np.ndarray, lo: float, hi: float) -> bool:
+    """Whether every value of ``X`` lies in [lo, hi] (False for any NaN, and when empty)."""
+    return X.size > 0 and bool(X.min() >= lo) and bool(X.max() <= hi)
+
+
 def _check_values(X: np.ndarray, has_null: np.ndarray, rows: np.ndarray, checks, problems) -> np.ndarray:
     """Which vectors (of one length) hold a null, NaN, infinite, huge or out-of-range
     value; each is rejected with the first reason that applies."""
-    # one pass of row minima and maxima: NaN propagates into them and fails both
-    # comparisons, an infinity fails one; only the rows that fail are looked at again
+    # the batch's minimum and maximum first (NaN propagates into them and fails both
+    # comparisons, an infinity fails one): a batch within bounds, nearly every batch,
+    # needs nothing more. Otherwise row minima and maxima, and only the rows that fail
+    # are looked at again. (Row-wise reductions cost ~3 times the whole-batch ones.)
     with np.errstate(invalid="ignore"):
-        in_bounds = (X.max(axis=1) <= MAX_FEATURE_MAGNITUDE) & (X.min(axis=1) >= -MAX_FEATURE_MAGNITUDE)
+        if _within(X, -MAX_FEATURE_MAGNITUDE, MAX_FEATURE_MAGNITUDE):
+            in_bounds = np.ones(len(rows), dtype=bool)
+        else:
+            in_bounds = (X.max(axis=1) <= MAX_FEATURE_MAGNITUDE) & (X.min(axis=1) >= -MAX_FEATURE_MAGNITUDE)
     huge = np.zeros(len(rows), dtype=bool)
     failed = np.flatnonzero(~in_bounds)
     if failed.size:
@@ -536,7 +546,10 @@ def _check_values(X: np.ndarray, has_null: np.ndarray, rows: np.ndarray, checks,
     if checks.feature_range is not None:
         lo_v, hi_v = checks.feature_range
         with np.errstate(invalid="ignore"):
-            outside = ~bad_rows & ((X < lo_v) | (X > hi_v)).any(axis=1)
+            if _within(X, lo_v, hi_v):
+                outside = np.zeros(len(rows), dtype=bool)
+            else:
+                outside = ~bad_rows & ((X < lo_v) | (X > hi_v)).any(axis=1)
         for j in np.flatnonzero(outside):
             problems.setdefault(int(rows[j]), []).append(
                 (
