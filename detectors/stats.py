@@ -178,6 +178,12 @@ class Reservoir:
             _place(self.ids, other.ids, incoming, slots, size),
         )
 
+    def ordered(self) -> "Reservoir":
+        """The same sample with its rows in (priority, position) order: what a saved state
+        stores, so that its bytes do not depend on the order the partials were merged in."""
+        keep = _bottom_k(self.priority, self.positions, len(self.positions))
+        return Reservoir(self.capacity, self.priority[keep], self.positions[keep], self.X[keep], self.ids[keep])
+
     def head(self, k: int) -> "Reservoir":
         """The ``k`` rows of lowest priority: itself a uniform sample."""
         keep = _bottom_k(self.priority, self.positions, k)

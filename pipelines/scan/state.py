@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from poisonscan.detectors import Detector
+from poisonscan.detectors.base import label_sort_key
 from poisonscan.pipelines.config import ConfigError, ScanConfig
 from poisonscan.pipelines.io.sources import ROW_BITS
 from poisonscan.pipelines.scan.fit import Layout, ScanModel, fit_model
@@ -68,7 +69,17 @@ def scan_state(
     kind: str, partials: Mapping, model: ScanModel, cfg: ScanConfig, layout: Layout, representer=None
 ) -> ScanState:
     settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "model"}
-    return ScanState(STATE_VERSION, kind, model.dim, dict(partials), model, settings, layout, representer)
+    return ScanState(STATE_VERSION, kind, model.dim, canonical_partials(partials), model, settings, layout, representer)
+
+
+def canonical_partials(partials: Mapping) -> dict:
+    """The partials keyed in (class, vector length) order, each sample's rows in priority
+    order: the order classes arrive in and the order partials were merged in (one worker
+    or several) then leave no trace in a saved state."""
+    return {
+        key: dataclasses.replace(partials[key], reservoir=partials[key].reservoir.ordered())
+        for key in sorted(partials, key=lambda k: (label_sort_key(k[0]), k[1]))
+    }
 
 
 def merge_partials(partials: Sequence[Mapping], detectors: Sequence[Detector]) -> dict:

@@ -16,9 +16,11 @@ from poisonscan.pipelines.io.outputs import open_read
 from poisonscan.pipelines.scan.state import (
     STATE_FILE,
     StateError,
+    dumps,
     loads,
     merge_states,
     read_state,
+    scan_state,
 )
 
 from ..conftest import as_table
@@ -112,6 +114,28 @@ def test_a_scan_saves_its_state_with_its_outputs(tmp_path):
     # the same state as the in-memory scan of the same rows
     mem = scan_table(as_table(X, y), CFG).state
     _same_verdicts(state.model, mem.model)
+
+
+def test_a_saved_state_does_not_depend_on_the_order_classes_and_sample_rows_arrived_in():
+    # with several workers the classes' partials arrive in another order, and a sample
+    # merged in another order holds its rows in another order: the same state
+    X, y, _ = planted(n_per_class=200, seed=2)
+    state = scan_table(as_table(X, y), CFG).state
+    rng = np.random.default_rng(0)
+    shuffled = {}
+    for key in reversed(list(state.partials)):
+        part = state.partials[key]
+        res = part.reservoir
+        p = rng.permutation(len(res.positions))
+        res = dataclasses.replace(res, priority=res.priority[p], positions=res.positions[p], X=res.X[p], ids=res.ids[p])
+        shuffled[key] = dataclasses.replace(part, reservoir=res)
+    assert list(shuffled) != list(state.partials)
+
+    def saved(partials):
+        return dumps(scan_state(state.kind, partials, state.model, CFG, state.layout))
+
+    assert saved(shuffled) == saved(state.partials)
+    assert list(loads(saved(shuffled)).partials) == sorted(state.partials)
 
 
 class _RunsCode:
