@@ -369,17 +369,25 @@ def each_at_once(fn, items: Sequence, imports: Sequence[str] = _FIT_LIBRARIES) -
     from threadpoolctl import threadpool_limits
 
     cores = usable_cores()
-    # One BLAS thread per call, whether the fits run side by side or one by one: a BLAS
-    # call split over threads that another call is also using may sum in another order
-    # from run to run, and a fit must give the same bits whether its worker was handed
-    # one class or several.
+    # the libraries first: a thread pool loaded inside the limits below is not limited
+    for module in imports:
+        importlib.import_module(module)
+
+    # One BLAS and one OpenMP thread per call, whether the fits run side by side or one
+    # by one, in a worker given every core or a share: a reduction split over threads
+    # sums in another order (k-means' centres differed by ~1e-16 between one worker with
+    # two cores and two workers with one each), and a fit must give the same bits
+    # whatever its worker was given. A BLAS limit holds for the process; an OpenMP limit
+    # only for the thread that sets it, so each fit sets its own.
+    def one(x):
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return fn(x)
+
     with threadpool_limits(limits=1):
         if cores < 2 or len(items) < 2:
-            return [fn(x) for x in items]
-        for module in imports:
-            importlib.import_module(module)
+            return [one(x) for x in items]
         with ThreadPoolExecutor(max_workers=min(cores, len(items)), thread_name_prefix="poisonscan-fit") as pool:
-            futures = [pool.submit(fn, x) for x in items]
+            futures = [pool.submit(one, x) for x in items]
             wait(futures)
             return [f.result() for f in futures]
 

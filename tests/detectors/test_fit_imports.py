@@ -61,3 +61,22 @@ def test_no_fit_thread_imports_sklearn_or_scipy():
     seen = _scan_imports(names)
     assert seen["loaded"] and seen["stats_loaded"]
     assert seen["in_threads"] == []
+
+
+def test_every_fit_runs_with_one_blas_and_one_openmp_thread(monkeypatch):
+    """k-means (OpenMP) split over threads sums in another order: activation clustering's
+    centres differed by ~1e-16 between one worker with two cores and two workers with
+    one each. An OpenMP limit holds only for the thread that sets it, so each fit, in the
+    pool or not, must run with one thread of each kind."""
+    from threadpoolctl import threadpool_info
+
+    import poisonscan.pipelines.scan.fit as fit
+
+    def threads(_):
+        return sorted({(i["user_api"], i["num_threads"]) for i in threadpool_info()})
+
+    for cores, items in ((2, [0, 1, 2, 3]), (2, [0]), (1, [0, 1])):
+        monkeypatch.setattr(fit, "usable_cores", lambda: cores)
+        seen = fit.each_at_once(threads, items, ("sklearn.cluster",))
+        assert {"openmp", "blas"} <= {api for one in seen for api, _ in one}
+        assert all(n == 1 for one in seen for _, n in one), (cores, seen)
