@@ -6,7 +6,7 @@ may combine partial results in any tree. Nothing here imports Beam.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -181,8 +181,7 @@ class Reservoir:
     def ordered(self) -> "Reservoir":
         """The same sample with its rows in (priority, position) order: what a saved state
         stores, so that its bytes do not depend on the order the partials were merged in."""
-        keep = _bottom_k(self.priority, self.positions, len(self.positions))
-        return Reservoir(self.capacity, self.priority[keep], self.positions[keep], self.X[keep], self.ids[keep])
+        return replace(self.head(len(self.positions)), capacity=self.capacity)
 
     def head(self, k: int) -> "Reservoir":
         """The ``k`` rows of lowest priority: itself a uniform sample."""

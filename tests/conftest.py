@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -28,6 +29,19 @@ def as_table(X, y, ids=None, fixed=True):
     else:
         feats = pa.array([list(map(float, r)) for r in X], pa.list_(pa.float64()))
     return pa.table({"id": pa.array(list(ids)), "label": pa.array(list(y)), "features": feats})
+
+
+def permuted_samples(partials: dict, seed: int) -> dict:
+    """Scan partials with each class sample's rows in a random order: the order a sample
+    holds after its partials were merged in another order (one worker or several)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, part in partials.items():
+        r = part.reservoir
+        p = rng.permutation(len(r.positions))
+        rows = dataclasses.replace(r, priority=r.priority[p], positions=r.positions[p], X=r.X[p], ids=r.ids[p])
+        out[key] = dataclasses.replace(part, reservoir=rows)
+    return out
 
 
 @pytest.fixture

@@ -105,10 +105,9 @@ def _by_bucket(hi: np.ndarray, *arrays: np.ndarray) -> list[tuple[int, list[np.n
     bucket = (hi % N_ID_BUCKETS).astype(np.uint8)  # N_ID_BUCKETS <= 256
     order = np.argsort(bucket, kind="stable")
     arrays = [a[order] for a in arrays]
-    found = bucket[order]
-    starts = np.flatnonzero(np.r_[True, found[1:] != found[:-1]]) if len(found) else np.zeros(0, np.int64)
-    ends = np.r_[starts[1:], len(found)]
-    return [(int(found[a]), [x[a:b] for x in arrays]) for a, b in zip(starts, ends)]
+    counts = np.bincount(bucket, minlength=N_ID_BUCKETS)
+    ends = np.cumsum(counts).tolist()
+    return [(b, [x[ends[b] - n : ends[b]] for x in arrays]) for b, n in enumerate(counts.tolist()) if n]
 
 
 def duplicate_ids(keys: Iterable[IdKeys]) -> dict[tuple[int, int], int]:

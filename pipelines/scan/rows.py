@@ -520,11 +520,6 @@ def _feature_column(batch, kinds, problems) -> pa.Array:
     return fcol
 
 
-def _within(X: np.ndarray, lo: float, hi: float) -> bool:
-    """Whether every value of ``X`` lies in [lo, hi] (False for any NaN, and when empty)."""
-    return X.size > 0 and bool(X.min() >= lo) and bool(X.max() <= hi)
-
-
 def _check_values(X: np.ndarray, has_null: np.ndarray, rows: np.ndarray, checks, problems) -> np.ndarray:
     """Which vectors (of one length) hold a null, NaN, infinite, huge or out-of-range
     value; each is rejected with the first reason that applies."""
@@ -533,7 +528,8 @@ def _check_values(X: np.ndarray, has_null: np.ndarray, rows: np.ndarray, checks,
     # needs nothing more. Otherwise row minima and maxima, and only the rows that fail
     # are looked at again. (Row-wise reductions cost ~3 times the whole-batch ones.)
     with np.errstate(invalid="ignore"):
-        if _within(X, -MAX_FEATURE_MAGNITUDE, MAX_FEATURE_MAGNITUDE):
+        low, high = (float(X.min()), float(X.max())) if X.size else (np.nan, np.nan)
+        if -MAX_FEATURE_MAGNITUDE <= low and high <= MAX_FEATURE_MAGNITUDE:  # False for NaN
             in_bounds = np.ones(len(rows), dtype=bool)
         else:
             in_bounds = (X.max(axis=1) <= MAX_FEATURE_MAGNITUDE) & (X.min(axis=1) >= -MAX_FEATURE_MAGNITUDE)
@@ -546,7 +542,7 @@ def _check_values(X: np.ndarray, has_null: np.ndarray, rows: np.ndarray, checks,
     if checks.feature_range is not None:
         lo_v, hi_v = checks.feature_range
         with np.errstate(invalid="ignore"):
-            if _within(X, lo_v, hi_v):
+            if lo_v <= low and high <= hi_v:  # the batch's extremes, from above
                 outside = np.zeros(len(rows), dtype=bool)
             else:
                 outside = ~bad_rows & ((X < lo_v) | (X > hi_v)).any(axis=1)

@@ -13,6 +13,8 @@ from poisonscan import ScanConfig, scan_table
 from poisonscan.pipelines.cli import main
 from poisonscan.pipelines.drivers.run import run_scan
 
+from ..conftest import permuted_samples
+
 CFG = ScanConfig(features_column="features", data_docs=False, report=False)
 CENTERS = np.random.default_rng(99).normal(scale=4, size=(4, 16))
 
@@ -160,27 +162,15 @@ def test_raw_rows_are_represented_as_the_reference_was(tmp_path):
 def test_the_comparison_does_not_turn_on_the_order_of_a_samples_rows():
     # a class sample's own row order follows the order its partials were merged in (one
     # worker or many, bundles of any size); the shift test reads the rows in id order
-    import dataclasses
-
     from poisonscan.pipelines.scan.reference import compare_to_reference
 
     base = scan_table(day(3000, 1)[0], CFG)
     new = scan_table(day(3000, 3, shift_class=1)[0], CFG)
-
-    def shuffled(partials, seed):
-        rng = np.random.default_rng(seed)
-        out = {}
-        for key, part in partials.items():
-            r = part.reservoir
-            p = rng.permutation(len(r.positions))
-            rows = dataclasses.replace(r, priority=r.priority[p], positions=r.positions[p], X=r.X[p], ids=r.ids[p])
-            out[key] = dataclasses.replace(part, reservoir=rows)
-        return out
-
     figures = [
         [(c["label"], c["shift_sd"], c["shift_p_value"]) for c in compare_to_reference(
             base.state, partials, new.state.model, "base")["classes"]]
-        for partials in (new.state.partials, shuffled(new.state.partials, 1), shuffled(new.state.partials, 2))
+        for partials in (new.state.partials, permuted_samples(new.state.partials, 1),
+                         permuted_samples(new.state.partials, 2))
     ]
     assert figures[0] == figures[1] == figures[2]
     assert len(figures[0]) == 4

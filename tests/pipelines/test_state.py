@@ -23,7 +23,7 @@ from poisonscan.pipelines.scan.state import (
     scan_state,
 )
 
-from ..conftest import as_table
+from ..conftest import as_table, permuted_samples
 from ..planted import planted
 
 CFG = ScanConfig(features_column="features", data_docs=False, report=False)
@@ -121,14 +121,8 @@ def test_a_saved_state_does_not_depend_on_the_order_classes_and_sample_rows_arri
     # merged in another order holds its rows in another order: the same state
     X, y, _ = planted(n_per_class=200, seed=2)
     state = scan_table(as_table(X, y), CFG).state
-    rng = np.random.default_rng(0)
-    shuffled = {}
-    for key in reversed(list(state.partials)):
-        part = state.partials[key]
-        res = part.reservoir
-        p = rng.permutation(len(res.positions))
-        res = dataclasses.replace(res, priority=res.priority[p], positions=res.positions[p], X=res.X[p], ids=res.ids[p])
-        shuffled[key] = dataclasses.replace(part, reservoir=res)
+    permuted = permuted_samples(state.partials, 0)
+    shuffled = {key: permuted[key] for key in reversed(list(permuted))}
     assert list(shuffled) != list(state.partials)
 
     def saved(partials):
