@@ -553,8 +553,7 @@ class PixelTrigger(TokenTrigger):
             token, t = named[0]
             what = _pixel_words(token)
             prior = state.info["label_rows"][str(t.label)] / max(total, 1)
-            extra = len(named) - 1
-            more = f" (and {extra} more such value{'s' if extra > 1 else ''})" if extra else ""
+            more = _more_cells([tok for tok, _ in named[1:]])
             out.append(
                 f"has {what}{more}, which {t.rows:,} images have, {t.with_label / t.rows:.0%} of them "
                 f"labelled {t.label!r} (that label's share of all rows: {prior:.0%}), and without it the "
@@ -563,14 +562,35 @@ class PixelTrigger(TokenTrigger):
         return out
 
 
+def _more_cells(tokens: list[str], shown: int = 3) -> str:
+    """The other trigger values a row holds, by cell: " (and 2 more trigger values, at
+    cells 3,6 and 4,5)"; past ``shown`` cells, how many more."""
+    if not tokens:
+        return ""
+    cells = [_cell(tok.partition(" ")[2].partition("=")[0]) for tok in tokens]
+    listed = cells[:shown]
+    where = ", ".join(listed[:-1]) + (" and " if len(listed) > 1 else "") + listed[-1]
+    rest = len(cells) - len(listed)
+    if rest:
+        where = ", ".join(listed) + f" and {rest} more"
+    plural = "s" if len(cells) > 1 else ""
+    return f" (and {len(cells)} more trigger value{plural}, at cell{plural} {where})"
+
+
+def _cell(where: str) -> str:
+    """``r,c`` as ``(r, c)``."""
+    return "(" + where.replace(",", ", ") + ")"
+
+
 def _pixel_words(token: str) -> str:
     """``px r,c=l`` / ``blk r,c=a.b.c.d`` in words."""
     kind, _, rest = token.partition(" ")
     where, _, value = rest.partition("=")
     if kind == "blk":
-        return (f"the 2x2 block of grey levels {value.replace('.', ', ')} (of 16) at cell {where} (row, column "
-                f"from the top left) of the image's grey grid")
-    return f"grey level {value} (of 16) at cell {where} (row, column from the top left) of the image's grey grid"
+        return (f"the 2x2 block of grey levels {value.replace('.', ', ')} (of 16) at cell {_cell(where)} (row, "
+                f"column from the top left) of the image's grey grid")
+    return (f"grey level {value} (of 16) at cell {_cell(where)} (row, column from the top left) of the image's "
+            "grey grid")
 
 
 def _merge_counts(a, b):
