@@ -564,15 +564,13 @@ class PixelTrigger(TokenTrigger):
 
 def _more_cells(tokens: list[str], shown: int = 3) -> str:
     """The other trigger values a row holds, by cell: " (and 2 more trigger values, at
-    cells 3,6 and 4,5)"; past ``shown`` cells, how many more."""
+    cells (3, 6) and (4, 5))"; past ``shown`` cells, how many more."""
     if not tokens:
         return ""
-    cells = [_cell(tok.partition(" ")[2].partition("=")[0]) for tok in tokens]
-    listed = cells[:shown]
-    where = ", ".join(listed[:-1]) + (" and " if len(listed) > 1 else "") + listed[-1]
-    rest = len(cells) - len(listed)
-    if rest:
-        where = ", ".join(listed) + f" and {rest} more"
+    cells = [_cell(_parts(tok)[1]) for tok in tokens]
+    rest = len(cells) - shown
+    where = (", ".join(cells[:shown]) + f" and {rest} more" if rest > 0
+             else " and ".join(filter(None, [", ".join(cells[:-1]), cells[-1]])))
     plural = "s" if len(cells) > 1 else ""
     return f" (and {len(cells)} more trigger value{plural}, at cell{plural} {where})"
 
@@ -582,10 +580,16 @@ def _cell(where: str) -> str:
     return "(" + where.replace(",", ", ") + ")"
 
 
-def _pixel_words(token: str) -> str:
-    """``px r,c=l`` / ``blk r,c=a.b.c.d`` in words."""
+def _parts(token: str) -> tuple[str, str, str]:
+    """``px r,c=l`` / ``blk r,c=a.b.c.d`` as (kind, ``r,c``, value)."""
     kind, _, rest = token.partition(" ")
     where, _, value = rest.partition("=")
+    return kind, where, value
+
+
+def _pixel_words(token: str) -> str:
+    """``px r,c=l`` / ``blk r,c=a.b.c.d`` in words."""
+    kind, where, value = _parts(token)
     if kind == "blk":
         return (f"the 2x2 block of grey levels {value.replace('.', ', ')} (of 16) at cell {_cell(where)} (row, "
                 f"column from the top left) of the image's grey grid")
