@@ -21,9 +21,12 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 # the tests run with the network cut (.ci/offline: loopback only, where the machine
-# allows a network namespace; tests/offline/sitecustomize.py refuses it in any case)
+# allows a network namespace; tests/offline/sitecustomize.py refuses it in any case), in
+# TEST_WORKERS processes (pytest-xdist): the machine's cores, at most 2, the most the
+# suite has been run with side by side (every test is independent of the others)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 2 ] && n=2; echo $$n)
 test: $(VENV)/.installed chromium
-	.ci/offline $(BIN)/python -m pytest
+	.ci/offline $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'

@@ -88,6 +88,7 @@ def test_beam_options_pass_through(tmp_path, source):
     assert "--job_name=poisonscan-test" in summary["settings"]["beam_args"]
 
 
+@pytest.mark.slow
 def test_installed_command_and_demo(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "poisonscan")
     help_run = subprocess.run([exe, "--help"], capture_output=True, text=True)

@@ -184,6 +184,7 @@ def _lists(quarantine: pa.Table, rejected: pa.Table):
     return q, r
 
 
+@pytest.mark.slow
 def test_row_order_files_and_workers_never_change_the_lists(tmp_path):
     from poisonscan import ScanConfig, scan_table
     from poisonscan.pipelines.drivers.run import run_scan

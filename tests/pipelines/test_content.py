@@ -131,6 +131,7 @@ def speeches(seed=0):
     return pa.table({"id": np.arange(len(texts)), "label": labels, "text": texts}), copied
 
 
+@pytest.mark.slow
 def test_texts_are_judged_by_their_length_beam_equals_memory(tmp_path):
     from poisonscan.pipelines.scan.content import text_coincidence
 

@@ -138,6 +138,7 @@ def test_feature_scan_on_the_portable_runner_equals_the_embedded_run(tmp_path, p
     assert set(q["id"].to_pylist()) == set(poison.tolist())
 
 
+@pytest.mark.slow
 def test_raw_image_scan_on_the_portable_runner_equals_the_embedded_run(tmp_path, portable):
     """Proxy training on the driver, RunInference on the SDK worker, twice."""
     table, truth = make_poisoned_digits(seed=0)

@@ -31,6 +31,7 @@ def read(out):
         return q, r, json.load(f)
 
 
+@pytest.mark.slow
 def test_raw_images_beam_equals_memory_and_bad_images_are_rejected(tmp_path, digits):
     table, truth = digits
     extra = pa.table(
@@ -60,6 +61,7 @@ def test_raw_images_beam_equals_memory_and_bad_images_are_rejected(tmp_path, dig
     assert s["settings"]["representation"]["kind"] == "image"
 
 
+@pytest.mark.slow
 def test_same_raw_input_same_lists(digits):
     table, _ = digits
     a = scan_table(table, image_column="image", seed=3)
@@ -96,6 +98,7 @@ def synthetic_reviews(n=900, poison=60, seed=0):
     return texts, labels, truth
 
 
+@pytest.mark.slow
 def test_text_trigger_is_found_and_named():
     texts, labels, truth = synthetic_reviews()
     empty = int(np.flatnonzero(~truth)[0])
@@ -129,6 +132,7 @@ def unequal_reviews(n_pos=3000, n_neg=700, seed=0):
     return texts, labels
 
 
+@pytest.mark.slow
 def test_random_label_flips_in_text_are_found_from_out_of_fold_word_evidence():
     """The label detectors on text read a linear model of the words cross-fitted on the
     proxy's sample, not the proxy (which has learned the flips); its probabilities come

@@ -106,6 +106,7 @@ def test_a_reference_that_cannot_serve_is_refused_in_one_line(tmp_path, capsys):
         scan_table(images, image_column="image", reference=str(tmp_path / "vectors"))
 
 
+@pytest.mark.slow
 def test_raw_rows_are_represented_as_the_reference_was(tmp_path):
     """A table scanned with a trained proxy; the next day's rows go through the same
     encoder and proxy (its weights beside the state), with no training, through Beam and

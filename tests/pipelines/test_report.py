@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from poisonscan import ScanConfig, scan
 from poisonscan.pipelines.cli import main
@@ -54,6 +55,7 @@ def quarantine_ids(out):
 
 
 # image ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_image_report_shows_every_backdoored_digit(tmp_path, browser):
     table, truth = make_poisoned_digits(seed=2)  # 90 stamped and relabelled digits
     src = tmp_path / "digits.parquet"
@@ -133,6 +135,7 @@ def three_class_reviews(n=900, poison=30, seed=4):
     return texts, labels.tolist(), truth
 
 
+@pytest.mark.slow
 def test_text_report_escapes_the_data_and_highlights_the_trigger(tmp_path, browser):
     texts, labels, truth = three_class_reviews()
     hostile = int(np.flatnonzero(truth)[0])

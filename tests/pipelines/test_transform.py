@@ -184,6 +184,7 @@ def test_scan_tables_scores_against_a_reference_scan(tmp_path):
     assert out["summary"][0]["reference"]["classes_differing"] == mem.summary["reference"]["classes_differing"]
 
 
+@pytest.mark.slow
 def test_raw_rows_go_through_the_reference_scans_proxy(tmp_path):
     """Table columns (a raw input): Monday scanned by the command line, which trains the
     proxy; Tuesday's tables through the transform with Monday as the reference give the
