@@ -44,6 +44,8 @@ bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/dev_attacks.py
 	$(BIN)/python benchmarks/dev_perceptron.py
 	$(BIN)/python benchmarks/heldout/attacks_heldout.py
+	$(BIN)/python benchmarks/dev_attacks_raw.py
+	$(BIN)/python benchmarks/heldout/attacks_raw_heldout.py
 	$(BIN)/python benchmarks/heldout/clean_real_heldout.py
 
 clean:
