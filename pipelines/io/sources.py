@@ -23,6 +23,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from poisonscan.pipelines.config import usable_cores
+from poisonscan.pipelines.io.lines import UNREADABLE, tolerant_batches
 
 ROW_BITS = 40
 
@@ -176,39 +177,50 @@ def _parquet_file(path: str) -> pq.ParquetFile:
         raise SourceError(f"cannot read {path} as Parquet: {_one_line(exc)}") from None
 
 
-def _csv_reader(path: str, block_size: int | None = None) -> pa.RecordBatchReader:
-    read_options = pacsv.ReadOptions(block_size=block_size) if block_size else None
+_AS = {"csv": "CSV", "jsonl": "JSON lines"}
+
+
+def _open_text(fmt: str, stream) -> pa.RecordBatchReader:
+    """pyarrow's streaming reader of a CSV or JSONL stream (raises what pyarrow raises)."""
+    if fmt == "csv":
+        return pacsv.open_csv(stream)
+    return pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=_JSON_BLOCK))
+
+
+def _tolerant(path: str, fmt: str, failure: BaseException) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The file read around its unreadable lines (:mod:`.lines`); where no line is
+    unreadable on its own, the parser's ``failure`` as a :class:`SourceError`."""
+    message = f"cannot read {path} as {_AS[fmt]}: {_one_line(failure)}"
     try:
-        return pacsv.open_csv(open_binary(path), read_options=read_options)
+        found = tolerant_batches(fmt, lambda: open_binary(path), lambda stream: _open_text(fmt, stream))
     except SourceError:
         raise
     except Exception as exc:
-        raise SourceError(f"cannot read {path} as CSV: {_one_line(exc)}") from None
+        raise SourceError(f"{message}; read without its unreadable lines: {_one_line(exc)}") from None
+    if found is None:
+        raise SourceError(message)
+    return found
 
 
-def _json_reader(path: str) -> pa.RecordBatchReader:
+def _text_schema(src: SourceFile) -> pa.Schema:
     try:
-        return pajson.open_json(
-            open_binary(path), read_options=pajson.ReadOptions(block_size=_JSON_BLOCK)
-        )
+        return _open_text(src.format, open_binary(src.path)).schema
     except SourceError:
         raise
+    except pa.ArrowInvalid as exc:
+        if src.format == "jsonl" and "empty" in str(exc).lower():
+            return pa.schema([])
+        return _tolerant(src.path, src.format, exc)[0]
     except Exception as exc:
-        raise SourceError(f"cannot read {path} as JSON lines: {_one_line(exc)}") from None
+        raise SourceError(f"cannot read {src.path} as {_AS[src.format]}: {_one_line(exc)}") from None
 
 
 def file_schema(src: SourceFile) -> pa.Schema:
-    """The file's schema, reading as little as the format allows."""
+    """The file's schema, reading as little as the format allows (a CSV or JSONL file
+    with unreadable lines: the schema of its other rows)."""
     if src.format == "parquet":
         return _parquet_file(src.path).schema_arrow
-    if src.format == "csv":
-        return _csv_reader(src.path).schema
-    try:
-        return _json_reader(src.path).schema
-    except SourceError as exc:
-        if "Empty JSON file" in str(exc) or "empty" in str(exc).lower():
-            return pa.schema([])
-        raise
+    return _text_schema(src)
 
 
 def plan_units(files: Sequence[SourceFile], unit_rows: int = UNIT_ROWS) -> list[ReadUnit]:
@@ -252,8 +264,7 @@ def read_unit(
                 yield batch, row
                 row += batch.num_rows
             return
-        reader = _csv_reader(unit.path) if unit.format == "csv" else _json_reader(unit.path)
-        for batch in reader:
+        for batch in _text_batches(unit.path, unit.format):
             for start in range(0, batch.num_rows, batch_rows):
                 piece = batch.slice(start, batch_rows)
                 yield piece, row
@@ -262,6 +273,31 @@ def read_unit(
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise SourceError(f"{unit.path}: cannot read rows after row {row}: {_one_line(exc)}") from None
+
+
+def _text_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
+    """A CSV or JSONL file's batches. Where pyarrow stops at a line it cannot parse, the
+    file is read again around its unreadable lines (:mod:`.lines`), and the rows already
+    yielded are skipped there: they come first in both readings, the same rows."""
+    done = 0
+    try:
+        for batch in _open_text(fmt, open_binary(path)):
+            yield batch
+            done += batch.num_rows
+        return
+    except SourceError:
+        raise
+    except pa.ArrowInvalid as exc:
+        failure = exc
+    except Exception as exc:
+        raise SourceError(f"cannot read {path} as {_AS[fmt]}: {_one_line(exc)}") from None
+    _, batches = _tolerant(path, fmt, failure)
+    for batch in batches:
+        if done >= batch.num_rows:
+            done -= batch.num_rows
+            continue
+        yield batch.slice(done) if done else batch
+        done = 0
 
 
 class _Failed:
@@ -375,6 +411,7 @@ __all__ = [
     "ReadUnit",
     "SourceError",
     "SourceFile",
+    "UNREADABLE",
     "decode_position",
     "encode_position",
     "expand_sources",

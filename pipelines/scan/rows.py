@@ -29,6 +29,9 @@ confirmed_poison  a reviewer confirmed this content, under this label, as poison
 missing_image, bad_image, missing_text, empty_text, bad_text  raw inputs that are null or unusable
 bad_id_encoding, bad_label_encoding  the id or label is not UTF-8 text (a stray byte
                in a CSV or JSONL cell)
+unreadable_row a line of a CSV or JSONL file that its parser cannot read (not a JSON
+               object, a CSV line with another number of fields than the header); it
+               stands in its place as a row of nulls (:mod:`..io.lines`)
 ============== ===============================================================
 
 A user's row expectations (``--expectations``) reject with the expectation's name as code.
@@ -45,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from poisonscan.pipelines.io.columns import ColumnKinds
-from poisonscan.pipelines.io.sources import decode_position, encode_position
+from poisonscan.pipelines.io.sources import UNREADABLE, decode_position, encode_position
 from poisonscan.pipelines.represent.encoders import Encoded
 from poisonscan.pipelines.scan.cells import (
     _vectors,
@@ -167,6 +170,7 @@ def prepare(
     For a features input the vectors are ready (``groups``); for a raw input the valid
     rows are encoded (``encoded``) and :func:`attach` adds their representation.
     """
+    batch, unreadable = _unreadable(batch)
     n = batch.num_rows
     kinds = checks.kinds
     positions = encode_position(file_index, first_row + np.arange(n, dtype=np.int64))
@@ -198,6 +202,8 @@ def prepare(
         _keep_valid(groups, encoded, valid)
     released = _released(checks, keys, content, valid)
 
+    for i, reason in unreadable.items():  # a row of nulls: its other reasons say nothing
+        problems[i] = [("unreadable_row", f"the line could not be read: {reason}")]
     error_code = np.full(n, None, dtype=object)
     error = np.full(n, None, dtype=object)
     for i, items in problems.items():
@@ -207,6 +213,17 @@ def prepare(
         batch, positions, valid, error_code, error, keys.labels, keys.ids, groups, keys.id_null,
         keys.label_null, keys.ids_arr, fp, encoded, content, kinds, *released,
     )
+
+
+def _unreadable(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, dict[int, str]]:
+    """The batch without the column that marks a file's unreadable lines (rows of nulls
+    in their place, :mod:`..io.lines`), and ``{row: why its line could not be read}``."""
+    if UNREADABLE not in batch.schema.names:
+        return batch, {}
+    i = batch.schema.get_field_index(UNREADABLE)
+    reasons = batch.column(i)
+    rows = np.flatnonzero(~reasons.is_null().to_numpy(zero_copy_only=False))
+    return batch.drop_columns([UNREADABLE]), {int(r): reasons[int(r)].as_py() for r in rows}
 
 
 def _reject(problems: dict, mask: np.ndarray, code: str, text) -> None:

@@ -1,0 +1,248 @@
+"""A CSV or JSONL file with lines its parser cannot read: read the rest, keep each
+unreadable line in its place.
+
+pyarrow reads a CSV or JSONL file a block at a time and stops at the first line it
+cannot parse (a truncated JSON object, a CSV line with a field too many), losing the
+whole file for one line. When that happens the file is read again in two passes:
+
+1. every line is checked on its own, in Python (JSONL: one JSON object; CSV: each
+   record, which quoted line breaks may spread over several lines, as many fields as
+   the header), and the unreadable ones are noted with the reason;
+2. pyarrow reads the file with those lines left out, so the other rows come out as
+   they would from a clean file (the same types, inferred from the same first block),
+   and each unreadable line is put back in its place as a row of nulls that carries
+   its reason in the column :data:`UNREADABLE`. The rows after it keep their row
+   numbers in the file; validation rejects it (``unreadable_row``) and drops the column.
+
+A file whose failure no line explains on its own (a value of another type than the
+rest of its column) still fails as a whole, with the parser's message: there is no
+line to set aside. The two readings must also agree on the number of rows, or the file
+fails. Not caught: a CSV quote left open, which pyarrow, like Python's csv module,
+reads as a value that runs on to the next quote.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Callable, Iterator
+
+import pyarrow as pa
+
+#: The column the second pass adds to every batch: why a line could not be read (null
+#: on the rows that could).
+UNREADABLE = "__poisonscan_unreadable__"
+
+#: How much of an unreadable line its reason quotes.
+_QUOTE = 120
+
+_CHUNK = 1 << 20
+
+
+def physical_lines(stream) -> Iterator[bytes]:
+    """The stream's lines, each with its line break (the last one may have none)."""
+    rest = b""
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        data = rest + chunk
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            yield data[start:end + 1]
+            start = end + 1
+        rest = data[start:]
+    if rest:
+        yield rest
+
+
+def _quote(line: bytes) -> str:
+    text = line.rstrip(b"\r\n").decode("utf-8", "replace").replace("\r\n", "\n")
+    return repr(text if len(text) <= _QUOTE else text[:_QUOTE] + "...")
+
+
+def _object(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):  # pyarrow refuses a key given twice
+        twice = next(k for i, k in enumerate(keys) if k in keys[:i])
+        raise ValueError(f"key {twice!r} given twice")
+    return dict(pairs)
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object)
+
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def json_line_rows(line: bytes) -> tuple[int, str | None]:
+    """How many rows pyarrow makes of one JSONL line (several objects on a line are
+    several rows), and why it cannot read the line (None: it can; else the line is one
+    unreadable row)."""
+    # bytes that are not UTF-8 are kept as they are: pyarrow reads them, and the row's
+    # checks reject the cell that holds them (``bad_text``, ...)
+    text = line.decode("utf-8", "surrogateescape")
+    rows, at, end = 0, 0, len(text.rstrip())
+    while True:
+        while at < end and text[at].isspace():
+            at += 1
+        if at >= end:
+            return rows, None
+        try:
+            value, at = _DECODER.raw_decode(text, at)
+        except (ValueError, RecursionError) as exc:
+            return 1, f"not valid JSON ({_first_line(exc)}): {_quote(line)}"
+        if not isinstance(value, dict):
+            return 1, f"a JSON {_JSON_TYPES.get(type(value), 'value')}, not an object: {_quote(line)}"
+        rows += 1
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join((str(exc).strip() or type(exc).__name__).split())[:200]
+
+
+class _Lines(io.RawIOBase):
+    """A readable stream of the given lines, concatenated."""
+
+    def __init__(self, lines: Iterator[bytes]):
+        self._lines = lines
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        size, n = len(buffer), 0
+        while n < size:
+            if not self._pending:
+                try:
+                    self._pending = next(self._lines)
+                except StopIteration:
+                    break
+            k = min(size - n, len(self._pending))
+            buffer[n:n + k] = self._pending[:k]
+            self._pending = self._pending[k:]
+            n += k
+        return n
+
+
+def unreadable_lines(fmt: str, lines: Iterator[bytes]) -> tuple[dict[int, str], set[int], int]:
+    """Pass 1: ``({row number: reason}, {physical line numbers to leave out}, rows)``.
+
+    Row numbers count what pyarrow makes rows of: the JSON objects of a JSONL file;
+    CSV records after the header that are not empty lines. A CSV record is read as
+    pyarrow reads it, so a quoted value may hold line breaks (the record then spans
+    several lines, all left out when it is unreadable).
+    """
+    if fmt == "csv":
+        return _unreadable_records(lines)
+    bad: dict[int, str] = {}
+    skip: set[int] = set()
+    row = 0
+    for number, line in enumerate(lines):
+        rows, problem = json_line_rows(line)
+        if problem is not None:
+            bad[row] = problem
+            skip.add(number)
+        row += rows
+    return bad, skip, row
+
+
+def _unreadable_records(lines: Iterator[bytes]) -> tuple[dict[int, str], set[int], int]:
+    texts: list[bytes] = []  # the physical lines of the record being read
+
+    def decoded():
+        for line in lines:
+            texts.append(line)
+            yield line.decode("utf-8", "surrogateescape")
+
+    reader = csv.reader(decoded())
+    bad: dict[int, str] = {}
+    skip: set[int] = set()
+    header = None
+    row = 0
+    first = 0  # the record's first physical line
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field beyond the csv module's size limit, a NUL byte
+            raise ValueError(f"line {reader.line_num}: {exc}") from None
+        if header is None:
+            header = len(record)
+        elif record:  # an empty line is no row (pyarrow skips it)
+            if len(record) != header:
+                n = len(record)
+                raw = b"".join(texts)
+                bad[row] = f"has {n} field{'s' if n != 1 else ''} where the header has {header}: {_quote(raw)}"
+                skip.update(range(first, reader.line_num))
+            row += 1
+        first = reader.line_num
+        texts.clear()
+    return bad, skip, row
+
+
+def tolerant_batches(
+    fmt: str,
+    open_stream: Callable[[], object],
+    open_reader: Callable[[object], pa.RecordBatchReader],
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
+    """The file's rows with each unreadable line in its place (see the module
+    docstring), or None when every line reads on its own (the failure was something
+    else). ``open_stream()`` opens the file; ``open_reader(stream)`` is pyarrow's reader.
+
+    Returns the schema of the readable rows (without :data:`UNREADABLE`) and the batches.
+    """
+    bad, skip, rows = unreadable_lines(fmt, physical_lines(open_stream()))
+    if not bad:
+        return None
+    kept = (line for number, line in enumerate(physical_lines(open_stream())) if number not in skip)
+    reader = open_reader(io.BufferedReader(_Lines(kept), buffer_size=_CHUNK))
+    return reader.schema, _interleave(reader, bad, rows)
+
+
+def _interleave(reader: pa.RecordBatchReader, bad: dict[int, str], rows: int) -> Iterator[pa.RecordBatch]:
+    schema = reader.schema
+    out_schema = schema.append(pa.field(UNREADABLE, pa.string()))
+    pending = sorted(bad.items())
+    row = 0  # the next row number of the file
+
+    def readable(batch: pa.RecordBatch) -> pa.RecordBatch:
+        return pa.RecordBatch.from_arrays([*batch.columns, pa.nulls(batch.num_rows, pa.string())], schema=out_schema)
+
+    def unreadable(reasons: list[str]) -> pa.RecordBatch:
+        n = len(reasons)
+        return pa.RecordBatch.from_arrays([*(pa.nulls(n, f.type) for f in schema), pa.array(reasons, pa.string())], schema=out_schema)
+
+    def bad_run() -> Iterator[pa.RecordBatch]:
+        nonlocal row, pending
+        reasons = []
+        while pending and pending[0][0] == row:
+            reasons.append(pending.pop(0)[1])
+            row += 1
+        if reasons:
+            yield unreadable(reasons)
+
+    for batch in reader:
+        start = 0
+        while start < batch.num_rows:
+            yield from bad_run()
+            stop = batch.num_rows if not pending else min(batch.num_rows, start + pending[0][0] - row)
+            yield readable(batch.slice(start, stop - start))
+            row += stop - start
+            start = stop
+    while pending:  # unreadable lines after the last readable row
+        yield from bad_run()
+        if pending:
+            break
+    if row != rows or pending:
+        # the two readings split the file into rows differently (quoting they read
+        # apart): the rows' numbers cannot be trusted, so the file fails
+        raise ValueError(
+            f"read record by record the file holds {rows} rows, {len(bad)} of them unreadable; "
+            f"read around those, {row - len(bad) + len(pending)} readable rows where {rows - len(bad)} were expected"
+        )
