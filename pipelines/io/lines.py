@@ -17,8 +17,11 @@ whole file for one line. When that happens the file is read again in two passes:
 A file whose failure no line explains on its own (a value of another type than the
 rest of its column) still fails as a whole, with the parser's message: there is no
 line to set aside. The two readings must also agree on the number of rows, or the file
-fails. Not caught: a CSV quote left open, which pyarrow, like Python's csv module,
-reads as a value that runs on to the next quote.
+fails. A CSV quote left open, which pyarrow reads without an error as a value running
+on to the end of the file, is an unreadable line when the file is read record by
+record (the caller asks for that reading when a value holds a line break). Not caught:
+an open quote that a later quote closes, a merge of lines no reader can tell from a
+value that spans lines.
 """
 
 from __future__ import annotations
@@ -152,38 +155,53 @@ def unreadable_lines(fmt: str, lines: Iterator[bytes]) -> tuple[dict[int, str], 
 
 
 def _unreadable_records(lines: Iterator[bytes]) -> tuple[dict[int, str], set[int], int]:
-    texts: list[bytes] = []  # the physical lines of the record being read
-
-    def decoded():
-        for line in lines:
-            texts.append(line)
-            yield line.decode("utf-8", "surrogateescape")
-
-    reader = csv.reader(decoded())
     bad: dict[int, str] = {}
     skip: set[int] = set()
     header = None
     row = 0
-    first = 0  # the record's first physical line
+    offset = 0  # the physical line number of the first line the reader below is given
     while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # a field beyond the csv module's size limit, a NUL byte
-            raise ValueError(f"line {reader.line_num}: {exc}") from None
-        if header is None:
-            header = len(record)
-        elif record:  # an empty line is no row (pyarrow skips it)
-            if len(record) != header:
-                n = len(record)
-                raw = b"".join(texts)
-                bad[row] = f"has {n} field{'s' if n != 1 else ''} where the header has {header}: {_quote(raw)}"
-                skip.update(range(first, reader.line_num))
-            row += 1
-        first = reader.line_num
-        texts.clear()
-    return bad, skip, row
+        texts: list[bytes] = []  # the physical lines of the record being read
+
+        def decoded(source):
+            for line in source:
+                texts.append(line)
+                yield line.decode("utf-8", "surrogateescape")
+
+        reader = csv.reader(decoded(lines))
+        first = 0  # the record's first physical line, counted from ``offset``
+        last = None  # (row, first line, physical lines) of the last record read
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # a field beyond the csv module's size limit, a NUL byte
+                raise ValueError(f"line {offset + reader.line_num}: {exc}") from None
+            if header is None:
+                header = len(record)
+            elif record:  # an empty line is no row (pyarrow skips it)
+                last = (row, first, list(texts))
+                if len(record) != header:
+                    n = len(record)
+                    raw = b"".join(texts)
+                    bad[row] = f"has {n} field{'s' if n != 1 else ''} where the header has {header}: {_quote(raw)}"
+                    skip.update(range(offset + first, offset + reader.line_num))
+                row += 1
+            first = reader.line_num
+            texts.clear()
+        if last is None or len(last[2]) < 2 or b"".join(last[2]).count(b'"') % 2 == 0:
+            return bad, skip, row
+        # the file ends inside a quoted value that spans lines: a line cut short in a
+        # quote, which swallowed every line after it. Only that line is unreadable; the
+        # lines after it are read as records again.
+        row, start, record_lines = last
+        skip.difference_update(range(offset + start, offset + start + len(record_lines)))
+        bad[row] = f"a quote opened in it is never closed (a line cut short?): {_quote(record_lines[0])}"
+        skip.add(offset + start)
+        row += 1
+        offset += start + 1
+        lines = iter(record_lines[1:])
 
 
 def tolerant_batches(

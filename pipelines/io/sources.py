@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -179,25 +180,31 @@ def _parquet_file(path: str) -> pq.ParquetFile:
 
 _AS = {"csv": "CSV", "jsonl": "JSON lines"}
 
+_CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True)
+
 
 def _open_text(fmt: str, stream) -> pa.RecordBatchReader:
     """pyarrow's streaming reader of a CSV or JSONL stream (raises what pyarrow raises)."""
     if fmt == "csv":
-        return pacsv.open_csv(stream)
+        # quoted values may hold line breaks (text exported by pandas): without this
+        # pyarrow splits blocks inside them and stops ("out of sync with chunker")
+        return pacsv.open_csv(stream, parse_options=_CSV_PARSE)
     return pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=_JSON_BLOCK))
 
 
-def _tolerant(path: str, fmt: str, failure: BaseException) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """The file read around its unreadable lines (:mod:`.lines`); where no line is
-    unreadable on its own, the parser's ``failure`` as a :class:`SourceError`."""
-    message = f"cannot read {path} as {_AS[fmt]}: {_one_line(failure)}"
+def _tolerant(path: str, fmt: str, failure: BaseException | None = None):
+    """``(schema, batches)`` of the file read around its unreadable lines (:mod:`.lines`).
+    Where no line is unreadable on its own: the parser's ``failure`` as a
+    :class:`SourceError`, or None for a file pyarrow read without one."""
+    message = f"cannot read {path} as {_AS[fmt]}" + (f": {_one_line(failure)}" if failure is not None else "")
     try:
         found = tolerant_batches(fmt, lambda: open_binary(path), lambda stream: _open_text(fmt, stream))
     except SourceError:
         raise
     except Exception as exc:
-        raise SourceError(f"{message}; read without its unreadable lines: {_one_line(exc)}") from None
-    if found is None:
+        around = "; read without its unreadable lines" if failure is not None else ""
+        raise SourceError(f"{message}{around}: {_one_line(exc)}") from None
+    if found is None and failure is not None:
         raise SourceError(message)
     return found
 
@@ -278,26 +285,49 @@ def read_unit(
 def _text_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
     """A CSV or JSONL file's batches. Where pyarrow stops at a line it cannot parse, the
     file is read again around its unreadable lines (:mod:`.lines`), and the rows already
-    yielded are skipped there: they come first in both readings, the same rows."""
+    yielded are skipped there: they come first in both readings, the same rows.
+
+    pyarrow reads a CSV quote left open (a line cut short inside a quoted value) as a
+    value that runs on, line breaks and all, to the next quote or the end of the file,
+    without an error. So the first CSV batch with a line break in a value has the whole
+    file checked record by record once; where that finds unreadable lines, the file is
+    read around them as above.
+    """
     done = 0
+    check = fmt == "csv"
+    found = None
     try:
         for batch in _open_text(fmt, open_binary(path)):
+            if check and _line_break_in_a_value(batch):
+                check = False
+                found = _tolerant(path, fmt)
+                if found is not None:
+                    break
             yield batch
             done += batch.num_rows
-        return
+        else:
+            return
     except SourceError:
         raise
     except pa.ArrowInvalid as exc:
-        failure = exc
+        found = _tolerant(path, fmt, exc)
     except Exception as exc:
         raise SourceError(f"cannot read {path} as {_AS[fmt]}: {_one_line(exc)}") from None
-    _, batches = _tolerant(path, fmt, failure)
+    _, batches = found
     for batch in batches:
         if done >= batch.num_rows:
             done -= batch.num_rows
             continue
         yield batch.slice(done) if done else batch
         done = 0
+
+
+def _line_break_in_a_value(batch: pa.RecordBatch) -> bool:
+    return any(
+        pc.any(pc.match_substring_regex(col, "[\\r\\n]")).as_py()
+        for col in batch.columns
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+    )
 
 
 class _Failed:
