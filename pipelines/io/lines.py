@@ -19,7 +19,8 @@ rest of its column) still fails as a whole, with the parser's message: there is 
 line to set aside. The two readings must also agree on the number of rows, or the file
 fails. A CSV quote left open, which pyarrow reads without an error as a value running
 on to the end of the file, is an unreadable line when the file is read record by
-record (the caller asks for that reading when a value holds a line break). Not caught:
+record (the caller asks for that reading when the file's last value holds a line
+break: the open quote swallowed the lines after it into that value). Not caught:
 an open quote that a later quote closes, a merge of lines no reader can tell from a
 value that spans lines.
 """
@@ -97,14 +98,10 @@ def json_line_rows(line: bytes) -> tuple[int, str | None]:
         try:
             value, at = _DECODER.raw_decode(text, at)
         except (ValueError, RecursionError) as exc:
-            return 1, f"not valid JSON ({_first_line(exc)}): {_quote(line)}"
+            return 1, f"not valid JSON ({exc}): {_quote(line)}"
         if not isinstance(value, dict):
             return 1, f"a JSON {_JSON_TYPES.get(type(value), 'value')}, not an object: {_quote(line)}"
         rows += 1
-
-
-def _first_line(exc: BaseException) -> str:
-    return " ".join((str(exc).strip() or type(exc).__name__).split())[:200]
 
 
 class _Lines(io.RawIOBase):
@@ -181,7 +178,7 @@ def _unreadable_records(lines: Iterator[bytes]) -> tuple[dict[int, str], set[int
             if header is None:
                 header = len(record)
             elif record:  # an empty line is no row (pyarrow skips it)
-                last = (row, first, list(texts))
+                last = (row, first, texts)
                 if len(record) != header:
                     n = len(record)
                     raw = b"".join(texts)
@@ -189,7 +186,7 @@ def _unreadable_records(lines: Iterator[bytes]) -> tuple[dict[int, str], set[int
                     skip.update(range(offset + first, offset + reader.line_num))
                 row += 1
             first = reader.line_num
-            texts.clear()
+            texts = []  # ``decoded`` appends to the new list: ``last`` keeps the old one
         if last is None or len(last[2]) < 2 or b"".join(last[2]).count(b'"') % 2 == 0:
             return bad, skip, row
         # the file ends inside a quoted value that spans lines: a line cut short in a
@@ -253,10 +250,7 @@ def _interleave(reader: pa.RecordBatchReader, bad: dict[int, str], rows: int) ->
             yield readable(batch.slice(start, stop - start))
             row += stop - start
             start = stop
-    while pending:  # unreadable lines after the last readable row
-        yield from bad_run()
-        if pending:
-            break
+    yield from bad_run()  # unreadable lines after the last readable row
     if row != rows or pending:
         # the two readings split the file into rows differently (quoting they read
         # apart): the rows' numbers cannot be trusted, so the file fails

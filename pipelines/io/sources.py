@@ -288,24 +288,23 @@ def _text_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
     yielded are skipped there: they come first in both readings, the same rows.
 
     pyarrow reads a CSV quote left open (a line cut short inside a quoted value) as a
-    value that runs on, line breaks and all, to the next quote or the end of the file,
-    without an error. So the first CSV batch with a line break in a value has the whole
-    file checked record by record once; where that finds unreadable lines, the file is
-    read around them as above.
+    value that runs on, line breaks and all, to the end of the file, without an error:
+    the file's last value. So the last batch is held back, and where its last row holds
+    a line break in a value the file is checked record by record; where that finds
+    unreadable lines, the file is read around them as above.
     """
     done = 0
-    check = fmt == "csv"
-    found = None
+    held = None
     try:
         for batch in _open_text(fmt, open_binary(path)):
-            if check and _line_break_in_a_value(batch):
-                check = False
-                found = _tolerant(path, fmt)
-                if found is not None:
-                    break
-            yield batch
-            done += batch.num_rows
-        else:
+            if held is not None:
+                yield held
+                done += held.num_rows
+            held = batch
+        found = _tolerant(path, fmt) if fmt == "csv" and held is not None and _ends_spanning_lines(held) else None
+        if found is None:
+            if held is not None:
+                yield held
             return
     except SourceError:
         raise
@@ -322,10 +321,14 @@ def _text_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
         done = 0
 
 
-def _line_break_in_a_value(batch: pa.RecordBatch) -> bool:
+def _ends_spanning_lines(batch: pa.RecordBatch) -> bool:
+    """Whether a value of the batch's last row holds a line break."""
+    if batch.num_rows == 0:
+        return False
+    last = batch.slice(batch.num_rows - 1)
     return any(
         pc.any(pc.match_substring_regex(col, "[\\r\\n]")).as_py()
-        for col in batch.columns
+        for col in last.columns
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
     )
 
