@@ -29,6 +29,7 @@ from poisonscan.pipelines.io.sources import (
     file_schema,
     plan_units,
     read_unit,
+    typed_files,
 )
 from poisonscan.pipelines.scan.decisions import (
     DECISIONS_FILE,
@@ -68,7 +69,7 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
         raise ApplyError(str(exc)) from None
     released = released_ids(decisions)
     try:
-        files = expand_sources(summary.get("inputs") or [])
+        files = typed_files(expand_sources(summary.get("inputs") or []))
     except SourceError as exc:
         raise ApplyError(f"the scan's inputs cannot be read again: {exc}") from None
     drop = _dropped(files, quarantine, rejected, released)

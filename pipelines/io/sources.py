@@ -11,8 +11,10 @@ split, so they order outputs and break ties deterministically.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
+import re
 import threading
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -60,6 +62,9 @@ class SourceFile:
     index: int
     path: str
     format: str
+    #: CSV columns read as text: pyarrow typed them by the file's first block, and a
+    #: later value is not of that type (:func:`typed_files`)
+    text_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class ReadUnit:
     row_groups: tuple[int, ...] | None
     first_row: int
     rows: int | None  # known for Parquet
+    text_columns: tuple[str, ...] = ()  # see SourceFile
 
     @property
     def key(self) -> str:
@@ -183,22 +189,26 @@ _AS = {"csv": "CSV", "jsonl": "JSON lines"}
 _CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True)
 
 
-def _open_text(fmt: str, stream) -> pa.RecordBatchReader:
-    """pyarrow's streaming reader of a CSV or JSONL stream (raises what pyarrow raises)."""
+def _open_text(fmt: str, stream, text_columns: Sequence[str] = ()) -> pa.RecordBatchReader:
+    """pyarrow's streaming reader of a CSV or JSONL stream (raises what pyarrow raises);
+    a CSV's ``text_columns`` are read as strings whatever their values look like."""
     if fmt == "csv":
         # quoted values may hold line breaks (text exported by pandas): without this
         # pyarrow splits blocks inside them and stops ("out of sync with chunker")
-        return pacsv.open_csv(stream, parse_options=_CSV_PARSE)
+        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns})
+        return pacsv.open_csv(stream, parse_options=_CSV_PARSE, convert_options=convert)
     return pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=_JSON_BLOCK))
 
 
-def _tolerant(path: str, fmt: str, failure: BaseException | None = None):
+def _tolerant(path: str, fmt: str, failure: BaseException | None = None, text_columns: Sequence[str] = ()):
     """``(schema, batches)`` of the file read around its unreadable lines (:mod:`.lines`).
     Where no line is unreadable on its own: the parser's ``failure`` as a
     :class:`SourceError`, or None for a file pyarrow read without one."""
     message = f"cannot read {path} as {_AS[fmt]}" + (f": {_one_line(failure)}" if failure is not None else "")
     try:
-        found = tolerant_batches(fmt, lambda: open_binary(path), lambda stream: _open_text(fmt, stream))
+        found = tolerant_batches(
+            fmt, lambda: open_binary(path), lambda stream: _open_text(fmt, stream, text_columns)
+        )
     except SourceError:
         raise
     except Exception as exc:
@@ -211,15 +221,64 @@ def _tolerant(path: str, fmt: str, failure: BaseException | None = None):
 
 def _text_schema(src: SourceFile) -> pa.Schema:
     try:
-        return _open_text(src.format, open_binary(src.path)).schema
+        return _open_text(src.format, open_binary(src.path), src.text_columns).schema
     except SourceError:
         raise
     except pa.ArrowInvalid as exc:
         if src.format == "jsonl" and "empty" in str(exc).lower():
             return pa.schema([])
-        return _tolerant(src.path, src.format, exc)[0]
+        return _tolerant(src.path, src.format, exc, src.text_columns)[0]
     except Exception as exc:
         raise SourceError(f"cannot read {src.path} as {_AS[src.format]}: {_one_line(exc)}") from None
+
+
+class ColumnTypeChange(SourceError):
+    """A CSV column that pyarrow typed by the file's first block (numbers) holds a value
+    of another kind further on; :func:`typed_files` reads such a column as text."""
+
+    def __init__(self, path: str, column: str, typed: str, value: str):
+        super().__init__(
+            f"cannot read {path} as CSV: its column {column!r} holds {value!r} where the file's "
+            f"first rows hold {typed} values"
+        )
+        self.column = column
+
+
+_CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'", re.S)
+
+
+def _raise_type_change(path: str, exc: BaseException, names: Sequence[str] | None) -> None:
+    """Raise :class:`ColumnTypeChange` where pyarrow's ``exc`` says a CSV value does
+    not convert to its column's type; return otherwise."""
+    found = _CONVERSION.search(str(exc))
+    if found and names is not None and int(found.group(1)) < len(names):
+        raise ColumnTypeChange(path, names[int(found.group(1))], found.group(2), found.group(3)[:80]) from None
+
+
+def typed_files(files: Sequence[SourceFile]) -> list[SourceFile]:
+    """The files, each CSV with the columns it must read as text.
+
+    pyarrow types a CSV's columns by the file's first block (1 MB) and stops at a later
+    value of another kind (a word in a column of numbers), losing the file. So each
+    CSV is read once here, and a column whose later values do not fit its type is read
+    as text in every pass: every batch of the file then has the same columns, and the
+    scan checks the values row by row (a table's number column: ``not_a_number``).
+    Costs one more read of each CSV file (pyarrow's parse, no Python per row).
+    """
+    out = []
+    for src in files:
+        text: tuple[str, ...] = src.text_columns
+        while src.format == "csv":
+            try:
+                for _ in _text_batches(src.path, src.format, text):
+                    pass
+                break
+            except ColumnTypeChange as exc:
+                if exc.column in text:
+                    raise
+                text += (exc.column,)
+        out.append(dataclasses.replace(src, text_columns=text))
+    return out
 
 
 def file_schema(src: SourceFile) -> pa.Schema:
@@ -235,7 +294,7 @@ def plan_units(files: Sequence[SourceFile], unit_rows: int = UNIT_ROWS) -> list[
     units: list[ReadUnit] = []
     for src in files:
         if src.format != "parquet":
-            units.append(ReadUnit(src.index, 0, src.path, src.format, None, 0, None))
+            units.append(ReadUnit(src.index, 0, src.path, src.format, None, 0, None, src.text_columns))
             continue
         meta = _parquet_file(src.path).metadata
         groups: list[tuple[list[int], int, int]] = []  # (row groups, first row, rows)
@@ -271,7 +330,7 @@ def read_unit(
                 yield batch, row
                 row += batch.num_rows
             return
-        for batch in _text_batches(unit.path, unit.format):
+        for batch in _text_batches(unit.path, unit.format, unit.text_columns):
             for start in range(0, batch.num_rows, batch_rows):
                 piece = batch.slice(start, batch_rows)
                 yield piece, row
@@ -282,10 +341,12 @@ def read_unit(
         raise SourceError(f"{unit.path}: cannot read rows after row {row}: {_one_line(exc)}") from None
 
 
-def _text_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
-    """A CSV or JSONL file's batches. Where pyarrow stops at a line it cannot parse, the
-    file is read again around its unreadable lines (:mod:`.lines`), and the rows already
-    yielded are skipped there: they come first in both readings, the same rows.
+def _text_batches(path: str, fmt: str, text_columns: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+    """A CSV or JSONL file's batches (a CSV's ``text_columns`` read as strings). Where
+    pyarrow stops at a line it cannot parse, the file is read again around its
+    unreadable lines (:mod:`.lines`), and the rows already yielded are skipped there:
+    they come first in both readings, the same rows. Where it stops at a CSV value that
+    does not fit its column's type: :class:`ColumnTypeChange` (:func:`typed_files`).
 
     pyarrow reads a CSV quote left open (a line cut short inside a quoted value) as a
     value that runs on, line breaks and all, to the end of the file, without an error:
@@ -295,13 +356,17 @@ def _text_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
     """
     done = 0
     held = None
+    names = None
     try:
-        for batch in _open_text(fmt, open_binary(path)):
+        reader = _open_text(fmt, open_binary(path), text_columns)
+        names = reader.schema.names
+        for batch in reader:
             if held is not None:
                 yield held
                 done += held.num_rows
             held = batch
-        found = _tolerant(path, fmt) if fmt == "csv" and held is not None and _ends_spanning_lines(held) else None
+        spanning = fmt == "csv" and held is not None and _ends_spanning_lines(held)
+        found = _tolerant(path, fmt, None, text_columns) if spanning else None
         if found is None:
             if held is not None:
                 yield held
@@ -309,16 +374,21 @@ def _text_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
     except SourceError:
         raise
     except pa.ArrowInvalid as exc:
-        found = _tolerant(path, fmt, exc)
+        _raise_type_change(path, exc, names)
+        found = _tolerant(path, fmt, exc, text_columns)
     except Exception as exc:
         raise SourceError(f"cannot read {path} as {_AS[fmt]}: {_one_line(exc)}") from None
-    _, batches = found
-    for batch in batches:
-        if done >= batch.num_rows:
-            done -= batch.num_rows
-            continue
-        yield batch.slice(done) if done else batch
-        done = 0
+    schema, batches = found
+    try:
+        for batch in batches:
+            if done >= batch.num_rows:
+                done -= batch.num_rows
+                continue
+            yield batch.slice(done) if done else batch
+            done = 0
+    except pa.ArrowInvalid as exc:
+        _raise_type_change(path, exc, schema.names)
+        raise
 
 
 def _ends_spanning_lines(batch: pa.RecordBatch) -> bool:
@@ -454,4 +524,5 @@ __all__ = [
     "plan_units",
     "read_unit",
     "table_batches",
+    "typed_files",
 ]

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from poisonscan.pipelines.io.kinds import InputError, is_string_type
 from poisonscan.pipelines.io.outputs import open_read
@@ -331,14 +332,19 @@ class TabularEncoder:
 
     @classmethod
     def fit(cls, table: pa.Table, columns: Sequence[str], max_categories: int = 20) -> "TabularEncoder":
+        """Numeric columns: columns of numbers or booleans, and columns of text in which
+        at least :data:`NUMBER_SHARE` of the sampled values present are numbers (a
+        column of numbers with a few typos, which pyarrow reads as text: its rows that
+        are not numbers are rejected, ``not_a_number``). Other text columns are
+        categorical."""
         numeric, categorical, repeated = [], [], {}
         for c in columns:
             col = table.column(c)
             t = col.type
             if pa.types.is_dictionary(t):
                 col, t = col.cast(t.value_type), t.value_type
-            if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-                x = np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or _mostly_numbers(col):
+                x, _ = column_numbers(col)
                 x = x[np.isfinite(x)]
                 mean = float(x.mean()) if x.size else 0.0
                 sd = float(x.std()) if x.size and x.std() > 0 else 1.0
@@ -361,12 +367,15 @@ class TabularEncoder:
         parts = []
         names = batch.schema.names
         tokens: list = [[] for _ in range(n)]
+        errors: dict[int, tuple[str, str]] = {}
         for c, mean, sd in self.numeric:
             if c in names:
-                col = batch.column(c)
-                if pa.types.is_dictionary(col.type):
-                    col = col.cast(col.type.value_type)
-                x = np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+                x, bad = column_numbers(batch.column(c))
+                for i, value in bad.items():
+                    errors.setdefault(i, ("not_a_number", (
+                        f"column {c!r} holds {value[:_QUOTED]!r}, not a number, where the column's values are "
+                        "numbers (write a missing value as an empty cell)"
+                    )))
             else:
                 x = np.full(n, np.nan)
             missing = ~np.isfinite(x)
@@ -390,7 +399,61 @@ class TabularEncoder:
                     tokens[i].append(f"{c}={str(v)[:_MAX_VALUE_CHARS]}")
             parts.append(onehot)
         x = np.column_stack(parts).astype(np.float32) if parts else np.zeros((n, 0), np.float32)
-        return Encoded(np.arange(n, dtype=np.int64), {"x": x}, {}, tokens)
+        if not errors:
+            return Encoded(np.arange(n, dtype=np.int64), {"x": x}, {}, tokens)
+        rows = np.array([i for i in range(n) if i not in errors], dtype=np.int64)
+        return Encoded(rows, {"x": x[rows]}, errors, [tokens[i] for i in rows])
+
+
+#: A text column is a column of numbers when at least this share of its sampled values
+#: (those present) are numbers: the rest are taken for typos and their rows rejected.
+#: Below it, the column is categorical (its numbers are categories like its words).
+NUMBER_SHARE = 0.95
+
+_QUOTED = 60  # how much of a value that is not a number its reason quotes
+
+#: A number written as text, as pyarrow's CSV reader reads one (decimal, exponent,
+#: ``nan``, ``inf``), around spaces.
+_NUMBER = r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|[nN][aA][nN]|[iI][nN][fF]([iI][nN][iI][tT][yY])?)\s*$"
+
+
+def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
+    """A column's values as float64 (NaN where null, empty or not a number) and
+    ``{row: value}`` for the text values that are not numbers."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if not is_string_type(col.type):
+        return np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64), {}
+    text = pc.utf8_trim_whitespace(col)
+    empty = pc.equal(pc.utf8_length(text), 0)
+    number = pc.match_substring_regex(text, _NUMBER)
+    usable = pc.and_kleene(number, pc.invert(empty))
+    x = pc.if_else(usable, text, pa.scalar(None, pa.string())).cast(pa.float64())
+    bad = pc.and_(pc.invert(number), pc.invert(empty))  # null where the value is null
+    rows = np.flatnonzero(bad.fill_null(False).to_numpy(zero_copy_only=False))
+    return (
+        np.asarray(x.to_numpy(zero_copy_only=False), dtype=np.float64),
+        {int(i): col[int(i)].as_py() for i in rows},
+    )
+
+
+def _mostly_numbers(col) -> bool:
+    """Whether a text column's present values are at least :data:`NUMBER_SHARE` numbers."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not is_string_type(col.type):
+        return False
+    _, bad = column_numbers(col)
+    present = _present(col)
+    return present > 0 and present - len(bad) >= NUMBER_SHARE * present
+
+
+def _present(col: pa.Array) -> int:
+    """Values that are not null and not empty (after trimming spaces)."""
+    text = pc.utf8_trim_whitespace(col)
+    return int(pc.sum(pc.greater(pc.utf8_length(text), 0)).as_py() or 0)
 
 
 def _values(col) -> list:

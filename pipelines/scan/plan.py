@@ -18,6 +18,7 @@ from poisonscan.pipelines.io.sources import (
     expand_sources,
     file_schema,
     plan_units,
+    typed_files,
 )
 from poisonscan.pipelines.scan.columns import REJECT_COLUMNS
 from poisonscan.pipelines.scan.fit import Layout, batch_rows_for
@@ -121,7 +122,7 @@ class TableNames(Mapping):
 
 def plan_scan(sources: Sequence[str], cfg: ScanConfig, format_override: str | None = None) -> ScanPlan:
     """Match and check the inputs; raise :class:`SourceError` before anything runs."""
-    files = expand_sources(sources, format_override)
+    files = typed_files(expand_sources(sources, format_override))
     return _plan(files, [file_schema(f) for f in files], cfg, tuple(plan_units(files)))
 
 

@@ -79,6 +79,26 @@ def _raw_values(batch: pa.RecordBatch, spec: InputSpec) -> np.ndarray:
     return out
 
 
+def _sample_table(values: list, columns) -> pa.Table:
+    """The sampled rows (dicts) of a table as a table; a column whose files hold it as
+    numbers in one and as text in another (a typo made pyarrow read it as text) is text
+    here, its numbers written as text: the encoder decides what the column is."""
+    if not values:
+        return pa.table({c: pa.nulls(0) for c in columns})
+    try:
+        return pa.Table.from_pylist(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    out = {}
+    for c in columns:
+        cells = [row.get(c) for row in values]
+        try:
+            out[c] = pa.array(cells)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            out[c] = pa.array([None if v is None else str(v) for v in cells], pa.string())
+    return pa.table(out)
+
+
 @dataclass
 class Representer:
     """Turns encoded rows into ``[representation | probabilities]`` vectors."""
@@ -168,7 +188,7 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir], p
         encoder = TextEncoder()
         enc = encoder.encode(values)
     elif spec.kind == "tabular":
-        table = pa.Table.from_pylist(values) if values else pa.table({c: pa.nulls(0) for c in spec.columns})
+        table = _sample_table(values, spec.columns)
         encoder = TabularEncoder.fit(table, spec.columns)
         enc = encoder.encode(table.combine_chunks().to_batches()[0] if table.num_rows else pa.record_batch([]))
     else:

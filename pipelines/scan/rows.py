@@ -11,6 +11,8 @@ missing_label  the label is null
 missing_features  the features are null
 empty_features the feature list is empty
 bad_number     the features (written as text) are not all numbers, or not UTF-8 text
+not_a_number   a table's column of numbers holds a value that is not one (a typo):
+               see :class:`..represent.encoders.TabularEncoder`
 null_in_features  a feature value is null
 nan_features   a feature value is NaN
 inf_features   a feature value is infinite

@@ -1,0 +1,128 @@
+"""A word in a column of numbers rejects its row, not the column or the file.
+
+pyarrow types a CSV column by the file's first block: a typo there makes the whole
+column text (a table's numbers were then one-hot categories), and a typo further on
+stopped the file. Now a CSV column whose later values do not fit its type is read as
+text in every pass (``sources.typed_files``), and a table's text column that is mostly
+numbers is read as numbers, the rows that are not rejected (``not_a_number``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from poisonscan.pipelines.cli import main as cli_main
+from poisonscan.pipelines.io.sources import (
+    SourceError,
+    SourceFile,
+    file_schema,
+    plan_units,
+    read_unit,
+    typed_files,
+)
+from poisonscan.pipelines.represent.encoders import (
+    NUMBER_SHARE,
+    TabularEncoder,
+    column_numbers,
+)
+
+ROWS = 12_000  # about 1.6 MB of CSV: rows past pyarrow's first 1 MB block
+LATE = 11_000
+
+
+def _table(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"id": np.arange(ROWS), "label": rng.integers(0, 3, ROWS)})
+    for j in range(8):
+        df[f"x{j}"] = rng.normal(size=ROWS) + df["label"] * 0.5
+    df["note"] = rng.integers(0, 9, ROWS)  # not scanned: carried to the outputs
+    return df
+
+
+def _with_typos(df: pd.DataFrame) -> pd.DataFrame:
+    t = df.astype({"x1": object, "x5": object, "note": object})
+    t.loc[3, "x1"] = "abc"  # in the first block: pyarrow reads x1 as text
+    t.loc[LATE, "x5"] = "12,5"  # past it: pyarrow typed x5 as numbers and stopped here
+    t.loc[LATE + 500, "note"] = "see below"
+    return t
+
+
+def _csv(df: pd.DataFrame, path) -> str:
+    df.to_csv(path, index=False, float_format="%.12f")
+    return str(path)
+
+
+def test_a_csv_value_past_the_first_block_that_does_not_fit_its_column_is_read_as_text(tmp_path):
+    path = _csv(_with_typos(_table()), tmp_path / "typos.csv")
+    (raw,) = plan_units([SourceFile(0, path, "csv")])
+    with pytest.raises(SourceError, match=r"its column 'x5' holds '12,5' where the file's first rows hold double"):
+        list(read_unit(raw, None, 4096))
+    (src,) = typed_files([SourceFile(0, path, "csv")])
+    assert src.text_columns == ("x5", "note")
+    assert file_schema(src).field("x5").type == pa.string() and file_schema(src).field("x0").type == pa.float64()
+    (unit,) = plan_units([src])
+    batches = [(b, first) for b, first in read_unit(unit, None, 4096)]
+    assert [first for _, first in batches] == list(np.cumsum([0] + [b.num_rows for b, _ in batches[:-1]]))
+    assert {b.schema for b, _ in batches} == {batches[0][0].schema}  # one schema for the whole file
+    table = pa.Table.from_batches([b for b, _ in batches])
+    assert table.num_rows == ROWS and table.column("x5")[LATE].as_py() == "12,5"
+    assert table.column("note")[0].as_py() == str(_table()["note"][0])
+    # a clean file costs nothing more than the one read
+    (clean,) = typed_files([SourceFile(0, _csv(_table(), tmp_path / "clean.csv"), "csv")])
+    assert clean.text_columns == ()
+
+
+def test_numbers_written_as_text_are_read_as_pyarrow_reads_them():
+    x, bad = column_numbers(pa.array(["1.5", " 2 ", "abc", "", None, "nan", "-3e2", ".5", "1_000", "0x10", "12,5"]))
+    assert np.array_equal(x[[0, 1, 6, 7]], [1.5, 2.0, -300.0, 0.5])
+    assert np.isnan(x[[2, 3, 4, 5, 8, 9, 10]]).all()  # empty, null and "nan": missing values, not typos
+    assert bad == {2: "abc", 8: "1_000", 9: "0x10", 10: "12,5"}
+    # a column is numbers when at least NUMBER_SHARE of its values present are
+    words = int(round(20 * (1 - NUMBER_SHARE)))
+    mostly = pa.table({"a": [str(i) for i in range(20 - words)] + ["x"] * words + [None, ""]})
+    half = pa.table({"a": [str(i) for i in range(20 - words - 1)] + ["x"] * (words + 1)})
+    assert [c for c, *_ in TabularEncoder.fit(mostly, ["a"]).numeric] == ["a"]
+    assert [c for c, _ in TabularEncoder.fit(half, ["a"]).categorical] == ["a"]
+    enc = TabularEncoder.fit(mostly, ["a"]).encode(mostly.to_batches()[0])
+    assert list(enc.errors) == list(range(20 - words, 20)) and enc.errors[20 - words][0] == "not_a_number"
+    assert len(enc.rows) == len(enc.tokens) == enc.inputs["x"].shape[0] == mostly.num_rows - words
+
+
+def test_a_few_words_in_a_column_of_numbers_reject_their_rows_not_the_column_or_the_file(tmp_path):
+    columns = ",".join(f"x{j}" for j in range(8))
+    outs = {}
+    for name, df in (("clean", _table()), ("typos", _with_typos(_table()))):
+        out = tmp_path / name
+        src = _csv(df, tmp_path / f"{name}.csv")
+        assert cli_main(["scan", src, "--out", str(out), "--tabular-columns", columns, "-q"]) == 0
+        outs[name] = out
+    s = {name: json.loads((out / "summary.json").read_text()) for name, out in outs.items()}
+    typos = s["typos"]
+    assert typos["rows_read"] == ROWS and typos["rejected_by_reason"] == {"not_a_number": 2}
+    assert typos["rows_clean"] + typos["rows_quarantined"] + typos["rows_rejected"] == ROWS
+    # x1 and x5 are read as numbers: the representation is as wide as the clean file's
+    assert typos["dimension"] == s["clean"]["dimension"]
+    rejected = pq.read_table(outs["typos"] / "rejected.parquet").to_pylist()
+    assert [r["source_row"] for r in rejected] == [3, LATE]
+    assert [r["x1"] for r in rejected][0] == "abc" and rejected[1]["x5"] == "12,5"  # the row as read
+    assert "column 'x1' holds 'abc', not a number" in rejected[0]["error"]
+    assert "column 'x5' holds '12,5', not a number" in rejected[1]["error"]
+    assert {r["expectation"] for r in rejected} == {"expect_column_values_to_be_in_set(tabular.numbers)"}
+    (numbers,) = [r for r in typos["expectations"]["results"]
+                  if r["expectation"] == "expect_column_values_to_be_in_set(tabular.numbers)"]
+    assert not numbers["success"] and numbers["result"]["unexpected_count"] == 2
+    # the clean split reads the file again, with the same columns as text
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text("id,label,score,decision,reviewer,time,note,scan\n")
+    assert cli_main(["apply", str(outs["typos"]), "--decisions", str(decisions), "-q"]) == 0
+    split = pq.read_table(outs["typos"] / "clean.parquet")
+    assert split.num_rows == typos["rows_clean"]
+    assert split.schema.field("note").type == pa.string()
+    assert "see below" in split.column("note").to_pylist()
+    assert not {3, LATE} & set(split.column("id").to_pylist())
