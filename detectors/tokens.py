@@ -553,7 +553,7 @@ class PixelTrigger(TokenTrigger):
             token, t = named[0]
             what = _pixel_words(token)
             prior = state.info["label_rows"][str(t.label)] / max(total, 1)
-            more = _more_cells([tok for tok, _ in named[1:]])
+            more = _more_cells(token, [tok for tok, _ in named[1:]])
             out.append(
                 f"has {what}{more}, which {t.rows:,} images have, {t.with_label / t.rows:.0%} of them "
                 f"labelled {t.label!r} (that label's share of all rows: {prior:.0%}), and without it the "
@@ -562,17 +562,42 @@ class PixelTrigger(TokenTrigger):
         return out
 
 
-def _more_cells(tokens: list[str], shown: int = 3) -> str:
-    """The other trigger values a row holds, by cell: " (and 2 more trigger values, at
-    cells (3, 6) and (4, 5))"; past ``shown`` cells, how many more."""
+def _more_cells(first: str, tokens: list[str]) -> str:
+    """The other trigger values a row holds besides ``first``, by where they lie: " (and
+    2 more trigger values within it)" when they lie on its cells (a block's single cells),
+    else the rows and columns of the grey grid all of them cover together, " (one of 3
+    trigger values it holds, which together cover rows 6-7 and columns 6-8 of the
+    grid)": overlapping blocks of one stamp are one place, not several."""
     if not tokens:
         return ""
-    cells = [_cell(_parts(tok)[1]) for tok in tokens]
-    rest = len(cells) - shown
-    where = (", ".join(cells[:shown]) + f" and {rest} more" if rest > 0
-             else " and ".join(filter(None, [", ".join(cells[:-1]), cells[-1]])))
-    plural = "s" if len(cells) > 1 else ""
-    return f" (and {len(cells)} more trigger value{plural}, at cell{plural} {where})"
+    plural = "s" if len(tokens) > 1 else ""
+    own = _cells(first)
+    if all(_cells(tok) <= own for tok in tokens):
+        return f" (and {len(tokens)} more trigger value{plural} within it)"
+    cells = set(own).union(*(_cells(tok) for tok in tokens))
+    rows, cols = sorted({r for r, _ in cells}), sorted({c for _, c in cells})
+    return (f" (one of {len(tokens) + 1} trigger values it holds, which together cover {_span('row', rows)} "
+            f"and {_span('column', cols)} of the grid)")
+
+
+def _cells(token: str) -> frozenset:
+    """The grid cells a pixel token covers: one (``px``), or a 2 x 2 block (``blk``)."""
+    kind, where, _ = _parts(token)
+    r, c = (int(v) for v in where.split(","))
+    size = 2 if kind == "blk" else 1
+    return frozenset((r + i, c + j) for i in range(size) for j in range(size))
+
+
+def _span(name: str, values: list[int]) -> str:
+    """``row 6`` or ``rows 6-7`` (contiguous) or ``rows 2, 6-7``."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return f"{name}{'s' if len(values) > 1 else ''} {text}"
 
 
 def _cell(where: str) -> str:

@@ -8,6 +8,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from poisonscan.detectors import make_detector
+from poisonscan.detectors.tokens import _more_cells
 from poisonscan.pipelines.represent.encoders import (
     ImageEncoder,
     pixel_levels,
@@ -55,8 +56,19 @@ def test_a_binary_task_with_a_stamp_is_found():
     assert (flagged & truth).sum() >= 0.95 * truth.sum() and not (flagged & ~truth).any()
     reason = det.describe(state, [tokens[i] for i in np.flatnonzero(flagged)[:1]], y[flagged][:1], None, None)[0]
     assert "of 16) at cell (" in reason and "100% of them labelled 8" in reason
-    # the stamp's other values are named by their cells, not merely counted
-    assert re.search(r"\(and \d+ more trigger values?, at cells? \(\d+, \d+\)", reason)
+    # the stamp's other values are placed, not merely counted
+    assert re.search(r"\((and \d+ more trigger values? within it|one of \d+ trigger values it holds, which together "
+                     r"cover rows? [\d, -]+ and columns? [\d, -]+ of the grid)\)", reason)
+
+
+def test_a_stamps_other_values_are_placed_as_one_region():
+    """Overlapping 2 x 2 blocks of one stamp read as one place, not as several stamps."""
+    assert _more_cells("blk 6,6=15.15.15.15", ["px 6,7=15", "px 7,7=15"]) == " (and 2 more trigger values within it)"
+    assert _more_cells("blk 6,6=15.15.15.15", ["blk 6,7=15.15.15.15"]) == (
+        " (one of 2 trigger values it holds, which together cover rows 6-7 and columns 6-8 of the grid)")
+    assert _more_cells("px 6,6=15", ["px 6,7=15", "px 2,7=3"]) == (
+        " (one of 3 trigger values it holds, which together cover rows 2, 6 and columns 6-7 of the grid)")
+    assert _more_cells("px 6,6=15", []) == ""
 
 
 def test_every_digit_class_with_a_stamp_in_batches_as_in_one():
