@@ -14,9 +14,10 @@ whole file for one line. When that happens the file is read again in two passes:
    its reason in the column :data:`UNREADABLE`. The rows after it keep their row
    numbers in the file; validation rejects it (``unreadable_row``) and drops the column.
 
-A file whose failure no line explains on its own (a value of another type than the
-rest of its column) still fails as a whole, with the parser's message: there is no
-line to set aside. The two readings must also agree on the number of rows, or the file
+A failure no line explains on its own is a value of another type than the rest of its
+column (a word among numbers): :func:`..sources.typed_files` reads such a column as text
+(a JSONL file then in Python, :func:`json_text_batches`); any other fails the file, with
+the parser's message: there is no line to set aside. The two readings must also agree on the number of rows, or the file
 fails. A CSV quote left open, which pyarrow reads without an error as a value running
 on to the end of the file, is an unreadable line when the file is read record by
 record (the caller asks for that reading when the file's last value holds a line
@@ -86,22 +87,29 @@ def json_line_rows(line: bytes) -> tuple[int, str | None]:
     """How many rows pyarrow makes of one JSONL line (several objects on a line are
     several rows), and why it cannot read the line (None: it can; else the line is one
     unreadable row)."""
+    objects, problem = _json_objects(line)
+    return (1, problem) if problem is not None else (len(objects), None)
+
+
+def _json_objects(line: bytes) -> tuple[list[dict], str | None]:
+    """The JSON objects of one JSONL line, and why it cannot be read (None: it can)."""
     # bytes that are not UTF-8 are kept as they are: pyarrow reads them, and the row's
     # checks reject the cell that holds them (``bad_text``, ...)
     text = line.decode("utf-8", "surrogateescape")
-    rows, at, end = 0, 0, len(text.rstrip())
+    objects: list[dict] = []
+    at, end = 0, len(text.rstrip())
     while True:
         while at < end and text[at].isspace():
             at += 1
         if at >= end:
-            return rows, None
+            return objects, None
         try:
             value, at = _DECODER.raw_decode(text, at)
         except (ValueError, RecursionError) as exc:
-            return 1, f"not valid JSON ({exc}): {_quote(line)}"
+            return objects, f"not valid JSON ({exc}): {_quote(line)}"
         if not isinstance(value, dict):
-            return 1, f"a JSON {_JSON_TYPES.get(type(value), 'value')}, not an object: {_quote(line)}"
-        rows += 1
+            return objects, f"a JSON {_JSON_TYPES.get(type(value), 'value')}, not an object: {_quote(line)}"
+        objects.append(value)
 
 
 class _Lines(io.RawIOBase):
@@ -258,3 +266,118 @@ def _interleave(reader: pa.RecordBatchReader, bad: dict[int, str], rows: int) ->
             f"read record by record the file holds {rows} rows, {len(bad)} of them unreadable; "
             f"read around those, {row - len(bad) + len(pending)} readable rows where {rows - len(bad)} were expected"
         )
+
+
+class JsonColumnType(ValueError):
+    """A JSONL column holds a value the column's type (inferred from the file's first
+    rows) cannot hold: a word among numbers, a string among lists."""
+
+    def __init__(self, column: str, typed: pa.DataType, value):
+        super().__init__(f"its column {column!r} holds {_short_json(value)} where the file's first rows hold {typed}")
+        self.column = column
+
+
+def _short_json(value) -> str:
+    text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+#: Rows the Python reader below infers a JSONL file's column types from (the rest are
+#: read to those types), and rows per batch.
+_JSON_INFER_ROWS = 4096
+
+
+def json_text_batches(
+    open_stream: Callable[[], object], text_columns: tuple[str, ...], batch_rows: int = _JSON_INFER_ROWS,
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """A JSONL file read in Python, its ``text_columns`` as strings: a value that is not
+    a string is written as JSON (``1``, ``[0.1, 0.2]``), so a column that mixes types
+    (pyarrow stops the file at the first change) holds text the scan's row checks read
+    (a label ``1`` and ``"1"`` are one label; numbers in a string are features written
+    as text). The other columns take their types from the file's first rows, and a
+    later value that does not fit raises :class:`JsonColumnType`. Lines that are not
+    JSON objects are rows of nulls with their reason in :data:`UNREADABLE`, as in
+    :func:`tolerant_batches`. Returns the schema (without :data:`UNREADABLE`) and the
+    batches."""
+    rows = _json_rows(physical_lines(open_stream()))
+    first: list = []
+    for item in rows:
+        first.append(item)
+        if len(first) >= batch_rows:
+            break
+    schema = _json_schema([r for r in first if isinstance(r, dict)], text_columns)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        pending = first
+        while pending:
+            yield _json_batch(pending, schema, text_columns)
+            pending = [item for _, item in zip(range(batch_rows), rows)]
+
+    return schema, batches()
+
+
+def _json_rows(lines: Iterator[bytes]) -> Iterator[dict | str]:
+    """Each JSON object of the lines (several on a line are several rows), or for a line
+    that cannot be read, why (one row)."""
+    for line in lines:
+        objects, problem = _json_objects(line)
+        if problem is not None:
+            yield problem
+        else:
+            yield from objects
+
+
+def _as_text(value):
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, allow_nan=True)
+
+
+def _json_schema(rows: list[dict], text_columns: tuple[str, ...]) -> pa.Schema:
+    names: dict = {}
+    for r in rows:
+        names.update(dict.fromkeys(r))
+    names.update(dict.fromkeys(text_columns))  # a key the first rows lack: text (see below)
+    fields = []
+    for name in names:
+        if name in text_columns:
+            fields.append(pa.field(name, pa.string()))
+            continue
+        try:
+            fields.append(pa.field(name, pa.array([r.get(name) for r in rows]).type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            bad = next(r.get(name) for r in rows if r.get(name) is not None)
+            raise JsonColumnType(name, pa.null(), bad) from None
+    return pa.schema(fields)
+
+
+def _json_batch(items: list, schema: pa.Schema, text_columns: tuple[str, ...]) -> pa.RecordBatch:
+    objects = [r if isinstance(r, dict) else {} for r in items]
+    for r in objects:
+        extra = [k for k in r if schema.get_field_index(k) < 0]
+        if extra:  # a key the first rows lack: read as text once the caller knows of it
+            raise JsonColumnType(extra[0], pa.null(), r[extra[0]])
+    arrays = []
+    for f in schema:
+        values = [r.get(f.name) for r in objects]
+        if f.name in text_columns:
+            values = [_as_text(v) for v in values]
+        try:
+            arrays.append(pa.array(values, type=f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            bad = next(v for v in values if v is not None and not _fits(v, f.type))
+            raise JsonColumnType(f.name, f.type, bad) from None
+    reasons = [None if isinstance(r, dict) else r for r in items]
+    if any(reasons):
+        return pa.RecordBatch.from_arrays(
+            [*arrays, pa.array(reasons, pa.string())], schema=schema.append(pa.field(UNREADABLE, pa.string()))
+        )
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _fits(value, t: pa.DataType) -> bool:
+    try:
+        pa.array([value], type=t)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return False

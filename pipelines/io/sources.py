@@ -26,7 +26,12 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from poisonscan.pipelines.config import usable_cores
-from poisonscan.pipelines.io.lines import UNREADABLE, tolerant_batches
+from poisonscan.pipelines.io.lines import (
+    UNREADABLE,
+    JsonColumnType,
+    json_text_batches,
+    tolerant_batches,
+)
 
 ROW_BITS = 40
 
@@ -62,8 +67,8 @@ class SourceFile:
     index: int
     path: str
     format: str
-    #: CSV columns read as text: pyarrow typed them by the file's first block, and a
-    #: later value is not of that type (:func:`typed_files`)
+    #: CSV or JSONL columns read as text: their values are not all of the type pyarrow
+    #: gave them by the file's first rows (:func:`typed_files`)
     text_columns: tuple[str, ...] = ()
 
 
@@ -212,14 +217,20 @@ def _tolerant(path: str, fmt: str, failure: BaseException | None = None, text_co
     except SourceError:
         raise
     except Exception as exc:
+        if isinstance(exc, pa.ArrowInvalid):
+            _raise_type_change(path, fmt, exc, None)
         around = "; read without its unreadable lines" if failure is not None else ""
         raise SourceError(f"{message}{around}: {_one_line(exc)}") from None
     if found is None and failure is not None:
+        # no line is unreadable on its own: a JSON value of another type than its column's
+        _raise_type_change(path, fmt, failure, None)
         raise SourceError(message)
     return found
 
 
 def _text_schema(src: SourceFile) -> pa.Schema:
+    if src.format == "jsonl" and src.text_columns:
+        return _json_as_text(src.path, src.text_columns)[0]
     try:
         return _open_text(src.format, open_binary(src.path), src.text_columns).schema
     except SourceError:
@@ -233,50 +244,87 @@ def _text_schema(src: SourceFile) -> pa.Schema:
 
 
 class ColumnTypeChange(SourceError):
-    """A CSV column that pyarrow typed by the file's first block (numbers) holds a value
-    of another kind further on; :func:`typed_files` reads such a column as text."""
+    """A CSV or JSONL column typed by the file's first rows (numbers) holds a value of
+    another kind further on; :func:`typed_files` reads such a column as text.
+    ``column`` is None where pyarrow did not say which (JSON)."""
 
-    def __init__(self, path: str, column: str, typed: str, value: str):
-        super().__init__(
-            f"cannot read {path} as CSV: its column {column!r} holds {value!r} where the file's "
-            f"first rows hold {typed} values"
-        )
+    def __init__(self, message: str, column: str | None):
+        super().__init__(message)
         self.column = column
 
 
 _CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'", re.S)
+_JSON_CHANGE = re.compile(r"JSON parse error: Column\(/([^/)]*)[^)]*\) changed from (\w+) to (\w+)")
+_JSON_TYPES = re.compile(r"JSON parse error: unexpected field|Failed to convert JSON to")
 
 
-def _raise_type_change(path: str, exc: BaseException, names: Sequence[str] | None) -> None:
-    """Raise :class:`ColumnTypeChange` where pyarrow's ``exc`` says a CSV value does
-    not convert to its column's type; return otherwise."""
-    found = _CONVERSION.search(str(exc))
-    if found and names is not None and int(found.group(1)) < len(names):
-        raise ColumnTypeChange(path, names[int(found.group(1))], found.group(2), found.group(3)[:80]) from None
+def _raise_type_change(path: str, fmt: str, exc: BaseException, names: Sequence[str] | None) -> None:
+    """Raise :class:`ColumnTypeChange` where pyarrow's ``exc`` says a value does not
+    fit its column's type; return otherwise."""
+    text = str(exc)
+    if fmt == "csv":
+        found = _CONVERSION.search(text)
+        if found and names is not None and int(found.group(1)) < len(names):
+            column, typed, value = names[int(found.group(1))], found.group(2), found.group(3)[:80]
+            raise ColumnTypeChange(
+                f"cannot read {path} as CSV: its column {column!r} holds {value!r} where the file's "
+                f"first rows hold {typed} values", column,
+            ) from None
+        return
+    found = _JSON_CHANGE.search(text)
+    if found:
+        raise ColumnTypeChange(f"cannot read {path} as JSON lines: {_one_line(exc)}", found.group(1)) from None
+    if _JSON_TYPES.search(text):
+        raise ColumnTypeChange(f"cannot read {path} as JSON lines: {_one_line(exc)}", None) from None
+
+
+def _json_as_text(path: str, text_columns: Sequence[str]) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """A JSONL file with ``text_columns`` read in Python (:func:`.lines.json_text_batches`);
+    a value that does not fit its column's type: :class:`ColumnTypeChange`."""
+
+    def checked(batches):
+        try:
+            yield from batches
+        except JsonColumnType as exc:
+            raise ColumnTypeChange(f"cannot read {path} as JSON lines: {exc}", exc.column) from None
+
+    try:
+        schema, batches = json_text_batches(lambda: open_binary(path), tuple(text_columns))
+    except JsonColumnType as exc:
+        raise ColumnTypeChange(f"cannot read {path} as JSON lines: {exc}", exc.column) from None
+    return schema, checked(batches)
 
 
 def typed_files(files: Sequence[SourceFile]) -> list[SourceFile]:
-    """The files, each CSV with the columns it must read as text.
+    """The files, each CSV and JSONL file with the columns it must read as text.
 
-    pyarrow types a CSV's columns by the file's first block (1 MB) and stops at a later
-    value of another kind (a word in a column of numbers), losing the file. So each
-    CSV is read once here, and a column whose later values do not fit its type is read
-    as text in every pass: every batch of the file then has the same columns, and the
-    scan checks the values row by row (a table's number column: ``not_a_number``).
-    Costs one more read of each CSV file (pyarrow's parse, no Python per row).
+    pyarrow types a CSV's columns by the file's first block (1 MB), a JSONL file's by
+    their first values, and stops at a value of another kind (a word in a column of
+    numbers), losing the file. So each such file is read once here, and a column whose
+    values do not fit one type is read as text in every pass (a JSONL file then in
+    Python, :func:`.lines.json_text_batches`): every batch of the file has the same
+    columns, and the scan checks the values row by row (a table's column of numbers:
+    ``not_a_number``). Costs one more read of each CSV and JSONL file (pyarrow's parse).
     """
     out = []
     for src in files:
         text: tuple[str, ...] = src.text_columns
-        while src.format == "csv":
+        while src.format in ("csv", "jsonl"):
             try:
                 for _ in _text_batches(src.path, src.format, text):
                     pass
                 break
             except ColumnTypeChange as exc:
-                if exc.column in text:
-                    raise
-                text += (exc.column,)
+                column = exc.column
+                if column is None:  # pyarrow did not say which column: the Python reader does
+                    try:
+                        for _ in _json_as_text(src.path, text)[1]:
+                            pass
+                    except ColumnTypeChange as found:
+                        column = found.column
+                if column is None or column in text:
+                    raise exc from None
+                text += (column,)
         out.append(dataclasses.replace(src, text_columns=text))
     return out
 
@@ -354,6 +402,9 @@ def _text_batches(path: str, fmt: str, text_columns: Sequence[str] = ()) -> Iter
     a line break in a value the file is checked record by record; where that finds
     unreadable lines, the file is read around them as above.
     """
+    if fmt == "jsonl" and text_columns:
+        yield from _json_as_text(path, text_columns)[1]
+        return
     done = 0
     held = None
     names = None
@@ -374,7 +425,8 @@ def _text_batches(path: str, fmt: str, text_columns: Sequence[str] = ()) -> Iter
     except SourceError:
         raise
     except pa.ArrowInvalid as exc:
-        _raise_type_change(path, exc, names)
+        if fmt == "csv":  # JSON: pyarrow may name a type where a line is cut short (see _tolerant)
+            _raise_type_change(path, fmt, exc, names)
         found = _tolerant(path, fmt, exc, text_columns)
     except Exception as exc:
         raise SourceError(f"cannot read {path} as {_AS[fmt]}: {_one_line(exc)}") from None
@@ -387,7 +439,7 @@ def _text_batches(path: str, fmt: str, text_columns: Sequence[str] = ()) -> Iter
             yield batch.slice(done) if done else batch
             done = 0
     except pa.ArrowInvalid as exc:
-        _raise_type_change(path, exc, schema.names)
+        _raise_type_change(path, fmt, exc, schema.names)
         raise
 
 

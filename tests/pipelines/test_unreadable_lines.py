@@ -28,6 +28,7 @@ from poisonscan.pipelines.io.sources import (
     file_schema,
     plan_units,
     read_unit,
+    typed_files,
 )
 from poisonscan.pipelines.scan.decisions import scan_fingerprint
 
@@ -35,7 +36,7 @@ from ..planted import planted
 
 
 def _rows(path: str, fmt: str) -> pa.Table:
-    (unit,) = plan_units([SourceFile(0, path, fmt)])
+    (unit,) = plan_units(typed_files([SourceFile(0, path, fmt)]))
     batches, firsts = [], []
     for batch, first in read_unit(unit, None, 64):
         firsts.append(first)
@@ -150,12 +151,16 @@ def test_csv_values_over_several_lines_are_read_across_pyarrows_blocks(tmp_path)
     assert table.column("text")[29_999].as_py() == "first line 29999\nsecond, line"
 
 
-def test_a_conflict_of_types_still_fails_the_file_with_the_parsers_words(tmp_path):
+def test_a_conflict_of_types_is_read_as_text_around_the_unreadable_lines(tmp_path):
+    """pyarrow stops at a JSON value of another type than its column's; the column is
+    read as text instead (tests/pipelines/test_column_types.py), unreadable lines and all."""
     path = tmp_path / "rows.jsonl"
     path.write_text('{"id": 1, "x": [1.0]}\n{"id": 2, "x": ["one"]}\n{broken\n')
-    with pytest.raises(SourceError, match="changed from number to string"):
-        list(_rows(str(path), "jsonl"))
+    table = _rows(str(path), "jsonl")
+    assert table.column("x").to_pylist() == ["[1.0]", '["one"]', None]
+    assert table.column(UNREADABLE).to_pylist()[:2] == [None, None] and "{broken" in table.column(UNREADABLE)[2].as_py()
     path.write_text('{"id": 1, "x": [1.0]}\n{"id": 2, "x": ["one"]}\n')
+    # without typed_files (which the scan runs first), the parser's words
     with pytest.raises(SourceError, match=r"cannot read .* as JSON lines: .*changed from number to string"):
         file_schema(SourceFile(0, str(path), "jsonl"))
 
@@ -214,9 +219,16 @@ def _damaged_files(draw):
         lines = out.getvalue().splitlines()[1:]
     whole = dict(enumerate(rows))
     quotes = 0
+    only_words = True  # every damage a word among numbers: the file must be read
     for i in sorted(set(draw(st.lists(st.integers(0, n - 1), max_size=4)))):
-        damage = draw(st.sampled_from(["cut", "junk", "field"] + (["quote"] if quotes == 0 else [])))
+        damage = draw(st.sampled_from(["cut", "junk", "field", "word"] + (["quote"] if quotes == 0 else [])))
         quotes += damage == "quote"  # a second one would close the first (see above)
+        only_words &= damage == "word"
+        if damage == "word":  # a value of another type than its column's: a readable row
+            whole[i] = dict(rows[i], x="oops")
+            lines[i] = (json.dumps(whole[i]) if fmt == "jsonl"
+                        else ",".join(next(csv.reader([lines[i]]))[:2] + ["oops"]))
+            continue
         if damage in ("cut", "quote"):  # a line cut short (a truncated write), in a quoted value
             lines[i] = lines[i][: draw(st.integers(1, max(1, len(lines[i]) - 1)))] + ('"a' if damage == "quote" else "")
         elif damage == "junk":
@@ -228,7 +240,7 @@ def _damaged_files(draw):
                 lines[i] = lines[i].replace("}, ", ", ", 1)
         del whole[i]
     header = "" if fmt == "jsonl" else "id,label,x\n"
-    return fmt, (header + "\n".join(lines) + draw(st.sampled_from(["", "\n"]))).encode(), whole, n
+    return fmt, (header + "\n".join(lines) + draw(st.sampled_from(["", "\n"]))).encode(), whole, n, only_words
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -236,16 +248,17 @@ def _damaged_files(draw):
 def test_damaged_lines_never_move_or_change_the_whole_rows(tmp_path_factory, case):
     """Whatever lines are damaged, the lines left whole come out as written, each at its
     own row number, or the file is refused with a clear error."""
-    fmt, data, whole, n = case
+    fmt, data, whole, n, only_words = case
     path = tmp_path_factory.mktemp("damaged") / f"rows.{fmt}"
     path.write_bytes(data)
     try:
         table = _rows(str(path), fmt)
     except SourceError:
+        assert not only_words  # a value of another type is its row's problem, never the file's
         return
     assert table.num_rows == n  # one row per line: every line read is accounted for
     for i, row in whole.items():
         assert table.column(UNREADABLE)[i].as_py() is None
         got = {k: table.column(k)[i].as_py() for k in row}
         assert str(got["id"]) == str(row["id"]) and str(got["label"] or "") == row["label"]
-        assert float(got["x"]) == row["x"]
+        assert got["x"] == "oops" if row["x"] == "oops" else float(got["x"]) == row["x"]

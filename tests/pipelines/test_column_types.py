@@ -1,10 +1,11 @@
-"""A word in a column of numbers rejects its row, not the column or the file.
+"""A value of another type than its column's rejects its row, not the column or the file.
 
 pyarrow types a CSV column by the file's first block: a typo there makes the whole
 column text (a table's numbers were then one-hot categories), and a typo further on
-stopped the file. Now a CSV column whose later values do not fit its type is read as
-text in every pass (``sources.typed_files``), and a table's text column that is mostly
-numbers is read as numbers, the rows that are not rejected (``not_a_number``).
+stopped the file; a JSONL column whose values change type stopped the file wherever
+it was. Now such a column is read as text in every pass (``sources.typed_files``), and
+a table's text column that is mostly numbers is read as numbers, the rows that are not
+rejected (``not_a_number``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from poisonscan.pipelines.cli import main as cli_main
 from poisonscan.pipelines.io.sources import (
+    ColumnTypeChange,
     SourceError,
     SourceFile,
     file_schema,
@@ -31,6 +33,8 @@ from poisonscan.pipelines.represent.encoders import (
     TabularEncoder,
     column_numbers,
 )
+
+from ..planted import planted
 
 ROWS = 12_000  # about 1.6 MB of CSV: rows past pyarrow's first 1 MB block
 LATE = 11_000
@@ -126,3 +130,36 @@ def test_a_few_words_in_a_column_of_numbers_reject_their_rows_not_the_column_or_
     assert split.schema.field("note").type == pa.string()
     assert "see below" in split.column("note").to_pylist()
     assert not {3, LATE} & set(split.column("id").to_pylist())
+
+
+def test_a_jsonl_column_whose_values_change_type_is_read_as_text(tmp_path):
+    """A string among numbers, in a list or as the label: the file is read, and the
+    values are checked row by row as text (labels 3 and "3" are one label; numbers in
+    a string are features written as text)."""
+    X, y, poison = planted()
+    rows = [{"id": i, "label": int(y[i]), "features": [round(float(v), 5) for v in X[i]]} for i in range(len(y))]
+    clean_file, mixed_file = tmp_path / "clean.jsonl", tmp_path / "mixed.jsonl"
+    clean_file.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    mixed = [dict(r) for r in rows]
+    mixed[700]["features"] = mixed[700]["features"][:3] + ["abc"] + mixed[700]["features"][4:]
+    mixed[800]["label"] = str(mixed[800]["label"])
+    mixed_file.write_text("\n".join(json.dumps(r) for r in mixed) + "\n{broken\n")
+    with pytest.raises(ColumnTypeChange, match="changed from number to string"):
+        list(read_unit(plan_units([SourceFile(0, str(mixed_file), "jsonl")])[0], None, 4096))
+    (src,) = typed_files([SourceFile(0, str(mixed_file), "jsonl")])
+    assert sorted(src.text_columns) == ["features", "label"]
+    outs = {}
+    for name, path in (("clean", clean_file), ("mixed", mixed_file)):
+        out = tmp_path / name
+        assert cli_main(["scan", str(path), "--out", str(out), "--features-column", "features", "-q"]) == 0
+        outs[name] = out
+    s = json.loads((outs["mixed"] / "summary.json").read_text())
+    assert s["rows_read"] == len(y) + 1
+    assert s["rejected_by_reason"] == {"bad_number": 1, "unreadable_row": 1}
+    rejected = pq.read_table(outs["mixed"] / "rejected.parquet").to_pylist()
+    assert [r["source_row"] for r in rejected] == [700, len(y)]
+    assert "abc" in rejected[0]["error"] and rejected[0]["features"].startswith("[")
+    q = {name: pq.read_table(out / "quarantine.parquet") for name, out in outs.items()}
+    assert q["mixed"].schema.field("label").type == pa.string()
+    assert set(q["clean"].column("id").to_pylist()) == set(poison.tolist())
+    assert set(q["mixed"].column("id").to_pylist()) == set(poison.tolist()) - {700}
