@@ -43,8 +43,8 @@ def _is_list(t: pa.DataType) -> bool:
 def _key_kind(t: pa.DataType) -> str | None:
     if pa.types.is_dictionary(t):
         t = t.value_type
-    if pa.types.is_integer(t):
-        return "integer"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "integer"  # floats: whole numbers (pandas writes integers with a gap as floats)
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return "string"  # binary: text with a byte that is not UTF-8 (rows.undecodable)
     if pa.types.is_null(t):

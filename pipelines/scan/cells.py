@@ -26,6 +26,22 @@ def undecodable(arr) -> np.ndarray:
     return out
 
 
+def not_whole(arr) -> np.ndarray:
+    """Which values of a float key column are not whole numbers an int64 holds (NaN
+    included: a missing value written as a float)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not pa.types.is_floating(arr.type):
+        return np.zeros(len(arr), dtype=bool)
+    x = np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    null = arr.is_null().to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(x) & (np.floor(x) == x) & (np.abs(x) < 2.0**63)
+    return ~whole & ~null
+
+
 def _why_undecodable(value: bytes) -> str:
 
     try:
@@ -37,13 +53,20 @@ def _why_undecodable(value: bytes) -> str:
 
 def normalize_key(arr: pa.Array, target: pa.DataType) -> pa.Array:
     """Integer keys as int64, string keys as string (dictionary-decoded); binary values
-    that are not UTF-8 become null (:func:`undecodable` names them)."""
+    that are not UTF-8 become null (:func:`undecodable` names them), and so do the
+    values of a column of floats that are not whole numbers (:func:`not_whole` names
+    them: pandas writes a column of integers with a missing value as floats, ``1.0``)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_null(arr.type):
         return pa.nulls(len(arr), target)
+    if pa.types.is_floating(arr.type):
+        x = np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        bad = not_whole(arr) | np.isnan(x)
+        ints = pa.array(np.where(bad, 0, x).astype(np.int64), mask=bad)
+        return ints if target == pa.int64() else ints.cast(target)
     if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
         bad = undecodable(arr)
         if bad.any():

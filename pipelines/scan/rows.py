@@ -29,6 +29,9 @@ confirmed_poison  a reviewer confirmed this content, under this label, as poison
                earlier scan (``--decisions``; under another id only where the content
                identifies a row: see ``.decisions``)
 missing_image, bad_image, missing_text, empty_text, bad_text  raw inputs that are null or unusable
+non_integer_id, non_integer_label  a column of floats (pandas writes integers with a
+               missing value as floats) holds an id or label that is not a whole number
+               (a NaN is a missing id or label)
 bad_id_encoding, bad_label_encoding  the id or label is not UTF-8 text (a stray byte
                in a CSV or JSONL cell)
 unreadable_row a line of a CSV or JSONL file that its parser cannot read (not a JSON
@@ -57,6 +60,7 @@ from poisonscan.pipelines.scan.cells import (
     _why_undecodable,
     key_values,
     normalize_key,
+    not_whole,
     parse_number_text,
     undecodable,
 )
@@ -151,6 +155,15 @@ class Prepared:
     @property
     def n(self) -> int:
         return self.batch.num_rows
+
+
+def _nan(arr) -> np.ndarray:
+    """Which values of a float column are NaN (False for other types)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not pa.types.is_floating(arr.type):
+        return np.zeros(len(arr), dtype=bool)
+    return pc.fill_null(pc.is_nan(arr), False).to_numpy(zero_copy_only=False)
 
 
 def _raw_null(batch: pa.RecordBatch, column: str) -> np.ndarray:
@@ -268,13 +281,18 @@ class _Keys:
             ids_arr.is_null().to_numpy(zero_copy_only=False),
             labels_arr.is_null().to_numpy(zero_copy_only=False),
         )
-        # null only after normalize_key: a binary value that is not UTF-8
-        bad_id = keys.id_null & ~_raw_null(batch, checks.id_column)
-        bad_label = keys.label_null & ~_raw_null(batch, checks.label_column)
-        _reject(problems, bad_id, "bad_id_encoding", "the id is not valid UTF-8 text")
-        _reject(problems, bad_label, "bad_label_encoding", "the label is not valid UTF-8 text")
-        _reject(problems, keys.id_null & ~bad_id, "missing_id", "id is null")
-        _reject(problems, keys.label_null & ~bad_label, "missing_label", "label is null")
+        # null only after normalize_key: a binary value that is not UTF-8, or a float
+        # that is not a whole number (NaN: a missing value written as a float)
+        for role, column, null in (("id", checks.id_column, keys.id_null), ("label", checks.label_column, keys.label_null)):
+            raw = batch.column(column) if column in names else pa.nulls(n)
+            nan = _nan(raw)
+            fractional = not_whole(raw) & ~nan
+            bad = null & ~_raw_null(batch, column) & ~nan & ~fractional
+            _reject(problems, bad, f"bad_{role}_encoding", f"the {role} is not valid UTF-8 text")
+            _reject(problems, fractional, f"non_integer_{role}", lambda i, role=role, raw=raw: (
+                f"the {role} {raw[i].as_py()!r} is not a whole number (ids and labels are integers or strings)"))
+            _reject(problems, null & ~bad & ~fractional, f"missing_{role}",
+                    lambda i, role=role, nan=nan: f"{role} is " + ("NaN" if nan[i] else "null"))
         return keys
 
 

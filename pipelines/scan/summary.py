@@ -129,7 +129,7 @@ def _detectors(model: ScanModel, quarantine: pa.Table, detectors: Sequence[Detec
 
 def _check_accounting(classes: list[dict], counts: Counts, rows_q: int) -> None:
     """Every row read is accounted for, class by class; fail the scan if not."""
-    unlabelled = sum(counts.by_error.get(code, 0) for code in ("missing_label", "bad_label_encoding", "unreadable_row"))
+    unlabelled = sum(counts.by_error.get(code, 0) for code in ("missing_label", "bad_label_encoding", "non_integer_label", "unreadable_row"))
     if (
         sum(c["rows_read"] for c in classes) + unlabelled != counts.read
         or sum(c["rows_quarantined"] for c in classes) != rows_q

@@ -163,3 +163,31 @@ def test_a_jsonl_column_whose_values_change_type_is_read_as_text(tmp_path):
     assert q["mixed"].schema.field("label").type == pa.string()
     assert set(q["clean"].column("id").to_pylist()) == set(poison.tolist())
     assert set(q["mixed"].column("id").to_pylist()) == set(poison.tolist()) - {700}
+
+
+def test_ids_and_labels_written_as_floats_are_read_as_integers(tmp_path):
+    """pandas writes a column of integers with a missing value as floats (1.0): the
+    whole numbers are the integers, a NaN is a missing value, and 2.5 is rejected."""
+    X, y, poison = planted()
+    ids, labels = np.arange(len(y), dtype=float), y.astype(float)
+    labels[20], labels[40], ids[30] = 2.5, np.nan, np.nan  # NaN as written, not as null
+    table = pa.table({
+        "id": pa.array(ids, from_pandas=False),
+        "label": pa.array(labels, mask=np.arange(len(y)) == 10, from_pandas=False),  # null, as pandas writes NaN
+        "features": pa.array([list(map(float, row)) for row in X], pa.list_(pa.float64())),
+    })
+    pq.write_table(table, tmp_path / "floats.parquet")
+    out = tmp_path / "out"
+    assert cli_main(["scan", str(tmp_path / "floats.parquet"), "--out", str(out), "--features-column", "features", "-q"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["rows_read"] == len(y)
+    assert s["rejected_by_reason"] == {"missing_label": 2, "non_integer_label": 1, "missing_id": 1}
+    rejected = {r["source_row"]: r for r in pq.read_table(out / "rejected.parquet").to_pylist()}
+    assert rejected[10]["error"] == "label is null" and rejected[40]["error"] == "label is NaN"
+    assert rejected[20]["error"] == "the label 2.5 is not a whole number (ids and labels are integers or strings)"
+    assert rejected[20]["expectation"] == "expect_column_values_to_be_in_set(label.whole)"
+    assert rejected[30]["error"] == "id is NaN"
+    q = pq.read_table(out / "quarantine.parquet")
+    assert q.schema.field("id").type == q.schema.field("label").type == pa.int64()
+    assert set(q.column("id").to_pylist()) == set(poison.tolist()) - {10, 20, 30, 40}
+    assert sorted(c["label"] for c in s["classes"]) == sorted(set(y.tolist()))
