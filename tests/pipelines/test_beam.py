@@ -121,7 +121,7 @@ def test_missing_column_and_missing_file_write_nothing(tmp_path, write_sources):
     assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
 
 
-def test_a_failure_inside_the_pipeline_leaves_earlier_outputs_alone(tmp_path):
+def test_a_failure_inside_the_pipeline_leaves_earlier_outputs_alone(tmp_path, monkeypatch):
     out = tmp_path / "out"
     good = tmp_path / "good.csv"
     bad = tmp_path / "bad.csv"
@@ -141,8 +141,18 @@ def test_a_failure_inside_the_pipeline_leaves_earlier_outputs_alone(tmp_path):
         }
 
     before = files()
-    # the label column turns to text long after the first block that typed it
-    bad.write_text("\n".join(lines + ['40000,oops,"[1, 2, 3]"']) + "\n")
+    # the file is rewritten while the scan runs, once its columns were planned: its label
+    # column turns to text long after the first block that typed it
+    bad.write_text("\n".join(lines) + "\n")
+
+    def planned_then_rewritten(*args, **kwargs):
+        plan = plan_scan(*args, **kwargs)
+        bad.write_text("\n".join(lines + ['40000,oops,"[1, 2, 3]"']) + "\n")
+        return plan
+
+    from poisonscan.pipelines.drivers import run
+
+    monkeypatch.setattr(run, "plan_scan", planned_then_rewritten)
     with pytest.raises((ScanFailed, SourceError), match="bad.csv.*'oops'"):
         run_scan([str(bad)], str(out), cfg)
     assert files() == before  # no staging folder left, no file touched
