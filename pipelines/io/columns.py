@@ -9,7 +9,12 @@ from typing import Sequence
 import pyarrow as pa
 
 from poisonscan.pipelines.config import ConfigError
-from poisonscan.pipelines.io.kinds import InputError, InputSpec, resolve_input
+from poisonscan.pipelines.io.kinds import (
+    InputError,
+    InputSpec,
+    is_time_or_decimal,
+    resolve_input,
+)
 from poisonscan.pipelines.io.sources import SourceError, SourceFile
 
 
@@ -43,8 +48,9 @@ def _is_list(t: pa.DataType) -> bool:
 def _key_kind(t: pa.DataType) -> str | None:
     if pa.types.is_dictionary(t):
         t = t.value_type
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return "integer"  # floats: whole numbers (pandas writes integers with a gap as floats)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        # floats: whole numbers (pandas writes integers with a gap as floats); booleans: 0, 1
+        return "integer"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return "string"  # binary: text with a byte that is not UTF-8 (rows.undecodable)
     if pa.types.is_null(t):
@@ -161,6 +167,7 @@ def _input_type_problem(kind: str, t: pa.DataType) -> str | None:
         ok = string or pa.types.is_binary(t) or pa.types.is_large_binary(t)
         return None if ok else "must hold strings"
     if kind == "tabular":
-        ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or string
-        return None if ok else "must hold numbers, booleans or strings"
+        ok = (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or string
+              or is_time_or_decimal(t))
+        return None if ok else "must hold numbers, booleans, dates, times or strings"
     return f"is of unknown input kind {kind!r}"

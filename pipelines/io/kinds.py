@@ -31,6 +31,13 @@ def is_string_type(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+def is_time_or_decimal(t: pa.DataType) -> bool:
+    """Dates, times, timestamps, durations and decimals: a table's numbers by another
+    name (the tabular encoder reads them as seconds, or as floats)."""
+    return (pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_timestamp(t) or pa.types.is_duration(t)
+            or pa.types.is_decimal(t))
+
+
 def _is_image_struct(t: pa.DataType) -> bool:
     return pa.types.is_struct(t) and "bytes" in [t.field(i).name for i in range(t.num_fields)]
 

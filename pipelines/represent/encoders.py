@@ -21,6 +21,7 @@ reason (``bad_image``, ``empty_text``).
 
 from __future__ import annotations
 
+import datetime
 import functools
 import io
 import math
@@ -34,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from poisonscan.pipelines.io.kinds import InputError, is_string_type
+from poisonscan.pipelines.io.kinds import InputError, is_string_type, is_time_or_decimal
 from poisonscan.pipelines.io.outputs import open_read
 
 
@@ -325,6 +326,9 @@ class TabularEncoder:
     categorical: list  # [(column, [values])]
     #: per numeric column, the numbers two or more sampled rows hold
     repeated: dict = field(default_factory=dict)
+    #: the numeric columns that hold dates, timestamps, times or durations (read as
+    #: seconds): column -> kind, so their value tokens read as dates and times
+    times: dict = field(default_factory=dict)
 
     @property
     def width(self) -> int:
@@ -337,18 +341,22 @@ class TabularEncoder:
         column of numbers with a few typos, which pyarrow reads as text: its rows that
         are not numbers are rejected, ``not_a_number``). Other text columns are
         categorical."""
-        numeric, categorical, repeated = [], [], {}
+        numeric, categorical, repeated, times = [], [], {}, {}
         for c in columns:
             col = table.column(c)
             t = col.type
             if pa.types.is_dictionary(t):
                 col, t = col.cast(t.value_type), t.value_type
-            if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or _mostly_numbers(col):
+            if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                    or is_time_or_decimal(t) or _mostly_numbers(col)):
                 x, _ = column_numbers(col)
                 x = x[np.isfinite(x)]
                 mean = float(x.mean()) if x.size else 0.0
                 sd = float(x.std()) if x.size and x.std() > 0 else 1.0
                 numeric.append((c, mean, sd))
+                kind = _time_kind(t)
+                if kind is not None:
+                    times[c] = kind
                 values, counts = np.unique(x, return_counts=True)
                 top = np.lexsort((values, -counts))[:_MAX_REPEATED]  # most frequent, then smallest
                 top = top[counts[top] >= 2]
@@ -360,7 +368,7 @@ class TabularEncoder:
                 categorical.append((c, top))
             else:
                 raise InputError(f"tabular column {c!r} holds {t}; give numbers or strings")
-        return cls(numeric, categorical, repeated)
+        return cls(numeric, categorical, repeated, times)
 
     def encode(self, batch: pa.RecordBatch) -> Encoded:
         n = batch.num_rows
@@ -388,7 +396,7 @@ class TabularEncoder:
                 tokens[i].append(f"~{c}:{b}")
             if c in self.repeated:
                 for i in np.flatnonzero(np.isin(x, self.repeated[c])):
-                    tokens[i].append(f"{c}={_number_text(x[i])}")
+                    tokens[i].append(f"{c}={_value_text(x[i], getattr(self, 'times', {}).get(c))}")
         for c, values in self.categorical:
             vals = batch.column(c).to_pylist() if c in names else [None] * n
             index = {v: j for j, v in enumerate(values)}
@@ -424,7 +432,10 @@ def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
         col = col.combine_chunks()
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
-    if not is_string_type(col.type):
+    t = col.type
+    if pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_timestamp(t) or pa.types.is_duration(t):
+        return _seconds(col), {}
+    if not is_string_type(t):
         return np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64), {}
     text = pc.utf8_trim_whitespace(col)
     empty = pc.equal(pc.utf8_length(text), 0)
@@ -437,6 +448,48 @@ def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
         np.asarray(x.to_numpy(zero_copy_only=False), dtype=np.float64),
         {int(i): col[int(i)].as_py() for i in rows},
     )
+
+
+_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+def _seconds(col: pa.Array) -> np.ndarray:
+    """Dates, timestamps and durations as seconds (since 1970-01-01 for dates and
+    timestamps, in UTC), times of day as seconds since midnight; NaN where null."""
+    t = col.type
+    if pa.types.is_date32(t):
+        ticks, per_second = col.cast(pa.int32()), 1.0 / 86400
+    elif pa.types.is_date64(t):
+        ticks, per_second = col.cast(pa.int64()), 1e3
+    else:
+        ticks, per_second = col.cast(pa.int64() if t.bit_width == 64 else pa.int32()), _PER_SECOND[t.unit]
+    x = np.asarray(ticks.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return x / per_second
+
+
+def _time_kind(t: pa.DataType) -> str | None:
+    for kind, test in (("date", pa.types.is_date), ("timestamp", pa.types.is_timestamp),
+                       ("time", pa.types.is_time), ("duration", pa.types.is_duration)):
+        if test(t):
+            return kind
+    return None
+
+
+def _value_text(v: float, kind: str | None) -> str:
+    """A number of a value token as its column holds it: a date, timestamp (UTC), time
+    of day or duration where the column holds one (:func:`_seconds`), else the number."""
+    if kind is None:
+        return _number_text(v)
+    try:
+        if kind == "date":
+            return (datetime.date(1970, 1, 1) + datetime.timedelta(seconds=v)).isoformat()
+        if kind == "timestamp":
+            return (datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=v)).isoformat(sep=" ")
+        if kind == "time":
+            return (datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=v)).time().isoformat()
+    except OverflowError:  # beyond the years datetime holds: the number of seconds
+        pass
+    return f"{_number_text(v)} s"
 
 
 def _mostly_numbers(col) -> bool:

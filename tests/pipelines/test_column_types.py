@@ -191,3 +191,42 @@ def test_ids_and_labels_written_as_floats_are_read_as_integers(tmp_path):
     assert q.schema.field("id").type == q.schema.field("label").type == pa.int64()
     assert set(q.column("id").to_pylist()) == set(poison.tolist()) - {10, 20, 30, 40}
     assert sorted(c["label"] for c in s["classes"]) == sorted(set(y.tolist()))
+
+
+def test_dates_times_and_decimals_in_a_table_are_numbers_and_booleans_are_labels(tmp_path):
+    """A table's date, timestamp, time and decimal columns are read as numbers (seconds,
+    floats): the default input (every column but id and label) refused such a file. A
+    label column of booleans is labels 0 and 1."""
+    import datetime
+    import decimal
+
+    n = 600
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, n).astype(bool)
+    start = datetime.datetime(2024, 1, 1)
+    table = pa.table({
+        "id": np.arange(n),
+        "label": labels,
+        "x": rng.normal(size=n) + labels,
+        "when": pa.array([start + datetime.timedelta(hours=int(h)) for h in rng.integers(0, 5000, n)], pa.timestamp("ms")),
+        "day": pa.array([(start + datetime.timedelta(days=int(d))).date() for d in rng.integers(0, 300, n)], pa.date32()),
+        "at": pa.array([datetime.time(int(h), 30) for h in rng.integers(0, 24, n)], pa.time64("us")),
+        "price": pa.array([decimal.Decimal(f"{v:.2f}") for v in rng.uniform(1, 100, n)], pa.decimal128(6, 2)),
+    })
+    seconds, _ = column_numbers(table.column("when").combine_chunks())
+    assert seconds[0] == (table.column("when")[0].as_py() - datetime.datetime(1970, 1, 1)).total_seconds()
+    days, _ = column_numbers(table.column("day").combine_chunks())
+    assert days[0] == (table.column("day")[0].as_py() - datetime.date(1970, 1, 1)).days * 86400.0
+    enc = TabularEncoder.fit(table, ["x", "when", "day", "at", "price"])
+    assert [c for c, *_ in enc.numeric] == ["x", "when", "day", "at", "price"] and not enc.categorical
+    # a value many rows share is a token as the column writes it (a batch of one day)
+    tokens = enc.encode(table.to_batches()[0]).tokens
+    days_held = {t for row in tokens for t in row if t.startswith("day=")}
+    assert days_held and all(datetime.date.fromisoformat(t[4:]) for t in days_held)
+    assert f"day={table.column('day')[0].as_py().isoformat()}" in tokens[0]
+    pq.write_table(table, tmp_path / "rows.parquet")
+    out = tmp_path / "out"
+    assert cli_main(["scan", str(tmp_path / "rows.parquet"), "--out", str(out), "-q"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["rows_read"] == n and s["rows_rejected"] == 0
+    assert sorted(c["label"] for c in s["classes"]) == [0, 1]
