@@ -56,10 +56,39 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def unified_schema(schemas: Sequence[pa.Schema], drop: Sequence[str] = ()) -> pa.Schema | None:
+    """One schema for the outputs of files whose schemas differ: types promoted (int64
+    and double: double), and a column of numbers, dates or booleans in one file and of
+    text in another (a word among its numbers made the reader take it as text there)
+    is text. Other disagreements are an error that names the column."""
     schemas = [pa.schema([f for f in s if f.name not in drop]) for s in schemas]
     if not schemas:
         return None
-    return pa.unify_schemas(schemas, promote_options="permissive")
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    fields = []
+    for name in dict.fromkeys(f.name for s in schemas for f in s):
+        types = list(dict.fromkeys(s.field(name).type for s in schemas if name in s.names))
+        try:
+            one = [pa.schema([pa.field(name, t)]) for t in types]
+            fields.append(pa.unify_schemas(one, promote_options="permissive").field(name))
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            if not all(_writes_as_text(t) for t in types):
+                raise ValueError(
+                    f"the column {name!r} holds {' in some inputs, '.join(map(str, types))} in others; "
+                    "write it one way in every input"
+                ) from None
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
+
+
+def _writes_as_text(t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` casts to text (a scalar: number, boolean, date, text)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
+            or pa.types.is_temporal(t) or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t))
 
 
 def quarantine_schema(kinds: ColumnKinds, detectors: Sequence[str]) -> pa.Schema:

@@ -230,3 +230,31 @@ def test_dates_times_and_decimals_in_a_table_are_numbers_and_booleans_are_labels
     s = json.loads((out / "summary.json").read_text())
     assert s["rows_read"] == n and s["rows_rejected"] == 0
     assert sorted(c["label"] for c in s["classes"]) == [0, 1]
+
+
+def test_a_column_of_numbers_in_one_file_and_text_in_another_is_text_in_the_outputs(tmp_path):
+    """Outputs of several files have one schema: a column a typo made text in one file
+    is text in the clean split, the quarantine's rows and the rejected rows (its
+    numbers written as read); before, the scan failed at its end ("Unable to merge")."""
+    df = _table().iloc[:3000]
+    a = _csv(df.iloc[:1500], tmp_path / "a.csv")
+    b = _csv(df.iloc[1500:], tmp_path / "b.csv")
+    text = (tmp_path / "b.csv").read_text().splitlines()
+    cells = text[5].split(",")
+    cells[3] = "oops"  # x1 of the file's fifth row
+    text[5] = ",".join(cells)
+    (tmp_path / "b.csv").write_text("\n".join(text) + "\n")
+    out = tmp_path / "out"
+    columns = ",".join(f"x{j}" for j in range(8))
+    assert cli_main(["scan", a, b, "--out", str(out), "--tabular-columns", columns, "--write-clean", "-q"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["rows_read"] == 3000 and s["rejected_by_reason"] == {"not_a_number": 1}
+    clean = pq.read_table(out / "clean.parquet")
+    assert clean.num_rows == s["rows_clean"] and clean.schema.field("x1").type == pa.string()
+    assert clean.schema.field("x0").type == pa.float64()
+    assert float(clean.column("x1")[0].as_py()) == pytest.approx(df["x1"].iloc[0])
+    assert pq.read_table(out / "rejected.parquet").column("x1").to_pylist() == ["oops"]
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text("id,label,score,decision,reviewer,time,note,scan\n")
+    assert cli_main(["apply", str(out), "--decisions", str(decisions), "--out", str(tmp_path / "applied"), "-q"]) == 0
+    assert pq.read_table(tmp_path / "applied" / "clean.parquet").equals(clean)
