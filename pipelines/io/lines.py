@@ -107,6 +107,8 @@ def _json_objects(line: bytes) -> tuple[list[dict], str | None]:
             value, at = _DECODER.raw_decode(text, at)
         except (ValueError, RecursionError) as exc:
             return objects, f"not valid JSON ({exc}): {_quote(line)}"
+        if value is None:  # pyarrow reads a null as a row of nulls
+            value = {}
         if not isinstance(value, dict):
             return objects, f"a JSON {_JSON_TYPES.get(type(value), 'value')}, not an object: {_quote(line)}"
         objects.append(value)
@@ -272,8 +274,9 @@ class JsonColumnType(ValueError):
     """A JSONL column holds a value the column's type (inferred from the file's first
     rows) cannot hold: a word among numbers, a string among lists."""
 
-    def __init__(self, column: str, typed: pa.DataType, value):
-        super().__init__(f"its column {column!r} holds {_short_json(value)} where the file's first rows hold {typed}")
+    def __init__(self, column: str, typed: pa.DataType | None, value):
+        where = f"the file's first rows hold {typed}" if typed is not None else "its first rows hold other types"
+        super().__init__(f"its column {column!r} holds {_short_json(value)} where {where}")
         self.column = column
 
 
@@ -295,25 +298,54 @@ def json_text_batches(
     (pyarrow stops the file at the first change) holds text the scan's row checks read
     (a label ``1`` and ``"1"`` are one label; numbers in a string are features written
     as text). The other columns take their types from the file's first rows, and a
-    later value that does not fit raises :class:`JsonColumnType`. Lines that are not
-    JSON objects are rows of nulls with their reason in :data:`UNREADABLE`, as in
-    :func:`tolerant_batches`. Returns the schema (without :data:`UNREADABLE`) and the
-    batches."""
+    later value that does not fit (cast safely: 2.5 never becomes the integer 2) raises
+    :class:`JsonColumnType` (:func:`json_text_columns` finds every such column first).
+    Lines that are not JSON objects are rows of nulls with their reason in
+    :data:`UNREADABLE`, as in :func:`tolerant_batches`. Returns the schema (without
+    :data:`UNREADABLE`) and the batches."""
     rows = _json_rows(physical_lines(open_stream()))
-    first: list = []
-    for item in rows:
-        first.append(item)
-        if len(first) >= batch_rows:
-            break
+    first = _take(rows, batch_rows)
     schema = _json_schema([r for r in first if isinstance(r, dict)], text_columns)
 
     def batches() -> Iterator[pa.RecordBatch]:
         pending = first
         while pending:
             yield _json_batch(pending, schema, text_columns)
-            pending = [item for _, item in zip(range(batch_rows), rows)]
+            pending = _take(rows, batch_rows)
 
     return schema, batches()
+
+
+def json_text_columns(open_stream: Callable[[], object], batch_rows: int = _JSON_INFER_ROWS) -> tuple[str, ...]:
+    """The columns of a JSONL file that :func:`json_text_batches` must read as text, in
+    one reading: those whose first rows mix types, whose later values do not fit the
+    type of their first rows, or that first appear after them."""
+    rows = _json_rows(physical_lines(open_stream()))
+    first = [r for r in _take(rows, batch_rows) if isinstance(r, dict)]
+    text: dict = {}
+    fields = {}
+    for name in dict.fromkeys(k for r in first for k in r):
+        t = _column_type([r.get(name) for r in first])
+        if t is None:
+            text[name] = None
+        else:
+            fields[name] = t
+    pending = first
+    while pending:
+        for name, t in list(fields.items()):
+            if _column([r.get(name) for r in pending], t) is None:
+                text[name] = None
+                del fields[name]
+        for r in pending:
+            for k in r:
+                if k not in fields and k not in text:
+                    text[k] = None
+        pending = [r for r in _take(rows, batch_rows) if isinstance(r, dict)]
+    return tuple(text)
+
+
+def _take(items: Iterator, n: int) -> list:
+    return [item for _, item in zip(range(n), items)]
 
 
 def _json_rows(lines: Iterator[bytes]) -> Iterator[dict | str]:
@@ -333,6 +365,48 @@ def _as_text(value):
     return json.dumps(value, ensure_ascii=False, allow_nan=True)
 
 
+def _column_type(values: list) -> pa.DataType | None:
+    """The type pyarrow gives the values (None: they mix types it cannot hold together)."""
+    try:
+        return pa.array(values).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+
+
+def _column(values: list, t: pa.DataType) -> pa.Array | None:
+    """The values as an array of type ``t``, converted only where no value changes
+    (2.5 is no int64, True no float, a struct with another field no struct): None where
+    they do not fit."""
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    if arr.type == t:
+        return arr
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(values), t)
+    if pa.types.is_boolean(arr.type) != pa.types.is_boolean(t) or _drops_fields(arr.type, t):
+        return None
+    try:
+        return arr.cast(t)  # safe: refuses a value it would change
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
+def _drops_fields(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Whether a cast from ``src`` to ``dst`` would drop a struct field (pyarrow casts
+    ``{x, y}`` to ``{x}`` without a word)."""
+    if pa.types.is_struct(src):
+        if not pa.types.is_struct(dst):
+            return False  # the cast itself refuses
+        names = {dst.field(i).name: dst.field(i).type for i in range(dst.num_fields)}
+        return any(src.field(i).name not in names or _drops_fields(src.field(i).type, names[src.field(i).name])
+                   for i in range(src.num_fields))
+    if (pa.types.is_list(src) or pa.types.is_large_list(src)) and hasattr(dst, "value_type"):
+        return _drops_fields(src.value_type, dst.value_type)
+    return False
+
+
 def _json_schema(rows: list[dict], text_columns: tuple[str, ...]) -> pa.Schema:
     names: dict = {}
     for r in rows:
@@ -343,11 +417,10 @@ def _json_schema(rows: list[dict], text_columns: tuple[str, ...]) -> pa.Schema:
         if name in text_columns:
             fields.append(pa.field(name, pa.string()))
             continue
-        try:
-            fields.append(pa.field(name, pa.array([r.get(name) for r in rows]).type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            bad = next(r.get(name) for r in rows if r.get(name) is not None)
-            raise JsonColumnType(name, pa.null(), bad) from None
+        t = _column_type([r.get(name) for r in rows])
+        if t is None:
+            raise JsonColumnType(name, None, next(r[name] for r in rows if r.get(name) is not None))
+        fields.append(pa.field(name, t))
     return pa.schema(fields)
 
 
@@ -361,23 +434,16 @@ def _json_batch(items: list, schema: pa.Schema, text_columns: tuple[str, ...]) -
     for f in schema:
         values = [r.get(f.name) for r in objects]
         if f.name in text_columns:
-            values = [_as_text(v) for v in values]
-        try:
-            arrays.append(pa.array(values, type=f.type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            bad = next(v for v in values if v is not None and not _fits(v, f.type))
-            raise JsonColumnType(f.name, f.type, bad) from None
+            arrays.append(pa.array([_as_text(v) for v in values], pa.string()))
+            continue
+        arr = _column(values, f.type)
+        if arr is None:
+            bad = next(v for v in values if v is not None and _column([v], f.type) is None)
+            raise JsonColumnType(f.name, f.type, bad)
+        arrays.append(arr)
     reasons = [None if isinstance(r, dict) else r for r in items]
     if any(reasons):
         return pa.RecordBatch.from_arrays(
             [*arrays, pa.array(reasons, pa.string())], schema=schema.append(pa.field(UNREADABLE, pa.string()))
         )
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def _fits(value, t: pa.DataType) -> bool:
-    try:
-        pa.array([value], type=t)
-        return True
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return False

@@ -30,6 +30,7 @@ from poisonscan.pipelines.io.lines import (
     UNREADABLE,
     JsonColumnType,
     json_text_batches,
+    json_text_columns,
     tolerant_batches,
 )
 
@@ -246,16 +247,16 @@ def _text_schema(src: SourceFile) -> pa.Schema:
 class ColumnTypeChange(SourceError):
     """A CSV or JSONL column typed by the file's first rows (numbers) holds a value of
     another kind further on; :func:`typed_files` reads such a column as text.
-    ``column`` is None where pyarrow did not say which (JSON)."""
+    ``column``: the CSV column (None for JSON: pyarrow's message cannot be trusted to
+    name it, and :func:`.lines.json_text_columns` finds every such column)."""
 
     def __init__(self, message: str, column: str | None):
         super().__init__(message)
         self.column = column
 
 
-_CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'", re.S)
-_JSON_CHANGE = re.compile(r"JSON parse error: Column\(/([^/)]*)[^)]*\) changed from (\w+) to (\w+)")
-_JSON_TYPES = re.compile(r"JSON parse error: unexpected field|Failed to convert JSON to")
+_CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to ([^:]+): invalid value '(.*)'", re.S)
+_JSON_TYPE_ERROR = re.compile(r"JSON parse error: (Column\(.*\) changed from|unexpected field)|Failed to convert JSON to")
 
 
 def _raise_type_change(path: str, fmt: str, exc: BaseException, names: Sequence[str] | None) -> None:
@@ -271,10 +272,7 @@ def _raise_type_change(path: str, fmt: str, exc: BaseException, names: Sequence[
                 f"first rows hold {typed} values", column,
             ) from None
         return
-    found = _JSON_CHANGE.search(text)
-    if found:
-        raise ColumnTypeChange(f"cannot read {path} as JSON lines: {_one_line(exc)}", found.group(1)) from None
-    if _JSON_TYPES.search(text):
+    if _JSON_TYPE_ERROR.search(text):
         raise ColumnTypeChange(f"cannot read {path} as JSON lines: {_one_line(exc)}", None) from None
 
 
@@ -300,35 +298,67 @@ def typed_files(files: Sequence[SourceFile]) -> list[SourceFile]:
 
     pyarrow types a CSV's columns by the file's first block (1 MB), a JSONL file's by
     their first values, and stops at a value of another kind (a word in a column of
-    numbers), losing the file. So each such file is read once here, and a column whose
-    values do not fit one type is read as text in every pass (a JSONL file then in
-    Python, :func:`.lines.json_text_batches`): every batch of the file has the same
-    columns, and the scan checks the values row by row (a table's column of numbers:
-    ``not_a_number``). Costs one more read of each CSV and JSONL file (pyarrow's parse).
+    numbers), losing the file. So each such file is read once here, and where that
+    stops on a type, the columns whose values do not fit one type are found in one more
+    reading (:func:`_csv_text_columns`, :func:`.lines.json_text_columns`) and read as
+    text in every pass (a JSONL file then in Python, :func:`.lines.json_text_batches`):
+    every batch of the file has the same columns, and the scan checks the values row by
+    row (a table's column of numbers: ``not_a_number``). A file that still stops on a
+    type is read again with that column as text, until none does.
     """
     out = []
     for src in files:
         text: tuple[str, ...] = src.text_columns
+        searched = False
         while src.format in ("csv", "jsonl"):
             try:
                 for _ in _text_batches(src.path, src.format, text):
                     pass
                 break
             except ColumnTypeChange as exc:
-                column = exc.column
-                if column is None:  # pyarrow did not say which column: the Python reader does
-                    try:
-                        for _ in _json_as_text(src.path, text)[1]:
-                            pass
-                    except ColumnTypeChange as found:
-                        column = found.column
-                if column is None or column in text:
+                found: tuple[str, ...] = () if exc.column is None else (exc.column,)
+                if not searched:
+                    searched = True
+                    found += _text_columns(src, text)
+                new = tuple(c for c in dict.fromkeys(found) if c not in text)
+                if not new:
                     raise exc from None
-                text += (column,)
+                text += new
+            except SourceError:
+                raise
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise SourceError(f"cannot read {src.path} as {_AS[src.format]}: {_one_line(exc)}") from None
         out.append(dataclasses.replace(src, text_columns=text))
     return out
 
 
+def _text_columns(src: SourceFile, known: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of a file whose values do not all fit the type of their first rows,
+    in one reading (empty where that reading fails: the caller finds them one by one)."""
+    try:
+        if src.format == "jsonl":
+            return json_text_columns(lambda: open_binary(src.path))
+        return _csv_text_columns(src.path, known)
+    except Exception:  # an unreadable line the reading does not set aside
+        return ()
+
+
+def _csv_text_columns(path: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    """Read the CSV with every column as text, and cast each column pyarrow typed from
+    the first block to that type, batch by batch: the columns that do not cast."""
+    typed = _open_text("csv", open_binary(path), known).schema
+    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in typed.names}, strings_can_be_null=True)
+    reader = pacsv.open_csv(open_binary(path), parse_options=_CSV_PARSE, convert_options=convert)
+    left = {f.name: f.type for f in typed if not pa.types.is_string(f.type) and not pa.types.is_null(f.type)}
+    text: list[str] = []
+    for batch in reader:
+        for name, t in list(left.items()):
+            try:
+                batch.column(name).cast(t)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                text.append(name)
+                del left[name]
+    return tuple(text)
 def file_schema(src: SourceFile) -> pa.Schema:
     """The file's schema, reading as little as the format allows (a CSV or JSONL file
     with unreadable lines: the schema of its other rows)."""

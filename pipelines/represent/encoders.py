@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from poisonscan.pipelines.io.kinds import InputError, is_string_type, is_time_or_decimal
 from poisonscan.pipelines.io.outputs import open_read
@@ -426,8 +427,10 @@ _NUMBER = r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|[nN][aA][nN]
 
 
 def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
-    """A column's values as float64 (NaN where null, empty or not a number) and
-    ``{row: value}`` for the text values that are not numbers."""
+    """A column's values as float64 (NaN where missing or not a number) and ``{row:
+    value}`` for the text values that are not numbers. Missing: null, empty, or one of
+    the words pyarrow's CSV reader takes for a missing value (``NA``, ``null``, ``N/A``,
+    ...: a column read as text keeps them as words)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     if pa.types.is_dictionary(col.type):
@@ -437,17 +440,26 @@ def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
         return _seconds(col), {}
     if not is_string_type(t):
         return np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64), {}
-    text = pc.utf8_trim_whitespace(col)
-    empty = pc.equal(pc.utf8_length(text), 0)
+    text, missing = _missing_text(col)
     number = pc.match_substring_regex(text, _NUMBER)
-    usable = pc.and_kleene(number, pc.invert(empty))
+    usable = pc.and_kleene(number, pc.invert(missing))
     x = pc.if_else(usable, text, pa.scalar(None, pa.string())).cast(pa.float64())
-    bad = pc.and_(pc.invert(number), pc.invert(empty))  # null where the value is null
+    bad = pc.and_(pc.invert(number), pc.invert(missing))  # null where the value is null
     rows = np.flatnonzero(bad.fill_null(False).to_numpy(zero_copy_only=False))
     return (
         np.asarray(x.to_numpy(zero_copy_only=False), dtype=np.float64),
         {int(i): col[int(i)].as_py() for i in rows},
     )
+
+
+#: What pyarrow's CSV reader reads as a missing value ("", "NA", "null", "N/A", "nan", ...)
+_MISSING_WORDS = pa.array(list(pacsv.ConvertOptions().null_values), pa.string())
+
+
+def _missing_text(col: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(the values trimmed of spaces, whether each is a missing value; null where null)."""
+    text = pc.utf8_trim_whitespace(col)
+    return text, pc.or_(pc.equal(pc.utf8_length(text), 0), pc.is_in(text, value_set=_MISSING_WORDS))
 
 
 _PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
@@ -499,14 +511,9 @@ def _mostly_numbers(col) -> bool:
     if not is_string_type(col.type):
         return False
     _, bad = column_numbers(col)
-    present = _present(col)
+    _, missing = _missing_text(col)
+    present = int(pc.sum(pc.invert(missing)).as_py() or 0)  # null: not counted
     return present > 0 and present - len(bad) >= NUMBER_SHARE * present
-
-
-def _present(col: pa.Array) -> int:
-    """Values that are not null and not empty (after trimming spaces)."""
-    text = pc.utf8_trim_whitespace(col)
-    return int(pc.sum(pc.greater(pc.utf8_length(text), 0)).as_py() or 0)
 
 
 def _values(col) -> list:

@@ -64,7 +64,7 @@ def normalize_key(arr: pa.Array, target: pa.DataType) -> pa.Array:
         return pa.nulls(len(arr), target)
     if pa.types.is_floating(arr.type):
         x = np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-        bad = not_whole(arr) | np.isnan(x)
+        bad = not_whole(arr) | arr.is_null().to_numpy(zero_copy_only=False)
         ints = pa.array(np.where(bad, 0, x).astype(np.int64), mask=bad)
         return ints if target == pa.int64() else ints.cast(target)
     if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):

@@ -54,6 +54,7 @@ def _with_typos(df: pd.DataFrame) -> pd.DataFrame:
     t.loc[3, "x1"] = "abc"  # in the first block: pyarrow reads x1 as text
     t.loc[LATE, "x5"] = "12,5"  # past it: pyarrow typed x5 as numbers and stopped here
     t.loc[LATE + 500, "note"] = "see below"
+    t.loc[[100, LATE + 10], "x5"] = ["NA", "null"]  # missing values, as pyarrow reads them: no typos
     return t
 
 
@@ -82,11 +83,33 @@ def test_a_csv_value_past_the_first_block_that_does_not_fit_its_column_is_read_a
     assert clean.text_columns == ()
 
 
+def test_the_python_jsonl_reader_changes_no_value_and_finds_every_column_in_one_reading(tmp_path):
+    """Past the rows it types the columns by, a value that does not fit is never
+    converted (2.5 is no integer 2, a struct's new field is not dropped): the column is
+    text, found with the others in one reading; a ``null`` line is a row of nulls, as
+    pyarrow reads it."""
+    rows = [{"id": i, "note": 1, "where": {"x": 1}, "v": 0.5} for i in range(5000)]
+    rows[5]["note"] = "w"  # a type change in the first rows
+    rows[4500]["id"] = 2.5  # past them
+    rows[4600]["where"] = {"x": 1, "y": 2}
+    rows[4700]["v"] = 3  # an integer in a column of floats fits
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "null\n")
+    (src,) = typed_files([SourceFile(0, str(path), "jsonl")])
+    assert src.text_columns == ("note", "id", "where")
+    table = pa.Table.from_batches([b for b, _ in read_unit(plan_units([src])[0], None, 4096)])
+    assert table.num_rows == 5001 and table.column("id")[4500].as_py() == "2.5"
+    assert table.column("where")[4600].as_py() == '{"x": 1, "y": 2}' and table.column("v")[4700].as_py() == 3.0
+    assert table.slice(5000).to_pylist() == [{"id": None, "note": None, "where": None, "v": None}]
+
+
 def test_numbers_written_as_text_are_read_as_pyarrow_reads_them():
     x, bad = column_numbers(pa.array(["1.5", " 2 ", "abc", "", None, "nan", "-3e2", ".5", "1_000", "0x10", "12,5"]))
     assert np.array_equal(x[[0, 1, 6, 7]], [1.5, 2.0, -300.0, 0.5])
     assert np.isnan(x[[2, 3, 4, 5, 8, 9, 10]]).all()  # empty, null and "nan": missing values, not typos
     assert bad == {2: "abc", 8: "1_000", 9: "0x10", 10: "12,5"}
+    x, bad = column_numbers(pa.array(["NA", " null", "N/A", "#N/A", "1"]))  # pyarrow's missing values
+    assert np.isnan(x[:4]).all() and x[4] == 1.0 and bad == {}
     # a column is numbers when at least NUMBER_SHARE of its values present are
     words = int(round(20 * (1 - NUMBER_SHARE)))
     mostly = pa.table({"a": [str(i) for i in range(20 - words)] + ["x"] * words + [None, ""]})

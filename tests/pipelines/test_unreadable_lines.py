@@ -52,6 +52,7 @@ def test_each_line_is_judged_on_its_own():
     assert json_line_rows(b'{"id": 1, "x": [1.5, NaN]}\n') == (1, None)  # pyarrow reads NaN
     assert json_line_rows(b'{"id": 1} {"id": 2}\r\n') == (2, None)  # and two objects on a line as two rows
     assert json_line_rows(b"  \n") == (0, None)
+    assert json_line_rows(b"null\n") == (1, None)  # pyarrow reads it as a row of nulls
     assert json_line_rows(b'{"id": "caf\xe9"}\n') == (1, None)  # a stray byte is the cell's problem, not the line's
     assert json_line_rows(b"[1, 2]\n") == (1, "a JSON array, not an object: '[1, 2]'")
     assert json_line_rows(b'{"id": 1, "id": 2}\n')[1].startswith("not valid JSON (key 'id' given twice)")  # pyarrow refuses it
