@@ -435,31 +435,32 @@ def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
         col = col.combine_chunks()
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
-    t = col.type
-    if pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_timestamp(t) or pa.types.is_duration(t):
+    if _time_kind(col.type) is not None:
         return _seconds(col), {}
-    if not is_string_type(t):
+    if not is_string_type(col.type):
         return np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64), {}
-    text, missing = _missing_text(col)
-    number = pc.match_substring_regex(text, _NUMBER)
-    usable = pc.and_kleene(number, pc.invert(missing))
-    x = pc.if_else(usable, text, pa.scalar(None, pa.string())).cast(pa.float64())
-    bad = pc.and_(pc.invert(number), pc.invert(missing))  # null where the value is null
-    rows = np.flatnonzero(bad.fill_null(False).to_numpy(zero_copy_only=False))
-    return (
-        np.asarray(x.to_numpy(zero_copy_only=False), dtype=np.float64),
-        {int(i): col[int(i)].as_py() for i in rows},
-    )
+    x, bad, _ = _text_numbers(col)
+    return x, {int(i): col[int(i)].as_py() for i in np.flatnonzero(bad)}
 
 
 #: What pyarrow's CSV reader reads as a missing value ("", "NA", "null", "N/A", "nan", ...)
 _MISSING_WORDS = pa.array(list(pacsv.ConvertOptions().null_values), pa.string())
 
 
-def _missing_text(col: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(the values trimmed of spaces, whether each is a missing value; null where null)."""
+def _text_numbers(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A text column's numbers (float64, NaN where missing or not a number), which values
+    are not numbers, and which are missing (null, empty or a word for a missing value)."""
     text = pc.utf8_trim_whitespace(col)
-    return text, pc.or_(pc.equal(pc.utf8_length(text), 0), pc.is_in(text, value_set=_MISSING_WORDS))
+    missing = pc.or_(pc.equal(pc.utf8_length(text), 0), pc.is_in(text, value_set=_MISSING_WORDS))
+    number = pc.match_substring_regex(text, _NUMBER)
+    usable = pc.and_kleene(number, pc.invert(missing))
+    x = pc.if_else(usable, text, pa.scalar(None, pa.string())).cast(pa.float64())
+    bad = pc.and_(pc.invert(number), pc.invert(missing))  # null where the value is null
+    return (
+        np.asarray(x.to_numpy(zero_copy_only=False), dtype=np.float64),
+        bad.fill_null(False).to_numpy(zero_copy_only=False),
+        missing.fill_null(True).to_numpy(zero_copy_only=False),
+    )
 
 
 _PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
@@ -510,10 +511,9 @@ def _mostly_numbers(col) -> bool:
         col = col.combine_chunks()
     if not is_string_type(col.type):
         return False
-    _, bad = column_numbers(col)
-    _, missing = _missing_text(col)
-    present = int(pc.sum(pc.invert(missing)).as_py() or 0)  # null: not counted
-    return present > 0 and present - len(bad) >= NUMBER_SHARE * present
+    _, bad, missing = _text_numbers(col)
+    present = int((~missing).sum())
+    return present > 0 and present - int(bad.sum()) >= NUMBER_SHARE * present
 
 
 def _values(col) -> list:
