@@ -104,7 +104,7 @@ def _check_keys(src: SourceFile, schema: pa.Schema, spec: InputSpec, cfg, kinds:
     for role, col in roles:
         if col not in schema.names:
             raise SourceError(
-                f"{src.path}: no {role} column {col!r} (columns: {', '.join(schema.names)}){_separator_hint(src, schema)}"
+                f"{src.path}: no {role} column {col!r} (columns: {', '.join(schema.names)})"
             )
     for role, col in (("id", cfg.id_column), ("label", cfg.label_column)):
         t = schema.field(col).type
@@ -139,18 +139,6 @@ def _check_input(src: SourceFile, schema: pa.Schema, spec: InputSpec, col: str, 
 
 
 _FEATURES_AS = {"list": "lists of numbers", "text": "numbers written as text"}
-
-
-def _separator_hint(src: SourceFile, schema: pa.Schema) -> str:
-    """Where a CSV file's header reads as one column holding another separator (a
-    semicolon, as a spreadsheet in many locales writes it; a tab), say so."""
-    if src.format != "csv" or len(schema.names) != 1:
-        return ""
-    for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
-        if sep in schema.names[0]:
-            return (f"; the header looks separated by {name}: poisonscan reads CSV separated by commas "
-                    "(write it with commas, e.g. pandas' to_csv(path, index=False), or convert it to Parquet)")
-    return ""
 
 
 def _input_type_problem(kind: str, t: pa.DataType) -> str | None:

@@ -31,6 +31,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import pyarrow as pa
@@ -43,6 +45,69 @@ UNREADABLE = "__poisonscan_unreadable__"
 _QUOTE = 120
 
 _CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a CSV file writes its records: the character between values, and the one
+    before a number's decimals (:func:`csv_dialect` tells them from the file)."""
+
+    delimiter: str = ","
+    decimal_point: str = "."
+
+
+#: The separators told from a header: commas first (the default), then what
+#: spreadsheets and databases write (semicolons where the comma is the decimal point).
+_SEPARATORS = (",", ";", "\t", "|")
+
+#: A number written with a decimal comma ("0,5", "-12,25e3"), or with a decimal point.
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?")
+_DECIMAL_POINT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+#: Records of a file's start read to tell its decimal point.
+_DIALECT_RECORDS = 1000
+
+
+def csv_dialect(open_stream: Callable[[], object]) -> CsvDialect:
+    """The file's separator, told from its header line: the one of comma, semicolon,
+    tab and vertical bar that splits it into the most names (commas on a tie, or when
+    none splits it). Where it is not a comma, and more numbers of the first records are
+    written with a decimal comma ("0,5") than with a decimal point, the comma is the
+    decimal point (as spreadsheets write numbers in much of the world; a column written
+    with points there is read as text, and as numbers where it is a table's column)."""
+    stream = open_stream()
+    try:
+        return _dialect(physical_lines(stream))
+    finally:
+        stream.close()
+
+
+def _dialect(lines: Iterator[bytes]) -> CsvDialect:
+    header = ""
+    for line in lines:  # the first line that is not empty (pyarrow skips empty lines)
+        header = line.decode("utf-8", "replace").lstrip("\ufeff")
+        if header.strip():
+            break
+    names = {sep: len(next(csv.reader([header], delimiter=sep), [])) for sep in _SEPARATORS}
+    delimiter = max(_SEPARATORS, key=lambda sep: (names[sep], sep == ","))
+    if names[delimiter] < 2 or delimiter == ",":
+        return CsvDialect()
+    comma = point = 0
+
+    def text():
+        for number, line in enumerate(lines):
+            if number >= 4 * _DIALECT_RECORDS:
+                return
+            yield line.decode("utf-8", "replace")
+
+    for number, record in enumerate(csv.reader(text(), delimiter=delimiter)):
+        if number >= _DIALECT_RECORDS:
+            break
+        for value in record:
+            value = value.strip()
+            comma += bool(_DECIMAL_COMMA.fullmatch(value))
+            point += bool(_DECIMAL_POINT.fullmatch(value))
+    return CsvDialect(delimiter, "," if comma > point else ".")
 
 
 def physical_lines(stream) -> Iterator[bytes]:
@@ -139,7 +204,9 @@ class _Lines(io.RawIOBase):
         return n
 
 
-def unreadable_lines(fmt: str, lines: Iterator[bytes]) -> tuple[dict[int, str], set[int], int]:
+def unreadable_lines(
+    fmt: str, lines: Iterator[bytes], dialect: CsvDialect = CsvDialect()
+) -> tuple[dict[int, str], set[int], int]:
     """Pass 1: ``({row number: reason}, {physical line numbers to leave out}, rows)``.
 
     Row numbers count what pyarrow makes rows of: the JSON objects of a JSONL file;
@@ -148,7 +215,7 @@ def unreadable_lines(fmt: str, lines: Iterator[bytes]) -> tuple[dict[int, str], 
     several lines, all left out when it is unreadable).
     """
     if fmt == "csv":
-        return _unreadable_records(lines)
+        return _unreadable_records(lines, dialect.delimiter)
     bad: dict[int, str] = {}
     skip: set[int] = set()
     row = 0
@@ -161,7 +228,7 @@ def unreadable_lines(fmt: str, lines: Iterator[bytes]) -> tuple[dict[int, str], 
     return bad, skip, row
 
 
-def _unreadable_records(lines: Iterator[bytes]) -> tuple[dict[int, str], set[int], int]:
+def _unreadable_records(lines: Iterator[bytes], delimiter: str = ",") -> tuple[dict[int, str], set[int], int]:
     bad: dict[int, str] = {}
     skip: set[int] = set()
     header = None
@@ -175,7 +242,7 @@ def _unreadable_records(lines: Iterator[bytes]) -> tuple[dict[int, str], set[int
                 texts.append(line)
                 yield line.decode("utf-8", "surrogateescape")
 
-        reader = csv.reader(decoded(lines))
+        reader = csv.reader(decoded(lines), delimiter=delimiter)
         first = 0  # the record's first physical line, counted from ``offset``
         last = None  # (row, first line, physical lines) of the last record read
         while True:
@@ -215,6 +282,7 @@ def tolerant_batches(
     fmt: str,
     open_stream: Callable[[], object],
     open_reader: Callable[[object], pa.RecordBatchReader],
+    dialect: CsvDialect = CsvDialect(),
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
     """The file's rows with each unreadable line in its place (see the module
     docstring), or None when every line reads on its own (the failure was something
@@ -222,7 +290,7 @@ def tolerant_batches(
 
     Returns the schema of the readable rows (without :data:`UNREADABLE`) and the batches.
     """
-    bad, skip, rows = unreadable_lines(fmt, physical_lines(open_stream()))
+    bad, skip, rows = unreadable_lines(fmt, physical_lines(open_stream()), dialect)
     if not bad:
         return None
     kept = (line for number, line in enumerate(physical_lines(open_stream())) if number not in skip)

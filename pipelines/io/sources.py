@@ -28,7 +28,9 @@ import pyarrow.parquet as pq
 from poisonscan.pipelines.config import usable_cores
 from poisonscan.pipelines.io.lines import (
     UNREADABLE,
+    CsvDialect,
     JsonColumnType,
+    csv_dialect,
     json_text_batches,
     json_text_columns,
     tolerant_batches,
@@ -44,6 +46,8 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
     ".csv": "csv",
+    ".tsv": "csv",
+    ".tab": "csv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "jsonl",
@@ -71,6 +75,8 @@ class SourceFile:
     #: CSV or JSONL columns read as text: their values are not all of the type pyarrow
     #: gave them by the file's first rows (:func:`typed_files`)
     text_columns: tuple[str, ...] = ()
+    #: a CSV file's separator and decimal point, told from the file (:func:`typed_files`)
+    dialect: CsvDialect = CsvDialect()
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class ReadUnit:
     first_row: int
     rows: int | None  # known for Parquet
     text_columns: tuple[str, ...] = ()  # see SourceFile
+    dialect: CsvDialect = CsvDialect()  # see SourceFile
 
     @property
     def key(self) -> str:
@@ -192,28 +199,40 @@ def _parquet_file(path: str) -> pq.ParquetFile:
 
 _AS = {"csv": "CSV", "jsonl": "JSON lines"}
 
-_CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True)
+def _csv_parse(dialect: CsvDialect) -> pacsv.ParseOptions:
+    # quoted values may hold line breaks (text exported by pandas): without this
+    # pyarrow splits blocks inside them and stops ("out of sync with chunker")
+    return pacsv.ParseOptions(newlines_in_values=True, delimiter=dialect.delimiter)
 
 
-def _open_text(fmt: str, stream, text_columns: Sequence[str] = ()) -> pa.RecordBatchReader:
+def _open_text(
+    fmt: str, stream, text_columns: Sequence[str] = (), dialect: CsvDialect = CsvDialect()
+) -> pa.RecordBatchReader:
     """pyarrow's streaming reader of a CSV or JSONL stream (raises what pyarrow raises);
-    a CSV's ``text_columns`` are read as strings whatever their values look like."""
+    a CSV's ``text_columns`` are read as strings whatever their values look like, its
+    values split and its numbers read as ``dialect`` says."""
     if fmt == "csv":
-        # quoted values may hold line breaks (text exported by pandas): without this
-        # pyarrow splits blocks inside them and stops ("out of sync with chunker")
-        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns})
-        return pacsv.open_csv(stream, parse_options=_CSV_PARSE, convert_options=convert)
+        convert = pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in text_columns}, decimal_point=dialect.decimal_point
+        )
+        return pacsv.open_csv(stream, parse_options=_csv_parse(dialect), convert_options=convert)
     return pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=_JSON_BLOCK))
 
 
-def _tolerant(path: str, fmt: str, failure: BaseException | None = None, text_columns: Sequence[str] = ()):
+def _tolerant(
+    path: str,
+    fmt: str,
+    failure: BaseException | None = None,
+    text_columns: Sequence[str] = (),
+    dialect: CsvDialect = CsvDialect(),
+):
     """``(schema, batches)`` of the file read around its unreadable lines (:mod:`.lines`).
     Where no line is unreadable on its own: the parser's ``failure`` as a
     :class:`SourceError`, or None for a file pyarrow read without one."""
     message = f"cannot read {path} as {_AS[fmt]}" + (f": {_one_line(failure)}" if failure is not None else "")
     try:
         found = tolerant_batches(
-            fmt, lambda: open_binary(path), lambda stream: _open_text(fmt, stream, text_columns)
+            fmt, lambda: open_binary(path), lambda stream: _open_text(fmt, stream, text_columns, dialect), dialect
         )
     except SourceError:
         raise
@@ -233,13 +252,13 @@ def _text_schema(src: SourceFile) -> pa.Schema:
     if src.format == "jsonl" and src.text_columns:
         return _json_as_text(src.path, src.text_columns)[0]
     try:
-        return _open_text(src.format, open_binary(src.path), src.text_columns).schema
+        return _open_text(src.format, open_binary(src.path), src.text_columns, src.dialect).schema
     except SourceError:
         raise
     except pa.ArrowInvalid as exc:
         if src.format == "jsonl" and "empty" in str(exc).lower():
             return pa.schema([])
-        return _tolerant(src.path, src.format, exc, src.text_columns)[0]
+        return _tolerant(src.path, src.format, exc, src.text_columns, src.dialect)[0]
     except Exception as exc:
         raise SourceError(f"cannot read {src.path} as {_AS[src.format]}: {_one_line(exc)}") from None
 
@@ -308,11 +327,13 @@ def typed_files(files: Sequence[SourceFile]) -> list[SourceFile]:
     """
     out = []
     for src in files:
+        if src.format == "csv":
+            src = dataclasses.replace(src, dialect=_dialect_of(src.path))
         text: tuple[str, ...] = src.text_columns
         searched = False
         while src.format in ("csv", "jsonl"):
             try:
-                for _ in _text_batches(src.path, src.format, text):
+                for _ in _text_batches(src.path, src.format, text, src.dialect):
                     pass
                 break
             except ColumnTypeChange as exc:
@@ -332,26 +353,37 @@ def typed_files(files: Sequence[SourceFile]) -> list[SourceFile]:
     return out
 
 
+def _dialect_of(path: str) -> CsvDialect:
+    """The CSV file's separator and decimal point (:func:`.lines.csv_dialect`)."""
+    try:
+        return csv_dialect(lambda: open_binary(path))
+    except SourceError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise SourceError(f"cannot read {path} as CSV: {_one_line(exc)}") from None
+
+
 def _text_columns(src: SourceFile, known: tuple[str, ...]) -> tuple[str, ...]:
     """The columns of a file whose values do not all fit the type of their first rows,
     in one reading (empty where that reading fails: the caller finds them one by one)."""
     try:
         if src.format == "jsonl":
             return json_text_columns(lambda: open_binary(src.path))
-        return _csv_text_columns(src.path, known)
+        return _csv_text_columns(src.path, known, src.dialect)
     except Exception:  # an unreadable line the reading does not set aside
         return ()
 
 
-def _csv_text_columns(path: str, known: tuple[str, ...]) -> tuple[str, ...]:
+def _csv_text_columns(path: str, known: tuple[str, ...], dialect: CsvDialect = CsvDialect()) -> tuple[str, ...]:
     """Read the CSV with every column as text, and cast each column pyarrow typed from
     the first block to that type, batch by batch: the columns that do not cast."""
-    typed = _open_text("csv", open_binary(path), known).schema
+    typed = _open_text("csv", open_binary(path), known, dialect).schema
     convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in typed.names}, strings_can_be_null=True)
-    reader = pacsv.open_csv(open_binary(path), parse_options=_CSV_PARSE, convert_options=convert)
+    reader = pacsv.open_csv(open_binary(path), parse_options=_csv_parse(dialect), convert_options=convert)
     left = {f.name: f.type for f in typed if not pa.types.is_string(f.type) and not pa.types.is_null(f.type)}
     text: list[str] = []
     for batch in reader:
+        batch = _decimal_points(batch) if dialect.decimal_point == "," else batch
         for name, t in list(left.items()):
             try:
                 batch.column(name).cast(t)
@@ -372,7 +404,7 @@ def plan_units(files: Sequence[SourceFile], unit_rows: int = UNIT_ROWS) -> list[
     units: list[ReadUnit] = []
     for src in files:
         if src.format != "parquet":
-            units.append(ReadUnit(src.index, 0, src.path, src.format, None, 0, None, src.text_columns))
+            units.append(ReadUnit(src.index, 0, src.path, src.format, None, 0, None, src.text_columns, src.dialect))
             continue
         meta = _parquet_file(src.path).metadata
         groups: list[tuple[list[int], int, int]] = []  # (row groups, first row, rows)
@@ -408,7 +440,7 @@ def read_unit(
                 yield batch, row
                 row += batch.num_rows
             return
-        for batch in _text_batches(unit.path, unit.format, unit.text_columns):
+        for batch in _text_batches(unit.path, unit.format, unit.text_columns, unit.dialect):
             for start in range(0, batch.num_rows, batch_rows):
                 piece = batch.slice(start, batch_rows)
                 yield piece, row
@@ -419,7 +451,41 @@ def read_unit(
         raise SourceError(f"{unit.path}: cannot read rows after row {row}: {_one_line(exc)}") from None
 
 
-def _text_batches(path: str, fmt: str, text_columns: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+def _text_batches(
+    path: str, fmt: str, text_columns: Sequence[str] = (), dialect: CsvDialect = CsvDialect()
+) -> Iterator[pa.RecordBatch]:
+    """A CSV or JSONL file's batches, a CSV's values split and its numbers read as
+    ``dialect`` says (:func:`_raw_text_batches`). With a decimal comma, the values of text
+    columns written as such a number ("0,5") are written with a point ("0.5"), as
+    pyarrow reads the columns it types as numbers: a column of numbers read as text (a
+    word among them) then holds numbers the table encoder reads as such."""
+    batches = _raw_text_batches(path, fmt, text_columns, dialect)
+    if fmt != "csv" or dialect.decimal_point == ".":
+        yield from batches
+        return
+    for batch in batches:
+        yield _decimal_points(batch)
+
+
+_COMMA_NUMBER = r"^\s*[+-]?\d+,\d+(?:[eE][+-]?\d+)?\s*$"
+
+
+def _decimal_points(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with each text value that is a number written with a decimal comma
+    written with a point instead."""
+    columns = list(batch.columns)
+    for i, field in enumerate(batch.schema):
+        if field.name == UNREADABLE or not pa.types.is_string(field.type):
+            continue
+        hit = pc.match_substring_regex(columns[i], _COMMA_NUMBER)
+        if pc.any(hit).as_py():
+            columns[i] = pc.if_else(hit, pc.replace_substring(columns[i], ",", "."), columns[i])
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+def _raw_text_batches(
+    path: str, fmt: str, text_columns: Sequence[str] = (), dialect: CsvDialect = CsvDialect()
+) -> Iterator[pa.RecordBatch]:
     """A CSV or JSONL file's batches (a CSV's ``text_columns`` read as strings). Where
     pyarrow stops at a line it cannot parse, the file is read again around its
     unreadable lines (:mod:`.lines`), and the rows already yielded are skipped there:
@@ -439,7 +505,7 @@ def _text_batches(path: str, fmt: str, text_columns: Sequence[str] = ()) -> Iter
     held = None
     names = None
     try:
-        reader = _open_text(fmt, open_binary(path), text_columns)
+        reader = _open_text(fmt, open_binary(path), text_columns, dialect)
         names = reader.schema.names
         for batch in reader:
             if held is not None:
@@ -447,7 +513,7 @@ def _text_batches(path: str, fmt: str, text_columns: Sequence[str] = ()) -> Iter
                 done += held.num_rows
             held = batch
         spanning = fmt == "csv" and held is not None and _ends_spanning_lines(held)
-        found = _tolerant(path, fmt, None, text_columns) if spanning else None
+        found = _tolerant(path, fmt, None, text_columns, dialect) if spanning else None
         if found is None:
             if held is not None:
                 yield held
@@ -457,7 +523,7 @@ def _text_batches(path: str, fmt: str, text_columns: Sequence[str] = ()) -> Iter
     except pa.ArrowInvalid as exc:
         if fmt == "csv":  # JSON: pyarrow may name a type where a line is cut short (see _tolerant)
             _raise_type_change(path, fmt, exc, names)
-        found = _tolerant(path, fmt, exc, text_columns)
+        found = _tolerant(path, fmt, exc, text_columns, dialect)
     except Exception as exc:
         raise SourceError(f"cannot read {path} as {_AS[fmt]}: {_one_line(exc)}") from None
     schema, batches = found

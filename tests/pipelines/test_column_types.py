@@ -281,14 +281,3 @@ def test_a_column_of_numbers_in_one_file_and_text_in_another_is_text_in_the_outp
     decisions.write_text("id,label,score,decision,reviewer,time,note,scan\n")
     assert cli_main(["apply", str(out), "--decisions", str(decisions), "--out", str(tmp_path / "applied"), "-q"]) == 0
     assert pq.read_table(tmp_path / "applied" / "clean.parquet").equals(clean)
-
-
-def test_a_csv_separated_by_semicolons_is_a_clear_error(tmp_path, capsys):
-    """A spreadsheet in many locales writes CSV with semicolons: pyarrow then reads one
-    column, and the missing id says why."""
-    path = tmp_path / "semi.csv"
-    path.write_text("id;label;x\n1;0;0,5\n2;1;1,5\n")
-    assert cli_main(["scan", str(path), "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert "no id column 'id' (columns: id;label;x); the header looks separated by semicolons" in err
-    assert not (tmp_path / "out").exists()
