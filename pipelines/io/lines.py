@@ -56,25 +56,46 @@ class CsvDialect:
     decimal_point: str = "."
 
 
-#: The separators told from a header: commas first (the default), then what
-#: spreadsheets and databases write (semicolons where the comma is the decimal point).
+#: The separators a CSV file may use: commas first (the default), then what spreadsheets
+#: and databases write (semicolons where the comma is the decimal point).
 _SEPARATORS = (",", ";", "\t", "|")
 
-#: A number written with a decimal comma ("0,5", "-12,25e3"), or with a decimal point.
-_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?")
-_DECIMAL_POINT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?")
+#: Numbers written as text, anchored, spaces around allowed. With a decimal comma
+#: ("0,5", "-12,25e3"). With a decimal point. Shaped as either a decimal or a whole
+#: number with one thousands separator ("1,234", "-17.800"): no evidence of which.
+#: Grouped in thousands by points, unambiguously ("1.234,5", "1.234.567"), or by commas
+#: ("17,800", "1,234.5": where the decimal point is a point).
+DECIMAL_COMMA = r"^\s*[+-]?\d+,\d+(?:[eE][+-]?\d+)?\s*$"
+DECIMAL_POINT = r"^\s*[+-]?(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$"
+AMBIGUOUS = r"^\s*[+-]?[1-9]\d{0,2}[.,]\d{3}\s*$"
+GROUPED_POINTS = r"^\s*[+-]?\d{1,3}(?:(?:\.\d{3})+,\d+|(?:\.\d{3}){2,})\s*$"
+GROUPED_COMMAS = r"^\s*[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?\s*$"
+_COMMA = re.compile(DECIMAL_COMMA)
+_POINT = re.compile(DECIMAL_POINT)
+_AMBIGUOUS = re.compile(AMBIGUOUS)
+_GROUPED_POINTS = re.compile(GROUPED_POINTS)
+_GROUPED_COMMAS = re.compile(GROUPED_COMMAS)
 
-#: Records of a file's start read to tell its decimal point.
+#: Records of a file's start read to tell its separator, and its decimal point.
+_SEPARATOR_RECORDS = 50
 _DIALECT_RECORDS = 1000
 
 
 def csv_dialect(open_stream: Callable[[], object]) -> CsvDialect:
-    """The file's separator, told from its header line: the one of comma, semicolon,
-    tab and vertical bar that splits it into the most names (commas on a tie, or when
-    none splits it). Where it is not a comma, and more numbers of the first records are
-    written with a decimal comma ("0,5") than with a decimal point, the comma is the
-    decimal point (as spreadsheets write numbers in much of the world; a column written
-    with points there is read as text, and as numbers where it is a table's column)."""
+    """The file's separator and decimal point, told from its first records.
+
+    The separator is the one of comma, semicolon, tab and vertical bar that splits the
+    header into at least two names and the most of the next 50 records into as many
+    (commas on a tie, then the one giving more names; a file of a header alone: commas
+    where they split it). Where it is not a comma, the decimal point is the comma when
+    more numbers of the first 1,000 records are written with a decimal comma ("0,5",
+    "1.234,5") than with a point ("0.5", "1,234.5"), the point when fewer; numbers such as "1,234" or "1.234",
+    which may be whole numbers with a thousands separator, are not counted. On a tie
+    (whole numbers only, say) it is the comma in a file separated by semicolons (what a
+    spreadsheet writes where the comma is the decimal point), else the point. The sample
+    ends at a record the csv module cannot read (a field over its size limit) or, for
+    the decimal point, at the first record with another number of fields than the
+    header (a quote left open swallows the lines after it)."""
     stream = open_stream()
     try:
         return _dialect(physical_lines(stream))
@@ -82,32 +103,52 @@ def csv_dialect(open_stream: Callable[[], object]) -> CsvDialect:
         stream.close()
 
 
-def _dialect(lines: Iterator[bytes]) -> CsvDialect:
-    header = ""
-    for line in lines:  # the first line that is not empty (pyarrow skips empty lines)
-        header = line.decode("utf-8", "replace").lstrip("\ufeff")
-        if header.strip():
+def _records(lines: list[str], delimiter: str, limit: int) -> list[list[str]]:
+    """The first ``limit`` records of ``lines`` that are not empty, up to one the csv
+    module cannot read."""
+    out: list[list[str]] = []
+    reader = csv.reader(lines, delimiter=delimiter)
+    while len(out) < limit:
+        try:
+            record = next(reader)
+        except (StopIteration, csv.Error):
             break
-    names = {sep: len(next(csv.reader([header], delimiter=sep), [])) for sep in _SEPARATORS}
-    delimiter = max(_SEPARATORS, key=lambda sep: (names[sep], sep == ","))
-    if names[delimiter] < 2 or delimiter == ",":
+        if record:
+            out.append(record)
+    return out
+
+
+def _dialect(lines: Iterator[bytes]) -> CsvDialect:
+    text: list[str] = []
+    for line in lines:
+        if len(text) >= 4 * _DIALECT_RECORDS:
+            break
+        decoded = line.decode("utf-8", "replace")
+        if text or decoded.strip():  # pyarrow skips empty lines before the header
+            text.append(decoded.lstrip("\ufeff") if not text else decoded)
+    best, best_key = ",", None
+    for sep in _SEPARATORS:
+        records = _records(text, sep, _SEPARATOR_RECORDS + 1)
+        fields = len(records[0]) if records else 0
+        if fields < 2:
+            continue
+        key = (sum(len(r) == fields for r in records[1:]), sep == ",", fields)
+        if best_key is None or key > best_key:
+            best, best_key = sep, key
+    if best == ",":
         return CsvDialect()
+    records = _records(text, best, _DIALECT_RECORDS + 1)
     comma = point = 0
-
-    def text():
-        for number, line in enumerate(lines):
-            if number >= 4 * _DIALECT_RECORDS:
-                return
-            yield line.decode("utf-8", "replace")
-
-    for number, record in enumerate(csv.reader(text(), delimiter=delimiter)):
-        if number >= _DIALECT_RECORDS:
+    for record in records[1:]:
+        if len(record) != len(records[0]):
             break
         for value in record:
-            value = value.strip()
-            comma += bool(_DECIMAL_COMMA.fullmatch(value))
-            point += bool(_DECIMAL_POINT.fullmatch(value))
-    return CsvDialect(delimiter, "," if comma > point else ".")
+            if not _AMBIGUOUS.match(value):
+                comma += bool(_COMMA.match(value) or _GROUPED_POINTS.match(value))
+                point += bool(_POINT.match(value) or _GROUPED_COMMAS.match(value))
+    if comma == point:
+        return CsvDialect(best, "," if best == ";" else ".")
+    return CsvDialect(best, "," if comma > point else ".")
 
 
 def physical_lines(stream) -> Iterator[bytes]:

@@ -11,6 +11,7 @@ split, so they order outputs and break ties deterministically.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import queue
@@ -27,6 +28,9 @@ import pyarrow.parquet as pq
 
 from poisonscan.pipelines.config import usable_cores
 from poisonscan.pipelines.io.lines import (
+    DECIMAL_COMMA,
+    GROUPED_COMMAS,
+    GROUPED_POINTS,
     UNREADABLE,
     CsvDialect,
     JsonColumnType,
@@ -359,7 +363,7 @@ def _dialect_of(path: str) -> CsvDialect:
         return csv_dialect(lambda: open_binary(path))
     except SourceError:
         raise
-    except (pa.ArrowException, OSError, ValueError) as exc:
+    except (pa.ArrowException, OSError, ValueError, csv.Error) as exc:
         raise SourceError(f"cannot read {path} as CSV: {_one_line(exc)}") from None
 
 
@@ -383,7 +387,7 @@ def _csv_text_columns(path: str, known: tuple[str, ...], dialect: CsvDialect = C
     left = {f.name: f.type for f in typed if not pa.types.is_string(f.type) and not pa.types.is_null(f.type)}
     text: list[str] = []
     for batch in reader:
-        batch = _decimal_points(batch) if dialect.decimal_point == "," else batch
+        batch = _decimal_points(batch, dialect) if dialect.delimiter != "," else batch
         for name, t in list(left.items()):
             try:
                 batch.column(name).cast(t)
@@ -455,31 +459,36 @@ def _text_batches(
     path: str, fmt: str, text_columns: Sequence[str] = (), dialect: CsvDialect = CsvDialect()
 ) -> Iterator[pa.RecordBatch]:
     """A CSV or JSONL file's batches, a CSV's values split and its numbers read as
-    ``dialect`` says (:func:`_raw_text_batches`). With a decimal comma, the values of text
-    columns written as such a number ("0,5") are written with a point ("0.5"), as
-    pyarrow reads the columns it types as numbers: a column of numbers read as text (a
-    word among them) then holds numbers the table encoder reads as such."""
+    ``dialect`` says (:func:`_raw_text_batches`), and, where its separator is not a comma,
+    the numbers its text columns write with a decimal comma written with a point
+    (:func:`_decimal_points`)."""
     batches = _raw_text_batches(path, fmt, text_columns, dialect)
-    if fmt != "csv" or dialect.decimal_point == ".":
+    if fmt != "csv" or dialect.delimiter == ",":
         yield from batches
         return
     for batch in batches:
-        yield _decimal_points(batch)
+        yield _decimal_points(batch, dialect)
 
 
-_COMMA_NUMBER = r"^\s*[+-]?\d+,\d+(?:[eE][+-]?\d+)?\s*$"
-
-
-def _decimal_points(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The batch with each text value that is a number written with a decimal comma
-    written with a point instead."""
+def _decimal_points(batch: pa.RecordBatch, dialect: CsvDialect) -> pa.RecordBatch:
+    """The batch with each text value that is a number written with a decimal comma or
+    thousands separators written as a plain number ("0,5" -> "0.5"), as pyarrow reads the
+    columns it types as numbers: a column of numbers read as text (a word among them, or
+    numbers written both ways) then holds numbers the table encoder reads as such.
+    Where the file's decimal point is the comma, "1.234,5" is 1234.5 (and "1.234", which
+    may be either, stays as written); where it is the point, "17,800" is 17800 and "0,5"
+    still 0.5."""
+    grouped, sep = (GROUPED_POINTS, ".") if dialect.decimal_point == "," else (GROUPED_COMMAS, ",")
     columns = list(batch.columns)
     for i, field in enumerate(batch.schema):
         if field.name == UNREADABLE or not pa.types.is_string(field.type):
             continue
-        hit = pc.match_substring_regex(columns[i], _COMMA_NUMBER)
-        if pc.any(hit).as_py():
-            columns[i] = pc.if_else(hit, pc.replace_substring(columns[i], ",", "."), columns[i])
+        col = columns[i]
+        for pattern, old, new in ((grouped, sep, ""), (DECIMAL_COMMA, ",", ".")):
+            hit = pc.match_substring_regex(col, pattern)
+            if pc.any(hit).as_py():
+                col = pc.if_else(hit, pc.replace_substring(col, old, new), col)
+        columns[i] = col
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from poisonscan.pipelines.io.lines import csv_dialect
 from poisonscan.pipelines.scan.values import plain
 
 DECISIONS = ("confirmed", "released", "pending")
@@ -77,7 +78,10 @@ def read_decisions(text: str, where: str, quarantine: pa.Table, fingerprint: str
     Raises :class:`DecisionsError` for a file of another scan, a missing column, an
     unknown decision, an id that is not quarantined in this scan, or an id decided twice.
     """
-    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    text = text.lstrip("\ufeff")
+    # a spreadsheet in much of the world saves the file with semicolons
+    delimiter = csv_dialect(lambda: io.BytesIO(text.encode("utf-8", "surrogateescape"))).delimiter
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
     if not rows:
         raise DecisionsError(f"{where}: empty (the report's 'download decisions' writes a header and a row per listed row)")
     header = [h.strip() for h in rows[0]]

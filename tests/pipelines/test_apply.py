@@ -140,6 +140,19 @@ def test_decisions_made_in_the_page_are_applied_to_the_clean_split(tmp_path, bro
     assert len(ids) == len(changed)
 
 
+def test_decisions_saved_with_semicolons_are_read(tmp_path):
+    """A spreadsheet in much of the world saves the downloaded decisions with semicolons."""
+    _, out = _scan(tmp_path)
+    q = pq.read_table(out / "quarantine.parquet")["id"].to_pylist()
+    fp = scan_fingerprint(json.loads((out / "summary.json").read_text()), pq.read_table(out / "quarantine.parquet"))
+    path = tmp_path / "d.csv"
+    path.write_text("\ufeffid;label;score;decision;reviewer;time;note;scan\n"
+                    f"{q[0]};0;0,9;released;Ada;;a real one, not a trigger;{fp}\n")
+    assert main(["apply", str(out), "--decisions", str(path), "--out", str(tmp_path / "applied"), "-q"]) == 0
+    clean = pq.read_table(tmp_path / "applied" / "clean.parquet")["id"].to_pylist()
+    assert q[0] in clean and not set(q[1:]) & set(clean)
+
+
 def test_decisions_that_do_not_fit_the_scan_are_refused_in_one_line(tmp_path, capsys):
     _, out = _scan(tmp_path)
     q = pq.read_table(out / "quarantine.parquet")["id"].to_pylist()

@@ -41,6 +41,7 @@ def _dialect(text: bytes) -> CsvDialect:
         (b"id,label,x\n1,0,0.5\n", CsvDialect(",", ".")),
         (b"id;label;x\n1;0;0,5\n", CsvDialect(";", ",")),
         (b"id;label;x\n1;0;0.5\n", CsvDialect(";", ".")),
+        (b"id;label;x\n1;0;1.5\n2;1;1.234\n", CsvDialect(";", ".")),
         (b"\xef\xbb\xbfid\tlabel\tx\r\n1\t0\t2,5\r\n", CsvDialect("\t", ",")),
         (b"id|label|text\n1|a|b\n", CsvDialect("|", ".")),
         (b"\n\nid;x\n1;2,5\n", CsvDialect(";", ",")),  # empty lines before the header
@@ -48,9 +49,23 @@ def _dialect(text: bytes) -> CsvDialect:
         (b"id,x;y\n1,2\n", CsvDialect(",", ".")),  # a tie: commas
         (b"id\n1\n", CsvDialect(",", ".")),  # one column: nothing to tell
         (b"", CsvDialect(",", ".")),
-        # more numbers with decimal commas than with points: the comma
+        # more numbers with decimal commas than with points: the comma; fewer: the point
         (b"id;x;y\n1;0,5;1.5\n2;0,25;7\n", CsvDialect(";", ",")),
         (b"id;x;y\n1;0,5;1.5\n2;0.25;7\n", CsvDialect(";", ".")),
+        # a tie (whole numbers only, or as many of each): the comma with semicolons only
+        (b"id;label;x\n1;0;0.5\n2;1;1,5\n", CsvDialect(";", ",")),
+        (b"id;x\n1;4\n2;7\n", CsvDialect(";", ",")),
+        (b"id\tx\n1\t4\n2\t7\n", CsvDialect("\t", ".")),
+        # "17,800" may be a thousands comma: no evidence of a decimal comma
+        (b"id\tx\n1\t17,800\n2\t1,250\n3\t0.5\n", CsvDialect("\t", ".")),
+        # the separator that splits the records as it splits the header
+        (b"id,label,x;y;z;w\n1,0,0.5;1;2;3\n", CsvDialect(",", ".")),
+        (b'id;label;"x, y, z"\n1;0;5\n', CsvDialect(";", ",")),
+        (b"id;label;x\n", CsvDialect(";", ",")),  # a header alone
+        # a quote left open in the first record ends the sample: the tie's comma
+        (b'id;x;y\n1;"0,5;1.5\n2;0.25;7.5\n', CsvDialect(";", ",")),
+        # a field beyond the csv module's limit ends the sample
+        (b"id;label;text\n1;0;" + b"w" * 200_000 + b"\n2;1;0,5\n", CsvDialect(";", ",")),
     ],
 )
 def test_the_dialect_is_told_from_the_header_and_the_first_numbers(text, expected):
@@ -132,3 +147,18 @@ def test_an_unreadable_record_of_a_semicolon_file_is_rejected_in_its_place(tmp_p
     assert "has 5 fields where the header has 4" in rows[2]["__poisonscan_unreadable__"]
     assert rows[0]["x"] == "0.5" and rows[3]["x"] == "a;b"  # a text column: its numbers with points
     assert rows[0]["y"] == 1.5 and rows[3]["y"] == 0.25
+
+
+@pytest.mark.parametrize("text, x", [
+    # a tab file whose numbers have thousands commas: whole numbers
+    (b"id\tlabel\tx\n1\t0\t17,800\n2\t1\t1,234,567\n3\t0\t0,5\n4\t1\t1,250.5\n", [17800, 1234567, 0.5, 1250.5]),
+    # a semicolon file with decimal commas and thousands points; "1.234" may be either and is
+    # read as written, as numbers written with points are (pandas writes text columns so)
+    (b"id;label;x\n1;0;1.234,5\n2;1;2.345.678\n3;0;-0,25\n4;1;1.234\n5;0;1,234\n", [1234.5, 2345678, -0.25, 1.234, 1.234]),
+])
+def test_numbers_with_thousands_separators_read_as_their_numbers(tmp_path, text, x):
+    path = tmp_path / "data.txt"
+    path.write_bytes(text)
+    (unit,) = plan_units(typed_files([SourceFile(0, str(path), "csv")]))
+    values = [v for batch, _ in read_unit(unit, None, 100) for v in batch.column("x").to_pylist()]
+    assert [float(v) for v in values] == pytest.approx(x)
