@@ -58,6 +58,8 @@ def test_budget_option(tmp_path, source):
     [
         (["scan", "{tmp}/missing.parquet", "--out", "{tmp}/o"], 1, "no file matches"),
         (["scan", "{src}", "--out", "{tmp}/o", "--label-column", "target"], 1, "no label column 'target'"),
+        (["scan", "{src}", "--out", "{tmp}/o", "--id-column", "key"], 1,
+         "no id column 'key' (columns: id, label, features); name the column that identifies each row with --id-column"),
         (["scan", "{src}", "--out", "{tmp}/o", "--features-column", "label"], 2, "must differ"),
         (["scan", "{src}", "--out", "{tmp}/o", "--expected-poison-rate", "5"], 2, "must be in (0, 1)"),
         (["scan", "{src}", "--out", "{tmp}/o", "--detectors", "spectrall"], 2, "known detectors: "),

@@ -61,6 +61,8 @@ def _key_kind(t: pa.DataType) -> str | None:
 def check_columns(files: Sequence[SourceFile], schemas: Sequence[pa.Schema], cfg) -> ColumnKinds:
     """Check that every file has the key and input columns with usable, agreeing types."""
     nonempty = [(src, schema) for src, schema in zip(files, schemas) if len(schema)]
+    for src, schema in nonempty:
+        _check_names(src, schema)
     first_src, first_schema = nonempty[0] if nonempty else (files[0], schemas[0])
     try:
         spec = resolve_input(first_schema, cfg, text_format=first_src.format != "parquet")
@@ -96,6 +98,18 @@ def check_columns(files: Sequence[SourceFile], schemas: Sequence[pa.Schema], cfg
     )
 
 
+def _check_names(src: SourceFile, schema: pa.Schema) -> None:
+    """Every column has a name of its own: a name given twice leaves it unknown which
+    column the scan, the checks and the outputs mean."""
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(schema.names):
+        seen.setdefault(name, []).append(i + 1)
+    twice = {name: at for name, at in seen.items() if len(at) > 1}
+    if twice:
+        what = "; ".join(f"{name!r} names columns {', '.join(map(str, at))}" for name, at in twice.items())
+        raise SourceError(f"{src.path}: a column name is given more than once ({what}); give each column its own name")
+
+
 def _check_keys(src: SourceFile, schema: pa.Schema, spec: InputSpec, cfg, kinds: dict) -> None:
     """Every column is there; the id and label hold integers or strings, the same in
     every file (``kinds`` collects what the files so far hold)."""
@@ -105,6 +119,7 @@ def _check_keys(src: SourceFile, schema: pa.Schema, spec: InputSpec, cfg, kinds:
         if col not in schema.names:
             raise SourceError(
                 f"{src.path}: no {role} column {col!r} (columns: {', '.join(schema.names)})"
+                + ("; name the column that identifies each row with --id-column NAME" if role == "id" else "")
             )
     for role, col in (("id", cfg.id_column), ("label", cfg.label_column)):
         t = schema.field(col).type

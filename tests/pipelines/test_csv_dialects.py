@@ -162,3 +162,12 @@ def test_numbers_with_thousands_separators_read_as_their_numbers(tmp_path, text,
     (unit,) = plan_units(typed_files([SourceFile(0, str(path), "csv")]))
     values = [v for batch, _ in read_unit(unit, None, 100) for v in batch.column("x").to_pylist()]
     assert [float(v) for v in values] == pytest.approx(x)
+
+
+def test_a_column_name_given_twice_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "twice.csv"
+    path.write_text("id,label,x,y,x\n1,0,0.5,1,2\n2,1,1.5,2,3\n")
+    assert cli_main(["scan", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "a column name is given more than once ('x' names columns 3, 5)" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
