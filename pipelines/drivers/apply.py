@@ -69,7 +69,9 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
         raise ApplyError(str(exc)) from None
     released = released_ids(decisions)
     try:
-        files = typed_files(expand_sources(summary.get("inputs") or []))
+        settings = summary.get("settings") or {}
+        files = typed_files(expand_sources(summary.get("inputs") or []),
+                            (id_column, settings.get("label_column") or "label"))
     except SourceError as exc:
         raise ApplyError(f"the scan's inputs cannot be read again: {exc}") from None
     drop = _dropped(files, quarantine, rejected, released)

@@ -54,31 +54,36 @@ class CsvDialect:
 
     delimiter: str = ","
     decimal_point: str = "."
+    #: columns whose text is kept as written whatever the decimal point (the id and label)
+    as_written: tuple[str, ...] = ()
 
 
 #: The separators a CSV file may use: commas first (the default), then what spreadsheets
 #: and databases write (semicolons where the comma is the decimal point).
 _SEPARATORS = (",", ";", "\t", "|")
 
-#: Numbers written as text, anchored, spaces around allowed. With a decimal comma
-#: ("0,5", "-12,25e3"). With a decimal point. Shaped as either a decimal or a whole
-#: number with one thousands separator ("1,234", "-17.800"): no evidence of which.
-#: Grouped in thousands by points, unambiguously ("1.234,5", "1.234.567"), or by commas
-#: ("17,800", "1,234.5": where the decimal point is a point).
-DECIMAL_COMMA = r"^\s*[+-]?\d+,\d+(?:[eE][+-]?\d+)?\s*$"
-DECIMAL_POINT = r"^\s*[+-]?(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$"
-AMBIGUOUS = r"^\s*[+-]?[1-9]\d{0,2}[.,]\d{3}\s*$"
-GROUPED_POINTS = r"^\s*[+-]?\d{1,3}(?:(?:\.\d{3})+,\d+|(?:\.\d{3}){2,})\s*$"
-GROUPED_COMMAS = r"^\s*[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?\s*$"
+#: Numbers written as text, anchored, ASCII spaces around allowed (the same in Python's
+#: ``re`` and in pyarrow's RE2). With a decimal comma ("0,5", "-12,25e3"). With a decimal
+#: point. Shaped as either a decimal or a whole number with one thousands separator
+#: ("1,234", "-17.800"): no evidence of which. Grouped in thousands by points before a
+#: decimal comma ("1.234,5"), or by commas ("1,234.5", "100,200,300"), as a decimal
+#: point writes them.
+DECIMAL_COMMA = r"^[ \t]*[+-]?[0-9]+,[0-9]+(?:[eE][+-]?[0-9]+)?[ \t]*$"
+DECIMAL_POINT = r"^[ \t]*[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*$"
+AMBIGUOUS = r"^[ \t]*[+-]?[1-9][0-9]{0,2}[.,][0-9]{3}[ \t]*$"
+GROUPED_POINTS = r"^[ \t]*[+-]?[1-9][0-9]{0,2}(?:\.[0-9]{3})+,[0-9]+[ \t]*$"
+GROUPED_COMMAS = r"^[ \t]*[+-]?[1-9][0-9]{0,2}(?:(?:,[0-9]{3})+\.[0-9]+|(?:,[0-9]{3}){2,})[ \t]*$"
 _COMMA = re.compile(DECIMAL_COMMA)
 _POINT = re.compile(DECIMAL_POINT)
 _AMBIGUOUS = re.compile(AMBIGUOUS)
 _GROUPED_POINTS = re.compile(GROUPED_POINTS)
 _GROUPED_COMMAS = re.compile(GROUPED_COMMAS)
 
-#: Records of a file's start read to tell its separator, and its decimal point.
+#: Records of a file's start read to tell its separator, and its decimal point; at most
+#: this many bytes of it.
 _SEPARATOR_RECORDS = 50
 _DIALECT_RECORDS = 1000
+_DIALECT_BYTES = 8 << 20
 
 
 def csv_dialect(open_stream: Callable[[], object]) -> CsvDialect:
@@ -86,28 +91,56 @@ def csv_dialect(open_stream: Callable[[], object]) -> CsvDialect:
 
     The separator is the one of comma, semicolon, tab and vertical bar that splits the
     header into at least two names and the most of the next 50 records into as many
-    (commas on a tie, then the one giving more names; a file of a header alone: commas
-    where they split it). Where it is not a comma, the decimal point is the comma when
-    more numbers of the first 1,000 records are written with a decimal comma ("0,5",
-    "1.234,5") than with a point ("0.5", "1,234.5"), the point when fewer; numbers such as "1,234" or "1.234",
-    which may be whole numbers with a thousands separator, are not counted. On a tie
-    (whole numbers only, say) it is the comma in a file separated by semicolons (what a
-    spreadsheet writes where the comma is the decimal point), else the point. The sample
-    ends at a record the csv module cannot read (a field over its size limit) or, for
-    the decimal point, at the first record with another number of fields than the
-    header (a quote left open swallows the lines after it)."""
+    (on a tie, the one giving more names, then commas; a file of a header alone: the
+    one giving the most names). Where it is not a comma, the decimal point is the comma
+    when more numbers of the first 1,000 records are written with a decimal comma
+    ("0,5", "1.234,5") than with a point ("0.5", "1,234.5"), the point when fewer;
+    numbers such as "1,234" or "1.234", which may be whole numbers with a thousands
+    separator, are not counted. On a tie (whole numbers only, say) it is the comma in a
+    file separated by semicolons (what a spreadsheet writes where the comma is the
+    decimal point), else the point. The sample is at most 8 MB; it ends at a record
+    the csv module cannot read (a field over its size limit) or, for the decimal point,
+    at the first record with another number of fields than the header (a quote left
+    open swallows the lines after it)."""
     stream = open_stream()
     try:
-        return _dialect(physical_lines(stream))
+        return _dialect(_Sample(physical_lines(stream)))
     finally:
         stream.close()
 
 
-def _records(lines: list[str], delimiter: str, limit: int) -> list[list[str]]:
+class _Sample:
+    """A file's first lines, decoded, read from the stream only as far as asked (at most
+    ``_DIALECT_BYTES``); empty lines before the header left out, as pyarrow does."""
+
+    def __init__(self, lines: Iterator[bytes]):
+        self._lines = lines
+        self._text: list[str] = []
+        self._bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        i = 0
+        while True:
+            if i < len(self._text):
+                yield self._text[i]
+                i += 1
+                continue
+            if self._bytes >= _DIALECT_BYTES:
+                return
+            line = next(self._lines, None)
+            if line is None:
+                return
+            self._bytes += len(line)
+            decoded = line.decode("utf-8", "replace")
+            if self._text or decoded.strip():
+                self._text.append(decoded if self._text else decoded.lstrip("\ufeff"))
+
+
+def _records(lines: _Sample, delimiter: str, limit: int) -> list[list[str]]:
     """The first ``limit`` records of ``lines`` that are not empty, up to one the csv
     module cannot read."""
     out: list[list[str]] = []
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader(iter(lines), delimiter=delimiter)
     while len(out) < limit:
         try:
             record = next(reader)
@@ -118,26 +151,19 @@ def _records(lines: list[str], delimiter: str, limit: int) -> list[list[str]]:
     return out
 
 
-def _dialect(lines: Iterator[bytes]) -> CsvDialect:
-    text: list[str] = []
-    for line in lines:
-        if len(text) >= 4 * _DIALECT_RECORDS:
-            break
-        decoded = line.decode("utf-8", "replace")
-        if text or decoded.strip():  # pyarrow skips empty lines before the header
-            text.append(decoded.lstrip("\ufeff") if not text else decoded)
+def _dialect(lines: _Sample) -> CsvDialect:
     best, best_key = ",", None
     for sep in _SEPARATORS:
-        records = _records(text, sep, _SEPARATOR_RECORDS + 1)
+        records = _records(lines, sep, _SEPARATOR_RECORDS + 1)
         fields = len(records[0]) if records else 0
         if fields < 2:
             continue
-        key = (sum(len(r) == fields for r in records[1:]), sep == ",", fields)
+        key = (sum(len(r) == fields for r in records[1:]), fields, sep == ",")
         if best_key is None or key > best_key:
             best, best_key = sep, key
     if best == ",":
         return CsvDialect()
-    records = _records(text, best, _DIALECT_RECORDS + 1)
+    records = _records(lines, best, _DIALECT_RECORDS + 1)
     comma = point = 0
     for record in records[1:]:
         if len(record) != len(records[0]):

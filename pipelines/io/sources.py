@@ -29,7 +29,6 @@ import pyarrow.parquet as pq
 from poisonscan.pipelines.config import usable_cores
 from poisonscan.pipelines.io.lines import (
     DECIMAL_COMMA,
-    GROUPED_COMMAS,
     GROUPED_POINTS,
     UNREADABLE,
     CsvDialect,
@@ -316,7 +315,7 @@ def _json_as_text(path: str, text_columns: Sequence[str]) -> tuple[pa.Schema, It
     return schema, checked(batches)
 
 
-def typed_files(files: Sequence[SourceFile]) -> list[SourceFile]:
+def typed_files(files: Sequence[SourceFile], as_written: Sequence[str] = ()) -> list[SourceFile]:
     """The files, each CSV and JSONL file with the columns it must read as text.
 
     pyarrow types a CSV's columns by the file's first block (1 MB), a JSONL file's by
@@ -327,12 +326,15 @@ def typed_files(files: Sequence[SourceFile]) -> list[SourceFile]:
     text in every pass (a JSONL file then in Python, :func:`.lines.json_text_batches`):
     every batch of the file has the same columns, and the scan checks the values row by
     row (a table's column of numbers: ``not_a_number``). A file that still stops on a
-    type is read again with that column as text, until none does.
+    type is read again with that column as text, until none does. A CSV file's dialect
+    is told here too (:func:`.lines.csv_dialect`); ``as_written`` names the columns whose
+    text is never rewritten as numbers (:func:`_decimal_points`: the id and the label).
     """
     out = []
     for src in files:
         if src.format == "csv":
-            src = dataclasses.replace(src, dialect=_dialect_of(src.path))
+            dialect = dataclasses.replace(_dialect_of(src.path), as_written=tuple(as_written))
+            src = dataclasses.replace(src, dialect=dialect)
         text: tuple[str, ...] = src.text_columns
         searched = False
         while src.format in ("csv", "jsonl"):
@@ -387,7 +389,7 @@ def _csv_text_columns(path: str, known: tuple[str, ...], dialect: CsvDialect = C
     left = {f.name: f.type for f in typed if not pa.types.is_string(f.type) and not pa.types.is_null(f.type)}
     text: list[str] = []
     for batch in reader:
-        batch = _decimal_points(batch, dialect) if dialect.delimiter != "," else batch
+        batch = _decimal_points(batch, dialect) if dialect.decimal_point == "," else batch
         for name, t in list(left.items()):
             try:
                 batch.column(name).cast(t)
@@ -459,11 +461,11 @@ def _text_batches(
     path: str, fmt: str, text_columns: Sequence[str] = (), dialect: CsvDialect = CsvDialect()
 ) -> Iterator[pa.RecordBatch]:
     """A CSV or JSONL file's batches, a CSV's values split and its numbers read as
-    ``dialect`` says (:func:`_raw_text_batches`), and, where its separator is not a comma,
-    the numbers its text columns write with a decimal comma written with a point
+    ``dialect`` says (:func:`_raw_text_batches`), and, where its decimal point is the
+    comma, the numbers its text columns write so written with a point
     (:func:`_decimal_points`)."""
     batches = _raw_text_batches(path, fmt, text_columns, dialect)
-    if fmt != "csv" or dialect.delimiter == ",":
+    if fmt != "csv" or dialect.decimal_point == ".":
         yield from batches
         return
     for batch in batches:
@@ -471,20 +473,18 @@ def _text_batches(
 
 
 def _decimal_points(batch: pa.RecordBatch, dialect: CsvDialect) -> pa.RecordBatch:
-    """The batch with each text value that is a number written with a decimal comma or
-    thousands separators written as a plain number ("0,5" -> "0.5"), as pyarrow reads the
-    columns it types as numbers: a column of numbers read as text (a word among them, or
-    numbers written both ways) then holds numbers the table encoder reads as such.
-    Where the file's decimal point is the comma, "1.234,5" is 1234.5 (and "1.234", which
-    may be either, stays as written); where it is the point, "17,800" is 17800 and "0,5"
-    still 0.5."""
-    grouped, sep = (GROUPED_POINTS, ".") if dialect.decimal_point == "," else (GROUPED_COMMAS, ",")
+    """The batch of a file whose decimal point is the comma, with each text value that is
+    a number written so written with a point ("0,5" -> "0.5", "1.234,5" -> "1234.5"), as
+    pyarrow reads the columns it types as numbers: a column of numbers read as text (a
+    word among them, or numbers written both ways) then holds numbers the table encoder
+    reads as such. "1.234", which may be either, stays as written; so do the columns
+    ``dialect.as_written`` (the id and the label)."""
     columns = list(batch.columns)
     for i, field in enumerate(batch.schema):
-        if field.name == UNREADABLE or not pa.types.is_string(field.type):
+        if field.name == UNREADABLE or field.name in dialect.as_written or not pa.types.is_string(field.type):
             continue
         col = columns[i]
-        for pattern, old, new in ((grouped, sep, ""), (DECIMAL_COMMA, ",", ".")):
+        for pattern, old, new in ((GROUPED_POINTS, ".", ""), (DECIMAL_COMMA, ",", ".")):
             hit = pc.match_substring_regex(col, pattern)
             if pc.any(hit).as_py():
                 col = pc.if_else(hit, pc.replace_substring(col, old, new), col)

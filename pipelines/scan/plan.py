@@ -122,7 +122,7 @@ class TableNames(Mapping):
 
 def plan_scan(sources: Sequence[str], cfg: ScanConfig, format_override: str | None = None) -> ScanPlan:
     """Match and check the inputs; raise :class:`SourceError` before anything runs."""
-    files = typed_files(expand_sources(sources, format_override))
+    files = typed_files(expand_sources(sources, format_override), (cfg.id_column, cfg.label_column))
     return _plan(files, [file_schema(f) for f in files], cfg, tuple(plan_units(files)))
 
 
