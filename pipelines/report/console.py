@@ -25,6 +25,11 @@ def format_summary(summary: dict, out_dir: str) -> str:
     reasons = ", ".join(f"{k}: {v:,}" for k, v in summary["rejected_by_reason"].items())
     lines.append(f"  rejected    {summary['rows_rejected']:>10,}" + (f"   ({reasons})" if reasons else ""))
     lines.append(f"  clean       {summary['rows_clean']:>10,}")
+    read_as = list((summary.get("inputs_read_as") or {}).items())
+    for path, how in read_as[:3]:
+        lines.append(f"  read {path}: {_read_as(how)}")
+    if len(read_as) > 3:
+        lines.append(f"  ... and {len(read_as) - 3} more files read so (summary.json inputs_read_as)")
     exp = summary.get("expectations")
     if exp:
         st = exp["statistics"]
@@ -80,3 +85,19 @@ def _earlier_decisions(block: dict | None) -> list[str]:
     if block["rows_released_changed"]:
         line += f", {block['rows_released_changed']:,} released changed since (judged anew)"
     return [line]
+
+
+_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars", ",": "commas"}
+
+
+def _read_as(how: dict) -> str:
+    """``{separator, decimal_point, text_columns}`` in words."""
+    words = []
+    if "separator" in how:
+        words.append(f"separated by {_SEPARATORS.get(how['separator'], repr(how['separator']))}, "
+                     f"decimal {'comma' if how['decimal_point'] == ',' else 'point'}")
+    if how.get("text_columns"):
+        cols = how["text_columns"]
+        words.append(f"{', '.join(map(repr, cols[:4]))}{' ...' if len(cols) > 4 else ''} read as text (not all "
+                     "values of the kind of the file's first rows)")
+    return "; ".join(words)

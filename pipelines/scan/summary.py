@@ -62,8 +62,30 @@ def summarize(
         "detectors": _detectors(model, quarantine, detectors),
         "decision": cfg.build_group_test().get_params(),
         "inputs": list(inputs),
+        "inputs_read_as": read_as(plan.units),
         "settings": cfg.to_dict(),
     }
+
+
+def read_as(units) -> dict:
+    """How each CSV or JSONL file whose reading was told from its contents was read: a
+    CSV's separator and decimal point where they are not a comma and a point, and the
+    columns read as text because their values do not all fit the type of the first
+    rows (``{path: {...}}``; files read as written are left out)."""
+    out: dict = {}
+    for unit in units:
+        if getattr(unit, "format", None) not in ("csv", "jsonl"):
+            continue
+        entry: dict = {}
+        dialect = getattr(unit, "dialect", None)
+        if unit.format == "csv" and dialect is not None and (dialect.delimiter, dialect.decimal_point) != (",", "."):
+            entry["separator"] = dialect.delimiter
+            entry["decimal_point"] = dialect.decimal_point
+        if unit.text_columns:
+            entry["text_columns"] = list(unit.text_columns)
+        if entry:
+            out[unit.path] = entry
+    return out
 
 
 def budget_block(cfg: ScanConfig, cap: int | None, flagged: int, quarantined: int) -> dict:

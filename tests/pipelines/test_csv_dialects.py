@@ -27,6 +27,7 @@ from poisonscan.pipelines.io.sources import (
     read_unit,
     typed_files,
 )
+from poisonscan.pipelines.report.console import format_summary
 
 ROWS = 12_000  # about 1.5 MB of CSV: rows past pyarrow's first 1 MB block
 
@@ -98,6 +99,8 @@ def test_a_file_with_another_separator_scans_as_its_comma_twin(tmp_path, sep, de
     got = _scan(tmp_path / name, tmp_path / "out_other", *extra)
     for key in ("rows_read", "rows_clean", "rows_quarantined", "rows_rejected", "dimension"):
         assert got[key] == want[key], key
+    assert want["inputs_read_as"] == {}  # a comma file is read as written: nothing to say
+    assert got["inputs_read_as"] == {str(tmp_path / name): {"separator": sep, "decimal_point": decimal}}
     a = pq.read_table(tmp_path / "out_plain" / "clean.parquet")
     b = pq.read_table(tmp_path / "out_other" / "clean.parquet")
     assert a.equals(b)
@@ -129,6 +132,9 @@ def test_decimal_commas_in_a_column_with_a_word_are_numbers(tmp_path):
     assert src.dialect == CsvDialect(";", ",") and src.text_columns == ("x4",)
     s = _scan(path, tmp_path / "out")
     assert s["rows_read"] == ROWS and s["rejected_by_reason"] == {"not_a_number": 2}
+    how = {"separator": ";", "decimal_point": ",", "text_columns": ["x4"]}
+    assert s["inputs_read_as"] == {str(path): how}
+    assert f"read {path}: separated by semicolons, decimal comma; 'x4' read as text" in format_summary(s, "out")
     df.to_csv(tmp_path / "plain.csv", index=False)
     assert s["dimension"] == _scan(tmp_path / "plain.csv", tmp_path / "out_plain")["dimension"]  # no categories
     clean = pq.read_table(tmp_path / "out" / "clean.parquet")
