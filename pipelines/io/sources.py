@@ -202,6 +202,7 @@ def _parquet_file(path: str) -> pq.ParquetFile:
 
 _AS = {"csv": "CSV", "jsonl": "JSON lines"}
 
+
 def _csv_parse(dialect: CsvDialect) -> pacsv.ParseOptions:
     # quoted values may hold line breaks (text exported by pandas): without this
     # pyarrow splits blocks inside them and stops ("out of sync with chunker")
@@ -339,7 +340,8 @@ def typed_files(files: Sequence[SourceFile], as_written: Sequence[str] = ()) -> 
         searched = False
         while src.format in ("csv", "jsonl"):
             try:
-                for _ in _text_batches(src.path, src.format, text, src.dialect):
+                # only whether the file reads matters here: its numbers need no rewriting
+                for _ in _raw_text_batches(src.path, src.format, text, src.dialect):
                     pass
                 break
             except ColumnTypeChange as exc:

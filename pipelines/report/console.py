@@ -87,14 +87,14 @@ def _earlier_decisions(block: dict | None) -> list[str]:
     return [line]
 
 
-_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars", ",": "commas"}
+_SEPARATOR_NAMES = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
 
 def _read_as(how: dict) -> str:
     """``{separator, decimal_point, text_columns}`` in words."""
     words = []
     if "separator" in how:
-        words.append(f"separated by {_SEPARATORS.get(how['separator'], repr(how['separator']))}, "
+        words.append(f"separated by {_SEPARATOR_NAMES.get(how['separator'], repr(how['separator']))}, "
                      f"decimal {'comma' if how['decimal_point'] == ',' else 'point'}")
     if how.get("text_columns"):
         cols = how["text_columns"]

@@ -74,11 +74,9 @@ def read_as(units) -> dict:
     rows (``{path: {...}}``; files read as written are left out)."""
     out: dict = {}
     for unit in units:
-        if getattr(unit, "format", None) not in ("csv", "jsonl"):
-            continue
         entry: dict = {}
-        dialect = getattr(unit, "dialect", None)
-        if unit.format == "csv" and dialect is not None and (dialect.delimiter, dialect.decimal_point) != (",", "."):
+        dialect = unit.dialect
+        if unit.format == "csv" and (dialect.delimiter, dialect.decimal_point) != (",", "."):
             entry["separator"] = dialect.delimiter
             entry["decimal_point"] = dialect.decimal_point
         if unit.text_columns:
