@@ -27,6 +27,7 @@ from .decision import (
     select_within_budget,
 )
 from .excess import ExcessTest
+from .graph_clustering import GraphClustering
 from .knn_label import KnnLabel
 from .label_consistency import LabelConsistency
 from .shared import SharedGroup
@@ -44,6 +45,7 @@ __all__ = [
     "Detector",
     "DetectorState",
     "ExcessTest",
+    "GraphClustering",
     "GroupTest",
     "judge_scan",
     "InvalidParameterError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Mapping
@@ -35,6 +36,8 @@ class ClusterClassState:
     separation: float  # Ashman's D along the line through the centres
     affinity: tuple  # mean confidence of a model of the other classes, per cluster
     affinity_p: float = 1.0  # one-sided Welch test: suspicious cluster more confident
+    evidence: float | None = None  # the class's evidence for the peers; None: the separation
+    own_p: float | None = None  # the split's own one-group p-value, where it has one
 
     def statistic(self, X: np.ndarray) -> np.ndarray:
         Z = (np.asarray(X, dtype=np.float64) - self.mean) @ self.projection
@@ -140,12 +143,9 @@ class ActivationClustering(PooledDetector):
         mean = X.mean(axis=0)
         centred = X - mean
         if self.reduction == "pca":
-            _, s, Vt = np.linalg.svd(centred, full_matrices=False)
-            sd = s[:c] / np.sqrt(max(n - 1, 1))
-            keep = sd > sd[0] * 1e-9
-            if not keep.any():
+            projection = whitened_directions(centred, c, 1e-9)
+            if projection is None:
                 return None  # the class's vectors do not vary: nothing to split
-            projection = (Vt[:c][keep] / sd[keep, None]).T
         else:
             # SciPy / scikit-learn: imported on first use, by the detectors that run
             from sklearn.decomposition import FastICA
@@ -184,10 +184,7 @@ class ActivationClustering(PooledDetector):
         affinity, _ = affinity_test(score, member)
         suspicious = int(np.argmax(affinity))
         _, p = affinity_test(score, member if suspicious == 1 else 1 - member)
-        return ClusterClassState(
-            cls.mean, cls.projection, cls.centers, suspicious, cls.sizes, cls.silhouette,
-            cls.separation, affinity, p,
-        )
+        return dataclasses.replace(cls, suspicious=suspicious, affinity=affinity, affinity_p=p)
 
     def score(self, state: DetectorState, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         X, y = self._check_batch(X, y)
@@ -237,9 +234,10 @@ class ActivationClustering(PooledDetector):
             separation=cls.separation,
             extra={
                 "candidate": not reasons,
-                "evidence": cls.separation,
+                "evidence": cls.separation if cls.evidence is None else cls.evidence,
                 "silhouette": cls.silhouette,
                 "cluster_sizes": list(cls.sizes),
+                **({} if cls.own_p is None else {"own_p": cls.own_p}),
             },
         )
         note = "; ".join(reasons) or (
@@ -274,6 +272,18 @@ class ActivationClustering(PooledDetector):
                 f"more like another class)"
             )
         return out
+
+
+def whitened_directions(centred: np.ndarray, c: int, floor: float) -> np.ndarray | None:
+    """The projection of centred rows onto their top ``c`` principal directions, each
+    scaled to unit variance; directions whose spread is under ``floor`` times the first's
+    are left out (None: none is left, the rows do not vary)."""
+    _, s, Vt = np.linalg.svd(centred, full_matrices=False)
+    sd = s[:c] / np.sqrt(max(len(centred) - 1, 1))
+    keep = sd > sd[0] * floor
+    if not keep.any():
+        return None
+    return (Vt[:c][keep] / sd[keep, None]).T
 
 
 def _nearest(cls: ClusterClassState, X: np.ndarray) -> np.ndarray:
