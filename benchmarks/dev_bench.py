@@ -138,10 +138,14 @@ FAMILIES = {"gauss": gauss_cases, "mnist": mnist_cases, "digits": digits_cases}
 #: Opt-in detectors measured on these conditions, each named alone in a second scan (a
 #: column of its own; the poisonscan column stays the default detectors).
 ALONE = ("untangling",)
+#: Opt-in detectors measured beside the defaults: a third scan with the default detectors
+#: and it (its column; the group tests then run at the level of one more detector).
+WITH = ("graph_clustering",)
 
 
 def run(name, kind, seed, build) -> dict:
     from poisonscan import scan
+    from poisonscan.detectors import default_detectors
 
     X, y, truth, *limit = build()
     t0 = time.perf_counter()
@@ -154,6 +158,10 @@ def run(name, kind, seed, build) -> dict:
             if v.get("p_value") is not None and v.get("level") is not None:
                 verdicts[f"{cls['label']}/{det}"] = (v["p_value"], v["level"], v.get("poisoned"), v.get("note"))
     alone = {det: scan_alone(X, y, truth, seed, det) for det in ALONE}
+    for det in WITH:
+        both = scan(X, y, seed=seed, detectors=(*default_detectors("features"), det))
+        alone[f"with {det}"] = {**prf(quarantined(both, len(y)), truth),
+                                "classes_poisoned": both.summary["classes_poisoned"]}
     return {
         "case": name, "kind": kind, "seed": seed, "rows": len(y), "poisoned": int(truth.sum()),
         "seconds": seconds, "poisonscan": prf(flagged, truth),
@@ -180,6 +188,7 @@ def main(argv):
             rows.append(row)
             print(f"[{fam}] seed {seed} {name}: {fmt(row)}; "
                   + "".join(f"{d} alone {fmt(row, row['alone'][d])}; " for d in ALONE)
+                  + "".join(f"with {d} {fmt(row, row['alone'][f'with {d}'])}; " for d in WITH)
                   + f"[{row['seconds']:.1f} s]", flush=True)
             if os.environ.get("DEV_VERBOSE"):
                 for k, v in sorted(row["verdicts"].items()):
@@ -195,12 +204,13 @@ def write_doc(rows):
     from common import machine, write_section
 
     lines = ["| condition | family | seed | poisonscan | best possible F1 | " + "".join(f"{d} (alone) | " for d in ALONE)
-             + "s |",
-             "| --- | --- | --- | --- | ---: | " + "--- | " * len(ALONE) + "---: |"]
+             + "".join(f"with {d} | " for d in WITH) + "s |",
+             "| --- | --- | --- | --- | ---: | " + "--- | " * (len(ALONE) + len(WITH)) + "---: |"]
     for r in rows:
         best = f"{r['limit'][1]:.3f} (separation {r['limit'][0]:.2f})" if r.get("limit") else "—"
         lines.append(f"| {r['case']} | {r['kind']} | {r['seed']} | {fmt(r)} | {best} | "
-                     + "".join(f"{fmt(r, r['alone'][d])} | " for d in ALONE) + f"{r['seconds']:.1f} |")
+                     + "".join(f"{fmt(r, r['alone'][d])} | " for d in ALONE)
+                     + "".join(f"{fmt(r, r['alone'][f'with {d}'])} | " for d in WITH) + f"{r['seconds']:.1f} |")
     clean = [r for r in rows if r["kind"] == "clean"]
     poisoned = [r for r in rows if r["kind"] != "clean"]
     worst = min((r["poisonscan"]["f1"] for r in poisoned), default=float("nan"))
@@ -212,6 +222,8 @@ on (benchmarks/matrix.py); in memory, default detectors, **no poison rate**. Cel
 F1 (precision/recall) of the quarantined rows; on clean controls the share of rows
 quarantined and the classes judged poisoned. The `untangling (alone)` column is a second
 scan of the same vectors with that opt-in detector alone (docs/detectors.md); the
+`with graph_clustering` column a third, with the default detectors and that opt-in
+detector together (every group test then at the level of four group detectors); the
 summary lines below are the poisonscan column's. Best possible F1 (planted Gaussian
 shifts): the F1 of the best cut along the true discriminant with the shift, the class's
 covariance and the share all known (`benchmarks/common.py`, `best_f1`; separation: the
