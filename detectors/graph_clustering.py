@@ -121,11 +121,16 @@ class GraphClustering(ActivationClustering):
         # poison: there a group must also look like other classes (as for spectral)
         return {"needs_affinity": True} if kind == "tabular" else {}
 
+    def _directions(self, n: int, d: int) -> int:
+        """Principal directions kept for n rows of d values (0: too few rows to split)."""
+        c = min(self.n_components, d, n - 1)
+        return c if c >= 1 and n >= max(20, 2 * c) else 0
+
     def _split(self, X: np.ndarray) -> ClusterClassState | None:
         """The class's graph split (None: too few rows, no variation, or no group)."""
         n, d = X.shape
-        c = min(self.n_components, d, n - 1)
-        if n < max(20, 2 * c) or c < 1:
+        c = self._directions(n, d)
+        if not c:
             return None
         mean = X.mean(axis=0)
         centred = X - mean
@@ -171,8 +176,7 @@ class GraphClustering(ActivationClustering):
         for label, cls in state.classes.items():
             if cls is None and label not in state.info.get("constant", ()):
                 X = np.asarray(samples[label].X)
-                n = min(len(X), self.rows_per_class)
-                if X.ndim == 2 and n >= max(20, 2 * min(self.n_components, X.shape[1], n - 1)):
+                if X.ndim == 2 and self._directions(min(len(X), self.rows_per_class), X.shape[1]):
                     state.info.setdefault("no_group", []).append(label)
         return state
 
