@@ -102,6 +102,8 @@ def _aggregate_result(e: Expectation, facts: ScanFacts, sampled: dict | None) ->
         return Expectation(e.type, kwargs, e.meta, e.scope, e.codes, e.source), {"success": True, "result": {"observed_value": observed}}
     if check == "class_balance":
         return e, _class_balance(e, facts)
+    if check == "distinct_labels":
+        return e, _distinct_labels(facts)
     if sampled is None:
         return e, {"success": True, "result": {"observed_value": None, "details": "no rows to evaluate"}}
     sampled["result"]["details"] = f"evaluated on a uniform sample of {len(facts.sample):,} rows"
@@ -123,6 +125,36 @@ def _class_balance(e: Expectation, facts: ScanFacts) -> dict:
                 {facts.label_column: _plain(k), "share": round(shares[k], 6)} for k in small[:PARTIAL]
             ],
             "observed_value": {str(k): round(v, 6) for k, v in sorted(shares.items(), key=lambda kv: str(kv[0]))},
+        },
+    }
+
+
+def label_variants(labels) -> list[list]:
+    """Sets of two or more text labels that are the same once the spaces at their ends
+    are cut and their letters case-folded ('cat', 'cat ', 'Cat'), each sorted, in the
+    order of their first member."""
+    groups: dict = {}
+    for v in labels:
+        if isinstance(v, str):
+            groups.setdefault(v.strip().casefold(), []).append(v)
+    return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def _distinct_labels(facts: ScanFacts) -> dict:
+    """Labels that differ only in surrounding spaces or letter case: one result entry per
+    set of such labels, with each label's rows."""
+    variants = label_variants(facts.class_rows)
+    return {
+        "success": not variants,
+        "result": {
+            "element_count": len(facts.class_rows),
+            "unexpected_count": sum(len(g) for g in variants),
+            "unexpected_percent": 100.0 * sum(len(g) for g in variants) / len(facts.class_rows) if facts.class_rows else 0.0,
+            "partial_unexpected_list": [
+                {facts.label_column: [_plain(v) for v in g], "rows": [int(facts.class_rows[v]) for v in g]}
+                for g in variants[:PARTIAL]
+            ],
+            "observed_value": len(variants),
         },
     }
 

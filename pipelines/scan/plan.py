@@ -22,7 +22,7 @@ from poisonscan.pipelines.io.sources import (
 )
 from poisonscan.pipelines.scan.columns import REJECT_COLUMNS
 from poisonscan.pipelines.scan.fit import Layout, batch_rows_for
-from poisonscan.pipelines.scan.rows import RowChecks
+from poisonscan.pipelines.scan.rows import RowChecks, small_class_variants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +92,7 @@ class ScanPlan:
             duplicates=duplicates,
             expected_dim=model.dim,
             small_classes=model.small_classes,
+            label_variants=small_class_variants(model.small_classes, model.scorable_classes),
             content_duplicates=content.rejections(),
             reference_classes=model.scorable_classes if reference else None,
             remembered=self.decisions,

@@ -52,6 +52,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from poisonscan.expectations.results import label_variants
 from poisonscan.pipelines.io.columns import ColumnKinds
 from poisonscan.pipelines.io.sources import UNREADABLE, decode_position, encode_position
 from poisonscan.pipelines.represent.encoders import Encoded
@@ -96,6 +97,8 @@ class RowChecks:
     expected_dim: int | None = None
     #: Valid-row counts of classes too small to judge (pass 2).
     small_classes: Mapping[Any, int] = field(default_factory=dict)
+    #: small class -> the labels it differs from only in end spaces or letter case
+    label_variants: Mapping[Any, tuple] = field(default_factory=dict)
     min_class_rows: int = 0
     seed: int = 0
     #: raw inputs: the encoder fitted on the training sample
@@ -323,6 +326,26 @@ def duplicated_ids(fp, duplicates: Mapping, null: np.ndarray) -> list[tuple[int,
     return out
 
 
+def small_class_variants(small: Mapping, classes) -> dict:
+    """Each class too small to judge whose label differs from other labels only in
+    spaces at its ends or in letter case -> those labels ('cat ' -> ('cat',))."""
+    out = {}
+    for group in label_variants(classes):
+        for label in group:
+            if label in small:
+                out[label] = tuple(v for v in group if v != label)
+    return out
+
+
+def variant_note(twins) -> str:
+    """" (it differs from class 'cat' only in ...)" for a label with such twins."""
+    if not twins:
+        return ""
+    names = [repr(plain(t)) for t in twins]
+    which = f"class {names[0]}" if len(names) == 1 else f"classes {', '.join(names[:-1])} and {names[-1]}"
+    return f" (it differs from {which} only in spaces at its ends or in letter case)"
+
+
 def _check_labels(checks: RowChecks, keys: _Keys, problems: dict) -> None:
     """Reject rows of classes too small to judge, and labels outside ``--labels``."""
     labels, has_label = keys.labels, np.flatnonzero(~keys.label_null)
@@ -334,7 +357,7 @@ def _check_labels(checks: RowChecks, keys: _Keys, problems: dict) -> None:
                     (
                         "small_class",
                         f"class {plain(labels[i])!r} has {rows} valid rows; at least "
-                        f"{checks.min_class_rows} are needed to judge it",
+                        f"{checks.min_class_rows} are needed to judge it{variant_note(checks.label_variants.get(labels[i]))}",
                     )
                 )
     if checks.reference_classes is not None:

@@ -15,6 +15,7 @@ from poisonscan.pipelines.config import ScanConfig
 from poisonscan.pipelines.scan.fit import ScanModel
 from poisonscan.pipelines.scan.plan import ScanPlan
 from poisonscan.pipelines.scan.ranking import rank_classes
+from poisonscan.pipelines.scan.rows import small_class_variants, variant_note
 from poisonscan.pipelines.scan.score import Counts
 from poisonscan.pipelines.scan.values import plain
 
@@ -103,6 +104,7 @@ def _classes(model: ScanModel, counts: Counts, quarantine: pa.Table, min_class_r
     ) if quarantine.num_rows else Counter()
     classes = []
     labels = set(counts.by_class) | set(model.classes) | set(model.small_classes)
+    variants = small_class_variants(model.small_classes, model.scorable_classes)
     for label in sorted(labels, key=label_sort_key):
         read, v, _flag, rej = counts.by_class.get(label, [0, 0, 0, 0])
         entry = {
@@ -125,6 +127,7 @@ def _classes(model: ScanModel, counts: Counts, quarantine: pa.Table, min_class_r
         elif label in model.small_classes:
             entry["status"] = (
                 f"too few valid rows to judge ({model.small_classes[label]} < {min_class_rows}); rejected"
+                + variant_note(variants.get(label))
             )
             entry["poisoned"] = None
         else:
