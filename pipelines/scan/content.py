@@ -62,7 +62,9 @@ def coincidence_probability(rows: Sequence[Mapping[str, Any]], columns: Sequence
     left out then enters with its agreement rate among the pairs that do *not* agree on
     all other columns, which leaves exact copies out and is the column's own rate if it
     is independent of the rest: where it goes with the rest, the estimate is too low,
-    never too high, so repeats err towards being rejected.
+    never too high, so repeats err towards being rejected. A table of one column has no
+    other column to tell a duplicated record from a shared value: its agreement rate
+    counts every pair, repeats included.
     """
 
     m = len(rows)
@@ -73,6 +75,11 @@ def coincidence_probability(rows: Sequence[Mapping[str, Any]], columns: Sequence
         seen: dict = {}
         codes[j] = [seen.setdefault(_hashable(r.get(c)), len(seen)) for r in rows]
     total = m * (m - 1) // 2
+    if len(columns) == 1:
+        # no other column can tell a duplicated record from a shared value (a measurement
+        # rounded to a few decimals, a category): the column's own agreement, repeats included
+        rate = _pairs(codes[0]) / total
+        return rate, [(columns[0], rate, "the only column: every pair, repeats included")]
     # a row's content, and its content without column j, as sums of random 64-bit
     # multiples of the value codes (distinct contents collide with chance ~2**-64)
     weights = np.random.default_rng(0x5EED).integers(1, 2**63, size=len(columns), dtype=np.uint64) | np.uint64(1)

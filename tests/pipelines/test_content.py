@@ -66,6 +66,20 @@ def test_columns_that_go_together_are_chained_and_copies_do_not_vouch_for_themse
     assert MIN_PAIRS > 0
 
 
+def test_a_table_of_one_column_counts_every_pair():
+    """One column cannot tell a copied record from a shared value: a category, or a
+    measurement to three decimals, coincides as its own values do."""
+    rng = np.random.default_rng(2)
+    rows = [{"x": round(float(v), 3)} for v in rng.normal(size=2000)]
+    p, steps = coincidence_probability(rows, ["x"])
+    values = np.array([r["x"] for r in rows])
+    same = sum(c * (c - 1) // 2 for c in np.unique(values, return_counts=True)[1])
+    assert same > 0 and p == pytest.approx(same / (2000 * 1999 / 2))
+    assert steps == [("x", p, "the only column: every pair, repeats included")]
+    p, _ = coincidence_probability([{"c": "red" if i % 3 else "blue"} for i in range(300)], ["c"])
+    assert p == pytest.approx((200 * 199 + 100 * 99) / (300 * 299))
+
+
 def test_content_check_rejects_only_improbable_repeats():
     repeated = {(1, 2): (10, False, 2, 0), (3, 4): (11, True, 3, 0)}
     identifying = ContentCheck.of(repeated, 1000, {0: (1.0, 1e-12, [])}, 0.01)
