@@ -349,7 +349,7 @@ class TabularEncoder:
             if pa.types.is_dictionary(t):
                 col, t = col.cast(t.value_type), t.value_type
             if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-                    or is_time_or_decimal(t) or _mostly_numbers(col)):
+                    or is_time_or_decimal(t) or mostly_numbers(col)):
                 x, _ = column_numbers(col)
                 x = x[np.isfinite(x)]
                 mean = float(x.mean()) if x.size else 0.0
@@ -505,7 +505,7 @@ def _value_text(v: float, kind: str | None) -> str:
     return f"{_number_text(v)} s"
 
 
-def _mostly_numbers(col) -> bool:
+def mostly_numbers(col) -> bool:
     """Whether a text column's present values are at least :data:`NUMBER_SHARE` numbers."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()

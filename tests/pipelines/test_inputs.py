@@ -48,6 +48,25 @@ def test_flags_choose_and_conflicting_flags_are_an_error():
         resolve_input(s, ScanConfig(text_column="a", tabular_columns=("b",)))
 
 
+@pytest.mark.parametrize("values, kind", [
+    # numbers written as text ("5.2", as a JSON export writes them), one a typo: a table
+    ([f"{v:.3f}" for v in np.random.default_rng(0).normal(size=599)] + ["n/a?"], "tabular"),
+    # words: text, whatever numbers some rows hold
+    ([f"review {i}: fine" if i % 2 else str(i) for i in range(600)], "text"),
+])
+def test_a_lone_text_column_of_numbers_is_a_table(tmp_path, values, kind):
+    import json
+
+    from poisonscan.pipelines.scan.plan import plan_scan
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "label": i % 3, "x": v}) + "\n" for i, v in enumerate(values)))
+    plan = plan_scan([str(path)], ScanConfig())
+    assert (plan.kinds.input.kind, plan.kinds.input.columns) == (kind, ("x",))
+    # a flag decides, whatever the values
+    assert plan_scan([str(path)], ScanConfig(text_column="x")).kinds.input.kind == "text"
+
+
 def test_images_decode_resize_and_reject_with_reasons(tmp_path):
     gray = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
     big = np.zeros((16, 16), np.uint8)
