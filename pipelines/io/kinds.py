@@ -53,9 +53,7 @@ def resolve_input(schema: pa.Schema, cfg, text_format: bool = False) -> InputSpe
     """The input kind and columns, from the flags or, without any, from the schema.
 
     Detection: a binary or ``{bytes, path}`` column is an image; else the only list of
-    numbers is the features; else a lone string column beside id and label is text (a
-    scan of files reads its first values, and makes it a table where they are numbers
-    written as text: ``poisonscan.pipelines.scan.plan``);
+    numbers is the features; else a lone string column beside id and label is text;
     else every column but id and label is tabular. In a CSV or JSONL file
     (``text_format``) a binary column is text with a byte that is not UTF-8, never an
     image.

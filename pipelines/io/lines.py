@@ -73,10 +73,6 @@ DECIMAL_POINT = r"^[ \t]*[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \
 AMBIGUOUS = r"^[ \t]*[+-]?[1-9][0-9]{0,2}[.,][0-9]{3}[ \t]*$"
 GROUPED_POINTS = r"^[ \t]*[+-]?[1-9][0-9]{0,2}(?:\.[0-9]{3})+,[0-9]+[ \t]*$"
 GROUPED_COMMAS = r"^[ \t]*[+-]?[1-9][0-9]{0,2}(?:(?:,[0-9]{3})+\.[0-9]+|(?:,[0-9]{3}){2,})[ \t]*$"
-#: A number grouped in thousands by commas, with a decimal point or none ("17,800",
-#: "1,234,567", "1,234.5"): in a file whose decimal point is the point, a comma inside a
-#: number can only group its thousands.
-COMMA_GROUPED = r"^[ \t]*[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]*)?[ \t]*$"
 _COMMA = re.compile(DECIMAL_COMMA)
 _POINT = re.compile(DECIMAL_POINT)
 _AMBIGUOUS = re.compile(AMBIGUOUS)

@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 
 from poisonscan.pipelines.config import usable_cores
 from poisonscan.pipelines.io.lines import (
-    COMMA_GROUPED,
     DECIMAL_COMMA,
     GROUPED_POINTS,
     UNREADABLE,
@@ -464,40 +463,30 @@ def _text_batches(
     path: str, fmt: str, text_columns: Sequence[str] = (), dialect: CsvDialect = CsvDialect()
 ) -> Iterator[pa.RecordBatch]:
     """A CSV or JSONL file's batches, a CSV's values split and its numbers read as
-    ``dialect`` says (:func:`_raw_text_batches`), and the numbers its text columns write
-    in the file's way written as pyarrow writes numbers (:func:`_decimal_points`)."""
+    ``dialect`` says (:func:`_raw_text_batches`), and, where its decimal point is the
+    comma, the numbers its text columns write so written with a point
+    (:func:`_decimal_points`)."""
     batches = _raw_text_batches(path, fmt, text_columns, dialect)
-    if fmt != "csv":
+    if fmt != "csv" or dialect.decimal_point == ".":
         yield from batches
         return
     for batch in batches:
         yield _decimal_points(batch, dialect)
 
 
-#: How a text value that is a number is rewritten, by the file's decimal point: a
-#: decimal comma's numbers with a point ("0,5" -> "0.5", "1.234,5" -> "1234.5"); a
-#: decimal point's numbers grouped by commas without them ("17,800" -> "17800").
-_REWRITES = {
-    ",": ((GROUPED_POINTS, ".", ""), (DECIMAL_COMMA, ",", ".")),
-    ".": ((COMMA_GROUPED, ",", ""),),
-}
-
-
 def _decimal_points(batch: pa.RecordBatch, dialect: CsvDialect) -> pa.RecordBatch:
-    """The batch with each text value that is a number written as pyarrow reads the
-    columns it types as numbers: with a decimal comma, "0,5" -> "0.5" and "1.234,5" ->
-    "1234.5"; with a decimal point, whose file can only mean thousands by a comma inside
-    a number, "17,800" -> "17800" and "1,234.5" -> "1234.5". A column of numbers read as
-    text (a word among them, numbers written both ways, or numbers grouped in thousands)
-    then holds numbers the table encoder reads as such. With a decimal comma "1.234",
-    which may be either (and "10.100.200.250", an address), stays as written; so do the
-    columns ``dialect.as_written`` (the id and the label)."""
+    """The batch of a file whose decimal point is the comma, with each text value that is
+    a number written so written with a point ("0,5" -> "0.5", "1.234,5" -> "1234.5"), as
+    pyarrow reads the columns it types as numbers: a column of numbers read as text (a
+    word among them, or numbers written both ways) then holds numbers the table encoder
+    reads as such. "1.234", which may be either, stays as written; so do the columns
+    ``dialect.as_written`` (the id and the label)."""
     columns = list(batch.columns)
     for i, field in enumerate(batch.schema):
         if field.name == UNREADABLE or field.name in dialect.as_written or not pa.types.is_string(field.type):
             continue
         col = columns[i]
-        for pattern, old, new in _REWRITES[dialect.decimal_point]:
+        for pattern, old, new in ((GROUPED_POINTS, ".", ""), (DECIMAL_COMMA, ",", ".")):
             hit = pc.match_substring_regex(col, pattern)
             if pc.any(hit).as_py():
                 col = pc.if_else(hit, pc.replace_substring(col, old, new), col)

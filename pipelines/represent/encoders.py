@@ -424,6 +424,10 @@ _QUOTED = 60  # how much of a value that is not a number its reason quotes
 #: A number written as text, as pyarrow's CSV reader reads one (decimal, exponent,
 #: ``nan``, ``inf``), around spaces.
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|[nN][aA][nN]|[iI][nN][fF]([iI][nN][iI][tT][yY])?)\s*$"
+#: A number grouped in thousands by commas, as a spreadsheet exports large numbers
+#: ("17,800", "-1,234,567.5"): read without its commas. (A decimal-comma CSV's numbers
+#: reach the encoder written with a point, :func:`..io.sources._decimal_points`.)
+_GROUPED = r"^\s*[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d*)?\s*$"
 
 
 def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
@@ -452,6 +456,9 @@ def _text_numbers(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     are not numbers, and which are missing (null, empty or a word for a missing value)."""
     text = pc.utf8_trim_whitespace(col)
     missing = pc.or_(pc.equal(pc.utf8_length(text), 0), pc.is_in(text, value_set=_MISSING_WORDS))
+    grouped = pc.match_substring_regex(text, _GROUPED)
+    if pc.any(grouped).as_py():
+        text = pc.if_else(grouped, pc.replace_substring(text, ",", ""), text)
     number = pc.match_substring_regex(text, _NUMBER)
     usable = pc.and_kleene(number, pc.invert(missing))
     x = pc.if_else(usable, text, pa.scalar(None, pa.string())).cast(pa.float64())

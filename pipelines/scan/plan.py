@@ -11,7 +11,6 @@ import pyarrow as pa
 from poisonscan.expectations import plan as expectation_plan
 from poisonscan.pipelines.config import ScanConfig
 from poisonscan.pipelines.io.columns import ColumnKinds, check_columns
-from poisonscan.pipelines.io.kinds import InputError, resolve_input
 from poisonscan.pipelines.io.outputs import open_read
 from poisonscan.pipelines.io.sources import (
     SourceError,
@@ -19,10 +18,8 @@ from poisonscan.pipelines.io.sources import (
     expand_sources,
     file_schema,
     plan_units,
-    read_unit,
     typed_files,
 )
-from poisonscan.pipelines.represent.encoders import mostly_numbers
 from poisonscan.pipelines.scan.columns import REJECT_COLUMNS
 from poisonscan.pipelines.scan.fit import Layout, batch_rows_for
 from poisonscan.pipelines.scan.rows import RowChecks, small_class_variants
@@ -127,38 +124,7 @@ class TableNames(Mapping):
 def plan_scan(sources: Sequence[str], cfg: ScanConfig, format_override: str | None = None) -> ScanPlan:
     """Match and check the inputs; raise :class:`SourceError` before anything runs."""
     files = typed_files(expand_sources(sources, format_override), (cfg.id_column, cfg.label_column))
-    schemas = [file_schema(f) for f in files]
-    units = tuple(plan_units(files))
-    return _plan(files, schemas, _numbers_are_a_table(files, schemas, units, cfg), units)
-
-
-#: Values of a lone text column read to tell text from numbers written as text.
-PEEK_ROWS = 1000
-
-
-def _numbers_are_a_table(files, schemas, units, cfg: ScanConfig) -> ScanConfig:
-    """Where no input kind is given and the only column besides the id and the label is
-    text, that column is a table of one column of numbers when at least
-    :data:`.encoders.NUMBER_SHARE` of its first :data:`PEEK_ROWS` values present are
-    numbers (a JSONL file writing "5.2", a CSV column with a word among its numbers), as
-    the table encoder reads such a column: words or sentences are text."""
-    first = next(((f, s) for f, s in zip(files, schemas) if len(s)), None)
-    if first is None or not units:
-        return cfg
-    try:
-        spec = resolve_input(first[1], cfg, text_format=first[0].format != "parquet")
-    except InputError:
-        return cfg  # check_columns says what is wrong
-    given = cfg.features_column or cfg.image_column or cfg.text_column or cfg.tabular_columns
-    if given or spec.kind != "text":
-        return cfg
-    unit = next(u for u in units if u.file_index == first[0].index)
-    batch = next((b for b, _ in read_unit(unit, [spec.column], PEEK_ROWS)), None)
-    if batch is None or spec.column not in batch.schema.names:
-        return cfg
-    if mostly_numbers(batch.column(spec.column)):
-        return dataclasses.replace(cfg, tabular_columns=(spec.column,))
-    return cfg
+    return _plan(files, [file_schema(f) for f in files], cfg, tuple(plan_units(files)))
 
 
 def plan_table(schema: pa.Schema, cfg: ScanConfig) -> ScanPlan:

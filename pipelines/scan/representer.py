@@ -24,6 +24,7 @@ from poisonscan.pipelines.represent.encoders import (
     ImageEncoder,
     TabularEncoder,
     TextEncoder,
+    mostly_numbers,
 )
 from poisonscan.pipelines.scan.cells import key_values, normalize_key
 from poisonscan.pipelines.scan.content import coincidence_probability, text_coincidence
@@ -185,6 +186,8 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir], p
         encoder = ImageEncoder.fit(values)
         enc = encoder.encode(values)
     elif spec.kind == "text":
+        if not cfg.text_column:
+            _not_numbers(values, spec.column)
         encoder = TextEncoder()
         enc = encoder.encode(values)
     elif spec.kind == "tabular":
@@ -217,6 +220,20 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir], p
     info = dict(proxy.info, kind=spec.kind, params=params)
     coincidence = _coincidence(samples, spec) if spec.kind in ("tabular", "text") else None
     return Representer(spec.kind, encoder, proxy, None, info, coincidence)
+
+
+def _not_numbers(values: list, column: str) -> None:
+    """A text input told from the schema (no flag) whose sampled values are numbers
+    written as text (at least :data:`.encoders.NUMBER_SHARE` of those present, the table
+    encoder's rule): an error that names both ways to scan it. Scanned as words, a
+    column of measurements gets its numbers taken for trigger words."""
+    col = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
+    if mostly_numbers(col):
+        raise InputError(
+            f"the only column besides the id and the label, {column!r}, was taken for text, but its "
+            f"{len(col) - col.null_count:,} sampled values are mostly numbers written as text: scan it as a "
+            f"table of numbers with --tabular-columns {column}, or as text with --text-column {column}"
+        )
 
 
 def _coincidence(samples: Mapping[Any, Reservoir], spec) -> dict:

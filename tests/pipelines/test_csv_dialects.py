@@ -144,10 +144,9 @@ def test_decimal_commas_in_a_column_with_a_word_are_numbers(tmp_path):
 
 
 def test_numbers_grouped_in_thousands_by_commas_scan_as_numbers(tmp_path):
-    """A spreadsheet's export of a comma file writes its large numbers "17,800", quoted;
-    with a decimal point that comma groups thousands: the column scans as its twin of
-    plain numbers does (the same dimension: no categories), and its clean rows keep the
-    numbers."""
+    """A spreadsheet's export of a comma file writes its large numbers "17,800", quoted:
+    the table's column of them scans as its twin of plain numbers does (the same
+    dimension: no categories), and its clean rows keep the values as written."""
     df = _frame()
     df["x2"] = np.round(df["x2"] * 5000, 2)  # values of thousands, some of them negative
     grouped = df.astype({"x2": object})
@@ -160,7 +159,7 @@ def test_numbers_grouped_in_thousands_by_commas_scan_as_numbers(tmp_path):
     assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] == len(df) and s["rows_rejected"] == 0
     assert s["dimension"] == plain["dimension"]
     clean = pq.read_table(tmp_path / "out" / "clean.parquet").to_pandas().set_index("id")
-    assert np.allclose(clean["x2"].astype(float), df.set_index("id").loc[clean.index, "x2"])
+    assert (clean["x2"] == grouped.set_index("id").loc[clean.index, "x2"]).all()
 
 
 def test_an_unreadable_record_of_a_semicolon_file_is_rejected_in_its_place(tmp_path):
@@ -181,13 +180,10 @@ def test_an_unreadable_record_of_a_semicolon_file_is_rejected_in_its_place(tmp_p
     # address) and stay as written, as do the ids
     (b"id;label;x\n1,5;0;1.234,5\n2;1;10.100.200.250\n3;0;-0,25\n4;1;1.234\n5;0;1,234\nr6;1;abc\n",
      ["1,5", "2", "3", "4", "5", "r6"], ["1234.5", "10.100.200.250", "-0.25", "1.234", "1.234", "abc"]),
-    # a decimal point (a tab file): a comma inside a number can only group its thousands
+    # a decimal point (a tab file): text is kept as written (a table's column of numbers
+    # reads "17,800" as a number, test_numbers_grouped_in_thousands_by_commas_scan_as_numbers)
     (b"id\tlabel\tx\n1\t0\t17,800\n2\t1\t1,234,567\n3\t0\t0.5\n4\t1\tabc\n",
-     [1, 2, 3, 4], ["17800", "1234567", "0.5", "abc"]),
-    # a comma file: its quoted numbers grouped by commas too ("1,234.5", "-2,000"), not a
-    # comma that groups no thousands ("12,34", "1,2345") nor the id and label
-    (b'id,label,x\n"1,000",0,"17,800"\n2,1,"1,234.5"\n3,0,800\n4,1,"12,34"\n5,0,"-2,000"\n6,1,"1,2345"\n',
-     ["1,000", "2", "3", "4", "5", "6"], ["17800", "1234.5", "800", "12,34", "-2000", "1,2345"]),
+     [1, 2, 3, 4], ["17,800", "1,234,567", "0.5", "abc"]),
 ])
 def test_text_numbers_are_written_as_the_file_writes_its_numbers(tmp_path, text, ids, x):
     path = tmp_path / "data.txt"

@@ -49,22 +49,34 @@ def test_flags_choose_and_conflicting_flags_are_an_error():
 
 
 @pytest.mark.parametrize("values, kind", [
-    # numbers written as text ("5.2", as a JSON export writes them), one a typo: a table
+    # numbers written as text ("5.2", as a JSON export writes them), one a typo
     ([f"{v:.3f}" for v in np.random.default_rng(0).normal(size=599)] + ["n/a?"], "tabular"),
     # words: text, whatever numbers some rows hold
     ([f"review {i}: fine" if i % 2 else str(i) for i in range(600)], "text"),
 ])
-def test_a_lone_text_column_of_numbers_is_a_table(tmp_path, values, kind):
+def test_a_lone_text_column_of_numbers_is_an_error_naming_both_flags(tmp_path, capsys, values, kind):
     import json
 
-    from poisonscan.pipelines.scan.plan import plan_scan
+    from poisonscan.pipelines.cli import main
 
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps({"id": i, "label": i % 3, "x": v}) + "\n" for i, v in enumerate(values)))
-    plan = plan_scan([str(path)], ScanConfig())
-    assert (plan.kinds.input.kind, plan.kinds.input.columns) == (kind, ("x",))
-    # a flag decides, whatever the values
-    assert plan_scan([str(path)], ScanConfig(text_column="x")).kinds.input.kind == "text"
+    args = ["scan", str(path), "--no-report", "--no-data-docs", "-q", "--detectors", "spectral"]
+    code = main([*args, "--out", str(tmp_path / "auto")])
+    err = capsys.readouterr().err
+    if kind == "text":
+        assert code == 0 and err == ""
+        return
+    assert code == 1 and "Traceback" not in err
+    assert "'x', was taken for text, but its 600 sampled values are mostly numbers written as text" in err
+    assert "--tabular-columns x" in err and "--text-column x" in err
+    assert not (tmp_path / "auto" / "clean.parquet").exists()
+    # either flag decides, whatever the values
+    for flag, out in (("--tabular-columns", "table"), ("--text-column", "text")):
+        assert main([*args, flag, "x", "--out", str(tmp_path / out)]) == 0
+        summary = json.loads((tmp_path / out / "summary.json").read_text())
+        assert summary["rows_read"] == 600 and summary["settings"]["representation"]["kind"] == \
+            ("tabular" if out == "table" else "text")
 
 
 def test_images_decode_resize_and_reject_with_reasons(tmp_path):
