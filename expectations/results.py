@@ -130,19 +130,20 @@ def _class_balance(e: Expectation, facts: ScanFacts) -> dict:
 
 
 def label_variants(labels) -> list[list]:
-    """Sets of two or more text labels that are the same once the spaces at their ends
-    are cut and their letters case-folded ('cat', 'cat ', 'Cat'), each sorted, in the
-    order of their first member."""
+    """Sets of two or more text labels that are the same once the white space at their
+    ends is cut ('cat', 'cat ', ' cat'), each sorted, in the order of their first member.
+    Letter case is not folded: it can tell classes apart ('a' and 'A' of handwritten
+    letters)."""
     groups: dict = {}
     for v in labels:
         if isinstance(v, str):
-            groups.setdefault(v.strip().casefold(), []).append(v)
+            groups.setdefault(v.strip(), []).append(v)
     return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 
 def _distinct_labels(facts: ScanFacts) -> dict:
-    """Labels that differ only in surrounding spaces or letter case: one result entry per
-    set of such labels, with each label's rows."""
+    """Labels that differ only in white space at their ends: one result entry per set of
+    such labels, with each label's rows (the counts are of labels)."""
     variants = label_variants(facts.class_rows)
     return {
         "success": not variants,

@@ -97,7 +97,7 @@ class RowChecks:
     expected_dim: int | None = None
     #: Valid-row counts of classes too small to judge (pass 2).
     small_classes: Mapping[Any, int] = field(default_factory=dict)
-    #: small class -> the labels it differs from only in end spaces or letter case
+    #: small class -> the labels it differs from only in white space at their ends
     label_variants: Mapping[Any, tuple] = field(default_factory=dict)
     min_class_rows: int = 0
     seed: int = 0
@@ -328,7 +328,7 @@ def duplicated_ids(fp, duplicates: Mapping, null: np.ndarray) -> list[tuple[int,
 
 def small_class_variants(small: Mapping, classes) -> dict:
     """Each class too small to judge whose label differs from other labels only in
-    spaces at its ends or in letter case -> those labels ('cat ' -> ('cat',))."""
+    white space at its ends -> those labels ('cat ' -> ('cat',))."""
     out = {}
     for group in label_variants(classes):
         for label in group:
@@ -338,12 +338,13 @@ def small_class_variants(small: Mapping, classes) -> dict:
 
 
 def variant_note(twins) -> str:
-    """" (it differs from class 'cat' only in ...)" for a label with such twins."""
+    """" (it differs from class 'cat' only in white space at its ends)" for a label with
+    such twins."""
     if not twins:
         return ""
     names = [repr(plain(t)) for t in twins]
     which = f"class {names[0]}" if len(names) == 1 else f"classes {', '.join(names[:-1])} and {names[-1]}"
-    return f" (it differs from {which} only in spaces at its ends or in letter case)"
+    return f" (it differs from {which} only in white space at its ends)"
 
 
 def _check_labels(checks: RowChecks, keys: _Keys, problems: dict) -> None:

@@ -68,16 +68,21 @@ def test_columns_that_go_together_are_chained_and_copies_do_not_vouch_for_themse
 
 def test_a_table_of_one_column_counts_every_pair():
     """One column cannot tell a copied record from a shared value: a category, or a
-    measurement to three decimals, coincides as its own values do."""
+    measurement to three decimals, coincides as its own values do; but a copy cannot
+    vouch for itself, nor can missing values."""
     rng = np.random.default_rng(2)
     rows = [{"x": round(float(v), 3)} for v in rng.normal(size=2000)]
     p, steps = coincidence_probability(rows, ["x"])
-    values = np.array([r["x"] for r in rows])
-    same = sum(c * (c - 1) // 2 for c in np.unique(values, return_counts=True)[1])
-    assert same > 0 and p == pytest.approx(same / (2000 * 1999 / 2))
-    assert steps == [("x", p, "the only column: every pair, repeats included")]
+    sizes = np.unique([r["x"] for r in rows], return_counts=True)[1]
+    pairs = sizes * (sizes - 1) // 2
+    assert pairs.sum() > 3 and p == pytest.approx((pairs.sum() - pairs.max()) / (2000 * 1999 / 2))
+    assert steps == [("x", p, "the only column: its values' pairs but its largest group's")]
     p, _ = coincidence_probability([{"c": "red" if i % 3 else "blue"} for i in range(300)], ["c"])
-    assert p == pytest.approx((200 * 199 + 100 * 99) / (300 * 299))
+    assert p == pytest.approx(100 * 99 / (300 * 299))
+    # continuous values with one row copied, and missing values: no coincidence by chance
+    cont = [{"x": float(v)} for v in rng.normal(size=500)]
+    p, _ = coincidence_probability(cont + cont[:1] + [{"x": None}] * 20, ["x"])
+    assert p == 0.0
 
 
 def test_content_check_rejects_only_improbable_repeats():
