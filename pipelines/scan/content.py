@@ -62,10 +62,7 @@ def coincidence_probability(rows: Sequence[Mapping[str, Any]], columns: Sequence
     left out then enters with its agreement rate among the pairs that do *not* agree on
     all other columns, which leaves exact copies out and is the column's own rate if it
     is independent of the rest: where it goes with the rest, the estimate is too low,
-    never too high, so repeats err towards being rejected. A table of one column has no
-    other column to tell a duplicated record from a shared value: its agreement rate
-    counts the pairs of its present values but those of its largest group, so one copied
-    row is rejected where no other value repeats, and kept where values coincide anyway.
+    never too high, so repeats err towards being rejected.
     """
 
     m = len(rows)
@@ -76,15 +73,6 @@ def coincidence_probability(rows: Sequence[Mapping[str, Any]], columns: Sequence
         seen: dict = {}
         codes[j] = [seen.setdefault(_hashable(r.get(c)), len(seen)) for r in rows]
     total = m * (m - 1) // 2
-    if len(columns) == 1:
-        # no other column can tell a duplicated record from a shared value (a measurement
-        # rounded to a few decimals, a category): the pairs of the column's values, but
-        # not those of its largest group (a copy cannot vouch for itself) nor of missing values
-        present = np.array([r.get(columns[0]) is not None for r in rows])
-        sizes = np.unique(codes[0][present], return_counts=True)[1]
-        pairs = sizes * (sizes - 1) // 2
-        rate = float((pairs.sum() - pairs.max()) / total) if pairs.size else 0.0
-        return rate, [(columns[0], rate, "the only column: its values' pairs but its largest group's")]
     # a row's content, and its content without column j, as sums of random 64-bit
     # multiples of the value codes (distinct contents collide with chance ~2**-64)
     weights = np.random.default_rng(0x5EED).integers(1, 2**63, size=len(columns), dtype=np.uint64) | np.uint64(1)

@@ -66,25 +66,6 @@ def test_columns_that_go_together_are_chained_and_copies_do_not_vouch_for_themse
     assert MIN_PAIRS > 0
 
 
-def test_a_table_of_one_column_counts_every_pair():
-    """One column cannot tell a copied record from a shared value: a category, or a
-    measurement to three decimals, coincides as its own values do; but a copy cannot
-    vouch for itself, nor can missing values."""
-    rng = np.random.default_rng(2)
-    rows = [{"x": round(float(v), 3)} for v in rng.normal(size=2000)]
-    p, steps = coincidence_probability(rows, ["x"])
-    sizes = np.unique([r["x"] for r in rows], return_counts=True)[1]
-    pairs = sizes * (sizes - 1) // 2
-    assert pairs.sum() > 3 and p == pytest.approx((pairs.sum() - pairs.max()) / (2000 * 1999 / 2))
-    assert steps == [("x", p, "the only column: its values' pairs but its largest group's")]
-    p, _ = coincidence_probability([{"c": "red" if i % 3 else "blue"} for i in range(300)], ["c"])
-    assert p == pytest.approx(100 * 99 / (300 * 299))
-    # continuous values with one row copied, and missing values: no coincidence by chance
-    cont = [{"x": float(v)} for v in rng.normal(size=500)]
-    p, _ = coincidence_probability(cont + cont[:1] + [{"x": None}] * 20, ["x"])
-    assert p == 0.0
-
-
 def test_content_check_rejects_only_improbable_repeats():
     repeated = {(1, 2): (10, False, 2, 0), (3, 4): (11, True, 3, 0)}
     identifying = ContentCheck.of(repeated, 1000, {0: (1.0, 1e-12, [])}, 0.01)
