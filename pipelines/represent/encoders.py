@@ -330,6 +330,8 @@ class TabularEncoder:
     #: the numeric columns that hold dates, timestamps, times or durations (read as
     #: seconds): column -> kind, so their value tokens read as dates and times
     times: dict = field(default_factory=dict)
+    #: the numeric columns of text whose numbers are grouped by commas ("17,800")
+    grouped: tuple = ()
 
     @property
     def width(self) -> int:
@@ -342,15 +344,18 @@ class TabularEncoder:
         column of numbers with a few typos, which pyarrow reads as text: its rows that
         are not numbers are rejected, ``not_a_number``). Other text columns are
         categorical."""
-        numeric, categorical, repeated, times = [], [], {}, {}
+        numeric, categorical, repeated, times, grouped = [], [], {}, {}, []
         for c in columns:
             col = table.column(c)
             t = col.type
             if pa.types.is_dictionary(t):
                 col, t = col.cast(t.value_type), t.value_type
+            commas = comma_grouped(col)
             if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-                    or is_time_or_decimal(t) or mostly_numbers(col)):
-                x, _ = column_numbers(col)
+                    or is_time_or_decimal(t) or mostly_numbers(col, commas)):
+                if commas:
+                    grouped.append(c)
+                x, _ = column_numbers(col, commas)
                 x = x[np.isfinite(x)]
                 mean = float(x.mean()) if x.size else 0.0
                 sd = float(x.std()) if x.size and x.std() > 0 else 1.0
@@ -369,7 +374,7 @@ class TabularEncoder:
                 categorical.append((c, top))
             else:
                 raise InputError(f"tabular column {c!r} holds {t}; give numbers or strings")
-        return cls(numeric, categorical, repeated, times)
+        return cls(numeric, categorical, repeated, times, tuple(grouped))
 
     def encode(self, batch: pa.RecordBatch) -> Encoded:
         n = batch.num_rows
@@ -379,7 +384,7 @@ class TabularEncoder:
         errors: dict[int, tuple[str, str]] = {}
         for c, mean, sd in self.numeric:
             if c in names:
-                x, bad = column_numbers(batch.column(c))
+                x, bad = column_numbers(batch.column(c), c in getattr(self, "grouped", ()))
                 for i, value in bad.items():
                     errors.setdefault(i, ("not_a_number", (
                         f"column {c!r} holds {value[:_QUOTED]!r}, not a number, where the column's values are "
@@ -425,12 +430,15 @@ _QUOTED = 60  # how much of a value that is not a number its reason quotes
 #: ``nan``, ``inf``), around spaces.
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|[nN][aA][nN]|[iI][nN][fF]([iI][nN][iI][tT][yY])?)\s*$"
 #: A number grouped in thousands by commas, as a spreadsheet exports large numbers
-#: ("17,800", "-1,234,567.5"): read without its commas. (A decimal-comma CSV's numbers
-#: reach the encoder written with a point, :func:`..io.sources._decimal_points`.)
+#: ("17,800", "-1,234,567.5"), read without its commas in a column that holds no
+#: :data:`_COMMA_DECIMAL` that is not one (:func:`comma_grouped`). A decimal-comma CSV's
+#: numbers reach the encoder written with a point (:func:`..io.sources._decimal_points`).
 _GROUPED = r"^\s*[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d*)?\s*$"
+#: A number written with a decimal comma ("0,935", "12,5"; "2,770" may be either)
+_COMMA_DECIMAL = r"^\s*[+-]?\d+,\d+\s*$"
 
 
-def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
+def column_numbers(col, grouped: bool = False) -> tuple[np.ndarray, dict[int, str]]:
     """A column's values as float64 (NaN where missing or not a number) and ``{row:
     value}`` for the text values that are not numbers. Missing: null, empty, or one of
     the words pyarrow's CSV reader takes for a missing value (``NA``, ``null``, ``N/A``,
@@ -443,7 +451,7 @@ def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
         return _seconds(col), {}
     if not is_string_type(col.type):
         return np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64), {}
-    x, bad, _ = _text_numbers(col)
+    x, bad, _ = _text_numbers(col, grouped)
     return x, {int(i): col[int(i)].as_py() for i in np.flatnonzero(bad)}
 
 
@@ -451,14 +459,31 @@ def column_numbers(col) -> tuple[np.ndarray, dict[int, str]]:
 _MISSING_WORDS = pa.array(list(pacsv.ConvertOptions().null_values), pa.string())
 
 
-def _text_numbers(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def comma_grouped(col) -> bool:
+    """Whether a text column writes numbers grouped in thousands by commas ("17,800")
+    and holds none written with a decimal comma that cannot be one ("0,935", "12,5",
+    "1,2345"): in a column of weights written "2,770" and "0,935" the comma is a
+    decimal comma, and its "2,770" is not 2770."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not is_string_type(col.type) or not len(col):
+        return False
+    grouped = pc.match_substring_regex(col, _GROUPED)
+    if not pc.any(grouped).as_py():
+        return False
+    decimal = pc.and_(pc.match_substring_regex(col, _COMMA_DECIMAL), pc.invert(grouped))
+    return not pc.any(decimal).as_py()
+
+
+def _text_numbers(col: pa.Array, grouped: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A text column's numbers (float64, NaN where missing or not a number), which values
-    are not numbers, and which are missing (null, empty or a word for a missing value)."""
+    are not numbers, and which are missing (null, empty or a word for a missing value).
+    ``grouped``: numbers grouped in thousands by commas are numbers (:func:`comma_grouped`)."""
     text = pc.utf8_trim_whitespace(col)
     missing = pc.or_(pc.equal(pc.utf8_length(text), 0), pc.is_in(text, value_set=_MISSING_WORDS))
-    grouped = pc.match_substring_regex(text, _GROUPED)
-    if pc.any(grouped).as_py():
-        text = pc.if_else(grouped, pc.replace_substring(text, ",", ""), text)
+    if grouped:
+        hit = pc.match_substring_regex(text, _GROUPED)
+        text = pc.if_else(hit, pc.replace_substring(text, ",", ""), text)
     number = pc.match_substring_regex(text, _NUMBER)
     usable = pc.and_kleene(number, pc.invert(missing))
     x = pc.if_else(usable, text, pa.scalar(None, pa.string())).cast(pa.float64())
@@ -512,13 +537,14 @@ def _value_text(v: float, kind: str | None) -> str:
     return f"{_number_text(v)} s"
 
 
-def mostly_numbers(col) -> bool:
-    """Whether a text column's present values are at least :data:`NUMBER_SHARE` numbers."""
+def mostly_numbers(col, grouped: bool | None = None) -> bool:
+    """Whether a text column's present values are at least :data:`NUMBER_SHARE` numbers
+    (``grouped``: numbers grouped by commas count; None: where :func:`comma_grouped`)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     if not is_string_type(col.type):
         return False
-    _, bad, missing = _text_numbers(col)
+    _, bad, missing = _text_numbers(col, comma_grouped(col) if grouped is None else grouped)
     present = int((~missing).sum())
     return present > 0 and present - int(bad.sum()) >= NUMBER_SHARE * present
 

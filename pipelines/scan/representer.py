@@ -230,9 +230,9 @@ def _not_numbers(values: list, column: str) -> None:
     col = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
     if mostly_numbers(col):
         raise InputError(
-            f"the only column besides the id and the label, {column!r}, was taken for text, but its "
-            f"{len(col) - col.null_count:,} sampled values are mostly numbers written as text: scan it as a "
-            f"table of numbers with --tabular-columns {column}, or as text with --text-column {column}"
+            f"the only column besides the id and the label, {column!r}, was taken for text, but its sampled "
+            f"values are mostly numbers written as text: scan it as a table of numbers (--tabular-columns "
+            f"{column}; tabular_columns in Python) or as text (--text-column {column}; text_column in Python)"
         )
 
 

@@ -259,7 +259,7 @@ def test_a_failed_data_docs_rendering_fails_the_scan_and_commits_nothing(tmp_pat
     assert not out.exists()  # nothing committed (no report linking to missing Data Docs); the folder the run made is gone
 
 
-def test_labels_that_differ_only_in_end_spaces_or_case_are_reported(tmp_path):
+def test_labels_that_differ_only_in_end_white_space_are_reported(tmp_path):
     """'cat' and 'cat ' are two classes to the scan: the default suite says so, and the
     small class's rows are rejected with a reason that names its twin. 'FISH' and
     'fish' are two labels on purpose (letter case can tell classes apart)."""

@@ -68,7 +68,7 @@ def test_a_lone_text_column_of_numbers_is_an_error_naming_both_flags(tmp_path, c
         assert code == 0 and err == ""
         return
     assert code == 1 and "Traceback" not in err
-    assert "'x', was taken for text, but its 600 sampled values are mostly numbers written as text" in err
+    assert "'x', was taken for text, but its sampled values are mostly numbers written as text" in err
     assert "--tabular-columns x" in err and "--text-column x" in err
     assert not (tmp_path / "auto" / "clean.parquet").exists()
     # either flag decides, whatever the values
@@ -77,6 +77,26 @@ def test_a_lone_text_column_of_numbers_is_an_error_naming_both_flags(tmp_path, c
         summary = json.loads((tmp_path / out / "summary.json").read_text())
         assert summary["rows_read"] == 600 and summary["settings"]["representation"]["kind"] == \
             ("tabular" if out == "table" else "text")
+
+
+def test_numbers_grouped_by_commas_where_no_value_is_a_decimal_comma():
+    from poisonscan.pipelines.represent.encoders import column_numbers, comma_grouped
+
+    table = pa.table({
+        "grouped": ["17,800", "-1,234,567.5", " 1,234 ", "800", "1,234.", None, ""],
+        # a decimal comma: "2,770" beside "0,935" is 2.77, not 2770; none is read
+        "weights": ["2,770", "0,935", "12,5", "3", "1,250", "4", "5"],
+        "not_grouped": ["1,000,00", "01,234", "1,2345", "1,234e5", "1, 234", "12", "13"],
+    })
+    enc = TabularEncoder.fit(table, ["grouped", "weights", "not_grouped"])
+    assert enc.grouped == ("grouped",) and [c for c, _, _ in enc.numeric] == ["grouped"]
+    x, bad = column_numbers(table.column("grouped"), True)
+    assert x[:5].tolist() == [17800.0, -1234567.5, 1234.0, 800.0, 1234.0] and np.isnan(x[5:]).all() and not bad
+    assert not comma_grouped(table.column("weights")) and not comma_grouped(table.column("not_grouped"))
+    x, bad = column_numbers(table.column("not_grouped"), True)
+    assert sorted(bad) == [0, 1, 2, 3, 4] and x[5:].tolist() == [12.0, 13.0]
+    rows = enc.encode(table.to_batches()[0])
+    assert not rows.errors and len(rows.rows) == 7
 
 
 def test_images_decode_resize_and_reject_with_reasons(tmp_path):
