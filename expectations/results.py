@@ -145,12 +145,13 @@ def _distinct_labels(facts: ScanFacts) -> dict:
     """Labels that differ only in white space at their ends: one result entry per set of
     such labels, with each label's rows (the counts are of labels)."""
     variants = label_variants(facts.class_rows)
+    unexpected = sum(len(g) for g in variants)
     return {
         "success": not variants,
         "result": {
             "element_count": len(facts.class_rows),
-            "unexpected_count": sum(len(g) for g in variants),
-            "unexpected_percent": 100.0 * sum(len(g) for g in variants) / len(facts.class_rows) if facts.class_rows else 0.0,
+            "unexpected_count": unexpected,
+            "unexpected_percent": 100.0 * unexpected / len(facts.class_rows) if facts.class_rows else 0.0,
             "partial_unexpected_list": [
                 {facts.label_column: [_plain(v) for v in g], "rows": [int(facts.class_rows[v]) for v in g]}
                 for g in variants[:PARTIAL]
