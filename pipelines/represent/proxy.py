@@ -165,24 +165,33 @@ MIN_UPDATES = 50_000
 class Progress:
     """The proxy's training, as it goes: epoch, rows/s and time left.
 
-    ``mode``: ``"bar"`` rewrites one line on a terminal, ``"log"`` writes a line per
-    epoch, ``"off"`` (or None: ``"bar"`` when ``stream`` is a terminal) writes nothing.
+    ``mode``: ``"bar"`` rewrites one line on a terminal, ``"log"`` writes a line for
+    the first epoch, then at most one every ``interval`` seconds, and one for the last
+    (a log of a short training is not a page of lines), ``"off"`` (or None: ``"bar"``
+    when ``stream`` is a terminal) writes nothing.
     """
 
-    def __init__(self, what: str, total: int, stream=None, mode: str | None = None):
+    def __init__(self, what: str, total: int, stream=None, mode: str | None = None,
+                 interval: float = 10.0):
         self.what, self.total, self.done = what, total, 0
         self.stream = stream or sys.stderr
         if mode is None:
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "off"
         self.mode = mode
+        self.interval = interval
         self.start = time.perf_counter()
         self.last = 0.0
+        self.logged = None  # when the last log line was written (None: none yet)
         self.epoch_text = ""
 
     def epoch(self, run: int, most: int, network: int, networks: int) -> None:
         """Epoch ``run`` (of at most ``most``) of network ``network`` of ``networks``
-        begins; in log mode the epoch before it is reported."""
-        if self.mode == "log" and self.epoch_text:
+        begins; in log mode the epoch before it is reported, if it is the first or the
+        last line was ``interval`` seconds ago."""
+        now = time.perf_counter()
+        if self.mode == "log" and self.epoch_text and (
+                self.logged is None or now - self.logged >= self.interval):
+            self.logged = now
             self._write(f"poisonscan: {self.what}: {self.epoch_text} done, {self._rate()}\n")
         self.epoch_text = f"network {network} of {networks}, epoch {run} (at most {most})"
 
