@@ -17,7 +17,6 @@ import base64
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -39,6 +38,7 @@ from poisonscan.pipelines.report.charts import (
     scatter_chart,
     vector_chart,
 )
+from poisonscan.pipelines.represent.encoders import word_spans
 from poisonscan.pipelines.scan.decisions import DECISIONS_FILE, scan_fingerprint
 from poisonscan.pipelines.scan.ranking import rank_classes
 
@@ -393,19 +393,19 @@ def marked_fields(fields: dict, highlights: Sequence[str]) -> set:
     return out
 
 
-_WORD = "[a-z0-9']"
-
-
 def highlight_segments(text: str, grams: Sequence[str]) -> list[tuple[str, bool]]:
     """``text`` split into (piece, highlighted) where the n-grams occur, matched as the
-    text encoder reads words (case-insensitive, any separator between words)."""
+    text encoder reads words (:func:`word_spans`: case-insensitive, any separator
+    between words, each character a word in scripts written without spaces)."""
+    tokens = word_spans(text)
+    words = [w for _, _, w in tokens]
     spans = []
     for gram in grams:
-        words = gram.split(" ")
-        if not words or not all(words):
+        parts = gram.split(" ")
+        if not parts or not all(parts):
             continue
-        pattern = rf"(?<!{_WORD})" + rf"(?:[^a-z0-9']+)".join(map(re.escape, words)) + rf"(?!{_WORD})"
-        spans += [m.span() for m in re.finditer(pattern, text, flags=re.IGNORECASE)]
+        k = len(parts)
+        spans += [(tokens[i][0], tokens[i + k - 1][1]) for i in range(len(words) - k + 1) if words[i:i + k] == parts]
     if not spans:
         return [(text, False)]
     spans.sort()

@@ -232,11 +232,38 @@ def to_pil_or_array(v):
 
 
 # text -------------------------------------------------------------------------------
-_TOKEN = re.compile(r"[a-z0-9']+")
+#: Scripts written without spaces between words (Hiragana, Katakana, CJK ideographs,
+#: Thai): each character is a word, and word pairs stand in for words.
+_UNSPACED = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+#: Combining marks, which Python's ``\\w`` leaves out: the vowel signs of the Indic
+#: scripts, Hebrew and Arabic points, accents of decomposed Latin text.
+_MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670"
+          "\u06d6-\u06ed\u0900-\u0dff\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f")
+#: A word: a run of letters, digits, marks and apostrophes of any script (not the
+#: underscore), or one character of a script without spaces. On ASCII text this is
+#: ``[a-z0-9']+`` of the lower-cased text.
+_TOKEN = re.compile(rf"[{_UNSPACED}]|(?:(?![{_UNSPACED}])[^\W_]|[{_MARKS}'])+")
+#: The same on ASCII text (three times faster: most texts take this path)
+_ASCII_TOKEN = re.compile(r"[a-zA-Z0-9']+")
+
+
+def _token(text: str) -> re.Pattern:
+    return _ASCII_TOKEN if text.isascii() else _TOKEN
+
+
+def words_of(text: str) -> list[str]:
+    """The words of a text as the text encoder reads them, lower-cased."""
+    text = text.lower()
+    return _token(text).findall(text)
+
+
+def word_spans(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, word)`` of each word of ``text``, the word lower-cased."""
+    return [(m.start(), m.end(), m.group().lower()) for m in _token(text).finditer(text)]
 
 
 def ngrams(text: str, n: int = 2) -> list[str]:
-    words = _TOKEN.findall(text.lower())
+    words = words_of(text)
     out = list(words)
     for k in range(2, n + 1):
         out += [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]

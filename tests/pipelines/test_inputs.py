@@ -13,6 +13,7 @@ from poisonscan.pipelines.represent.encoders import (
     ImageEncoder,
     TabularEncoder,
     TextEncoder,
+    words_of,
 )
 
 
@@ -131,6 +132,22 @@ def test_text_encoding_and_empty_texts():
     assert out.errors[2][0] == "missing_text"
     assert out.tokens[0] == sorted(["a", "good", "film", "a good", "good film"])
     np.testing.assert_allclose(np.linalg.norm(out.inputs["weights"][0]), 1.0, rtol=1e-6)
+
+
+def test_text_words_of_every_script():
+    # letters of any script, marks and apostrophes make words; scripts without spaces
+    # read one character per word; ASCII as before
+    assert words_of("Don't stop_now, 42 'x'") == ["don't", "stop", "now", "42", "'x'"]
+    assert words_of("Café Müller, naïve") == ["café", "müller", "naïve"]
+    assert words_of("Привет, МИР") == ["привет", "мир"]
+    assert words_of("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]  # vowel signs are marks, inside words
+    assert words_of("e\u0301cole") == ["e\u0301cole"]  # a decomposed accent stays in its word
+    assert words_of("日本語のテキスト 🎬") == ["日", "本", "語", "の", "テ", "キ", "ス", "ト"]
+    out = TextEncoder(buckets=1024).encode(["中文文本", "Ελληνικά κείμενα", "🎬 !!"])
+    assert out.rows.tolist() == [0, 1]  # once every non-Latin text was rejected as empty
+    assert out.tokens[0] == sorted(["中", "文", "本", "中 文", "文 文", "文 本"])
+    assert out.tokens[1] == sorted(["ελληνικά", "κείμενα", "ελληνικά κείμενα"])
+    assert out.errors[2][0] == "empty_text"
 
 
 def test_tabular_encoding_standardises_one_hot_encodes_and_flags_missing():

@@ -299,6 +299,12 @@ def test_highlight_segments_marks_whole_words_only():
     assert [p for p, marked in segs if marked] == ["CF MN", "cf  mn"]
     assert "".join(p for p, _ in segs) == "The CF MN film; cfmn and cf mnx. cf  mn"
     assert highlight_segments("nothing here", []) == [("nothing here", False)]
+    # other scripts, as the encoder reads them
+    segs = highlight_segments("Купите СЕЙЧАС дёшево, купите сейчас", ["купите сейчас"])
+    assert [p for p, marked in segs if marked] == ["Купите СЕЙЧАС", "купите сейчас"]
+    segs = highlight_segments("这是好电影。好电", ["好 电"])
+    assert [p for p, marked in segs if marked] == ["好电", "好电"]
+    assert "".join(p for p, _ in segs) == "这是好电影。好电"
 
 
 def test_marked_fields_match_cut_values_and_columns_holding_equals():
