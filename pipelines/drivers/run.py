@@ -359,7 +359,9 @@ def _train_representer(plan: ScanPlan, out: OutputDir, options, run_pipeline, pr
     run_pipeline(p)
     samples = dict(read_pickle(out.staged("sample.pkl")))
     if not samples:
-        raise SourceError("no row with an id and a label to train the proxy on")
+        raise SourceError(
+            f"nothing to train the {plan.kinds.input.kind} proxy on: the input has no rows, or none holds both "
+            "an id and a label")
     representer = fit_representer(plan.cfg, plan.kinds, samples, progress)
     weights = None
     if representer.proxy is not None:

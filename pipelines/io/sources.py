@@ -80,6 +80,9 @@ class SourceFile:
     text_columns: tuple[str, ...] = ()
     #: a CSV file's separator and decimal point, told from the file (:func:`typed_files`)
     dialect: CsvDialect = CsvDialect()
+    #: a CSV or JSONL file of nothing but white space: no rows, no columns (an empty
+    #: shard of a sharded export), read as such (:func:`blank`)
+    blank: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class ReadUnit:
     rows: int | None  # known for Parquet
     text_columns: tuple[str, ...] = ()  # see SourceFile
     dialect: CsvDialect = CsvDialect()  # see SourceFile
+    blank: bool = False  # see SourceFile
 
     @property
     def key(self) -> str:
@@ -179,6 +183,19 @@ def open_binary(path: str):
         raise SourceError(f"cannot open {path}: {_one_line(exc)}") from None
 
 
+def blank(path: str) -> bool:
+    """Whether a CSV or JSONL file holds nothing but white space (decompressed): an
+    empty shard, which pyarrow refuses ("Empty CSV file", "Empty JSON stream"), is a
+    file of no rows. Reads up to the first byte that is not white space."""
+    with open_binary(path) as stream:
+        while True:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                return True
+            if chunk.strip():
+                return False
+
+
 #: Parquet reads stream through a buffer of this size. (pyarrow's default pre-buffers
 #: whole row-group ranges: on a 1 GB file that held the entire file in memory.)
 _PARQUET_READ = dict(pre_buffer=False, buffer_size=8 << 20)
@@ -253,6 +270,8 @@ def _tolerant(
 
 
 def _text_schema(src: SourceFile) -> pa.Schema:
+    if src.blank:
+        return pa.schema([])
     if src.format == "jsonl" and src.text_columns:
         return _json_as_text(src.path, src.text_columns)[0]
     try:
@@ -333,6 +352,9 @@ def typed_files(files: Sequence[SourceFile], as_written: Sequence[str] = ()) -> 
     """
     out = []
     for src in files:
+        if src.format in ("csv", "jsonl") and _blank(src.path, src.format):
+            out.append(dataclasses.replace(src, blank=True))
+            continue
         if src.format == "csv":
             dialect = dataclasses.replace(_dialect_of(src.path), as_written=tuple(as_written))
             src = dataclasses.replace(src, dialect=dialect)
@@ -359,6 +381,15 @@ def typed_files(files: Sequence[SourceFile], as_written: Sequence[str] = ()) -> 
                 raise SourceError(f"cannot read {src.path} as {_AS[src.format]}: {_one_line(exc)}") from None
         out.append(dataclasses.replace(src, text_columns=text))
     return out
+
+
+def _blank(path: str, fmt: str) -> bool:
+    try:
+        return blank(path)
+    except SourceError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
+        raise SourceError(f"cannot read {path} as {_AS[fmt]}: {_one_line(exc)}") from None
 
 
 def _dialect_of(path: str) -> CsvDialect:
@@ -412,7 +443,8 @@ def plan_units(files: Sequence[SourceFile], unit_rows: int = UNIT_ROWS) -> list[
     units: list[ReadUnit] = []
     for src in files:
         if src.format != "parquet":
-            units.append(ReadUnit(src.index, 0, src.path, src.format, None, 0, None, src.text_columns, src.dialect))
+            units.append(ReadUnit(src.index, 0, src.path, src.format, None, 0, None,
+                                  src.text_columns, src.dialect, src.blank))
             continue
         meta = _parquet_file(src.path).metadata
         groups: list[tuple[list[int], int, int]] = []  # (row groups, first row, rows)
@@ -438,6 +470,8 @@ def read_unit(
     ``columns`` limits what Parquet reads; CSV and JSONL are parsed whole.
     """
     row = unit.first_row
+    if unit.blank:
+        return
     try:
         if unit.format == "parquet":
             pf = _parquet_file(unit.path)

@@ -93,6 +93,8 @@ _SEPARATOR_NAMES = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 def _read_as(how: dict) -> str:
     """``{separator, decimal_point, text_columns}`` in words."""
     words = []
+    if how.get("empty_file"):
+        words.append("an empty file (no rows)")
     if "separator" in how:
         words.append(f"separated by {_SEPARATOR_NAMES.get(how['separator'], repr(how['separator']))}, "
                      f"decimal {'comma' if how['decimal_point'] == ',' else 'point'}")

@@ -124,6 +124,9 @@ class TableNames(Mapping):
 def plan_scan(sources: Sequence[str], cfg: ScanConfig, format_override: str | None = None) -> ScanPlan:
     """Match and check the inputs; raise :class:`SourceError` before anything runs."""
     files = typed_files(expand_sources(sources, format_override), (cfg.id_column, cfg.label_column))
+    if all(f.blank for f in files):
+        names = ", ".join(f.path for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        raise SourceError(f"nothing to scan: every file is empty ({names})")
     return _plan(files, [file_schema(f) for f in files], cfg, tuple(plan_units(files)))
 
 

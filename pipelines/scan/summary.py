@@ -72,10 +72,14 @@ def read_as(units) -> dict:
     """How each CSV or JSONL file whose reading was told from its contents was read: a
     CSV's separator and decimal point where they are not a comma and a point, and the
     columns read as text because their values do not all fit the type of the first
-    rows (``{path: {...}}``; files read as written are left out)."""
+    rows, and the files of nothing but white space (``empty_file``, no rows)
+    (``{path: {...}}``; files read as written are left out)."""
     out: dict = {}
     for unit in units:
         entry: dict = {}
+        if getattr(unit, "blank", False):
+            out[unit.path] = {"empty_file": True}
+            continue
         dialect = unit.dialect
         if unit.format == "csv" and (dialect.delimiter, dialect.decimal_point) != (",", "."):
             entry["separator"] = dialect.delimiter

@@ -201,3 +201,34 @@ def test_a_column_name_given_twice_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "a column name is given more than once ('x' names columns 3, 5)" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_empty_shards_are_files_of_no_rows(tmp_path, capsys):
+    import gzip
+
+    # a sharded export writes a file for every shard, empty ones too
+    df = _frame()
+    df.iloc[:300].to_csv(tmp_path / "part-0.csv", index=False)
+    df.iloc[300:].to_csv(tmp_path / "part-1.csv", index=False)
+    (tmp_path / "part-2.csv").write_bytes(b"")
+    (tmp_path / "part-3.csv").write_bytes(b"\n  \n")
+    whole = _scan(tmp_path / "part-[01].csv", tmp_path / "out_whole")
+    sharded = _scan(tmp_path / "part-*.csv", tmp_path / "out_sharded")
+    assert sharded["rows_read"] == whole["rows_read"] == 600
+    assert sharded["inputs_read_as"] == {str(tmp_path / f"part-{i}.csv"): {"empty_file": True} for i in (2, 3)}
+    assert "read " + str(tmp_path / "part-2.csv") + ": an empty file (no rows)" in format_summary(sharded, "out")
+    a = pq.read_table(tmp_path / "out_whole" / "clean.parquet")
+    assert a.num_rows == whole["rows_clean"] and a.equals(pq.read_table(tmp_path / "out_sharded" / "clean.parquet"))
+    # JSONL, compressed: an empty shard is a gzip stream of no bytes
+    with gzip.open(tmp_path / "rows-0.jsonl.gz", "wt") as f:
+        df.to_json(f, orient="records", lines=True)
+    with gzip.open(tmp_path / "rows-1.jsonl.gz", "wb") as f:
+        f.write(b"")
+    got = _scan(tmp_path / "rows-*.jsonl.gz", tmp_path / "out_jsonl")
+    assert got["rows_read"] == 600 and got["inputs_read_as"] == {str(tmp_path / "rows-1.jsonl.gz"): {"empty_file": True}}
+    # nothing but empty files: a clear error, nothing written
+    capsys.readouterr()
+    assert cli_main(["scan", str(tmp_path / "part-[23].csv"), "--out", str(tmp_path / "out_none")]) == 1
+    err = capsys.readouterr().err
+    assert "nothing to scan: every file is empty" in err and "Traceback" not in err
+    assert not (tmp_path / "out_none").exists()
