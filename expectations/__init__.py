@@ -19,9 +19,10 @@ from .suite import (
     codes_to_expectations,
     default_suite,
     load_user_suite,
+    named_columns,
 )
 
-__all__ = ["ExpectationPlan", "Expectation", "SuiteError", "plan"]
+__all__ = ["ExpectationPlan", "Expectation", "SuiteError", "named_columns", "plan"]
 
 
 @dataclass

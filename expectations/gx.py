@@ -97,12 +97,22 @@ class BatchValidator:
         result = self.validate(df)
         out: dict[int, list[str]] = {}
         for e, r in zip(self.expectations, _in_order(self.expectations, result.results)):
-            info = r.exception_info or {}
-            if info.get("raised_exception"):
-                raise RuntimeError(f"expectation {e.name} could not be evaluated: {info.get('exception_message')}")
+            _check_ran(e, r)
             for i in r.result.get("unexpected_index_list") or []:
                 out.setdefault(int(i if not isinstance(i, dict) else next(iter(i.values()))), []).append(e.name)
         return out
+
+
+def _check_ran(e: Expectation, r) -> None:
+    """Raise where GX could not evaluate the expectation. GX reports that in
+    ``exception_info``, either flat (``raised_exception``, ``exception_message``) or,
+    where a metric could not be resolved (a missing column), one such dict per metric
+    keyed by the metric's id, with an empty result that reads as a success."""
+    info = r.exception_info or {}
+    found = [info] + [v for v in info.values() if isinstance(v, dict)]
+    for part in found:
+        if part.get("raised_exception"):
+            raise RuntimeError(f"expectation {e.name} could not be evaluated: {part.get('exception_message')}")
 
 
 def _in_order(expectations: Sequence[Expectation], results) -> list:
@@ -127,9 +137,7 @@ def validate_frame(expectations: Sequence[Expectation], df) -> list[dict]:
     result = BatchValidator(expectations).validate(df)
     out = []
     for e, r in zip(expectations, _in_order(expectations, result.results)):
-        info = r.exception_info or {}
-        if info.get("raised_exception"):
-            raise RuntimeError(f"expectation {e.name} could not be evaluated: {info.get('exception_message')}")
+        _check_ran(e, r)
         out.append({"success": bool(r.success), "result": _plain(dict(r.result))})
     return out
 

@@ -154,6 +154,14 @@ def load_user_suite(path: str, opener=open) -> list[Expectation]:
     return out
 
 
+def named_columns(e: Expectation) -> list[str]:
+    """The columns an expectation names in its arguments (``column``, ``column_A`` and
+    ``column_B``, ``column_list``)."""
+    k = e.kwargs
+    cols = [k[c] for c in ("column", "column_A", "column_B") if isinstance(k.get(c), str)]
+    return cols + [c for c in (k.get("column_list") or []) if isinstance(c, str)]
+
+
 def _scope_of(kind: str, path: str) -> str:
     # Great Expectations: about 2 s and 240 MB to import; only where it is used
     import great_expectations  # noqa: F401  (registers the expectation types)

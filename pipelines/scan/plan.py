@@ -8,6 +8,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
+from poisonscan.expectations import SuiteError, named_columns
 from poisonscan.expectations import plan as expectation_plan
 from poisonscan.pipelines.config import ScanConfig
 from poisonscan.pipelines.io.columns import ColumnKinds, check_columns
@@ -153,7 +154,23 @@ def _plan(files, schemas, cfg: ScanConfig, units: tuple) -> ScanPlan:
                 f"{f.path}: column(s) {', '.join(clash)} clash with the columns poisonscan "
                 "adds to rejected rows; rename them"
             )
-    return ScanPlan(
-        cfg, kinds, {f.index: f.path for f in files}, units,
-        expectations=expectation_plan(cfg, kinds, open_read),
-    )
+    expectations = expectation_plan(cfg, kinds, open_read)
+    _check_user_columns(files, schemas, expectations.suite, cfg.expectations)
+    return ScanPlan(cfg, kinds, {f.index: f.path for f in files}, units, expectations=expectations)
+
+
+def _check_user_columns(files, schemas, suite, suite_path) -> None:
+    """Every column the user's suite names is in every file (of any columns): an
+    expectation about a column the data do not have cannot pass or fail (a name
+    mistyped in a suite would otherwise only fail the run once its first batch is
+    validated, after the proxy was trained)."""
+    for f, schema in zip(files, schemas):
+        if not len(schema):
+            continue
+        for e in suite:
+            missing = [c for c in named_columns(e) if c not in schema.names] if e.source == "user" else []
+            if missing:
+                raise SuiteError(
+                    f"{suite_path}: the expectation {e.name} names {', '.join(map(repr, missing))}, which "
+                    f"{f.path} does not have (columns: {', '.join(schema.names)})"
+                )

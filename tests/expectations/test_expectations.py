@@ -152,6 +152,36 @@ def test_an_unknown_expectation_type_is_a_usage_error(tmp_path, capsys):
     assert code == 2 and "unknown expectation type 'expect_magic'" in capsys.readouterr().err
 
 
+def test_an_expectation_about_a_column_the_data_lack_is_a_usage_error(tmp_path, capsys):
+    X, y, _ = planted(seed=53)
+    pq.write_table(pa.table({"id": np.arange(len(y)), "label": y, "features": [list(map(float, x)) for x in X]}),
+                   tmp_path / "d.parquet")
+    suite = {"expectations": [{"type": "expect_column_values_to_be_between", "kwargs": {"column": "incme", "min_value": 0}}]}
+    (tmp_path / "suite.json").write_text(json.dumps(suite))
+    code = main(["scan", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "o"), "--expectations", str(tmp_path / "suite.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "expect_column_values_to_be_between(incme) names 'incme', which" in err
+    assert "(columns: id, label, features)" in err and not (tmp_path / "o").exists()
+
+
+def test_an_expectation_gx_cannot_evaluate_fails_instead_of_passing():
+    # GX reports a metric it cannot resolve (here a missing column) per metric, nested in
+    # exception_info, with an empty result that reads as a success
+    import pandas as pd
+
+    from poisonscan.expectations.gx import BatchValidator, validate_frame
+    from poisonscan.expectations.suite import Expectation
+
+    missing = Expectation("expect_column_values_to_be_between", {"column": "nosuch", "min_value": 0}, source="user")
+    frame = pd.DataFrame({"a": [1.0, -2.0, 3.0]})
+    with pytest.raises(RuntimeError, match="could not be evaluated: .*nosuch"):
+        BatchValidator([missing]).failures(frame)
+    with pytest.raises(RuntimeError, match="could not be evaluated"):
+        validate_frame([Expectation("expect_column_mean_to_be_between", {"column": "nosuch", "min_value": 0})], frame)
+    ok = Expectation("expect_column_values_to_be_between", {"column": "a", "min_value": 0}, source="user")
+    assert BatchValidator([ok]).failures(frame) == {1: ["expect_column_values_to_be_between(a)"]}
+
+
 @pytest.mark.parametrize(
     "fail_on, poison, bad, code",
     [
