@@ -43,6 +43,9 @@ class ExpectationPlan:
         return "; ".join(dict.fromkeys(names))
 
 
+_BOOLEAN = {"true": 1, "false": 0}
+
+
 def plan(cfg, kinds, opener=open) -> ExpectationPlan:
     """The expectations of a scan (SuiteError / ValueError on unusable settings).
     ``opener`` opens the user's suite file for reading (the scan passes one that reads
@@ -52,7 +55,9 @@ def plan(cfg, kinds, opener=open) -> ExpectationPlan:
 
         want_int = pa.types.is_integer(kinds.label_type)
         try:
-            labels = tuple(int(v) if want_int else str(v) for v in cfg.labels)
+            # a column of booleans holds the labels 0 and 1: true and false name them
+            labels = tuple(_BOOLEAN.get(str(v).lower(), v) if want_int else str(v) for v in cfg.labels)
+            labels = tuple(int(v) if want_int else v for v in labels)
         except ValueError:
             raise SuiteError(f"the label column holds integers; --labels gave {list(cfg.labels)}") from None
     ctx = SuiteContext(

@@ -536,9 +536,10 @@ def gate(summary: dict, fail_on: str) -> int:
 def _labels(text: str) -> tuple:
     if text.startswith("@"):
         try:
-            with open(text[1:]) as f:
+            # utf-8-sig: a file saved by a Windows editor starts with a byte-order mark
+            with open(text[1:], encoding="utf-8-sig") as f:
                 items = [line.strip() for line in f]
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise _UsageError(f"cannot read the labels file {text[1:]}: {exc}") from None
     else:
         items = text.split(",")

@@ -323,3 +323,22 @@ def test_labels_of_one_spelling_pass_the_distinct_labels_expectation(faulty_scan
     _, summary, _ = faulty_scan
     (result,) = [r for r in summary["expectations"]["results"] if "trimmed" in r["expectation"]]
     assert result["success"] and result["result"]["partial_unexpected_list"] == []
+
+
+def test_declared_labels_of_a_boolean_column_and_a_labels_file_with_a_byte_order_mark(tmp_path):
+    from poisonscan.pipelines.cli import _labels
+
+    rng = np.random.default_rng(5)
+    n = 400
+    flag = rng.random(n) < 0.5
+    X = rng.normal(size=(n, 8)) + flag[:, None]
+    pq.write_table(pa.table({"id": np.arange(n), "label": flag, "features": [list(map(float, x)) for x in X]}),
+                   tmp_path / "b.parquet")
+    cfg = ScanConfig(features_column="features", labels=("True",), data_docs=False, report=False)
+    summary = run_scan([str(tmp_path / "b.parquet")], str(tmp_path / "out"), cfg)
+    rejected = pq.read_table(tmp_path / "out" / "rejected.parquet")
+    # the column's booleans are the labels 0 and 1; 'True' names 1
+    assert summary["rejected_by_reason"] == {"undeclared_label": int((~flag).sum())}
+    assert sorted(rejected["id"].to_pylist()) == np.flatnonzero(~flag).tolist()
+    (tmp_path / "labels.txt").write_bytes(b"\xef\xbb\xbfcat\r\ndog\r\n\r\n")  # as a Windows editor saves it
+    assert _labels("@" + str(tmp_path / "labels.txt")) == ("cat", "dog")
