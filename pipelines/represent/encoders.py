@@ -25,6 +25,7 @@ import datetime
 import functools
 import io
 import math
+import os
 import re
 import zlib
 from collections import Counter
@@ -69,10 +70,12 @@ class ImageEncoder:
         sizes: Counter = Counter()
         colour = False
         peak = 0.0
+        first_error = None
         for v in values:
             try:
                 img, numeric = to_pil_or_array(v)
-            except Exception:
+            except Exception as exc:
+                first_error = first_error or _short(exc)
                 continue
             if numeric is not None:
                 sizes[numeric.shape[-1]] += 1
@@ -82,7 +85,10 @@ class ImageEncoder:
                 sizes[max(img.size)] += 1
                 colour |= img.mode not in ("L", "1", "I;16", "I", "F", "LA")
         if not sizes:
-            raise InputError("no image in the sample could be decoded")
+            raise InputError(
+                "no image in the sample could be decoded" + (f" (the first: {first_error})" if first_error else "")
+                + "; a {bytes, path} struct without bytes is read from its path, a relative path from the "
+                f"working directory ({os.getcwd()})")
         side = min(sizes.most_common(1)[0][0], max_size)
         side = max(8, int(math.ceil(side / 4) * 4))  # the CNN halves it twice
         encoder = cls(side, 3 if colour else 1, 1.0 if peak > 1.0 else 255.0)

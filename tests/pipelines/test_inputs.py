@@ -134,6 +134,11 @@ def test_text_encoding_and_empty_texts():
     np.testing.assert_allclose(np.linalg.norm(out.inputs["weights"][0]), 1.0, rtol=1e-6)
 
 
+def test_images_none_of_which_decode_say_why():
+    with pytest.raises(InputError, match=r"no image in the sample could be decoded \(the first: .*No such file.*imgs/0.png'\).*working directory"):
+        ImageEncoder.fit([{"bytes": None, "path": "imgs/0.png"}, b"not an image"])
+
+
 def test_text_words_of_every_script():
     # letters of any script, marks and apostrophes make words; scripts without spaces
     # read one character per word; ASCII as before
