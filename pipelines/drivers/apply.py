@@ -39,6 +39,7 @@ from poisonscan.pipelines.scan.decisions import (
     released_ids,
     scan_fingerprint,
 )
+from poisonscan.pipelines.scan.cells import normalize_key
 from poisonscan.pipelines.scan.finish import conform, unified_schema
 
 BATCH_ROWS = 65_536
@@ -75,11 +76,13 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
     except SourceError as exc:
         raise ApplyError(f"the scan's inputs cannot be read again: {exc}") from None
     drop = _dropped(files, quarantine, rejected, released)
+    held = _held(files, quarantine, released)
     schema = unified_schema([file_schema(f) for f in files])
     out = OutputDir(out_dir or scan_dir)
     out.prepare()
     try:
-        rows = _write_clean(files, drop, schema, out.staged("clean.parquet"))
+        rows = _write_clean(files, drop, schema, out.staged("clean.parquet"), held, id_column,
+                            quarantine.column("id").type)
         expected = int(summary.get("rows_clean", 0)) + len(released)
         if rows != expected:
             raise ApplyError(
@@ -147,7 +150,48 @@ def _dropped(files, quarantine: pa.Table, rejected: pa.Table, released: set) -> 
     return {k: np.unique(np.asarray(v, dtype=np.int64)) for k, v in out.items()}
 
 
-def _write_clean(files, drop: dict, schema: pa.Schema | None, path: str) -> int:
+def _held(files, quarantine: pa.Table, released: set) -> dict:
+    """The rows that stay quarantined (not released), as the scan read them:
+    ``{file index: {row: id}}``, and under the key None the set of their ids."""
+    index = {f.path: f.index for f in files}
+    out: dict = {None: set()}
+    cols = (quarantine.column(c).to_pylist() for c in ("id", "source_file", "source_row"))
+    for v, src, row in zip(*cols):
+        if str(v) in released:
+            continue
+        out.setdefault(index[src], {})[int(row)] = str(v)
+        out[None].add(str(v))
+    return out
+
+
+def _check_ids(batch: pa.RecordBatch, positions: np.ndarray, keep: np.ndarray, held: dict, file_index: int,
+               id_column: str, id_type: pa.DataType, path: str) -> None:
+    """The rows the scan quarantined are where it read them, and no row the split keeps
+    is one of them: the inputs were not reordered, nor rows swapped, since the scan
+    (the row count alone would not tell)."""
+    at = held.get(file_index, {})
+    if not at and not held[None]:
+        return
+    if id_column not in batch.schema.names:
+        raise ApplyError(f"the inputs changed since the scan: {path} has no id column {id_column!r}")
+    ids = normalize_key(batch.column(id_column), id_type).to_pylist()
+    for j in np.flatnonzero(np.isin(positions, np.fromiter(at, np.int64, len(at)))):
+        row, want = int(positions[j]), at[int(positions[j])]
+        if str(ids[j]) != want:
+            raise ApplyError(
+                f"the inputs changed since the scan: row {row} of {path} has id {ids[j]!r}, where the scan "
+                f"quarantined id {want!r} (reordered or rewritten inputs; scan them again)"
+            )
+    for j in np.flatnonzero(keep):
+        if ids[j] is not None and str(ids[j]) in held[None]:
+            raise ApplyError(
+                f"the inputs changed since the scan: row {int(positions[j])} of {path} has id {ids[j]!r}, which "
+                "the scan quarantined elsewhere (reordered or rewritten inputs; scan them again)"
+            )
+
+
+def _write_clean(files, drop: dict, schema: pa.Schema | None, path: str, held: dict, id_column: str,
+                 id_type: pa.DataType) -> int:
     writer = PartWriter(path)
     rows = 0
     try:
@@ -156,6 +200,7 @@ def _write_clean(files, drop: dict, schema: pa.Schema | None, path: str) -> int:
             for batch, first in read_unit(unit, None, BATCH_ROWS):
                 positions = first + np.arange(batch.num_rows, dtype=np.int64)
                 keep = ~np.isin(positions, dropped)
+                _check_ids(batch, positions, keep, held, unit.file_index, id_column, id_type, unit.path)
                 table = pa.Table.from_batches([batch]).filter(pa.array(keep))
                 if table.num_rows:
                     writer.write(conform(table, schema) if schema is not None else table)

@@ -178,9 +178,19 @@ def test_decisions_that_do_not_fit_the_scan_are_refused_in_one_line(tmp_path, ca
     assert rc == 1 and "decided twice" in err
     rc, err = attempt([f"{q[0]},0,1.0,released"], header="id,label,score,decision")
     assert rc == 1 and "no scan column" in err
-    # the inputs changed since the scan: refused, nothing written
+    # the inputs changed since the scan: refused, nothing written. Reordered rows keep
+    # the count, and would put the confirmed rows into the clean split
     src = tmp_path / "rows.parquet"
     t = pq.read_table(src)
+    pq.write_table(t.take(pa.array(range(t.num_rows - 1, -1, -1))), src)
+    rc, err = attempt([f"{q[0]},0,1.0,released,,,,{fp}"])
+    assert rc == 1 and "the inputs changed since the scan: row " in err and "reordered" in err
+    # one row swapped for another of the same count: the quarantined id is found elsewhere
+    i = int(pq.read_table(out / "quarantine.parquet")["source_row"][1].as_py())
+    swapped = t.take(pa.array([j for j in range(t.num_rows) if j != i] + [i]))
+    pq.write_table(swapped, src)
+    rc, err = attempt([f"{q[0]},0,1.0,released,,,,{fp}"])
+    assert rc == 1 and "the inputs changed since the scan" in err
     pq.write_table(t.slice(0, t.num_rows - 5), src)
     rc, err = attempt([f"{q[0]},0,1.0,released,,,,{fp}"])
     assert rc == 1 and "inputs" in err
