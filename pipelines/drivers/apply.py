@@ -31,6 +31,7 @@ from poisonscan.pipelines.io.sources import (
     read_unit,
     typed_files,
 )
+from poisonscan.pipelines.scan.cells import normalize_key
 from poisonscan.pipelines.scan.decisions import (
     DECISIONS_FILE,
     DecisionsError,
@@ -39,7 +40,6 @@ from poisonscan.pipelines.scan.decisions import (
     released_ids,
     scan_fingerprint,
 )
-from poisonscan.pipelines.scan.cells import normalize_key
 from poisonscan.pipelines.scan.finish import conform, unified_schema
 
 BATCH_ROWS = 65_536

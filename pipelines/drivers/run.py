@@ -44,6 +44,7 @@ from poisonscan.pipelines.io.outputs import (
 from poisonscan.pipelines.io.sources import SourceError, is_local, read_unit
 from poisonscan.pipelines.report.html import write_report
 from poisonscan.pipelines.scan.decisions import (
+    DECISIONS_FILE,
     DecisionsError,
     Remembered,
     remembered_from,
@@ -157,6 +158,7 @@ def run_scan(
     if decisions is not None:
         plan = dataclasses.replace(plan, decisions=load_decisions(decisions))
     _refuse_inputs_in_out(plan, out_dir)
+    _refuse_decisions_in_out(out_dir)
     out = OutputDir(out_dir)
     out.prepare()
     run = _Run(plan, out, runner)
@@ -328,6 +330,18 @@ def _refuse_inputs_in_out(plan: ScanPlan, out_dir: str) -> None:
             f"--out {out_dir} holds input files ({os.path.basename(inside[0])}"
             f"{f' and {len(inside) - 1} more' if len(inside) > 1 else ''}): a later scan of the same "
             "files would read this scan's outputs; write to another folder"
+        )
+
+
+def _refuse_decisions_in_out(out_dir: str) -> None:
+    """A folder where ``poisonscan apply`` wrote a reviewer's decisions (the audit
+    record, and the final clean split beside it): a scan would remove them as the
+    outputs of the scan it replaces, even one that reads them with ``--decisions``."""
+    if exists(join(out_dir, DECISIONS_FILE)):
+        raise SourceError(
+            f"--out {out_dir} holds a reviewer's decisions ({DECISIONS_FILE}, written by poisonscan apply); "
+            "a scan there would remove them with the earlier scan's outputs: write to another folder "
+            f"(--decisions {out_dir} reads them from there)"
         )
 
 

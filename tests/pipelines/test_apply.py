@@ -196,3 +196,24 @@ def test_decisions_that_do_not_fit_the_scan_are_refused_in_one_line(tmp_path, ca
     assert rc == 1 and "inputs" in err
     assert main(["apply", str(tmp_path / "nowhere"), "--decisions", str(tmp_path / "d.csv")]) == 1
     assert "summary.json not found" in capsys.readouterr().err
+
+
+def test_a_scan_does_not_overwrite_a_folder_holding_applied_decisions(tmp_path, capsys):
+    _, out = _scan(tmp_path)
+    q = pq.read_table(out / "quarantine.parquet")["id"].to_pylist()
+    fp = scan_fingerprint(json.loads((out / "summary.json").read_text()), pq.read_table(out / "quarantine.parquet"))
+    path = tmp_path / "d.csv"
+    path.write_text(f"id,label,score,decision,reviewer,time,note,scan\n{q[0]},0,1.0,confirmed,Ada,,,{fp}\n")
+    assert main(["apply", str(out), "--decisions", str(path), "-q"]) == 0
+    record = (out / "decisions.parquet").read_bytes()
+    capsys.readouterr()
+    # the same folder again, even reading its decisions: refused before anything runs
+    rc = main(["scan", str(tmp_path / "rows.parquet"), "--features-column", "features", "--out", str(out),
+               "--decisions", str(out), "--no-data-docs", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "holds a reviewer's decisions (decisions.parquet" in err
+    assert (out / "decisions.parquet").read_bytes() == record and (out / "clean.parquet").exists()
+    # another folder reads them
+    assert main(["scan", str(tmp_path / "rows.parquet"), "--features-column", "features", "--out",
+                 str(tmp_path / "next"), "--decisions", str(out), "--no-data-docs", "-q"]) in (0, 4)
+    assert json.loads((tmp_path / "next" / "summary.json").read_text())["rows_rejected"] >= 1
