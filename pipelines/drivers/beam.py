@@ -373,7 +373,8 @@ class _Finish(beam.DoFn):
     def process(self, unit_result, model, rows, content, partials, new_model, reference=None):
         plan, out = self.plan, self.out
         passes = Passes(out.parts, model, unit_result, row_sample=rows.frame(), content=content,
-                        reference=reference_block(plan, reference, partials, new_model))
+                        reference=reference_block(plan, reference, partials, new_model),
+                        own_model=new_model if reference is not None else None)
         fin = finish(plan, passes, self.inputs, self.extra)
         write_finished(fin, out.parts, out, plan.cfg)
         with open_write(out.staged(STATE_FILE)) as f:

@@ -167,7 +167,8 @@ def scan_table(
     compared = None
     if ref_state is not None:
         compared = compare_to_reference(ref_state, scan.partials, new_model, where, seed=cfg.seed)
-    passes = Passes(store, model, unit, row_sample=rows.frame(), content=content_check, reference=compared)
+    passes = Passes(store, model, unit, row_sample=rows.frame(), content=content_check, reference=compared,
+                    own_model=new_model if ref_state is not None else None)
     fin = finish(plan, passes, [MEMORY_SOURCE], extra)
     schema = clean_schema(store, fin.trimmed) or table.schema
     clean_parts = list(iter_clean(store, fin.trimmed, schema, cfg.batch_rows))

@@ -163,7 +163,8 @@ class _FinishTables(beam.DoFn):
         for kind, key, table in [*candidates, *rejected]:
             store.write(kind, key, table)
         passes = Passes(store, model, unit_result, row_sample=rows.frame(), content=content,
-                        reference=reference_block(self.plan, reference, partials, new_model))
+                        reference=reference_block(self.plan, reference, partials, new_model),
+                        own_model=new_model if reference is not None else None)
         fin = finish(self.plan, passes, [PCOLLECTION_SOURCE], {"runner": "ScanTables"})
         yield beam.pvalue.TaggedOutput("quarantined", fin.quarantine)
         yield beam.pvalue.TaggedOutput("rejected", conform(fin.rejected, rejected_schema(self.schema)))

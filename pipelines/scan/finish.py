@@ -292,6 +292,9 @@ class Passes:
     content: Any = None
     #: scoring against a reference scan: :func:`.reference.compare_to_reference`'s block
     reference: dict | None = None
+    #: with a reference, the model fitted to this scan's own rows (``model`` is the
+    #: reference's): what the rows read were like
+    own_model: Any = None
 
 
 #: the verdict of a scan that quarantined nothing once earlier decisions were carried
@@ -323,6 +326,8 @@ def finish(plan: ScanPlan, passes: Passes, inputs: Sequence[str], extra_settings
         summary["repeated_content"] = passes.content.to_dict()
     if passes.reference is not None:
         summary["reference"] = passes.reference
+    if passes.own_model is not None:
+        summary["vector_lengths_seen"] = {str(k): v for k, v in sorted(passes.own_model.rows_by_dim.items())}
     if plan.decisions is not None:
         summary["earlier_decisions"] = earlier = earlier_decisions_block(plan.decisions, counts)
         if not quarantine.num_rows and (earlier["rows_released_earlier"] or earlier["rows_rejected_confirmed"]):

@@ -537,7 +537,8 @@ def _feature_vectors(batch, kinds, checks, problems) -> dict:
             problems,
             (lengths > 0) & (lengths != checks.expected_dim),
             "wrong_length",
-            lambda i: f"features have length {lengths[i]}; the data set's vectors have "
+            lambda i: f"features have length {lengths[i]}; the "
+            f"{'reference scan' if checks.reference_classes is not None else 'data set'}'s vectors have "
             f"length {checks.expected_dim}",
         )
     ok = np.zeros(n, dtype=bool)

@@ -41,8 +41,12 @@ def summarize(
     cfg = plan.cfg
     rows_q = quarantine.num_rows
     valid = counts.read - counts.rejected
-    classes = _classes(model, counts, quarantine, cfg.min_class_rows)
+    # with a reference its verdicts judge these rows; a class of which this scan has no
+    # valid row is not one of this scan's poisoned classes
+    scored = not plan.reference or None
+    classes = _classes(model, counts, quarantine, cfg.min_class_rows, scored)
     _check_accounting(classes, counts, rows_q)
+    poisoned = [c["label"] for c in classes if c.get("poisoned")]
     ranking, near_miss = rank_classes(classes)
     return {
         "verdict": "poison found" if rows_q else (
@@ -52,7 +56,7 @@ def summarize(
         "rows_clean": valid - rows_q,
         "rows_quarantined": rows_q,
         "rows_rejected": counts.rejected,
-        "classes_poisoned": model.poisoned_classes,
+        "classes_poisoned": [c for c in model.poisoned_classes if c in poisoned],
         "budget": None,
         "rejected_by_reason": dict(sorted(counts.by_error.items())),
         "dimension": model.dim,
@@ -101,8 +105,11 @@ def budget_block(cfg: ScanConfig, cap: int | None, flagged: int, quarantined: in
     }
 
 
-def _classes(model: ScanModel, counts: Counts, quarantine: pa.Table, min_class_rows: int) -> list[dict]:
-    """One entry per class: its rows, and its verdicts or why it was not judged."""
+def _classes(model: ScanModel, counts: Counts, quarantine: pa.Table, min_class_rows: int,
+             scored: bool | None = True) -> list[dict]:
+    """One entry per class: its rows, and its verdicts or why it was not judged. With
+    ``scored`` None (scoring against a reference's model and verdicts), a class is
+    poisoned here only where this scan has valid rows of it."""
     q_labels = Counter(
         plain(v) for v in quarantine.column("label").to_pylist()
     ) if quarantine.num_rows else Counter()
@@ -122,7 +129,7 @@ def _classes(model: ScanModel, counts: Counts, quarantine: pa.Table, min_class_r
         if label in model.classes:
             cm = model.classes[label]
             entry["status"] = "scanned"
-            entry["poisoned"] = any(cm.active.values())
+            entry["poisoned"] = any(cm.active.values()) and bool(scored or v)
             entry["sample_rows"] = cm.sample_rows
             entry["verdicts"] = {
                 name: {**vd.to_dict(), "counted": bool(cm.active.get(name))}

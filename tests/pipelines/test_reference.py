@@ -106,6 +106,34 @@ def test_a_reference_that_cannot_serve_is_refused_in_one_line(tmp_path, capsys):
         scan_table(images, image_column="image", reference=str(tmp_path / "vectors"))
 
 
+def test_labels_or_widths_unlike_the_reference_s_are_refused_or_named(tmp_path, capsys):
+    table = day(3000, 1, poison=60)[0]
+    run_scan([_write(tmp_path, "d", table)], str(tmp_path / "ref"), CFG)
+    assert _summary(tmp_path / "ref")["classes_poisoned"] == [2]
+    # the same labels written as text: refused, not every row rejected as of an unknown class
+    text = table.set_column(1, "label", pa.array([str(v) for v in table["label"].to_pylist()]))
+    assert main(["scan", _write(tmp_path, "t", text), "--features-column", "features", "--out",
+                 str(tmp_path / "o"), "--reference", str(tmp_path / "ref"), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "its classes are labels written as integers (0, 1, 2, ...)" in err and "holds text" in err
+    # vectors of another width: rejected, naming the reference's width; the summary
+    # describes the rows read, and no class of the reference counts as judged here
+    narrow = table.set_column(2, "features", pa.array([v[:8] for v in table["features"].to_pylist()],
+                                                      pa.list_(pa.float32())))
+    run_scan([_write(tmp_path, "n", narrow)], str(tmp_path / "n"), CFG, reference=str(tmp_path / "ref"))
+    s = _summary(tmp_path / "n")
+    r = pq.read_table(tmp_path / "n" / "rejected.parquet")
+    assert s["rows_rejected"] == 3000 and "the reference scan's vectors have length 16" in r["error"][0].as_py()
+    assert s["vector_lengths_seen"] == {"8": 3000} and s["classes_poisoned"] == []
+    assert not any(c["poisoned"] for c in s["classes"])
+    # a fixed-size column declares its width: refused before anything runs
+    fixed = table.set_column(2, "features", pa.FixedSizeListArray.from_arrays(
+        pa.array(np.zeros(3000 * 8, np.float32)), 8))
+    assert main(["scan", _write(tmp_path, "f", fixed), "--features-column", "features", "--out",
+                 str(tmp_path / "f"), "--reference", str(tmp_path / "ref"), "-q"]) == 1
+    assert "its vectors have 16 numbers; these inputs' features column 'features' holds 8" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_raw_rows_are_represented_as_the_reference_was(tmp_path):
     """A table scanned with a trained proxy; the next day's rows go through the same
