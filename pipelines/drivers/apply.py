@@ -21,6 +21,7 @@ from poisonscan.pipelines.io.outputs import (
     PartWriter,
     join,
     open_read,
+    open_read_parquet,
     write_parquet,
 )
 from poisonscan.pipelines.io.sources import (
@@ -124,7 +125,7 @@ def _read_parquet(path: str, columns: list[str]) -> pa.Table:
     """``columns`` of a scan's list; ``content`` only where it has one (a list written
     before content fingerprints were)."""
     try:
-        with open_read(path) as f:
+        with open_read_parquet(path) as f:
             names = pq.read_schema(f).names
             f.seek(0)
             return pq.read_table(f, columns=[c for c in columns if c in names or c != "content"])

@@ -76,6 +76,18 @@ def open_read(path: str):
     return FileSystems.open(path)
 
 
+def open_read_parquet(path: str):
+    """A file to read Parquet from: pyarrow's own for a local path, else Beam's.
+
+    pyarrow reading Parquet through a Python file object (``open``) leaves read threads
+    that can outlive it: a process that exits soon after aborted ("terminate called
+    without an active exception", exit 134) in about a third of runs of a failing
+    ``poisonscan apply``; through pyarrow's file, never in 20."""
+    if _is_local(path):
+        return pa.OSFile(_local(path), "rb")
+    return open_read(path)
+
+
 def exists(path: str) -> bool:
     if _is_local(path):
         return os.path.exists(_local(path))
@@ -263,15 +275,15 @@ class FilePartStore(PartStore):
         return [p.replace("\\", "/").rsplit("/", 1)[-1][: -len(".parquet")] for p in paths]
 
     def read(self, kind: str, key: str) -> pa.Table:
-        with open_read(self._path(kind, key)) as f:
+        with open_read_parquet(self._path(kind, key)) as f:
             return pq.read_table(f)
 
     def schema(self, kind: str, key: str) -> pa.Schema:
-        with open_read(self._path(kind, key)) as f:
+        with open_read_parquet(self._path(kind, key)) as f:
             return pq.read_schema(f)
 
     def iter_tables(self, kind: str, key: str, batch_rows: int) -> Iterable[pa.Table]:
-        with open_read(self._path(kind, key)) as f:
+        with open_read_parquet(self._path(kind, key)) as f:
             pf = pq.ParquetFile(f)
             for batch in pf.iter_batches(batch_size=batch_rows):
                 yield pa.Table.from_batches([batch])

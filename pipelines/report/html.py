@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from poisonscan.pipelines.io.outputs import exists, join, json_safe, open_read, open_write
+from poisonscan.pipelines.io.outputs import exists, join, json_safe, open_read, open_read_parquet, open_write
 from poisonscan.pipelines.report.charts import (
     balance_chart,
     fmt_class,
@@ -109,13 +109,13 @@ def load_outputs(folder: str, data_docs_pending: bool = False) -> ScanOutputs:
     try:
         with open_read(join(folder, REVIEW_DATA)) as f:
             review_data = json.loads(f.read())
-        with open_read(join(folder, "quarantine.parquet")) as f:
+        with open_read_parquet(join(folder, "quarantine.parquet")) as f:
             quarantine = pq.read_table(f)
-        with open_read(join(folder, "rejected.parquet")) as f:
+        with open_read_parquet(join(folder, "rejected.parquet")) as f:
             pf = pq.ParquetFile(f)
             rejected_rows = pf.metadata.num_rows
             rejected = _head(pf, REJECTED_MAX)
-        with open_read(join(folder, REVIEW_TABLE)) as f:
+        with open_read_parquet(join(folder, REVIEW_TABLE)) as f:
             review = pq.read_table(f)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise ReportError(f"{folder}: the scan's outputs cannot be read ({' '.join(str(exc).split())[:200]})") from None
@@ -125,7 +125,7 @@ def load_outputs(folder: str, data_docs_pending: bool = False) -> ScanOutputs:
     decisions = None
     if exists(join(folder, DECISIONS_FILE)):
         try:
-            with open_read(join(folder, DECISIONS_FILE)) as f:
+            with open_read_parquet(join(folder, DECISIONS_FILE)) as f:
                 decisions = pq.read_table(f)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise ReportError(f"{join(folder, DECISIONS_FILE)} cannot be read ({' '.join(str(exc).split())[:200]})") from None

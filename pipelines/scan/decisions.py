@@ -257,13 +257,13 @@ def remembered_from(decisions: Any) -> Remembered | None:
 def read_remembered(path: str) -> Remembered:
     """The decisions of the decisions files ``path`` names (:func:`decisions_files`),
     latest first per row. Raises :class:`DecisionsError`."""
-    from poisonscan.pipelines.io.outputs import open_read
+    from poisonscan.pipelines.io.outputs import open_read_parquet
 
     files = decisions_files(path)
     rows = []
     for order, name in enumerate(files):
         try:
-            with open_read(name) as f:
+            with open_read_parquet(name) as f:
                 table = pq.read_table(f)
         except (OSError, pa.ArrowException) as exc:
             raise DecisionsError(f"{name}: cannot read it as Parquet: {str(exc).splitlines()[0]}") from None

@@ -217,3 +217,18 @@ def test_a_scan_does_not_overwrite_a_folder_holding_applied_decisions(tmp_path, 
     assert main(["scan", str(tmp_path / "rows.parquet"), "--features-column", "features", "--out",
                  str(tmp_path / "next"), "--decisions", str(out), "--no-data-docs", "-q"]) in (0, 4)
     assert json.loads((tmp_path / "next" / "summary.json").read_text())["rows_rejected"] >= 1
+
+
+def test_reading_a_scan_s_parquet_then_exiting_does_not_abort(tmp_path):
+    # pyarrow reading Parquet through a Python file object left read threads that could
+    # outlive it: a process that then exited soon aborted (exit 134) in about a third of
+    # runs, so a failing apply's exit code 1 was sometimes 134
+    import subprocess
+    import sys
+
+    _, out = _scan(tmp_path)
+    probe = ("import sys; from poisonscan.pipelines.drivers.apply import _read_parquet; "
+             f"_read_parquet({str(out / 'quarantine.parquet')!r}, ['id', 'label', 'source_file', 'source_row']); "
+             "sys.exit(1)")
+    codes = [subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode for _ in range(8)]
+    assert codes == [1] * 8
