@@ -10,6 +10,7 @@ then moved into place; the scan's other outputs are left as they are.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 
 import numpy as np
@@ -28,6 +29,7 @@ from poisonscan.pipelines.io.sources import (
     SourceError,
     expand_sources,
     file_schema,
+    is_local,
     plan_units,
     read_unit,
     typed_files,
@@ -79,8 +81,12 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
     drop = _dropped(files, quarantine, rejected, released)
     held = _held(files, quarantine, released)
     schema = unified_schema([file_schema(f) for f in files])
+    _refuse_inputs_in_out(files, out_dir or scan_dir)
     out = OutputDir(out_dir or scan_dir)
-    out.prepare()
+    try:
+        out.prepare()
+    except OSError as exc:
+        raise ApplyError(f"cannot write to {out_dir or scan_dir}: {exc.strerror or exc}") from None
     try:
         rows = _write_clean(files, drop, schema, out.staged("clean.parquet"), held, id_column,
                             quarantine.column("id").type)
@@ -106,6 +112,22 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
         "reviewers": sorted({d.reviewer for d in decisions if d.reviewer}),
         "out": out.path,
     }
+
+
+def _refuse_inputs_in_out(files, out_dir: str) -> None:
+    """The final split written beside the inputs would be read as more input by the
+    next scan of the same files (``data/*.parquet``): refused, as a scan refuses it."""
+    if not is_local(out_dir):
+        return
+    out = os.path.realpath(out_dir.removeprefix("file://"))
+    inside = [f.path for f in files if is_local(f.path)
+              and os.path.dirname(os.path.realpath(f.path.removeprefix("file://"))) == out]
+    if inside:
+        raise ApplyError(
+            f"--out {out_dir} holds input files ({os.path.basename(inside[0])}"
+            f"{f' and {len(inside) - 1} more' if len(inside) > 1 else ''}): a later scan of the same files "
+            "would read the final clean split as more data; write to another folder"
+        )
 
 
 def _read_json(path: str) -> dict:

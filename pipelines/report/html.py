@@ -84,6 +84,10 @@ def _is_local_file(path: str) -> bool:
     return "://" not in path and os.path.isfile(path)
 
 
+#: What every summary.json of a finished scan holds (the report reads them all)
+_SUMMARY_KEYS = ("verdict", "rows_read", "rows_clean", "rows_quarantined", "rows_rejected", "classes", "inputs")
+
+
 def load_outputs(folder: str, data_docs_pending: bool = False) -> ScanOutputs:
     """Read what the report needs from an output directory (or a run's staging folder).
 
@@ -99,7 +103,7 @@ def load_outputs(folder: str, data_docs_pending: bool = False) -> ScanOutputs:
         raise ReportError(f"{folder} holds no summary.json: not the output of a finished scan") from None
     except (OSError, ValueError) as exc:
         raise ReportError(f"{join(folder, 'summary.json')} cannot be read: {' '.join(str(exc).split())[:200]}") from None
-    if not isinstance(summary, dict):
+    if not isinstance(summary, dict) or not all(k in summary for k in _SUMMARY_KEYS):
         raise ReportError(f"{join(folder, 'summary.json')} is not a poisonscan summary")
     missing = [n for n in ("quarantine.parquet", "rejected.parquet", REVIEW_TABLE, REVIEW_DATA) if not exists(join(folder, n))]
     if missing:
@@ -109,6 +113,8 @@ def load_outputs(folder: str, data_docs_pending: bool = False) -> ScanOutputs:
     try:
         with open_read(join(folder, REVIEW_DATA)) as f:
             review_data = json.loads(f.read())
+        if not isinstance(review_data, dict):
+            raise ValueError(f"{REVIEW_DATA} holds no review data")
         with open_read_parquet(join(folder, "quarantine.parquet")) as f:
             quarantine = pq.read_table(f)
         with open_read_parquet(join(folder, "rejected.parquet")) as f:
@@ -151,10 +157,17 @@ def write_report(folder: str, target: str | None = None, data_docs_pending: bool
     page = render(load_outputs(folder, data_docs_pending))
     target = target or join(folder, REPORT_FILE)
     if "://" not in target:
+        if os.path.isdir(target):
+            raise ReportError(f"--out {target} is a folder; give the file to write the page to")
         tmp = f"{target}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(page)
+            os.replace(tmp, target)
+        except OSError as exc:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise ReportError(f"cannot write {target}: {exc.strerror or exc}") from None
     else:
         with open_write(target) as f:
             f.write(page.encode("utf-8"))

@@ -232,3 +232,19 @@ def test_reading_a_scan_s_parquet_then_exiting_does_not_abort(tmp_path):
              "sys.exit(1)")
     codes = [subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode for _ in range(8)]
     assert codes == [1] * 8
+
+
+def test_apply_refuses_an_output_it_cannot_or_should_not_write_in_one_line(tmp_path, capsys):
+    _, out = _scan(tmp_path)
+    q = pq.read_table(out / "quarantine.parquet")["id"].to_pylist()
+    fp = scan_fingerprint(json.loads((out / "summary.json").read_text()), pq.read_table(out / "quarantine.parquet"))
+    path = tmp_path / "d.csv"
+    path.write_text(f"id,label,score,decision,reviewer,time,note,scan\n{q[0]},0,1.0,released,,,,{fp}\n")
+    (tmp_path / "afile").write_text("")
+    capsys.readouterr()
+    for target, words in ((tmp_path / "afile", "exists and is not a directory"),
+                          (tmp_path, "holds input files (rows.parquet)")):  # the inputs' own folder
+        assert main(["apply", str(out), "--decisions", str(path), "--out", str(target), "-q"]) == 1
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "clean.parquet").exists()

@@ -257,8 +257,29 @@ def test_report_of_a_folder_that_is_not_a_scan_is_a_clear_error(tmp_path, capsys
     assert "holds no summary.json" in capsys.readouterr().err
     (tmp_path / "summary.json").write_text("{}")
     assert main(["report", str(tmp_path)]) == 1
+    assert "summary.json is not a poisonscan summary" in capsys.readouterr().err
+    summary = {k: 0 for k in ("verdict", "rows_read", "rows_clean", "rows_quarantined", "rows_rejected")}
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "classes": [], "inputs": []}))
+    assert main(["report", str(tmp_path)]) == 1
     assert "lacks quarantine.parquet" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    pq.write_table(pa.table({"id": np.arange(300), "label": np.arange(300) % 2, "f": list(X)}), tmp_path / "d.parquet")
+    out = tmp_path / "o"
+    assert main(["scan", str(tmp_path / "d.parquet"), "--out", str(out), "--features-column", "f", "--no-report",
+                 "--no-data-docs", "-q"]) == 0
+    capsys.readouterr()
+    for target, words in ((tmp_path / "nowhere" / "r.html", "cannot write"), (tmp_path, "is a folder")):
+        assert main(["report", str(out), "--out", str(target)]) == 1
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and err.count("\n") == 1
+    (out / "review.json").write_text("[1]")
+    assert main(["report", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "review.json holds no review data" in err and "Traceback" not in err
 
 
 def test_no_report_flag(tmp_path):
