@@ -103,6 +103,9 @@ def read_decisions(text: str, where: str, quarantine: pa.Table, fingerprint: str
             i = at.get(name)
             return row[i] if i is not None and i < len(row) else ""
 
+        if len(row) < len(header):
+            raise DecisionsError(f"{where} line {line}: {len(row)} fields where the header names {len(header)} "
+                                 "(a line cut short; download the decisions again from the report)")
         scan = cell("scan").strip()
         if scan != fingerprint:
             raise DecisionsError(f"{where} line {line}: decisions for scan {scan or '(none)'}, "

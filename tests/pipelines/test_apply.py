@@ -178,6 +178,8 @@ def test_decisions_that_do_not_fit_the_scan_are_refused_in_one_line(tmp_path, ca
     assert rc == 1 and "decided twice" in err
     rc, err = attempt([f"{q[0]},0,1.0,released"], header="id,label,score,decision")
     assert rc == 1 and "no scan column" in err
+    rc, err = attempt([f"{q[0]},0,1.0,released,,,,{fp}", f"{q[1]},0,1.0,rel"])
+    assert rc == 1 and "line 3: 4 fields where the header names 8 (a line cut short" in err
     # the inputs changed since the scan: refused, nothing written. Reordered rows keep
     # the count, and would put the confirmed rows into the clean split
     src = tmp_path / "rows.parquet"
