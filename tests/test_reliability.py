@@ -77,7 +77,7 @@ def test_formula_like_ids_are_text_in_quarantine_csv_and_decisions_csv(tmp_path,
     from .conftest import planted
 
     X, y, poison = planted()
-    starts = ["=1+", "+", "-", "@SUM(", "\t=", "\r="]
+    starts = ["=1+", "+", "-", "@SUM(", "\t=", "\r=", "'=", "'x"]  # a leading ' is doubled: '=1 is not =1
     ids = [f"r{i}" for i in range(len(y))]
     for k, i in enumerate(poison):
         ids[i] = f"{starts[k % len(starts)]}{i}"
@@ -95,6 +95,12 @@ def test_formula_like_ids_are_text_in_quarantine_csv_and_decisions_csv(tmp_path,
         decided = [r["id"] for r in csv.DictReader(f)]
     assert sorted(decided) == sorted("'" + i for i in quarantined)
     assert page.problems == []
+    # and read back as the ids they stand for, '=1 and =1 apart
+    from poisonscan.pipelines.scan.decisions import _id
+
+    known = set(quarantined) | {"=5", "'=5"}
+    assert all(_id("'" + i, known) == i for i in quarantined)
+    assert _id("'=5", known) == "=5" and _id("''=5", known) == "'=5" and _id("'plain", {"'plain"}) == "'plain"
 
 
 # 2. large finite values: rejected with a reason, the scan finishes ---------------------

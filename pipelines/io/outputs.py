@@ -181,8 +181,10 @@ def _json_default(value):
 
 #: a text cell starting with one of these is a formula to a spreadsheet (=1+1, @SUM, a
 #: tab or carriage return before one): it is written with a leading ' (OWASP's
-#: advice for CSV injection), which spreadsheets show as text
-FORMULA_START = "^[=+\\-@\t\r]"
+#: advice for CSV injection), which spreadsheets show as text. A cell that starts with
+#: ' itself gets one more, so that the file alone tells '=1 from =1 (one ' is dropped
+#: from a cell that starts with ' and then one of these)
+FORMULA_START = "^[=+\\-@\t\r']"
 
 
 def csv_safe(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:

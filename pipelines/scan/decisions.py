@@ -42,8 +42,9 @@ DECISIONS = ("confirmed", "released", "pending")
 #: what ``poisonscan apply`` writes beside the final clean split
 DECISIONS_FILE = "decisions.parquet"
 
-#: a spreadsheet formula's first characters; the page writes such a field after a "'"
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+#: a spreadsheet formula's first characters, and "'": the page writes a field that
+#: starts with one of them after a "'"
+_FORMULA = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
 class DecisionsError(ValueError):
@@ -126,11 +127,11 @@ def read_decisions(text: str, where: str, quarantine: pa.Table, fingerprint: str
 
 def _id(value: str, known: set) -> str | None:
     """The quarantined id a CSV field stands for (undoing the page's "'" before a
-    formula-like value), or None."""
-    if value in known:
-        return value
-    if value.startswith("'") and value[1:].startswith(_FORMULA) and value[1:] in known:
-        return value[1:]
+    formula-like value), or None. A field as a version before "'" was doubled wrote
+    it (an id "'x" as itself) is found as it stands."""
+    for v in (_text(value), value):
+        if v in known:
+            return v
     return None
 
 

@@ -152,7 +152,8 @@
 
   function csvField(v) {
     var s = v === null || v === undefined ? "" : String(v);
-    if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;  // a formula to a spreadsheet: shown as text
+    // a formula to a spreadsheet: shown as text; a leading ' doubled, so '=1 and =1 differ
+    if (typeof v === "string" && /^[=+\-@\t\r']/.test(s)) s = "'" + s;
     return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   }
   function download() {
