@@ -103,16 +103,26 @@ class BatchValidator:
         return out
 
 
-def _check_ran(e: Expectation, r) -> None:
-    """Raise where GX could not evaluate the expectation. GX reports that in
-    ``exception_info``, either flat (``raised_exception``, ``exception_message``) or,
-    where a metric could not be resolved (a missing column), one such dict per metric
-    keyed by the metric's id, with an empty result that reads as a success."""
+def _not_ran(r) -> str | None:
+    """Why GX could not evaluate an expectation (its message on one line), or None.
+    GX reports that in ``exception_info``, either flat (``raised_exception``,
+    ``exception_message``) or, where a metric could not be resolved (a missing column),
+    one such dict per metric keyed by the metric's id, with an empty result that reads
+    as a success."""
     info = r.exception_info or {}
     found = [info] + [v for v in info.values() if isinstance(v, dict)]
     for part in found:
         if part.get("raised_exception"):
-            raise RuntimeError(f"expectation {e.name} could not be evaluated: {part.get('exception_message')}")
+            return " ".join(str(part.get("exception_message")).split())[:300]
+    return None
+
+
+def _check_ran(e: Expectation, r) -> None:
+    """Raise where GX could not evaluate a row expectation: its rows would be neither
+    kept nor rejected by it."""
+    problem = _not_ran(r)
+    if problem is not None:
+        raise RuntimeError(f"expectation {e.name} could not be evaluated: {problem}")
 
 
 def _in_order(expectations: Sequence[Expectation], results) -> list:
@@ -137,7 +147,10 @@ def validate_frame(expectations: Sequence[Expectation], df) -> list[dict]:
     result = BatchValidator(expectations).validate(df)
     out = []
     for e, r in zip(expectations, _in_order(expectations, result.results)):
-        _check_ran(e, r)
+        problem = _not_ran(r)
+        if problem is not None:  # not met: what GX could not evaluate is a failure
+            out.append({"success": False, "result": {"exception": f"could not be evaluated: {problem}"}})
+            continue
         out.append({"success": bool(r.success), "result": _plain(dict(r.result))})
     return out
 

@@ -15,6 +15,7 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from poisonscan.pipelines.io.outputs import (
@@ -205,8 +206,10 @@ def _check_ids(batch: pa.RecordBatch, positions: np.ndarray, keep: np.ndarray, h
                 f"the inputs changed since the scan: row {row} of {path} has id {ids[j]!r}, where the scan "
                 f"quarantined id {want!r} (reordered or rewritten inputs; scan them again)"
             )
-    for j in np.flatnonzero(keep):
-        if ids[j] is not None and str(ids[j]) in held[None]:
+    if held[None]:
+        text = pc.cast(pa.array(ids, id_type), pa.string())
+        again = pc.fill_null(pc.is_in(text, value_set=pa.array(sorted(held[None]), pa.string())), False)
+        for j in np.flatnonzero(keep & again.to_numpy(zero_copy_only=False)):
             raise ApplyError(
                 f"the inputs changed since the scan: row {int(positions[j])} of {path} has id {ids[j]!r}, which "
                 "the scan quarantined elsewhere (reordered or rewritten inputs; scan them again)"

@@ -44,6 +44,7 @@ from poisonscan.pipelines.scan.state import (
     PROXY_FILE,
     ScanState,
     StateError,
+    check_reference_keys,
     check_reference_state,
     read_state,
     scan_state,
@@ -186,6 +187,7 @@ def _reference(reference: Any, plan) -> tuple:
     else:
         state, where = read_state(str(reference), open_read), str(reference)
     check_reference_state(state, plan.kinds.input.kind, plan.raw, plan.cfg.model is not None, where)
+    check_reference_keys(state, plan.kinds, plan.cfg.label_column, where)
     if plan.raw:
         rep = state.representer
         if rep.proxy is not None and rep.proxy.state_dict is None:

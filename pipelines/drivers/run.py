@@ -15,7 +15,6 @@ from importlib import metadata
 from typing import Sequence
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from poisonscan.expectations.docs_worker import DataDocsWorker
@@ -56,6 +55,7 @@ from poisonscan.pipelines.scan.representer import fit_representer
 from poisonscan.pipelines.scan.state import (
     PROXY_FILE,
     StateError,
+    check_reference_keys,
     check_reference_state,
     read_state,
 )
@@ -284,34 +284,12 @@ def check_reference(plan: ScanPlan, folder: str) -> str:
         raise SourceError(f"--reference {exc}") from None
     try:
         check_reference_state(state, plan.kinds.input.kind, plan.raw, plan.cfg.model is not None, folder)
+        check_reference_keys(state, plan.kinds, plan.cfg.label_column, folder)
     except StateError as exc:
         raise SourceError(f"--reference {exc}") from None
     if plan.raw and state.representer.proxy is not None and not exists(join(folder, PROXY_FILE)):
         raise SourceError(f"--reference {folder}: no {PROXY_FILE} (the proxy's weights) beside its state")
-    _check_reference_keys(state, plan, folder)
     return folder
-
-
-def _check_reference_keys(state, plan: ScanPlan, folder: str) -> None:
-    """The reference's classes are labels of the kind these inputs hold (integers or
-    text: ``3`` and ``"3"`` are different classes to its model, so every row would be
-    rejected as of a class it never scanned), and its vectors have the width that a
-    fixed-size features column of these inputs declares."""
-    labels = list(state.model.classes)
-    want_int = pa.types.is_integer(plan.kinds.label_type)
-    if labels and all(isinstance(v, str) for v in labels) == want_int:
-        theirs, ours = ("integers", "text") if not want_int else ("text", "integers")
-        raise SourceError(
-            f"--reference {folder}: its classes are labels written as {theirs} ({', '.join(map(repr, labels[:3]))}"
-            f"{', ...' if len(labels) > 3 else ''}); these inputs' label column {plan.cfg.label_column!r} holds "
-            f"{ours}: write the labels as the reference's inputs did"
-        )
-    fixed = plan.kinds.fixed_dim if plan.kinds.input.kind == "features" else None
-    if fixed is not None and state.dim is not None and int(fixed) != int(state.dim):
-        raise SourceError(
-            f"--reference {folder}: its vectors have {state.dim} numbers; these inputs' features column "
-            f"{plan.kinds.input.columns[0]!r} holds {fixed}"
-        )
 
 
 def load_decisions(decisions) -> Remembered:

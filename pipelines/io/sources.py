@@ -187,11 +187,14 @@ def blank(path: str) -> bool:
     """Whether a CSV or JSONL file holds nothing but white space (decompressed): an
     empty shard, which pyarrow refuses ("Empty CSV file", "Empty JSON stream"), is a
     file of no rows. Reads up to the first byte that is not white space."""
+    first = True
     with open_binary(path) as stream:
         while True:
             chunk = stream.read(1 << 16)
             if not chunk:
                 return True
+            if first:  # a byte-order mark alone is no content either
+                chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
             if chunk.strip():
                 return False
 

@@ -104,9 +104,9 @@ def read_decisions(text: str, where: str, quarantine: pa.Table, fingerprint: str
             i = at.get(name)
             return row[i] if i is not None and i < len(row) else ""
 
-        if len(row) < len(header):
-            raise DecisionsError(f"{where} line {line}: {len(row)} fields where the header names {len(header)} "
-                                 "(a line cut short; download the decisions again from the report)")
+        if at["scan"] >= len(row):  # the page writes the scan last: a line that ends early lost it
+            raise DecisionsError(f"{where} line {line}: {len(row)} fields where the header names {len(header)}, "
+                                 "and no scan (a line cut short; download the decisions again from the report)")
         scan = cell("scan").strip()
         if scan != fingerprint:
             raise DecisionsError(f"{where} line {line}: decisions for scan {scan or '(none)'}, "
@@ -120,8 +120,8 @@ def read_decisions(text: str, where: str, quarantine: pa.Table, fingerprint: str
         if row_id in seen:
             raise DecisionsError(f"{where} line {line}: id {row_id!r} is decided twice (line {seen[row_id]} too)")
         seen[row_id] = line
-        out.append(Decision(row_id, _text(cell("label")), decision, cell("reviewer").strip(),
-                            cell("time").strip(), cell("note")))
+        out.append(Decision(row_id, _text(cell("label")), decision, _text(cell("reviewer").strip()),
+                            cell("time").strip(), _text(cell("note"))))
     return out
 
 

@@ -318,7 +318,7 @@ def finish(plan: ScanPlan, passes: Passes, inputs: Sequence[str], extra_settings
     )
     quarantine, trimmed, quarantined = build_quarantine(plan, candidates, selected, model, detectors)
     rejected = rejected_table(passes.store, plan.kinds, cfg, plan.expectations)
-    summary = summarize(plan, model, counts, quarantine, detectors, inputs)
+    summary = summarize(plan, model, counts, quarantine, detectors, inputs, reference=passes.own_model is not None)
     summary["budget"] = budget_block(cfg, cap, len(unit_result.flagged_positions), quarantine.num_rows)
     if extra_settings:
         summary["settings"].update(extra_settings)

@@ -160,15 +160,18 @@ def _plan(files, schemas, cfg: ScanConfig, units: tuple) -> ScanPlan:
 
 
 def _check_user_columns(files, schemas, suite, suite_path) -> None:
-    """Every column the user's suite names is in every file (of any columns): an
-    expectation about a column the data do not have cannot pass or fail (a name
+    """Every column a row expectation of the user's suite names is in every file (of
+    any columns): a row of a file without it can neither pass nor fail it (a name
     mistyped in a suite would otherwise only fail the run once its first batch is
-    validated, after the proxy was trained)."""
+    validated, after the proxy was trained). Aggregate expectations are judged on the
+    rows of all files: one about a column some file lacks, or one whose point is a
+    column's presence (``expect_column_to_exist``), is left to Great Expectations."""
     for f, schema in zip(files, schemas):
         if not len(schema):
             continue
         for e in suite:
-            missing = [c for c in named_columns(e) if c not in schema.names] if e.source == "user" else []
+            row = e.source == "user" and e.scope == "row"
+            missing = [c for c in named_columns(e) if c not in schema.names] if row else []
             if missing:
                 raise SuiteError(
                     f"{suite_path}: the expectation {e.name} names {', '.join(map(repr, missing))}, which "

@@ -169,6 +169,30 @@ def loads(data: bytes) -> ScanState:
     return state
 
 
+def check_reference_keys(state: ScanState, kinds, label_column: str, where: str) -> None:
+    """The reference's classes are labels of the kind these inputs hold (integers or
+    text: ``3`` and ``"3"`` are different classes to its model, so every row would be
+    rejected as of a class it never scanned), and its vectors have the width that a
+    fixed-size features column of these inputs declares (:class:`StateError`)."""
+    import pyarrow as pa
+
+    labels = list(state.model.classes)
+    want_int = pa.types.is_integer(kinds.label_type)
+    if labels and all(isinstance(v, str) for v in labels) == want_int:
+        theirs, ours = ("integers", "text") if not want_int else ("text", "integers")
+        raise StateError(
+            f"{where}: its classes are labels written as {theirs} ({', '.join(map(repr, labels[:3]))}"
+            f"{', ...' if len(labels) > 3 else ''}); these inputs' label column {label_column!r} holds "
+            f"{ours}: write the labels as the reference's inputs did"
+        )
+    fixed = kinds.fixed_dim if kinds.input.kind == "features" else None
+    if fixed is not None and state.dim is not None and int(fixed) != int(state.dim):
+        raise StateError(
+            f"{where}: its vectors have {state.dim} numbers; these inputs' features column "
+            f"{kinds.input.columns[0]!r} holds {fixed}"
+        )
+
+
 def check_reference_state(state: ScanState, kind: str, raw: bool, model_given: bool, where: str) -> None:
     """Refuse a reference state that cannot serve a scan of ``kind`` input: another input
     kind (:class:`StateError`), a raw input with ``--model`` (:class:`ConfigError`: the

@@ -34,16 +34,18 @@ def summarize(
     quarantine: pa.Table,
     detectors: Sequence[Detector],
     inputs: Sequence[str],
+    reference: bool = False,
 ) -> dict:
     """summary.json: counts that add up, per-class figures and verdicts, the classes
     ranked by their strongest evidence (:func:`.ranking.rank_classes`), settings. The
-    finish step adds the budget."""
+    finish step adds the budget. ``reference``: the rows were scored with a reference
+    scan's model and verdicts."""
     cfg = plan.cfg
     rows_q = quarantine.num_rows
     valid = counts.read - counts.rejected
     # with a reference its verdicts judge these rows; a class of which this scan has no
     # valid row is not one of this scan's poisoned classes
-    scored = not plan.reference or None
+    scored = not (reference or plan.reference) or None
     classes = _classes(model, counts, quarantine, cfg.min_class_rows, scored)
     _check_accounting(classes, counts, rows_q)
     poisoned = [c["label"] for c in classes if c.get("poisoned")]

@@ -179,7 +179,7 @@ def test_decisions_that_do_not_fit_the_scan_are_refused_in_one_line(tmp_path, ca
     rc, err = attempt([f"{q[0]},0,1.0,released"], header="id,label,score,decision")
     assert rc == 1 and "no scan column" in err
     rc, err = attempt([f"{q[0]},0,1.0,released,,,,{fp}", f"{q[1]},0,1.0,rel"])
-    assert rc == 1 and "line 3: 4 fields where the header names 8 (a line cut short" in err
+    assert rc == 1 and "line 3: 4 fields where the header names 8, and no scan (a line cut short" in err
     # the inputs changed since the scan: refused, nothing written. Reordered rows keep
     # the count, and would put the confirmed rows into the clean split
     src = tmp_path / "rows.parquet"
@@ -250,3 +250,19 @@ def test_apply_refuses_an_output_it_cannot_or_should_not_write_in_one_line(tmp_p
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "clean.parquet").exists()
+
+
+def test_a_reviewer_and_a_note_read_back_as_written_in_the_page():
+    # the page doubles a leading ' and prefixes formula-like fields; reading undoes it
+    # once, so a download -> apply -> report -> download cycle does not pile up quotes
+    from poisonscan.pipelines.scan.decisions import read_decisions
+
+    q = pa.table({"id": ["a", "b"], "label": ["0", "0"], "source_file": ["f", "f"], "source_row": [0, 1]})
+    text = ("id,label,score,decision,reviewer,time,note,scan\n"
+            "a,0,1.0,released,''Ada,,'=not a formula,fp\n"
+            "b,0,1.0,confirmed,Bo,,''tis a trigger,fp\n")
+    got = read_decisions(text, "d.csv", q, "fp")
+    assert [(d.reviewer, d.note) for d in got] == [("'Ada", "=not a formula"), ("Bo", "'tis a trigger")]
+    # optional fields left off a hand-written file, the scan kept: read
+    got = read_decisions("id,decision,scan,note\na,released,fp\n", "d.csv", q, "fp")
+    assert got[0].decision == "released" and got[0].note == ""

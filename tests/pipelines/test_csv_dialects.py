@@ -211,7 +211,7 @@ def test_empty_shards_are_files_of_no_rows(tmp_path, capsys):
     df.iloc[:300].to_csv(tmp_path / "part-0.csv", index=False)
     df.iloc[300:].to_csv(tmp_path / "part-1.csv", index=False)
     (tmp_path / "part-2.csv").write_bytes(b"")
-    (tmp_path / "part-3.csv").write_bytes(b"\n  \n")
+    (tmp_path / "part-3.csv").write_bytes(b"\xef\xbb\xbf\n  \n")  # a byte-order mark and blank lines
     whole = _scan(tmp_path / "part-[01].csv", tmp_path / "out_whole")
     sharded = _scan(tmp_path / "part-*.csv", tmp_path / "out_sharded")
     assert sharded["rows_read"] == whole["rows_read"] == 600

@@ -116,6 +116,8 @@ def test_labels_or_widths_unlike_the_reference_s_are_refused_or_named(tmp_path, 
                  str(tmp_path / "o"), "--reference", str(tmp_path / "ref"), "-q"]) == 1
     err = capsys.readouterr().err.strip()
     assert "its classes are labels written as integers (0, 1, 2, ...)" in err and "holds text" in err
+    with pytest.raises(Exception, match="its classes are labels written as integers"):
+        scan_table(text, CFG, reference=str(tmp_path / "ref"))  # in memory as well
     # vectors of another width: rejected, naming the reference's width; the summary
     # describes the rows read, and no class of the reference counts as judged here
     narrow = table.set_column(2, "features", pa.array([v[:8] for v in table["features"].to_pylist()],
@@ -126,6 +128,8 @@ def test_labels_or_widths_unlike_the_reference_s_are_refused_or_named(tmp_path, 
     assert s["rows_rejected"] == 3000 and "the reference scan's vectors have length 16" in r["error"][0].as_py()
     assert s["vector_lengths_seen"] == {"8": 3000} and s["classes_poisoned"] == []
     assert not any(c["poisoned"] for c in s["classes"])
+    mem = scan_table(narrow, CFG, reference=str(tmp_path / "ref")).summary
+    assert mem["classes_poisoned"] == [] and mem["vector_lengths_seen"] == {"8": 3000}
     # a fixed-size column declares its width: refused before anything runs
     fixed = table.set_column(2, "features", pa.FixedSizeListArray.from_arrays(
         pa.array(np.zeros(3000 * 8, np.float32)), 8))
