@@ -251,16 +251,22 @@ _MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u06
 _TOKEN = re.compile(rf"[{_UNSPACED}]|(?:(?![{_UNSPACED}])[^\W_]|[{_MARKS}'])+")
 #: The same on ASCII text (three times faster: most texts take this path)
 _ASCII_TOKEN = re.compile(r"[a-zA-Z0-9']+")
+#: What a word was before words of every script were read (encoders fitted then)
+_ASCII_WORD = re.compile(r"[a-z0-9']+")
 
 
 def _token(text: str) -> re.Pattern:
     return _ASCII_TOKEN if text.isascii() else _TOKEN
 
 
-def words_of(text: str) -> list[str]:
-    """The words of a text as the text encoder reads them, lower-cased."""
-    text = text.lower()
-    return _token(text).findall(text)
+def words_of(text: str, ascii_only: bool = False) -> list[str]:
+    """The words of a text as the text encoder reads them, each lower-cased (as
+    :func:`word_spans` reads them). ``ascii_only``: as encoders fitted before words of
+    every script were read (``[a-z0-9']+`` of the lower-cased text)."""
+    if ascii_only or text.isascii():
+        text = text.lower()
+        return _ASCII_WORD.findall(text) if ascii_only else _ASCII_TOKEN.findall(text)
+    return [w.lower() for w in _TOKEN.findall(text)]
 
 
 def word_spans(text: str) -> list[tuple[int, int, str]]:
@@ -268,8 +274,8 @@ def word_spans(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), m.group().lower()) for m in _token(text).finditer(text)]
 
 
-def ngrams(text: str, n: int = 2) -> list[str]:
-    words = words_of(text)
+def ngrams(text: str, n: int = 2, ascii_only: bool = False) -> list[str]:
+    words = words_of(text, ascii_only)
     out = list(words)
     for k in range(2, n + 1):
         out += [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
@@ -300,6 +306,12 @@ class TextEncoder:
     buckets: int = 1 << 18
     max_ngram: int = 2
     max_tokens: int = 256
+    #: words of a-z and digits only, as encoders fitted before words of every script
+    #: were read (a reference state saved then reads its rows as its proxy learned them)
+    ascii_only: bool = False
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"ascii_only": True, **state})
 
     def encode(self, col) -> Encoded:
         """Encode an Arrow array (or a list) of texts."""
@@ -309,7 +321,7 @@ class TextEncoder:
                 errors[i] = ("missing_text", "text is null")
                 continue
             try:
-                grams = ngrams(text_of(v), self.max_ngram)
+                grams = ngrams(text_of(v), self.max_ngram, self.ascii_only)
             except UnicodeDecodeError as exc:
                 errors[i] = ("bad_text", f"text is {undecodable_reason(exc)}")
                 continue

@@ -13,6 +13,7 @@ from poisonscan.pipelines.represent.encoders import (
     ImageEncoder,
     TabularEncoder,
     TextEncoder,
+    word_spans,
     words_of,
 )
 
@@ -153,6 +154,18 @@ def test_text_words_of_every_script():
     assert out.tokens[0] == sorted(["中", "文", "本", "中 文", "文 文", "文 本"])
     assert out.tokens[1] == sorted(["ελληνικά", "κείμενα", "ελληνικά κείμενα"])
     assert out.errors[2][0] == "empty_text"
+    # each word lower-cased on its own, as the report's highlighter reads it
+    assert words_of("ΟΔΟΣ.ΑΒ") == [w for _, _, w in word_spans("ΟΔΟΣ.ΑΒ")] == ["οδος", "αβ"]
+    # an encoder saved before (a reference's state) reads its rows as its proxy learned them
+    import pickle
+
+    state = TextEncoder(buckets=1024).__dict__.copy()
+    del state["ascii_only"]
+    assert pickle.loads(pickle.dumps(TextEncoder(buckets=1024))).ascii_only is False  # today's keep the field
+    old = TextEncoder.__new__(TextEncoder)
+    old.__setstate__(state)
+    assert old.ascii_only and old.encode(["Café Müller", "Ελληνικά"]).tokens == [sorted(["caf", "m", "ller", "caf m",
+                                                                                         "m ller"])]
 
 
 def test_tabular_encoding_standardises_one_hot_encodes_and_flags_missing():
