@@ -200,12 +200,18 @@ def test_decisions_that_do_not_fit_the_scan_are_refused_in_one_line(tmp_path, ca
     assert "summary.json not found" in capsys.readouterr().err
 
 
-def test_a_scan_does_not_overwrite_a_folder_holding_applied_decisions(tmp_path, capsys):
+def _scan_and_decide(tmp_path, decision: str, reviewer: str = ""):
+    """A scan, and a decisions file that decides its first quarantined row."""
     _, out = _scan(tmp_path)
     q = pq.read_table(out / "quarantine.parquet")["id"].to_pylist()
     fp = scan_fingerprint(json.loads((out / "summary.json").read_text()), pq.read_table(out / "quarantine.parquet"))
     path = tmp_path / "d.csv"
-    path.write_text(f"id,label,score,decision,reviewer,time,note,scan\n{q[0]},0,1.0,confirmed,Ada,,,{fp}\n")
+    path.write_text(f"id,label,score,decision,reviewer,time,note,scan\n{q[0]},0,1.0,{decision},{reviewer},,,{fp}\n")
+    return out, path
+
+
+def test_a_scan_does_not_overwrite_a_folder_holding_applied_decisions(tmp_path, capsys):
+    out, path = _scan_and_decide(tmp_path, "confirmed", "Ada")
     assert main(["apply", str(out), "--decisions", str(path), "-q"]) == 0
     record = (out / "decisions.parquet").read_bytes()
     capsys.readouterr()
@@ -237,11 +243,7 @@ def test_reading_a_scan_s_parquet_then_exiting_does_not_abort(tmp_path):
 
 
 def test_apply_refuses_an_output_it_cannot_or_should_not_write_in_one_line(tmp_path, capsys):
-    _, out = _scan(tmp_path)
-    q = pq.read_table(out / "quarantine.parquet")["id"].to_pylist()
-    fp = scan_fingerprint(json.loads((out / "summary.json").read_text()), pq.read_table(out / "quarantine.parquet"))
-    path = tmp_path / "d.csv"
-    path.write_text(f"id,label,score,decision,reviewer,time,note,scan\n{q[0]},0,1.0,released,,,,{fp}\n")
+    out, path = _scan_and_decide(tmp_path, "released")
     (tmp_path / "afile").write_text("")
     capsys.readouterr()
     for target, words in ((tmp_path / "afile", "exists and is not a directory"),

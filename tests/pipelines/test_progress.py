@@ -122,24 +122,22 @@ def test_proxy_training_shows_its_epochs(tmp_path):
     assert "sampling: 1,797 rows read" in run.stderr  # the sampling pipeline's metrics
 
 
-def test_proxy_training_log_is_not_a_line_per_epoch():
+def _training_log(epochs: int, interval: float) -> list[str]:
     from poisonscan.pipelines.represent.proxy import Progress
 
     stream = io.StringIO()
-    shown = Progress("training the image proxy", 3_000, stream=stream, mode="log", interval=3600.0)
-    for run in range(1, 31):
-        shown.epoch(run, 30, 1, 1)
+    shown = Progress("training the image proxy", 100 * epochs, stream=stream, mode="log", interval=interval)
+    for run in range(1, epochs + 1):
+        shown.epoch(run, epochs, 1, 1)
         shown.add(100)
     shown.close()
-    lines = stream.getvalue().splitlines()
+    return stream.getvalue().splitlines()
+
+
+def test_proxy_training_log_is_not_a_line_per_epoch():
+    lines = _training_log(30, 3600.0)
     # the first epoch and the last; the 28 between fell within the interval
     assert len(lines) == 2
     assert "epoch 1 (at most 30) done, 100/3,000 rows" in lines[0]
     assert "epoch 30 (at most 30) done, 3,000/3,000 rows" in lines[1]
-    stream = io.StringIO()
-    shown = Progress("training the image proxy", 300, stream=stream, mode="log", interval=0.0)
-    for run in range(1, 4):
-        shown.epoch(run, 3, 1, 1)
-        shown.add(100)
-    shown.close()
-    assert len(stream.getvalue().splitlines()) == 3  # no interval: every epoch
+    assert len(_training_log(3, 0.0)) == 3  # no interval: every epoch
