@@ -56,8 +56,7 @@ def plan(cfg, kinds, opener=open) -> ExpectationPlan:
         want_int = pa.types.is_integer(kinds.label_type)
         try:
             # a column of booleans holds the labels 0 and 1: true and false name them
-            labels = tuple(_BOOLEAN.get(str(v).lower(), v) if want_int else str(v) for v in cfg.labels)
-            labels = tuple(int(v) if want_int else v for v in labels)
+            labels = tuple(int(_BOOLEAN.get(str(v).lower(), v)) if want_int else str(v) for v in cfg.labels)
         except ValueError:
             raise SuiteError(f"the label column holds integers; --labels gave {list(cfg.labels)}") from None
     ctx = SuiteContext(

@@ -30,7 +30,7 @@ from poisonscan.pipelines.io.sources import (
     SourceError,
     expand_sources,
     file_schema,
-    is_local,
+    inputs_in_folder,
     plan_units,
     read_unit,
     typed_files,
@@ -118,11 +118,7 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
 def _refuse_inputs_in_out(files, out_dir: str) -> None:
     """The final split written beside the inputs would be read as more input by the
     next scan of the same files (``data/*.parquet``): refused, as a scan refuses it."""
-    if not is_local(out_dir):
-        return
-    out = os.path.realpath(out_dir.removeprefix("file://"))
-    inside = [f.path for f in files if is_local(f.path)
-              and os.path.dirname(os.path.realpath(f.path.removeprefix("file://"))) == out]
+    inside = inputs_in_folder([f.path for f in files], out_dir)
     if inside:
         raise ApplyError(
             f"--out {out_dir} holds input files ({os.path.basename(inside[0])}"
@@ -198,7 +194,8 @@ def _check_ids(batch: pa.RecordBatch, positions: np.ndarray, keep: np.ndarray, h
         return
     if id_column not in batch.schema.names:
         raise ApplyError(f"the inputs changed since the scan: {path} has no id column {id_column!r}")
-    ids = normalize_key(batch.column(id_column), id_type).to_pylist()
+    keys = normalize_key(batch.column(id_column), id_type)
+    ids = keys.to_pylist()
     for j in np.flatnonzero(np.isin(positions, np.fromiter(at, np.int64, len(at)))):
         row, want = int(positions[j]), at[int(positions[j])]
         if str(ids[j]) != want:
@@ -207,7 +204,7 @@ def _check_ids(batch: pa.RecordBatch, positions: np.ndarray, keep: np.ndarray, h
                 f"quarantined id {want!r} (reordered or rewritten inputs; scan them again)"
             )
     if held[None]:
-        text = pc.cast(pa.array(ids, id_type), pa.string())
+        text = pc.cast(keys, pa.string())
         again = pc.fill_null(pc.is_in(text, value_set=pa.array(sorted(held[None]), pa.string())), False)
         for j in np.flatnonzero(keep & again.to_numpy(zero_copy_only=False)):
             raise ApplyError(

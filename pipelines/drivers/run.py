@@ -41,7 +41,7 @@ from poisonscan.pipelines.io.outputs import (
     open_write,
     write_json,
 )
-from poisonscan.pipelines.io.sources import SourceError, is_local, read_unit
+from poisonscan.pipelines.io.sources import SourceError, inputs_in_folder, is_local, read_unit
 from poisonscan.pipelines.report.html import write_report
 from poisonscan.pipelines.scan.decisions import (
     DECISIONS_FILE,
@@ -320,13 +320,7 @@ def _refuse_inputs_in_out(plan: ScanPlan, out_dir: str) -> None:
     """An output folder that holds input files (beside them, the scan's
     quarantine.parquet, rejected.parquet...) would be read by the next run with the same
     pattern: refused. Inputs in a subfolder (the demo's ``out/data/``) are fine."""
-    if not is_local(out_dir):
-        return
-    out = os.path.realpath(out_dir.removeprefix("file://"))
-    inside = [
-        p for p in plan.file_paths.values()
-        if is_local(p) and os.path.dirname(os.path.realpath(p.removeprefix("file://"))) == out
-    ]
+    inside = inputs_in_folder(plan.file_paths.values(), out_dir)
     if inside:
         raise SourceError(
             f"--out {out_dir} holds input files ({os.path.basename(inside[0])}"

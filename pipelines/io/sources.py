@@ -81,7 +81,7 @@ class SourceFile:
     #: a CSV file's separator and decimal point, told from the file (:func:`typed_files`)
     dialect: CsvDialect = CsvDialect()
     #: a CSV or JSONL file of nothing but white space: no rows, no columns (an empty
-    #: shard of a sharded export), read as such (:func:`blank`)
+    #: shard of a sharded export), read as such (:func:`_blank`)
     blank: bool = False
 
 
@@ -183,20 +183,35 @@ def open_binary(path: str):
         raise SourceError(f"cannot open {path}: {_one_line(exc)}") from None
 
 
-def blank(path: str) -> bool:
-    """Whether a CSV or JSONL file holds nothing but white space (decompressed): an
-    empty shard, which pyarrow refuses ("Empty CSV file", "Empty JSON stream"), is a
-    file of no rows. Reads up to the first byte that is not white space."""
+def _blank(path: str, fmt: str) -> bool:
+    """Whether a CSV or JSONL file holds nothing but white space (decompressed; a
+    byte-order mark alone is no content either): an empty shard, which pyarrow refuses
+    ("Empty CSV file", "Empty JSON stream"), is a file of no rows. Reads up to the first
+    byte that is not white space."""
     first = True
-    with open_binary(path) as stream:
-        while True:
-            chunk = stream.read(1 << 16)
-            if not chunk:
-                return True
-            if first:  # a byte-order mark alone is no content either
-                chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
-            if chunk.strip():
-                return False
+    try:
+        with open_binary(path) as stream:
+            while True:
+                chunk = stream.read(1 << 16)
+                if not chunk:
+                    return True
+                if first:
+                    chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
+                if chunk.strip():
+                    return False
+    except SourceError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
+        raise SourceError(f"cannot read {path} as {_AS[fmt]}: {_one_line(exc)}") from None
+
+
+def inputs_in_folder(paths, folder: str) -> list[str]:
+    """The local input files that lie directly in ``folder``: outputs written there
+    would be read as more input by the next scan of the same pattern (``data/*``)."""
+    if not is_local(folder):
+        return []
+    out = os.path.realpath(folder.removeprefix("file://"))
+    return [p for p in paths if is_local(p) and os.path.dirname(os.path.realpath(p.removeprefix("file://"))) == out]
 
 
 #: Parquet reads stream through a buffer of this size. (pyarrow's default pre-buffers
@@ -384,15 +399,6 @@ def typed_files(files: Sequence[SourceFile], as_written: Sequence[str] = ()) -> 
                 raise SourceError(f"cannot read {src.path} as {_AS[src.format]}: {_one_line(exc)}") from None
         out.append(dataclasses.replace(src, text_columns=text))
     return out
-
-
-def _blank(path: str, fmt: str) -> bool:
-    try:
-        return blank(path)
-    except SourceError:
-        raise
-    except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
-        raise SourceError(f"cannot read {path} as {_AS[fmt]}: {_one_line(exc)}") from None
 
 
 def _dialect_of(path: str) -> CsvDialect:

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -35,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from poisonscan.pipelines.io.lines import csv_dialect
+from poisonscan.pipelines.io.outputs import FORMULA_START
 from poisonscan.pipelines.scan.values import plain
 
 DECISIONS = ("confirmed", "released", "pending")
@@ -42,9 +44,9 @@ DECISIONS = ("confirmed", "released", "pending")
 #: what ``poisonscan apply`` writes beside the final clean split
 DECISIONS_FILE = "decisions.parquet"
 
-#: a spreadsheet formula's first characters, and "'": the page writes a field that
-#: starts with one of them after a "'"
-_FORMULA = ("=", "+", "-", "@", "\t", "\r", "'")
+#: a field the page (and quarantine.csv) wrote after a "'": one that starts with a
+#: spreadsheet formula's first character or with "'" (:data:`..io.outputs.FORMULA_START`)
+_FORMULA = re.compile(FORMULA_START)
 
 
 class DecisionsError(ValueError):
@@ -136,7 +138,7 @@ def _id(value: str, known: set) -> str | None:
 
 
 def _text(value: str) -> str:
-    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA) else value
+    return value[1:] if value.startswith("'") and _FORMULA.match(value[1:]) else value
 
 
 def released_ids(decisions: list[Decision]) -> set[str]:

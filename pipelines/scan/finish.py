@@ -318,7 +318,7 @@ def finish(plan: ScanPlan, passes: Passes, inputs: Sequence[str], extra_settings
     )
     quarantine, trimmed, quarantined = build_quarantine(plan, candidates, selected, model, detectors)
     rejected = rejected_table(passes.store, plan.kinds, cfg, plan.expectations)
-    summary = summarize(plan, model, counts, quarantine, detectors, inputs, reference=passes.own_model is not None)
+    summary = summarize(plan, model, counts, quarantine, detectors, inputs, passes.own_model)
     summary["budget"] = budget_block(cfg, cap, len(unit_result.flagged_positions), quarantine.num_rows)
     if extra_settings:
         summary["settings"].update(extra_settings)
@@ -326,8 +326,6 @@ def finish(plan: ScanPlan, passes: Passes, inputs: Sequence[str], extra_settings
         summary["repeated_content"] = passes.content.to_dict()
     if passes.reference is not None:
         summary["reference"] = passes.reference
-    if passes.own_model is not None:
-        summary["vector_lengths_seen"] = {str(k): v for k, v in sorted(passes.own_model.rows_by_dim.items())}
     if plan.decisions is not None:
         summary["earlier_decisions"] = earlier = earlier_decisions_block(plan.decisions, counts)
         if not quarantine.num_rows and (earlier["rows_released_earlier"] or earlier["rows_rejected_confirmed"]):

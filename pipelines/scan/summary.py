@@ -34,21 +34,17 @@ def summarize(
     quarantine: pa.Table,
     detectors: Sequence[Detector],
     inputs: Sequence[str],
-    reference: bool = False,
+    own_model: ScanModel | None = None,
 ) -> dict:
     """summary.json: counts that add up, per-class figures and verdicts, the classes
     ranked by their strongest evidence (:func:`.ranking.rank_classes`), settings. The
-    finish step adds the budget. ``reference``: the rows were scored with a reference
-    scan's model and verdicts."""
+    finish step adds the budget. ``own_model``: the rows were scored with a reference
+    scan's ``model`` and verdicts, and this is the model of the rows read."""
     cfg = plan.cfg
     rows_q = quarantine.num_rows
     valid = counts.read - counts.rejected
-    # with a reference its verdicts judge these rows; a class of which this scan has no
-    # valid row is not one of this scan's poisoned classes
-    scored = not (reference or plan.reference) or None
-    classes = _classes(model, counts, quarantine, cfg.min_class_rows, scored)
+    classes = _classes(model, counts, quarantine, cfg.min_class_rows, reference=own_model is not None)
     _check_accounting(classes, counts, rows_q)
-    poisoned = [c["label"] for c in classes if c.get("poisoned")]
     ranking, near_miss = rank_classes(classes)
     return {
         "verdict": "poison found" if rows_q else (
@@ -58,11 +54,11 @@ def summarize(
         "rows_clean": valid - rows_q,
         "rows_quarantined": rows_q,
         "rows_rejected": counts.rejected,
-        "classes_poisoned": [c for c in model.poisoned_classes if c in poisoned],
+        "classes_poisoned": [c["label"] for c in classes if c.get("poisoned")],
         "budget": None,
         "rejected_by_reason": dict(sorted(counts.by_error.items())),
         "dimension": model.dim,
-        "vector_lengths_seen": {str(k): v for k, v in sorted(model.rows_by_dim.items())},
+        "vector_lengths_seen": {str(k): v for k, v in sorted((own_model or model).rows_by_dim.items())},
         "classes": classes,
         "class_ranking": ranking,
         "near_miss": near_miss,
@@ -83,7 +79,7 @@ def read_as(units) -> dict:
     out: dict = {}
     for unit in units:
         entry: dict = {}
-        if getattr(unit, "blank", False):
+        if unit.blank:
             out[unit.path] = {"empty_file": True}
             continue
         dialect = unit.dialect
@@ -108,10 +104,10 @@ def budget_block(cfg: ScanConfig, cap: int | None, flagged: int, quarantined: in
 
 
 def _classes(model: ScanModel, counts: Counts, quarantine: pa.Table, min_class_rows: int,
-             scored: bool | None = True) -> list[dict]:
-    """One entry per class: its rows, and its verdicts or why it was not judged. With
-    ``scored`` None (scoring against a reference's model and verdicts), a class is
-    poisoned here only where this scan has valid rows of it."""
+             reference: bool = False) -> list[dict]:
+    """One entry per class: its rows, and its verdicts or why it was not judged. With a
+    ``reference`` (its model and verdicts scored the rows), a class is poisoned here
+    only where this scan has valid rows of it."""
     q_labels = Counter(
         plain(v) for v in quarantine.column("label").to_pylist()
     ) if quarantine.num_rows else Counter()
@@ -131,7 +127,7 @@ def _classes(model: ScanModel, counts: Counts, quarantine: pa.Table, min_class_r
         if label in model.classes:
             cm = model.classes[label]
             entry["status"] = "scanned"
-            entry["poisoned"] = any(cm.active.values()) and bool(scored or v)
+            entry["poisoned"] = any(cm.active.values()) and (v > 0 or not reference)
             entry["sample_rows"] = cm.sample_rows
             entry["verdicts"] = {
                 name: {**vd.to_dict(), "counted": bool(cm.active.get(name))}
