@@ -129,8 +129,10 @@ class ScanConfig:
             raise ConfigError(f"a detector is listed twice: {', '.join(self.detectors)}")
         cols = [self.id_column, self.label_column, self.features_column, self.image_column, self.text_column]
         named = [c for c in cols if c is not None]
-        if len(set(named)) != len(named):
-            raise ConfigError(f"the id, label and features columns must differ; got {named}")
+        # the id may be the image column: a column of image paths names each row
+        distinct = named if self.id_column != self.image_column else named[1:]
+        if len(set(distinct)) != len(distinct):
+            raise ConfigError(f"the id, label and input columns must differ (the id may be the image column); got {named}")
         rate = self.expected_poison_rate
         if rate is not None and not (
             isinstance(rate, (int, float)) and math.isfinite(rate) and 0 < rate < 1

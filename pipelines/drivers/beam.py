@@ -176,7 +176,10 @@ class _RawSample(beam.DoFn):
     def process(self, unit: ReadUnit, duplicates):
         for batch, first in read_any(unit, self.plan.input_columns, self.plan.batch_rows):
             self.counts.add(read=batch.num_rows)
-            yield from raw_sample(batch, unit.file_index, first, self.plan.kinds, self.plan.cfg, duplicates)
+            yield from raw_sample(
+                batch, unit.file_index, first, self.plan.kinds, self.plan.cfg, duplicates,
+                self.plan.folders.get(unit.file_index),
+            )
 
     def finish_bundle(self):
         self.counts.flush()

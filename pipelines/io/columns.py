@@ -120,6 +120,7 @@ def _check_keys(src: SourceFile, schema: pa.Schema, spec: InputSpec, cfg, kinds:
             raise SourceError(
                 f"{src.path}: no {role} column {col!r} (columns: {', '.join(schema.names)})"
                 + ("; name the column that identifies each row with --id-column NAME" if role == "id" else "")
+                + (" (a column of image paths may be the id too)" if role == "id" and spec.kind == "image" else "")
             )
     for role, col in (("id", cfg.id_column), ("label", cfg.label_column)):
         t = schema.field(col).type
@@ -174,8 +175,11 @@ def _input_type_problem(kind: str, t: pa.DataType) -> str | None:
             or pa.types.is_large_binary(t)
             or (pa.types.is_struct(t) and any(t.field(i).name == "bytes" for i in range(t.num_fields)))
             or _is_list(t)
+            or string  # paths of image files
         )
-        return None if ok else "must hold image bytes, a {bytes, path} struct or an array of numbers"
+        return None if ok else (
+            "must hold image bytes, a {bytes, path} struct, paths of image files or an array of numbers"
+        )
     if kind == "text":
         # binary: a CSV or JSONL column with a byte that is not UTF-8; each value is
         # decoded, and one that does not decode is that row's problem (bad_text)

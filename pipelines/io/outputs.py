@@ -57,6 +57,21 @@ def join(base: str, *names: str) -> str:
     return "/".join([base.rstrip("/"), *names])
 
 
+def folder_of(path: str) -> str:
+    """The folder holding the file ``path``: absolute for a local path, the part before
+    the last ``/`` for another filesystem's (``gs://bucket/data/train.csv`` ->
+    ``gs://bucket/data``)."""
+    if _is_local(path):
+        return os.path.dirname(os.path.abspath(_local(path)))
+    return path.rsplit("/", 1)[0]
+
+
+def is_absolute(path: str) -> bool:
+    """Whether ``path`` names a file without a folder to start from: a URL of a
+    filesystem (``gs://``, ``file://``) or an absolute local path."""
+    return "://" in path or os.path.isabs(path)
+
+
 def open_write(path: str):
     if _is_local(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

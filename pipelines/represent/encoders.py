@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from poisonscan.pipelines.io.kinds import InputError, is_string_type, is_time_or_decimal
-from poisonscan.pipelines.io.outputs import open_read
+from poisonscan.pipelines.io.outputs import is_absolute, join, open_read
 
 
 @dataclass
@@ -87,8 +87,9 @@ class ImageEncoder:
         if not sizes:
             raise InputError(
                 "no image in the sample could be decoded" + (f" (the first: {first_error})" if first_error else "")
-                + "; a {bytes, path} struct without bytes is read from its path, a relative path from the "
-                f"working directory ({os.getcwd()})")
+                + "; an image given by its path (a string, or a {bytes, path} struct without bytes) is read "
+                "from that path: a relative path from the folder of the input file that holds the row, then "
+                f"from the working directory ({os.getcwd()})")
         side = min(sizes.most_common(1)[0][0], max_size)
         side = max(8, int(math.ceil(side / 4) * 4))  # the CNN halves it twice
         encoder = cls(side, 3 if colour else 1, 1.0 if peak > 1.0 else 255.0)
@@ -99,15 +100,16 @@ class ImageEncoder:
             encoder = replace(encoder, modes=bytes(modes))
         return encoder
 
-    def encode(self, col) -> Encoded:
-        """Encode an Arrow array (or a list) of raw image values."""
+    def encode(self, col, folder: str | None = None) -> Encoded:
+        """Encode an Arrow array (or a list) of raw image values; a relative path among
+        them is read from ``folder`` (see :func:`image_file_bytes`)."""
         rows, arrays, errors = [], [], {}
         for i, v in enumerate(_values(col)):
             if v is None:
                 errors[i] = ("missing_image", "image is null")
                 continue
             try:
-                arrays.append(self._one(v))
+                arrays.append(self._one(located(v, folder)))
                 rows.append(i)
             except Exception as exc:  # any decoder failure is the row's problem
                 errors[i] = ("bad_image", f"image: cannot decode ({_short(exc)})")
@@ -205,19 +207,69 @@ def _token_tables(g: int) -> tuple[np.ndarray, list, list]:
     return cells, blocks, patterns
 
 
-def to_pil_or_array(v):
-    """(PIL image, None) for encoded bytes, or (None, float array) for numbers."""
+@dataclass(frozen=True)
+class ImageFile:
+    """An image given by its path, and the folder of the input file that named it
+    (None: no file, a table scanned in memory)."""
+
+    path: str
+    folder: str | None
+
+
+def located(v: Any, folder: str | None) -> Any:
+    """``v`` with the folder its relative path is read from: an :class:`ImageFile` for a
+    path (a string, or a ``{bytes, path}`` struct without bytes), else ``v`` as it is."""
+    if isinstance(v, str):
+        return ImageFile(v, folder)
+    if isinstance(v, dict) and v.get("bytes") is None and isinstance(v.get("path"), str) and v["path"]:
+        return ImageFile(v["path"], folder)
+    return v
+
+
+def image_file_bytes(path: str, folder: str | None) -> bytes:
+    """The bytes of the image file at ``path``: an absolute path or a URL of a
+    filesystem Beam reads as it is; a relative one from ``folder`` (the folder of the
+    input file that holds the row: a CSV beside its images' folder reads on any machine,
+    a cluster's workers included), and, when that folder is on this machine and holds
+    no such file, from the working directory. With no folder (a table scanned in
+    memory), from the working directory."""
+    if not path:
+        raise ValueError("the image path is empty")
+    if folder is None or is_absolute(path):
+        with open_read(path) as f:
+            return f.read()
+    places = [join(folder, path)]
+    if "://" not in folder or folder.startswith("file://"):
+        places.append(os.path.abspath(path))
+    for place in dict.fromkeys(places):
+        try:
+            with open_read(place) as f:
+                return f.read()
+        except FileNotFoundError:
+            continue
+    if len(places) == 1:
+        raise FileNotFoundError(f"no image file {path!r} in {folder} (the input file's folder)")
+    raise FileNotFoundError(
+        f"no image file {path!r} in {folder} (the input file's folder) or in the working directory ({os.getcwd()})"
+    )
+
+
+def to_pil_or_array(v, folder: str | None = None):
+    """(PIL image, None) for encoded bytes or an image's path, or (None, float array) for
+    numbers. A relative path is read from ``folder`` (see :func:`image_file_bytes`)."""
     from PIL import Image
 
+    if isinstance(v, ImageFile):
+        v, folder = v.path, v.folder
     if isinstance(v, dict):
         data = v.get("bytes")
         if data is None and v.get("path"):
-
-            with open_read(v["path"]) as f:
-                data = f.read()
+            data = image_file_bytes(v["path"], folder)
         if data is None:
             raise ValueError("struct has neither bytes nor path")
         v = data
+    elif isinstance(v, str):
+        v = image_file_bytes(v, folder)
     if isinstance(v, (bytes, bytearray, memoryview)):
         img = Image.open(io.BytesIO(bytes(v)))
         img.load()
@@ -594,6 +646,20 @@ def mostly_numbers(col, grouped: bool | None = None) -> bool:
     return present > 0 and present - int(bad.sum()) >= NUMBER_SHARE * present
 
 
+#: Endings of image files' names (any case): a text column whose values end so is
+#: taken for paths of images (:func:`mostly_image_paths`).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def mostly_image_paths(values: Sequence[Any]) -> bool:
+    """Whether at least :data:`NUMBER_SHARE` of the strings present among ``values`` are
+    names of image files (end in one of :data:`IMAGE_SUFFIXES`, without white space at
+    either end)."""
+    present = [v for v in values if isinstance(v, str) and v]
+    named = sum(1 for v in present if v == v.strip() and v.lower().endswith(IMAGE_SUFFIXES))
+    return bool(present) and named >= NUMBER_SHARE * len(present)
+
+
 def _values(col) -> list:
     return col.to_pylist() if hasattr(col, "to_pylist") else list(col)
 
@@ -604,4 +670,4 @@ def _short(exc: BaseException) -> str:
 
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = re.sub(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", r"<\1>", text)
-    return text[:120]
+    return text[:300]

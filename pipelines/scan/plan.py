@@ -4,6 +4,7 @@ what the drivers need to know to read, validate and represent rows."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Iterator, Mapping, Sequence
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ from poisonscan.expectations import SuiteError, named_columns
 from poisonscan.expectations import plan as expectation_plan
 from poisonscan.pipelines.config import ScanConfig
 from poisonscan.pipelines.io.columns import ColumnKinds, check_columns
-from poisonscan.pipelines.io.outputs import open_read
+from poisonscan.pipelines.io.outputs import folder_of, open_read
 from poisonscan.pipelines.io.sources import (
     SourceError,
     SourceFile,
@@ -63,11 +64,21 @@ class ScanPlan:
 
     @property
     def input_columns(self) -> list[str]:
-        return [self.cfg.id_column, self.cfg.label_column, *self.kinds.input_columns]
+        # once each: an image column of paths may be the id too
+        return list(dict.fromkeys([self.cfg.id_column, self.cfg.label_column, *self.kinds.input_columns]))
 
     def detectors(self) -> list:
         labels = self.representer.probability_labels if self.representer else ()
         return self.cfg.build_detectors(self.kinds.input.kind, labels)
+
+    @functools.cached_property
+    def folders(self) -> dict:
+        """Images: each input file's folder, which relative image paths are read from
+        (none for tables in memory or of a PCollection: there, from the working
+        directory)."""
+        if self.kinds.input.kind != "image" or not isinstance(self.file_paths, dict):
+            return {}
+        return {i: folder_of(p) for i, p in self.file_paths.items() if p not in (MEMORY_SOURCE, PCOLLECTION_SOURCE)}
 
     def checks(self, **changes: Any) -> RowChecks:
         base = RowChecks(
@@ -75,6 +86,7 @@ class ScanPlan:
             self.cfg.id_column,
             self.cfg.label_column,
             self.file_paths,
+            self.folders,
             seed=self.cfg.seed,
             min_class_rows=self.cfg.min_class_rows,
             encoder=self.representer.encoder if self.representer else None,

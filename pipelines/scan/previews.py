@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from poisonscan.pipelines.io.sources import decode_position
 from poisonscan.pipelines.represent.encoders import to_pil_or_array
 from poisonscan.pipelines.scan.cells import parse_number_text
+from poisonscan.pipelines.scan.columns import POS
 
 #: Longest text kept for a preview; values of other columns are cut to this many characters.
 TEXT_CHARS = 4000
@@ -29,13 +31,21 @@ THUMBNAIL_SIDE = 128
 class Previewer:
     """One row as read -> the preview columns of review.parquet."""
 
-    def __init__(self, kind: str, columns: Sequence[str], id_column: str, label_column: str):
+    def __init__(self, kind: str, columns: Sequence[str], id_column: str, label_column: str,
+                 folders: Mapping[int, str] | None = None):
         self.kind = kind
         self.columns = list(columns)
         self.id_column = id_column
         self.label_column = label_column
+        self.folders = dict(folders or {})  # images: file index -> its folder
 
-    def of(self, row: pa.Table) -> dict:
+    def of(self, row: pa.Table, position: int | None = None) -> dict:
+        """The previews of ``row`` (one row as read), read at ``position`` (an image's
+        relative path is read from the folder of that row's file; by default the
+        position the row carries)."""
+        if position is None and POS in row.column_names:
+            position = row.column(POS)[0].as_py()
+        folder = self.folders.get(decode_position(position)[0]) if position is not None else None
         values = {name: row.column(name)[0].as_py() for name in row.column_names if not name.startswith("__poisonscan_")}
         out = {
             "id": values.get(self.id_column),
@@ -46,7 +56,7 @@ class Previewer:
         }
         shown = {}
         if self.kind == "image":
-            out["thumbnail"] = thumbnail(values.get(self.columns[0]))
+            out["thumbnail"] = thumbnail(values.get(self.columns[0]), folder)
         elif self.kind == "text":
             text = values.get(self.columns[0])
             out["text"] = None if text is None else str(text)[:TEXT_CHARS]
@@ -73,15 +83,15 @@ def _shown(v: Any) -> Any:
     return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
 
 
-def thumbnail(value: Any) -> bytes | None:
-    """A PNG thumbnail of an image value (bytes, ``{bytes, path}`` or numbers); None when
-    it cannot be decoded."""
+def thumbnail(value: Any, folder: str | None = None) -> bytes | None:
+    """A PNG thumbnail of an image value (bytes, ``{bytes, path}``, a path or numbers; a
+    relative path read from ``folder``); None when it cannot be decoded."""
     from PIL import Image  # Pillow: only reports of images load it
 
     if value is None:
         return None
     try:
-        img, numeric = to_pil_or_array(value)
+        img, numeric = to_pil_or_array(value, folder)
         if numeric is not None:
             arr = np.nan_to_num(numeric, nan=0.0)
             scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0

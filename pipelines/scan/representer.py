@@ -24,6 +24,8 @@ from poisonscan.pipelines.represent.encoders import (
     ImageEncoder,
     TabularEncoder,
     TextEncoder,
+    located,
+    mostly_image_paths,
     mostly_numbers,
 )
 from poisonscan.pipelines.scan.cells import key_values, normalize_key
@@ -35,9 +37,11 @@ from poisonscan.pipelines.scan.rows import Prepared, attach, duplicated_ids
 
 def raw_sample(
     batch: pa.RecordBatch, file_index: int, first_row: int, kinds: ColumnKinds, cfg,
-    duplicates: Mapping | None = None,
+    duplicates: Mapping | None = None, folder: str | None = None,
 ) -> Iterator[tuple[Any, Reservoir]]:
     """(label, reservoir of raw values) for one batch: the proxy's training sample.
+    Images given by a relative path keep ``folder``, the folder of the batch's file,
+    which the path is read from (:func:`~..represent.encoders.located`).
 
     Rows without an id or a label, and rows whose id pass 0 found more than once
     (``duplicates``), are left out: they are rejected later, and copies of one id share
@@ -66,6 +70,9 @@ def raw_sample(
         keep = np.lexsort((positions[r], prio[r]))[: cfg.proxy_sample_size]
         r = r[keep]
         values = _raw_values(batch.take(pa.array(r, pa.int64())), kinds.input)
+        if kinds.input.kind == "image":
+            for j, v in enumerate(values):  # one by one: a list of numbers stays one value
+                values[j] = located(v, folder)
         yield label, Reservoir.from_batch(cfg.proxy_sample_size, prio[r], positions[r], values, ids[r])
 
 
@@ -225,8 +232,16 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir], p
 def _not_numbers(values: list, column: str) -> None:
     """A text input told from the schema (no flag) whose sampled values are numbers
     written as text (at least :data:`.encoders.NUMBER_SHARE` of those present, the table
-    encoder's rule): an error that names both ways to scan it. Scanned as words, a
-    column of measurements gets its numbers taken for trigger words."""
+    encoder's rule) or names of image files: an error that names both ways to scan it.
+    Scanned as words, a column of measurements gets its numbers taken for trigger words,
+    and a column of image paths is scanned for its file names, not its images."""
+    if mostly_image_paths(values):
+        raise InputError(
+            f"the only column besides the id and the label, {column!r}, was taken for text, but its sampled "
+            f"values are mostly names of image files: scan the images with --image-column {column} "
+            f"(image_column in Python; a relative path is read from the folder of the input file), or the "
+            f"names as text with --text-column {column} (text_column in Python)"
+        )
     col = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
     if mostly_numbers(col):
         raise InputError(

@@ -93,12 +93,13 @@ class ContrastRows:
             out.by_class[label] = (prio[keep], where[keep], table.take(pa.array(keep, pa.int64())))
         return out
 
-    def rows(self, label) -> pa.Table | None:
-        """The class's contrast rows in input order."""
+    def rows(self, label) -> tuple[pa.Table | None, np.ndarray | None]:
+        """The class's contrast rows in input order, and their positions."""
         if label not in self.by_class:
-            return None
+            return None, None
         _, pos, table = self.by_class[label]
-        return table.take(pa.array(np.argsort(pos, kind="stable"), pa.int64()))
+        order = np.argsort(pos, kind="stable")
+        return table.take(pa.array(order, pa.int64())), pos[order]
 
 
 # finish: the review data -------------------------------------------------------------
@@ -155,7 +156,7 @@ def build_review(
     quarantined, ``unit_result`` the flagged positions and the contrast rows.
     """
     cfg, spec = plan.cfg, plan.kinds.input
-    preview = Previewer(spec.kind, spec.columns, cfg.id_column, cfg.label_column)
+    preview = Previewer(spec.kind, spec.columns, cfg.id_column, cfg.label_column, plan.folders)
     gallery = _Gallery.of(lists, preview, {d.name: d.finds for d in detectors})
     rows = gallery.rows + _contrast_rows(unit_result.contrast, gallery.shown_by_class, preview)
     schema = review_schema(plan.kinds.id_type, plan.kinds.label_type)
@@ -235,11 +236,11 @@ def _contrast_rows(contrast, shown_by_class: Mapping, preview) -> list[dict]:
     """Clean rows of each class shown in the gallery, for contrast."""
     rows = []
     for label in sorted(shown_by_class, key=label_sort_key):
-        table = contrast.rows(label) if contrast is not None else None
+        table, positions = contrast.rows(label) if contrast is not None else (None, None)
         for j in range(table.num_rows if table is not None else 0):
             rows.append(
                 {
-                    **preview.of(table.slice(j, 1)),
+                    **preview.of(table.slice(j, 1), int(positions[j])),
                     "role": "contrast", "rank": None, "group": None, "score": None, "detectors": [],
                     "reason": None, "highlights": [], "source_file": None, "source_row": None,
                 }

@@ -91,6 +91,9 @@ class RowChecks:
     id_column: str
     label_column: str
     file_paths: Mapping[int, str] = field(default_factory=dict)
+    #: images: file index -> the folder of the file, which relative image paths are read
+    #: from (none for tables scanned in memory)
+    folders: Mapping[int, str] = field(default_factory=dict)
     #: (fingerprint hi, lo) -> number of copies, for duplicated ids only.
     duplicates: Mapping[tuple[int, int], int] = field(default_factory=dict)
     #: Vector length every row must have (pass 2); None in pass 1 (rows are grouped).
@@ -204,7 +207,9 @@ def prepare(
         groups = _feature_vectors(batch, kinds, checks, problems)
     else:
         groups = {}
-        encoded = _encode(batch, kinds, checks.encoder, _without(n, problems), problems)
+        encoded = _encode(
+            batch, kinds, checks.encoder, _without(n, problems), problems, checks.folders.get(file_index)
+        )
 
     valid = np.zeros(n, dtype=bool)
     for rows, _ in groups.values():
@@ -632,8 +637,9 @@ def _check_values(X: np.ndarray, has_null: np.ndarray, rows: np.ndarray, checks,
     return bad_rows | outside
 
 
-def _encode(batch, kinds, encoder, rows: np.ndarray, problems):
-    """Encode the raw input of ``rows`` (batch indices); failures become problems."""
+def _encode(batch, kinds, encoder, rows: np.ndarray, problems, folder: str | None = None):
+    """Encode the raw input of ``rows`` (batch indices); failures become problems. An
+    image's relative path is read from ``folder``, the folder of the batch's file."""
 
     if encoder is None:
         raise ValueError(f"a {kinds.input.kind} input needs an encoder (fitted on the training sample)")
@@ -644,7 +650,7 @@ def _encode(batch, kinds, encoder, rows: np.ndarray, problems):
         enc = encoder.encode(sub)
     else:
         col = sub.column(kinds.input.column) if kinds.input.column in sub.schema.names else pa.nulls(len(rows))
-        enc = encoder.encode(col)
+        enc = encoder.encode(col, folder) if kinds.input.kind == "image" else encoder.encode(col)
     for j, (code, text) in enc.errors.items():
         problems.setdefault(int(rows[j]), []).append((code, text))
     enc.rows = rows[enc.rows]

@@ -13,6 +13,8 @@ from poisonscan.pipelines.represent.encoders import (
     ImageEncoder,
     TabularEncoder,
     TextEncoder,
+    located,
+    mostly_image_paths,
     word_spans,
     words_of,
 )
@@ -124,6 +126,45 @@ def test_images_decode_resize_and_reject_with_reasons(tmp_path):
     np.testing.assert_array_equal(out.inputs["x"][3, 0], gray)
     assert out.errors[5][0] == "bad_image" and "cannot decode" in out.errors[5][1]
     assert out.errors[6] == ("missing_image", "image is null")
+
+
+def test_image_paths_are_read_from_the_input_files_folder_then_the_working_directory(tmp_path, monkeypatch):
+    gray = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    (tmp_path / "data" / "imgs").mkdir(parents=True)
+    (tmp_path / "data" / "imgs" / "a.png").write_bytes(png(gray))
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "b.png").write_bytes(png(255 - gray))
+    monkeypatch.chdir(tmp_path / "cwd")
+    folder = str(tmp_path / "data")
+    enc = ImageEncoder(8, 1)
+    values = ["imgs/a.png", {"bytes": None, "path": "imgs/a.png"}, "b.png", str(tmp_path / "data" / "imgs" / "a.png"),
+              "imgs/none.png", ""]
+    out = enc.encode(values, folder)
+    assert out.rows.tolist() == [0, 1, 2, 3]
+    for j in (0, 1, 3):  # from the file's folder, as a struct, absolute
+        np.testing.assert_array_equal(out.inputs["x"][j, 0], gray)
+    np.testing.assert_array_equal(out.inputs["x"][2, 0], 255 - gray)  # not there: from the working directory
+    assert out.errors[4] == ("bad_image", f"image: cannot decode (no image file 'imgs/none.png' in {folder} (the "
+                                          f"input file's folder) or in the working directory ({tmp_path / 'cwd'}))")
+    assert out.errors[5] == ("bad_image", "image: cannot decode (the image path is empty)")
+    # no file (a table in memory): from the working directory only
+    assert enc.encode(["imgs/a.png", "b.png"]).rows.tolist() == [1]
+    # the training sample keeps each path's folder
+    fitted = ImageEncoder.fit([located(v, folder) for v in ["imgs/a.png", "b.png"]])
+    assert (fitted.size, fitted.channels) == (8, 1)
+    assert located(b"bytes", folder) == b"bytes" and located({"bytes": b"x", "path": "p.png"}, folder)["bytes"]
+
+
+def test_image_names_told_apart_from_text():
+    assert mostly_image_paths(["a/1.png", "b/2.JPG", None, "3.jpeg"] * 10)
+    assert not mostly_image_paths(["a fine film", "1.png"] * 10)
+    assert not mostly_image_paths([None, ""])
+    # the id may be the image column (a column of paths names each row), not the text's
+    assert ScanConfig(image_column="path", id_column="path").id_column == "path"
+    with pytest.raises(ValueError, match="the id, label and input columns must differ"):
+        ScanConfig(text_column="path", id_column="path")
+    with pytest.raises(ValueError, match="the id, label and input columns must differ"):
+        ScanConfig(image_column="path", id_column="path", label_column="path")
 
 
 def test_text_encoding_and_empty_texts():

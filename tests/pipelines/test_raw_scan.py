@@ -260,3 +260,45 @@ def test_a_stamp_on_a_binary_image_task_is_found_end_to_end(tmp_path):
     with open(tmp_path / "out" / "review.json") as f:
         review = json.load(f)
     assert "pixel trigger at grid cell" in json.dumps(review)
+
+
+@pytest.mark.slow
+def test_images_named_by_paths_in_a_csv_are_read_from_its_folder(tmp_path, digits, monkeypatch):
+    # the usual layout of an image set: a CSV of paths and labels beside a folder of
+    # images; the scan runs from elsewhere, and the path column is the id too
+    table, truth = digits
+    folder = tmp_path / "data"
+    (folder / "imgs").mkdir(parents=True)
+    paths = [f"imgs/{i}.png" for i in table["id"].to_pylist()]
+    for path, data in zip(paths, table["image"].to_pylist()):
+        (folder / path).write_bytes(data)
+    labels = table["label"].to_pylist()
+    lines = ["path,label"] + [f"{p},{y}" for p, y in zip(paths, labels)] + ["imgs/gone.png,3"]
+    (folder / "train.csv").write_text("\n".join(lines) + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = ScanConfig(image_column="path", id_column="path")
+    run_scan([str(folder / "train.csv")], str(tmp_path / "out"), cfg)
+    q, r, s = read(tmp_path / "out")
+    # the same images given as bytes, under the same ids: the same lists
+    as_bytes = pa.table({"path": paths, "label": labels, "image": table["image"]})
+    pq.write_table(as_bytes, tmp_path / "bytes.parquet")
+    run_scan([str(tmp_path / "bytes.parquet")], str(tmp_path / "out_bytes"),
+             ScanConfig(image_column="image", id_column="path"))
+    qb, _, _ = read(tmp_path / "out_bytes")
+    assert q["id"].to_pylist() == qb["id"].to_pylist() and q.num_rows
+    assert {p[len("imgs/"):-len(".png")] for p in q["id"].to_pylist()} <= truth
+    assert r["path"].to_pylist() == ["imgs/gone.png"] and r["error_code"].to_pylist() == ["bad_image"]
+    assert f"no image file 'imgs/gone.png' in {folder}" in r["error"][0].as_py()
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == len(paths) + 1
+    review = pq.read_table(tmp_path / "out" / "review.parquet").to_pylist()
+    assert {row["role"] for row in review} == {"flagged", "contrast"}
+    assert all(row["thumbnail"] for row in review)  # each read from the CSV's folder
+
+
+def test_a_text_column_of_image_names_is_refused_with_both_ways_to_scan_it(tmp_path):
+    lines = ["id,path,label"] + [f"{i},imgs/{i}.png,{i % 2}" for i in range(60)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ScanFailed, match=r"mostly names of image files: scan the images with --image-column path"):
+        run_scan([str(tmp_path / "t.csv")], str(tmp_path / "out"), ScanConfig())
