@@ -21,6 +21,7 @@ reason (``bad_image``, ``empty_text``).
 
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
 import io
@@ -254,9 +255,41 @@ def image_file_bytes(path: str, folder: str | None) -> bytes:
     )
 
 
+#: The first bytes of the image formats read here (PNG, JPEG, GIF, BMP, WebP, TIFF): a
+#: string whose base64 decodes to one of them is an image written in base64, not a path.
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def inline_image(v: str) -> bytes | None:
+    """The bytes of an image written into a string: a data URI
+    (``data:image/png;base64,...``, as JSON Lines of images often hold them) or plain
+    base64 of an image file (recognised by the file's first bytes); None for any other
+    string (a path)."""
+    if v.startswith("data:"):
+        head, sep, body = v.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise ValueError("a data URI of an image must be base64 (data:image/png;base64,...)")
+        return _base64(body)
+    if len(v) < 64 or not v[:24].isascii():
+        return None
+    try:
+        start = base64.b64decode(v[:24], validate=True)
+    except ValueError:  # binascii.Error: not base64, a path
+        return None
+    return _base64(v) if start.startswith(_IMAGE_MAGIC) else None
+
+
+def _base64(text: str) -> bytes:
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except ValueError as exc:
+        raise ValueError(f"the image's base64 does not decode ({exc})") from None
+
+
 def to_pil_or_array(v, folder: str | None = None):
-    """(PIL image, None) for encoded bytes or an image's path, or (None, float array) for
-    numbers. A relative path is read from ``folder`` (see :func:`image_file_bytes`)."""
+    """(PIL image, None) for encoded bytes, an image's path or an image written in a
+    string (:func:`inline_image`), or (None, float array) for numbers. A relative path is
+    read from ``folder`` (see :func:`image_file_bytes`)."""
     from PIL import Image
 
     if isinstance(v, ImageFile):
@@ -269,7 +302,8 @@ def to_pil_or_array(v, folder: str | None = None):
             raise ValueError("struct has neither bytes nor path")
         v = data
     elif isinstance(v, str):
-        v = image_file_bytes(v, folder)
+        inline = inline_image(v)
+        v = image_file_bytes(v, folder) if inline is None else inline
     if isinstance(v, (bytes, bytearray, memoryview)):
         img = Image.open(io.BytesIO(bytes(v)))
         img.load()
@@ -654,10 +688,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".ti
 def mostly_image_paths(values: Sequence[Any]) -> bool:
     """Whether at least :data:`NUMBER_SHARE` of the strings present among ``values`` are
     names of image files (end in one of :data:`IMAGE_SUFFIXES`, without white space at
-    either end)."""
+    either end) or images written in the string (:func:`inline_image`)."""
     present = [v for v in values if isinstance(v, str) and v]
-    named = sum(1 for v in present if v == v.strip() and v.lower().endswith(IMAGE_SUFFIXES))
+    named = sum(1 for v in present if (v == v.strip() and v.lower().endswith(IMAGE_SUFFIXES)) or _is_inline(v))
     return bool(present) and named >= NUMBER_SHARE * len(present)
+
+
+def _is_inline(v: str) -> bool:
+    try:
+        return v.startswith("data:image/") or inline_image(v) is not None
+    except ValueError:
+        return False
 
 
 def _values(col) -> list:

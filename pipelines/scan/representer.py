@@ -232,15 +232,17 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir], p
 def _not_numbers(values: list, column: str) -> None:
     """A text input told from the schema (no flag) whose sampled values are numbers
     written as text (at least :data:`.encoders.NUMBER_SHARE` of those present, the table
-    encoder's rule) or names of image files: an error that names both ways to scan it.
-    Scanned as words, a column of measurements gets its numbers taken for trigger words,
-    and a column of image paths is scanned for its file names, not its images."""
+    encoder's rule) or images (names of image files, base64): an error that names both
+    ways to scan it. Scanned as words, a column of measurements gets its numbers taken
+    for trigger words, and a column of images is scanned for its strings, not its
+    pictures."""
     if mostly_image_paths(values):
         raise InputError(
             f"the only column besides the id and the label, {column!r}, was taken for text, but its sampled "
-            f"values are mostly names of image files: scan the images with --image-column {column} "
-            f"(image_column in Python; a relative path is read from the folder of the input file), or the "
-            f"names as text with --text-column {column} (text_column in Python)"
+            f"values are mostly images (names of image files, or images written in base64): scan the "
+            f"images with --image-column {column} (image_column in Python; a relative path is read from the "
+            f"folder of the input file), or the strings as text with --text-column {column} (text_column in "
+            f"Python)"
         )
     col = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
     if mostly_numbers(col):

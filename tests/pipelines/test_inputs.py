@@ -155,6 +155,23 @@ def test_image_paths_are_read_from_the_input_files_folder_then_the_working_direc
     assert located(b"bytes", folder) == b"bytes" and located({"bytes": b"x", "path": "p.png"}, folder)["bytes"]
 
 
+def test_images_written_in_strings_base64_or_data_uri():
+    import base64
+
+    gray = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    b64 = base64.b64encode(png(gray)).decode()
+    jpeg = base64.b64encode(png(gray, "JPEG")).decode()
+    values = [b64, f"data:image/png;base64,{b64}", jpeg, "data:image/png,abc", b64[:-8] + "!!!!!!!!"]
+    out = ImageEncoder(8, 1).encode(values, "/nowhere")
+    assert out.rows.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(out.inputs["x"][0, 0], gray)
+    np.testing.assert_array_equal(out.inputs["x"][1, 0], gray)
+    assert "a data URI of an image must be base64" in out.errors[3][1]
+    assert "the image's base64 does not decode" in out.errors[4][1]
+    assert mostly_image_paths([b64] * 20) and mostly_image_paths([f"data:image/png;base64,{b64}"] * 20)
+    assert not mostly_image_paths(["a" * 100] * 20)  # base64 of no image: text (or a path)
+
+
 def test_image_names_told_apart_from_text():
     assert mostly_image_paths(["a/1.png", "b/2.JPG", None, "3.jpeg"] * 10)
     assert not mostly_image_paths(["a fine film", "1.png"] * 10)

@@ -300,5 +300,5 @@ def test_images_named_by_paths_in_a_csv_are_read_from_its_folder(tmp_path, digit
 def test_a_text_column_of_image_names_is_refused_with_both_ways_to_scan_it(tmp_path):
     lines = ["id,path,label"] + [f"{i},imgs/{i}.png,{i % 2}" for i in range(60)]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(ScanFailed, match=r"mostly names of image files: scan the images with --image-column path"):
+    with pytest.raises(ScanFailed, match=r"mostly images \(names of image files, or images written in base64\): scan the images with --image-column path"):
         run_scan([str(tmp_path / "t.csv")], str(tmp_path / "out"), ScanConfig())
