@@ -219,7 +219,7 @@ def _representation_options(scan: argparse.ArgumentParser) -> None:
         "out-of-fold probabilities (default: 0, a cross-fitted model on the representation)",
     )
     scan.add_argument("--proxy-sample-size", type=_positive_int, default=5000, metavar="N", help="training rows per class for the proxy (default: 5000)")
-    scan.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="input format (default: by extension; csv: commas, semicolons, tabs or bars, told from the header)")
+    scan.add_argument("--format", choices=("parquet", "csv", "jsonl", "images"), help="input format (default: by extension; csv: commas, semicolons, tabs or bars, told from the header; a local folder of images in class subfolders is read as images, a remote one with --format images)")
 
 
 def _detection_options(scan: argparse.ArgumentParser) -> None:

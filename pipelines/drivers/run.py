@@ -33,6 +33,7 @@ from poisonscan.pipelines.drivers.staging import (
     read_pickle,
     write_pickle,
 )
+from poisonscan.pipelines.io.folders import IMAGE_FOLDER
 from poisonscan.pipelines.io.outputs import (
     OutputDir,
     exists,
@@ -319,8 +320,20 @@ def reference_representer(plan: ScanPlan, out: OutputDir | None) -> ScanPlan:
 def _refuse_inputs_in_out(plan: ScanPlan, out_dir: str) -> None:
     """An output folder that holds input files (beside them, the scan's
     quarantine.parquet, rejected.parquet...) would be read by the next run with the same
-    pattern: refused. Inputs in a subfolder (the demo's ``out/data/``) are fine."""
-    inside = inputs_in_folder(plan.file_paths.values(), out_dir)
+    pattern: refused. Inputs in a subfolder (the demo's ``out/data/``) are fine. A
+    folder of images is the other way round: an output folder inside it would be read
+    as more images (the Data Docs' pictures, under a label named after the folder)."""
+    image_folders = {u.path for u in plan.units if u.format == IMAGE_FOLDER}
+    for folder in sorted(image_folders):
+        if is_local(folder) and is_local(out_dir):
+            root = os.path.realpath(folder.removeprefix("file://"))
+            out = os.path.realpath(out_dir.removeprefix("file://"))
+            if out == root or out.startswith(root + os.sep):
+                raise SourceError(
+                    f"--out {out_dir} lies in the folder of images {folder}: a later scan of it would read this "
+                    "scan's outputs as images; write to another folder"
+                )
+    inside = inputs_in_folder([p for p in plan.file_paths.values() if p not in image_folders], out_dir)
     if inside:
         raise SourceError(
             f"--out {out_dir} holds input files ({os.path.basename(inside[0])}"

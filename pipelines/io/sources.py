@@ -27,6 +27,8 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from poisonscan.pipelines.config import usable_cores
+from poisonscan.pipelines.io import folders
+from poisonscan.pipelines.io.folders import IMAGE_FOLDER, FolderError
 from poisonscan.pipelines.io.lines import (
     DECIMAL_COMMA,
     GROUPED_POINTS,
@@ -43,7 +45,7 @@ ROW_BITS = 40
 
 ROW_MASK = (1 << ROW_BITS) - 1
 
-FORMATS = ("parquet", "csv", "jsonl")
+FORMATS = ("parquet", "csv", "jsonl", IMAGE_FOLDER)
 
 _EXTENSIONS = {
     ".parquet": "parquet",
@@ -83,6 +85,11 @@ class SourceFile:
     #: a CSV or JSONL file of nothing but white space: no rows, no columns (an empty
     #: shard of a sharded export), read as such (:func:`_blank`)
     blank: bool = False
+    #: a folder of images (:mod:`.folders`): its images, the fingerprint of their
+    #: listing, and how many other files it holds
+    rows: int | None = None
+    listing: str = ""
+    other_files: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class ReadUnit:
     text_columns: tuple[str, ...] = ()  # see SourceFile
     dialect: CsvDialect = CsvDialect()  # see SourceFile
     blank: bool = False  # see SourceFile
+    listing: str = ""  # see SourceFile
+    other_files: int = 0  # see SourceFile
 
     @property
     def key(self) -> str:
@@ -140,16 +149,34 @@ def _local(path: str) -> str:
 
 
 def expand_sources(patterns: Sequence[str], format_override: str | None = None) -> list[SourceFile]:
-    """Match files or globs; every pattern must match at least one file."""
+    """Match files or globs; every pattern must match at least one file. A folder of
+    images in class subfolders (:mod:`.folders`) is a source of its own: a local folder
+    holding image files, or any folder with ``--format images``."""
     # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
 
     if not patterns:
         raise SourceError("no source given")
     paths: set[str] = set()
+    image_folders: dict[str, tuple] = {}
     for pattern in patterns:
-        if is_local(pattern) and os.path.isdir(_local(pattern)):
-            raise SourceError(f"{pattern} is a directory; give files or a glob such as {pattern.rstrip('/')}/*.parquet")
+        local_folder = is_local(pattern) and os.path.isdir(_local(pattern))
+        glob = f"{pattern.rstrip('/')}/*.parquet"
+        if local_folder and format_override not in (None, IMAGE_FOLDER):
+            raise SourceError(f"{pattern} is a directory; give files or a glob such as {glob}")
+        if local_folder or format_override == IMAGE_FOLDER:
+            folder = _folder_name(pattern)
+            try:
+                names, others = folders.list_folder(folder)
+            except FolderError as exc:
+                raise SourceError(str(exc)) from None
+            if not names:
+                raise SourceError(
+                    f"{pattern} is a directory that holds no image file ({', '.join(folders.IMAGE_SUFFIXES)}); "
+                    f"give files or a glob such as {glob}, or a folder of images in class subfolders"
+                )
+            image_folders[folder] = (len(names), folders.digest(names), others)
+            continue
         if is_local(pattern) and os.path.isfile(_local(pattern)):
             paths.add(pattern)  # a file that exists is that file, brackets and all ("train[1].parquet")
             continue
@@ -161,9 +188,20 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None) 
         if not found:
             raise SourceError(f"no file matches {pattern}")
         paths.update(found)
-    return [
-        SourceFile(i, p, format_of(p, format_override)) for i, p in enumerate(sorted(paths))
-    ]
+    out = []
+    for i, p in enumerate(sorted(paths | set(image_folders))):
+        if p in image_folders:
+            rows, listing, others = image_folders[p]
+            out.append(SourceFile(i, p, IMAGE_FOLDER, rows=rows, listing=listing, other_files=others))
+        else:
+            out.append(SourceFile(i, p, format_of(p, format_override)))
+    return out
+
+
+def _folder_name(pattern: str) -> str:
+    """A folder as the scan names it: without a trailing ``/`` (``data/train/`` and
+    ``data/train`` are one source)."""
+    return pattern.rstrip("/") or "/"
 
 
 def open_binary(path: str):
@@ -444,6 +482,8 @@ def file_schema(src: SourceFile) -> pa.Schema:
     with unreadable lines: the schema of its other rows)."""
     if src.format == "parquet":
         return _parquet_file(src.path).schema_arrow
+    if src.format == IMAGE_FOLDER:
+        return folders.SCHEMA
     return _text_schema(src)
 
 
@@ -451,6 +491,12 @@ def plan_units(files: Sequence[SourceFile], unit_rows: int = UNIT_ROWS) -> list[
     """Split files into read units (runs of Parquet row groups, or whole files)."""
     units: list[ReadUnit] = []
     for src in files:
+        if src.format == IMAGE_FOLDER:
+            for i, first in enumerate(range(0, max(src.rows or 0, 1), folders.UNIT_ROWS)):
+                rows = min(folders.UNIT_ROWS, (src.rows or 0) - first)
+                units.append(ReadUnit(src.index, i, src.path, src.format, None, first, rows,
+                                      listing=src.listing, other_files=src.other_files))
+            continue
         if src.format != "parquet":
             units.append(ReadUnit(src.index, 0, src.path, src.format, None, 0, None,
                                   src.text_columns, src.dialect, src.blank))
@@ -482,6 +528,11 @@ def read_unit(
     if unit.blank:
         return
     try:
+        if unit.format == IMAGE_FOLDER:
+            for batch in folders.folder_batches(unit.path, unit.listing, unit.first_row, unit.rows or 0, batch_rows):
+                yield batch, row
+                row += batch.num_rows
+            return
         if unit.format == "parquet":
             pf = _parquet_file(unit.path)
             present = set(pf.schema_arrow.names)
@@ -498,6 +549,8 @@ def read_unit(
                 row += piece.num_rows
     except SourceError:
         raise
+    except FolderError as exc:
+        raise SourceError(str(exc)) from None
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise SourceError(f"{unit.path}: cannot read rows after row {row}: {_one_line(exc)}") from None
 

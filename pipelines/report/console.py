@@ -9,9 +9,13 @@ def format_summary(summary: dict, out_dir: str) -> str:
     """A few lines for the terminal."""
 
     n_files = len(summary.get("inputs", []))
+    n_folders = sum(1 for how in (summary.get("inputs_read_as") or {}).values() if "image_folder" in how)
+    what = " and ".join(
+        f"{n} {word}{'s' if n != 1 else ''}" for n, word in ((n_files - n_folders, "file"), (n_folders, "folder")) if n
+    ) or "0 files"
     lines = [
-        f"poisonscan: scanned {summary['rows_read']:,} rows from {n_files} file"
-        f"{'s' if n_files != 1 else ''} in {summary.get('seconds', 0):.1f} s: {summary['verdict']}",
+        f"poisonscan: scanned {summary['rows_read']:,} rows from {what} in {summary.get('seconds', 0):.1f} s: "
+        f"{summary['verdict']}",
     ]
     per_class = [
         f"{fmt_label(c['label'])}: {c['rows_quarantined']:,}"
@@ -29,7 +33,7 @@ def format_summary(summary: dict, out_dir: str) -> str:
     for path, how in read_as[:3]:
         lines.append(f"  read {path}: {_read_as(how)}")
     if len(read_as) > 3:
-        lines.append(f"  ... and {len(read_as) - 3} more files read so (summary.json inputs_read_as)")
+        lines.append(f"  ... and {len(read_as) - 3} more inputs read so (summary.json inputs_read_as)")
     exp = summary.get("expectations")
     if exp:
         st = exp["statistics"]
@@ -91,8 +95,13 @@ _SEPARATOR_NAMES = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
 
 def _read_as(how: dict) -> str:
-    """``{separator, decimal_point, text_columns}`` in words."""
+    """``{separator, decimal_point, text_columns, image_folder}`` in words."""
     words = []
+    if how.get("image_folder"):
+        held = how["image_folder"]
+        words.append(f"a folder of {held['images']:,} images, labelled by their subfolders"
+                     + (f"; {held['other_files']:,} other file{'s' if held['other_files'] != 1 else ''} passed over"
+                          if held["other_files"] else ""))
     if how.get("empty_file"):
         words.append("an empty file (no rows)")
     if "separator" in how:

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from poisonscan.pipelines.io.folders import IMAGE_SUFFIXES
 from poisonscan.pipelines.io.kinds import InputError, is_string_type, is_time_or_decimal
 from poisonscan.pipelines.io.outputs import is_absolute, join, open_read
 
@@ -678,11 +679,6 @@ def mostly_numbers(col, grouped: bool | None = None) -> bool:
     _, bad, missing = _text_numbers(col, comma_grouped(col) if grouped is None else grouped)
     present = int((~missing).sum())
     return present > 0 and present - int(bad.sum()) >= NUMBER_SHARE * present
-
-
-#: Endings of image files' names (any case): a text column whose values end so is
-#: taken for paths of images (:func:`mostly_image_paths`).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def mostly_image_paths(values: Sequence[Any]) -> bool:

@@ -74,11 +74,16 @@ def read_as(units) -> dict:
     """How each CSV or JSONL file whose reading was told from its contents was read: a
     CSV's separator and decimal point where they are not a comma and a point, and the
     columns read as text because their values do not all fit the type of the first
-    rows, and the files of nothing but white space (``empty_file``, no rows)
-    (``{path: {...}}``; files read as written are left out)."""
+    rows, and the files of nothing but white space (``empty_file``, no rows); and each
+    folder of images, with its images and the other files it holds, passed over
+    (``image_folder``) (``{path: {...}}``; files read as written are left out)."""
     out: dict = {}
     for unit in units:
         entry: dict = {}
+        if unit.format == "images":
+            held = out.setdefault(unit.path, {"image_folder": {"images": 0, "other_files": unit.other_files}})
+            held["image_folder"]["images"] += unit.rows or 0
+            continue
         if unit.blank:
             out[unit.path] = {"empty_file": True}
             continue

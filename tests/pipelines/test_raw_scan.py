@@ -302,3 +302,33 @@ def test_a_text_column_of_image_names_is_refused_with_both_ways_to_scan_it(tmp_p
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(ScanFailed, match=r"mostly images \(names of image files, or images written in base64\): scan the images with --image-column path"):
         run_scan([str(tmp_path / "t.csv")], str(tmp_path / "out"), ScanConfig())
+
+
+@pytest.mark.slow
+def test_a_folder_of_images_in_class_subfolders_is_a_source(tmp_path, digits, monkeypatch):
+    # train/<label>/<file>: torchvision's ImageFolder layout, scanned with no option
+    table, truth = digits
+    folder = tmp_path / "train"
+    for i, y, data in zip(table["id"].to_pylist(), table["label"].to_pylist(), table["image"].to_pylist()):
+        (folder / str(y)).mkdir(parents=True, exist_ok=True)
+        (folder / str(y) / f"{i}.png").write_bytes(data)
+    (folder / "stray.png").write_bytes(table["image"][0].as_py())  # no class folder: no label
+    (folder / "README.txt").write_text("digits")  # not an image: passed over, counted
+    (folder / ".thumbs").mkdir()
+    (folder / ".thumbs" / "x.png").write_bytes(b"hidden")  # hidden: passed over
+    monkeypatch.chdir(tmp_path)
+    run_scan([str(folder) + "/"], str(tmp_path / "out"), ScanConfig(write_clean=True))
+    q, r, s = read(tmp_path / "out")
+    ids = q["id"].to_pylist()
+    assert ids and {i.split("/")[1][: -len(".png")] for i in ids} <= truth
+    assert all(i.startswith("0/") for i in ids)  # the demo's target class, named by its folder
+    assert r["id"].to_pylist() == ["stray.png"] and r["error_code"].to_pylist() == ["missing_label"]
+    assert s["inputs"] == [str(folder)]
+    assert s["inputs_read_as"] == {str(folder): {"image_folder": {"images": 1798, "other_files": 1}}}
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == 1798
+    clean = pq.read_table(tmp_path / "out" / "clean.parquet")
+    assert clean.column_names == ["id", "label", "image"]
+    first = clean.slice(0, 1).to_pylist()[0]
+    assert first["image"] == {"bytes": None, "path": first["id"]} and first["label"] == first["id"].split("/")[0]
+    review = pq.read_table(tmp_path / "out" / "review.parquet").to_pylist()
+    assert review and all(row["thumbnail"] for row in review)

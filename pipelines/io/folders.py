@@ -1,0 +1,142 @@
+"""A folder of images in class subfolders, read as a table.
+
+``train/cat/001.jpg``, ``train/dog/002.png``: the layout of torchvision's
+``ImageFolder`` and of most image sets on disk. Given such a folder as a source, the scan
+reads one row per image file, in sorted order of the paths below the folder:
+
+* ``id``: the path below the folder (``cat/001.jpg``), which names the file;
+* ``label``: the first folder of that path (``cat``); an image directly in the folder has
+  no label, and its row is rejected as ``missing_label``;
+* ``image``: a ``{bytes, path}`` struct without bytes, the path the same as the id: the
+  image is read from the folder where it is encoded, and the outputs (the clean split,
+  the quarantined and rejected rows) keep the path, relative to the folder.
+
+Hidden files and folders (a name starting with ``.``) are passed over, as are files
+that are not images by their name's ending (a ``README``, a ``labels.csv``); the summary
+counts the latter (``inputs_read_as``). Every read unit lists the folder again (once per
+process) and checks that the listing is the one the scan planned on, so a folder that
+changes while it is scanned fails the scan instead of shifting rows.
+
+Local folders and any filesystem Beam lists (``gs://bucket/train/`` with ``--format
+images``). Plain Python and pyarrow, no Beam pipeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from typing import Iterator
+
+import pyarrow as pa
+
+from poisonscan.pipelines.io.outputs import find_named
+
+#: The format name of a folder of images (``--format images``).
+IMAGE_FOLDER = "images"
+
+#: Endings of image files' names (any case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+#: The rows of a folder of images.
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("label", pa.string()),
+        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+    ]
+)
+
+#: Rows per read unit: each row reads a file, so units are smaller than a Parquet file's.
+UNIT_ROWS = 1 << 14
+
+
+class FolderError(Exception):
+    """A folder of images cannot be listed, or changed since the scan listed it."""
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith(".") for part in relative.split("/"))
+
+
+def list_folder(folder: str) -> tuple[tuple[str, ...], int]:
+    """(the image files below ``folder``, as paths relative to it with ``/``, sorted;
+    how many other files there are), hidden files and folders left out of both."""
+    names, others = [], 0
+    if _is_local(folder):
+        root = _local(folder)
+        if not os.path.isdir(root):
+            raise FolderError(f"{folder} is not a folder")
+        for here, dirs, files in os.walk(root, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = os.path.relpath(here, root)
+            for f in files:
+                if f.startswith("."):
+                    continue
+                path = f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}"
+                if is_image_name(f):
+                    names.append(path)
+                else:
+                    others += 1
+    else:
+        base = folder.rstrip("/") + "/"
+        try:
+            found = find_named(folder, "")  # through Beam's filesystems
+        except Exception as exc:  # Beam raises BeamIOError with per-pattern details
+            raise FolderError(f"cannot list {folder}: {' '.join(str(exc).split())[:300]}") from None
+        for full in found:
+            if full.endswith("/") or not full.startswith(base):
+                continue
+            path = full[len(base):]
+            if _hidden(path):
+                continue
+            if is_image_name(path):
+                names.append(path)
+            else:
+                others += 1
+    return tuple(sorted(names)), others
+
+
+def digest(names: tuple[str, ...]) -> str:
+    """A fingerprint of a listing: read units check that they read the rows planned."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=4)
+def _listing(folder: str, expected: str) -> tuple[str, ...]:
+    """The folder's image files, listed once per process for the units it reads."""
+    names, _ = list_folder(folder)
+    if digest(names) != expected:
+        raise FolderError(
+            f"{folder}: its image files changed since the scan listed them ({len(names):,} now); "
+            "scan a folder nothing writes to while it is scanned"
+        )
+    return names
+
+
+def folder_batches(folder: str, expected: str, first: int, rows: int, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows ``first`` to ``first + rows`` of the folder, in batches (see the module)."""
+    names = _listing(folder, expected)[first : first + rows]
+    for start in range(0, len(names), max(batch_rows, 1)):
+        part = names[start : start + batch_rows]
+        labels = [name.split("/", 1)[0] if "/" in name else None for name in part]
+        ids = pa.array(part, pa.string())
+        image = pa.StructArray.from_arrays(
+            [pa.nulls(len(part), pa.binary()), ids], fields=list(SCHEMA.field("image").type)
+        )
+        yield pa.record_batch([ids, pa.array(labels, pa.string()), image], schema=SCHEMA)

@@ -1,0 +1,66 @@
+"""A folder of images in class subfolders as a source: listing, rows, and a folder that
+changes while it is scanned."""
+
+import pytest
+
+from poisonscan.pipelines.io.folders import SCHEMA, list_folder
+from poisonscan.pipelines.io.sources import (
+    SourceError,
+    expand_sources,
+    file_schema,
+    plan_units,
+    read_unit,
+)
+
+
+def _folder(tmp_path):
+    root = tmp_path / "train"
+    for rel in ("cat/b.png", "cat/a.JPG", "dog/sub/c.png", "d.png", "notes.txt", ".git/x.png", "dog/.hidden.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    return root
+
+
+def test_a_folders_images_are_rows_labelled_by_their_first_subfolder(tmp_path):
+    root = _folder(tmp_path)
+    assert list_folder(str(root)) == (("cat/a.JPG", "cat/b.png", "d.png", "dog/sub/c.png"), 1)
+    (src,) = expand_sources([str(root) + "/"])
+    assert (src.path, src.format, src.rows, src.other_files) == (str(root), "images", 4, 1)
+    assert file_schema(src) == SCHEMA
+    units = plan_units([src])
+    rows = [row for u in units for batch, _ in read_unit(u, None, 3) for row in batch.to_pylist()]
+    assert [(r["id"], r["label"], r["image"]) for r in rows] == [
+        ("cat/a.JPG", "cat", {"bytes": None, "path": "cat/a.JPG"}),
+        ("cat/b.png", "cat", {"bytes": None, "path": "cat/b.png"}),
+        ("d.png", None, {"bytes": None, "path": "d.png"}),
+        ("dog/sub/c.png", "dog", {"bytes": None, "path": "dog/sub/c.png"}),
+    ]
+
+
+def test_a_folder_that_changes_while_it_is_scanned_fails_the_read(tmp_path):
+    root = _folder(tmp_path)
+    (src,) = expand_sources([str(root)])
+    (root / "cat" / "new.png").write_bytes(b"x")
+    with pytest.raises(SourceError, match="its image files changed since the scan listed them"):
+        list(read_unit(plan_units([src])[0], None, 100))
+
+
+def test_folders_that_are_not_image_sets_are_refused_with_what_to_give(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="is a directory that holds no image file"):
+        expand_sources([str(tmp_path / "empty")])
+    root = _folder(tmp_path)
+    with pytest.raises(SourceError, match="is a directory; give files or a glob"):
+        expand_sources([str(root)], "csv")
+    with pytest.raises(SourceError, match="is not a folder"):
+        expand_sources([str(root / "d.png")], "images")
+
+
+def test_an_output_folder_inside_the_folder_of_images_is_refused(tmp_path):
+    from poisonscan import ScanConfig
+    from poisonscan.pipelines.drivers.run import run_scan
+
+    root = _folder(tmp_path)
+    with pytest.raises(SourceError, match="lies in the folder of images"):
+        run_scan([str(root)], str(root / "scan-out"), ScanConfig())
+    assert not (root / "scan-out").exists()
