@@ -79,7 +79,13 @@ def list_folder(folder: str) -> tuple[tuple[str, ...], int]:
         root = _local(folder)
         if not os.path.isdir(root):
             raise FolderError(f"{folder} is not a folder")
+        seen = set()  # real folders walked: linked folders are followed, a link back is not
         for here, dirs, files in os.walk(root, followlinks=True):
+            real = os.path.realpath(here)
+            if real in seen:
+                dirs[:] = []
+                continue
+            seen.add(real)
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             rel = os.path.relpath(here, root)
             for f in files:

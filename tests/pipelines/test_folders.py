@@ -37,6 +37,16 @@ def test_a_folders_images_are_rows_labelled_by_their_first_subfolder(tmp_path):
     ]
 
 
+def test_linked_class_folders_are_followed_and_a_link_back_is_not(tmp_path):
+    root = _folder(tmp_path)
+    (tmp_path / "birds").mkdir()
+    (tmp_path / "birds" / "e.png").write_bytes(b"x")
+    (root / "bird").symlink_to(tmp_path / "birds")
+    (root / "cat" / "loop").symlink_to(root)  # a cycle: walked once
+    names, _ = list_folder(str(root))
+    assert names == ("bird/e.png", "cat/a.JPG", "cat/b.png", "d.png", "dog/sub/c.png")
+
+
 def test_a_folder_that_changes_while_it_is_scanned_fails_the_read(tmp_path):
     root = _folder(tmp_path)
     (src,) = expand_sources([str(root)])
