@@ -74,6 +74,7 @@ def is_absolute(path: str) -> bool:
 
 def open_write(path: str):
     if _is_local(path):
+        path = _local(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         return open(path, "wb")
     # Beam's filesystems: about 1 s to import; local paths never need them
@@ -84,7 +85,7 @@ def open_write(path: str):
 
 def open_read(path: str):
     if _is_local(path):
-        return open(path, "rb")
+        return open(_local(path), "rb")
     # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 import base64
 import datetime
 import functools
+import hashlib
 import io
 import math
 import os
 import re
+import stat
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -51,6 +53,9 @@ class Encoded:
     inputs: dict  # name -> numpy array with len(rows) leading entries
     errors: dict[int, tuple[str, str]] = field(default_factory=dict)  # row -> (code, text)
     tokens: list | None = None  # text: the n-grams of each row; tables: column=value
+    #: images read from files: row -> 128-bit fingerprint (hi, lo) of the file's bytes,
+    #: the row's content (its path names where the content is, not what it is)
+    file_content: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 # images -----------------------------------------------------------------------------
@@ -105,19 +110,24 @@ class ImageEncoder:
     def encode(self, col, folder: str | None = None) -> Encoded:
         """Encode an Arrow array (or a list) of raw image values; a relative path among
         them is read from ``folder`` (see :func:`image_file_bytes`)."""
-        rows, arrays, errors = [], [], {}
+        rows, arrays, errors, content = [], [], {}, {}
         for i, v in enumerate(_values(col)):
             if v is None:
                 errors[i] = ("missing_image", "image is null")
                 continue
             try:
-                arrays.append(self._one(located(v, folder)))
+                v = located(v, folder)
+                if isinstance(v, ImageFile):
+                    v = read_image(v)
+                    if isinstance(v, bytes):
+                        content[i] = bytes_fingerprint(v)
+                arrays.append(self._one(v))
                 rows.append(i)
             except Exception as exc:  # any decoder failure is the row's problem
                 errors[i] = ("bad_image", f"image: cannot decode ({_short(exc)})")
         x = np.stack(arrays) if arrays else np.zeros((0, self.channels, self.size, self.size), np.uint8)
         tokens = pixel_tokens(x, self.modes) if self.modes is not None else None
-        return Encoded(np.array(rows, dtype=np.int64), {"x": x}, errors, tokens)
+        return Encoded(np.array(rows, dtype=np.int64), {"x": x}, errors, tokens, content)
 
     def _one(self, v) -> np.ndarray:
         from PIL import Image  # Pillow: only scans of images load it (about 0.1 s)
@@ -222,10 +232,63 @@ def located(v: Any, folder: str | None) -> Any:
     """``v`` with the folder its relative path is read from: an :class:`ImageFile` for a
     path (a string, or a ``{bytes, path}`` struct without bytes), else ``v`` as it is."""
     if isinstance(v, str):
-        return ImageFile(v, folder)
+        return v if v.startswith("data:") else ImageFile(v, folder)
+    if isinstance(v, (bytes, bytearray)) and _text_path(v):
+        # a path with a byte that is not UTF-8 (a Latin-1 file name), which made a CSV or
+        # JSONL reader take its column for bytes
+        return ImageFile(os.fsdecode(bytes(v)), folder)
     if isinstance(v, dict) and v.get("bytes") is None and isinstance(v.get("path"), str) and v["path"]:
         return ImageFile(v["path"], folder)
     return v
+
+
+def _text_path(v: bytes) -> bool:
+    """Whether bytes are a path written as text (an image file's name, no NUL, not an
+    image's own first bytes), not an image."""
+    return (len(v) < 4096 and b"\0" not in v and not v.startswith(_IMAGE_MAGIC)
+            and bytes(v).lower().endswith(tuple(s.encode() for s in IMAGE_SUFFIXES)))
+
+
+def read_image(v: "ImageFile") -> bytes | str:
+    """What an :class:`ImageFile` holds: the bytes of its file, or its string as it is
+    when that is an image written in base64 (not a path)."""
+    try:
+        if inline_image(v.path) is not None:
+            return v.path
+    except ValueError:
+        return v.path  # a data URI that does not decode: the decoder says why
+    return image_file_bytes(v.path, v.folder)
+
+
+def bytes_fingerprint(data: bytes) -> tuple[int, int]:
+    """A 128-bit fingerprint of a file's bytes, as two unsigned 64-bit integers."""
+    h = hashlib.blake2b(data, digest_size=16).digest()
+    return int.from_bytes(h[:8], "little"), int.from_bytes(h[8:], "little")
+
+
+#: Largest image file read (bytes): a path in the data that names something else (a
+#: device, a huge file) is that row's problem, not the scan's memory's.
+MAX_IMAGE_FILE = 256 << 20
+
+
+def _read_file(place: str) -> bytes:
+    """The bytes of one file: a regular file on this machine (not a device or a pipe,
+    which may never end), at most :data:`MAX_IMAGE_FILE` bytes, or a file of another
+    filesystem Beam reads."""
+    if "://" not in place or place.startswith("file://"):
+        local = place[len("file://") :] if place.startswith("file://") else place
+        info = os.stat(local)  # FileNotFoundError when there is none
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{place} is not a regular file")
+        if info.st_size > MAX_IMAGE_FILE:
+            raise ValueError(f"{place} holds {info.st_size:,} bytes, more than an image file may ({MAX_IMAGE_FILE:,})")
+        with open(local, "rb") as f:
+            return f.read()
+    with open_read(place) as f:
+        data = f.read(MAX_IMAGE_FILE + 1)
+    if len(data) > MAX_IMAGE_FILE:
+        raise ValueError(f"{place} holds more bytes than an image file may ({MAX_IMAGE_FILE:,})")
+    return data
 
 
 def image_file_bytes(path: str, folder: str | None) -> bytes:
@@ -238,15 +301,13 @@ def image_file_bytes(path: str, folder: str | None) -> bytes:
     if not path:
         raise ValueError("the image path is empty")
     if folder is None or is_absolute(path):
-        with open_read(path) as f:
-            return f.read()
+        return _read_file(path)
     places = [join(folder, path)]
     if "://" not in folder or folder.startswith("file://"):
         places.append(os.path.abspath(path))
     for place in dict.fromkeys(places):
         try:
-            with open_read(place) as f:
-                return f.read()
+            return _read_file(place)
         except FileNotFoundError:
             continue
     if len(places) == 1:
@@ -294,7 +355,7 @@ def to_pil_or_array(v, folder: str | None = None):
     from PIL import Image
 
     if isinstance(v, ImageFile):
-        v, folder = v.path, v.folder
+        v = read_image(v)
     if isinstance(v, dict):
         data = v.get("bytes")
         if data is None and v.get("path"):

@@ -219,7 +219,7 @@ def prepare(
 
     content = None
     if checks.collect_content or checks.content_duplicates or checks.remembered is not None:
-        content = _content_keys(batch, checks, keys, groups, np.flatnonzero(valid))
+        content = _content_keys(batch, checks, keys, groups, np.flatnonzero(valid), encoded)
         _check_confirmed(checks, keys, content, valid, problems)
         _check_repeated_content(checks, content, positions, valid, problems)
         _keep_valid(groups, encoded, valid)
@@ -393,13 +393,14 @@ def _check_user_rows(batch: pa.RecordBatch, checks: RowChecks, problems: dict) -
                 problems.setdefault(int(rows[j]), []).append((name, f"failed {name}"))
 
 
-def _content_keys(batch: pa.RecordBatch, checks: RowChecks, keys: _Keys, groups: dict, rows: np.ndarray) -> tuple:
+def _content_keys(batch: pa.RecordBatch, checks: RowChecks, keys: _Keys, groups: dict, rows: np.ndarray,
+                  encoded=None) -> tuple:
     """(rows, content fingerprint hi, lo, label hash, stratum, id hash) of the valid rows."""
     kinds = checks.kinds
     if kinds.input.kind == "features":
         hi, lo = _grouped_vector_fingerprints(groups, rows)
     else:
-        hi, lo = content_fingerprints(batch, kinds, rows)
+        hi, lo = _input_content(batch, kinds, rows, encoded)
     take = pa.array(rows, pa.int64())
     label_hash = pl.from_arrow(keys.labels_arr.take(take)).hash(seed=_ID_SEEDS[0]).to_numpy()
     id_hash = pl.from_arrow(keys.ids_arr.take(take)).hash(seed=_ID_SEEDS[1]).to_numpy().astype(np.uint64, copy=False)
@@ -505,7 +506,7 @@ def content_of(prep: Prepared, rows: np.ndarray) -> list[str]:
             if sel.any():
                 hi[sel], lo[sel] = vector_fingerprints(X[np.searchsorted(rows_d, rows[sel])])
     else:
-        hi, lo = content_fingerprints(prep.batch, prep.kinds, rows)
+        hi, lo = _input_content(prep.batch, prep.kinds, rows, prep.encoded)
     return [content_text(h, lo_) for h, lo_ in zip(hi.tolist(), lo.tolist())]
 
 
@@ -655,7 +656,22 @@ def _encode(batch, kinds, encoder, rows: np.ndarray, problems, folder: str | Non
         problems.setdefault(int(rows[j]), []).append((code, text))
     enc.rows = rows[enc.rows]
     enc.errors = {}
+    enc.file_content = {int(rows[j]): fp for j, fp in enc.file_content.items()}
     return enc
+
+
+def _input_content(batch: pa.RecordBatch, kinds, rows: np.ndarray, encoded) -> tuple[np.ndarray, np.ndarray]:
+    """Content fingerprints of raw-input ``rows``: of their input columns, and for an
+    image read from a file, of the file's bytes (two files under the same name in two
+    folders are two images; a file rewritten under its name is new content)."""
+    hi, lo = content_fingerprints(batch, kinds, rows)
+    files = encoded.file_content if encoded is not None else {}
+    if files:
+        hi, lo = hi.copy(), lo.copy()
+        for j, r in enumerate(rows.tolist()):
+            if r in files:
+                hi[j], lo[j] = files[r]
+    return hi, lo
 
 
 def label_input(encoded) -> np.ndarray | None:

@@ -155,6 +155,28 @@ def test_image_paths_are_read_from_the_input_files_folder_then_the_working_direc
     assert located(b"bytes", folder) == b"bytes" and located({"bytes": b"x", "path": "p.png"}, folder)["bytes"]
 
 
+def test_an_image_read_from_a_file_is_its_bytes_not_its_name(tmp_path):
+    import os
+
+    gray = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    for name, img in (("a", gray), ("b", 255 - gray), ("c", gray)):
+        (tmp_path / name / "imgs").mkdir(parents=True)
+        (tmp_path / name / "imgs" / "0.png").write_bytes(png(img))
+    enc = ImageEncoder(8, 1)
+    content = [enc.encode(["imgs/0.png"], str(tmp_path / n)).file_content[0] for n in "abc"]
+    # one name in two folders: two images; the same picture anywhere: one content
+    assert content[0] != content[1] and content[0] == content[2]
+    assert enc.encode([png(gray)]).file_content == {}  # bytes in the data are the row's own content
+    # a path with a byte that is not UTF-8 (a CSV column read as bytes), a file:// URL
+    latin = os.path.join(os.fsencode(tmp_path / "a"), b"caf\xe9.png")
+    with open(latin, "wb") as f:
+        f.write(png(gray))
+    out = enc.encode([b"caf\xe9.png", f"file://{tmp_path}/a/imgs/0.png", "/dev/zero", "imgs"], str(tmp_path / "a"))
+    assert out.rows.tolist() == [0, 1]
+    assert "/dev/zero is not a regular file" in out.errors[2][1]  # never read to the end
+    assert "is not a regular file" in out.errors[3][1] or "no image file" in out.errors[3][1]
+
+
 def test_images_written_in_strings_base64_or_data_uri():
     import base64
 

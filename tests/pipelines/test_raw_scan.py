@@ -332,3 +332,23 @@ def test_a_folder_of_images_in_class_subfolders_is_a_source(tmp_path, digits, mo
     assert first["image"] == {"bytes": None, "path": first["id"]} and first["label"] == first["id"].split("/")[0]
     review = pq.read_table(tmp_path / "out" / "review.parquet").to_pylist()
     assert review and all(row["thumbnail"] for row in review)
+
+
+@pytest.mark.slow
+def test_two_csvs_whose_images_share_names_in_their_own_folders_are_not_repeats(tmp_path, digits):
+    # train/ and val/ exports each write imgs/0.png...: one name, two pictures
+    table, _ = digits
+    half = table.num_rows // 2
+    sources = []
+    for part, (a, b) in (("a", (0, half)), ("b", (half, table.num_rows))):
+        (tmp_path / part / "imgs").mkdir(parents=True)
+        lines = ["id,path,label"]
+        for k, (y, data) in enumerate(zip(table["label"].to_pylist()[a:b], table["image"].to_pylist()[a:b])):
+            (tmp_path / part / "imgs" / f"{k}.png").write_bytes(data)
+            lines.append(f"{part}-{k},imgs/{k}.png,{y}")
+        (tmp_path / part / "rows.csv").write_text("\n".join(lines) + "\n")
+        sources.append(str(tmp_path / part / "rows.csv"))
+    run_scan(sources, str(tmp_path / "out"), ScanConfig(image_column="path"))
+    _, r, s = read(tmp_path / "out")
+    assert s["rows_rejected"] == 0 and r.num_rows == 0, s["rejected_by_reason"]
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] == table.num_rows
