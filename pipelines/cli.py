@@ -116,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan = sub.add_parser(
         "scan",
-        help="scan Parquet, CSV or JSONL files",
+        help="scan Parquet, CSV or JSONL files, or a folder of images",
         description=(
-            "Scan SOURCE files (Parquet, CSV, JSONL; globs and any filesystem Beam knows) "
+            "Scan SOURCE files (Parquet, CSV, JSONL; globs and any filesystem Beam knows), or a "
+            "folder of images in class subfolders (train/cat/001.jpg: id cat/001.jpg, label cat), "
             "and write quarantine.parquet/.csv, rejected.parquet, summary.json, report.html "
             "and, with --write-clean, clean.parquet to DIR. Options not listed here are passed to "
             "Beam as pipeline options (e.g. --runner=DataflowRunner --project=...)."
@@ -182,7 +183,8 @@ def _demo_and_report(sub) -> None:
 
 def _input_options(scan: argparse.ArgumentParser) -> None:
     """Where the rows are and which columns hold what."""
-    scan.add_argument("sources", nargs="+", metavar="SOURCE", help="files or globs")
+    scan.add_argument("sources", nargs="+", metavar="SOURCE",
+                      help="files or globs, or folders of images in class subfolders")
     scan.add_argument("--out", required=True, metavar="DIR", help="output directory")
     scan.add_argument("--id-column", default="id", metavar="NAME", help="row id column (default: id)")
     scan.add_argument("--label-column", default="label", metavar="NAME", help="label column (default: label)")
@@ -193,7 +195,9 @@ def _input_options(scan: argparse.ArgumentParser) -> None:
     )
     scan.add_argument(
         "--image-column", metavar="NAME",
-        help="images: PNG/JPEG bytes, a {bytes, path} struct or a fixed-shape array of numbers",
+        help="images: PNG/JPEG bytes, a {bytes, path} struct, paths of image files (a relative one from "
+             "the input file's folder, then the working directory), base64 or data: URIs, or a "
+             "fixed-shape array of numbers",
     )
     scan.add_argument("--text-column", metavar="NAME", help="text")
     scan.add_argument(

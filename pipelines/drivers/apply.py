@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from poisonscan.pipelines.io.folders import IMAGE_FOLDER
 from poisonscan.pipelines.io.outputs import (
     OutputDir,
     PartWriter,
@@ -75,10 +76,11 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
     released = released_ids(decisions)
     try:
         settings = summary.get("settings") or {}
-        files = typed_files(expand_sources(summary.get("inputs") or []),
+        files = typed_files(expand_sources(summary.get("inputs") or [], formats=summary.get("input_formats")),
                             (id_column, settings.get("label_column") or "label"))
     except SourceError as exc:
         raise ApplyError(f"the scan's inputs cannot be read again: {exc}") from None
+    _check_folders(files, summary)
     drop = _dropped(files, quarantine, rejected, released)
     held = _held(files, quarantine, released)
     schema = unified_schema([file_schema(f) for f in files])
@@ -113,6 +115,19 @@ def apply_decisions(scan_dir: str, decisions_path: str, out_dir: str | None = No
         "reviewers": sorted({d.reviewer for d in decisions if d.reviewer}),
         "out": out.path,
     }
+
+
+def _check_folders(files, summary: dict) -> None:
+    """A folder of images lists the same files as when it was scanned: its rows are its
+    files in sorted order, so one added, removed or renamed moves every row after it."""
+    read_as = summary.get("inputs_read_as") or {}
+    for f in files:
+        scanned = (read_as.get(f.path) or {}).get("image_folder") or {}
+        if f.format == IMAGE_FOLDER and scanned.get("listing") not in (None, f.listing):
+            raise ApplyError(
+                f"the folder of images {f.path} changed since the scan ({scanned.get('images', 0):,} images then, "
+                f"{f.rows or 0:,} now, or some renamed): scan it again and review that scan"
+            )
 
 
 def _refuse_inputs_in_out(files, out_dir: str) -> None:

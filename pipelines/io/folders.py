@@ -4,7 +4,9 @@
 ``ImageFolder`` and of most image sets on disk. Given such a folder as a source, the scan
 reads one row per image file, in sorted order of the paths below the folder:
 
-* ``id``: the path below the folder (``cat/001.jpg``), which names the file;
+* ``id``: the path below the folder (``cat/001.jpg``), which names the file; where
+  several folders are scanned together, the folder joined to it (``train/cat/001.jpg``,
+  ``val/cat/001.jpg``: two rows);
 * ``label``: the first folder of that path (``cat``); an image directly in the folder has
   no label, and its row is rejected as ``missing_label``;
 * ``image``: a ``{bytes, path}`` struct without bytes, the path the same as the id: the
@@ -79,20 +81,24 @@ def list_folder(folder: str) -> tuple[tuple[str, ...], int]:
         root = _local(folder)
         if not os.path.isdir(root):
             raise FolderError(f"{folder} is not a folder")
-        seen = set()  # real folders walked: linked folders are followed, a link back is not
+        # real folders walked: linked folders are followed (in sorted order, so the name a
+        # folder is reached by is the same on every machine), a link back is not
+        seen = set()
         for here, dirs, files in os.walk(root, followlinks=True):
             real = os.path.realpath(here)
             if real in seen:
                 dirs[:] = []
                 continue
             seen.add(real)
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             rel = os.path.relpath(here, root)
             for f in files:
                 if f.startswith("."):
                     continue
                 path = f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}"
-                if is_image_name(f):
+                # a pipe, a socket or a broken link named like an image is not one
+                if is_image_name(f) and os.path.isfile(os.path.join(here, f)):
+                    _check_name(folder, path)
                     names.append(path)
                 else:
                     others += 1
@@ -115,6 +121,18 @@ def list_folder(folder: str) -> tuple[tuple[str, ...], int]:
     return tuple(sorted(names)), others
 
 
+def _check_name(folder: str, path: str) -> None:
+    """A name that is not UTF-8 (a Latin-1 file name, read as surrogates) can be neither
+    an id nor a label: refused before anything is read, naming it."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise FolderError(
+            f"{folder}: the name '{shown}' is not UTF-8, so it can be neither an id nor a label; rename it"
+        ) from None
+
+
 def digest(names: tuple[str, ...]) -> str:
     """A fingerprint of a listing: read units check that they read the rows planned."""
     h = hashlib.sha256()
@@ -135,14 +153,17 @@ def _listing(folder: str, expected: str) -> tuple[str, ...]:
     return names
 
 
-def folder_batches(folder: str, expected: str, first: int, rows: int, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The rows ``first`` to ``first + rows`` of the folder, in batches (see the module)."""
+def folder_batches(folder: str, expected: str, first: int, rows: int, batch_rows: int,
+                   id_prefix: str = "") -> Iterator[pa.RecordBatch]:
+    """The rows ``first`` to ``first + rows`` of the folder, in batches (see the module);
+    each id starts with ``id_prefix`` (the folder, where several are scanned together)."""
     names = _listing(folder, expected)[first : first + rows]
     for start in range(0, len(names), max(batch_rows, 1)):
         part = names[start : start + batch_rows]
         labels = [name.split("/", 1)[0] if "/" in name else None for name in part]
-        ids = pa.array(part, pa.string())
+        paths = pa.array(part, pa.string())
+        ids = pa.array([id_prefix + name for name in part], pa.string()) if id_prefix else paths
         image = pa.StructArray.from_arrays(
-            [pa.nulls(len(part), pa.binary()), ids], fields=list(SCHEMA.field("image").type)
+            [pa.nulls(len(part), pa.binary()), paths], fields=list(SCHEMA.field("image").type)
         )
         yield pa.record_batch([ids, pa.array(labels, pa.string()), image], schema=SCHEMA)

@@ -18,7 +18,7 @@ import queue
 import re
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -86,10 +86,13 @@ class SourceFile:
     #: shard of a sharded export), read as such (:func:`_blank`)
     blank: bool = False
     #: a folder of images (:mod:`.folders`): its images, the fingerprint of their
-    #: listing, and how many other files it holds
+    #: listing, how many other files it holds, and what its rows' ids start with (the
+    #: folder, where several folders are scanned together: ``train/cat/1.png`` and
+    #: ``val/cat/1.png`` are two rows)
     rows: int | None = None
     listing: str = ""
     other_files: int = 0
+    id_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class ReadUnit:
     blank: bool = False  # see SourceFile
     listing: str = ""  # see SourceFile
     other_files: int = 0  # see SourceFile
+    id_prefix: str = ""  # see SourceFile
 
     @property
     def key(self) -> str:
@@ -148,7 +152,8 @@ def _local(path: str) -> str:
     return path[len("file://") :] if path.startswith("file://") else path
 
 
-def expand_sources(patterns: Sequence[str], format_override: str | None = None) -> list[SourceFile]:
+def expand_sources(patterns: Sequence[str], format_override: str | None = None,
+                   formats: Mapping[str, str] | None = None) -> list[SourceFile]:
     """Match files or globs; every pattern must match at least one file. A folder of
     images in class subfolders (:mod:`.folders`) is a source of its own: a local folder
     holding image files, or any folder with ``--format images``."""
@@ -159,7 +164,10 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None) 
         raise SourceError("no source given")
     paths: set[str] = set()
     image_folders: dict[str, tuple] = {}
+    given = format_override
+    chosen: dict[str, str] = {}  # a file's format, given for that file (``formats``)
     for pattern in patterns:
+        format_override = (formats or {}).get(pattern, given)
         local_folder = is_local(pattern) and os.path.isdir(_local(pattern))
         glob = f"{pattern.rstrip('/')}/*.parquet"
         if local_folder and format_override not in (None, IMAGE_FOLDER):
@@ -175,10 +183,19 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None) 
                     f"{pattern} is a directory that holds no image file ({', '.join(folders.IMAGE_SUFFIXES)}); "
                     f"give files or a glob such as {glob}, or a folder of images in class subfolders"
                 )
+            tables = _data_files_in(folder) if format_override is None else []
+            if tables:  # a CSV of paths beside its images: which of the two is meant?
+                raise SourceError(
+                    f"{pattern} holds data files ({', '.join(tables[:3])}{' ...' if len(tables) > 3 else ''}) "
+                    f"beside {len(names):,} images: give the file to scan its rows ({folder}/{tables[0]}), "
+                    "or --format images to scan the images, labelled by their subfolders"
+                )
             image_folders[folder] = (len(names), folders.digest(names), others)
             continue
         if is_local(pattern) and os.path.isfile(_local(pattern)):
             paths.add(pattern)  # a file that exists is that file, brackets and all ("train[1].parquet")
+            if format_override:
+                chosen[pattern] = format_override
             continue
         try:
             (result,) = FileSystems.match([pattern])
@@ -188,13 +205,29 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None) 
         if not found:
             raise SourceError(f"no file matches {pattern}")
         paths.update(found)
+        if format_override:
+            chosen.update(dict.fromkeys(found, format_override))
     out = []
     for i, p in enumerate(sorted(paths | set(image_folders))):
         if p in image_folders:
             rows, listing, others = image_folders[p]
-            out.append(SourceFile(i, p, IMAGE_FOLDER, rows=rows, listing=listing, other_files=others))
+            prefix = f"{p}/" if len(image_folders) > 1 else ""
+            out.append(SourceFile(i, p, IMAGE_FOLDER, rows=rows, listing=listing, other_files=others, id_prefix=prefix))
         else:
-            out.append(SourceFile(i, p, format_of(p, format_override)))
+            out.append(SourceFile(i, p, format_of(p, chosen.get(p, given))))
+    return out
+
+
+def _data_files_in(folder: str) -> list[str]:
+    """The Parquet, CSV and JSONL files directly in a local folder, by name."""
+    out = []
+    for name in sorted(os.listdir(_local(folder))):
+        try:
+            format_of(name)
+        except SourceError:
+            continue
+        if not name.startswith("."):
+            out.append(name)
     return out
 
 
@@ -495,7 +528,7 @@ def plan_units(files: Sequence[SourceFile], unit_rows: int = UNIT_ROWS) -> list[
             for i, first in enumerate(range(0, max(src.rows or 0, 1), folders.UNIT_ROWS)):
                 rows = min(folders.UNIT_ROWS, (src.rows or 0) - first)
                 units.append(ReadUnit(src.index, i, src.path, src.format, None, first, rows,
-                                      listing=src.listing, other_files=src.other_files))
+                                      listing=src.listing, other_files=src.other_files, id_prefix=src.id_prefix))
             continue
         if src.format != "parquet":
             units.append(ReadUnit(src.index, 0, src.path, src.format, None, 0, None,
@@ -529,7 +562,8 @@ def read_unit(
         return
     try:
         if unit.format == IMAGE_FOLDER:
-            for batch in folders.folder_batches(unit.path, unit.listing, unit.first_row, unit.rows or 0, batch_rows):
+            for batch in folders.folder_batches(unit.path, unit.listing, unit.first_row, unit.rows or 0, batch_rows,
+                                                unit.id_prefix):
                 yield batch, row
                 row += batch.num_rows
             return

@@ -65,6 +65,8 @@ def summarize(
         "detectors": _detectors(model, quarantine, detectors),
         "decision": cfg.build_group_test().get_params(),
         "inputs": list(inputs),
+        # each input's format, as the scan read it (apply reads the inputs so again)
+        "input_formats": {u.path: u.format for u in plan.units},
         "inputs_read_as": read_as(plan.units),
         "settings": cfg.to_dict(),
     }
@@ -81,7 +83,8 @@ def read_as(units) -> dict:
     for unit in units:
         entry: dict = {}
         if unit.format == "images":
-            held = out.setdefault(unit.path, {"image_folder": {"images": 0, "other_files": unit.other_files}})
+            held = out.setdefault(unit.path, {"image_folder": {"images": 0, "other_files": unit.other_files,
+                                                                "listing": unit.listing}})
             held["image_folder"]["images"] += unit.rows or 0
             continue
         if unit.blank:

@@ -268,3 +268,24 @@ def test_a_reviewer_and_a_note_read_back_as_written_in_the_page():
     # optional fields left off a hand-written file, the scan kept: read
     got = read_decisions("id,decision,scan,note\na,released,fp\n", "d.csv", q, "fp")
     assert got[0].decision == "released" and got[0].note == ""
+
+
+def test_apply_reads_each_input_in_the_format_the_scan_was_told(tmp_path):
+    """A CSV named without its extension was scanned with --format csv; apply once took
+    the format from the name and could not read it again."""
+    X, y, _ = planted(n_per_class=200, seed=3)
+    lines = ["id,label,features"] + [f"row-{i:04d},{c},\"{' '.join(f'{v:.6f}' for v in x)}\""
+                                     for i, (x, c) in enumerate(zip(X, y))]
+    src = tmp_path / "rows.export"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert main(["scan", str(src), "--format", "csv", "--features-column", "features", "--out", str(out),
+                 "--no-data-docs", "-q"]) in (0, 4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_formats"] == {str(src): "csv"}
+    q = pq.read_table(out / "quarantine.parquet")
+    fp = scan_fingerprint(summary, q)
+    decisions = tmp_path / "d.csv"
+    decisions.write_text("id,decision,scan\n" + "".join(f"{i},confirmed,{fp}\n" for i in q["id"].to_pylist()))
+    assert main(["apply", str(out), "--decisions", str(decisions), "--out", str(tmp_path / "applied"), "-q"]) == 0
+    assert pq.read_table(tmp_path / "applied" / "clean.parquet").num_rows == summary["rows_clean"]

@@ -1,6 +1,8 @@
 """A folder of images in class subfolders as a source: listing, rows, and a folder that
 changes while it is scanned."""
 
+import os
+
 import pytest
 
 from poisonscan.pipelines.io.folders import SCHEMA, list_folder
@@ -43,8 +45,41 @@ def test_linked_class_folders_are_followed_and_a_link_back_is_not(tmp_path):
     (tmp_path / "birds" / "e.png").write_bytes(b"x")
     (root / "bird").symlink_to(tmp_path / "birds")
     (root / "cat" / "loop").symlink_to(root)  # a cycle: walked once
-    names, _ = list_folder(str(root))
+    (root / "zebra").symlink_to(root / "dog")  # a second name: the first in sorted order holds it
+    os.mkfifo(root / "cat" / "pipe.png")  # not a regular file: never opened (it would block)
+    names, others = list_folder(str(root))
     assert names == ("bird/e.png", "cat/a.JPG", "cat/b.png", "d.png", "dog/sub/c.png")
+    assert others == 2  # notes.txt, the pipe
+
+
+def test_names_that_are_not_utf8_are_refused_naming_them(tmp_path):
+    root = _folder(tmp_path)
+    os.close(os.open(os.path.join(os.fsencode(root / "cat"), b"caf\xe9.png"), os.O_CREAT | os.O_WRONLY))
+    with pytest.raises(SourceError, match=r"the name 'cat/caf\\xe9.png' is not UTF-8"):
+        expand_sources([str(root)])
+
+
+def test_several_folders_keep_their_rows_apart(tmp_path):
+    a, b = _folder(tmp_path / "a"), _folder(tmp_path / "b")
+    files = expand_sources([str(a), str(b)])
+    ids = [r["id"] for u in plan_units(files) for batch, _ in read_unit(u, None, 100) for r in batch.to_pylist()]
+    assert ids == [f"{a}/{n}" for n in list_folder(str(a))[0]] + [f"{b}/{n}" for n in list_folder(str(b))[0]]
+    (one,) = expand_sources([str(a)])
+    assert next(read_unit(plan_units([one])[0], None, 1))[0].to_pylist()[0]["id"] == "cat/a.JPG"
+
+
+def test_apply_refuses_a_folder_changed_since_the_scan(tmp_path):
+    from poisonscan.pipelines.drivers.apply import ApplyError, _check_folders
+
+    root = _folder(tmp_path)
+    (src,) = expand_sources([str(root)])
+    summary = {"inputs_read_as": {str(root): {"image_folder": {"images": 4, "other_files": 1,
+                                                                "listing": src.listing}}}}
+    _check_folders([src], summary)
+    (root / "cat" / "b.png").rename(root / "cat" / "z.png")
+    (again,) = expand_sources([str(root)])
+    with pytest.raises(ApplyError, match="changed since the scan"):
+        _check_folders([again], summary)
 
 
 def test_a_folder_that_changes_while_it_is_scanned_fails_the_read(tmp_path):
@@ -56,6 +91,12 @@ def test_a_folder_that_changes_while_it_is_scanned_fails_the_read(tmp_path):
 
 
 def test_folders_that_are_not_image_sets_are_refused_with_what_to_give(tmp_path):
+    (tmp_path / "csv_and_images" / "imgs").mkdir(parents=True)
+    (tmp_path / "csv_and_images" / "imgs" / "0.png").write_bytes(b"x")
+    (tmp_path / "csv_and_images" / "train.csv").write_text("id,path,label\n")
+    with pytest.raises(SourceError, match=r"holds data files \(train.csv\) beside 1 images: give the file"):
+        expand_sources([str(tmp_path / "csv_and_images")])
+    assert expand_sources([str(tmp_path / "csv_and_images")], "images")[0].rows == 1
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="is a directory that holds no image file"):
         expand_sources([str(tmp_path / "empty")])
