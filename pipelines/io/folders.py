@@ -53,6 +53,14 @@ SCHEMA = pa.schema(
 UNIT_ROWS = 1 << 14
 
 
+class ImageFolderPath(str):
+    """The path of a folder of images, where its rows' relative paths are read from it
+    alone: they name its own files, listed by the scan (no working directory to fall
+    back on when one has gone)."""
+
+    __slots__ = ()
+
+
 class FolderError(Exception):
     """A folder of images cannot be listed, or changed since the scan listed it."""
 

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from poisonscan.pipelines.io.folders import IMAGE_SUFFIXES
+from poisonscan.pipelines.io.folders import IMAGE_SUFFIXES, ImageFolderPath
 from poisonscan.pipelines.io.kinds import InputError, is_string_type, is_time_or_decimal
 from poisonscan.pipelines.io.outputs import is_absolute, join, open_read
 
@@ -303,7 +303,7 @@ def image_file_bytes(path: str, folder: str | None) -> bytes:
     if folder is None or is_absolute(path):
         return _read_file(path)
     places = [join(folder, path)]
-    if "://" not in folder or folder.startswith("file://"):
+    if ("://" not in folder or folder.startswith("file://")) and not isinstance(folder, ImageFolderPath):
         places.append(os.path.abspath(path))
     for place in dict.fromkeys(places):
         try:
@@ -311,7 +311,8 @@ def image_file_bytes(path: str, folder: str | None) -> bytes:
         except FileNotFoundError:
             continue
     if len(places) == 1:
-        raise FileNotFoundError(f"no image file {path!r} in {folder} (the input file's folder)")
+        whose = "the folder of images" if isinstance(folder, ImageFolderPath) else "the input file's folder"
+        raise FileNotFoundError(f"no image file {path!r} in {folder} ({whose})")
     raise FileNotFoundError(
         f"no image file {path!r} in {folder} (the input file's folder) or in the working directory ({os.getcwd()})"
     )

@@ -13,7 +13,7 @@ from poisonscan.expectations import SuiteError, named_columns
 from poisonscan.expectations import plan as expectation_plan
 from poisonscan.pipelines.config import ScanConfig
 from poisonscan.pipelines.io.columns import ColumnKinds, check_columns
-from poisonscan.pipelines.io.folders import IMAGE_FOLDER
+from poisonscan.pipelines.io.folders import IMAGE_FOLDER, ImageFolderPath
 from poisonscan.pipelines.io.outputs import folder_of, open_read
 from poisonscan.pipelines.io.sources import (
     SourceError,
@@ -81,7 +81,7 @@ class ScanPlan:
             return {}
         image_folders = {u.file_index for u in self.units if u.format == IMAGE_FOLDER}  # the folder itself
         return {
-            i: p if i in image_folders else folder_of(p)
+            i: ImageFolderPath(p) if i in image_folders else folder_of(p)
             for i, p in self.file_paths.items() if p not in (MEMORY_SOURCE, PCOLLECTION_SOURCE)
         }
 

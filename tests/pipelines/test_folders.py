@@ -115,3 +115,17 @@ def test_an_output_folder_inside_the_folder_of_images_is_refused(tmp_path):
     with pytest.raises(SourceError, match="lies in the folder of images"):
         run_scan([str(root)], str(root / "scan-out"), ScanConfig())
     assert not (root / "scan-out").exists()
+
+
+def test_an_image_gone_from_its_folder_is_not_read_from_the_working_directory(tmp_path, monkeypatch):
+    from poisonscan.pipelines.io.folders import ImageFolderPath
+    from poisonscan.pipelines.represent.encoders import ImageEncoder
+
+    root = _folder(tmp_path)
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a.JPG").write_bytes(b"x")  # the same name, here
+    (root / "cat" / "a.JPG").unlink()
+    monkeypatch.chdir(tmp_path)
+    out = ImageEncoder(8, 1).encode(["cat/a.JPG"], ImageFolderPath(str(root)))
+    assert out.errors[0] == ("bad_image", f"image: cannot decode (no image file 'cat/a.JPG' in {root} (the folder "
+                                          "of images))")
