@@ -246,7 +246,10 @@ def _text_path(v: bytes) -> bool:
     """Whether bytes are a path written as text (an image file's name, no NUL, not an
     image's own first bytes), not an image."""
     return (len(v) < 4096 and b"\0" not in v and not v.startswith(_IMAGE_MAGIC)
-            and bytes(v).lower().endswith(tuple(s.encode() for s in IMAGE_SUFFIXES)))
+            and bytes(v).lower().endswith(_SUFFIX_BYTES))
+
+
+_SUFFIX_BYTES = tuple(s.encode() for s in IMAGE_SUFFIXES)
 
 
 def read_image(v: "ImageFile") -> bytes | str:
