@@ -324,7 +324,9 @@ def test_a_folder_of_images_in_class_subfolders_is_a_source(tmp_path, digits, mo
     assert all(i.startswith("0/") for i in ids)  # the demo's target class, named by its folder
     assert r["id"].to_pylist() == ["stray.png"] and r["error_code"].to_pylist() == ["missing_label"]
     assert s["inputs"] == [str(folder)]
-    assert s["inputs_read_as"] == {str(folder): {"image_folder": {"images": 1798, "other_files": 1}}}
+    held = s["inputs_read_as"][str(folder)]["image_folder"]
+    assert (held["images"], held["other_files"], len(held["listing"])) == (1798, 1, 32)
+    assert s["input_formats"] == {str(folder): "images"}
     assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == 1798
     clean = pq.read_table(tmp_path / "out" / "clean.parquet")
     assert clean.column_names == ["id", "label", "image"]
