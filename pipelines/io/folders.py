@@ -32,7 +32,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from poisonscan.pipelines.io.outputs import find_named
+from poisonscan.pipelines.io.outputs import find_named, is_local, local_path
 
 #: The format name of a folder of images (``--format images``).
 IMAGE_FOLDER = "images"
@@ -65,14 +65,6 @@ class FolderError(Exception):
     """A folder of images cannot be listed, or changed since the scan listed it."""
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
-
-
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
@@ -85,8 +77,8 @@ def list_folder(folder: str) -> tuple[tuple[str, ...], int]:
     """(the image files below ``folder``, as paths relative to it with ``/``, sorted;
     how many other files there are), hidden files and folders left out of both."""
     names, others = [], 0
-    if _is_local(folder):
-        root = _local(folder)
+    if is_local(folder):
+        root = local_path(folder)
         if not os.path.isdir(root):
             raise FolderError(f"{folder} is not a folder")
         # real folders walked: linked folders are followed (in sorted order, so the name a

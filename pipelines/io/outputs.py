@@ -43,17 +43,19 @@ OUTPUT_FILES = (
 )
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
+    """Whether ``path`` is on this machine: no scheme, or ``file://``."""
     return "://" not in path or path.startswith("file://")
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str:
+    """A local path as the operating system takes it (without ``file://``)."""
     return path[len("file://") :] if path.startswith("file://") else path
 
 
 def join(base: str, *names: str) -> str:
-    if _is_local(base):
-        return os.path.join(_local(base), *names)
+    if is_local(base):
+        return os.path.join(local_path(base), *names)
     return "/".join([base.rstrip("/"), *names])
 
 
@@ -61,8 +63,8 @@ def folder_of(path: str) -> str:
     """The folder holding the file ``path``: absolute for a local path, the part before
     the last ``/`` for another filesystem's (``gs://bucket/data/train.csv`` ->
     ``gs://bucket/data``)."""
-    if _is_local(path):
-        return os.path.dirname(os.path.abspath(_local(path)))
+    if is_local(path):
+        return os.path.dirname(os.path.abspath(local_path(path)))
     return path.rsplit("/", 1)[0]
 
 
@@ -73,8 +75,8 @@ def is_absolute(path: str) -> bool:
 
 
 def open_write(path: str):
-    if _is_local(path):
-        path = _local(path)
+    if is_local(path):
+        path = local_path(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         return open(path, "wb")
     # Beam's filesystems: about 1 s to import; local paths never need them
@@ -84,8 +86,8 @@ def open_write(path: str):
 
 
 def open_read(path: str):
-    if _is_local(path):
-        return open(_local(path), "rb")
+    if is_local(path):
+        return open(local_path(path), "rb")
     # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
 
@@ -99,14 +101,14 @@ def open_read_parquet(path: str):
     that can outlive it: a process that exits soon after aborted ("terminate called
     without an active exception", exit 134) in about a third of runs of a failing
     ``poisonscan apply``; through pyarrow's file, never in 20."""
-    if _is_local(path):
-        return pa.OSFile(_local(path), "rb")
+    if is_local(path):
+        return pa.OSFile(local_path(path), "rb")
     return open_read(path)
 
 
 def exists(path: str) -> bool:
-    if _is_local(path):
-        return os.path.exists(_local(path))
+    if is_local(path):
+        return os.path.exists(local_path(path))
     # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
 
@@ -114,7 +116,7 @@ def exists(path: str) -> bool:
 
 
 def list_files(folder: str, suffix: str) -> list[str]:
-    if _is_local(folder):
+    if is_local(folder):
         if not os.path.isdir(folder):
             return []
         return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(suffix))
@@ -127,15 +129,15 @@ def list_files(folder: str, suffix: str) -> list[str]:
 
 def is_local_folder(path: str) -> bool:
     """Whether ``path`` is a folder on this machine's filesystem."""
-    return _is_local(path) and os.path.isdir(_local(path))
+    return is_local(path) and os.path.isdir(local_path(path))
 
 
 def find_named(folder: str, name: str) -> list[str]:
     """The files called ``name`` (any file for "") in ``folder`` and below it, sorted;
     hidden folders (a scan's staging folder) are passed over."""
-    if _is_local(folder):
+    if is_local(folder):
         found = []
-        for root, dirs, files in os.walk(_local(folder)):
+        for root, dirs, files in os.walk(local_path(folder)):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             found += [os.path.join(root, f) for f in files if not name or f == name]
         return sorted(found)
@@ -148,8 +150,8 @@ def find_named(folder: str, name: str) -> list[str]:
 
 
 def remove_tree(path: str) -> None:
-    if _is_local(path):
-        shutil.rmtree(_local(path), ignore_errors=True)
+    if is_local(path):
+        shutil.rmtree(local_path(path), ignore_errors=True)
         return
     # Beam's filesystems: about 1 s to import; local paths never need them
     from apache_beam.io.filesystems import FileSystems
@@ -346,22 +348,22 @@ class OutputDir:
 
     @property
     def local(self) -> bool:
-        return _is_local(self.path)
+        return is_local(self.path)
 
     @property
     def parts(self) -> FilePartStore:
         return FilePartStore(join(self.tmp, "parts"))
 
     def prepare(self) -> None:
-        if _is_local(self.path):
-            target = _local(self.path)
+        if is_local(self.path):
+            target = local_path(self.path)
             if os.path.exists(target) and not os.path.isdir(target):
                 raise FileExistsError(f"--out {self.path} exists and is not a directory")
             self.created = not os.path.exists(target)
             if not self.created:
                 remove_abandoned(target)
-            os.makedirs(_local(self.tmp), exist_ok=True)
-            with open(os.path.join(_local(self.tmp), OWNER_FILE), "w") as f:
+            os.makedirs(local_path(self.tmp), exist_ok=True)
+            with open(os.path.join(local_path(self.tmp), OWNER_FILE), "w") as f:
                 f.write(f"{socket.gethostname()} {os.getpid()}\n")
 
     def staged_outputs(self) -> list[str]:
@@ -376,8 +378,8 @@ class OutputDir:
         order = [n for n in produced if n != "summary.json"] + (
             ["summary.json"] if "summary.json" in produced else []
         )
-        if _is_local(self.path):
-            out = _local(self.path)
+        if is_local(self.path):
+            out = local_path(self.path)
             if "summary.json" in produced and os.path.exists(os.path.join(out, "summary.json")):
                 os.remove(os.path.join(out, "summary.json"))  # the set is incomplete from here
             for name in OUTPUT_FILES if remove_stale else ():
@@ -387,7 +389,7 @@ class OutputDir:
                 target = os.path.join(out, name)
                 if os.path.isdir(target):  # a folder cannot be replaced in one step
                     shutil.rmtree(target)
-                os.replace(os.path.join(_local(self.tmp), name), target)
+                os.replace(os.path.join(local_path(self.tmp), name), target)
         else:
             # Beam's filesystems: about 1 s to import; local paths never need them
             from apache_beam.io.filesystems import FileSystems
@@ -407,8 +409,8 @@ class OutputDir:
         """Remove the staging folder, and the directory itself if this run made it and
         nothing else is in it: a failed run leaves the directory as it found it."""
         remove_tree(self.tmp)
-        if self.created and _is_local(self.path):
+        if self.created and is_local(self.path):
             try:
-                os.rmdir(_local(self.path))
+                os.rmdir(local_path(self.path))
             except OSError:
                 pass  # not empty (another run's files): left as it is

@@ -40,6 +40,7 @@ from poisonscan.pipelines.io.lines import (
     json_text_columns,
     tolerant_batches,
 )
+from poisonscan.pipelines.io.outputs import is_local, local_path
 
 ROW_BITS = 40
 
@@ -144,14 +145,6 @@ def format_of(path: str, override: str | None = None) -> str:
         ) from None
 
 
-def is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
-
-
 def expand_sources(patterns: Sequence[str], format_override: str | None = None,
                    formats: Mapping[str, str] | None = None) -> list[SourceFile]:
     """Match files or globs; every pattern must match at least one file. A folder of
@@ -168,7 +161,7 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None,
     chosen: dict[str, str] = {}  # a file's format, given for that file (``formats``)
     for pattern in patterns:
         format_override = (formats or {}).get(pattern, given)
-        local_folder = is_local(pattern) and os.path.isdir(_local(pattern))
+        local_folder = is_local(pattern) and os.path.isdir(local_path(pattern))
         glob = f"{pattern.rstrip('/')}/*.parquet"
         if local_folder and format_override not in (None, IMAGE_FOLDER):
             raise SourceError(f"{pattern} is a directory; give files or a glob such as {glob}")
@@ -192,7 +185,7 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None,
                 )
             image_folders[folder] = (len(names), folders.digest(names), others)
             continue
-        if is_local(pattern) and os.path.isfile(_local(pattern)):
+        if is_local(pattern) and os.path.isfile(local_path(pattern)):
             paths.add(pattern)  # a file that exists is that file, brackets and all ("train[1].parquet")
             if format_override:
                 chosen[pattern] = format_override
@@ -221,7 +214,7 @@ def expand_sources(patterns: Sequence[str], format_override: str | None = None,
 def _data_files_in(folder: str) -> list[str]:
     """The Parquet, CSV and JSONL files directly in a local folder, by name."""
     out = []
-    for name in sorted(os.listdir(_local(folder))):
+    for name in sorted(os.listdir(local_path(folder))):
         try:
             format_of(name)
         except SourceError:
@@ -241,7 +234,7 @@ def open_binary(path: str):
     """A readable binary stream (decompressed for CSV/JSONL by extension)."""
     if is_local(path):
         try:
-            return pa.input_stream(_local(path), compression="detect")
+            return pa.input_stream(local_path(path), compression="detect")
         except (OSError, pa.ArrowException) as exc:
             raise SourceError(f"cannot open {path}: {_one_line(exc)}") from None
     # Beam's filesystems: about 1 s to import; local paths never need them
@@ -293,7 +286,7 @@ _PARQUET_READ = dict(pre_buffer=False, buffer_size=8 << 20)
 def _parquet_file(path: str) -> pq.ParquetFile:
     try:
         if is_local(path):
-            return pq.ParquetFile(_local(path), **_PARQUET_READ)
+            return pq.ParquetFile(local_path(path), **_PARQUET_READ)
         # Beam's filesystems: about 1 s to import; local paths never need them
         from apache_beam.io.filesystem import CompressionTypes
         from apache_beam.io.filesystems import FileSystems

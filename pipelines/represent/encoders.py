@@ -42,7 +42,7 @@ import pyarrow.csv as pacsv
 
 from poisonscan.pipelines.io.folders import IMAGE_SUFFIXES, ImageFolderPath
 from poisonscan.pipelines.io.kinds import InputError, is_string_type, is_time_or_decimal
-from poisonscan.pipelines.io.outputs import is_absolute, join, open_read
+from poisonscan.pipelines.io.outputs import is_absolute, is_local, join, local_path, open_read
 
 
 @dataclass
@@ -245,7 +245,7 @@ def located(v: Any, folder: str | None) -> Any:
 def _text_path(v: bytes) -> bool:
     """Whether bytes are a path written as text (an image file's name, no NUL, not an
     image's own first bytes), not an image."""
-    return (len(v) < 4096 and b"\0" not in v and not v.startswith(_IMAGE_MAGIC)
+    return (not v.startswith(_IMAGE_MAGIC) and len(v) < 4096 and b"\0" not in v
             and bytes(v).lower().endswith(_SUFFIX_BYTES))
 
 
@@ -255,12 +255,7 @@ _SUFFIX_BYTES = tuple(s.encode() for s in IMAGE_SUFFIXES)
 def read_image(v: "ImageFile") -> bytes | str:
     """What an :class:`ImageFile` holds: the bytes of its file, or its string as it is
     when that is an image written in base64 (not a path)."""
-    try:
-        if inline_image(v.path) is not None:
-            return v.path
-    except ValueError:
-        return v.path  # a data URI that does not decode: the decoder says why
-    return image_file_bytes(v.path, v.folder)
+    return v.path if inline_image(v.path) is not None else image_file_bytes(v.path, v.folder)
 
 
 def bytes_fingerprint(data: bytes) -> tuple[int, int]:
@@ -278,8 +273,8 @@ def _read_file(place: str) -> bytes:
     """The bytes of one file: a regular file on this machine (not a device or a pipe,
     which may never end), at most :data:`MAX_IMAGE_FILE` bytes, or a file of another
     filesystem Beam reads."""
-    if "://" not in place or place.startswith("file://"):
-        local = place[len("file://") :] if place.startswith("file://") else place
+    if is_local(place):
+        local = local_path(place)
         info = os.stat(local)  # FileNotFoundError when there is none
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{place} is not a regular file")
@@ -306,7 +301,7 @@ def image_file_bytes(path: str, folder: str | None) -> bytes:
     if folder is None or is_absolute(path):
         return _read_file(path)
     places = [join(folder, path)]
-    if ("://" not in folder or folder.startswith("file://")) and not isinstance(folder, ImageFolderPath):
+    if is_local(folder) and not isinstance(folder, ImageFolderPath):
         places.append(os.path.abspath(path))
     for place in dict.fromkeys(places):
         try:
@@ -358,18 +353,15 @@ def to_pil_or_array(v, folder: str | None = None):
     read from ``folder`` (see :func:`image_file_bytes`)."""
     from PIL import Image
 
+    v = located(v, folder)
     if isinstance(v, ImageFile):
         v = read_image(v)
-    if isinstance(v, dict):
-        data = v.get("bytes")
-        if data is None and v.get("path"):
-            data = image_file_bytes(v["path"], folder)
-        if data is None:
+    if isinstance(v, dict):  # a struct with its bytes (one with only a path is located above)
+        v = v.get("bytes")
+        if v is None:
             raise ValueError("struct has neither bytes nor path")
-        v = data
-    elif isinstance(v, str):
-        inline = inline_image(v)
-        v = image_file_bytes(v, folder) if inline is None else inline
+    elif isinstance(v, str):  # an image written in the string (a path is located above)
+        v = inline_image(v)
     if isinstance(v, (bytes, bytearray, memoryview)):
         img = Image.open(io.BytesIO(bytes(v)))
         img.load()

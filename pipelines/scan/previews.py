@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from poisonscan.pipelines.io.sources import decode_position
-from poisonscan.pipelines.represent.encoders import located, to_pil_or_array
+from poisonscan.pipelines.represent.encoders import to_pil_or_array
 from poisonscan.pipelines.scan.cells import parse_number_text
 from poisonscan.pipelines.scan.columns import POS
 
@@ -91,7 +91,7 @@ def thumbnail(value: Any, folder: str | None = None) -> bytes | None:
     if value is None:
         return None
     try:
-        img, numeric = to_pil_or_array(located(value, folder))
+        img, numeric = to_pil_or_array(value, folder)
         if numeric is not None:
             arr = np.nan_to_num(numeric, nan=0.0)
             scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0

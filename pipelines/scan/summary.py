@@ -12,6 +12,7 @@ from poisonscan.detectors import (
 )
 from poisonscan.detectors.base import label_sort_key
 from poisonscan.pipelines.config import ScanConfig
+from poisonscan.pipelines.io.folders import IMAGE_FOLDER
 from poisonscan.pipelines.scan.fit import ScanModel
 from poisonscan.pipelines.scan.plan import ScanPlan
 from poisonscan.pipelines.scan.ranking import rank_classes
@@ -82,7 +83,7 @@ def read_as(units) -> dict:
     out: dict = {}
     for unit in units:
         entry: dict = {}
-        if unit.format == "images":
+        if unit.format == IMAGE_FOLDER:
             held = out.setdefault(unit.path, {"image_folder": {"images": 0, "other_files": unit.other_files,
                                                                 "listing": unit.listing}})
             held["image_folder"]["images"] += unit.rows or 0
