@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import numpy as np
 
 from ._params import InvalidParameterError, ParamsMixin
+from .logconcave import log_concave_p
 from .stats import ClassSample
 
 if TYPE_CHECKING:
@@ -138,6 +139,18 @@ class Detector(ParamsMixin, abc.ABC):
         class's group look more like other classes than the rest of the class (one-sided
         p); None when that cannot be tested. Only for ``calibrated`` detectors."""
         raise NotImplementedError(f"{self.name} does not test its groups' affinity")
+
+    def group_shape(self, state: "DetectorState", verdict, label: Any) -> float | None:
+        """p-value of the class's sampled statistic (the one its verdict split) against
+        one group of any log-concave shape (:func:`.logconcave.log_concave_p`), times the
+        directions searched for it where the verdict says so; None when the class has no
+        such statistic. Only for ``calibrated`` detectors, and only asked of a class the
+        scan would judge poisoned."""
+        stat = state.calibration.get(label)
+        if stat is None or len(stat) < 20 or len(np.unique(stat)) < 3:
+            return None
+        p, _ = log_concave_p(stat)
+        return min(1.0, p * int(verdict.extra.get("directions_searched", 1)))
 
     @property
     def input(self) -> str:

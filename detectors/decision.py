@@ -185,6 +185,7 @@ def judge_scan(
     peer_floor: float = 1.0,
     needs_affinity: bool = False,
     alone_by_affinity: bool = True,
+    shape=None,
 ) -> dict:
     """Judge every class of one detector against its peers (the second step).
 
@@ -206,10 +207,16 @@ def judge_scan(
     With ``needs_affinity`` (tables, where one-hot categories split clean classes into
     far-apart groups) the affinity p-value must be below ``level`` too. Affinity is
     computed only for candidates that pass their own-null gate and need it.
+
+    ``shape(label, verdict)``, where given, returns the p-value of the class's statistic
+    against one group of any log-concave shape (:func:`.logconcave.log_concave_p`), or
+    None where it has none; a class that would be judged must have it below ``level``
+    too. It is computed only for such classes: a skewed class that stands out from its
+    peers is one hump, not a group split off.
     """
     evidence = {label: v.extra.get("evidence") for label, v in verdicts.items()}
     outliers = evidence_outliers(evidence, level, peer_floor)
-    rules = _PeerRules(level, affinity, peer_floor, needs_affinity, alone_by_affinity)
+    rules = _PeerRules(level, affinity, peer_floor, needs_affinity, alone_by_affinity, shape)
     out = {}
     for label in verdicts:
         peers = [e for other, e in evidence.items() if other != label and other not in outliers and e is not None]
@@ -263,6 +270,7 @@ class _PeerRules:
     peer_floor: float
     needs_affinity: bool
     alone_by_affinity: bool
+    shape: Any = None
 
     def judge(self, label: Any, v: "ClassVerdict", peers: list) -> "ClassVerdict":
         level = self.level
@@ -290,8 +298,16 @@ class _PeerRules:
         if self.needs_affinity:
             p_ev = max(p_ev, 1.0 if p_aff is None else p_aff)
         p = max(own_p if own_p is not None else 0.0, p_ev)
+        p_shape = None
+        if p < level and self.shape is not None:
+            p_shape = self.shape(label, v)
+            if p_shape is not None:
+                extra["one_hump_p"] = p_shape
+                p = max(p, p_shape)
         poisoned = p < level
         words = self._words(own_p, p_peer, p_aff, means)
+        if p_shape is not None:
+            words.append(f"one hump of any log-concave shape would split like this with p = {p_shape:.1e}")
         note = f"{v.note}: {'; '.join(words)}; p = {p:.1e} {'<' if poisoned else '>='} level {level:.1e}"
         return dataclasses.replace(
             v, poisoned=poisoned, cut=v.cut if poisoned else None, note=note, p_value=p, level=level, extra=extra

@@ -413,6 +413,7 @@ def _judge_against_peers(classes: dict, states: dict, calibrated: Sequence[Detec
             peer_floor=det.peer_floor,
             needs_affinity=det.needs_affinity,
             alone_by_affinity=det.alone_by_affinity,
+            shape=lambda label, verdict, det=det: det.group_shape(states[det.name], verdict, label),
         )
         for label, m in classes.items():
             m.verdicts[det.name] = judged[label]
