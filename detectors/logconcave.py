@@ -29,7 +29,7 @@ import numpy as np
 
 from ._log_concave_null import TABLE
 from .calibration import gain_of
-from .mixture import fit_two_groups
+from .mixture import as_statistic, fit_two_groups
 
 #: Knots of the fitted log-density (at most): the sample's quantiles. The density's
 #: kinks are restricted to them, which lowers its likelihood by far less than a unit on
@@ -102,12 +102,8 @@ def fit_log_concave(x: np.ndarray, knots: int = KNOTS, gap: float = 1e-6) -> Log
     # SciPy: imported on first use, by the detectors that run
     from scipy.linalg import solveh_banded
 
-    x = np.sort(np.asarray(x, dtype=np.float64))
+    x = np.sort(as_statistic(x, "fit a log-concave density"))
     n = x.shape[0]
-    if n < 3:
-        raise ValueError(f"need at least 3 values for a log-concave fit, got {n}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("the statistic contains NaN or infinite values")
     scale = float(x.std())
     if scale <= 0:
         raise ValueError("the statistic does not vary: no density to fit")

@@ -121,18 +121,24 @@ def _posterior_cut(w, m_group, s_group, m_main, s_main) -> float | None:
     return 0.5 * (lo + hi)
 
 
+def as_statistic(x, purpose: str) -> np.ndarray:
+    """``x`` as a 1-D float64 array of at least 3 finite values (a clear error if not)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[0] < 3:
+        raise ValueError(f"need at least 3 values to {purpose}, got {x.shape[0]}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the statistic contains NaN or infinite values")
+    return x
+
+
 def fit_two_groups(x: np.ndarray, *, max_iter: int = 100) -> TwoGroupFit:
     """Fit one and two Gaussian components to a 1-D sample.
 
     Deterministic: EM starts from fixed splits (the top and the bottom 1, 3, 10 and 30 %
     of the sample) and the best likelihood wins.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = as_statistic(x, "fit two groups")
     n = x.shape[0]
-    if n < 3:
-        raise ValueError(f"need at least 3 values to fit two groups, got {n}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("the statistic contains NaN or infinite values")
     mean = float(x.mean())
     var = float(x.var())
     if var <= 0:

@@ -132,3 +132,12 @@ def test_judge_scan_asks_the_shape_only_of_classes_it_would_judge():
     split = judge_scan(first, level, lambda label, v: None, shape=shape(1e-12))
     assert split[0].poisoned and split[0].p_value < level
     assert not any(split[c].poisoned for c in range(1, 6))
+
+
+@pytest.mark.parametrize(
+    "x,message",
+    [([1.0, 2.0], "at least 3 values"), ([1.0, np.nan, 2.0, 3.0], "NaN or infinite"), ([2.0] * 10, "does not vary")],
+)
+def test_bad_statistics_get_a_clear_error(x, message):
+    with pytest.raises(ValueError, match=message):
+        fit_log_concave(np.array(x))
