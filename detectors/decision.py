@@ -19,7 +19,9 @@ The separated-group test (:class:`GroupTest`, for spectral signatures and SPECTR
    own-null and its peer p-value are below ``alpha / (classes x detectors)``. The chance
    that a clean scan has any class judged poisoned stays below ``alpha`` for classes
    compared with all the others, and below ``2 alpha`` with the step-down that takes
-   classes that stand out from the peers (:func:`evidence_outliers`).
+   classes that stand out from the peers (:func:`evidence_outliers`). A class that would
+   be judged must also not be one log-concave hump (:mod:`.logconcave`): a skewed class
+   stands out from its peers by its shape alone.
 
 The cut is where the group's posterior probability reaches one half, between the two
 means. A row is flagged when it lies beyond the cut on the group's side.

@@ -82,12 +82,6 @@ class LogConcaveFit:
     loglik: float
 
 
-def log_concave_loglik(x: np.ndarray, knots: int = KNOTS) -> float:
-    """Log-likelihood of ``x`` under its maximum-likelihood log-concave density
-    (:func:`fit_log_concave`)."""
-    return fit_log_concave(x, knots).loglik
-
-
 def fit_log_concave(x: np.ndarray, knots: int = KNOTS, gap: float = 1e-6) -> LogConcaveFit:
     """The maximum-likelihood log-concave density of ``x``.
 
@@ -149,7 +143,6 @@ def fit_log_concave(x: np.ndarray, knots: int = KNOTS, gap: float = 1e-6) -> Log
         diag[1:] += hbb
         diag *= tt
         off1 = tt * hab  # (k, k + 1)
-        off1 = off1.copy()
         off2 = np.zeros(m - 2)
         q2 = q * q
         # D^T diag(q2) D: each row l of D touches phi_{l-1}, phi_l, phi_{l+1}
@@ -204,15 +197,13 @@ def fit_log_concave(x: np.ndarray, knots: int = KNOTS, gap: float = 1e-6) -> Log
     return LogConcaveFit(centre + scale * t, phi - math.log(scale), float(at.sum() - n * math.log(scale)))
 
 
-def mixture_gain(x: np.ndarray, fit=None) -> tuple[float, LogConcaveFit]:
-    """The two-Gaussian mixture's log-likelihood (``fit``, :func:`.mixture.fit_two_groups`
-    of ``x`` where the caller has it) over the log-concave fit's, and that fit."""
+def mixture_gain(x: np.ndarray) -> float:
+    """The two-Gaussian mixture's log-likelihood (:func:`.mixture.fit_two_groups`) over
+    the log-concave fit's."""
     x = np.asarray(x, dtype=np.float64)
-    fit = fit if fit is not None else fit_two_groups(x)
     n = x.shape[0]
     ll_one = -0.5 * n * (1.0 + math.log(2 * math.pi * float(x.var())))
-    lc = fit_log_concave(x)
-    return ll_one + gain_of(fit) - lc.loglik, lc
+    return ll_one + gain_of(fit_two_groups(x)) - fit_log_concave(x).loglik
 
 
 def log_concave_null(n: int) -> np.ndarray:
@@ -225,7 +216,7 @@ def log_concave_null(n: int) -> np.ndarray:
     return np.array([[np.interp(x, sizes, stats[:, k, i]) for i in (0, 1)] for k in range(stats.shape[1])])
 
 
-def log_concave_p(x: np.ndarray, fit=None) -> tuple[float, float]:
+def log_concave_p(x: np.ndarray) -> tuple[float, float]:
     """How improbable the two-group split of ``x`` is for one log-concave group.
 
     Returns ``(p_value, gain)``: ``gain`` is the two-Gaussian mixture's log-likelihood over
@@ -238,7 +229,7 @@ def log_concave_p(x: np.ndarray, fit=None) -> tuple[float, float]:
     from scipy import special
 
     x = np.asarray(x, dtype=np.float64)
-    gain, _ = mixture_gain(x, fit)
+    gain = mixture_gain(x)
     null = log_concave_null(x.shape[0])
     # floating point says nothing below 1e-300 (calibration.Z_MAX)
     return max(1e-300, float(special.ndtr(-(gain - null[:, 0]) / null[:, 1]).max())), gain

@@ -45,7 +45,7 @@ def simulate(n: int) -> list[tuple[float, float]]:
     out = []
     for k, draw in enumerate(SHAPES.values()):
         rng = np.random.default_rng([n, k])
-        g = np.array([mixture_gain(draw(rng, n))[0] for _ in range(DRAWS)])
+        g = np.array([mixture_gain(draw(rng, n)) for _ in range(DRAWS)])
         out.append((float(g.mean()), float(g.std(ddof=1))))
     return out
 
