@@ -309,7 +309,10 @@ class _PeerRules:
         poisoned = p < level
         words = self._words(own_p, p_peer, p_aff, means)
         if p_shape is not None:
-            words.append(f"one hump of any log-concave shape would split like this with p = {p_shape:.1e}")
+            words.append(
+                f"a single hump of any shape (skewed or long-tailed, not two groups) would split like this "
+                f"with p = {p_shape:.1e}"
+            )
         note = f"{v.note}: {'; '.join(words)}; p = {p:.1e} {'<' if poisoned else '>='} level {level:.1e}"
         return dataclasses.replace(
             v, poisoned=poisoned, cut=v.cut if poisoned else None, note=note, p_value=p, level=level, extra=extra

@@ -128,7 +128,7 @@ def test_judge_scan_asks_the_shape_only_of_classes_it_would_judge():
     assert asked == [0]
     assert not one_hump[0].poisoned
     assert one_hump[0].extra["one_hump_p"] == 0.3
-    assert "one hump of any log-concave shape" in one_hump[0].note
+    assert "a single hump of any shape (skewed or long-tailed, not two groups)" in one_hump[0].note
     split = judge_scan(first, level, lambda label, v: None, shape=shape(1e-12))
     assert split[0].poisoned and split[0].p_value < level
     assert not any(split[c].poisoned for c in range(1, 6))
