@@ -132,7 +132,41 @@ def digits_cases():
     yield "digits raw pixels, patch 5%", "backdoor", 0, (lambda: raw(poisoning.digits_patch(0.05, seed=0)))
 
 
-FAMILIES = {"gauss": gauss_cases, "mnist": mnist_cases, "digits": digits_cases}
+def _classes(data, keep):
+    """The rows of the classes ``keep`` of ``(X, y, truth)``."""
+    X, y, truth = data[:3]
+    m = np.isin(y, keep)
+    return X[m], y[m], truth[m]
+
+
+def few_cases():
+    """Two and three classes, where there are no peers: ``spectral`` judges by its own
+    shape where the other classes are single humps (docs/detectors.md, the decision)."""
+    for classes, rate, shift in ((2, 0.10, 4), (2, 0.05, 6), (3, 0.20, 4)):
+        yield f"Gaussian {classes} classes (d = 32), {rate:.0%} of class 0 shifted {shift} SD", "shift", 0, \
+            (lambda k=classes, r=rate, sh=shift: gaussian(r, sh, 0, classes=k, per=1500, d=32))
+    for classes in (2, 3):
+        yield f"Gaussian {classes} classes (d = 32), clean", "clean", 0, \
+            (lambda k=classes: gaussian(0, 0, 0, classes=k, per=1500, d=32))
+        yield f"Gaussian {classes} classes (d = 32), two sub-populations 5 SD apart in each, clean", "clean", 0, \
+            (lambda k=classes: gaussian(0, 0, 0, classes=k, per=1500, d=32, natural=5.0))
+
+    def raw(data):
+        return data.images.reshape(len(data.labels), -1).astype(np.float32), data.labels, data.poisoned
+
+    yield "digits raw pixels, classes 0 and 3, patch 5% (of all ten classes) relabelled 0", "backdoor", 0, \
+        (lambda: _classes(raw(poisoning.digits_patch(0.05, seed=0)), (0, 3)))
+    yield "digits raw pixels, classes 0 and 3, clean", "clean", 0, \
+        (lambda: _classes(raw(poisoning.clean_digits()), (0, 3)))
+    # the group here is SPECTRE's and activation clustering's to find: they have no
+    # verdict without peers
+    yield "MNIST-5k patch 5%, classes 0, 1 and 7, proxy CNN", "backdoor", 0, \
+        (lambda: _classes(_cache("mnist_patch_5", lambda: _cnn(poisoning.patch(0.05, seed=0), 5, 0)), (0, 1, 7)))
+    yield "MNIST-5k clean, classes 0, 1 and 7, proxy CNN", "clean", 0, \
+        (lambda: _classes(_cache("mnist_clean", lambda: _cnn(poisoning.clean_mnist(), 5, 0)), (0, 1, 7)))
+
+
+FAMILIES = {"gauss": gauss_cases, "mnist": mnist_cases, "digits": digits_cases, "few": few_cases}
 
 
 #: Opt-in detectors measured on these conditions, each named alone in a second scan (a

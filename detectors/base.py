@@ -118,6 +118,11 @@ class Detector(ParamsMixin, abc.ABC):
     #: data (a clean two-class table of 4,454 rows had a spectral group at p far below
     #: any level), so without peers the group detectors judge no class.
     alone_by_affinity: ClassVar[bool] = False
+    #: Without peers, a class may be judged by its own shape (:func:`.decision.judge_scan`,
+    #: ``alone_by_shape``): its own one-group null and the one-hump test, where both hold
+    #: on the scan's other classes. Only for detectors whose statistic's shape was
+    #: measured to keep that promise on clean classes of real representations.
+    alone_by_shape: ClassVar[bool] = False
 
     #: Input kinds ("features", "image", "text", "tabular") the detector can read; None:
     #: every kind.

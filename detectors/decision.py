@@ -188,6 +188,7 @@ def judge_scan(
     needs_affinity: bool = False,
     alone_by_affinity: bool = True,
     shape=None,
+    alone_by_shape: bool = False,
 ) -> dict:
     """Judge every class of one detector against its peers (the second step).
 
@@ -215,10 +216,38 @@ def judge_scan(
     None where it has none; a class that would be judged must have it below ``level``
     too. It is computed only for such classes: a skewed class that stands out from its
     peers is one hump, not a group split off.
+
+    With ``alone_by_shape`` a class without peers is judged by its own shape instead:
+    its ``own_p`` and its one-hump p-value must both be below ``level``, and the
+    yardstick must hold on the scan's other classes (at least one): each is one
+    Gaussian group or one hump of a log-concave shape at :data:`YARDSTICK_HOLDS`. Where
+    a representation makes every class many-humped (classes of natural
+    sub-populations), no class is judged.
     """
     evidence = {label: v.extra.get("evidence") for label, v in verdicts.items()}
     outliers = evidence_outliers(evidence, level, peer_floor)
-    rules = _PeerRules(level, affinity, peer_floor, needs_affinity, alone_by_affinity, shape)
+    shapes: dict = {}
+
+    def shape_of(label, verdict=None):
+        if label not in shapes:
+            shapes[label] = shape(label, verdicts[label]) if shape is not None else None
+        return shapes[label]
+
+    def one_hump(label) -> bool:
+        own_p = verdicts[label].extra.get("own_p")
+        if own_p is None or own_p >= YARDSTICK_HOLDS:
+            return True
+        p = shape_of(label)
+        return p is not None and p >= YARDSTICK_HOLDS
+
+    def holds_elsewhere(label) -> bool:
+        others = [other for other in verdicts if other != label]
+        return bool(others) and all(one_hump(other) for other in others)
+
+    rules = _PeerRules(
+        level, affinity, peer_floor, needs_affinity, alone_by_affinity,
+        shape_of if shape is not None else None, alone_by_shape, holds_elsewhere,
+    )
     out = {}
     for label in verdicts:
         peers = [e for other, e in evidence.items() if other != label and other not in outliers and e is not None]
@@ -263,6 +292,14 @@ def evidence_outliers(evidence: Mapping[Any, float | None], level: float, peer_f
     return set(ranked[:last])
 
 
+#: Without peers, a class is judged by its own shape only where the yardstick holds on
+#: the scan's other classes: each is one Gaussian group, or one hump of a log-concave
+#: shape, at this probability (:func:`judge_scan`, ``alone_by_shape``). A clean scan
+#: of two classes keeps the check with probability about 0.95; a representation that
+#: makes classes many-humped fails it, and then no class is judged without peers.
+YARDSTICK_HOLDS = 0.05
+
+
 @dataclass(frozen=True)
 class _PeerRules:
     """How :func:`judge_scan` judges one class, given its peers' evidence."""
@@ -273,6 +310,8 @@ class _PeerRules:
     needs_affinity: bool
     alone_by_affinity: bool
     shape: Any = None
+    alone_by_shape: bool = False
+    holds_elsewhere: Any = None
 
     def judge(self, label: Any, v: "ClassVerdict", peers: list) -> "ClassVerdict":
         level = self.level
@@ -293,21 +332,26 @@ class _PeerRules:
                 means, p_aff = tested
                 extra["other_class_confidence"] = [means[1], means[0]]
                 extra["other_class_confidence_p"] = p_aff
+        alone = None  # without peers, judged by its own shape: whether the yardstick holds
+        p_shape = None
         if p_peer is not None:
             p_ev = p_peer
+        elif self.alone_by_shape and self.shape is not None and own_p is not None and own_p < level:
+            alone = self.holds_elsewhere(label)
+            p_shape = self.shape(label, v)
+            p_ev = p_shape if (alone and p_shape is not None) else 1.0
         else:
             p_ev = p_aff if (p_aff is not None and self.alone_by_affinity) else 1.0
         if self.needs_affinity:
             p_ev = max(p_ev, 1.0 if p_aff is None else p_aff)
         p = max(own_p if own_p is not None else 0.0, p_ev)
-        p_shape = None
-        if p < level and self.shape is not None:
+        if p < level and self.shape is not None and p_shape is None:
             p_shape = self.shape(label, v)
-            if p_shape is not None:
-                extra["one_hump_p"] = p_shape
-                p = max(p, p_shape)
+        if p_shape is not None:
+            extra["one_hump_p"] = p_shape
+            p = max(p, p_shape)
         poisoned = p < level
-        words = self._words(own_p, p_peer, p_aff, means)
+        words = self._words(own_p, p_peer, p_aff, means, alone)
         if p_shape is not None:
             words.append(
                 f"a single hump of any shape (skewed or long-tailed, not two groups) would split like this "
@@ -318,12 +362,18 @@ class _PeerRules:
             v, poisoned=poisoned, cut=v.cut if poisoned else None, note=note, p_value=p, level=level, extra=extra
         )
 
-    def _words(self, own_p, p_peer, p_aff, means) -> list[str]:
+    def _words(self, own_p, p_peer, p_aff, means, alone=None) -> list[str]:
         words = []
         if own_p is not None:
             words.append(f"one group would split like this with p = {own_p:.1e}")
         if p_peer is not None:
             words.append(f"against the other classes p = {p_peer:.1e}")
+        elif alone is True:
+            words.append("too few classes to compare it with, so it is judged by its own shape (every other "
+                         "class is a single hump)")
+        elif alone is False:
+            words.append("too few classes to compare it with, and another class is not a single hump either, "
+                         "so it cannot be judged")
         elif not self.alone_by_affinity:
             words.append("too few classes to compare it with, so it cannot be judged")
         if p_aff is not None:

@@ -201,6 +201,9 @@ class SpectralSignature(ClassMeanCovDetector):
     two_sided = True
     statistic_name = "projection on the top singular direction"
     _parameter_constraints = {"needs_affinity": [BOOL], "directions": [Interval(int, 1, None)]}
+    #: Without peers (two or three classes), judged by its own shape where the other
+    #: classes are single humps (chosen on the development part: docs/detectors.md).
+    alone_by_shape = True
 
     @classmethod
     def params_for(cls, kind: str, probability_labels: tuple = ()) -> dict:
@@ -445,6 +448,7 @@ class RelativeSpectral(SpectralSignature):
     """
 
     name = "relative_spectral"
+    alone_by_shape = False  # its statistic's shape without peers was not measured
     per_class = False
     # runs when named: by default it judged clean classes of held-out controls (a
     # four-speaker text corpus, 11.69 % of its rows quarantined), where development had

@@ -414,6 +414,7 @@ def _judge_against_peers(classes: dict, states: dict, calibrated: Sequence[Detec
             needs_affinity=det.needs_affinity,
             alone_by_affinity=det.alone_by_affinity,
             shape=lambda label, verdict, det=det: det.group_shape(states[det.name], verdict, label),
+            alone_by_shape=det.alone_by_shape,
         )
         for label, m in classes.items():
             m.verdicts[det.name] = judged[label]

@@ -134,6 +134,68 @@ def test_judge_scan_asks_the_shape_only_of_classes_it_would_judge():
     assert not any(split[c].poisoned for c in range(1, 6))
 
 
+def _few_classes(stats):
+    test = GroupTest()
+    first = {c: test.decide(c, "d", x, len(x), two_sided=True) for c, x in stats.items()}
+    shape = lambda label, verdict: log_concave_p(stats[label])[0]  # noqa: E731
+    return first, test.level(len(stats) * 3), shape
+
+
+def test_without_peers_a_class_is_judged_by_its_shape_where_the_other_classes_are_one_hump():
+    """Two or three classes: a split-off group is judged by the class's own nulls (one
+    Gaussian group, one log-concave hump), provided the other classes are one hump; a
+    scan whose every class is two humps (natural sub-populations) judges none."""
+    rng = np.random.default_rng(11)
+    stats = {0: np.r_[rng.normal(size=1350), rng.normal(6, 1, 150)], 1: rng.gamma(4, size=1500)}
+    first, level, shape = _few_classes(stats)
+    without = judge_scan(first, level, lambda label, v: None, shape=shape, alone_by_affinity=False)
+    assert not without[0].poisoned and "so it cannot be judged" in without[0].note
+    judged = judge_scan(first, level, lambda label, v: None, shape=shape, alone_by_affinity=False, alone_by_shape=True)
+    assert judged[0].poisoned and judged[0].extra["one_hump_p"] < level
+    assert "judged by its own shape" in judged[0].note
+    assert not judged[1].poisoned  # skewed, one hump: its own Gaussian null fails, the shape holds
+
+    halves = {c: np.r_[rng.normal(size=750), rng.normal(5, 1, 750)] for c in (1, 2)}
+    first, level, shape = _few_classes({0: stats[0], **halves})
+    natural = judge_scan(first, level, lambda label, v: None, shape=shape, alone_by_affinity=False, alone_by_shape=True)
+    assert not any(v.poisoned for v in natural.values())
+    assert "another class is not a single hump either" in natural[0].note
+
+    first, level, shape = _few_classes({0: stats[0]})
+    alone = judge_scan(first, level, lambda label, v: None, shape=shape, alone_by_affinity=False, alone_by_shape=True)
+    assert not alone[0].poisoned  # one class: nothing to check the yardstick on
+
+
+def test_scan_of_two_classes_judges_a_shifted_group_and_no_clean_class():
+    """End to end: two Gaussian classes, 10 % of one shifted 6 SD, are judged by
+    `spectral` alone; their clean control, and two classes of two sub-populations
+    each, are not."""
+    from poisonscan import scan
+
+    def classes(shift, natural=0.0, seed=0):
+        rng = np.random.default_rng(seed)
+        X = np.concatenate([rng.normal(size=(1500, 32)) + rng.normal(0, 3, 32) for _ in range(2)])
+        y = np.repeat([0, 1], 1500)
+        for c in (0, 1) if natural else ():
+            u = rng.normal(size=32)
+            X[np.flatnonzero(y == c)[:750]] += natural * u / np.linalg.norm(u)
+        truth = np.zeros(len(y), bool)
+        if shift:
+            u = rng.normal(size=32)
+            truth[:150] = True
+            X[:150] += shift * u / np.linalg.norm(u)
+        return X.astype(np.float32), y, truth
+
+    X, y, truth = classes(6.0)
+    r = scan(X, y, seed=0, detectors=("spectral",))
+    q = np.zeros(len(y), bool)
+    q[np.asarray(r.quarantine["id"].to_pylist(), dtype=int)] = True
+    assert r.summary["classes_poisoned"] == [0]
+    assert (q & truth).sum() >= 0.95 * truth.sum() and (q & ~truth).sum() <= 5
+    for X, y, _ in (classes(0.0), classes(0.0, natural=5.0, seed=1)):
+        assert scan(X, y, seed=0, detectors=("spectral",)).summary["classes_poisoned"] == []
+
+
 @pytest.mark.parametrize(
     "x,message",
     [([1.0, 2.0], "at least 3 values"), ([1.0, np.nan, 2.0, 3.0], "NaN or infinite"), ([2.0] * 10, "does not vary")],
