@@ -76,6 +76,11 @@ class DetectorState:
         return out
 
 
+#: Fewest distinct values of a class's statistic for :meth:`Detector.group_shape` to test
+#: its shape; below it the statistic is a few spikes (a table's one-hot categories), and
+#: the class has no shape to judge by.
+MIN_DISTINCT_FOR_SHAPE = 20
+
 class Detector(ParamsMixin, abc.ABC):
     """Base class of every detector. See the module docstring for the contract."""
 
@@ -152,9 +157,14 @@ class Detector(ParamsMixin, abc.ABC):
         such statistic. Only for ``calibrated`` detectors, and only asked of a class the
         scan would judge poisoned."""
         stat = state.calibration.get(label)
-        if stat is None or len(stat) < 20 or len(np.unique(stat)) < 3:
+        if stat is None or len(stat) < 20:
             return None
-        p, _ = log_concave_p(stat)
+        stat = np.asarray(stat, dtype=np.float64)
+        # a statistic of a few distinct values (one-hot categories of a table) is spikes,
+        # not a density: no shape to test (the log-concave fit diverges on it)
+        if len(np.unique(stat)) < MIN_DISTINCT_FOR_SHAPE:
+            return None
+        p, _ = log_concave_p((stat - np.median(stat)) / stat.std())  # the test is affine-invariant
         return min(1.0, p * int(verdict.extra.get("directions_searched", 1)))
 
     @property

@@ -103,6 +103,10 @@ def fit_log_concave(x: np.ndarray, knots: int = KNOTS, gap: float = 1e-6) -> Log
         raise ValueError("the statistic does not vary: no density to fit")
     z = (x - float(np.median(x))) / scale
     t = np.unique(np.quantile(z, np.linspace(0.0, 1.0, min(knots, n))))
+    # knots a rounding error apart (quantiles between near-equal values) make the Newton
+    # systems singular (1 / h of 1e15): of such a run only the last knot is kept
+    t = t[np.r_[np.diff(t) > 1e-8, True]]
+    t[0] = z[0]
     m = t.shape[0]
     if m < 3:
         raise ValueError("the statistic takes fewer than three distinct values")
