@@ -124,12 +124,14 @@ def mnist_cases():
         (lambda: _cache("mnist_clean", lambda: _cnn(poisoning.clean_mnist(), 5, seed)))
 
 
-def digits_cases():
-    def raw(data):
-        return data.images.reshape(len(data.labels), -1).astype(np.float32), data.labels, data.poisoned
+def _raw(data: poisoning.Poisoned):
+    """Images as raw pixel vectors, with their labels and truth."""
+    return data.images.reshape(len(data.labels), -1).astype(np.float32), data.labels, data.poisoned
 
-    yield "digits raw pixels, clean", "clean", 0, (lambda: raw(poisoning.clean_digits()))
-    yield "digits raw pixels, patch 5%", "backdoor", 0, (lambda: raw(poisoning.digits_patch(0.05, seed=0)))
+
+def digits_cases():
+    yield "digits raw pixels, clean", "clean", 0, (lambda: _raw(poisoning.clean_digits()))
+    yield "digits raw pixels, patch 5%", "backdoor", 0, (lambda: _raw(poisoning.digits_patch(0.05, seed=0)))
 
 
 def _classes(data, keep):
@@ -150,14 +152,10 @@ def few_cases():
             (lambda k=classes: gaussian(0, 0, 0, classes=k, per=1500, d=32))
         yield f"Gaussian {classes} classes (d = 32), two sub-populations 5 SD apart in each, clean", "clean", 0, \
             (lambda k=classes: gaussian(0, 0, 0, classes=k, per=1500, d=32, natural=5.0))
-
-    def raw(data):
-        return data.images.reshape(len(data.labels), -1).astype(np.float32), data.labels, data.poisoned
-
     yield "digits raw pixels, classes 0 and 3, patch 5% (of all ten classes) relabelled 0", "backdoor", 0, \
-        (lambda: _classes(raw(poisoning.digits_patch(0.05, seed=0)), (0, 3)))
+        (lambda: _classes(_raw(poisoning.digits_patch(0.05, seed=0)), (0, 3)))
     yield "digits raw pixels, classes 0 and 3, clean", "clean", 0, \
-        (lambda: _classes(raw(poisoning.clean_digits()), (0, 3)))
+        (lambda: _classes(_raw(poisoning.clean_digits()), (0, 3)))
     # the group here is SPECTRE's and activation clustering's to find: they have no
     # verdict without peers
     yield "MNIST-5k patch 5%, classes 0, 1 and 7, proxy CNN", "backdoor", 0, \

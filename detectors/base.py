@@ -81,6 +81,7 @@ class DetectorState:
 #: the class has no shape to judge by.
 MIN_DISTINCT_FOR_SHAPE = 20
 
+
 class Detector(ParamsMixin, abc.ABC):
     """Base class of every detector. See the module docstring for the contract."""
 
@@ -164,7 +165,7 @@ class Detector(ParamsMixin, abc.ABC):
         # not a density: no shape to test (the log-concave fit diverges on it)
         if len(np.unique(stat)) < MIN_DISTINCT_FOR_SHAPE:
             return None
-        p, _ = log_concave_p((stat - np.median(stat)) / stat.std())  # the test is affine-invariant
+        p, _ = log_concave_p(stat)
         return min(1.0, p * int(verdict.extra.get("directions_searched", 1)))
 
     @property
