@@ -2,6 +2,7 @@
 
     python benchmarks/dev_perceptron.py            # every condition; writes docs/benchmarks.md
     python benchmarks/dev_perceptron.py clean      # the clean controls only (no doc written)
+    python benchmarks/dev_perceptron.py all-to-all # the all-to-all conditions only (no doc written)
 
 The development part's other image conditions read poisonscan's proxy CNN. A user's own
 network may be a plain perceptron, so these conditions represent MNIST-5k by the last
@@ -12,6 +13,10 @@ images: ReLU layers, Adam (1e-3), batches of 64, one torch thread, seeded.
   the data, the 20 % noise blend on 2 and 5 %, relabelled 0) under two perceptrons,
   256-128 units for 5 epochs and 512 units for 10, seeds 0 and 1 (the data's and the
   network's);
+* all-to-all (``attacks.all_to_all``: the 3x3 patch on 5 % of the data, each row relabelled to
+  the next class) under the same two perceptrons and seeds; its scan names ``shared_group``
+  beside the default detectors, as ``dev_attacks.py`` measures that family (the detector
+  built for it runs only when named);
 * clean controls: clean MNIST-5k under four perceptrons (256-128 for 5 epochs, 128-64 for
   20, 512 for 10, 1024-256 for 8), seeds 0-2.
 
@@ -34,6 +39,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import attacks  # noqa: E402
 import matrix  # noqa: E402
 import poisoning  # noqa: E402
 from detectors_bench import art_methods, cleanlab_method, fmt, prf, quarantined  # noqa: E402
@@ -45,6 +51,8 @@ CLEAN_SEEDS = (0, 1, 2)
 #: An opt-in detector measured beside the defaults: a second scan of the same features with
 #: the default detectors and it (its column; the poisonscan column stays the defaults).
 WITH = "graph_clustering"
+#: The all-to-all condition; its poisonscan scan names ``shared_group`` with the defaults.
+ALL_TO_ALL = "MNIST-5k all-to-all patch 5% (scan: defaults and shared_group)"
 
 
 def perceptron_features(images: np.ndarray, labels: np.ndarray, hidden: tuple, epochs: int, seed: int) -> np.ndarray:
@@ -82,6 +90,8 @@ def cases(only: str = ""):
                 if only in ("", "poisoned"):
                     yield f"MNIST-5k {kind} {rate:.0%}", "backdoor", hidden, epochs, seed, \
                         (lambda f=fn, r=rate, s=seed: f(r, seed=s))
+            if only in ("", "poisoned", "all-to-all"):
+                yield ALL_TO_ALL, "backdoor", hidden, epochs, seed, (lambda s=seed: attacks.all_to_all(seed=s))
     for seed in CLEAN_SEEDS:
         for hidden, epochs in CLEAN_NETS:
             if only in ("", "clean"):
@@ -97,7 +107,8 @@ def run(name, kind, hidden, epochs, seed, build) -> dict:
     H = perceptron_features(data.images, data.labels, hidden, epochs, seed)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = scan(H, data.labels, seed=seed)
+    named = (*default_detectors("features"), "shared_group") if name == ALL_TO_ALL else None
+    result = scan(H, data.labels, seed=seed, **({"detectors": named} if named else {}))
     scan_s = time.perf_counter() - t0
     truth = data.poisoned
     flagged = quarantined(result, len(truth))
@@ -112,7 +123,7 @@ def run(name, kind, hidden, epochs, seed, build) -> dict:
         "poisonscan": prf(flagged, truth), "classes_poisoned": result.summary["classes_poisoned"],
         "flagged_by": by,
     }
-    both = scan(H, data.labels, seed=seed, detectors=(*default_detectors("features"), WITH))
+    both = scan(H, data.labels, seed=seed, detectors=(*(named or default_detectors("features")), WITH))
     row["with"] = {**prf(quarantined(both, len(truth)), truth), "classes_poisoned": both.summary["classes_poisoned"]}
     for method, f in {**art_methods(H, data.labels, truth.mean()), **cleanlab_method(H, data.labels)}.items():
         row[method] = prf(f, truth)
@@ -148,8 +159,9 @@ def write_doc(rows):
         "",
         f"`python benchmarks/dev_perceptron.py` on {machine()}: MNIST-5k represented by the last hidden "
         "layer of small perceptrons trained here on the (poisoned) images, outside the scan (the script's "
-        "docstring: ReLU, Adam, one torch thread, seeded); the development triggers relabelled 0. poisonscan: "
-        "default detectors, no poison rate; ART's spectral defence told the true rate (at least 1 %; 5 % on "
+        "docstring: ReLU, Adam, one torch thread, seeded); the development triggers relabelled 0, and the "
+        "all-to-all patch (5 %, each row relabelled to the next class; its scan names `shared_group` beside the "
+        "defaults, as the attack families are measured). poisonscan: default detectors, no poison rate; ART's spectral defence told the true rate (at least 1 %; 5 % on "
         "clean controls), its activation defence with defaults; cleanlab on out-of-fold logistic regression. "
         "Cells: F1 (precision/recall) of the rows each method removes; on clean controls the share of rows "
         "removed. `flagged by`: the detectors behind poisonscan's quarantined rows. "
