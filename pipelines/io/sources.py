@@ -379,7 +379,11 @@ class ColumnTypeChange(SourceError):
         self.column = column
 
 
-_CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to ([^:]+): invalid value '(.*)'", re.S)
+# pyarrow names the row where it reads one block at a time (one thread: a one-core
+# machine, or OMP_NUM_THREADS=1), and not where blocks are read side by side
+_CONVERSION = re.compile(
+    r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to ([^:]+): invalid value '(.*)'", re.S
+)
 _JSON_TYPE_ERROR = re.compile(r"JSON parse error: (Column\(.*\) changed from|unexpected field)|Failed to convert JSON to")
 
 
