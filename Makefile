@@ -25,8 +25,14 @@ chromium:
 # TEST_WORKERS processes (pytest-xdist): the machine's cores, at most 2, the most the
 # suite has been run with side by side (every test is independent of the others)
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 2 ] && n=2; echo $$n)
+# and each worker its share of the cores for BLAS, OpenMP (torch) and pyarrow, as a
+# multi-process scan gives its workers (pipelines/drivers/processes.py): with a thread
+# per core in each worker, two workers on two cores took 1,169 s for the suite, with
+# one thread each 635 s. A thread count set in the environment is kept.
+TEST_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); t=$$(( n / $(TEST_WORKERS) )); [ "$$t" -lt 1 ] && t=1; echo $$t)
 test: $(VENV)/.installed chromium
-	.ci/offline $(BIN)/python -m pytest -n $(TEST_WORKERS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(TEST_THREADS)} OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-$(TEST_THREADS)} \
+	MKL_NUM_THREADS=$${MKL_NUM_THREADS:-$(TEST_THREADS)} .ci/offline $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
