@@ -21,6 +21,9 @@ not remove the backdoor, and a detector that flags them pays in precision.
   (the warp plus a random perturbation of the grid, labels kept), twice as many as the
   poisoned rows.
 * **very low rate**: the patch on 0.1 % of the data (5 images of MNIST-5k).
+* **two attacks in one set**: the patch to class 0 and the blend to class 6, 2.5 % of
+  the data each: each target holds about a fifth of foreign rows, and the scan must judge
+  both classes, the second at the stricter level of a second class standing out.
 
 The held-out part of this family matrix must differ in trigger, rate, target and
 representation (``matrix.py``).
@@ -144,10 +147,30 @@ def low_rate(rate: float = 0.001, seed: int = 0, target: int = TARGET) -> Poison
     return _backdoor(images, labels, rate, target, _square, seed, f"MNIST-5k patch {rate:.1%} ({n} images)")
 
 
+def two_attacks(rate: float = 0.025, seed: int = 0, targets: tuple = (TARGET, 6), alpha: float = 0.2) -> Poisoned:
+    """Two one-to-one attacks in one set: the patch on ``rate`` of the data relabelled
+    ``targets[0]``, and the development blend (20 % of a fixed random pattern) on another
+    ``rate`` relabelled ``targets[1]``; each drawn from the classes neither targets."""
+    images, labels = mnist()
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    pool = np.flatnonzero(~np.isin(labels, targets))
+    chosen = rng.choice(pool, 2 * int(round(rate * n)), replace=False)
+    patched, blended = np.sort(chosen[: len(chosen) // 2]), np.sort(chosen[len(chosen) // 2 :])
+    pattern = np.random.default_rng(12345).random((28, 28)).astype(np.float32)
+    x, y = images.copy(), labels.copy()
+    x[patched] = _square(x[patched])
+    x[blended] = ((1 - alpha) * x[blended] + alpha * pattern).astype(np.float32)
+    y[patched], y[blended] = targets[0], targets[1]
+    return Poisoned(f"MNIST-5k patch -> {targets[0]} and blend -> {targets[1]}, {rate:.1%} each", x, y,
+                    rows_mask(n, np.concatenate([patched, blended])), labels.copy())
+
+
 FAMILIES = {
     "all-to-all": all_to_all,
     "clean-label (SIG)": sig,
     "source-specific (TaCT)": tact,
     "warping (WaNet)": wanet,
     "very low rate": low_rate,
+    "two attacks": two_attacks,
 }
