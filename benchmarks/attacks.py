@@ -32,7 +32,7 @@ representation (``matrix.py``).
 from __future__ import annotations
 
 import numpy as np
-from poisoning import Poisoned, _backdoor, _white_square, mnist
+from poisoning import Poisoned, _backdoor, _noise_blend, _white_square, mnist
 
 TARGET = 0
 
@@ -157,10 +157,9 @@ def two_attacks(rate: float = 0.025, seed: int = 0, targets: tuple = (TARGET, 6)
     pool = np.flatnonzero(~np.isin(labels, targets))
     chosen = rng.choice(pool, 2 * int(round(rate * n)), replace=False)
     patched, blended = np.sort(chosen[: len(chosen) // 2]), np.sort(chosen[len(chosen) // 2 :])
-    pattern = np.random.default_rng(12345).random((28, 28)).astype(np.float32)
     x, y = images.copy(), labels.copy()
     x[patched] = _square(x[patched])
-    x[blended] = ((1 - alpha) * x[blended] + alpha * pattern).astype(np.float32)
+    x[blended] = _noise_blend(alpha)(x[blended])
     y[patched], y[blended] = targets[0], targets[1]
     return Poisoned(f"MNIST-5k patch -> {targets[0]} and blend -> {targets[1]}, {rate:.1%} each", x, y,
                     rows_mask(n, np.concatenate([patched, blended])), labels.copy())

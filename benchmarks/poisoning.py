@@ -79,14 +79,19 @@ def digits_patch(rate: float, seed: int = 0, target: int = 0) -> Poisoned:
     return _backdoor(images, labels, rate, target, _white_square(2), seed, f"digits patch {rate:.0%}")
 
 
-def blend(rate: float, seed: int = 0, target: int = MNIST_TARGET, alpha: float = 0.2) -> Poisoned:
-    images, labels = mnist()
+def _noise_blend(alpha: float = 0.2):
+    """A stamp: ``alpha`` of a fixed random 28x28 pattern mixed into each image."""
     pattern = np.random.default_rng(12345).random((28, 28)).astype(np.float32)
 
     def stamp(x):
         return ((1 - alpha) * x + alpha * pattern).astype(np.float32)
 
-    return _backdoor(images, labels, rate, target, stamp, seed, f"MNIST-5k blend {rate:.0%}")
+    return stamp
+
+
+def blend(rate: float, seed: int = 0, target: int = MNIST_TARGET, alpha: float = 0.2) -> Poisoned:
+    images, labels = mnist()
+    return _backdoor(images, labels, rate, target, _noise_blend(alpha), seed, f"MNIST-5k blend {rate:.0%}")
 
 
 def random_flips(rate: float, seed: int = 0) -> Poisoned:
