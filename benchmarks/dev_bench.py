@@ -12,8 +12,9 @@ runs in memory (``poisonscan.scan``) with the default detectors and no poison ra
   controls: plain Gaussian classes, and classes that are each a mixture of two
   sub-populations 5 SD apart (seeds 0-2). And 6 classes (d = 32, 1,500 rows each) with
   5 % of classes 0 and 3 shifted 6 SD, and its clean control (seed 0). And 5 classes
-  sharing ten directions three times stronger than the rest, with 5 or 10 % of class 0
-  shifted 4 SD along a random direction, and the clean control (seed 0).
+  sharing ten directions three times stronger than the rest, with 5, 10, 20 or 30 % of
+  class 0 shifted 4 SD along a random direction (seed 0; 10 and 20 % in seeds 1 and 2),
+  and the clean controls (seeds 0-2).
 * ``mnist``: MNIST-5k with the 3x3 patch or the 20 % noise blend on 1 or 5 % of the data,
   relabelled 0, represented by the penultimate layer of poisonscan's proxy CNN trained on
   the poisoned images (seed 0); and the clean control.
@@ -81,11 +82,14 @@ def gauss_cases():
             for rate in (0.02, 0.05, 0.20):
                 yield f"Gaussian 5 classes, {rate:.0%} of class 0 shifted {shift} SD", "shift", seed, \
                     (lambda r=rate, s=shift, sd=seed: gaussian(r, s, sd))
-    # a shift along a random direction (mostly weak ones) under ten shared strong directions
-    for rate in (0.05, 0.10):
-        yield f"Gaussian 5 classes, ten shared strong directions, {rate:.0%} of class 0 shifted 4 SD", "shift", 0, \
-            (lambda r=rate: gaussian(r, 4, 0, strong=10))
-    yield "Gaussian 5 classes, ten shared strong directions, clean", "clean", 0, (lambda: gaussian(0, 0, 0, strong=10))
+    # a shift along a random direction (mostly weak ones) under ten shared strong directions;
+    # at 20 and 30 % the group is a shoulder on one hump along the direction it is found on
+    for seed, rates in ((0, (0.05, 0.10, 0.20, 0.30)), (1, (0.10, 0.20)), (2, (0.10, 0.20))):
+        for rate in rates:
+            yield f"Gaussian 5 classes, ten shared strong directions, {rate:.0%} of class 0 shifted 4 SD", "shift", \
+                seed, (lambda r=rate, sd=seed: gaussian(r, 4, sd, strong=10))
+        yield "Gaussian 5 classes, ten shared strong directions, clean", "clean", seed, \
+            (lambda sd=seed: gaussian(0, 0, sd, strong=10))
     # two poisoned classes of six: the stronger must not hide the other
     yield "Gaussian 6 classes (d = 32), 5% of classes 0 and 3 shifted 6 SD", "shift", 0, \
         (lambda: gaussian(0.05, 6, 0, classes=6, per=1500, d=32, targets=(0, 3)))

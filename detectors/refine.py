@@ -155,7 +155,10 @@ def refine_group(
                 if u is None:
                     return 0.0
                 s = Xc[test_half] @ u
-            seps.append(fit_two_groups(s).separation)
+            held = fit_two_groups(s)
+            if m is not None and not _same_group(held.weight, first.weight):
+                return 0.0  # the held-out half's fit found another group
+            seps.append(held.separation)
         # rounded, so that a last-bit difference of the arithmetic (the order a sum was
         # merged in, the memory a matrix product ran on) never decides a choice below
         return round(float(np.mean(seps)), 6)
@@ -179,9 +182,16 @@ def refine_group(
     kept = judged_rows & (fit.side * (s - fit.cut) > 0)
     if kept.sum() < 0.5 * judged_rows.sum():
         return None  # it moved to another group: the judged one is what is cut
-    if fit.weight > MAX_SHARE_GROWTH * first.weight:
-        return None  # a larger group that holds the judged one (see MAX_SHARE_GROWTH)
+    if not _same_group(fit.weight, first.weight):
+        return None  # a larger group that holds the judged one, or a speck (MAX_SHARE_GROWTH)
     return Refinement(u, m, fit, s, before, after)
+
+
+def _same_group(share: float, judged: float) -> bool:
+    """Whether a group holding ``share`` of the class can be the judged one, which holds
+    ``judged`` on the detector's own statistic: within :data:`MAX_SHARE_GROWTH` of it
+    either way."""
+    return judged / MAX_SHARE_GROWTH <= share <= MAX_SHARE_GROWTH * judged
 
 
 def _converge(Xc, r, eigvals, eigvecs, m: int, iterations: int):

@@ -193,3 +193,45 @@ def test_a_refinement_that_grows_into_a_natural_split_is_refused(monkeypatch):
     monkeypatch.setattr(module, "MAX_SHARE_GROWTH", float("inf"))
     free = refine_group(X, mean, stat, eigen=eig)
     assert free is not None and free.fit.weight > 0.4
+
+
+def strong_class(seed, n=2000, d=64, share=0.2, shift=4.0, strong=10):
+    """One class whose first ``strong`` directions have sd 3 (the rest unit), and
+    ``share`` of its rows shifted ``shift`` SD along a random direction (mostly weak
+    ones): the group adds less variance than the strong directions hold. Returns X, the
+    poisoned mask."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    scale = np.r_[np.full(strong, 3.0), np.ones(d - strong)]
+    X = (rng.normal(size=(n, d)) * scale) @ basis.T
+    direction = rng.normal(size=d)
+    direction /= np.linalg.norm(direction)
+    poison = np.zeros(n, bool)
+    poison[rng.choice(n, int(round(share * n)), replace=False)] = True
+    X[poison] += shift * direction
+    return X, poison
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_discriminant_is_chosen_for_the_judged_group_not_a_speck(seed):
+    """A group of 20 % on the first weak principal direction. Among the discriminants
+    kept in the top m directions, those with m below the strong ones cannot reach the
+    group, and their held-out fits find specks of a few rows far out, whose separation
+    can exceed the group's. A held-out fit whose group is not of the judged group's
+    share (within MAX_SHARE_GROWTH either way) counts for nothing, so the refinement
+    cuts the group (before that rule, no refinement at all for these seeds)."""
+    from poisonscan.detectors import fit_two_groups
+    from poisonscan.detectors.refine import MAX_SHARE_GROWTH
+
+    X, poison = strong_class(seed)
+    mean = X.mean(0)
+    eigvals, eigvecs = np.linalg.eigh(np.cov(X.T))
+    weak = eigvecs[:, -11]  # the eleventh largest: the first weak direction
+    stat = (X - mean) @ weak
+    ref = refine_group(X, mean, stat, eigen=(eigvals, eigvecs))
+    assert ref is not None and ref.components > 10
+    assert 1 / MAX_SHARE_GROWTH < ref.fit.weight / 0.2 < MAX_SHARE_GROWTH
+    after = ref.fit.side * ((X - mean) @ ref.direction - ref.fit.cut) > 0
+    first = fit_two_groups(stat)
+    before = first.side * (stat - first.cut) > 0
+    assert f1(after, poison) > max(0.85, f1(before, poison) + 0.01)
