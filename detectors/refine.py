@@ -54,6 +54,11 @@ class Refinement:
     statistic: np.ndarray  # the sample's projections (centred on the class mean)
     separation_before: float  # the detector's own direction's, cross-fitted
     separation_after: float  # the chosen direction's, cross-fitted
+    #: Each half of the sample projected on the discriminant converged on the other half
+    #: (the chosen m; the group on the upper side of both): a statistic whose direction
+    #: did not see the rows it projects, for the one-hump test
+    #: (:meth:`.spectral.ClassMeanCovDetector.group_shape`). The odd rows come first.
+    crossed: np.ndarray | None = None
 
 
 def posterior(fit: TwoGroupFit, x: np.ndarray) -> np.ndarray:
@@ -145,8 +150,10 @@ def refine_group(
     halves = (np.arange(n) % 2 == 0, np.arange(n) % 2 == 1)
     grid = [m for m in (2 ** k for k in range(12)) if m <= min(d, n // min_rows_per_component)]
 
+    crossed: dict = {}  # m -> each half projected on the other half's discriminant
+
     def held_out_separation(m: int | None) -> float:
-        seps = []
+        seps, parts = [], []
         for fit_half, test_half in (halves, halves[::-1]):
             if m is None:
                 s = statistic[test_half]
@@ -155,10 +162,12 @@ def refine_group(
                 if u is None:
                     return 0.0
                 s = Xc[test_half] @ u
+            parts.append(s)
             held = fit_two_groups(s)
             if m is not None and not _same_group(held.weight, first.weight):
                 return 0.0  # the held-out half's fit found another group
             seps.append(held.separation)
+        crossed[m] = np.concatenate(parts)
         # rounded, so that a last-bit difference of the arithmetic (the order a sum was
         # merged in, the memory a matrix product ran on) never decides a choice below
         return round(float(np.mean(seps)), 6)
@@ -184,7 +193,7 @@ def refine_group(
         return None  # it moved to another group: the judged one is what is cut
     if not _same_group(fit.weight, first.weight):
         return None  # a larger group that holds the judged one, or a speck (MAX_SHARE_GROWTH)
-    return Refinement(u, m, fit, s, before, after)
+    return Refinement(u, m, fit, s, before, after, crossed[m])
 
 
 def _same_group(share: float, judged: float) -> bool:

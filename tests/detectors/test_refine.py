@@ -235,3 +235,86 @@ def test_the_discriminant_is_chosen_for_the_judged_group_not_a_speck(seed):
     first = fit_two_groups(stat)
     before = first.side * (stat - first.cut) > 0
     assert f1(after, poison) > max(0.85, f1(before, poison) + 0.01)
+    # the halves' cross-fitted projections (the odd rows first), the group on the upper side
+    order = np.r_[np.flatnonzero(np.arange(len(X)) % 2 == 1), np.flatnonzero(np.arange(len(X)) % 2 == 0)]
+    assert ref.crossed[poison[order]].mean() > ref.crossed[~poison[order]].mean() + 2.5
+
+
+def strong_scan(seed, share=0.2, per=2000, d=64):
+    """Five classes sharing ten strong directions (sd 3, the rest unit), ``share`` of
+    class 0 shifted 4 SD along a random direction. Returns X, y, the poisoned mask."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    scale = np.r_[np.full(10, 3.0), np.ones(d - 10)]
+    X = np.vstack([(rng.normal(size=(per, d)) * scale) @ basis.T + rng.normal(0, 3, size=d) for _ in range(5)])
+    y = np.repeat(np.arange(5), per)
+    direction = rng.normal(size=d)
+    direction /= np.linalg.norm(direction)
+    truth = np.zeros(len(y), bool)
+    truth[rng.choice(per, int(share * per), replace=False)] = True
+    X[truth] += 4.0 * direction
+    return X, y, truth
+
+
+def test_a_group_that_is_a_shoulder_on_its_found_direction_is_two_humps_on_the_discriminant():
+    """20 % of class 0 shifted 4 SD under ten shared strong directions. Along the
+    principal direction the group is found on, it is a shoulder on one hump: the
+    one-hump test there alone would clear the class. Each half projected on the
+    discriminant fitted on the other half shows two humps, so the class is judged and
+    cut near the best possible; the clean classes are not judged."""
+    from poisonscan.detectors.base import Detector
+
+    X, y, truth = strong_scan(0)
+    det = SpectralSignature()
+    state = fitted(det, X, y)
+    test = GroupTest()
+    first = {c: det.judge(state, c, 2000, test) for c in range(5)}
+    level = test.level(5)
+    assert Detector.group_shape(det, state, first[0], 0) > level  # the found direction alone
+    verdicts = judge_scan(first, level, lambda label, v: None,
+                          shape=lambda label, v: det.group_shape(state, v, label))
+    assert [c for c, v in verdicts.items() if v.poisoned] == [0]
+    assert verdicts[0].extra["one_hump_p"] < level
+    v = det.settle(state, 0, verdicts[0])
+    assert f1(v.flags(det.statistic(state, X[y == 0], y[y == 0])), truth[y == 0]) > 0.85
+
+
+def test_a_group_of_more_than_a_third_of_its_class_is_not_read_on_the_discriminant():
+    """A natural split of a class into two styles holds nearly half of it; poison is a
+    minority of its label. A refined group above DISCRIMINANT_VIEW_MAX_SHARE is judged
+    on the direction it was found on alone."""
+    from poisonscan.detectors import spectral as module
+    from poisonscan.detectors.base import Detector
+
+    X, y, _ = strong_scan(0, share=0.45)
+    det = SpectralSignature()
+    state = fitted(det, X, y)
+    v = det.judge(state, 0, 2000, GroupTest())
+    ref = state.classes[0].refinement
+    assert ref is not None and ref.crossed is not None
+    assert ref.fit.weight > module.DISCRIMINANT_VIEW_MAX_SHARE
+    assert det.group_shape(state, v, 0) == Detector.group_shape(det, state, v, 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_skewed_clean_class_stays_one_hump_on_the_discriminant(seed):
+    """One clean class, skewed (gamma with shape 2) along one direction beside three
+    natural directions of sd 2.5, all turned at random: one hump of a log-concave shape.
+    Its two-group split is improbable for one Gaussian and the discriminant separates
+    it a little better than the top direction, so it is refined; each half projected
+    on the other half's discriminant is a log-concave density projected on a fixed
+    direction, log-concave again: the one-hump test on it stays far above any level."""
+    from poisonscan.detectors.logconcave import log_concave_p
+
+    rng = np.random.default_rng(seed)
+    n, d = 2000, 16
+    X = rng.normal(size=(n, d))
+    X[:, 0] = 2.0 * rng.gamma(2.0, size=n)
+    X[:, 1:4] *= 2.5
+    turn, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    X = X @ turn.T
+    mean = X.mean(0)
+    eig = np.linalg.eigh(np.cov(X.T))
+    ref = refine_group(X, mean, (X - mean) @ eig[1][:, -1], eigen=eig, max_own_p=1.0)
+    assert ref is not None and ref.crossed is not None and ref.crossed.shape == (n,)
+    assert log_concave_p(ref.crossed)[0] > 0.5
