@@ -35,8 +35,9 @@ import numpy as np
 from .calibration import own_null
 from .mixture import TwoGroupFit, fit_two_groups
 
-#: How much larger than the detector's own fitted share a refined group's share may be
-#: and still be the judged group (:func:`refine_group`). Natural variance blurs a group
+#: How much larger (or smaller) than the detector's own fitted share a refined group's
+#: share may be and still be the judged group (:func:`refine_group`; smaller: a held-out
+#: fit of a speck a few rows wide, far out, is not the judged group either). Natural variance blurs a group
 #: on the detector's direction and its fitted share comes out low (a 25 % shift fitted
 #: at 12 %, tests/detectors/test_refine.py), but not fivefold: a refinement that grew
 #: MNIST's digit-1 group of 9 % into the digit's natural 47 % split (development
@@ -129,7 +130,8 @@ def refine_group(
     discriminant separates the held-out half better than the detector's own statistic,
     or when the refined group keeps fewer than half of the sampled rows the detector's
     own cut puts in its group, or its share is more than :data:`MAX_SHARE_GROWTH` times
-    the detector's group's (it found another group).
+    the detector's group's or less than its share over that (it found another group).
+    Held-out fits of another group's share count as no separation in the choice of m.
     Deterministic: the halves are fixed by the sample's order.
     """
     X = np.asarray(X, dtype=np.float64)
