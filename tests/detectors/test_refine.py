@@ -195,6 +195,23 @@ def test_a_refinement_that_grows_into_a_natural_split_is_refused(monkeypatch):
     assert free is not None and free.fit.weight > 0.4
 
 
+def _strong_rows(rng, n, basis, strong=10):
+    """``n`` rows of unit noise whose first ``strong`` directions of ``basis`` have sd 3."""
+    d = basis.shape[0]
+    return (rng.normal(size=(n, d)) * np.r_[np.full(strong, 3.0), np.ones(d - strong)]) @ basis.T
+
+
+def _plant(rng, X, rows, share, shift):
+    """Shift ``share`` of the first ``rows`` rows of X by ``shift`` SD along a random unit
+    direction (in place); returns the poisoned mask over X."""
+    direction = rng.normal(size=X.shape[1])
+    direction /= np.linalg.norm(direction)
+    poison = np.zeros(len(X), bool)
+    poison[rng.choice(rows, int(round(share * rows)), replace=False)] = True
+    X[poison] += shift * direction
+    return poison
+
+
 def strong_class(seed, n=2000, d=64, share=0.2, shift=4.0, strong=10):
     """One class whose first ``strong`` directions have sd 3 (the rest unit), and
     ``share`` of its rows shifted ``shift`` SD along a random direction (mostly weak
@@ -202,14 +219,8 @@ def strong_class(seed, n=2000, d=64, share=0.2, shift=4.0, strong=10):
     poisoned mask."""
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    scale = np.r_[np.full(strong, 3.0), np.ones(d - strong)]
-    X = (rng.normal(size=(n, d)) * scale) @ basis.T
-    direction = rng.normal(size=d)
-    direction /= np.linalg.norm(direction)
-    poison = np.zeros(n, bool)
-    poison[rng.choice(n, int(round(share * n)), replace=False)] = True
-    X[poison] += shift * direction
-    return X, poison
+    X = _strong_rows(rng, n, basis, strong)
+    return X, _plant(rng, X, n, share, shift)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -245,15 +256,8 @@ def strong_scan(seed, share=0.2, per=2000, d=64):
     class 0 shifted 4 SD along a random direction. Returns X, y, the poisoned mask."""
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    scale = np.r_[np.full(10, 3.0), np.ones(d - 10)]
-    X = np.vstack([(rng.normal(size=(per, d)) * scale) @ basis.T + rng.normal(0, 3, size=d) for _ in range(5)])
-    y = np.repeat(np.arange(5), per)
-    direction = rng.normal(size=d)
-    direction /= np.linalg.norm(direction)
-    truth = np.zeros(len(y), bool)
-    truth[rng.choice(per, int(share * per), replace=False)] = True
-    X[truth] += 4.0 * direction
-    return X, y, truth
+    X = np.vstack([_strong_rows(rng, per, basis) + rng.normal(0, 3, size=d) for _ in range(5)])
+    return X, np.repeat(np.arange(5), per), _plant(rng, X, per, share, 4.0)
 
 
 def test_a_group_that_is_a_shoulder_on_its_found_direction_is_two_humps_on_the_discriminant():
