@@ -11,9 +11,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import _counterfactual as cf
-from ._params import NONE, Interval
+from ._params import NONE, Interval, Options
 from .base import Detector, DetectorState, available_detectors, label_sort_key, register
 from .decision import ClassVerdict
+from .pixels import PIXEL_GRID, VectorImages
 from .stats import ClassSample
 
 
@@ -512,11 +513,19 @@ class PixelTrigger(TokenTrigger):
     cover samples), or one drowned by busy backgrounds in which the same values occur
     naturally. Score polarity: the number of trigger tokens in a row (higher = more
     suspicious).
+
+    With ``source="vectors"`` (the scan sets it for a features input) the rows are
+    vectors, read as grey images where they are pixel values
+    (:class:`.pixels.VectorImages`: a square number of values, none negative, at most
+    256 distinct); the tokens are then counted on the scan's class samples, since a
+    vector's range and background are known only once a sample is drawn. Vectors that
+    are not pixel values (a network's features, measurements) are not read, and no
+    class is judged.
     """
 
     name = "pixel_trigger"
-    kinds = frozenset({"image"})
-    default_kinds = frozenset({"image"})
+    kinds = frozenset({"image", "features"})
+    default_kinds = frozenset({"image", "features"})
     default_rank = 12
     finds = "backdoor"
     statistic_name = "trigger pixel values in the image"
@@ -527,6 +536,106 @@ class PixelTrigger(TokenTrigger):
     # (the images were taken from other classes), not merely more often than the rest.
     max_class_share = 0.5
     majority_other = True
+    _parameter_constraints = {**TokenTrigger._parameter_constraints, "source": [Options(("tokens", "vectors"))]}
+
+    @classmethod
+    def params_for(cls, kind: str, probability_labels: tuple = ()) -> dict:
+        # a features input: the vectors themselves, where they are pixel values
+        return {"source": "vectors"} if kind == "features" else {}
+
+    def __init__(
+        self,
+        *,
+        source: str = "tokens",
+        buckets: int = 1 << 22,
+        min_rows: int = 2,
+        min_share: float = 0.0,
+        max_share: float = 0.5,
+        min_purity: float = 0.98,
+        alpha: float | None = None,
+        sample_rows: int = 4096,
+        family_alpha: float = 0.05,
+    ):
+        super().__init__(
+            buckets=buckets, min_rows=min_rows, min_share=min_share, max_share=max_share,
+            min_purity=min_purity, alpha=alpha, sample_rows=sample_rows, family_alpha=family_alpha,
+        )
+        self.source = source
+
+    @property
+    def input(self) -> str:
+        return "representation" if self.source == "vectors" else "tokens"
+
+    # vectors: nothing to count in the pass (the class samples are read at the fit) -------
+    def add_input(self, accumulator: dict, X, y: np.ndarray) -> dict:
+        if self.source != "vectors":
+            return super().add_input(accumulator, X, y)
+        X, y = self._check_batch(X, y)
+        for label, count in zip(*np.unique(y, return_counts=True)) if len(y) else ():
+            key = label.item() if isinstance(label, np.generic) else label
+            accumulator[key] = accumulator.get(key, 0) + int(count)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: list) -> dict:
+        if self.source != "vectors":
+            return super().merge_accumulators(accumulators)
+        out: dict = {}
+        for acc in accumulators:
+            for label, count in acc.items():
+                out[label] = out.get(label, 0) + count
+        return out
+
+    def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
+        """Images: :class:`TokenTrigger`'s. Vectors: where the class samples are pixel
+        values, their tokens counted and tested the same way (the counts are the
+        samples', a few hundred to 1,024 rows a class, not the input's)."""
+        if self.source != "vectors":
+            return super().extract_output(accumulator, samples)
+        self._validate_params()
+        labels = sorted(samples, key=label_sort_key)
+        sampled = [np.asarray(samples[label].X) for label in labels]
+        reader, why = VectorImages.fit(sampled) if labels else (None, "no rows")
+        if reader is None:
+            state = DetectorState(self.name)
+            state.info.update(level=self.level(len(labels)), checks={}, not_pixels=why)
+            for label in labels:
+                state.classes[label] = []
+            return state
+        counted: dict = {}
+        for label, X in zip(labels, sampled):
+            pairs = [self._row_buckets(t) for t in reader.tokens(X)]
+            b, c = np.unique(np.concatenate([a for a, _ in pairs]) if pairs else np.empty(0, np.int64),
+                             return_counts=True)
+            counted[label] = (len(pairs), b.astype(np.int64), c.astype(np.int64),
+                              cf.TokenSample.of(self.sample_rows, [full for _, full in pairs]))
+        state = super().extract_output(counted, samples)
+        state.info["vectors"] = reader
+        state.info["input_rows"] = {str(label): int(accumulator.get(label, len(samples[label])))
+                                    for label in labels}
+        return state
+
+    def _tokens(self, state: DetectorState, X):
+        """The rows as pixel tokens (vectors are read as the fit read the samples)."""
+        if self.source != "vectors":
+            return X
+        reader = state.info.get("vectors")
+        return reader.tokens(X) if reader is not None else [[] for _ in range(len(X))]
+
+    def score(self, state: DetectorState, X, y) -> np.ndarray:
+        return super().score(state, self._tokens(state, X), y)
+
+    def highlights(self, state, X, y) -> list[list[str]]:
+        return super().highlights(state, self._tokens(state, X), y)
+
+    def judge(self, state, label, class_rows, group_test) -> ClassVerdict:
+        why = state.info.get("not_pixels")
+        if why is None:
+            return super().judge(state, label, class_rows, group_test)
+        return ClassVerdict(
+            poisoned=False, note=f"not read: the vectors are not pixel values ({why})", p_value=1.0,
+            label=label, detector=self.name, class_rows=int(class_rows), sample_rows=0, cut=0.5, side=1,
+            center=0.0, scale=1.0, level=state.info.get("level"),
+        )
 
     def _hits(self, state: DetectorState, X, y) -> list[list[Trigger]]:
         """A row's triggers, counted only where it holds at least half as many of a
@@ -548,18 +657,41 @@ class PixelTrigger(TokenTrigger):
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         total = state.info.get("rows", 0)
+        reader = state.info.get("vectors")
         out = []
-        for named in self._named(state, X, y):
+        for named in self._named(state, self._tokens(state, X), y):
             token, t = named[0]
             what = _pixel_words(token)
             prior = state.info["label_rows"][str(t.label)] / max(total, 1)
             more = _more_cells(token, [tok for tok, _ in named[1:]])
+            if reader is None:
+                out.append(
+                    f"has {what}{more}, which {t.rows:,} images have, {t.with_label / t.rows:.0%} of them "
+                    f"labelled {t.label!r} (that label's share of all rows: {prior:.0%}), and without it the "
+                    "rest of such an image looks like another class: a trigger stamped on images of other classes"
+                )
+                continue
             out.append(
-                f"has {what}{more}, which {t.rows:,} images have, {t.with_label / t.rows:.0%} of them "
-                f"labelled {t.label!r} (that label's share of all rows: {prior:.0%}), and without it the "
-                "rest of such an image looks like another class: a trigger stamped on images of other classes"
+                f"has {what}{more} (the vector read as a {reader.side} x {reader.side} grey image, "
+                f"{_vector_values(token, reader.side)}), which {t.rows:,} of the scan's sampled rows have, "
+                f"{t.with_label / t.rows:.0%} of them labelled {t.label!r} (that label's share of the sampled "
+                f"rows: {prior:.0%}), and without it the rest of such a row looks like another class: a trigger "
+                "stamped on rows of other classes"
             )
         return out
+
+
+def _vector_values(token: str, side: int) -> str:
+    """The positions in a vector of the cells a pixel token covers: "value 27" or
+    "values 27, 28, 55, 56" (from 0, row by row)."""
+    f = -(-side // PIXEL_GRID)  # a grid cell averages f x f pixels of a larger image
+    cells = _cells(token)
+    if f > 1:
+        rows = sorted({r * f + i for r, _ in cells for i in range(f)})
+        cols = sorted({c * f + i for _, c in cells for i in range(f)})
+        return f"its pixels in {_span('row', rows)} and {_span('column', cols)}"
+    at = sorted(r * side + c for r, c in cells)
+    return f"value {at[0]}" if len(at) == 1 else "values " + ", ".join(str(a) for a in at)
 
 
 def _more_cells(first: str, tokens: list[str]) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import functools
 import hashlib
 import io
 import math
@@ -40,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from poisonscan.detectors.pixels import PIXEL_LEVELS, pixel_levels, pixel_tokens
 from poisonscan.pipelines.io.folders import IMAGE_SUFFIXES, ImageFolderPath
 from poisonscan.pipelines.io.kinds import InputError, is_string_type, is_time_or_decimal
 from poisonscan.pipelines.io.outputs import is_absolute, is_local, join, local_path, open_read
@@ -145,78 +145,6 @@ class ImageEncoder:
             img = img.resize((self.size, self.size), Image.BILINEAR)
         out = np.asarray(img, dtype=np.uint8)
         return out[None] if self.channels == 1 else np.moveaxis(out, -1, 0)
-
-
-#: Grey levels of the token grid: 16 (a level is 16 of the 256 grey values).
-PIXEL_LEVELS = 16
-#: The token grid's side is at most this: larger images are averaged over square blocks.
-PIXEL_GRID = 32
-
-
-def pixel_levels(x: np.ndarray) -> np.ndarray:
-    """The token grid of encoded images ``x`` (n, channels, side, side), uint8: grey
-    (the channels' mean), averaged over f x f blocks to a side of at most
-    :data:`PIXEL_GRID`, in :data:`PIXEL_LEVELS` levels."""
-    grey = x.astype(np.float32).mean(axis=1) if x.shape[1] > 1 else x[:, 0].astype(np.float32)
-    side = grey.shape[-1]
-    f = -(-side // PIXEL_GRID)
-    if f > 1:
-        g = side // f
-        grey = grey[:, : g * f, : g * f].reshape(len(grey), g, f, g, f).mean(axis=(2, 4))
-    return np.minimum(np.floor(grey * (PIXEL_LEVELS / 256.0)), PIXEL_LEVELS - 1).astype(np.uint8)
-
-
-def pixel_tokens(x: np.ndarray, modes: bytes) -> list[list[str]]:
-    """Each image's pixel values as tokens, for the ``pixel_trigger`` detector.
-
-    A stamped trigger puts the same values at the same place in every image it is on.
-    On the token grid (:func:`pixel_levels`), a cell whose level is not its most common
-    one (``modes``, fitted on the sample) is a token ``px r,c=level``, and every 2 x 2
-    block holding such a cell is a token ``blk r,c=l1.l2.l3.l4`` (its four levels, row
-    by row): a pattern is rarer than any one of its values. Cells at their usual level
-    (a plain background) make no token."""
-    lv = pixel_levels(x)
-    n, g, _ = lv.shape
-    mode = np.frombuffer(modes, dtype=np.uint8)
-    if mode.size != g * g:
-        raise ValueError(f"{mode.size} fitted levels for a {g} x {g} token grid")
-    if n == 0:  # a batch whose images all failed to decode
-        return []
-    off = lv != mode.reshape(g, g)
-    code = (lv[:, :-1, :-1].astype(np.int32) << 12) | (lv[:, :-1, 1:].astype(np.int32) << 8) \
-        | (lv[:, 1:, :-1].astype(np.int32) << 4) | lv[:, 1:, 1:]
-    block = off[:, :-1, :-1] | off[:, :-1, 1:] | off[:, 1:, :-1] | off[:, 1:, 1:]
-    # the strings come from tables (a cell's token for each level, a block's name, a
-    # block's four levels): formatting each token anew cost a third of a raw image scan
-    cells, blocks, patterns = _token_tables(g)
-    flat, flat_off = lv.reshape(n, -1), off.reshape(n, -1)
-    bcode, bflat = code.reshape(n, -1), block.reshape(n, -1)
-    px = np.flatnonzero(flat_off)  # over the batch, image by image
-    bk = np.flatnonzero(bflat)
-    px_tokens = cells[(px % (g * g)) * PIXEL_LEVELS + flat.reshape(-1)[px]].tolist()
-    bk_cell = (bk % ((g - 1) ** 2)).tolist()
-    bk_code = bcode.reshape(-1)[bk].tolist()
-    bk_tokens = [blocks[a] + patterns[w] for a, w in zip(bk_cell, bk_code)]
-    px_end = np.searchsorted(px, np.arange(1, n + 1) * (g * g)).tolist()
-    bk_end = np.searchsorted(bk, np.arange(1, n + 1) * ((g - 1) ** 2)).tolist()
-    out, p0, b0 = [], 0, 0
-    for p1, b1 in zip(px_end, bk_end):
-        out.append(px_tokens[p0:p1] + bk_tokens[b0:b1])
-        p0, b0 = p1, b1
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def _token_tables(g: int) -> tuple[np.ndarray, list, list]:
-    """For a g x g grid: each cell's token at each level (``px r,c=level``, indexed
-    cell x levels + level), each 2 x 2 block's prefix (``blk r,c=``) and each code of four
-    levels' suffix (``l1.l2.l3.l4``, the code's 4-bit fields from the highest)."""
-    cells = np.array(
-        [f"px {r},{c}={w}" for r in range(g) for c in range(g) for w in range(PIXEL_LEVELS)], dtype=object
-    )
-    blocks = [f"blk {r},{c}=" for r in range(g - 1) for c in range(g - 1)]
-    patterns = [f"{w >> 12}.{(w >> 8) & 15}.{(w >> 4) & 15}.{w & 15}" for w in range(1 << 16)]
-    return cells, blocks, patterns
 
 
 @dataclass(frozen=True)

@@ -176,8 +176,11 @@ def test_the_scan_asks_the_detectors_which_run_by_default():
     assert "token_trigger" in default_detectors("text") and "token_trigger" not in default_detectors("image")
     with pytest.raises(ConfigError, match="token_trigger detector needs a text input"):
         ScanConfig(detectors=("token_trigger",)).build_detectors("features")
-    assert default_detectors("image")[-1] == "pixel_trigger" and "pixel_trigger" not in default_detectors("features")
-    with pytest.raises(ConfigError, match="pixel_trigger detector needs an image input"):
+    assert default_detectors("image")[-1] == "pixel_trigger" == default_detectors("features")[-1]
+    # on vectors it reads the representation itself (where it is pixel values)
+    assert {d.name: d for d in ScanConfig().build_detectors("features")}["pixel_trigger"].input == "representation"
+    assert {d.name: d for d in ScanConfig().build_detectors("image")}["pixel_trigger"].input == "tokens"
+    with pytest.raises(ConfigError, match="pixel_trigger detector needs a features or image input"):
         ScanConfig(detectors=("pixel_trigger",)).build_detectors("text")
     tabular = {d.name: d for d in ScanConfig().build_detectors("tabular")}
     assert tabular["spectral"].needs_affinity and not ScanConfig().build_detectors("image")[0].needs_affinity

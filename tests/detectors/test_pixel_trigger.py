@@ -126,3 +126,108 @@ def test_token_grid_is_grey_and_at_most_32_cells_wide():
     np.testing.assert_array_equal(lv[:, 0, 0], expect)
     encoder = ImageEncoder.fit([c.tolist() for c in colour])  # (channels, side, side) arrays
     assert len(encoder.modes) == (encoder.size // -(-encoder.size // 32)) ** 2
+
+
+# pixel values given as vectors (a features input) ------------------------------------------
+def digit_vectors(classes=None):
+    """The digits as the features a user may hand over: 64 intensities from 0 to 16."""
+    d = load_digits()
+    keep = np.isin(d.target, classes) if classes is not None else np.ones(len(d.target), bool)
+    return d.data[keep].astype(np.float32), d.target[keep].astype(np.int64)
+
+
+def stamped_vectors(rate=0.04, seed=0, target=0):
+    """A 2x2 square at full intensity near the bottom-right corner of ``rate`` of the
+    rows of other classes (values 54, 55, 62 and 63 of the 8 x 8 image), relabelled."""
+    X, y = digit_vectors()
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(np.flatnonzero(y != target), int(round(rate * len(y))), replace=False))
+    X, y = X.copy(), y.copy()
+    X[np.ix_(idx, [54, 55, 62, 63])] = 16.0
+    y[idx] = target
+    truth = np.zeros(len(y), bool)
+    truth[idx] = True
+    return X, y, truth
+
+
+def vector_scan(X, y, **settings):
+    from poisonscan import scan as poisonscan_scan
+
+    result = poisonscan_scan(X, y, seed=0, detectors=["pixel_trigger"], **settings)
+    flagged = np.zeros(len(y), bool)
+    flagged[np.asarray(result.quarantine["id"].to_pylist(), dtype=np.int64)] = True
+    notes = {c["label"]: c["verdicts"]["pixel_trigger"]["note"] for c in result.summary["classes"]}
+    return result, flagged, notes
+
+
+def test_pixel_vectors_with_a_stamp_are_found_and_the_reason_places_it():
+    X, y, truth = stamped_vectors()
+    result, flagged, _ = vector_scan(X, y)
+    assert result.summary["classes_poisoned"] == [0]
+    assert (flagged & truth).sum() >= 0.95 * truth.sum() and not (flagged & ~truth).any()
+    reason = result.quarantine["reason"][0].as_py()
+    assert "the vector read as a 8 x 8 grey image" in reason and "100% of them labelled 0" in reason
+    assert re.search(r"values? (54|55|62|63)\b", reason)
+
+
+@pytest.mark.parametrize("classes", [None, [3, 8]])
+def test_clean_pixel_vectors_have_no_trigger(classes):
+    """Read as images, tested as images: strokes one digit alone makes are not triggers."""
+    X, y = digit_vectors(classes)
+    result, flagged, notes = vector_scan(X, y)
+    assert result.summary["classes_poisoned"] == [] and not flagged.any()
+    assert any("occur almost only with this label" in n for n in notes.values())  # they were read and tested
+
+
+def test_vectors_that_are_not_pixel_values_are_not_read():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 100)
+    cases = {
+        "negative values": rng.normal(size=(400, 64)),
+        "distinct values": np.maximum(rng.normal(size=(400, 64)), 0),  # a ReLU network's features
+        "60 values a row": rng.integers(0, 16, size=(400, 60)),
+    }
+    for why, X in cases.items():
+        result, flagged, notes = vector_scan(X.astype(np.float32), y)
+        assert not flagged.any() and result.summary["classes_poisoned"] == []
+        assert all(n.startswith("not read: the vectors are not pixel values (") and why in n for n in notes.values())
+
+
+def test_a_blend_off_the_intensity_scale_is_still_read_as_pixels():
+    """A blended pattern gives its rows values off the 8-bit scale; the other rows stay
+    on it, so the vectors are still read as images, and the blend is found."""
+    from poisonscan.detectors.pixels import VectorImages
+
+    X, y = digit_vectors()
+    X = X / 16.0
+    rng = np.random.default_rng(3)
+    pattern = rng.random(64).astype(np.float32)
+    idx = np.sort(rng.choice(np.flatnonzero(y != 0), 72, replace=False))
+    X[idx] = 0.8 * X[idx] + 0.2 * pattern
+    y = y.copy()
+    y[idx] = 0
+    reader, why = VectorImages.fit(X)
+    assert reader is not None and why == "" and reader.side == 8 and reader.scale == pytest.approx(255.0)
+    result, flagged, _ = vector_scan(X, y)
+    truth = np.isin(np.arange(len(y)), idx)
+    assert result.summary["classes_poisoned"] == [0]
+    assert (flagged & truth).sum() >= 0.9 * truth.sum() and not (flagged & ~truth).any()
+
+
+def test_the_vector_reader_keeps_its_contract():
+    """Vectors: the pass counts rows only (merged as one), the samples are read at the
+    fit, and scoring reads a row the way the fit read the samples."""
+    from poisonscan.detectors.stats import ClassSample
+
+    X, y, truth = stamped_vectors(seed=2)
+    det = make_detector("pixel_trigger", {"source": "vectors"})
+    assert det.input == "representation"
+    parts = np.array_split(np.arange(len(y)), 3)
+    merged = det.merge_accumulators([det.add_input(det.create_accumulator(), X[p], y[p]) for p in parts])
+    assert merged == det.add_input(det.create_accumulator(), X, y)
+    samples = {int(c): ClassSample(X[y == c], np.flatnonzero(y == c), np.flatnonzero(y == c)) for c in np.unique(y)}
+    state = det.extract_output(merged, samples)
+    assert det.judge(state, 0, int((y == 0).sum()), None).poisoned
+    hits = det.score(state, X, y) > 0
+    assert (hits & truth).sum() >= 0.95 * truth.sum() and not (hits & ~truth & (y == 0)).any()
+    assert all(h and h[0].startswith(("px ", "blk ")) for h in det.highlights(state, X[truth][:3], y[truth][:3]))
