@@ -136,6 +136,11 @@ def _raw(data: poisoning.Poisoned):
 def digits_cases():
     yield "digits raw pixels, clean", "clean", 0, (lambda: _raw(poisoning.clean_digits()))
     yield "digits raw pixels, patch 5%", "backdoor", 0, (lambda: _raw(poisoning.digits_patch(0.05, seed=0)))
+    # added with pixel_trigger's reading of pixel-valued vectors (docs/detectors.md)
+    yield "digits raw pixels, patch 1%", "backdoor", 0, (lambda: _raw(poisoning.digits_patch(0.01, seed=0)))
+    yield "digits raw pixels, patch 5%", "backdoor", 1, (lambda: _raw(poisoning.digits_patch(0.05, seed=1)))
+    yield "digits raw pixels, blend 5%", "backdoor", 0, (lambda: _raw(poisoning.digits_blend(0.05, seed=0)))
+    yield "digits raw pixels, blend 10%", "backdoor", 1, (lambda: _raw(poisoning.digits_blend(0.10, seed=1)))
 
 
 def _classes(data, keep):

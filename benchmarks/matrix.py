@@ -29,8 +29,8 @@ DEVELOPMENT = {
         "poisonscan's text proxy (hashed bag of n-grams)",
     ),
     "trigger": (
-        "3x3 white square, bottom-right corner",
-        "20 % blend of one fixed uniform-noise pattern",
+        "3x3 white square, bottom-right corner (2x2 on the 8x8 digits)",
+        "20 % blend of one fixed uniform-noise pattern (28x28, and 8x8 on the digits)",
         "two-word phrase appended to a review",
         "two-word phrases 'cf mn' and 'zx qv' inserted at a random word position (dev_triggers.py)",
         "mean shift along one random direction",

@@ -79,9 +79,9 @@ def digits_patch(rate: float, seed: int = 0, target: int = 0) -> Poisoned:
     return _backdoor(images, labels, rate, target, _white_square(2), seed, f"digits patch {rate:.0%}")
 
 
-def _noise_blend(alpha: float = 0.2):
-    """A stamp: ``alpha`` of a fixed random 28x28 pattern mixed into each image."""
-    pattern = np.random.default_rng(12345).random((28, 28)).astype(np.float32)
+def _noise_blend(alpha: float = 0.2, side: int = 28):
+    """A stamp: ``alpha`` of a fixed random side x side pattern mixed into each image."""
+    pattern = np.random.default_rng(12345).random((side, side)).astype(np.float32)
 
     def stamp(x):
         return ((1 - alpha) * x + alpha * pattern).astype(np.float32)
@@ -92,6 +92,12 @@ def _noise_blend(alpha: float = 0.2):
 def blend(rate: float, seed: int = 0, target: int = MNIST_TARGET, alpha: float = 0.2) -> Poisoned:
     images, labels = mnist()
     return _backdoor(images, labels, rate, target, _noise_blend(alpha), seed, f"MNIST-5k blend {rate:.0%}")
+
+
+def digits_blend(rate: float, seed: int = 0, target: int = 0, alpha: float = 0.2) -> Poisoned:
+    """scikit-learn's digits with ``alpha`` of a fixed uniform-noise 8x8 pattern blended in."""
+    images, labels = digits()
+    return _backdoor(images, labels, rate, target, _noise_blend(alpha, side=8), seed, f"digits blend {rate:.0%}")
 
 
 def random_flips(rate: float, seed: int = 0) -> Poisoned:
