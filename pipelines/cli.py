@@ -240,7 +240,7 @@ def _detection_options(scan: argparse.ArgumentParser) -> None:
         metavar="NAMES",
         help="comma-separated detectors (default: spectral, spectre, activation_clustering, "
         "label_consistency, knn_label; class_flip for tables and features, token_trigger for text, "
-        "value_trigger for tables, pixel_trigger for images; shared_group, relative_spectral, untangling "
+        "value_trigger for tables, pixel_trigger for images and features; shared_group, relative_spectral, untangling "
         "and graph_clustering only when named)",
     )
     scan.add_argument(
