@@ -86,7 +86,6 @@ def _token_tables(g: int) -> tuple[np.ndarray, list, list]:
     return cells, blocks, patterns
 
 
-
 #: The intensities of one 8-bit grey scale: a row whose values are all among this many
 #: most common values of the sample is on the scale.
 MAX_PIXEL_VALUES = 256
@@ -99,21 +98,24 @@ MIN_VECTOR_SIDE = 8
 @dataclass(frozen=True)
 class VectorImages:
     """How feature vectors of ``side * side`` pixel values are read as grey images:
-    each value times ``scale`` (the sample's largest value becomes 255, so 0..1, 0..16
-    and 0..255 intensities read alike), rounded, then :func:`pixel_tokens` with the
-    token grid's most common levels ``modes``."""
+    each value less ``low`` times ``scale`` (the sample's smallest value becomes 0 and
+    its largest 255, so intensities of 0..1, 0..16 and 0..255, and intensities
+    standardised by one mean and deviation, read alike), rounded, then
+    :func:`pixel_tokens` with the token grid's most common levels ``modes``."""
 
     side: int
     scale: float
     modes: bytes
+    low: float = 0.0
 
     def images(self, X: np.ndarray) -> np.ndarray:
         """Vectors ``X`` (n, side * side) as uint8 images (n, 1, side, side); values
-        beyond the fitted range are clipped, a value that is not finite reads as 0."""
+        beyond the fitted range are clipped, a value that is not finite reads as ``low``."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.side * self.side:
             raise ValueError(f"vectors of {self.side * self.side} pixel values expected; got shape {X.shape}")
-        grey = np.clip(np.rint(np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0) * self.scale), 0, 255)
+        X = np.where(np.isfinite(X), X, self.low)
+        grey = np.clip(np.rint((X - self.low) * self.scale), 0, 255)
         return grey.astype(np.uint8).reshape(len(X), 1, self.side, self.side)
 
     def tokens(self, X: np.ndarray) -> list[list[str]]:
@@ -123,7 +125,7 @@ class VectorImages:
     def fit(cls, X) -> tuple["VectorImages | None", str]:
         """``(reader, "")`` when the vectors ``X`` (a sample of the input) are pixel
         values, else ``(None, why not)``: a square number of values a row (a side of at
-        least :data:`MIN_VECTOR_SIDE`), none negative or not finite, not all zero, and at
+        least :data:`MIN_VECTOR_SIDE`), every value finite, not all one value, and at
         least half of the rows holding only intensities of one 8-bit scale (every value
         among the :data:`MAX_PIXEL_VALUES` most common values of the sample). A network's
         features or a table's measurements have values that occur once; a blend stamped
@@ -141,20 +143,18 @@ class VectorImages:
         if not np.isfinite(X).all():
             return None, "values that are not finite"
         low, top = float(X.min()), float(X.max())
-        if low < 0:
-            return None, f"negative values (the smallest {low:.4g}), not intensities of pixels"
-        if top <= 0:
-            return None, "every value is 0"
+        if top <= low:
+            return None, f"every value is {low:.4g}"
         values, counts = np.unique(X, return_counts=True)
         scale = values[np.sort(np.argsort(-counts, kind="stable")[:MAX_PIXEL_VALUES])]
         on_scale = np.isin(X, scale).all(axis=1).mean()
         if on_scale < 0.5:
             return None, (f"{values.size:,} distinct values, and only {on_scale:.0%} of the rows hold nothing but "
                           f"the {MAX_PIXEL_VALUES} most common: not the intensities of pixels")
-        reader = cls(side, 255.0 / top, b"")
+        reader = cls(side, 255.0 / (top - low), b"", low)
         lv = pixel_levels(reader.images(X)).reshape(len(X), -1)
         modes = [int(np.bincount(lv[:, j], minlength=PIXEL_LEVELS).argmax()) for j in range(lv.shape[1])]
-        return cls(side, 255.0 / top, bytes(modes)), ""
+        return cls(side, reader.scale, bytes(modes), low), ""
 
 
 def _spread(arrays: list[np.ndarray], rows: int) -> np.ndarray:

@@ -671,9 +671,11 @@ class PixelTrigger(TokenTrigger):
                     "rest of such an image looks like another class: a trigger stamped on images of other classes"
                 )
                 continue
+            side = f"{reader.side} x {reader.side}"
             out.append(
-                f"has {what}{more} (the vector read as a {reader.side} x {reader.side} grey image, "
-                f"{_vector_values(token, reader.side)}), which {t.rows:,} of the scan's sampled rows have, "
+                f"has {what}{more}, in the vector {_vector_values(token, reader.side)} (read as "
+                f"{'an' if side[0] == '8' or side.startswith(('11 ', '18 ')) else 'a'} {side} grey image), "
+                f"which {t.rows:,} of the scan's sampled rows have, "
                 f"{t.with_label / t.rows:.0%} of them labelled {t.label!r} (that label's share of the sampled "
                 f"rows: {prior:.0%}), and without it the rest of such a row looks like another class: a trigger "
                 "stamped on rows of other classes"

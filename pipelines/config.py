@@ -195,7 +195,12 @@ class ScanConfig:
             if cls.kinds is not None and kind not in cls.kinds:
                 raise ConfigError(f"the {name} detector needs {input_words(cls.kinds)}")
             params = {**cls.params_for(kind, probability_labels), **(self.detector_params.get(name) or {})}
-            out.append(make_detector(name, params))
+            det = make_detector(name, params)
+            if kind == "features" and det.input == "tokens":  # only raw inputs are made into tokens
+                raise ConfigError(f"the {name} detector reads tokens, which a features input does not have"
+                                  + ("; on features it reads the vectors (source='vectors')"
+                                     if "vectors" in str(cls._parameter_constraints.get("source", "")) else ""))
+            out.append(det)
         return out
 
     def build_group_test(self) -> GroupTest:

@@ -166,7 +166,7 @@ def test_pixel_vectors_with_a_stamp_are_found_and_the_reason_places_it():
     assert result.summary["classes_poisoned"] == [0]
     assert (flagged & truth).sum() >= 0.95 * truth.sum() and not (flagged & ~truth).any()
     reason = result.quarantine["reason"][0].as_py()
-    assert "the vector read as a 8 x 8 grey image" in reason and "100% of them labelled 0" in reason
+    assert "(read as an 8 x 8 grey image)" in reason and "100% of them labelled 0" in reason
     assert re.search(r"values? (54|55|62|63)\b", reason)
 
 
@@ -183,8 +183,8 @@ def test_vectors_that_are_not_pixel_values_are_not_read():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 100)
     cases = {
-        "negative values": rng.normal(size=(400, 64)),
-        "distinct values": np.maximum(rng.normal(size=(400, 64)), 0),  # a ReLU network's features
+        "distinct values": rng.normal(size=(400, 64)),  # embeddings
+        "the 256 most common": np.maximum(rng.normal(size=(400, 64)), 0),  # a ReLU network's features
         "60 values a row": rng.integers(0, 16, size=(400, 60)),
     }
     for why, X in cases.items():
@@ -231,3 +231,23 @@ def test_the_vector_reader_keeps_its_contract():
     hits = det.score(state, X, y) > 0
     assert (hits & truth).sum() >= 0.95 * truth.sum() and not (hits & ~truth & (y == 0)).any()
     assert all(h and h[0].startswith(("px ", "blk ")) for h in det.highlights(state, X[truth][:3], y[truth][:3]))
+
+
+def test_standardised_pixel_vectors_are_read_as_the_raw_ones():
+    """Intensities standardised by one mean and deviation (negative values, the same
+    scale) are the same images: the same rows are flagged."""
+    X, y, truth = stamped_vectors(seed=4)
+    _, flagged, _ = vector_scan(X, y)
+    _, flagged_z, _ = vector_scan((X - X.mean()) / X.std(), y)
+    np.testing.assert_array_equal(flagged_z, flagged)
+    assert (flagged & truth).sum() >= 0.95 * truth.sum()
+
+
+def test_a_features_input_has_no_tokens_to_read():
+    from poisonscan.pipelines.config import ConfigError, ScanConfig
+
+    cfg = ScanConfig(detectors=("pixel_trigger",), detector_params={"pixel_trigger": {"source": "tokens"}})
+    with pytest.raises(ConfigError, match="reads tokens, which a features input does not have; on features it "
+                                          r"reads the vectors \(source='vectors'\)"):
+        cfg.build_detectors("features")
+    assert cfg.build_detectors("image")[0].input == "tokens"
