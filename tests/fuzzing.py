@@ -57,6 +57,10 @@ def tables(draw):
     if kind == "features":
         dim = draw(st.integers(1, 6))
         X = numbers((n, dim))
+        if draw(st.integers(0, 3)) == 0:  # pixel values: an 8 x 8 grey image of 17 levels
+            X = rng.integers(0, 17, size=(n, 64)) * scale
+            mask = rng.random(X.shape) < special_share
+            X[mask] = rng.choice(SPECIAL, int(mask.sum()))
         if draw(st.booleans()):
             X[np.array(y, dtype=object) == pool[0]] = 0.25  # a class of one constant vector
         if n > 10 and draw(st.booleans()):
