@@ -516,11 +516,11 @@ class PixelTrigger(TokenTrigger):
 
     With ``source="vectors"`` (the scan sets it for a features input) the rows are
     vectors, read as grey images where they are pixel values
-    (:class:`.pixels.VectorImages`: a square number of values, none negative, at most
-    256 distinct); the tokens are then counted on the scan's class samples, since a
-    vector's range and background are known only once a sample is drawn. Vectors that
-    are not pixel values (a network's features, measurements) are not read, and no
-    class is judged.
+    (:class:`.pixels.VectorImages`: a square number of values, most rows on one scale
+    of at most 256 intensities); the tokens are then counted on the scan's class
+    samples, since a vector's range and background are known only once a sample is
+    drawn. Vectors that are not pixel values (a network's features, measurements) are
+    not read, and no class is judged.
     """
 
     name = "pixel_trigger"
@@ -570,20 +570,11 @@ class PixelTrigger(TokenTrigger):
     def add_input(self, accumulator: dict, X, y: np.ndarray) -> dict:
         if self.source != "vectors":
             return super().add_input(accumulator, X, y)
-        X, y = self._check_batch(X, y)
-        for label, count in zip(*np.unique(y, return_counts=True)) if len(y) else ():
-            key = label.item() if isinstance(label, np.generic) else label
-            accumulator[key] = accumulator.get(key, 0) + int(count)
+        self._check_batch(X, y)
         return accumulator
 
     def merge_accumulators(self, accumulators: list) -> dict:
-        if self.source != "vectors":
-            return super().merge_accumulators(accumulators)
-        out: dict = {}
-        for acc in accumulators:
-            for label, count in acc.items():
-                out[label] = out.get(label, 0) + count
-        return out
+        return super().merge_accumulators(accumulators) if self.source != "vectors" else {}
 
     def extract_output(self, accumulator: dict, samples: Mapping[Any, ClassSample]) -> DetectorState:
         """Images: :class:`TokenTrigger`'s. Vectors: where the class samples are pixel
@@ -610,8 +601,6 @@ class PixelTrigger(TokenTrigger):
                               cf.TokenSample.of(self.sample_rows, [full for _, full in pairs]))
         state = super().extract_output(counted, samples)
         state.info["vectors"] = reader
-        state.info["input_rows"] = {str(label): int(accumulator.get(label, len(samples[label])))
-                                    for label in labels}
         return state
 
     def _tokens(self, state: DetectorState, X):

@@ -215,8 +215,8 @@ def test_a_blend_off_the_intensity_scale_is_still_read_as_pixels():
 
 
 def test_the_vector_reader_keeps_its_contract():
-    """Vectors: the pass counts rows only (merged as one), the samples are read at the
-    fit, and scoring reads a row the way the fit read the samples."""
+    """Vectors: the pass counts nothing (the batches are only checked), the samples are
+    read at the fit, and scoring reads a row the way the fit read the samples."""
     from poisonscan.detectors.stats import ClassSample
 
     X, y, truth = stamped_vectors(seed=2)
@@ -224,7 +224,9 @@ def test_the_vector_reader_keeps_its_contract():
     assert det.input == "representation"
     parts = np.array_split(np.arange(len(y)), 3)
     merged = det.merge_accumulators([det.add_input(det.create_accumulator(), X[p], y[p]) for p in parts])
-    assert merged == det.add_input(det.create_accumulator(), X, y)
+    assert merged == det.add_input(det.create_accumulator(), X, y) == {}
+    with pytest.raises(ValueError, match="one label per row"):
+        det.add_input(det.create_accumulator(), X, y[:-1])
     samples = {int(c): ClassSample(X[y == c], np.flatnonzero(y == c), np.flatnonzero(y == c)) for c in np.unique(y)}
     state = det.extract_output(merged, samples)
     assert det.judge(state, 0, int((y == 0).sum()), None).poisoned
