@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -89,34 +89,44 @@ def _token_tables(g: int) -> tuple[np.ndarray, list, list]:
 #: The intensities of one 8-bit grey scale: a row whose values are all among this many
 #: most common values of the sample is on the scale.
 MAX_PIXEL_VALUES = 256
-#: Rows of the class samples the reader is fitted on (as many from each class as fit).
+#: Rows of the class samples the reader is fitted on (as many from each class as fit),
+#: and at most so many values in all (the test sorts them).
 GATE_ROWS = 16384
+GATE_VALUES = 1 << 23
 #: Smallest side of a square grey image read from a vector (64 values: the 8 x 8 digits).
 MIN_VECTOR_SIDE = 8
 
 
 @dataclass(frozen=True)
 class VectorImages:
-    """How feature vectors of ``side * side`` pixel values are read as grey images:
-    each value less ``low`` times ``scale`` (the sample's smallest value becomes 0 and
-    its largest 255, so intensities of 0..1, 0..16 and 0..255, and intensities
-    standardised by one mean and deviation, read alike), rounded, then
-    :func:`pixel_tokens` with the token grid's most common levels ``modes``."""
+    """How feature vectors of pixel values are read as images: ``side * side`` grey
+    values, or ``3 * side * side`` colour values (``layout`` "chw": the three channels
+    one after another, as torch keeps them; "hwc": each pixel's three values together,
+    as numpy and image files do). Each value less ``low`` times ``scale`` (the
+    sample's smallest value becomes 0 and its largest 255, so intensities of 0..1,
+    0..16 and 0..255, and intensities standardised by one mean and deviation, read
+    alike), rounded, then :func:`pixel_tokens` (grey, the channels' mean) with the
+    token grid's most common levels ``modes``."""
 
     side: int
     scale: float
     modes: bytes
     low: float = 0.0
+    channels: int = 1
+    layout: str = "chw"
 
     def images(self, X: np.ndarray) -> np.ndarray:
         """Vectors ``X`` (n, side * side) as uint8 images (n, 1, side, side); values
         beyond the fitted range are clipped, a value that is not finite reads as ``low``."""
         X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.side * self.side:
-            raise ValueError(f"vectors of {self.side * self.side} pixel values expected; got shape {X.shape}")
+        size = self.channels * self.side * self.side
+        if X.ndim != 2 or X.shape[1] != size:
+            raise ValueError(f"vectors of {size} pixel values expected; got shape {X.shape}")
         X = np.where(np.isfinite(X), X, self.low)
-        grey = np.clip(np.rint((X - self.low) * self.scale), 0, 255)
-        return grey.astype(np.uint8).reshape(len(X), 1, self.side, self.side)
+        pixels = np.clip(np.rint((X - self.low) * self.scale), 0, 255).astype(np.uint8)
+        if self.layout == "hwc":
+            return np.moveaxis(pixels.reshape(len(X), self.side, self.side, self.channels), -1, 1)
+        return pixels.reshape(len(X), self.channels, self.side, self.side)
 
     def tokens(self, X: np.ndarray) -> list[list[str]]:
         return pixel_tokens(self.images(X), self.modes)
@@ -124,22 +134,26 @@ class VectorImages:
     @classmethod
     def fit(cls, X) -> tuple["VectorImages | None", str]:
         """``(reader, "")`` when the vectors ``X`` (a sample of the input) are pixel
-        values, else ``(None, why not)``: a square number of values a row (a side of at
-        least :data:`MIN_VECTOR_SIDE`), every value finite, not all one value, and at
+        values, else ``(None, why not)``: a square number of values a row, or three times
+        one (colour; the layout whose neighbouring pixels differ least), a side of at
+        least :data:`MIN_VECTOR_SIDE`, every value finite, not all one value, and at
         least half of the rows holding only intensities of one 8-bit scale (every value
         among the :data:`MAX_PIXEL_VALUES` most common values of the sample). A network's
         features or a table's measurements have values that occur once; a blend stamped
         on some images gives them values off the scale, and leaves the others on it."""
         if isinstance(X, (list, tuple)):  # one array per class: read up to GATE_ROWS, spread over them
-            X = _spread([np.asarray(x) for x in X if len(x)], GATE_ROWS)
+            arrays = [np.asarray(x) for x in X if len(x)]
+            width = max((a.shape[1] for a in arrays if a.ndim == 2), default=1)
+            X = _spread(arrays, min(GATE_ROWS, max(1024, GATE_VALUES // max(width, 1))))
         X = np.asarray(X)
         if X.ndim != 2 or len(X) == 0:
             return None, "no vectors to read"
         d = X.shape[1]
-        side = math.isqrt(d)
-        if side * side != d or side < MIN_VECTOR_SIDE:
-            return None, (f"{d} values a row, not a square grey image of at least {MIN_VECTOR_SIDE} x "
-                          f"{MIN_VECTOR_SIDE} pixels")
+        channels = 1 if math.isqrt(d) ** 2 == d else 3
+        side = math.isqrt(d // channels)
+        if channels * side * side != d or side < MIN_VECTOR_SIDE:
+            return None, (f"{d} values a row, not a square grey image (side x side values) or a colour one "
+                          f"(3 x side x side) of at least {MIN_VECTOR_SIDE} x {MIN_VECTOR_SIDE} pixels")
         if not np.isfinite(X).all():
             return None, "values that are not finite"
         low, top = float(X.min()), float(X.max())
@@ -151,10 +165,19 @@ class VectorImages:
         if on_scale < 0.5:
             return None, (f"{values.size:,} distinct values, and only {on_scale:.0%} of the rows hold nothing but "
                           f"the {MAX_PIXEL_VALUES} most common: not the intensities of pixels")
-        reader = cls(side, 255.0 / (top - low), b"", low)
+        reader = cls(side, 255.0 / (top - low), b"", low, channels)
+        if channels == 3:  # the layout whose neighbouring pixels differ least
+            reader = min((replace(reader, layout=lay) for lay in ("chw", "hwc")), key=lambda r: _roughness(r, X))
         lv = pixel_levels(reader.images(X)).reshape(len(X), -1)
         modes = [int(np.bincount(lv[:, j], minlength=PIXEL_LEVELS).argmax()) for j in range(lv.shape[1])]
-        return cls(side, reader.scale, bytes(modes), low), ""
+        return replace(reader, modes=bytes(modes)), ""
+
+
+def _roughness(reader: VectorImages, X: np.ndarray) -> float:
+    """Mean absolute difference of neighbouring pixels (across and down) of up to 1,024
+    rows read by ``reader``: a photograph read in the wrong layout is scrambled."""
+    x = reader.images(X[:1024]).astype(np.float32)
+    return float(np.abs(np.diff(x, axis=-1)).mean() + np.abs(np.diff(x, axis=-2)).mean())
 
 
 def _spread(arrays: list[np.ndarray], rows: int) -> np.ndarray:

@@ -661,9 +661,13 @@ class PixelTrigger(TokenTrigger):
                 )
                 continue
             side = f"{reader.side} x {reader.side}"
+            article = "an" if side[0] == "8" or side.startswith(("11 ", "18 ")) else "a"
+            image = f"{article} {side} grey image"
+            if reader.channels > 1:
+                order = "its channels one after another" if reader.layout == "chw" else "each pixel's channels together"
+                image = f"{article} {side} colour image, {order}, made grey"
             out.append(
-                f"has {what}{more}, in the vector {_vector_values(token, reader.side)} (read as "
-                f"{'an' if side[0] == '8' or side.startswith(('11 ', '18 ')) else 'a'} {side} grey image), "
+                f"has {what}{more}, {_vector_values(token, reader.side, reader.channels)} (read as {image}), "
                 f"which {t.rows:,} of the scan's sampled rows have, "
                 f"{t.with_label / t.rows:.0%} of them labelled {t.label!r} (that label's share of the sampled "
                 f"rows: {prior:.0%}), and without it the rest of such a row looks like another class: a trigger "
@@ -672,17 +676,18 @@ class PixelTrigger(TokenTrigger):
         return out
 
 
-def _vector_values(token: str, side: int) -> str:
+def _vector_values(token: str, side: int, channels: int = 1) -> str:
     """The positions in a vector of the cells a pixel token covers: "value 27" or
-    "values 27, 28, 55, 56" (from 0, row by row)."""
+    "values 27, 28, 55, 56" (from 0, row by row); for a colour image or one larger than
+    the token grid, the pixels' rows and columns."""
     f = -(-side // PIXEL_GRID)  # a grid cell averages f x f pixels of a larger image
     cells = _cells(token)
-    if f > 1:
+    if f > 1 or channels > 1:
         rows = sorted({r * f + i for r, _ in cells for i in range(f)})
         cols = sorted({c * f + i for _, c in cells for i in range(f)})
-        return f"its pixels in {_span('row', rows)} and {_span('column', cols)}"
+        return f"the vector's pixels in {_span('row', rows)} and {_span('column', cols)}"
     at = sorted(r * side + c for r, c in cells)
-    return f"value {at[0]}" if len(at) == 1 else "values " + ", ".join(str(a) for a in at)
+    return "in the vector " + (f"value {at[0]}" if len(at) == 1 else "values " + ", ".join(str(a) for a in at))
 
 
 def _more_cells(first: str, tokens: list[str]) -> str:
