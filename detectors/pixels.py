@@ -3,7 +3,8 @@
 A patch or blend backdoor puts the same values at the same place in every image it is
 stamped on. :func:`pixel_tokens` turns images into the tokens ``pixel_trigger`` counts;
 :class:`VectorImages` reads feature vectors that are pixel values (a flat grey image of
-side x side values, as raw MNIST or the scikit-learn digits come) as such images.
+side x side values, as raw MNIST or the scikit-learn digits come, or a colour one of
+3 x side x side) as such images.
 """
 
 from __future__ import annotations
