@@ -592,13 +592,9 @@ class PixelTrigger(TokenTrigger):
             for label in labels:
                 state.classes[label] = []
             return state
-        counted: dict = {}
+        counted: dict = {}  # the samples' tokens, counted as the images' are in the pass
         for label, X in zip(labels, sampled):
-            pairs = [self._row_buckets(t) for t in reader.tokens(X)]
-            b, c = np.unique(np.concatenate([a for a, _ in pairs]) if pairs else np.empty(0, np.int64),
-                             return_counts=True)
-            counted[label] = (len(pairs), b.astype(np.int64), c.astype(np.int64),
-                              cf.TokenSample.of(self.sample_rows, [full for _, full in pairs]))
+            TokenTrigger.add_input(self, counted, reader.tokens(X), np.full(len(X), label, dtype=object))
         state = super().extract_output(counted, samples)
         state.info["vectors"] = reader
         return state

@@ -197,9 +197,10 @@ class ScanConfig:
             params = {**cls.params_for(kind, probability_labels), **(self.detector_params.get(name) or {})}
             det = make_detector(name, params)
             if kind == "features" and det.input == "tokens":  # only raw inputs are made into tokens
+                own = cls.params_for(kind, probability_labels)  # what the scan sets for the kind
+                hint = ", ".join(f"{k}={v!r}" for k, v in own.items())
                 raise ConfigError(f"the {name} detector reads tokens, which a features input does not have"
-                                  + ("; on features it reads the vectors (source='vectors')"
-                                     if "vectors" in str(cls._parameter_constraints.get("source", "")) else ""))
+                                  + (f"; on features it reads the vectors ({hint})" if hint else ""))
             out.append(det)
         return out
 
