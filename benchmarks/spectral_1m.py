@@ -12,7 +12,8 @@ Compared in one run, each as a separate process (wall time and peak summed propo
 
 * ``plain``: a two-pass pyarrow + numpy implementation of the same computation — per-class
   mean and covariance (pairwise merging), a uniform per-class sample of 4,096 rows, the
-  top eigenvector, the same separated-group decision on the sample, then a second pass
+  top eigenvector, the separated-group decision on the sample (each class's group, then its
+  evidence against the other classes', as the scan judges), then a second pass
   that scores every row and writes the flagged ones;
 * ``poisonscan scan`` on the embedded FnApiRunner, one worker and two.
 """
@@ -86,6 +87,7 @@ def generate(path: str = DATA, truth_path: str = TRUTH) -> None:
 def plain(data: str, out_dir: str) -> None:
     """Two passes with pyarrow and numpy; same statistics, sample and decision."""
     from poisonscan.detectors import GroupTest, budget_cap
+    from poisonscan.detectors.decision import judge_scan
 
     started = time.perf_counter()
     pf = pq.ParquetFile(data, pre_buffer=False, buffer_size=8 << 20)  # stream, as the scan does
@@ -121,12 +123,16 @@ def plain(data: str, out_dir: str) -> None:
     all_ids = np.concatenate(ids_seen)
     assert len(np.unique(all_ids)) == len(all_ids), "duplicate ids"
     test = GroupTest()
-    model = {}
+    model, first = {}, {}
     for c, (n, mean, m2) in stats.items():
         w, v = np.linalg.eigh(m2 / (n - 1))
         direction = v[:, -1]
         proj = samples[c][1].astype(np.float64) @ direction - mean @ direction
-        model[c] = (mean @ direction, direction, test.decide(int(c), "spectral", proj, n, two_sided=True))
+        model[c] = (mean @ direction, direction)
+        first[c] = test.decide(int(c), "spectral", proj, n, two_sided=True)
+    # the scan's second step: each class's group against its peers, at alpha / classes
+    judged = judge_scan(first, test.level(len(first)), lambda label, verdict: None, alone_by_affinity=False)
+    model = {c: (*model[c], judged[c]) for c in model}
     flagged_ids, flagged_strength = [], []
     for batch in pf.iter_batches(batch_size=ROW_GROUP, columns=["id", "label", "features"]):
         ids = batch.column(0).to_numpy()
