@@ -218,7 +218,7 @@ def write_doc(rows, seeds):
              "relative_spectral": "rel. spectral"}
     head = (
         "| case | seed | poisonscan | " + " | ".join(short[d] for d in DETECTORS)
-        + " | ART spectral | ART activation | cleanlab |\n|" + " --- |" * (5 + len(DETECTORS))
+        + " | ART spectral | ART activation | cleanlab |\n|" + " --- |" * (6 + len(DETECTORS))
     )
     lines = []
     for r in rows:
