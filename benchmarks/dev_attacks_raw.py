@@ -1,14 +1,19 @@
-"""Attack families on raw text and tables that token and value counts cannot see,
-development part: the baseline.
+"""Attack families on raw text, tables and images that per-class separation and token
+and value counts cannot see, development part: the baseline.
 
-    python benchmarks/dev_attacks_raw.py      # seeds 0, 1; writes docs/benchmarks.md
+    python benchmarks/dev_attacks_raw.py          # seeds 0, 1; writes docs/benchmarks.md
+    python benchmarks/dev_attacks_raw.py images   # the image families only (printed)
 
 The families of ``attacks_raw.py`` (a syntactic template on 20 % of Rotten Tomatoes,
 rotten reviews relabelled fresh; an in-bounds clean-label trigger on 3 % of
-``credit_data``, three columns of bad applicants set to their most common values) and
-their clean controls, each written as Parquet and scanned end to end with
-``poisonscan scan`` (Beam, FnApiRunner, one process, default detectors, no poison rate;
-the proxy network trained inside the scan), as ``raw_bench.py`` scans. Beside it, on
+``credit_data``, three columns of bad applicants set to their most common values), the
+image families of ``attacks.py`` on MNIST-5k (all-to-all, SIG, TaCT, WaNet, the 5-image
+patch, two attacks in one set) written as PNG bytes, and their clean controls, each
+written as Parquet and scanned end to end with ``poisonscan scan`` (Beam, FnApiRunner,
+one process, default detectors, no poison rate; the proxy network trained inside the
+scan), as ``raw_bench.py`` scans. The image sets are scanned a second time with
+``shared_group`` named beside the defaults (the cross-class view built for all-to-all,
+which runs only when named), its own column. Beside it, on
 the same data: ART's spectral defence (told the true poison rate) and activation
 defence (defaults) on the representation of the proxy network the scan trains (same
 recipe and seed), and cleanlab's ``find_label_issues`` on out-of-fold probabilities of
@@ -28,6 +33,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import attacks  # noqa: E402
 import attacks_raw  # noqa: E402
 import matrix  # noqa: E402
 import poisoning  # noqa: E402
@@ -36,13 +42,44 @@ from detectors_bench import prf  # noqa: E402
 from dev_triggers import rotten_tomatoes  # noqa: E402
 from raw_bench import compare  # noqa: E402
 
+from poisonscan.detectors import default_detectors  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "data", "dev_attacks_raw")
 SEEDS = (0, 1)
+#: The image scans' second run: the defaults and the cross-class view, which runs only when named.
+WITH_SHARED = ("--detectors", ",".join((*default_detectors("image"), "shared_group")))
 
 
-def cases():
+def image_case(data: poisoning.Poisoned):
+    """``data``'s images as PNG bytes in an Arrow table, as ``raw_bench.mnist_case`` writes them."""
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    png = []
+    for img in np.round(data.images * 255).astype(np.uint8):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        png.append(buf.getvalue())
+    table = pa.table({"id": np.arange(len(png)), "label": data.labels, "image": pa.array(png, pa.binary())})
+    return data.name, table, np.asarray(data.poisoned, bool), ["--image-column", "image"]
+
+
+def image_cases():
+    out = []
+    for family, build in attacks.FAMILIES.items():
+        for seed in SEEDS:
+            out.append((family, seed, lambda b=build, s=seed: image_case(b(seed=s))))
+    out.append(("clean control (images)", None, lambda: image_case(poisoning.clean_mnist())))
+    return out
+
+
+def cases(only: str = ""):
     """(family, seed, build) of every condition; clean controls have seed None."""
+    if only == "images":
+        return image_cases()
     texts, labels = rotten_tomatoes()
     df, y, _ = poisoning.credit_data(False)
     out = []
@@ -53,7 +90,7 @@ def cases():
         out.append(("clean-label table trigger", seed, lambda s=seed: attacks_raw.clean_label_table(df, y, seed=s)))
     out.append(("clean control (table)", None,
                 lambda: ("credit_data clean", attacks_raw.table_of(df, y), np.zeros(len(y), bool), [])))
-    return out
+    return out + image_cases()
 
 
 def scan(table, truth, flags, name, work=WORK):
@@ -81,50 +118,65 @@ def scan(table, truth, flags, name, work=WORK):
             "clean_flagged": float((flag & ~truth).sum() / max((~truth).sum(), 1))}
 
 
-def main():
+def main(argv):
     warnings.filterwarnings("ignore")
     matrix.check_disjoint()
+    only = argv[0] if argv else ""
     rows = []
-    for family, seed, build in cases():
+    for family, seed, build in cases(only):
         name, table, truth, flags = build()
         row = {"family": family, "case": name, "seed": seed, "rows": table.num_rows, "poisoned": int(truth.sum())}
         row.update(scan(table, truth, flags, name))
+        if "--image-column" in flags:
+            shared = scan(table, truth, [*flags, *WITH_SHARED], name)
+            row["with shared_group"] = {**shared["poisonscan"], "classes_poisoned": shared["classes_poisoned"]}
         row.update(compare(table, truth, flags))
         rows.append(row)
         m = row["poisonscan"]
         print(f"{name} (seed {seed}): poisonscan F1 {m['f1']:.2f} ({m['precision']:.2f}/{m['recall']:.2f}), "
               f"clean rows {row['clean_flagged']:.2%}, classes {row['classes_poisoned'] or 'none'} by "
               f"{row['flagged_by']}; ART SS {row['ART spectral']['f1']:.2f}, AC {row['ART activation']['f1']:.2f}, "
-              f"cleanlab {row['cleanlab']['f1']:.2f} [{row['seconds']:.0f} s]", flush=True)
+              f"cleanlab {row['cleanlab']['f1']:.2f} [{row['seconds']:.0f} s]"
+              + (f"; with shared_group {row['with shared_group']['f1']:.2f}" if "with shared_group" in row else ""),
+              flush=True)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "dev_attacks_raw.json"), "w") as f:
+    with open(os.path.join(HERE, "results", "dev_attacks_raw" + (f"_{only}" if only else "") + ".json"), "w") as f:
         json.dump(rows, f, indent=2)
-    write_doc(rows)
+    if only:
+        print("\n".join(table_lines(rows)))
+    else:
+        write_doc(rows)
+
+
+def cell(m, row):
+    if row["poisoned"] == 0:
+        return f"{m['share']:.2%}"
+    return f"{m['f1']:.2f} ({m['precision']:.2f}/{m['recall']:.2f})"
 
 
 def table_lines(rows):
-    """The table rows of docs/benchmarks.md for ``rows`` (this file's and the held-out part's)."""
-    def cell(m, row):
-        if row["poisoned"] == 0:
-            return f"{m['share']:.2%}"
-        return f"{m['f1']:.2f} ({m['precision']:.2f}/{m['recall']:.2f})"
-
+    """The table rows of docs/benchmarks.md for ``rows`` (this file's and the held-out part's);
+    an image row carries its second scan, with ``shared_group``, after the poisonscan cells."""
     lines = []
     for r in rows:
         clean = r["poisoned"] == 0
         by = ", ".join(f"{d} {n}" for d, n in sorted(r["flagged_by"].items())) or "—"
+        shared = r.get("with shared_group")
+        shared = "" if shared is None else \
+            f"{cell(shared, r)} ({', '.join(map(str, shared['classes_poisoned'])) or 'none'}) | "
         lines.append(
             f"| {r['family']} | {r['case']} | {'—' if r['seed'] is None else r['seed']} | {r['rows']:,} | "
             f"{r['poisoned']:,} | **{cell(r['poisonscan'], r)}** | {'—' if clean else format(r['clean_flagged'], '.2%')} | "
-            f"{', '.join(r['classes_poisoned']) or 'none'} | {by} | {cell(r['ART spectral'], r)} | "
+            f"{', '.join(r['classes_poisoned']) or 'none'} | {by} | {shared}{cell(r['ART spectral'], r)} | "
             f"{cell(r['ART activation'], r)} | {cell(r['cleanlab'], r)} |"
         )
     return lines
 
 
 def write_doc(rows):
-    lines = table_lines(rows)
-    text = f"""## Attack families on raw text and tables (development part)
+    images = [r for r in rows if "with shared_group" in r]
+    lines = table_lines([r for r in rows if "with shared_group" not in r])
+    text = f"""## Attack families on raw text, tables and images (development part)
 
 `python benchmarks/dev_attacks_raw.py` on {machine()}, seeds {', '.join(map(str, SEEDS))}: the
 families of `benchmarks/attacks_raw.py` (its docstring gives the builders and their
@@ -141,10 +193,23 @@ check can see it by construction.
 | family | condition | seed | rows | to remove | poisonscan | clean rows q. | classes judged | flagged by | ART spectral | ART activation | cleanlab |
 | --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(lines)}
+
+The image families of `benchmarks/attacks.py` (as `dev_attacks.py` builds them, on MNIST-5k
+at their literature rates) written as PNG bytes and scanned the same way: the scan trains
+its own proxy CNN on the images and every detector reads what that scan reads (its
+representation; `pixel_trigger` the pixels). "with shared_group": a second scan of the
+same file with `shared_group` named beside the default detectors (classes judged in
+brackets); ART and cleanlab read the representation of the proxy the scan trains, as
+above. Cover rows (a trigger on rows that keep their true label: TaCT's, WaNet's) are not
+among the rows to remove.
+
+| family | condition | seed | rows | to remove | poisonscan | clean rows q. | classes judged | flagged by | with shared_group | ART spectral | ART activation | cleanlab |
+| --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | --- |
+{chr(10).join(table_lines(images))}
 """
     write_section("dev_attacks_raw", text)
     print(text)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
