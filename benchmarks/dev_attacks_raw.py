@@ -3,6 +3,7 @@ and value counts cannot see, development part: the baseline.
 
     python benchmarks/dev_attacks_raw.py          # seeds 0, 1; writes docs/benchmarks.md
     python benchmarks/dev_attacks_raw.py images   # the image families only (printed)
+    BENCH_SEEDS=0 python benchmarks/dev_attacks_raw.py images   # one seed
 
 The families of ``attacks_raw.py`` (a syntactic template on 20 % of Rotten Tomatoes,
 rotten reviews relabelled fresh; an in-bounds clean-label trigger on 3 % of
@@ -11,9 +12,8 @@ image families of ``attacks.py`` on MNIST-5k (all-to-all, SIG, TaCT, WaNet, the 
 patch, two attacks in one set) written as PNG bytes, and their clean controls, each
 written as Parquet and scanned end to end with ``poisonscan scan`` (Beam, FnApiRunner,
 one process, default detectors, no poison rate; the proxy network trained inside the
-scan), as ``raw_bench.py`` scans. The image sets are scanned a second time with
-``shared_group`` named beside the defaults (the cross-class view built for all-to-all,
-which runs only when named), its own column. Beside it, on
+scan), as ``raw_bench.py`` scans (on images the defaults include ``shared_group``, the
+cross-class view built for all-to-all). Beside it, on
 the same data: ART's spectral defence (told the true poison rate) and activation
 defence (defaults) on the representation of the proxy network the scan trains (same
 recipe and seed), and cleanlab's ``find_label_issues`` on out-of-fold probabilities of
@@ -46,9 +46,12 @@ from poisonscan.detectors import default_detectors  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "data", "dev_attacks_raw")
-SEEDS = (0, 1)
-#: The image scans' second run: the defaults and the cross-class view, which runs only when named.
-WITH_SHARED = ("--detectors", ",".join((*default_detectors("image"), "shared_group")))
+SEEDS = tuple(int(s) for s in os.environ.get("BENCH_SEEDS", "0,1").split(","))
+#: The default detectors of an image scan and the cross-class view (a scan that names them;
+#: ``shared_group`` is among the image defaults since it was measured here).
+WITH_SHARED = ("--detectors", ",".join(dict.fromkeys((*default_detectors("image"), "shared_group"))))
+#: The families whose rows are images (their table has the image-only cells).
+IMAGE_FAMILIES = (*attacks.FAMILIES, "clean control (images)")
 
 
 def image_case(data: poisoning.Poisoned):
@@ -127,18 +130,13 @@ def main(argv):
         name, table, truth, flags = build()
         row = {"family": family, "case": name, "seed": seed, "rows": table.num_rows, "poisoned": int(truth.sum())}
         row.update(scan(table, truth, flags, name))
-        if "--image-column" in flags:
-            shared = scan(table, truth, [*flags, *WITH_SHARED], name)
-            row["with shared_group"] = {**shared["poisonscan"], "classes_poisoned": shared["classes_poisoned"]}
         row.update(compare(table, truth, flags))
         rows.append(row)
         m = row["poisonscan"]
         print(f"{name} (seed {seed}): poisonscan F1 {m['f1']:.2f} ({m['precision']:.2f}/{m['recall']:.2f}), "
               f"clean rows {row['clean_flagged']:.2%}, classes {row['classes_poisoned'] or 'none'} by "
               f"{row['flagged_by']}; ART SS {row['ART spectral']['f1']:.2f}, AC {row['ART activation']['f1']:.2f}, "
-              f"cleanlab {row['cleanlab']['f1']:.2f} [{row['seconds']:.0f} s]"
-              + (f"; with shared_group {row['with shared_group']['f1']:.2f}" if "with shared_group" in row else ""),
-              flush=True)
+              f"cleanlab {row['cleanlab']['f1']:.2f} [{row['seconds']:.0f} s]", flush=True)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "dev_attacks_raw" + (f"_{only}" if only else "") + ".json"), "w") as f:
         json.dump(rows, f, indent=2)
@@ -156,7 +154,8 @@ def cell(m, row):
 
 def table_lines(rows):
     """The table rows of docs/benchmarks.md for ``rows`` (this file's and the held-out part's);
-    an image row carries its second scan, with ``shared_group``, after the poisonscan cells."""
+    a row measured with a second scan that names ``shared_group`` carries it after the
+    poisonscan cells."""
     lines = []
     for r in rows:
         clean = r["poisoned"] == 0
@@ -174,8 +173,8 @@ def table_lines(rows):
 
 
 def write_doc(rows):
-    images = [r for r in rows if "with shared_group" in r]
-    lines = table_lines([r for r in rows if "with shared_group" not in r])
+    images = [r for r in rows if r["family"] in IMAGE_FAMILIES]
+    lines = table_lines([r for r in rows if r["family"] not in IMAGE_FAMILIES])
     text = f"""## Attack families on raw text, tables and images (development part)
 
 `python benchmarks/dev_attacks_raw.py` on {machine()}, seeds {', '.join(map(str, SEEDS))}: the
@@ -197,14 +196,13 @@ check can see it by construction.
 The image families of `benchmarks/attacks.py` (as `dev_attacks.py` builds them, on MNIST-5k
 at their literature rates) written as PNG bytes and scanned the same way: the scan trains
 its own proxy CNN on the images and every detector reads what that scan reads (its
-representation; `pixel_trigger` the pixels). "with shared_group": a second scan of the
-same file with `shared_group` named beside the default detectors (classes judged in
-brackets); ART and cleanlab read the representation of the proxy the scan trains, as
-above. Cover rows (a trigger on rows that keep their true label: TaCT's, WaNet's) are not
+representation; `pixel_trigger` the pixels; on images the defaults include
+`shared_group`, the cross-class view); ART and cleanlab read the representation of the
+proxy the scan trains, as above. Cover rows (a trigger on rows that keep their true label: TaCT's, WaNet's) are not
 among the rows to remove.
 
-| family | condition | seed | rows | to remove | poisonscan | clean rows q. | classes judged | flagged by | with shared_group | ART spectral | ART activation | cleanlab |
-| --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | --- |
+| family | condition | seed | rows | to remove | poisonscan | clean rows q. | classes judged | flagged by | ART spectral | ART activation | cleanlab |
+| --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(table_lines(images))}
 """
     write_section("dev_attacks_raw", text)

@@ -38,7 +38,10 @@ The cross-class view:
 
 With fewer than four classes there is no "most classes" to speak of, and the detector
 judges no class. A group in a single class (one-to-one poison) is the per-class
-detectors' to judge: this one needs half the classes. It runs only when named
+detectors' to judge: this one needs half the classes. It runs by default on raw images,
+where the scan reads the representation of its own proxy network (on the development
+image families it judged the all-to-all sets and nothing else, clean sets with a
+sub-population shared by every class included); on other inputs only when named
 (``--detectors``): on a held-out clean control (sentence embeddings of four speakers) it
 judged two classes and quarantined a fifth of the rows (docs/detectors.md).
 
@@ -140,6 +143,9 @@ class SharedGroup(PooledDetector):
     name = "shared_group"
     finds = "backdoor"
     across_classes = True
+    # raw images: the scan's own proxy representation, where the development image
+    # families were measured (docs/detectors.md); vectors, text and tables name it
+    default_kinds = frozenset({"image"})
     default_rank = 8
     statistic_name = "projection on the direction the classes' groups share"
     _parameter_constraints = {

@@ -240,8 +240,8 @@ def _detection_options(scan: argparse.ArgumentParser) -> None:
         metavar="NAMES",
         help="comma-separated detectors (default: spectral, spectre, activation_clustering, "
         "label_consistency, knn_label; class_flip for tables and features, token_trigger for text, "
-        "value_trigger for tables, pixel_trigger for images and features; shared_group, relative_spectral, untangling "
-        "and graph_clustering only when named)",
+        "value_trigger for tables, pixel_trigger for images and features, shared_group for images; shared_group "
+        "on other inputs, relative_spectral, untangling and graph_clustering only when named)",
     )
     scan.add_argument(
         "--detector-param",

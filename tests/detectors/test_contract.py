@@ -177,6 +177,9 @@ def test_the_scan_asks_the_detectors_which_run_by_default():
     with pytest.raises(ConfigError, match="token_trigger detector needs a text input"):
         ScanConfig(detectors=("token_trigger",)).build_detectors("features")
     assert default_detectors("image")[-1] == "pixel_trigger" == default_detectors("features")[-1]
+    # the cross-class view runs by default on raw images (the scan's own proxy), named elsewhere
+    assert "shared_group" in default_detectors("image")
+    assert not {"shared_group"} & {*default_detectors("features"), *default_detectors("text"), *default_detectors("tabular")}
     # on vectors it reads the representation itself (where it is pixel values)
     assert {d.name: d for d in ScanConfig().build_detectors("features")}["pixel_trigger"].input == "representation"
     assert {d.name: d for d in ScanConfig().build_detectors("image")}["pixel_trigger"].input == "tokens"
