@@ -137,9 +137,10 @@ def main(argv):
               f"clean rows {row['clean_flagged']:.2%}, classes {row['classes_poisoned'] or 'none'} by "
               f"{row['flagged_by']}; ART SS {row['ART spectral']['f1']:.2f}, AC {row['ART activation']['f1']:.2f}, "
               f"cleanlab {row['cleanlab']['f1']:.2f} [{row['seconds']:.0f} s]", flush=True)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "dev_attacks_raw" + (f"_{only}" if only else "") + ".json"), "w") as f:
-        json.dump(rows, f, indent=2)
+        # written after every condition: a run stopped early keeps what it measured
+        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+        with open(os.path.join(HERE, "results", "dev_attacks_raw" + (f"_{only}" if only else "") + ".json"), "w") as f:
+            json.dump(rows, f, indent=2)
     if only:
         print("\n".join(table_lines(rows)))
     else:
