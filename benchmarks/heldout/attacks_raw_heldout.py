@@ -3,6 +3,7 @@ the held-out part.
 
     python benchmarks/heldout/attacks_raw_heldout.py            # seeds as below; docs/benchmarks.md
     python benchmarks/heldout/attacks_raw_heldout.py --render   # the doc again from the results file
+    python benchmarks/heldout/attacks_raw_heldout.py images     # the image families only (printed)
 
 Built and run to report, never to choose (``benchmarks/matrix.py``). The two families of
 the development part (``benchmarks/attacks_raw.py``, ``dev_attacks_raw.py``) again, each
@@ -34,6 +35,16 @@ measurement of ``dev_attacks_raw.py``. Work files go to
 ``benchmarks/data/heldout_attacks_raw/``; results to
 ``benchmarks/results/heldout/attacks_raw_heldout.json``; the doc section
 ``heldout_attacks_raw`` of docs/benchmarks.md.
+
+``images``: the held-out image families of ``heldout/attacks_heldout.py`` (all-to-all,
+clean-label SIG, TaCT, WaNet, very low rate, two attacks; its builders with their own
+parameters and data seeds, 2101-2106) and its clean MNIST-5k control, written as PNG bytes
+(``dev_attacks_raw.image_case``) and measured as ``dev_attacks_raw.py images`` measures the
+development image families: a scan with the default detectors, a second one with
+``shared_group`` named beside them (``dev_attacks_raw.WITH_SHARED``), and
+``raw_bench.compare``. Work files under ``benchmarks/data/heldout_attacks_raw/images/``;
+results to ``benchmarks/results/heldout/attacks_raw_heldout_images.json``; the table rows
+are printed, no doc section is written.
 """
 
 from __future__ import annotations
@@ -59,12 +70,15 @@ import dev_attacks_raw  # noqa: E402
 import matrix  # noqa: E402
 from attacks_raw import table_of  # noqa: E402
 from common import machine, write_section  # noqa: E402
-from heldout import data  # noqa: E402
 from raw_bench import compare  # noqa: E402
+
+from heldout import data  # noqa: E402
 
 WORK = os.path.join(BENCH, "data", "heldout_attacks_raw")
 RESULTS = os.path.join(BENCH, "results", "heldout")
 OUT = os.path.join(RESULTS, "attacks_raw_heldout.json")
+IMAGES_WORK = os.path.join(WORK, "images")
+IMAGES_OUT = os.path.join(RESULTS, "attacks_raw_heldout_images.json")
 COMMAND = "python benchmarks/heldout/attacks_raw_heldout.py"
 
 # syntactic template ------------------------------------------------------------------------
@@ -182,9 +196,60 @@ def cases():
     return out
 
 
+def image_cases():
+    """The builders of the held-out image families (``attacks_heldout.FAMILIES``, each with
+    its own parameters and data seed) and of their clean control."""
+    from heldout import attacks_heldout
+
+    return [*attacks_heldout.FAMILIES, images_clean]
+
+
+def images_clean():
+    """The held-out clean control: MNIST-5k as ``heldout/data.py`` loads it, no poison."""
+    from heldout.attacks_heldout import Attack
+
+    images, labels = data.mnist()
+    n = len(labels)
+    return Attack("clean control (images)", "MNIST-5k clean", images, labels.copy(), np.zeros(n, bool),
+                  np.zeros(n, bool))
+
+
 # measuring (as dev_attacks_raw.py) ---------------------------------------------------------
-def scan(table, truth, flags, name):
-    return dev_attacks_raw.scan(table, truth, flags, name, work=WORK)
+def scan(table, truth, flags, name, work=WORK):
+    return dev_attacks_raw.scan(table, truth, flags, name, work=work)
+
+
+def main_images():
+    """The held-out image families measured as ``dev_attacks_raw.main`` measures the
+    development ones; rows saved and printed, no doc section written."""
+    from heldout import attacks_heldout
+
+    warnings.filterwarnings("ignore")
+    check_contract()
+    attacks_heldout.check_contract()
+    started = time.perf_counter()
+    rows = []
+    os.makedirs(RESULTS, exist_ok=True)
+    for build in image_cases():
+        attack = build()
+        seed = attack.params.get("seed")
+        name, table, truth, flags = dev_attacks_raw.image_case(attack)
+        row = {"family": attack.family, "case": name, "seed": seed, "rows": table.num_rows,
+               "poisoned": int(truth.sum())}
+        row.update(scan(table, truth, flags, name, work=IMAGES_WORK))
+        shared = scan(table, truth, [*flags, *dev_attacks_raw.WITH_SHARED], name, work=IMAGES_WORK)
+        row["with shared_group"] = {**shared["poisonscan"], "classes_poisoned": shared["classes_poisoned"]}
+        row.update(compare(table, truth, flags))
+        rows.append(row)
+        m = row["poisonscan"]
+        print(f"[{time.perf_counter() - started:.0f} s] {attack.family} (seed {seed}): done "
+              f"[{row['seconds']:.0f} s scan]; poisonscan F1 {m['f1']:.2f}; "
+              f"with shared_group {row['with shared_group']['f1']:.2f}", flush=True)
+        with open(IMAGES_OUT, "w") as f:
+            json.dump(rows, f, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    print(f"wrote {IMAGES_OUT}")
+    print(f"wall time {(time.perf_counter() - started) / 60:.1f} min; commit {git_commit()}")
+    print("\n".join(dev_attacks_raw.table_lines(rows)))
 
 
 def git_commit() -> str:
@@ -267,7 +332,9 @@ label right, so no label check can see it by construction.
 
 
 if __name__ == "__main__":
-    if "--render" in sys.argv[1:]:
+    if sys.argv[1:2] == ["images"]:
+        main_images()
+    elif "--render" in sys.argv[1:]:
         with open(OUT) as f:
             saved = json.load(f)
         write_doc(saved, saved["conditions"])
