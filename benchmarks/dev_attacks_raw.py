@@ -40,34 +40,13 @@ import poisoning  # noqa: E402
 from common import BIN, machine, run_measured, write_section  # noqa: E402
 from detectors_bench import prf  # noqa: E402
 from dev_triggers import rotten_tomatoes  # noqa: E402
-from raw_bench import compare  # noqa: E402
-
-from poisonscan.detectors import default_detectors  # noqa: E402
+from raw_bench import compare, image_case  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "data", "dev_attacks_raw")
 SEEDS = tuple(int(s) for s in os.environ.get("BENCH_SEEDS", "0,1").split(","))
-#: The default detectors of an image scan and the cross-class view (a scan that names them;
-#: ``shared_group`` is among the image defaults since it was measured here).
-WITH_SHARED = ("--detectors", ",".join(dict.fromkeys((*default_detectors("image"), "shared_group"))))
 #: The families whose rows are images (their table has the image-only cells).
 IMAGE_FAMILIES = (*attacks.FAMILIES, "clean control (images)")
-
-
-def image_case(data: poisoning.Poisoned):
-    """``data``'s images as PNG bytes in an Arrow table, as ``raw_bench.mnist_case`` writes them."""
-    import io
-
-    import pyarrow as pa
-    from PIL import Image
-
-    png = []
-    for img in np.round(data.images * 255).astype(np.uint8):
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="PNG")
-        png.append(buf.getvalue())
-    table = pa.table({"id": np.arange(len(png)), "label": data.labels, "image": pa.array(png, pa.binary())})
-    return data.name, table, np.asarray(data.poisoned, bool), ["--image-column", "image"]
 
 
 def image_cases():
@@ -154,20 +133,15 @@ def cell(m, row):
 
 
 def table_lines(rows):
-    """The table rows of docs/benchmarks.md for ``rows`` (this file's and the held-out part's);
-    a row measured with a second scan that names ``shared_group`` carries it after the
-    poisonscan cells."""
+    """The table rows of docs/benchmarks.md for ``rows`` (this file's and the held-out part's)."""
     lines = []
     for r in rows:
         clean = r["poisoned"] == 0
         by = ", ".join(f"{d} {n}" for d, n in sorted(r["flagged_by"].items())) or "—"
-        shared = r.get("with shared_group")
-        shared = "" if shared is None else \
-            f"{cell(shared, r)} ({', '.join(map(str, shared['classes_poisoned'])) or 'none'}) | "
         lines.append(
             f"| {r['family']} | {r['case']} | {'—' if r['seed'] is None else r['seed']} | {r['rows']:,} | "
             f"{r['poisoned']:,} | **{cell(r['poisonscan'], r)}** | {'—' if clean else format(r['clean_flagged'], '.2%')} | "
-            f"{', '.join(r['classes_poisoned']) or 'none'} | {by} | {shared}{cell(r['ART spectral'], r)} | "
+            f"{', '.join(r['classes_poisoned']) or 'none'} | {by} | {cell(r['ART spectral'], r)} | "
             f"{cell(r['ART activation'], r)} | {cell(r['cleanlab'], r)} |"
         )
     return lines

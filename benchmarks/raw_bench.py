@@ -46,18 +46,21 @@ TRIGGER = "I watched this 3D movie"
 
 
 # data -----------------------------------------------------------------------------------
-def mnist_case(kind: str, rate: float):
+def image_case(data: poisoning.Poisoned):
+    """``data``'s images as PNG bytes in an Arrow table: (name, table, truth, scan flags)."""
     from PIL import Image
 
-    data = {"patch": poisoning.patch, "blend": poisoning.blend}[kind](rate) if rate else poisoning.clean_mnist()
-    pixels = np.round(data.images * 255).astype(np.uint8)
     png = []
-    for img in pixels:
+    for img in np.round(data.images * 255).astype(np.uint8):
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="PNG")
         png.append(buf.getvalue())
     table = pa.table({"id": np.arange(len(png)), "label": data.labels, "image": pa.array(png, pa.binary())})
-    return data.name, table, data.poisoned, ["--image-column", "image"]
+    return data.name, table, np.asarray(data.poisoned, bool), ["--image-column", "image"]
+
+
+def mnist_case(kind: str, rate: float):
+    return image_case({"patch": poisoning.patch, "blend": poisoning.blend}[kind](rate) if rate else poisoning.clean_mnist())
 
 
 def reviews():
@@ -113,10 +116,10 @@ def proxy_outputs(table: pa.Table, flags: list, seed: int = 0, folds: int = 3):
     import dataclasses
 
     from poisonscan import ScanConfig
+    from poisonscan.pipelines.io.columns import check_columns
+    from poisonscan.pipelines.io.sources import SourceFile, table_batches
     from poisonscan.pipelines.scan.representer import fit_representer, raw_sample
     from poisonscan.pipelines.scan.rows import RowChecks, prepare
-    from poisonscan.pipelines.io.sources import SourceFile, table_batches
-    from poisonscan.pipelines.io.columns import check_columns
 
     kw = {}
     if "--image-column" in flags:

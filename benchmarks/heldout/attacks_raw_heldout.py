@@ -40,9 +40,8 @@ measurement of ``dev_attacks_raw.py``. Work files go to
 clean-label SIG, TaCT, WaNet, very low rate, two attacks; its builders with their own
 parameters and data seeds, 2101-2106) and its clean MNIST-5k control, written as PNG bytes
 (``dev_attacks_raw.image_case``) and measured as ``dev_attacks_raw.py images`` measures the
-development image families: a scan with the default detectors, a second one with
-``shared_group`` named beside them (``dev_attacks_raw.WITH_SHARED``), and
-``raw_bench.compare``. Work files under ``benchmarks/data/heldout_attacks_raw/images/``;
+development image families: a scan with the default detectors (``shared_group`` among
+them on images) and ``raw_bench.compare``. Work files under ``benchmarks/data/heldout_attacks_raw/images/``;
 results to ``benchmarks/results/heldout/attacks_raw_heldout_images.json``; the table rows
 are printed, no doc section is written.
 """
@@ -237,14 +236,11 @@ def main_images():
         row = {"family": attack.family, "case": name, "seed": seed, "rows": table.num_rows,
                "poisoned": int(truth.sum())}
         row.update(scan(table, truth, flags, name, work=IMAGES_WORK))
-        shared = scan(table, truth, [*flags, *dev_attacks_raw.WITH_SHARED], name, work=IMAGES_WORK)
-        row["with shared_group"] = {**shared["poisonscan"], "classes_poisoned": shared["classes_poisoned"]}
         row.update(compare(table, truth, flags))
         rows.append(row)
         m = row["poisonscan"]
         print(f"[{time.perf_counter() - started:.0f} s] {attack.family} (seed {seed}): done "
-              f"[{row['seconds']:.0f} s scan]; poisonscan F1 {m['f1']:.2f}; "
-              f"with shared_group {row['with shared_group']['f1']:.2f}", flush=True)
+              f"[{row['seconds']:.0f} s scan]; poisonscan F1 {m['f1']:.2f}", flush=True)
         with open(IMAGES_OUT, "w") as f:
             json.dump(rows, f, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     print(f"wrote {IMAGES_OUT}")
