@@ -223,6 +223,12 @@ def _representation_options(scan: argparse.ArgumentParser) -> None:
         "out-of-fold probabilities (default: 0, a cross-fitted model on the representation)",
     )
     scan.add_argument("--proxy-sample-size", type=_positive_int, default=5000, metavar="N", help="training rows per class for the proxy (default: 5000)")
+    scan.add_argument(
+        "--proxy-threads", type=_positive_int, default=1, metavar="N",
+        help="torch threads for training and applying the proxy or --model (default: 1, so that the "
+        "lists do not depend on the machine's cores; more is faster, and the lists are then "
+        "reproducible at the same N)",
+    )
     scan.add_argument("--format", choices=("parquet", "csv", "jsonl", "images"), help="input format (default: by extension; csv: commas, semicolons, tabs or bars, told from the header; a local folder of images in class subfolders is read as images, a remote one with --format images)")
 
 
@@ -476,6 +482,7 @@ def _config(args) -> ScanConfig:
             proxy_folds=args.proxy_folds,
             proxy_epochs=args.proxy_epochs,
             proxy_sample_size=args.proxy_sample_size,
+            proxy_threads=args.proxy_threads,
             labels=labels,
             min_class_fraction=args.min_class_fraction,
             feature_range=feature_range,

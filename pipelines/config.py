@@ -51,6 +51,10 @@ class ScanConfig:
     proxy_folds, proxy_epochs, proxy_sample_size
         The proxy: cross-fitted folds, epochs (None: the kind's default), training rows
         per class.
+    proxy_threads
+        torch's threads while the proxy (or the user's model) trains and is applied. The
+        same input and seed give the same lists at the same count, whatever the machine;
+        at another count the networks differ in their last bits (default 1).
     detectors : tuple of str
         Registered detector names to run.
     detector_params : dict
@@ -100,6 +104,7 @@ class ScanConfig:
     proxy_folds: int = 0
     proxy_epochs: int | None = None
     proxy_sample_size: int = 5000
+    proxy_threads: int = 1
     detectors: tuple[str, ...] | None = None
     detector_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     group_params: Mapping[str, Any] = field(default_factory=dict)
@@ -166,6 +171,8 @@ class ScanConfig:
             raise ConfigError("proxy_folds must be 0 (no cross-fitting) or at least 2")
         if self.proxy_epochs is not None and (not isinstance(self.proxy_epochs, int) or self.proxy_epochs < 1):
             raise ConfigError(f"proxy_epochs must be a positive integer; got {self.proxy_epochs!r}")
+        if isinstance(self.proxy_threads, bool) or not isinstance(self.proxy_threads, int) or self.proxy_threads < 1:
+            raise ConfigError(f"proxy_threads must be a positive integer; got {self.proxy_threads!r}")
         unknown = set(self.detector_params) - set(self.detectors or default_detectors())
         if unknown:
             raise ConfigError(

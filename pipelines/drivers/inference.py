@@ -16,6 +16,7 @@ from poisonscan.pipelines.represent.proxy import (
     apply_proxy,
     import_class,
     layer_output,
+    pinned_threads,
 )
 from poisonscan.pipelines.scan.plan import ScanPlan
 
@@ -32,12 +33,12 @@ def model_handler(plan: ScanPlan):
             model_class=ProxyEnsemble,
             model_params={"kind": rep.proxy.kind, "params": rep.proxy.params, "folds": rep.proxy.folds,
                           "linear": rep.proxy.linear},
-            inference_fn=ensemble_inference,
+            inference_fn=functools.partial(ensemble_inference, threads=rep.threads),
             load_model_args={"weights_only": True},
             **common,
         )
     user = rep.user_model
-    fn = functools.partial(user_inference, layer=user.layer)
+    fn = functools.partial(user_inference, layer=user.layer, threads=rep.threads)
     if user.model_class is None:
         return PytorchModelHandlerKeyedTensor(torch_script_model_path=user.path, inference_fn=fn, **common)
     return PytorchModelHandlerKeyedTensor(
@@ -50,28 +51,31 @@ def model_handler(plan: ScanPlan):
     )
 
 
-def ensemble_inference(batch, model, device, inference_args=None, model_id=None):
+def ensemble_inference(batch, model, device, inference_args=None, model_id=None, threads=1):
     """RunInference's inference function: each example is one record batch's encoded
-    rows (a dict of tensors with a ``fold`` column)."""
+    rows (a dict of tensors with a ``fold`` column); torch held to ``threads`` threads."""
     out = []
     for example in batch:
         inputs = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in example.items() if k != "fold"}
         fold = example["fold"]
         fold = fold.numpy() if isinstance(fold, torch.Tensor) else fold
-        rep, probs = apply_proxy(model, inputs, fold)
+        rep, probs = apply_proxy(model, inputs, fold, threads=threads)
         out.append(PredictionResult(example, {"representation": rep, "probabilities": probs}, model_id))
     return out
 
 
-def user_inference(batch, model, device, inference_args=None, model_id=None, layer=None):
+def user_inference(batch, model, device, inference_args=None, model_id=None, layer=None, threads=1):
     """RunInference's inference function for the user's model: the tapped layer's
-    activations, flattened, per example (one record batch's rows)."""
+    activations, flattened, per example (one record batch's rows); torch held to
+    ``threads`` threads."""
     out = []
     for example in batch:
         x = example["x"]
         x = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        h = layer_output(model, x.to(device), layer).reshape(len(x), -1).cpu().numpy().astype(np.float32)
+        with pinned_threads(threads):
+            h = layer_output(model, x.to(device), layer)
+        h = h.reshape(len(x), -1).cpu().numpy().astype(np.float32)
         out.append(PredictionResult(example, {"representation": h, "probabilities": None}, model_id))
     return out

@@ -19,6 +19,7 @@ import importlib
 import io
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -223,6 +224,28 @@ def device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+#: torch's intra-op threads while a network trains or is applied on the CPU, unless the
+#: scan says otherwise (``--proxy-threads``). A sum split over more threads is added in
+#: another order, so weights trained with two threads differ in their last bits from
+#: weights trained with one, and the difference grows over the epochs: a raw-image scan
+#: quarantined 503 rows with one thread and 506 with two. At a fixed count the lists do
+#: not depend on the machine's cores. What one thread costs: docs/benchmarks.md.
+TORCH_THREADS = 1
+
+
+@contextmanager
+def pinned_threads(threads: int = TORCH_THREADS):
+    """torch's intra-op thread count set to ``threads`` inside the block, restored after."""
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def _tensors(inputs: dict, idx=None, dev=None) -> dict:
     out = {}
     for k, v in inputs.items():
@@ -368,8 +391,16 @@ def train_proxy(
     epochs: int | None = None,
     seed: int = 0,
     progress: str | None = None,
+    threads: int = TORCH_THREADS,
 ) -> Proxy:
-    """Train the full network and ``folds`` cross-fitted ones on a training sample."""
+    """Train the full network and ``folds`` cross-fitted ones on a training sample, with
+    torch held to ``threads`` threads (the weights depend on the count)."""
+    with pinned_threads(threads):
+        return _train_proxy(kind, params, sample, folds, epochs, seed, progress)
+
+
+def _train_proxy(kind: str, params: dict, sample: TrainingSample, folds: int, epochs: int | None, seed: int,
+                 progress: str | None) -> Proxy:
     inputs, codes = sample.inputs, sample.codes
     n = len(codes)
     # text: the out-of-fold probabilities come from a linear model of the bag, cross-fitted
@@ -470,8 +501,14 @@ def fold_column(positions: np.ndarray, fold_of: dict) -> np.ndarray:
 
 
 @torch.no_grad()
-def apply_proxy(model: ProxyEnsemble, inputs: dict, fold: np.ndarray, batch: int = 512):
-    """(representation, probabilities) for encoded rows, in chunks."""
+def apply_proxy(model: ProxyEnsemble, inputs: dict, fold: np.ndarray, batch: int = 512, threads: int = TORCH_THREADS):
+    """(representation, probabilities) for encoded rows, in chunks, with torch held to
+    ``threads`` threads."""
+    with pinned_threads(threads):
+        return _apply_proxy(model, inputs, fold, batch)
+
+
+def _apply_proxy(model: ProxyEnsemble, inputs: dict, fold: np.ndarray, batch: int):
     n = len(fold)
     reps, probs = [], []
     dev = next(model.parameters()).device

@@ -119,6 +119,8 @@ class Representer:
     #: ``{stratum: (share, probability that two rows coincide, steps)}`` for tables and
     #: texts (see :mod:`.content`); None where the content identifies the row
     coincidence: dict | None = None
+    #: torch's threads while the network is applied (``--proxy-threads``)
+    threads: int = 1
     _module: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -152,15 +154,21 @@ class Representer:
         # torch: heavy to import; only scans of raw inputs need it
         import torch
 
-        from poisonscan.pipelines.represent.proxy import apply_proxy, layer_output
+        from poisonscan.pipelines.represent.proxy import (
+            apply_proxy,
+            layer_output,
+            pinned_threads,
+        )
 
         if self.proxy is not None:
             fold = example["fold"]
-            return apply_proxy(self.module(), {k: v for k, v in example.items() if k != "fold"}, fold)
+            return apply_proxy(self.module(), {k: v for k, v in example.items() if k != "fold"}, fold,
+                               threads=self.threads)
         x = torch.from_numpy(np.ascontiguousarray(example["x"]))
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        h = layer_output(self.module(), x, self.user_model.layer)
+        with pinned_threads(self.threads):
+            h = layer_output(self.module(), x, self.user_model.layer)
         return h.reshape(len(x), -1).numpy().astype(np.float32), None
 
     def represent(self, prep: Prepared) -> Prepared:
@@ -207,7 +215,7 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir], p
         if spec.kind not in ("image",):
             raise ValueError("--model applies to image inputs; for text and "
                              "tabular inputs poisonscan trains its own proxy")
-        return Representer(spec.kind, encoder, None, cfg.model, {"model": cfg.model.path})
+        return Representer(spec.kind, encoder, None, cfg.model, {"model": cfg.model.path}, threads=cfg.proxy_threads)
     usable = np.unique(codes_arr[enc.rows])
     if len(usable) < 2:
         found = ", ".join(str(labels[i]) for i in usable) or "none"
@@ -223,10 +231,11 @@ def fit_representer(cfg, kinds: ColumnKinds, samples: Mapping[Any, Reservoir], p
     proxy = train_proxy(
         spec.kind, params, TrainingSample(enc.inputs, codes_arr[kept], pos_arr[kept], labels),
         folds=cfg.proxy_folds, epochs=cfg.proxy_epochs, seed=cfg.seed, progress=progress,
+        threads=cfg.proxy_threads,
     )
     info = dict(proxy.info, kind=spec.kind, params=params)
     coincidence = _coincidence(samples, spec) if spec.kind in ("tabular", "text") else None
-    return Representer(spec.kind, encoder, proxy, None, info, coincidence)
+    return Representer(spec.kind, encoder, proxy, None, info, coincidence, cfg.proxy_threads)
 
 
 def _not_numbers(values: list, column: str) -> None:

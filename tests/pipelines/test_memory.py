@@ -132,3 +132,6 @@ def test_invalid_settings_are_usage_errors():
         ScanConfig(group_params={"alpha": 0})
     with pytest.raises(ConfigError, match="Unknown parameter"):
         ScanConfig(group_params={"min_separation": 6})
+    for threads in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="proxy_threads must be a positive integer"):
+            ScanConfig(proxy_threads=threads)
