@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import io
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -233,17 +234,32 @@ def device() -> torch.device:
 TORCH_THREADS = 1
 
 
+_pin_lock = threading.Lock()
+_pins = 0  # blocks inside pinned_threads now, in any thread of the process
+_unpinned = 1  # the count before the first of them
+
+
 @contextmanager
 def pinned_threads(threads: int = TORCH_THREADS):
-    """torch's intra-op thread count set to ``threads`` inside the block, restored after."""
-    before = torch.get_num_threads()
-    if before != threads:
-        torch.set_num_threads(threads)
+    """torch's intra-op thread count set to ``threads`` inside the block; the count the
+    process had is given back when the last block still inside ends. The count is the
+    process's, and a Beam worker applies the network in several threads at once: each
+    restoring its own "before" on leaving would put the count back under a block still
+    running."""
+    global _pins, _unpinned
+    with _pin_lock:
+        if _pins == 0:
+            _unpinned = torch.get_num_threads()
+        _pins += 1
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     try:
         yield
     finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        with _pin_lock:
+            _pins -= 1
+            if _pins == 0 and torch.get_num_threads() != _unpinned:
+                torch.set_num_threads(_unpinned)
 
 
 def _tensors(inputs: dict, idx=None, dev=None) -> dict:

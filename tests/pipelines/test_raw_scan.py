@@ -396,3 +396,47 @@ def test_the_proxy_trains_to_the_same_weights_whatever_threads_torch_was_given()
     assert np.array_equal(reps[1, 1], reps[2, 1])
     # the count is what decides the weights: two threads train another network
     assert not same(weights[1, 1], weights[1, 2])
+
+
+
+def test_threads_stay_pinned_until_the_last_of_concurrent_blocks_ends():
+    """A Beam worker applies the network in several threads at once. torch's count is
+    partly the process's (MKL's, and what a new thread starts with), so the first block to
+    end must not give the process its count back under the others; the last one does."""
+    import threading
+
+    from poisonscan.pipelines.represent.proxy import pinned_threads
+
+    def fresh_thread_count():
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        t.start()
+        t.join(30)
+        return seen[0]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    inside = [threading.Event(), threading.Event()]
+    leave = [threading.Event(), threading.Event()]
+    seen: dict = {}
+
+    def block(i):
+        with pinned_threads(1):
+            inside[i].set()
+            leave[i].wait(30)
+            seen[i] = torch.get_num_threads()
+
+    try:
+        workers = [threading.Thread(target=block, args=(i,)) for i in (0, 1)]
+        for w, ready in zip(workers, inside):
+            w.start()
+            assert ready.wait(30)
+        leave[0].set()
+        workers[0].join(30)
+        assert fresh_thread_count() == 1  # the second block is still inside
+        leave[1].set()
+        workers[1].join(30)
+        assert seen == {0: 1, 1: 1}
+        assert fresh_thread_count() == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
