@@ -242,10 +242,10 @@ _unpinned = 1  # the count before the first of them
 @contextmanager
 def pinned_threads(threads: int = TORCH_THREADS):
     """torch's intra-op thread count set to ``threads`` inside the block; the count the
-    process had is given back when the last block still inside ends. The count is the
-    process's, and a Beam worker applies the network in several threads at once: each
-    restoring its own "before" on leaving would put the count back under a block still
-    running."""
+    process had is given back when the last block still inside ends. The count is partly
+    the process's (MKL's, and the count a new thread starts with), and a Beam worker
+    applies the network in several threads at once: each restoring its own "before" on
+    leaving would put the count back under a block still running."""
     global _pins, _unpinned
     with _pin_lock:
         if _pins == 0:
