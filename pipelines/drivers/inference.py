@@ -16,7 +16,6 @@ from poisonscan.pipelines.represent.proxy import (
     apply_proxy,
     import_class,
     layer_output,
-    pinned_threads,
 )
 from poisonscan.pipelines.scan.plan import ScanPlan
 
@@ -74,8 +73,6 @@ def user_inference(batch, model, device, inference_args=None, model_id=None, lay
         x = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        with pinned_threads(threads):
-            h = layer_output(model, x.to(device), layer)
-        h = h.reshape(len(x), -1).cpu().numpy().astype(np.float32)
+        h = layer_output(model, x.to(device), layer, threads).reshape(len(x), -1).cpu().numpy().astype(np.float32)
         out.append(PredictionResult(example, {"representation": h, "probabilities": None}, model_id))
     return out

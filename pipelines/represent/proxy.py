@@ -585,8 +585,14 @@ def import_class(spec: str):
 
 
 @torch.no_grad()
-def layer_output(model: nn.Module, x: torch.Tensor, layer: str | None) -> torch.Tensor:
-    """The output of module ``layer`` (the model's output when None)."""
+def layer_output(model: nn.Module, x: torch.Tensor, layer: str | None, threads: int = TORCH_THREADS) -> torch.Tensor:
+    """The output of module ``layer`` (the model's output when None), with torch held to
+    ``threads`` threads."""
+    with pinned_threads(threads):
+        return _layer_output(model, x, layer)
+
+
+def _layer_output(model: nn.Module, x: torch.Tensor, layer: str | None) -> torch.Tensor:
     if layer is None:
         out = model(x)
         return out[0] if isinstance(out, (tuple, list)) else out

@@ -154,11 +154,7 @@ class Representer:
         # torch: heavy to import; only scans of raw inputs need it
         import torch
 
-        from poisonscan.pipelines.represent.proxy import (
-            apply_proxy,
-            layer_output,
-            pinned_threads,
-        )
+        from poisonscan.pipelines.represent.proxy import apply_proxy, layer_output
 
         if self.proxy is not None:
             fold = example["fold"]
@@ -167,8 +163,7 @@ class Representer:
         x = torch.from_numpy(np.ascontiguousarray(example["x"]))
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        with pinned_threads(self.threads):
-            h = layer_output(self.module(), x, self.user_model.layer)
+        h = layer_output(self.module(), x, self.user_model.layer, self.threads)
         return h.reshape(len(x), -1).numpy().astype(np.float32), None
 
     def represent(self, prep: Prepared) -> Prepared:
