@@ -20,8 +20,8 @@ principal-component discriminant. The direction and the groups' posteriors are f
 together: from the detector's own fit, each round takes the discriminant of the current
 posteriors and one EM step of the two groups along it, until the posteriors settle. m is
 chosen on the sample by two-fold cross-fitting (rounds on one half, the separation of the
-two-group fit measured on the other), among powers of two and the detector's own
-direction. The refinement never
+two-group fit measured on the other), among powers of two, the most directions the
+sample supports, and the detector's own direction. The refinement never
 decides whether the class holds poison; it moves only the cut of a class already judged.
 """
 
@@ -150,7 +150,8 @@ def refine_group(
     Xc = X - mean
     r0 = posterior(first, statistic)
     halves = (np.arange(n) % 2 == 0, np.arange(n) % 2 == 1)
-    grid = [m for m in (2 ** k for k in range(12)) if m <= min(d, n // min_rows_per_component)]
+    top = min(d, n // min_rows_per_component)
+    grid = sorted({m for m in (2 ** k for k in range(12)) if m <= top} | {top})
 
     crossed: dict = {}  # m -> each half projected on the other half's discriminant
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._params import BOOL, Interval
+from ._params import BOOL, NONE, Interval
 from ._pooled import Pooled, affinity_test
 from .base import (
     ALL_KINDS,
@@ -31,6 +31,9 @@ from .stats import ClassSample, MeanCov
 #: Of the principal directions searched below the top one, how many get the two-group
 #: fit (those whose projections stray furthest from one Gaussian).
 SCREENED = 4
+#: A principal direction with less than this share of the top one's variance is not
+#: searched (:func:`searchable`): float32 rounding of the rows reaches about 1e-7 of it.
+RESOLVED = 1e-6
 #: The largest share of its class a refined group may hold for the one-hump test to read
 #: it along its discriminant (:meth:`ClassMeanCovDetector.group_shape`): poison is a
 #: minority of its label, and a natural split of a class into two styles often holds
@@ -227,7 +230,7 @@ class SpectralSignature(ClassMeanCovDetector):
     default_rank = 1
     two_sided = True
     statistic_name = "projection on the top singular direction"
-    _parameter_constraints = {"needs_affinity": [BOOL], "directions": [Interval(int, 1, None)]}
+    _parameter_constraints = {"needs_affinity": [BOOL], "directions": [Interval(int, 1, None), NONE]}
     #: Without peers (two or three classes), judged by its own shape where the other
     #: classes are single humps (chosen on the development part: docs/detectors.md).
     alone_by_shape = True
@@ -238,7 +241,7 @@ class SpectralSignature(ClassMeanCovDetector):
         # also look like other classes (see group_affinity)
         return {"needs_affinity": True} if kind == "tabular" else {}
 
-    def __init__(self, *, needs_affinity: bool = False, directions: int = 32):
+    def __init__(self, *, needs_affinity: bool = False, directions: int | None = None):
         self.needs_affinity = needs_affinity
         self.directions = directions
 
@@ -248,7 +251,7 @@ class SpectralSignature(ClassMeanCovDetector):
         self._validate_params()
         state = DetectorState(self.name)
         for label, stats, eigvals, eigvecs in self._eigen(accumulator):
-            k = min(self.directions, eigvecs.shape[1])
+            k = searchable(eigvals) if self.directions is None else min(self.directions, searchable(eigvals))
             self._store(state, label, stats, eigvecs[:, -1].copy(), eigvals, samples,
                         (eigvals, eigvecs), eigvecs[:, ::-1][:, :k].copy())
         return state
@@ -305,13 +308,16 @@ class SpectralSignature(ClassMeanCovDetector):
 
         A group that shifts a few % of a class adds less variance than the class's own
         strongest directions, so its direction is one of the next few (its own variance
-        still stands above the bulk). Of the ``directions`` - 1 next ones, the
+        still stands above the bulk). Where the class's covariance is far from round, a
+        shift that is large *in that covariance* lies mostly along its weakest
+        directions, so by default every direction that holds variance is searched
+        (:func:`searchable`; ``directions`` caps them). Of the next ones, the
         :data:`SCREENED` whose projections stray furthest from one Gaussian (the
         Jarque-Bera statistic: skewness and kurtosis), among those a Gaussian gives with
-        probability below 0.05 / ``directions``, get the two-group fit; the one
-        whose split is least probable under the class's own one-group yardstick is kept.
-        Its own-null p-value is multiplied by ``directions`` (Bonferroni: the directions
-        searched), so the search costs the class's calibration nothing.
+        probability below 0.05 / k (k: the directions searched, the top one included),
+        get the two-group fit; the one whose split is least probable under the class's
+        own one-group yardstick is kept. Its own-null p-value is multiplied by k
+        (Bonferroni), so the search costs the class's calibration nothing.
         """
         P = (np.asarray(X, dtype=np.float64) - cls.mean) @ searched[:, 1:]  # the projections
         S = P - P.mean(axis=0)
@@ -512,6 +518,14 @@ class RelativeSpectral(SpectralSignature):
             f"lies {strength:.1f} SD from the class's main mass along the direction in which "
             f"it varies most relative to the other classes ({cls.explained:.0%} of that relative variance)"
         )
+
+
+def searchable(eigvals: np.ndarray) -> int:
+    """How many principal directions (from the top) hold variance: at least
+    :data:`RESOLVED` of the top one's. Below it a direction is float rounding (or a unit
+    that never varies), and its projections a few stray values, not a group."""
+    top = float(eigvals.max()) if eigvals.size else 0.0
+    return max(1, int(np.count_nonzero(eigvals >= RESOLVED * top))) if top > 0 else 1
 
 
 def wider_than_a_shifted_copy(fit: TwoGroupFit, level: float = TAIL_LEVEL) -> bool:

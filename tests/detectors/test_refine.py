@@ -322,3 +322,44 @@ def test_a_skewed_clean_class_stays_one_hump_on_the_discriminant(seed):
     ref = refine_group(X, mean, (X - mean) @ eig[1][:, -1], eigen=eig, max_own_p=1.0)
     assert ref is not None and ref.crossed is not None and ref.crossed.shape == (n,)
     assert log_concave_p(ref.crossed)[0] > 0.5
+
+
+def correlated_classes(classes=5, per=1500, d=48, share=0.10, shift=6.0, seed=0):
+    """Classes sharing one covariance far from round (A A^T, A = G / sqrt(d) + 0.3 I:
+    variances over about two orders of magnitude, along no axis); in class 0 ``share`` of
+    the rows shifted ``shift`` SD along a random direction, the length measured in that
+    covariance, so the shift lies mostly along the class's weak directions."""
+    rng = np.random.default_rng(seed)
+    mixer = rng.normal(size=(d, d)) / np.sqrt(d) + 0.3 * np.eye(d)
+    X = rng.normal(size=(classes * per, d)) @ mixer.T + np.repeat(rng.normal(0, 3, size=(classes, d)), per, axis=0)
+    y = np.repeat(np.arange(classes), per)
+    u = rng.normal(size=d)
+    u /= np.linalg.norm(u)
+    length = np.sqrt(u @ np.linalg.solve(mixer @ mixer.T, u))
+    truth = np.zeros(len(y), bool)
+    truth[rng.choice(per, int(share * per), replace=False)] = True
+    X[truth] += shift / length * u
+    return X, y, truth
+
+
+def test_a_shift_along_the_weak_directions_of_a_correlated_covariance_is_found_and_cut():
+    """A shift of 6 SD in the class's own covariance, where that covariance is far from
+    round, shows mostly on the class's weakest principal directions: beyond the 32 the
+    search once stopped at (d = 48), and beyond the top 32 directions a discriminant
+    could be kept in. Every resolved direction is searched, and the discriminant may use
+    every direction the sample supports."""
+    X, y, truth = correlated_classes()
+    capped = SpectralSignature(directions=32)
+    assert not judged(capped, fitted(capped, X, y, sample_rows=1024), y)[0].poisoned
+    det = SpectralSignature()
+    state = fitted(det, X, y, sample_rows=1024)
+    verdicts = judged(det, state, y)
+    assert [c for c, v in verdicts.items() if v.poisoned] == [0]
+    assert verdicts[0].extra["directions_searched"] == 48
+    assert state.classes[0].refinement.components == 48  # neither 32 nor any power of two
+    v = det.settle(state, 0, verdicts[0])
+    flags = v.flags(det.statistic(state, X[y == 0], y[y == 0]))
+    assert f1(flags, truth[y == 0]) > 0.95
+    # the same classes without the shift: none judged
+    clean, yc, _ = correlated_classes(share=0.0)
+    assert not any(v.poisoned for v in judged(det, fitted(det, clean, yc, sample_rows=1024), yc).values())

@@ -168,3 +168,25 @@ def test_a_searched_split_wider_than_the_main_mass_is_a_tail_not_a_shifted_copy(
     wide_tail = np.r_[rng.normal(size=3200), rng.normal(-1.5, 3.0, 800)]
     assert tail(wide_tail)
     assert tail(rng.gamma(2.0, size=4000))  # skewed, one group
+
+
+def test_only_principal_directions_that_hold_variance_are_searched():
+    """Columns that never vary (a blank pixel, a dead unit) give principal directions of
+    float rounding: their projections are a few stray values, not a group, so they are
+    not searched; by default every direction that holds variance is."""
+    from poisonscan.detectors.spectral import searchable
+    from poisonscan.detectors.stats import ClassSample
+
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.normal(size=(600, 40)), np.full((600, 24), 0.5)]).astype(np.float32)
+    y = np.repeat([0, 1], 300)
+    assert searchable(np.linalg.eigvalsh(np.cov(X[y == 0].astype(np.float64), rowvar=False))) == 40
+    assert searchable(np.zeros(5)) == 1
+    samples = {c: ClassSample(X[y == c], np.flatnonzero(y == c), np.flatnonzero(y == c)) for c in (0, 1)}
+
+    def searched(det):
+        state = det.extract_output(det.add_input(det.create_accumulator(), X, y), samples)
+        return {c: state.classes[c].pending[2].shape[1] for c in (0, 1)}
+
+    assert searched(SpectralSignature()) == {0: 40, 1: 40}
+    assert searched(SpectralSignature(directions=8)) == {0: 8, 1: 8}
