@@ -15,6 +15,10 @@ runs in memory (``poisonscan.scan``) with the default detectors and no poison ra
   sharing ten directions three times stronger than the rest, with 5, 10, 20 or 30 % of
   class 0 shifted 4 SD along a random direction (seed 0; 10 and 20 % in seeds 1 and 2),
   and the clean controls (seeds 0-2).
+* ``correlated``: 2, 5 or 10 Gaussian classes (d = 24 or 64, 1,500 rows each) whose
+  covariance is far from round, one for all classes or each class its own; in class 0,
+  2, 10 or 30 % shifted 4 or 6 SD *in the class's covariance* along a random direction
+  (seed 0); and each design's clean control.
 * ``mnist``: MNIST-5k with the 3x3 patch or the 20 % noise blend on 1 or 5 % of the data,
   relabelled 0, represented by the penultimate layer of poisonscan's proxy CNN trained on
   the poisoned images (seed 0); and the clean control.
@@ -100,6 +104,46 @@ def gauss_cases():
             (lambda sd=seed: gaussian(0, 0, sd, natural=5.0))
 
 
+def correlated(rate: float, shift: float, seed: int, classes: int, d: int, own: bool, per: int = 1500):
+    """Gaussian classes whose covariance is far from round: A A^T with A = G / sqrt(d) +
+    0.3 I (G standard normal), so variances span about two orders of magnitude in
+    directions no axis marks. One A for every class (``own=False``: the shared
+    within-class covariance SCAn assumes) or one per class (``own=True``). In class 0 a
+    share ``rate`` is shifted along a random direction by ``shift`` SD *in the class's
+    own covariance* (a Mahalanobis length: mostly along the class's weak directions,
+    where a network's trigger feature need not be strong)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, size=(classes, d))
+    shared = rng.normal(size=(d, d)) / np.sqrt(d) + 0.3 * np.eye(d)
+    mixers = [rng.normal(size=(d, d)) / np.sqrt(d) + 0.3 * np.eye(d) if own else shared for _ in range(classes)]
+    X = np.concatenate([rng.normal(size=(per, d)) @ mixers[c].T + centres[c] for c in range(classes)])
+    y = np.repeat(np.arange(classes), per)
+    truth = np.zeros(len(y), bool)
+    if not rate:
+        return X.astype(np.float32), y, truth
+    u = rng.normal(size=d)
+    u /= np.linalg.norm(u)
+    cov = mixers[0] @ mixers[0].T
+    length = float(np.sqrt(u @ np.linalg.solve(cov, u)))  # Mahalanobis length of the unit u
+    idx = rng.choice(np.flatnonzero(y == 0), int(round(rate * per)), replace=False)
+    X[idx] += (shift / length) * u
+    truth[idx] = True
+    return X.astype(np.float32), y, truth, (float(shift), best_f1(float(shift), len(idx) / per))
+
+
+def correlated_cases():
+    """Shifts measured in the class's own covariance, under covariances far from round
+    (:func:`correlated`), seed 0: shared by the classes or each class its own."""
+    for own, classes, d in ((False, 2, 24), (False, 5, 64), (False, 10, 64),
+                            (True, 5, 24), (True, 2, 64), (True, 10, 64)):
+        kind = "each class its own correlated covariance" if own else "one correlated covariance"
+        for rate, shift in ((0.02, 6), (0.10, 4), (0.10, 6), (0.30, 6)):
+            yield f"Gaussian {classes} classes (d = {d}), {kind}, {rate:.0%} of class 0 shifted {shift} SD", \
+                "shift", 0, (lambda k=classes, dd=d, o=own, r=rate, sh=shift: correlated(r, sh, 0, k, dd, o))
+        yield f"Gaussian {classes} classes (d = {d}), {kind}, clean", "clean", 0, \
+            (lambda k=classes, dd=d, o=own: correlated(0, 0, 0, k, dd, o))
+
+
 def _cache(name: str, build):
     path = os.path.join(HERE, "data", f"dev_{name}.npz")
     if os.path.exists(path):
@@ -173,7 +217,8 @@ def few_cases():
         (lambda: _classes(_cache("mnist_clean", lambda: _cnn(poisoning.clean_mnist(), 5, 0)), (0, 1, 7)))
 
 
-FAMILIES = {"gauss": gauss_cases, "mnist": mnist_cases, "digits": digits_cases, "few": few_cases}
+FAMILIES = {"gauss": gauss_cases, "mnist": mnist_cases, "digits": digits_cases, "few": few_cases,
+            "correlated": correlated_cases}
 
 
 #: Opt-in detectors measured on these conditions, each named alone in a second scan (a

@@ -25,10 +25,15 @@ DEVELOPMENT = {
         "raw pixels of scikit-learn digits",
         "synthetic Gaussian vectors, d = 32 and 64",
         "synthetic Gaussian vectors sharing ten directions three times stronger, d = 64",
+        # dev_bench.py's correlated family: added while asking why held-out planted shifts
+        # are missed (their reported F1, not their generator, which was not read); on it a
+        # shift measured in a correlated class covariance went unseen
+        "synthetic Gaussian vectors with a correlated covariance (shared, or each class its own), d = 24 and 64",
         "poisonscan's tabular proxy and the encoded table",
         "poisonscan's text proxy (hashed bag of n-grams)",
     ),
     "trigger": (
+        "mean shift along one random direction, its length measured in the class's own covariance",
         "3x3 white square, bottom-right corner (2x2 on the 8x8 digits)",
         "20 % blend of one fixed uniform-noise pattern (28x28, and 8x8 on the digits)",
         "two-word phrase appended to a review",
@@ -50,7 +55,7 @@ DEVELOPMENT = {
     # two targets only in one synthetic Gaussian condition (dev_bench.py, added after the
     # held-out part had shown several targets hiding one another)
     "targets": ("one target class", "two target classes of six (Gaussian)"),
-    "classes": ("10 (MNIST-5k, digits)", "5 and 6 (Gaussian)", "3 (wine, Rotten Tomatoes with plot summaries)",
+    "classes": ("10 (MNIST-5k, digits)", "5 and 6 (Gaussian)", "2, 5 and 10 (correlated Gaussian)", "3 (wine, Rotten Tomatoes with plot summaries)",
                 "2 (Rotten Tomatoes, credit_data)",
                 # dev_bench.py's few-class family (added with spectral's verdict without peers)
                 "2 and 3 (Gaussian; digits classes 0 and 3; MNIST-5k classes 0, 1 and 7)"),
