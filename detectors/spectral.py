@@ -241,7 +241,7 @@ class SpectralSignature(ClassMeanCovDetector):
         # also look like other classes (see group_affinity)
         return {"needs_affinity": True} if kind == "tabular" else {}
 
-    def __init__(self, *, needs_affinity: bool = False, directions: int | None = None):
+    def __init__(self, *, needs_affinity: bool = False, directions: int | None = 32):
         self.needs_affinity = needs_affinity
         self.directions = directions
 
@@ -310,8 +310,10 @@ class SpectralSignature(ClassMeanCovDetector):
         strongest directions, so its direction is one of the next few (its own variance
         still stands above the bulk). Where the class's covariance is far from round, a
         shift that is large *in that covariance* lies mostly along its weakest
-        directions, so by default every direction that holds variance is searched
-        (:func:`searchable`; ``directions`` caps them). Of the next ones, the
+        directions, which ``directions=None`` searches too: every direction that holds
+        variance (:func:`searchable`). It is not the default: on a sparse representation
+        (hashed n-grams) the weakest directions hold a few rows that share a rare
+        feature, and they split off as a group (docs/detectors.md). Of the next ones, the
         :data:`SCREENED` whose projections stray furthest from one Gaussian (the
         Jarque-Bera statistic: skewness and kurtosis), among those a Gaussian gives with
         probability below 0.05 / k (k: the directions searched, the top one included),

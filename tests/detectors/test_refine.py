@@ -345,13 +345,14 @@ def correlated_classes(classes=5, per=1500, d=48, share=0.10, shift=6.0, seed=0)
 def test_a_shift_along_the_weak_directions_of_a_correlated_covariance_is_found_and_cut():
     """A shift of 6 SD in the class's own covariance, where that covariance is far from
     round, shows mostly on the class's weakest principal directions: beyond the 32 the
-    search once stopped at (d = 48), and beyond the top 32 directions a discriminant
-    could be kept in. Every resolved direction is searched, and the discriminant may use
-    every direction the sample supports."""
+    search stops at by default (d = 48), and beyond the top 32 directions a discriminant
+    could once be kept in. With ``directions=None`` every resolved direction is
+    searched, and the discriminant may use every direction the sample supports."""
     X, y, truth = correlated_classes()
-    capped = SpectralSignature(directions=32)
+    capped = SpectralSignature()
+    assert capped.directions == 32
     assert not judged(capped, fitted(capped, X, y, sample_rows=1024), y)[0].poisoned
-    det = SpectralSignature()
+    det = SpectralSignature(directions=None)
     state = fitted(det, X, y, sample_rows=1024)
     verdicts = judged(det, state, y)
     assert [c for c, v in verdicts.items() if v.poisoned] == [0]

@@ -173,7 +173,7 @@ def test_a_searched_split_wider_than_the_main_mass_is_a_tail_not_a_shifted_copy(
 def test_only_principal_directions_that_hold_variance_are_searched():
     """Columns that never vary (a blank pixel, a dead unit) give principal directions of
     float rounding: their projections are a few stray values, not a group, so they are
-    not searched; by default every direction that holds variance is."""
+    not searched; with ``directions=None`` every direction that holds variance is."""
     from poisonscan.detectors.spectral import searchable
     from poisonscan.detectors.stats import ClassSample
 
@@ -188,5 +188,6 @@ def test_only_principal_directions_that_hold_variance_are_searched():
         state = det.extract_output(det.add_input(det.create_accumulator(), X, y), samples)
         return {c: state.classes[c].pending[2].shape[1] for c in (0, 1)}
 
-    assert searched(SpectralSignature()) == {0: 40, 1: 40}
-    assert searched(SpectralSignature(directions=8)) == {0: 8, 1: 8}
+    assert searched(SpectralSignature(directions=None)) == {0: 40, 1: 40}
+    assert searched(SpectralSignature()) == {0: 32, 1: 32}
+    assert searched(SpectralSignature(directions=64)) == {0: 40, 1: 40}
