@@ -251,7 +251,7 @@ class SpectralSignature(ClassMeanCovDetector):
         self._validate_params()
         state = DetectorState(self.name)
         for label, stats, eigvals, eigvecs in self._eigen(accumulator):
-            k = searchable(eigvals) if self.directions is None else min(self.directions, searchable(eigvals))
+            k = min(searchable(eigvals), self.directions or len(eigvals))  # None: every one
             self._store(state, label, stats, eigvecs[:, -1].copy(), eigvals, samples,
                         (eigvals, eigvecs), eigvecs[:, ::-1][:, :k].copy())
         return state
