@@ -24,6 +24,9 @@ runs in memory (``poisonscan.scan``) with the default detectors and no poison ra
   the poisoned images (seed 0); and the clean control.
 * ``digits``: scikit-learn's digits as raw pixels (64 features): clean, and with the
   patch on 5 % of the data relabelled 0.
+* ``bncnn``: MNIST-5k classes {2, 5, 6, 8}, {0, 4, 7, 9} and {1, 3, 5, 6, 8} (seeds 501-503)
+  under a wide CNN with batch norm trained outside the scan, the patch and the noise blend
+  on 1, 3 or 8 % of the kept rows; and each set's clean control.
 """
 
 from __future__ import annotations
@@ -217,8 +220,62 @@ def few_cases():
         (lambda: _classes(_cache("mnist_clean", lambda: _cnn(poisoning.clean_mnist(), 5, 0)), (0, 1, 7)))
 
 
+def _bncnn(data: poisoning.Poisoned, keep: tuple, epochs: int, seed: int):
+    """The penultimate layer (160 units, after batch norm and ReLU) of a wide CNN with batch
+    norm (32-64-96 channels), trained on the images of the classes ``keep`` only (the
+    poisoned labels), ``epochs`` epochs of Adam (batches of 64, lr 1e-3, torch seed
+    ``seed``): a user's own network, not the scan's proxy."""
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(2)
+    m = np.isin(data.labels, keep)
+    x = torch.tensor(data.images[m][:, None])
+    labels = data.labels[m]
+    target = torch.tensor(np.searchsorted(np.array(sorted(keep)), labels))
+    torch.manual_seed(seed)
+
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    net = nn.Sequential(
+        *block(1, 32), nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2), *block(64, 96),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, 160), nn.BatchNorm1d(160), nn.ReLU(),
+        nn.Linear(160, len(keep)),
+    )
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    order = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        net.train()
+        for idx in torch.randperm(len(target), generator=order).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[idx]), target[idx]).backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        return net[:-1](x).numpy().astype(np.float32), labels, data.poisoned[m]
+
+
+def bncnn_cases():
+    """Four and five MNIST-5k classes under a wide CNN with batch norm trained outside the
+    scan (:func:`_bncnn`, 3 epochs): the patch and the noise blend on 1, 3 or 8 % of the
+    kept classes' rows (taken from all ten classes, relabelled to the target), and each
+    set's clean control. Few classes: three or four peers per class."""
+    _, labels = poisoning.mnist()
+    for keep, target, seed in (((2, 5, 6, 8), 5, 501), ((0, 4, 7, 9), 7, 502), ((1, 3, 5, 6, 8), 3, 503)):
+        rows = int(np.isin(labels, keep).sum())
+        tag = "".join(map(str, keep))
+        for kind, fn in (("patch", poisoning.patch), ("blend", poisoning.blend)):
+            for rate in (0.01, 0.03, 0.08):
+                yield f"MNIST-5k classes {tag}, wide batch-norm CNN, {kind} {rate:.0%} -> {target}", "backdoor", seed, \
+                    (lambda k=keep, f=fn, r=rate, t=target, s=seed, n=f"bncnn_{tag}_{kind}_{int(rate * 100)}":
+                     _cache(n, lambda: _bncnn(f(r * rows / len(labels), seed=s, target=t), k, 3, s)))
+        yield f"MNIST-5k classes {tag}, wide batch-norm CNN, clean", "clean", seed, \
+            (lambda k=keep, s=seed, n=f"bncnn_{tag}_clean": _cache(n, lambda: _bncnn(poisoning.clean_mnist(), k, 3, s)))
+
+
 FAMILIES = {"gauss": gauss_cases, "mnist": mnist_cases, "digits": digits_cases, "few": few_cases,
-            "correlated": correlated_cases}
+            "correlated": correlated_cases, "bncnn": bncnn_cases}
 
 
 #: Opt-in detectors measured on these conditions, each named alone in a second scan (a
