@@ -268,8 +268,8 @@ def bncnn_cases():
         for kind, fn in (("patch", poisoning.patch), ("blend", poisoning.blend)):
             for rate in (0.01, 0.03, 0.08):
                 yield f"MNIST-5k classes {tag}, wide batch-norm CNN, {kind} {rate:.0%} -> {target}", "backdoor", seed, \
-                    (lambda k=keep, f=fn, r=rate, t=target, s=seed, n=f"bncnn_{tag}_{kind}_{int(rate * 100)}":
-                     _cache(n, lambda: _bncnn(f(r * rows / len(labels), seed=s, target=t), k, 3, s)))
+                    (lambda k=keep, f=fn, r=rate, t=target, s=seed, nr=rows, n=f"bncnn_{tag}_{kind}_{int(rate * 100)}":
+                     _cache(n, lambda: _bncnn(f(r * nr / len(labels), seed=s, target=t), k, 3, s)))
         yield f"MNIST-5k classes {tag}, wide batch-norm CNN, clean", "clean", seed, \
             (lambda k=keep, s=seed, n=f"bncnn_{tag}_clean": _cache(n, lambda: _bncnn(poisoning.clean_mnist(), k, 3, s)))
 
