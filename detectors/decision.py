@@ -217,10 +217,6 @@ def judge_scan(
     too. It is computed only for such classes: a skewed class that stands out from its
     peers is one hump, not a group split off.
 
-    With ``alone_by_shape`` and fewer than :data:`FEW_PEERS` peers, where the yardstick
-    holds on the other classes, the class's own shape is a second route beside the peers:
-    the smaller of the two p-values, doubled.
-
     With ``alone_by_shape`` a class without peers is judged by its own shape instead:
     its ``own_p`` and its one-hump p-value must both be below ``level``, and the
     yardstick must hold on the scan's other classes (at least one): each is one
@@ -296,14 +292,6 @@ def evidence_outliers(evidence: Mapping[Any, float | None], level: float, peer_f
     return set(ranked[:last])
 
 
-#: With fewer peers than this, a class that stands out from none of them may still be
-#: judged by its own shape, where the yardstick holds on the scan's other classes
-#: (:func:`judge_scan`, ``alone_by_shape``): the peer p-value is Student's t on k - 1
-#: degrees of freedom, and with three peers even a class ten spreads beyond them gets
-#: p = 5e-3, above the level of a four-class scan (4e-3 with three group detectors). Each
-#: route is then taken at half the level. Chosen on the development part (a wide CNN with
-#: batch norm over four and five MNIST classes, `benchmarks/dev_bench.py`'s family `bncnn`).
-FEW_PEERS = 4
 #: Without peers, a class is judged by its own shape only where the yardstick holds on
 #: the scan's other classes: each is one Gaussian group, or one hump of a log-concave
 #: shape, at this probability (:func:`judge_scan`, ``alone_by_shape``). A clean scan
@@ -346,16 +334,7 @@ class _PeerRules:
                 extra["other_class_confidence_p"] = p_aff
         alone = None  # without peers, judged by its own shape: whether the yardstick holds
         p_shape = None
-        few = 0 < len(peers) < FEW_PEERS
-        if p_peer is not None and few and self.alone_by_shape and self.shape is not None \
-                and own_p is not None and own_p < level and self.holds_elsewhere(label):
-            # few peers: Student's t on k - 1 degrees of freedom reaches no small p-value,
-            # so the class's own shape is a second route, each route at half the level
-            # (Bonferroni over the two): the better route's p-value, doubled
-            alone = True
-            p_shape = self.shape(label, v)
-            p_ev = min(1.0, 2.0 * min(p_peer, 1.0 if p_shape is None else p_shape))
-        elif p_peer is not None:
+        if p_peer is not None:
             p_ev = p_peer
         elif self.alone_by_shape and self.shape is not None and own_p is not None and own_p < level:
             alone = self.holds_elsewhere(label)
@@ -389,9 +368,6 @@ class _PeerRules:
             words.append(f"one group would split like this with p = {own_p:.1e}")
         if p_peer is not None:
             words.append(f"against the other classes p = {p_peer:.1e}")
-            if alone is True:
-                words.append("with so few classes to compare it with, its own shape is weighed too (every other "
-                             "class is a single hump; the better of the two, at half the level each)")
         elif alone is True:
             words.append("too few classes to compare it with, so it is judged by its own shape (every other "
                          "class is a single hump)")

@@ -166,29 +166,6 @@ def test_without_peers_a_class_is_judged_by_its_shape_where_the_other_classes_ar
     assert not alone[0].poisoned  # one class: nothing to check the yardstick on
 
 
-def test_with_few_peers_a_class_may_also_be_judged_by_its_shape():
-    """Four classes (three peers): skewed clean classes whose own-null evidence varies
-    widely hide a split-off group from the peer test (Student's t on two degrees of
-    freedom); the class's own shape is then a second route, at half the level. Where
-    another class is two humps, the route is closed."""
-    rng = np.random.default_rng(12)
-    group = np.r_[rng.normal(size=1400), rng.normal(5, 1, 100)]
-    stats = {0: group, 1: rng.gamma(2, size=1500), 2: rng.gamma(30, size=1500), 3: rng.normal(size=1500)}
-    first, level, shape = _few_classes(stats)
-    peers_only = judge_scan(first, level, lambda label, v: None, shape=shape, alone_by_affinity=False)
-    assert not any(v.poisoned for v in peers_only.values())
-    assert peers_only[0].extra["peer_p"] > level
-    both = judge_scan(first, level, lambda label, v: None, shape=shape, alone_by_affinity=False, alone_by_shape=True)
-    assert both[0].poisoned and both[0].p_value == pytest.approx(2 * both[0].extra["one_hump_p"])
-    assert "its own shape is weighed too" in both[0].note
-    assert not any(both[c].poisoned for c in (1, 2, 3))
-
-    stats[1] = np.r_[rng.normal(size=750), rng.normal(5, 1, 750)]  # a class of two sub-populations
-    first, level, shape = _few_classes(stats)
-    natural = judge_scan(first, level, lambda label, v: None, shape=shape, alone_by_affinity=False, alone_by_shape=True)
-    assert not natural[0].poisoned and "its own shape is weighed too" not in natural[0].note
-
-
 def test_scan_of_two_classes_judges_a_shifted_group_and_no_clean_class():
     """End to end: two Gaussian classes, 10 % of one shifted 6 SD, are judged by
     `spectral` alone; their clean control, and two classes of two sub-populations
