@@ -1,11 +1,13 @@
 """The command line: exit codes, outputs, the demo."""
 
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 
 from poisonscan.pipelines.cli import main
@@ -104,3 +106,18 @@ def test_installed_command_and_demo(tmp_path):
     assert re.search(r"precision \d\.\d\d", demo.stdout) and re.search(r"recall \d\.\d\d", demo.stdout)
     assert "0 rows quarantined in the nine clean classes" in demo.stdout
     assert demo.stderr == ""
+    # a row two detectors flag gives the stronger class verdict's words first (there the
+    # stamp pixel_trigger names, p ~ 1e-69, before activation clustering's cluster)
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    strength = {
+        (c["label"], det): math.log10(max(v["p_value"], 1e-320)) - math.log10(v["level"])
+        for c in summary["classes"] for det, v in (c.get("verdicts") or {}).items()
+        if v.get("p_value") is not None and v.get("level")
+    }
+    rows = pq.read_table(tmp_path / "demo" / "quarantine.parquet").to_pylist()
+    several = [r for r in rows if len(r["detectors"]) > 1]
+    assert several, "the demo's stamped rows are flagged by two detectors"
+    for r in several:
+        named = [part.split(":", 1)[0] for part in r["reason"].split(" | ")]
+        assert sorted(named) == sorted(r["detectors"])
+        assert [strength[(r["label"], d)] for d in named] == sorted(strength[(r["label"], d)] for d in named)

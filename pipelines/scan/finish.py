@@ -3,6 +3,7 @@ rows, from the part files of pass 2."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -155,11 +156,15 @@ def build_quarantine(
 
 def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[Detector], flagged_counts: dict) -> list[str]:
     """Each quarantined row's reason: every detector that flagged it, in its words, with
-    the share of the class it flags and how improbable the class's evidence is."""
+    the share of the class it flags and how improbable the class's evidence is. The
+    detector whose class verdict a clean class would give least often comes first (its
+    p-value furthest below its threshold): where a trigger detector names the stamp and a
+    group detector a cluster, the reviewer reads the stronger evidence first; ties, and
+    verdicts without a p-value, keep the detectors' order."""
     whys = {d.name: q.column(why_column(d.name)).to_pylist() for d in detectors}
     reasons = []
     for i, label in enumerate(labels):
-        parts = []
+        parts = []  # (strength of the class verdict, detector order, text)
         for det in detectors:
             phrase = whys[det.name][i]
             if phrase is None:
@@ -172,12 +177,20 @@ def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[De
                 if verdict.p_value is not None and verdict.level is not None
                 else ""
             )
-            parts.append(
+            parts.append((
+                _below_threshold(verdict.p_value, verdict.level), len(parts),
                 f"{det.name}: {phrase}; {det.name} flags {group:,} rows "
-                f"({group / max(verdict.class_rows, 1):.1%}) of class {fmt_label(label)}{judged}"
-            )
-        reasons.append(" | ".join(parts))
+                f"({group / max(verdict.class_rows, 1):.1%}) of class {fmt_label(label)}{judged}",
+            ))
+        reasons.append(" | ".join(text for _, _, text in sorted(parts)))
     return reasons
+
+
+def _below_threshold(p_value, level) -> float:
+    """log10(p / level) of a class verdict (lower: stronger evidence); +inf without one."""
+    if p_value is None or level is None or not level > 0:
+        return math.inf
+    return math.log10(max(float(p_value), 1e-320)) - math.log10(float(level))
 
 
 def _flagged_counts(candidates, cfg, kinds, detectors) -> dict:
