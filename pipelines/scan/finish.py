@@ -188,7 +188,7 @@ def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[De
 
 def _below_threshold(p_value, level) -> float:
     """log10(p / level) of a class verdict (lower: stronger evidence); +inf without one."""
-    if p_value is None or level is None or not level > 0:
+    if p_value is None or level is None or not level > 0 or not math.isfinite(p_value):
         return math.inf
     return math.log10(max(float(p_value), 1e-320)) - math.log10(float(level))
 
