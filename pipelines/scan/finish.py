@@ -38,6 +38,7 @@ from poisonscan.pipelines.scan.columns import (
 )
 from poisonscan.pipelines.scan.fit import ScanModel
 from poisonscan.pipelines.scan.plan import ScanPlan
+from poisonscan.pipelines.scan.ranking import evidence_ratio
 from poisonscan.pipelines.scan.review import build_review
 from poisonscan.pipelines.scan.score import UnitResult
 from poisonscan.pipelines.scan.summary import budget_block, summarize
@@ -164,7 +165,7 @@ def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[De
     whys = {d.name: q.column(why_column(d.name)).to_pylist() for d in detectors}
     reasons = []
     for i, label in enumerate(labels):
-        parts = []  # (strength of the class verdict, detector order, text)
+        parts = []  # (the class verdict's p / level, detector order, text)
         for det in detectors:
             phrase = whys[det.name][i]
             if phrase is None:
@@ -177,20 +178,14 @@ def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[De
                 if verdict.p_value is not None and verdict.level is not None
                 else ""
             )
+            ratio = evidence_ratio(verdict.p_value, verdict.level)
             parts.append((
-                _below_threshold(verdict.p_value, verdict.level), len(parts),
+                math.inf if ratio is None else ratio, len(parts),
                 f"{det.name}: {phrase}; {det.name} flags {group:,} rows "
                 f"({group / max(verdict.class_rows, 1):.1%}) of class {fmt_label(label)}{judged}",
             ))
         reasons.append(" | ".join(text for _, _, text in sorted(parts)))
     return reasons
-
-
-def _below_threshold(p_value, level) -> float:
-    """log10(p / level) of a class verdict (lower: stronger evidence); +inf without one."""
-    if p_value is None or level is None or not level > 0 or not math.isfinite(p_value):
-        return math.inf
-    return math.log10(max(float(p_value), 1e-320)) - math.log10(float(level))
 
 
 def _flagged_counts(candidates, cfg, kinds, detectors) -> dict:

@@ -45,6 +45,13 @@ def rank_classes(classes: Sequence[Mapping[str, Any]]) -> tuple[list[dict], dict
     return ranking, (dict(near) if near else None)
 
 
+def evidence_ratio(p_value: Any, level: Any) -> float | None:
+    """``p_value / level`` of a calibrated verdict (below 1: judged poisoned; smaller:
+    stronger evidence), or None where either is missing or not finite."""
+    p, level = finite(p_value), finite(level)
+    return p / level if p is not None and level is not None and level > 0 else None
+
+
 def _strongest(c: Mapping[str, Any]) -> tuple[dict, tuple]:
     """One class's strongest evidence, as a ranking entry (without its rank), and a key
     that sorts stronger evidence first among classes of the same ``basis``."""
@@ -67,9 +74,9 @@ def _strongest(c: Mapping[str, Any]) -> tuple[dict, tuple]:
         return out, ()
     calibrated = []
     for name, v in verdicts.items():
-        p, level = finite(v.get("p_value")), finite(v.get("level"))
-        if p is not None and level is not None and level > 0:
-            calibrated.append((p / level, -(finite(v.get("separation")) or 0.0), name, v))
+        ratio = evidence_ratio(v.get("p_value"), v.get("level"))
+        if ratio is not None:
+            calibrated.append((ratio, -(finite(v.get("separation")) or 0.0), name, v))
     if calibrated:
         ratio, neg_sep, name, v = min(calibrated, key=lambda t: t[:2])  # first of equals: detector order
         basis, weakness = BASIS_P_VALUE, (ratio, neg_sep)
