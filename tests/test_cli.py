@@ -107,7 +107,8 @@ def test_installed_command_and_demo(tmp_path):
     assert "0 rows quarantined in the nine clean classes" in demo.stdout
     assert demo.stderr == ""
     # a row two detectors flag gives the stronger class verdict's words first (there the
-    # stamp pixel_trigger names, p ~ 1e-69, before activation clustering's cluster)
+    # stamp pixel_trigger names, p ~ 1e-69, before activation clustering's cluster), and
+    # lists the detectors in that order
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     strength = {
         (c["label"], det): math.log10(max(v["p_value"], 1e-320)) - math.log10(v["level"])
@@ -119,5 +120,5 @@ def test_installed_command_and_demo(tmp_path):
     assert several, "the demo's stamped rows are flagged by two detectors"
     for r in several:
         named = [part.split(":", 1)[0] for part in r["reason"].split(" | ")]
-        assert sorted(named) == sorted(r["detectors"])
+        assert named == r["detectors"]  # the list and the report's chips in the reason's order
         assert [strength[(r["label"], d)] for d in named] == sorted(strength[(r["label"], d)] for d in named)

@@ -135,14 +135,18 @@ def build_quarantine(
     q = candidates.filter(pa.array(chosen))
     labels_arr = normalize_key(q.column(cfg.label_column), kinds.label_type)
     qpos = q.column(POS).to_numpy()
-    reasons = _reasons(q, [plain(v) for v in key_values(labels_arr)], model, detectors, _flagged_counts(candidates, cfg, kinds, detectors))
+    reasons, orders = _reasons(q, [plain(v) for v in key_values(labels_arr)], model, detectors,
+                               _flagged_counts(candidates, cfg, kinds, detectors))
+    # each row's detectors in its reason's order (the strongest class verdict first)
+    flagged_by = [sorted(dets or [], key=lambda d, o=o: o.get(d, len(o)))
+                  for dets, o in zip(q.column(CAND_DETECTORS).to_pylist(), orders)]
     src = [decode_position(p) for p in qpos]
     table = pa.Table.from_arrays(
         [
             normalize_key(q.column(cfg.id_column), kinds.id_type),
             labels_arr,
             q.column(CAND_SCORE),
-            pa.array(q.column(CAND_DETECTORS).to_pylist(), pa.list_(pa.string())),
+            pa.array(flagged_by, pa.list_(pa.string())),
             pa.array(reasons, pa.string()),
             pa.array([plan.file_paths.get(f, str(f)) for f, _ in src], pa.string()),
             pa.array([r for _, r in src], pa.int64()),
@@ -155,15 +159,16 @@ def build_quarantine(
     return table.take(order), trimmed, q.take(order)
 
 
-def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[Detector], flagged_counts: dict) -> list[str]:
-    """Each quarantined row's reason: every detector that flagged it, in its words, with
+def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[Detector],
+             flagged_counts: dict) -> tuple[list[str], list[dict]]:
+    """Each quarantined row's reason, and the place of each detector in it: every detector that flagged it, in its words, with
     the share of the class it flags and how improbable the class's evidence is. The
     detector whose class verdict a clean class would give least often comes first (its
     p-value furthest below its threshold): where a trigger detector names the stamp and a
     group detector a cluster, the reviewer reads the stronger evidence first; ties, and
     verdicts without a p-value, keep the detectors' order."""
     whys = {d.name: q.column(why_column(d.name)).to_pylist() for d in detectors}
-    reasons = []
+    reasons, orders = [], []
     for i, label in enumerate(labels):
         parts = []  # (the class verdict's p / level, detector order, text)
         for det in detectors:
@@ -183,9 +188,12 @@ def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[De
                 math.inf if ratio is None else ratio, len(parts),
                 f"{det.name}: {phrase}; {det.name} flags {group:,} rows "
                 f"({group / max(verdict.class_rows, 1):.1%}) of class {fmt_label(label)}{judged}",
+                det.name,
             ))
-        reasons.append(" | ".join(text for _, _, text in sorted(parts)))
-    return reasons
+        parts.sort()
+        reasons.append(" | ".join(part[2] for part in parts))
+        orders.append({part[3]: k for k, part in enumerate(parts)})
+    return reasons, orders
 
 
 def _flagged_counts(candidates, cfg, kinds, detectors) -> dict:
