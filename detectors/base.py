@@ -111,6 +111,10 @@ class Detector(ParamsMixin, abc.ABC):
     #: Peer spread below which a class's ``evidence`` is not compared (its unit: the
     #: spread a clean class's evidence has by its own null).
     peer_floor: ClassVar[float] = 1.0
+    #: Where set, the group's separation (``ClassVerdict.separation``, Ashman's D) is
+    #: compared with the peers' too, its spread taken as at least this; the class's
+    #: peer p-value is then the smaller of the two, doubled (:func:`.decision.judge_scan`).
+    separation_floor: ClassVar[float | None] = None
     #: Modules beyond numpy and scipy.special that the detector's fit imports on first use
     #: (scipy.stats, scikit-learn's estimators). A scan imports them before it fits
     #: classes side by side in threads: two threads importing scikit-learn for the first

@@ -185,6 +185,7 @@ def judge_scan(
     affinity,
     *,
     peer_floor: float = 1.0,
+    separation_floor: float | None = None,
     needs_affinity: bool = False,
     alone_by_affinity: bool = True,
     shape=None,
@@ -207,6 +208,14 @@ def judge_scan(
       rows look more like other classes than the rest of the class", or None when it
       cannot be tested); otherwise the class cannot be judged poisoned.
 
+    With ``separation_floor``, the group's separation (Ashman's D, ``v.separation``)
+    is a second peer statistic beside ``evidence``: how far apart the group lies, where
+    the evidence says how sure the split is. Each is compared with its peers (and its
+    own outliers found) at half the level, and the class's peer p-value is the smaller
+    of the two, doubled (Bonferroni over the two): a group as far apart as natural
+    groups but found with more rows does not stand out on the first, a group far more
+    distinct than any clean class's does on the second.
+
     With ``needs_affinity`` (tables, where one-hot categories split clean classes into
     far-apart groups) the affinity p-value must be below ``level`` too. Affinity is
     computed only for candidates that pass their own-null gate and need it.
@@ -225,7 +234,12 @@ def judge_scan(
     sub-populations), no class is judged.
     """
     evidence = {label: v.extra.get("evidence") for label, v in verdicts.items()}
-    outliers = evidence_outliers(evidence, level, peer_floor)
+    statistics = [(evidence, peer_floor)]
+    if separation_floor is not None:
+        statistics.append(({label: (float(v.separation) if evidence[label] is not None else None)
+                            for label, v in verdicts.items()}, separation_floor))
+    share = level / len(statistics)  # each peer statistic's part of the level
+    outliers = [evidence_outliers(values, share, floor) for values, floor in statistics]
     shapes: dict = {}
 
     def shape_of(label, verdict=None):
@@ -250,8 +264,11 @@ def judge_scan(
     )
     out = {}
     for label in verdicts:
-        peers = [e for other, e in evidence.items() if other != label and other not in outliers and e is not None]
-        out[label] = rules.judge(label, verdicts[label], peers)
+        tests = [
+            (values.get(label), [e for other, e in values.items() if other != label and other not in out_ and e is not None], floor)
+            for (values, floor), out_ in zip(statistics, outliers)
+        ]
+        out[label] = rules.judge(label, verdicts[label], tests)
     return out
 
 
@@ -313,11 +330,12 @@ class _PeerRules:
     alone_by_shape: bool = False
     holds_elsewhere: Any = None
 
-    def judge(self, label: Any, v: "ClassVerdict", peers: list) -> "ClassVerdict":
+    def judge(self, label: Any, v: "ClassVerdict", tests: list) -> "ClassVerdict":
+        """``tests``: for each peer statistic (the evidence; the separation, where
+        compared), the class's value, its peers' values and the spread's floor."""
         level = self.level
         extra = dict(v.extra)
-        e = v.extra.get("evidence")
-        p_peer = peer_p_value(e, peers, self.peer_floor) if e is not None else None
+        p_peer = self._peer_p(tests, extra)
         own_p = extra.get("own_p")
         extra["peer_p"] = p_peer
         if not extra.get("candidate"):
@@ -351,7 +369,7 @@ class _PeerRules:
             extra["one_hump_p"] = p_shape
             p = max(p, p_shape)
         poisoned = p < level
-        words = self._words(own_p, p_peer, p_aff, means, alone)
+        words = self._words(own_p, p_peer, p_aff, means, alone, extra)
         if p_shape is not None:
             words.append(
                 f"a single hump of any shape (skewed or long-tailed, not two groups) would split like this "
@@ -362,11 +380,27 @@ class _PeerRules:
             v, poisoned=poisoned, cut=v.cut if poisoned else None, note=note, p_value=p, level=level, extra=extra
         )
 
-    def _words(self, own_p, p_peer, p_aff, means, alone=None) -> list[str]:
+    @staticmethod
+    def _peer_p(tests: list, extra: dict) -> float | None:
+        """The class's peer p-value: of one statistic, or the smaller of two, doubled.
+        Records each in ``extra`` where there are two."""
+        ps = [peer_p_value(value, peers, floor) if value is not None else None for value, peers, floor in tests]
+        if len(tests) == 1:
+            return ps[0]
+        extra["peer_p_evidence"], extra["peer_p_separation"] = ps[0], ps[1]
+        known = [p for p in ps if p is not None]
+        return min(1.0, len(tests) * min(known)) if known else None
+
+    def _words(self, own_p, p_peer, p_aff, means, alone=None, extra=None) -> list[str]:
         words = []
         if own_p is not None:
             words.append(f"one group would split like this with p = {own_p:.1e}")
-        if p_peer is not None:
+        if p_peer is not None and extra is not None and "peer_p_separation" in extra:
+            parts = [f"{what} p = {p:.1e}" for what, p in (
+                ("its evidence", extra["peer_p_evidence"]), ("its group's separation", extra["peer_p_separation"]))
+                if p is not None]
+            words.append(f"against the other classes p = {p_peer:.1e} ({', '.join(parts)}; the smaller, doubled)")
+        elif p_peer is not None:
             words.append(f"against the other classes p = {p_peer:.1e}")
         elif alone is True:
             words.append("too few classes to compare it with, so it is judged by its own shape (every other "

@@ -77,6 +77,10 @@ class Spectre(ClassMeanCovDetector):
     default_kinds = ALL_KINDS
     default_rank = 2
     two_sided = False
+    #: The group's separation is a second peer statistic (:func:`.decision.judge_scan`):
+    #: scores in units of the class's robust main mass put a trigger's group far out where
+    #: natural groups lie near (chosen on the development part: docs/detectors.md).
+    separation_floor = 0.5
     statistic_name = "robust outlier score (log) over the class's main directions of variation"
     _parameter_constraints = {
         "alpha": [Interval(Real, 0, None, closed="left")],

@@ -411,6 +411,7 @@ def _judge_against_peers(classes: dict, states: dict, calibrated: Sequence[Detec
             level,
             lambda label, verdict, det=det: det.group_affinity(states[det.name], verdict, pooled_for(det), label),
             peer_floor=det.peer_floor,
+            separation_floor=det.separation_floor,
             needs_affinity=det.needs_affinity,
             alone_by_affinity=det.alone_by_affinity,
             shape=lambda label, verdict, det=det: det.group_shape(states[det.name], verdict, label),

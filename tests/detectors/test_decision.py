@@ -109,6 +109,29 @@ def test_evidence_outliers_step_down():
     assert evidence_outliers(dict(two, z=None), level) == {"a", "b"}
 
 
+def test_separation_as_a_second_peer_statistic():
+    # every class holds a natural sub-population, found with certainty (the evidence of
+    # each is at its cap), so the evidence cannot tell the classes apart; one class's
+    # group lies far further out, which its separation shows against the peers'
+    rng = np.random.default_rng(8)
+
+    def cls(shift):
+        return np.concatenate([rng.normal(0, 1, 3000), rng.normal(shift, 1, 600)])
+
+    stats = {c: cls(3.5 + 0.1 * c) for c in range(6)}
+    stats["p"] = cls(10.0)
+    out = judge(stats, two_sided=False)
+    assert not out["p"].poisoned  # the evidence alone: every class alike
+    out = judge(stats, two_sided=False, separation_floor=0.5)
+    assert {c for c, v in out.items() if v.poisoned} == {"p"}
+    extra = out["p"].extra
+    assert extra["peer_p"] == pytest.approx(2 * min(extra["peer_p_evidence"], extra["peer_p_separation"]))
+    assert "its group's separation p" in out["p"].note
+    # the same classes without the far group: none judged on either statistic
+    del stats["p"]
+    assert not any(v.poisoned for v in judge(stats, two_sided=False, separation_floor=0.5).values())
+
+
 def test_natural_sub_populations_in_every_class_are_not_poison():
     rng = np.random.default_rng(6)
     # every class holds a natural sub-population; class 0's is no farther than the rest
