@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Mapping
@@ -11,6 +12,7 @@ import numpy as np
 from ._params import BOOL, Interval
 from ._pooled import fmt_label
 from .base import ALL_KINDS, DetectorState, register
+from .decision import ClassVerdict
 from .mixture import fit_two_groups
 from .spectral import ClassMeanCovDetector
 from .stats import ClassSample
@@ -40,6 +42,12 @@ class SpectreClassState:
     def scores(self, X: np.ndarray) -> np.ndarray:
         Y = self.whitened(X)
         return np.einsum("ij,jk,ik->i", Y, self.que, Y)
+
+
+#: ``DetectorState.info`` key: per class, the sample's statistic under the estimate every
+#: row is scored with (kept only until the class is judged, and only where it differs from
+#: the cross-fitted one).
+_SCORED = "scored_sample"
 
 
 @register
@@ -115,7 +123,35 @@ class Spectre(ClassMeanCovDetector):
             cls = self._fit_class(stats.mean, eigvals, eigvecs, sample.X)
             state.classes[label] = cls
             state.calibration[label] = self._cross_fitted(cls, stats.mean, eigvals, eigvecs, sample.X)
+            if self._is_cross_fitted(cls, len(sample)):
+                # the sample as every row is scored (one estimate fitted on all of it), for judge
+                state.info.setdefault(_SCORED, {})[label] = np.log(np.maximum(cls.scores(sample.X), 1e-300))
         return state
+
+    def judge(self, state: DetectorState, label: Any, class_rows: int, group_test) -> ClassVerdict:
+        """The separated-group test on the cross-fitted sample statistic; a group there
+        must also lie beyond the cut under the estimate every row is scored with.
+
+        A group can stand out only under estimates fitted without its rows: a trigger
+        stamped on a few rows of a class that keep their label (TaCT's cover rows) is
+        left out of the folds' robust estimates that do not hold those rows, and taken
+        into the one fitted on the whole sample. Such a class would be judged, and then
+        flag none of its rows. It is not a group this detector can cut, so it is no
+        candidate."""
+        verdict = super().judge(state, label, class_rows, group_test)
+        scored = state.info.get(_SCORED, {}).pop(label, None)
+        if scored is None or not verdict.extra.get("candidate") or verdict.cut is None:
+            return verdict
+        beyond = int((verdict.side * (scored - verdict.cut) > 0).sum())
+        if beyond >= group_test.min_group_rows:
+            return verdict
+        return dataclasses.replace(
+            verdict,
+            cut=None,
+            note=(f"{verdict.note}; but under the estimate every row is scored with, {beyond} sampled rows lie "
+                  "beyond its cut (a group seen only by estimates fitted without its rows)"),
+            extra=dict(verdict.extra, candidate=False, beyond_cut_when_scored=beyond),
+        )
 
     def _cross_fitted(self, cls, mean, eigvals, eigvecs, X, folds: int = 5) -> np.ndarray:
         """log QUE of each sampled row from an estimate fitted without it.
@@ -127,7 +163,7 @@ class Spectre(ClassMeanCovDetector):
         40 rows per dimension) are scored in-sample.
         """
         n = len(X)
-        if n >= 40 * cls.k or n < 10 * folds:  # in-sample bias negligible, or too few rows
+        if not self._is_cross_fitted(cls, n, folds):
             return np.log(np.maximum(cls.scores(X), 1e-300))
         out = np.empty(n)
         fold = np.arange(n) % folds  # the sample is in position order: deterministic
@@ -136,6 +172,13 @@ class Spectre(ClassMeanCovDetector):
             part = self._fit_class(mean, eigvals, eigvecs, X[~held], k=cls.k)
             out[held] = np.log(np.maximum(part.scores(X[held]), 1e-300))
         return out
+
+    @staticmethod
+    def _is_cross_fitted(cls, n: int, folds: int = 5) -> bool:
+        """Whether a sample of ``n`` rows is scored by estimates fitted without each row:
+        not where the in-sample bias is negligible (at least 40 rows per dimension), nor
+        where there are too few rows for the folds."""
+        return not (n >= 40 * cls.k or n < 10 * folds)
 
     def _fit_class(self, mean, eigvals, eigvecs, X, k: int | None = None) -> SpectreClassState:
         if k is None:

@@ -91,3 +91,25 @@ def test_invalid_alpha_is_rejected():
 
     with pytest.raises(InvalidParameterError, match="'alpha' parameter of Spectre"):
         Spectre(alpha=-1).extract_output({}, {})
+
+
+def test_a_group_only_the_cross_fitted_estimates_see_is_no_candidate():
+    from poisonscan.detectors.spectre import _SCORED
+
+    # 600 rows in 20 dimensions: fewer than 40 a dimension, so the sample is scored by
+    # estimates fitted without each row (5 folds), and each row is also scored, as pass 2
+    # scores it, by the estimate fitted on the whole sample
+    X, y, poison = hidden_direction_class(n=600, n_poison=60)
+    det = Spectre()
+    state = fit(det, X, y)
+    assert 0 in state.info[_SCORED]
+    verdict = det.judge(state, 0, len(y), GroupTest())
+    assert verdict.extra["candidate"], verdict.note  # the group lies beyond the cut under both
+    assert 0 not in state.info[_SCORED]  # kept only until the class is judged
+    # where the estimate the rows are scored with puts none of them beyond the cut (as
+    # when it takes a group of cover rows into the class's main mass), no candidate
+    state = fit(det, X, y)
+    state.info[_SCORED][0] = np.full(len(y), -50.0)
+    hidden = det.judge(state, 0, len(y), GroupTest())
+    assert not hidden.extra["candidate"] and hidden.cut is None
+    assert hidden.extra["beyond_cut_when_scored"] == 0 and "fitted without its rows" in hidden.note
