@@ -139,7 +139,10 @@ class Spectre(ClassMeanCovDetector):
         flag none of its rows. It is not a group this detector can cut, so it is no
         candidate."""
         verdict = super().judge(state, label, class_rows, group_test)
-        scored = state.info.get(_SCORED, {}).pop(label, None)
+        kept = state.info.get(_SCORED, {})
+        scored = kept.pop(label, None)
+        if not kept:
+            state.info.pop(_SCORED, None)
         if scored is None or not verdict.extra.get("candidate") or verdict.cut is None:
             return verdict
         beyond = int((verdict.side * (scored - verdict.cut) > 0).sum())

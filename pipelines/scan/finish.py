@@ -161,8 +161,9 @@ def build_quarantine(
 
 def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[Detector],
              flagged_counts: dict) -> tuple[list[str], list[dict]]:
-    """Each quarantined row's reason, and the place of each detector in it: every detector that flagged it, in its words, with
-    the share of the class it flags and how improbable the class's evidence is. The
+    """Each quarantined row's reason, and each detector's place in it (its order). The
+    reason: every detector that flagged the row, in its words, with the share of the
+    class it flags and how improbable the class's evidence is. The
     detector whose class verdict a clean class would give least often comes first (its
     p-value furthest below its threshold): where a trigger detector names the stamp and a
     group detector a cluster, the reviewer reads the stronger evidence first; ties, and
@@ -170,7 +171,7 @@ def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[De
     whys = {d.name: q.column(why_column(d.name)).to_pylist() for d in detectors}
     reasons, orders = [], []
     for i, label in enumerate(labels):
-        parts = []  # (the class verdict's p / level, detector order, text)
+        parts = []  # (the class verdict's p / level, detector order, text, detector)
         for det in detectors:
             phrase = whys[det.name][i]
             if phrase is None:

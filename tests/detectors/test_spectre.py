@@ -105,7 +105,7 @@ def test_a_group_only_the_cross_fitted_estimates_see_is_no_candidate():
     assert 0 in state.info[_SCORED]
     verdict = det.judge(state, 0, len(y), GroupTest())
     assert verdict.extra["candidate"], verdict.note  # the group lies beyond the cut under both
-    assert 0 not in state.info[_SCORED]  # kept only until the class is judged
+    assert _SCORED not in state.info  # kept only until the class is judged
     # where the estimate the rows are scored with puts none of them beyond the cut (as
     # when it takes a group of cover rows into the class's main mass), no candidate
     state = fit(det, X, y)
