@@ -315,7 +315,7 @@ def _big_features(path, n=60_000, dim=64):
     pq.write_table(pa.table({"id": np.arange(n), "label": y, "features": feats}), path, row_group_size=5000)
 
 
-def _run_and_signal(tmp_path, out, sig, after=4.0):
+def _run_and_signal(tmp_path, out, sig, after=1.5):
     import subprocess
     import sys
     import time
@@ -327,7 +327,10 @@ def _run_and_signal(tmp_path, out, sig, after=4.0):
     end = time.time() + 60
     while time.time() < end and not glob.glob(os.path.join(out, ".poisonscan-tmp-*")):
         time.sleep(0.1)
-    time.sleep(after)  # well inside the run
+    # well inside the run: on an idle two-core machine the temporary folder appears 0.7 s
+    # into a scan of about 4.8 s; waiting 4 s after it reached the run's exit, where the
+    # handler is gone and SIGTERM ends the process by default (rc -15)
+    time.sleep(after)
     assert proc.poll() is None, "the scan ended before it could be signalled"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
