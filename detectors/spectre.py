@@ -177,11 +177,11 @@ class Spectre(ClassMeanCovDetector):
         return out
 
     @staticmethod
-    def _is_cross_fitted(cls, n: int, folds: int = 5) -> bool:
+    def _is_cross_fitted(fitted: SpectreClassState, n: int, folds: int = 5) -> bool:
         """Whether a sample of ``n`` rows is scored by estimates fitted without each row:
         not where the in-sample bias is negligible (at least 40 rows per dimension), nor
         where there are too few rows for the folds."""
-        return not (n >= 40 * cls.k or n < 10 * folds)
+        return not (n >= 40 * fitted.k or n < 10 * folds)
 
     def _fit_class(self, mean, eigvals, eigvecs, X, k: int | None = None) -> SpectreClassState:
         if k is None:

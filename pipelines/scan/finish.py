@@ -28,7 +28,6 @@ from poisonscan.pipelines.io.sources import decode_position
 from poisonscan.pipelines.scan.cells import key_values, normalize_key
 from poisonscan.pipelines.scan.columns import (
     CAND_CONTENT,
-    CAND_DETECTORS,
     CAND_SCORE,
     POS,
     REJECT_COLUMNS,
@@ -135,11 +134,9 @@ def build_quarantine(
     q = candidates.filter(pa.array(chosen))
     labels_arr = normalize_key(q.column(cfg.label_column), kinds.label_type)
     qpos = q.column(POS).to_numpy()
-    reasons, orders = _reasons(q, [plain(v) for v in key_values(labels_arr)], model, detectors,
-                               _flagged_counts(candidates, cfg, kinds, detectors))
-    # each row's detectors in its reason's order (the strongest class verdict first)
-    flagged_by = [sorted(dets or [], key=lambda d, o=o: o.get(d, len(o)))
-                  for dets, o in zip(q.column(CAND_DETECTORS).to_pylist(), orders)]
+    # each row's detectors are listed in its reason's order (the strongest verdict first)
+    reasons, flagged_by = _reasons(q, [plain(v) for v in key_values(labels_arr)], model, detectors,
+                                   _flagged_counts(candidates, cfg, kinds, detectors))
     src = [decode_position(p) for p in qpos]
     table = pa.Table.from_arrays(
         [
@@ -160,16 +157,17 @@ def build_quarantine(
 
 
 def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[Detector],
-             flagged_counts: dict) -> tuple[list[str], list[dict]]:
-    """Each quarantined row's reason, and each detector's place in it (its order). The
-    reason: every detector that flagged the row, in its words, with the share of the
-    class it flags and how improbable the class's evidence is. The
+             flagged_counts: dict) -> tuple[list[str], list[list[str]]]:
+    """Each quarantined row's reason, and the detectors that flagged it in the reason's
+    order. The reason: every detector that flagged the row (each wrote its words for it),
+    in its words, with the share of the class it flags and how improbable the class's
+    evidence is. The
     detector whose class verdict a clean class would give least often comes first (its
     p-value furthest below its threshold): where a trigger detector names the stamp and a
     group detector a cluster, the reviewer reads the stronger evidence first; ties, and
     verdicts without a p-value, keep the detectors' order."""
     whys = {d.name: q.column(why_column(d.name)).to_pylist() for d in detectors}
-    reasons, orders = [], []
+    reasons, names = [], []
     for i, label in enumerate(labels):
         parts = []  # (the class verdict's p / level, detector order, text, detector)
         for det in detectors:
@@ -193,8 +191,8 @@ def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[De
             ))
         parts.sort()
         reasons.append(" | ".join(part[2] for part in parts))
-        orders.append({part[3]: k for k, part in enumerate(parts)})
-    return reasons, orders
+        names.append([part[3] for part in parts])
+    return reasons, names
 
 
 def _flagged_counts(candidates, cfg, kinds, detectors) -> dict:
