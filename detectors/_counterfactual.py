@@ -215,9 +215,11 @@ def log_odds_ratio(k: int, n: int, m: int, M: int) -> tuple[float, float]:
     return float(d), float(v)
 
 
-def overlap_clusters(rows: Sequence[Sequence[int]]) -> list[int]:
+def overlap_clusters(rows: Sequence[Sequence[int]], of_larger: bool = False) -> list[int]:
     """Cluster candidates whose sampled rows overlap by at least half the smaller set
-    (the words and word pairs of one phrase, a handle and its word pairs)."""
+    (the words and word pairs of one phrase, a handle and its word pairs), or, with
+    ``of_larger``, half the larger (the values of one stamp, held by nearly the same
+    rows: a rare value held by a few of those rows does not join it)."""
     parent = list(range(len(rows)))
 
     def find(i):
@@ -238,7 +240,7 @@ def overlap_clusters(rows: Sequence[Sequence[int]]) -> list[int]:
         )
         shared = (M @ M.T).tocoo()  # rows each pair of candidates shares
         i, j, k = shared.row, shared.col, shared.data
-        hit = (i < j) & (k >= 0.5 * np.minimum(sizes[i], sizes[j]))
+        hit = (i < j) & (k >= 0.5 * (np.maximum if of_larger else np.minimum)(sizes[i], sizes[j]))
         for a, b in sorted(zip(i[hit].tolist(), j[hit].tolist())):
             parent[find(a)] = find(b)
     return [find(i) for i in range(len(rows))]

@@ -90,15 +90,75 @@ def test_clean_digits_have_no_trigger(classes):
     assert sum(c["candidates"] for c in state.info["checks"].values()) > 0  # label-deciding strokes were tested
 
 
-def test_a_stamp_on_images_that_keep_their_label_is_not_a_trigger():
-    """Clean-label stamping (the images keep their own labels): the rows holding the
-    stamp look like their class without it, so it is not flagged (a measured limit)."""
+def test_a_small_stamp_on_images_that_keep_their_label_stays_below_the_stamp_test():
+    """Clean-label stamping (the images keep their own labels) with a 2x2 square on the
+    8x8 digits: the rows holding it look like their class without it, so the
+    counterfactual test keeps it, and it gives the stamp test only two values nearly
+    only class 0 holds, a stamp the other classes' natural ones come near (a measured
+    limit)."""
     images, labels = digit_images()
     x = images.copy()
     idx = np.flatnonzero(labels == 0)[:60]
     x[idx, 6:8, 6:8] = 255
-    _, _, _, judged, flagged = scan(x, labels)
+    _, state, _, judged, flagged = scan(x, labels)
     assert judged == [] and not flagged.any()
+    stamp = state.info["stamps"][0]
+    assert (stamp["values"], stamp["rows"]) == (2, 60) and stamp["p"] > state.info["stamp_level"]
+
+
+def shifted_digits(seed=0):
+    """The digits drawn 3 x larger on a 28 x 28 canvas, each at three places, with grey
+    noise: 5,391 images whose strokes rarely repeat exactly."""
+    images, labels = digit_images()
+    pad = np.zeros((len(images), 28, 28))
+    pad[:, 2:26, 2:26] = np.kron(images, np.ones((1, 3, 3)))
+    x = np.concatenate([np.roll(pad, s, axis=(1, 2)) for s in [(0, 0), (-2, 1), (1, -2)]])
+    x += np.random.default_rng(seed).normal(0, 6, x.shape)
+    return x, np.concatenate([labels] * 3)
+
+
+def as_images(x):
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def test_a_wave_added_to_images_that_keep_their_label_is_found():
+    """SIG (Barni et al. 2019): a sinusoid added to 30 % of class 0's images, labels
+    kept. No label disagrees and the counterfactual test keeps the wave's values (the
+    rest of each image looks like a 0), but the same values at the same places on 160
+    images make a stamp no other class comes near: class 0 is judged by the stamp test,
+    the stamped images and no other flagged, in batches as in one."""
+    x, y = shifted_digits()
+    rng = np.random.default_rng(1)
+    idx = np.sort(rng.choice(np.flatnonzero(y == 0), 160, replace=False))
+    x[idx] += 60 * np.sin(2 * np.pi * np.arange(28) * 6 / 28)[None, None, :]
+    truth = np.zeros(len(y), bool)
+    truth[idx] = True
+    det, state, tokens, judged, flagged = scan(as_images(x), y)
+    assert judged == [0]
+    np.testing.assert_array_equal(flagged, truth)
+    _, _, _, judged_b, flagged_b = scan(as_images(x), y, batches=3)
+    assert judged_b == [0]
+    np.testing.assert_array_equal(flagged_b, flagged)
+    verdict = det.judge(state, 0, int((y == 0).sum()), None)
+    assert verdict.p_value < verdict.level == state.info["stamp_level"] < state.info["level"]
+    assert "clean-label" in verdict.note and verdict.extra["stamp_rows"] >= 140
+    reason = det.describe(state, [tokens[idx[0]]], y[idx[:1]], None, None)[0]
+    assert "of 16) at cell (" in reason and "keep their label (clean-label)" in reason
+    # the other classes' natural stamps are the yardstick, and none of them stands out
+    others = [v for c, v in state.info["stamps"].items() if c != 0]
+    assert len(others) == 9 and all(not v["judged"] and v["p"] > 1e-3 for v in others)
+
+
+def test_copies_of_images_are_not_a_stamp():
+    """Forty images of class 3 repeated five times each share every value at the same
+    places, but a copy is not a stamp: identical images count once."""
+    x, y = shifted_digits()
+    threes = np.flatnonzero(y == 3)[:40]
+    x = np.concatenate([x] + [x[threes]] * 4)
+    y = np.concatenate([y] + [y[threes]] * 4)
+    _, state, _, judged, flagged = scan(as_images(x), y)
+    assert judged == [] and not flagged.any()
+    assert not state.info["stamps"][3]["judged"] and state.info["stamps"][3]["p"] > 1e-3
 
 
 def test_tokens_name_off_background_values_and_blocks():
