@@ -714,8 +714,8 @@ class PixelTrigger(TokenTrigger):
             scaled = 1.0 if p is None else min(1.0, p * state.info["level"] / level)
             return dataclasses.replace(v, note=f"{v.note}; {words}", p_value=min(v.p_value, scaled),
                                        extra={**v.extra, **extra})
-        note = (f"{words}, on images whose rest looks like this label: a trigger added to images that keep their "
-                f"label (clean-label); p = {p:.2g}, level {level:.1e}")
+        note = (f"{words}: a trigger stamped on this label's images, whether they kept their label (clean-label) or "
+                f"were relabelled and the test of their other values could not tell; p = {p:.2g}, level {level:.1e}")
         return ClassVerdict(
             poisoned=True, note=note, label=label, detector=self.name, class_rows=int(class_rows),
             sample_rows=int(stamp["sample_rows"]), cut=0.5, side=1, center=0.0, scale=1.0, level=level,
@@ -756,8 +756,8 @@ class PixelTrigger(TokenTrigger):
                 out.append(
                     f"has {what}{at}{more}, one of a stamp: {stamp['rows']} of the {stamp['sample_rows']} sampled "
                     f"images of label {t.label!r} each hold at least {stamp['values']} of the same values at the same "
-                    f"places, values nearly only that label's images hold ({_rival(stamp)}), while the rest of each "
-                    "image looks like that label: a trigger added to images that keep their label (clean-label)"
+                    f"places, values nearly only that label's images hold ({_rival(stamp)}): a trigger stamped on "
+                    "images of that label, whether they kept it (clean-label) or were relabelled"
                 )
                 continue
             if reader is None:
