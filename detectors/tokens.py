@@ -221,7 +221,13 @@ class TokenTrigger(Detector):
         candidates: dict = {label: [] for label in labels}
         j = np.flatnonzero(ok)
         p = binom.sf(best[j] - 1, rows[j], sizes[top[j]] / total) if len(j) else np.zeros(0)
-        for jj, pj in zip(j[p < threshold].tolist(), p[p < threshold].tolist()):
+        passed = p < threshold
+        stamps = self._find_stamps(accumulator, labels, pure, state) if self.stamp_share else {}
+        if stamps:  # a stamp that stands out sends its values to the first test whatever their count
+            sent = [f[2] for f in stamps.values() if f[4] is not None and f[4] < STAMP_SCREEN]
+            if sent:
+                passed |= np.isin(all_b[j], np.concatenate(sent))
+        for jj, pj in zip(j[passed].tolist(), p[passed].tolist()):
             label = labels[top[jj]]
             candidates[label].append(Trigger(int(all_b[jj]), label, int(rows[jj]), int(best[jj]), float(pj)))
         state.info["screen"] = {"threshold": threshold, "tokens": int(ok.size), "countable": screened}
@@ -230,7 +236,7 @@ class TokenTrigger(Detector):
         if any(candidates.values()):
             self._check(accumulator, labels, candidates, level, state)
         if self.stamp_share:
-            self._stamps(accumulator, labels, pure, level, state)
+            self._judge_stamps(labels, pure, stamps, level, state)
         return state
 
     def _screen_threshold(self, rows: np.ndarray, sizes: np.ndarray, level: float) -> tuple[float, int]:
@@ -660,33 +666,42 @@ class PixelTrigger(TokenTrigger):
         )
 
     # the second test: a stamp on images that keep their label ----------------------------
-    def _stamps(self, accumulator, labels, pure, level, state) -> None:
-        """Judge each label's largest stamp against the other labels' (see the class
+    def _find_stamps(self, accumulator, labels, pure, state) -> dict:
+        """Each label's largest stamp and its p against the other labels' (see the class
         docstring): ``pure`` holds, per label, the values nearly only its images hold
-        (buckets, rows holding each, of them the label's). A label judged here gets the
-        stamp's values as its triggers, one cluster, unless the counterfactual test
-        already judged it."""
+        (buckets, rows holding each, of them the label's). Returns, per label with a
+        stamp, :func:`_largest_stamp`'s tuple with that p appended."""
         from .calibration import peer_p_value
 
-        level = level * self.stamp_share / (1 - self.stamp_share)
-        state.info["stamp_level"] = level
         found = {label: _largest_stamp(accumulator[label][3], pure[label][0]) for label in labels}
         evidence = {label: math.log(f[0] * f[1]) if f else 0.0 for label, f in found.items()}
-        state.info["stamps"] = stamps = {}
+        state.info["stamps"] = {}
+        out = {}
         for label in labels:
             f = found[label]
             if f is None:
                 continue
-            size, rows, buckets, median = f
             p = peer_p_value(evidence[label], [evidence[o] for o in labels if o != label], STAMP_FLOOR)
-            judged = p is not None and p < level and not state.classes[label]
             others = [o for o in labels if o != label and found[o] is not None]
             rival = max(others, key=lambda o: evidence[o], default=None)
-            stamps[label] = {"values": size, "rows": rows, "sample_rows": len(accumulator[label][3]),
-                             "evidence": evidence[label], "p": p, "judged": judged,
-                             "largest_elsewhere": None if rival is None else list(found[rival][:2])}
-            if not judged:
+            state.info["stamps"][label] = {
+                "values": f[0], "rows": f[1], "sample_rows": len(accumulator[label][3]),
+                "evidence": evidence[label], "p": p, "judged": False,
+                "largest_elsewhere": None if rival is None else list(found[rival][:2]),
+            }
+            out[label] = (*f, p)
+        return out
+
+    def _judge_stamps(self, labels, pure, stamps, level, state) -> None:
+        """The stamp test: a label whose largest stamp stands out from the other labels'
+        at the test's level is judged, unless the first test judged it; its stamp's
+        values are then its triggers, one cluster."""
+        level = level * self.stamp_share / (1 - self.stamp_share)
+        state.info["stamp_level"] = level
+        for label, (_, _, buckets, median, p) in stamps.items():
+            if p is None or p >= level or state.classes[label]:
                 continue
+            state.info["stamps"][label]["judged"] = True
             at = {b: i for i, b in enumerate(pure[label][0].tolist())}
             state.classes[label] = [
                 Trigger(b, label, int(pure[label][1][at[b]]), int(pure[label][2][at[b]]), p, clean_label=True)
@@ -796,6 +811,16 @@ STAMP_MIN_ROWS = 5
 STAMP_FLOOR = 0.5
 #: The cluster id a judged stamp's values share (the counterfactual test's are >= 0).
 STAMP_CLUSTER = -1
+#: A label's largest stamp whose p against the other labels' is below this sends its
+#: values to the first test (the counterfactual) even where the binomial screen would
+#: not: a handful of stamped, relabelled images (five of MNIST-5k's 5,000) hold too few
+#: rows for the screen over the data set's ~10,000 countable values, but their stamp
+#: stands out. A screen, not a verdict: the first test decides, at its level, its
+#: Tarone count covering the values sent. Chosen on the development part: the 5-image
+#: patch found in seeds 0 and 1 (p 1.9e-3), no class judged in the 132 clean subsets of
+#: the digits and MNIST-5k (the smallest stamp p there 0.011), nor in clean MNIST-5k
+#: (class 1's stamp, p 0.04, sent and not kept).
+STAMP_SCREEN = 0.05
 
 
 def _largest_stamp(sample: cf.TokenSample, pure: np.ndarray):

@@ -149,6 +149,31 @@ def test_a_wave_added_to_images_that_keep_their_label_is_found():
     assert len(others) == 9 and all(not v["judged"] and v["p"] > 1e-3 for v in others)
 
 
+def test_five_stamped_images_are_sent_to_the_first_test_by_their_stamp():
+    """Five images of other classes with a 4x4 checkerboard, relabelled 0: too few rows
+    for the binomial screen over the data set's values, but their stamp (24 values on
+    five images) stands out from the other labels' enough to send its values to the
+    counterfactual test, which finds all five rows looking like other digits without it."""
+    from poisonscan.detectors.tokens import STAMP_SCREEN
+
+    x, y = shifted_digits()
+    idx = np.sort(np.random.default_rng(2).choice(np.flatnonzero(y != 0), 5, replace=False))
+    x[idx, 12:16, 0:4] = np.where(np.add.outer(np.arange(4), np.arange(4)) % 2 == 0, 255, 136)
+    y[idx] = 0
+    truth = np.zeros(len(y), bool)
+    truth[idx] = True
+    det, state, tokens, judged, flagged = scan(as_images(x), y)
+    assert judged == [0]
+    np.testing.assert_array_equal(flagged, truth)
+    stamp = state.info["stamps"][0]
+    assert (stamp["values"], stamp["rows"]) == (24, 5) and stamp["p"] < STAMP_SCREEN and not stamp["judged"]
+    kept = state.classes[0]
+    assert kept and all(t.p_value > state.info["screen"]["threshold"] for t in kept)  # not by the screen
+    assert all(t.other_class == t.tested == 5 for t in kept)
+    reason = det.describe(state, [tokens[idx[0]]], y[idx[:1]], None, None)[0]
+    assert "looks like another class" in reason
+
+
 def test_copies_of_images_are_not_a_stamp():
     """Forty images of class 3 repeated five times each share every value at the same
     places, but a copy is not a stamp: identical images count once."""
