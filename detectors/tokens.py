@@ -756,6 +756,16 @@ class PixelTrigger(TokenTrigger):
             out.append([t for t in hits if 2 * held[clusters[t.bucket]] >= medians[label][clusters[t.bucket]]])
         return out
 
+    def _named(self, state, X, y) -> list[list[tuple[str, Trigger]]]:
+        """As :class:`TokenTrigger`'s, but a stamp found by the stamp test names first the
+        value most of its images hold, so its images name the same value (the review
+        groups a row by its first) where each holds a different share of the stamp."""
+        out = super()._named(state, X, y)
+        for named in out:
+            if named and named[0][1].clean_label:
+                named.sort(key=lambda nt: (-nt[1].rows, -len(nt[0]), nt[0]))
+        return out
+
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         total = state.info.get("rows", 0)
         reader = state.info.get("vectors")

@@ -144,6 +144,9 @@ def test_a_wave_added_to_images_that_keep_their_label_is_found():
     assert "clean-label" in verdict.note and verdict.extra["stamp_rows"] >= 140
     reason = det.describe(state, [tokens[idx[0]]], y[idx[:1]], None, None)[0]
     assert "of 16) at cell (" in reason and "whether they kept it (clean-label)" in reason
+    # the stamp's images name first the value most of them hold: the review groups them by it
+    first = [h[0] for h in det.highlights(state, [tokens[i] for i in idx], y[idx])]
+    assert max(first.count(f) for f in set(first)) >= 0.75 * len(idx)
     # the other classes' natural stamps are the yardstick, and none of them stands out
     others = [v for c, v in state.info["stamps"].items() if c != 0]
     assert len(others) == 9 and all(not v["judged"] and v["p"] > 1e-3 for v in others)
