@@ -816,8 +816,8 @@ STAMP_MIN_ROWS = 5
 #: factor of 1.65 in a stamp's size. Chosen on the development part: on MNIST-5k (clean
 #: and the attack families of ``benchmarks/attacks.py``) and the scikit-learn digits the
 #: peers' own spread was 0.4-0.8, so the floor rarely binds; at 1.0 the SIG stamp's p
-#: was 3e-5 against a level of 1e-4, at 0.5 2e-7, and no clean class came nearer than
-#: 2e-3 at either.
+#: was 3e-5 against a level of 1e-4, at 0.5 2e-7; a clean set's class came no nearer
+#: than 5e-3 (at 1.0, 1.4e-2).
 STAMP_FLOOR = 0.5
 #: The cluster id a judged stamp's values share (the counterfactual test's are >= 0).
 STAMP_CLUSTER = -1
@@ -840,9 +840,9 @@ def _largest_stamp(sample: cf.TokenSample, pure: np.ndarray):
     clustered by the images holding them (:func:`._counterfactual.overlap_clusters`, two
     values joined where they share half of the larger set of images). A cluster's size
     is its largest rectangle: the most images x values such that each of so many images
-    holds at least so many of its values, at least :data:`STAMP_MIN_ROWS` images. Returns (values,
-    images, the cluster's buckets, the median number of its values those images hold)
-    of the largest, or None where no cluster has enough images."""
+    holds at least so many of its values, at least :data:`STAMP_MIN_ROWS` images.
+    Returns (values, images, the cluster's buckets, the median number of its values
+    those images hold) of the largest, or None where no cluster has enough images."""
     if not len(pure) or not len(sample):
         return None
     flat = sample.flat.astype(np.int64)
