@@ -222,11 +222,10 @@ class TokenTrigger(Detector):
         j = np.flatnonzero(ok)
         p = binom.sf(best[j] - 1, rows[j], sizes[top[j]] / total) if len(j) else np.zeros(0)
         passed = p < threshold
-        stamps = self._find_stamps(accumulator, labels, pure, state) if self.stamp_share else {}
-        if stamps:  # a stamp that stands out sends its values to the first test whatever their count
-            sent = [f[2] for f in stamps.values() if f[4] is not None and f[4] < STAMP_SCREEN]
-            if sent:
-                passed |= np.isin(all_b[j], np.concatenate(sent))
+        stamps = self._find_stamps(accumulator, labels, pure, state)
+        sent = [f[2] for f in stamps.values() if f[4] is not None and f[4] < STAMP_SCREEN]
+        if sent:  # a stamp that stands out sends its values to the first test whatever their count
+            passed |= np.isin(all_b[j], np.concatenate(sent))
         for jj, pj in zip(j[passed].tolist(), p[passed].tolist()):
             label = labels[top[jj]]
             candidates[label].append(Trigger(int(all_b[jj]), label, int(rows[jj]), int(best[jj]), float(pj)))
@@ -235,9 +234,17 @@ class TokenTrigger(Detector):
         state.info["label_rows"] = {str(label): int(accumulator[label][0]) for label in labels}
         if any(candidates.values()):
             self._check(accumulator, labels, candidates, level, state)
-        if self.stamp_share:
-            self._judge_stamps(labels, pure, stamps, level, state)
+        self._judge_stamps(labels, pure, stamps, level, state)
         return state
+
+    # the second test's hooks: none here (:class:`PixelTrigger` has one) -------------------
+    def _find_stamps(self, accumulator, labels, pure, state) -> dict:
+        """Per label, its largest stamp and the stamp's p against the other labels'
+        (``pure``: per label, the values nearly only its rows hold). None here."""
+        return {}
+
+    def _judge_stamps(self, labels, pure, stamps, level, state) -> None:
+        """Judge the labels whose stamp stands out (``stamps``: :meth:`_find_stamps`'s)."""
 
     def _screen_threshold(self, rows: np.ndarray, sizes: np.ndarray, level: float) -> tuple[float, int]:
         """The binomial p a token must beat to be a candidate, and how many tokens could.

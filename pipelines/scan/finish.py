@@ -161,11 +161,10 @@ def _reasons(q: pa.Table, labels: list, model: ScanModel, detectors: Sequence[De
     """Each quarantined row's reason, and the detectors that flagged it in the reason's
     order. The reason: every detector that flagged the row (each wrote its words for it),
     in its words, with the share of the class it flags and how improbable the class's
-    evidence is. The
-    detector whose class verdict a clean class would give least often comes first (its
-    p-value furthest below its threshold): where a trigger detector names the stamp and a
-    group detector a cluster, the reviewer reads the stronger evidence first; ties, and
-    verdicts without a p-value, keep the detectors' order."""
+    evidence is. The detector whose class verdict a clean class would give least often
+    comes first (its p-value furthest below its threshold): where a trigger detector names
+    the stamp and a group detector a cluster, the reviewer reads the stronger evidence
+    first; ties, and verdicts without a p-value, keep the detectors' order."""
     whys = {d.name: q.column(why_column(d.name)).to_pylist() for d in detectors}
     reasons, names = [], []
     for i, label in enumerate(labels):
