@@ -888,7 +888,7 @@ def _rival(stamp: dict) -> str:
     rival = stamp.get("largest_elsewhere")
     if rival is None:
         return "no other label's images share such values"
-    return f"the largest of any other label: {rival[1]} images each holding {rival[0]}"
+    return f"the largest of any other label: {rival[1]} images each holding {rival[0]} such values"
 
 
 def _vector_values(token: str, side: int, channels: int = 1) -> str:
