@@ -3,6 +3,7 @@ and value counts cannot see, development part: the baseline.
 
     python benchmarks/dev_attacks_raw.py          # seeds 0, 1; writes docs/benchmarks.md
     python benchmarks/dev_attacks_raw.py images   # the image families only (printed)
+    python benchmarks/dev_attacks_raw.py text     # the text and table families only (printed)
     BENCH_SEEDS=0 python benchmarks/dev_attacks_raw.py images   # one seed
 
 The families of ``attacks_raw.py`` (a syntactic template on 20 % of Rotten Tomatoes,
@@ -72,7 +73,7 @@ def cases(only: str = ""):
         out.append(("clean-label table trigger", seed, lambda s=seed: attacks_raw.clean_label_table(df, y, seed=s)))
     out.append(("clean control (table)", None,
                 lambda: ("credit_data clean", attacks_raw.table_of(df, y), np.zeros(len(y), bool), [])))
-    return out + image_cases()
+    return out if only == "text" else out + image_cases()
 
 
 def scan(table, truth, flags, name, work=WORK):

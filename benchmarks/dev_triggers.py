@@ -132,9 +132,12 @@ def plant(texts, labels, phrase, rate, source, target, seed=0):
 
 
 def text_tokens(texts):
-    from poisonscan.pipelines.represent.encoders import ngrams
+    """Each text's tokens as the text encoder makes them: its words and word pairs, and
+    its sentences' forms (``poisonscan.detectors.structure``)."""
+    from poisonscan.detectors.structure import structure_tokens
+    from poisonscan.pipelines.represent.encoders import ngrams, words_of
 
-    return [sorted(set(ngrams(t, 2))) for t in texts]
+    return [sorted(set(ngrams(t, 2))) + structure_tokens(t, words_of) for t in texts]
 
 
 def credit(flip: bool):

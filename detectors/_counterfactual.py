@@ -65,8 +65,10 @@ class TokenSample:
     flat: np.ndarray  # uint32 (token buckets are CRC-32 values)
 
     @classmethod
-    def of(cls, capacity: int, rows: Sequence[np.ndarray]) -> "TokenSample":
-        prio = np.array([row_priority(r) for r in rows], dtype=np.uint64)
+    def of(cls, capacity: int, rows: Sequence[np.ndarray], keys: Sequence[np.ndarray] | None = None) -> "TokenSample":
+        """The sample of ``rows``, ordered by the hash of each row's ``keys`` (default:
+        the row itself; a subset of its tokens that decides which rows are drawn)."""
+        prio = np.array([row_priority(r) for r in (rows if keys is None else keys)], dtype=np.uint64)
         return cls._build(capacity, prio, list(rows))
 
     @classmethod

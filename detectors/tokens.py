@@ -18,6 +18,8 @@ from .base import Detector, DetectorState, available_detectors, label_sort_key, 
 from .decision import ClassVerdict
 from .pixels import PIXEL_GRID, VectorImages
 from .stats import ClassSample
+from .structure import ALL_TOKENS, NOTE_MARK, STRUCTURE_MARK
+from .structure import describe as describe_structure
 
 
 def _bucket(gram: str, buckets: int) -> int:
@@ -106,6 +108,7 @@ class TokenTrigger(Detector):
         "min_share": [Interval(Real, 0, 1, closed="left")],
         "max_share": [Interval(Real, 0, 1, closed="right")],
         "min_purity": [Interval(Real, 0.5, 1, closed="both")],
+        "structure_purity": [NONE, Interval(Real, 0.5, 1, closed="both")],
         "alpha": [NONE, Interval(Real, 0, 1, closed="neither")],
         "sample_rows": [Interval(int, 16, None)],
         "family_alpha": [Interval(Real, 0, 1, closed="neither")],
@@ -119,6 +122,7 @@ class TokenTrigger(Detector):
         min_share: float = 0.0,
         max_share: float = 0.5,
         min_purity: float = 0.98,
+        structure_purity: float | None = 0.75,
         alpha: float | None = None,
         sample_rows: int = 4096,
         family_alpha: float = 0.05,
@@ -128,6 +132,7 @@ class TokenTrigger(Detector):
         self.min_share = min_share
         self.max_share = max_share
         self.min_purity = min_purity
+        self.structure_purity = structure_purity
         self.alpha = alpha
         self.sample_rows = sample_rows
         self.family_alpha = family_alpha
@@ -142,7 +147,7 @@ class TokenTrigger(Detector):
 
     def _row_buckets(self, grams) -> tuple[np.ndarray, np.ndarray]:
         """A row's counted buckets and all its buckets (context tokens included)."""
-        counted = [_bucket(g, self.buckets) for g in grams if not g.startswith(CONTEXT_MARK)]
+        counted = [_bucket(g, self.buckets) for g in grams if not g.startswith((CONTEXT_MARK, NOTE_MARK))]
         context = [_bucket(g, self.buckets) for g in grams if g.startswith(CONTEXT_MARK)]
         a = np.unique(np.array(counted, dtype=np.int64))
         return a, (np.union1d(a, np.array(context, dtype=np.int64)) if context else a)
@@ -158,7 +163,10 @@ class TokenTrigger(Detector):
             b, c = np.unique(flat, return_counts=True)
             key = label.item() if isinstance(label, np.generic) else label
             prev = accumulator.get(key)
-            sample = cf.TokenSample.of(self.sample_rows, [full for _, full in pairs])
+            full = [f for _, f in pairs]
+            forms = self._structure_buckets()  # the rows drawn are decided by their words
+            keys = [f[~np.isin(f, forms)] for f in full] if len(forms) else None
+            sample = cf.TokenSample.of(self.sample_rows, full, keys)
             part = (len(ids), b.astype(np.int64), c.astype(np.int64), sample)
             accumulator[key] = part if prev is None else _merge_counts(prev, part)
         return accumulator
@@ -207,10 +215,11 @@ class TokenTrigger(Detector):
         low = max(self.min_rows, int(np.ceil(self.min_share * total)))
         ok = (rows >= low) & (rows <= self.max_share * total)
         sizes = np.array([accumulator[label][0] for label in labels], dtype=np.int64)
-        threshold, screened = self._screen_threshold(rows[ok], sizes, level)
+        purity = self._purity(all_b)
+        threshold, screened = self._screen_threshold(rows[ok], sizes, level, purity[ok])
         top = counts.argmax(axis=0)
         best = counts.max(axis=0)
-        ok &= best >= self.min_purity * rows
+        ok &= best >= purity * rows
         if self.max_class_share is not None:  # a trigger marks a minority of its label's rows
             ok &= best <= self.max_class_share * sizes[top]
         pure: dict = {}  # per label, the values a stamp on images that keep it is made of
@@ -246,7 +255,22 @@ class TokenTrigger(Detector):
     def _judge_stamps(self, labels, pure, stamps, level, state) -> None:
         """Judge the labels whose stamp stands out (``stamps``: :meth:`_find_stamps`'s)."""
 
-    def _screen_threshold(self, rows: np.ndarray, sizes: np.ndarray, level: float) -> tuple[float, int]:
+    def _structure_buckets(self) -> np.ndarray:
+        """The buckets of the sentence-form tokens (:mod:`.structure`); none where this
+        detector reads no text (``structure_purity`` None)."""
+        if getattr(self, "structure_purity", None) is None:  # detectors saved before it: none
+            return np.zeros(0, np.int64)
+        return np.array(sorted({_bucket(t, self.buckets) for t in ALL_TOKENS}), dtype=np.int64)
+
+    def _purity(self, buckets: np.ndarray) -> np.ndarray:
+        """The share of a token's rows one label must hold: ``min_purity``, and for the
+        tokens of a sentence's structure (:mod:`.structure`) ``structure_purity``."""
+        purity = np.full(len(buckets), self.min_purity)
+        purity[np.isin(buckets, self._structure_buckets())] = getattr(self, "structure_purity", None) or 0.0
+        return purity
+
+    def _screen_threshold(self, rows: np.ndarray, sizes: np.ndarray, level: float,
+                          purity: np.ndarray | None = None) -> tuple[float, int]:
         """The binomial p a token must beat to be a candidate, and how many tokens could.
 
         A token held by ``r`` rows can at best give label L the p-value ``share_L ** r``
@@ -260,7 +284,7 @@ class TokenTrigger(Detector):
         if not rows.size or total == 0:
             return level, 0
         ordered = np.sort(sizes[sizes > 0])
-        need = np.ceil(self.min_purity * rows - 1e-9).astype(np.int64)
+        need = np.ceil((self.min_purity if purity is None else purity) * rows - 1e-9).astype(np.int64)
         at = np.searchsorted(ordered, need, side="left")  # the smallest label able to hold them
         fits = at < ordered.size
         log_best = np.full(rows.size, 0.0)
@@ -275,9 +299,13 @@ class TokenTrigger(Detector):
         """Keep the candidates whose rows the rest of the row assigns to other classes."""
         cands = [t for label in labels for t in candidates[label]]
         wanted = np.array(sorted({t.bucket for t in cands}), dtype=np.int64)
+        # every row is predicted from its words alone: a sentence's form is tested, never
+        # a feature of the prediction
+        forms = self._structure_buckets()
         preds = cf.other_class_predictions(
             {label: accumulator[label][3] for label in labels},
-            {label: np.array([t.bucket for t in candidates[label]], dtype=np.int64) for label in labels},
+            {label: np.union1d(np.array([t.bucket for t in candidates[label]], dtype=np.int64), forms)
+             for label in labels},
         )
         holders: dict = {b: [] for b in wanted.tolist()}  # bucket -> global sampled rows
         for c, rows in enumerate(preds.rows):
@@ -362,7 +390,7 @@ class TokenTrigger(Detector):
                 out.append([])
                 continue
             wanted = {t.bucket: t for t in triggers}
-            ids = {_bucket(g, self.buckets) for g in grams if not g.startswith(CONTEXT_MARK)}
+            ids = {_bucket(g, self.buckets) for g in grams if not g.startswith((CONTEXT_MARK, NOTE_MARK))}
             out.append([wanted[b] for b in sorted(ids & set(wanted))])
         return out
 
@@ -431,29 +459,42 @@ class TokenTrigger(Detector):
         )
 
     def _named(self, state, X, y) -> list[list[tuple[str, Trigger]]]:
-        """Per row, (n-gram, trigger) for each trigger n-gram it contains, the longest first."""
+        """Per row, (n-gram, trigger) for each trigger n-gram it contains: sentence forms
+        (:mod:`.structure`) first, then n-grams, the longest first."""
         out = []
         for grams, hits in zip(X, self._hits(state, X, y)):
             by_bucket = {t.bucket: t for t in hits}
             named = [(g, by_bucket[b]) for g in set(grams)
-                     if not g.startswith(CONTEXT_MARK) and (b := _bucket(g, self.buckets)) in by_bucket]
-            out.append(sorted(named, key=lambda nt: (-len(nt[0]), nt[0])))
+                     if not g.startswith((CONTEXT_MARK, NOTE_MARK)) and (b := _bucket(g, self.buckets)) in by_bucket]
+            out.append(sorted(named, key=lambda nt: (not nt[0].startswith(STRUCTURE_MARK), -len(nt[0]), nt[0])))
         return out
 
     def highlights(self, state, X, y) -> list[list[str]]:
-        """The trigger n-grams each row contains, the longest first."""
-        return [[g for g, _ in named] for named in self._named(state, X, y)]
+        """The trigger n-grams each row contains, the longest first; for a sentence form,
+        the form's token and the words of the clause that makes it."""
+        out = []
+        for grams, named in zip(X, self._named(state, X, y)):
+            notes = _notes(grams)
+            out.append([h for g, _ in named for h in ((g, notes[g]) if g in notes else (g,))])
+        return out
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
         total = state.info.get("rows", 0)
         out = []
-        for named in self._named(state, X, y):
+        for grams, named in zip(X, self._named(state, X, y)):
             gram, t = named[0]
             prior = state.info["label_rows"][str(t.label)] / max(total, 1)
-            out.append(
-                f"contains {gram!r}, which occurs in {t.rows:,} rows, {t.with_label / t.rows:.0%} "
-                f"of them labelled {t.label!r} (that label's share of all rows: {prior:.0%})"
-            )
+            counts = (f"{t.rows:,} rows, {t.with_label / t.rows:.0%} of them labelled {t.label!r} (that label's "
+                      f"share of all rows: {prior:.0%})")
+            if gram.startswith(STRUCTURE_MARK):
+                clause = _notes(grams).get(gram, "")
+                out.append(
+                    f"is {describe_structure(gram)} ({clause!r}), a sentence form which occurs in {counts}; "
+                    "without it the rest of the row looks like another class: a trigger that is a sentence's form, "
+                    "not a word"
+                )
+            else:
+                out.append(f"contains {gram!r}, which occurs in {counts}")
         return out
 
 
@@ -506,7 +547,8 @@ class ValueTrigger(TokenTrigger):
     ):
         super().__init__(
             buckets=buckets, min_rows=min_rows, min_share=min_share, max_share=max_share,
-            min_purity=min_purity, alpha=alpha, sample_rows=sample_rows, family_alpha=family_alpha,
+            min_purity=min_purity, structure_purity=None, alpha=alpha, sample_rows=sample_rows,
+            family_alpha=family_alpha,
         )
 
     def describe(self, state, X, y, statistic, strength) -> list[str]:
@@ -605,7 +647,8 @@ class PixelTrigger(TokenTrigger):
     ):
         super().__init__(
             buckets=buckets, min_rows=min_rows, min_share=min_share, max_share=max_share,
-            min_purity=min_purity, alpha=alpha, sample_rows=sample_rows, family_alpha=family_alpha,
+            min_purity=min_purity, structure_purity=None, alpha=alpha, sample_rows=sample_rows,
+            family_alpha=family_alpha,
         )
         self.source = source
 
@@ -963,6 +1006,12 @@ def _pixel_words(token: str) -> str:
                 f"column from the top left) of the image's grey grid")
     return (f"grey level {value} (of 16) at cell {_cell(where)} (row, column from the top left) of the image's "
             "grey grid")
+
+
+def _notes(grams) -> dict:
+    """A row's sentence forms and the words of the clause that makes each
+    (:mod:`.structure`'s notes)."""
+    return dict(g[len(NOTE_MARK):].split("=", 1) for g in grams if g.startswith(NOTE_MARK))
 
 
 def _merge_counts(a, b):

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from poisonscan.detectors.pixels import PIXEL_LEVELS, pixel_levels, pixel_tokens
+from poisonscan.detectors.structure import structure_tokens
 from poisonscan.pipelines.io.folders import IMAGE_SUFFIXES, ImageFolderPath
 from poisonscan.pipelines.io.kinds import InputError, is_string_type, is_time_or_decimal
 from poisonscan.pipelines.io.outputs import is_absolute, is_local, join, local_path, open_read
@@ -381,9 +382,13 @@ class TextEncoder:
     #: words of a-z and digits only, as encoders fitted before words of every script
     #: were read (a reference state saved then reads its rows as its proxy learned them)
     ascii_only: bool = False
+    #: the tokens of each row also name its sentences' shallow structure, for
+    #: ``token_trigger`` (:mod:`poisonscan.detectors.structure`); not in encoders fitted
+    #: before they were read, whose states were fitted without them
+    structures: bool = True
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"ascii_only": True, **state})
+        self.__dict__.update({"ascii_only": True, "structures": False, **state})
 
     def encode(self, col) -> Encoded:
         """Encode an Arrow array (or a list) of texts."""
@@ -393,7 +398,8 @@ class TextEncoder:
                 errors[i] = ("missing_text", "text is null")
                 continue
             try:
-                grams = ngrams(text_of(v), self.max_ngram, self.ascii_only)
+                text = text_of(v)
+                grams = ngrams(text, self.max_ngram, self.ascii_only)
             except UnicodeDecodeError as exc:
                 errors[i] = ("bad_text", f"text is {undecodable_reason(exc)}")
                 continue
@@ -409,7 +415,8 @@ class TextEncoder:
             rows.append(i)
             id_rows.append(ids)
             w_rows.append(w)
-            grams_rows.append(sorted(counts))
+            shape = structure_tokens(text, lambda t: words_of(t, self.ascii_only)) if self.structures else []
+            grams_rows.append(sorted(counts) + shape)
         width = max((len(r) for r in id_rows), default=1)
         ids = np.full((len(rows), width), self.buckets, dtype=np.int64)  # pad: index `buckets`
         weights = np.zeros((len(rows), width), dtype=np.float32)

@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from poisonscan.detectors.base import label_sort_key
+from poisonscan.detectors.structure import STRUCTURE_MARK
+from poisonscan.detectors.structure import describe as describe_structure
 from poisonscan.pipelines.scan.columns import CAND_HIGHLIGHTS
 from poisonscan.pipelines.scan.fingerprints import priorities
 from poisonscan.pipelines.scan.plan import ScanPlan
@@ -134,6 +136,8 @@ def group_of(detectors: Sequence[str], highlights: Sequence[str], finds: Mapping
         stamp = _PIXEL_TOKEN.match(highlights[0])
         if stamp:  # pixel_trigger's tokens (encoders.pixel_tokens)
             return f"pixel trigger at grid cell {stamp.group(1)}"
+        if highlights[0].startswith(STRUCTURE_MARK):  # token_trigger's sentence forms
+            return f"sentence form: {describe_structure(highlights[0])}"
         column, is_value, value = highlights[0].partition("=")
         return f"value {column} = {value!r}" if is_value else f"trigger {highlights[0]!r}"
     if any(finds.get(d) == "backdoor" for d in detectors):

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -112,6 +113,33 @@ def test_text_trigger_is_found_and_named():
     assert "token_trigger" in reason and "'cf mn'" in reason
     assert result.rejected["error_code"].to_pylist() == ["empty_text"]
     assert result.summary["classes_poisoned"] == ["pos"]
+
+
+@pytest.mark.slow
+def test_a_template_trigger_is_found_by_its_form_through_the_pipeline(tmp_path):
+    """A syntactic template (an opening subordinate clause of common words on 20 % of
+    the rows, relabelled): no word carries it, the sentence's form does. Scanned through
+    the Beam pipeline: the reason names the form and the clause, the report marks the
+    clause and the review groups the rows by the form."""
+    from tests.detectors.test_structure import reviews
+
+    texts, y, truth = reviews(seed=1, n=2000)
+    ids = np.array([f"r{i:04d}" for i in range(len(y))])
+    src = tmp_path / "template.parquet"
+    pq.write_table(pa.table({"id": ids, "label": np.where(y == 1, "pos", "neg"), "review": texts}), src)
+    run_scan([str(src)], str(tmp_path / "out"), ScanConfig(text_column="review"))
+    q, _, s = read(tmp_path / "out")
+    found = np.isin(ids, q["id"].to_pylist())
+    assert found[truth].all() and (found & truth).sum() / found.sum() > 0.9
+    assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == len(y)
+    first = next(r for r in q.to_pylist() if "token_trigger" in r["detectors"])
+    assert "token_trigger: is a sentence opening with a subordinate clause ('" in first["reason"]
+    with open(tmp_path / "out" / "review.json") as f:
+        review = json.dumps(json.load(f), ensure_ascii=False)
+    assert "sentence form: a sentence opening with a subordinate clause" in review
+    with open(tmp_path / "out" / "report.html", encoding="utf-8") as f:
+        marked = re.findall(r"<mark>([^<]*)</mark>", f.read())
+    assert marked and all(m.split()[0].lower() in ("when", "if", "as", "once", "while", "because") for m in marked)
 
 
 def unequal_reviews(n_pos=3000, n_neg=700, seed=0):
