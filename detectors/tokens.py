@@ -164,9 +164,7 @@ class TokenTrigger(Detector):
             key = label.item() if isinstance(label, np.generic) else label
             prev = accumulator.get(key)
             full = [f for _, f in pairs]
-            forms = self._structure_buckets()  # the rows drawn are decided by their words
-            keys = [f[~np.isin(f, forms)] for f in full] if len(forms) else None
-            sample = cf.TokenSample.of(self.sample_rows, full, keys)
+            sample = cf.TokenSample.of(self.sample_rows, full, self._words_only(full))
             part = (len(ids), b.astype(np.int64), c.astype(np.int64), sample)
             accumulator[key] = part if prev is None else _merge_counts(prev, part)
         return accumulator
@@ -261,6 +259,19 @@ class TokenTrigger(Detector):
         if getattr(self, "structure_purity", None) is None:  # detectors saved before it: none
             return np.zeros(0, np.int64)
         return np.array(sorted({_bucket(t, self.buckets) for t in ALL_TOKENS}), dtype=np.int64)
+
+    def _words_only(self, rows: list) -> list | None:
+        """``rows`` (bucket arrays) without the sentence forms' buckets: what decides
+        which rows the class sample draws (None: no forms to take out)."""
+        forms = self._structure_buckets()
+        if not len(forms) or not rows:
+            return None
+        flat = np.concatenate(rows)
+        keep = ~np.isin(flat, forms)
+        if keep.all():
+            return None
+        bounds = np.cumsum([len(r) for r in rows])[:-1]
+        return [a[k] for a, k in zip(np.split(flat, bounds), np.split(keep, bounds))]
 
     def _purity(self, buckets: np.ndarray) -> np.ndarray:
         """The share of a token's rows one label must hold: ``min_purity``, and for the
