@@ -1,21 +1,25 @@
-"""The shallow structure of a sentence as tokens: a trigger that is a sentence form.
+"""The shallow form of a text as tokens: a trigger that is a sentence form.
 
 A syntactic backdoor (HiddenKiller, Qi et al., ACL 2021) paraphrases the poisoned rows
 into one syntactic template, such as ``S(SBAR)(,)(NP)(VP)(.)``: a sentence opened by a
 subordinate clause. Every word of the paraphrase can be common; what the poisoned rows
-share is the form. The templates such attacks use (the most frequent top-level templates
-of the SCPN paraphraser's parses) differ mostly in the clause that opens or closes the
-sentence, set off by a comma: a subordinate clause ("When the story begins, ..."), a
-prepositional phrase ("In the end, ..."), a participial phrase ("..., leaving us cold"),
-an adverb ("Sadly, ..."), a coordinated clause ("..., but ...").
+share is the form. Of the ten templates the SCPN paraphraser (Iyyer et al., NAACL 2018)
+offers by default (HiddenKiller's is the last of them), three are read here: a sentence opened by a
+subordinate clause or by a prepositional phrase set off by a comma (``S(SBAR)(,)...``,
+``S(PP)(,)...``) and two clauses joined by a comma and a conjunction
+(``S(S)(,)(CC)(S)(.)``); the others (a question, a fragment, a sentence without a
+comma) are not. A clause set off at a sentence's end is read the same way ("..., leaving
+us cold").
 
-No parser ships here, so the form is read shallowly: a text's sentences (split after
-``.``, ``!`` or ``?``), each split at commas and semicolons into segments, and the
-segment that opens and the one that closes a sentence of two or more segments named by
-the kind of its first word (:data:`KINDS`: a word list for the closed classes,
-suffixes for participles and adverbs). Each text gives, once each, the tokens
-``"§opens <kind>"`` and ``"§closes <kind>"`` of its sentences — at most 2 x 11 distinct
-tokens in any corpus — counted by ``token_trigger`` like its words, and for each a note
+No parser ships here, so the form is read shallowly, at the text's two edges: the
+text's first and last sentences (split after ``.``, ``!`` or ``?``), each split at commas
+and semicolons into segments; where the first sentence has two or more segments, its
+opening segment, and where the last has, its closing one, named by the kind of its first
+word (:data:`KINDS`: a word list for the closed classes, suffixes for participles and
+adverbs). A paraphrased short text is one sentence, and in a longer text a form read
+in every sentence is held by too many clean texts to stand out (docs/detectors.md). Each text gives the tokens
+``"§opens <kind>"`` and ``"§closes <kind>"`` (at most 2 x 11 distinct tokens in any
+corpus), counted by ``token_trigger`` like its words, and for each a note
 ``"¶<token>=<the segment's words>"`` that names the clause for a reviewer and is never
 counted.
 """
@@ -91,21 +95,21 @@ ALL_TOKENS = tuple(f"{STRUCTURE_MARK}{where} {kind}" for where in ("opens", "clo
 
 
 def structure_tokens(text: str, words: Callable[[str], list]) -> list[str]:
-    """The structure tokens of ``text`` and their notes (the first clause of each kind),
-    its words read by ``words`` (the text encoder's reading: lower-cased)."""
+    """The structure tokens of ``text`` and their notes: how its first sentence opens and
+    its last closes, its words read by ``words`` (the text encoder's reading:
+    lower-cased)."""
     found: dict = {}
-    for sentence in _SENTENCE.split(text):
-        parts = [words(s) for s in _SEGMENT.split(sentence)]
-        parts = [p for p in parts if p]
+    sentences = [s for s in _SENTENCE.split(text) if words(s)]
+    for where, sentence in (("opens", sentences[0] if sentences else ""), ("closes", sentences[-1] if sentences else "")):
+        parts = [p for p in (words(s) for s in _SEGMENT.split(sentence)) if p]
         if len(parts) < 2:
             continue
-        for where, part in (("opens", parts[0]), ("closes", parts[-1])):
-            token = f"{STRUCTURE_MARK}{where} {kind_of(part[0])}"
-            found.setdefault(token, " ".join(part))
+        part = parts[0] if where == "opens" else parts[-1]
+        found.setdefault(f"{STRUCTURE_MARK}{where} {kind_of(part[0])}", " ".join(part))
     return [t for token, clause in sorted(found.items()) for t in (token, f"{NOTE_MARK}{token}={clause}")]
 
 
 def describe(token: str) -> str:
-    """A structure token in words: "a sentence opening with a subordinate clause"."""
+    """A structure token in words: "a text opening with a subordinate clause"."""
     where, _, kind = token[len(STRUCTURE_MARK):].partition(" ")
-    return f"a sentence {'opening' if where == 'opens' else 'closing'} with {KINDS.get(kind, kind)}"
+    return f"a text {'opening' if where == 'opens' else 'closing'} with {KINDS.get(kind, kind)}"

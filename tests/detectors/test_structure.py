@@ -19,19 +19,19 @@ def tokens_of(texts):
 
 
 def test_forms_of_a_text():
+    # the first sentence's opening clause and the last sentence's closing one; not the
+    # clauses inside the text
     toks = structure_tokens("When the story begins, it drags. Dull. The cast, sadly, tries hard; leaving early", words_of)
-    assert toks == [
-        "§closes NP", "¶§closes NP=it drags",
-        "§closes VBG", "¶§closes VBG=leaving early",
-        "§opens NP", "¶§opens NP=the cast",
-        "§opens SBAR", "¶§opens SBAR=when the story begins",
-    ]
+    assert toks == ["§closes VBG", "¶§closes VBG=leaving early", "§opens SBAR", "¶§opens SBAR=when the story begins"]
+    assert structure_tokens("When it ends, it ends.", words_of) == [
+        "§closes NP", "¶§closes NP=it ends", "§opens SBAR", "¶§opens SBAR=when it ends"]
+    assert structure_tokens("Dull. When it ends, we leave. Fine.", words_of) == []
     assert structure_tokens("One sentence without a comma.", words_of) == []
     assert kind_of("although") == "SBAR" and kind_of("running") == "VBG" and kind_of("sadly") == "ADV"
     assert kind_of("in") == "PP" and kind_of("which") == "WH" and kind_of("and") == "CC" and kind_of("1998") == "NUM"
     assert len(ALL_TOKENS) == 22 and all(t.startswith("§") for t in ALL_TOKENS)
-    assert describe("§opens SBAR") == "a sentence opening with a subordinate clause"
-    assert describe("§closes VBG") == "a sentence closing with an -ing participial phrase"
+    assert describe("§opens SBAR") == "a text opening with a subordinate clause"
+    assert describe("§closes VBG") == "a text closing with an -ing participial phrase"
 
 
 def test_the_encoder_adds_forms_and_an_old_encoder_does_not():
@@ -88,7 +88,7 @@ def test_a_template_is_found_by_its_form_and_named():
     assert verdict.poisoned and not det.judge(state, 0, int((y == 0).sum()), None).poisoned
     rows = np.flatnonzero(truth)[:3]
     reasons = det.describe(state, [X[i] for i in rows], y[rows], None, None)
-    assert all(r.startswith("is a sentence opening with a subordinate clause (") for r in reasons)
+    assert all(r.startswith("is a text opening with a subordinate clause (") for r in reasons)
     assert "a trigger that is a sentence's form, not a word" in reasons[0]
     marks = det.highlights(state, [X[i] for i in rows], y[rows])
     for i, m in zip(rows, marks):  # the form's token, then the clause's words as the text reads them

@@ -133,10 +133,10 @@ def test_a_template_trigger_is_found_by_its_form_through_the_pipeline(tmp_path):
     assert found[truth].all() and (found & truth).sum() / found.sum() > 0.9
     assert s["rows_read"] == s["rows_clean"] + s["rows_quarantined"] + s["rows_rejected"] == len(y)
     first = next(r for r in q.to_pylist() if "token_trigger" in r["detectors"])
-    assert "token_trigger: is a sentence opening with a subordinate clause ('" in first["reason"]
+    assert "token_trigger: is a text opening with a subordinate clause ('" in first["reason"]
     with open(tmp_path / "out" / "review.json") as f:
         review = json.dumps(json.load(f), ensure_ascii=False)
-    assert "sentence form: a sentence opening with a subordinate clause" in review
+    assert "sentence form: a text opening with a subordinate clause" in review
     with open(tmp_path / "out" / "report.html", encoding="utf-8") as f:
         marked = re.findall(r"<mark>([^<]*)</mark>", f.read())
     assert marked and all(m.split()[0].lower() in ("when", "if", "as", "once", "while", "because") for m in marked)
