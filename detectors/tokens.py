@@ -214,7 +214,12 @@ class TokenTrigger(Detector):
         ok = (rows >= low) & (rows <= self.max_share * total)
         sizes = np.array([accumulator[label][0] for label in labels], dtype=np.int64)
         purity = self._purity(all_b)
-        threshold, screened = self._screen_threshold(rows[ok], sizes, level, purity[ok])
+        # sentence forms are their own family of tests (their own screen, Tarone count and
+        # null), so that the words' tests are what they would be without forms
+        forms = np.isin(all_b, self._structure_buckets())
+        threshold, screened = self._screen_threshold(rows[ok & ~forms], sizes, level)
+        form_threshold, form_screened = self._screen_threshold(
+            rows[ok & forms], sizes, level, purity[ok & forms]) if forms.any() else (level, 0)
         top = counts.argmax(axis=0)
         best = counts.max(axis=0)
         ok &= best >= purity * rows
@@ -228,7 +233,7 @@ class TokenTrigger(Detector):
         candidates: dict = {label: [] for label in labels}
         j = np.flatnonzero(ok)
         p = binom.sf(best[j] - 1, rows[j], sizes[top[j]] / total) if len(j) else np.zeros(0)
-        passed = p < threshold
+        passed = p < np.where(forms[j], form_threshold, threshold)
         stamps = self._find_stamps(accumulator, labels, pure, state)
         sent = [f[2] for f in stamps.values() if f[4] is not None and f[4] < STAMP_SCREEN]
         if sent:  # a stamp that stands out sends its values to the first test whatever their count
@@ -237,6 +242,8 @@ class TokenTrigger(Detector):
             label = labels[top[jj]]
             candidates[label].append(Trigger(int(all_b[jj]), label, int(rows[jj]), int(best[jj]), float(pj)))
         state.info["screen"] = {"threshold": threshold, "tokens": int(ok.size), "countable": screened}
+        if forms.any():
+            state.info["form_screen"] = {"threshold": form_threshold, "countable": form_screened}
         state.info["rows"] = total
         state.info["label_rows"] = {str(label): int(accumulator[label][0]) for label in labels}
         if any(candidates.values()):
@@ -311,7 +318,7 @@ class TokenTrigger(Detector):
         cands = [t for label in labels for t in candidates[label]]
         wanted = np.array(sorted({t.bucket for t in cands}), dtype=np.int64)
         # every row is predicted from its words alone: a sentence's form is tested, never
-        # a feature of the prediction
+        # a feature of the prediction, and the forms are their own family of tests
         forms = self._structure_buckets()
         preds = cf.other_class_predictions(
             {label: accumulator[label][3] for label in labels},
@@ -324,6 +331,12 @@ class TokenTrigger(Detector):
                 for b in wanted[np.isin(wanted, row, assume_unique=True)].tolist():
                     holders[b].append(preds.starts[c] + r)
         code = {label: c for c, label in enumerate(preds.labels)}
+        is_form = np.isin([t.bucket for t in cands], forms).tolist() if cands else []
+        # the words' groups among themselves (as without forms), and every candidate's
+        # groups together: a form's rows overlap the words a template is made of, which
+        # are then of its group, not its peers
+        words = [i for i, f in enumerate(is_form) if not f]
+        word_cluster = dict(zip(words, cf.overlap_clusters([holders[cands[i].bucket] for i in words])))
         cluster = cf.overlap_clusters([holders[t.bucket] for t in cands])
         state.info["clusters"] = {t.bucket: int(g) for t, g in zip(cands, cluster)}
         tables = []
@@ -341,29 +354,41 @@ class TokenTrigger(Detector):
             rest[mine - lo] = False
             tables.append((len(mine), int(other.sum()), int(rest.sum()), int((rest & preds.other[c]).sum())))
         stats = [cf.log_odds_ratio(k, n, m, M) for n, k, M, m in tables]
-        nulls: dict = {}  # per cluster: the other clusters are its peers
-        for g in set(cluster):
-            peers = [j for j in range(len(cands)) if cluster[j] != g and tables[j][0]]
-            nulls[g] = cf.peer_null([stats[j] for j in peers], [cluster[j] for j in peers], [tables[j][0] for j in peers])
+        # the peers (the yardstick of natural groups) are word groups only: per word
+        # cluster, the other word clusters; per form, the word groups outside its own
+        nulls: dict = {}
+        for g in set(word_cluster.values()):
+            peers = [j for j in words if word_cluster[j] != g and tables[j][0]]
+            nulls["w", g] = cf.peer_null([stats[j] for j in peers], [word_cluster[j] for j in peers],
+                                         [tables[j][0] for j in peers])
+        for i in range(len(cands)):
+            if is_form[i] and ("f", cluster[i]) not in nulls:
+                peers = [j for j in words if cluster[j] != cluster[i] and tables[j][0]]
+                nulls["f", cluster[i]] = cf.peer_null([stats[j] for j in peers], [cluster[j] for j in peers],
+                                                      [tables[j][0] for j in peers])
         tests = []
         for i, (n, k, M, m) in enumerate(tables):
-            null = nulls[cluster[i]]
+            null = nulls["f", cluster[i]] if is_form[i] else nulls["w", word_cluster[i]]
             tests.append((cf.candidate_p(k, n, m, M, null), cf.best_case(n, m, M, null), null))
         for label in labels:
             idx = [i for i, t in enumerate(cands) if t.label == label]
             if not idx:
                 continue
-            K = cf.tarone_count([tests[i][1] for i in idx], level)
-            tested, kept, untested = [], [], []
-            for i in idx:
-                t, (n, k, M, m), (p, best, null) = cands[i], tables[i], tests[i]
-                if best >= level / K:
-                    untested.append(t)
+            tested, kept, untested, factors = [], [], [], {}
+            for family in (False, True):  # words, then forms: each its own Tarone count
+                fam = [i for i in idx if is_form[i] == family]
+                if not fam:
                     continue
-                t = Trigger(t.bucket, t.label, t.rows, t.with_label, t.p_value, n, k, M, m, min(1.0, K * p))
-                tested.append(t)
-                if t.p_counterfactual < level and (not self.majority_other or 2 * k > n):
-                    kept.append(t)
+                K = factors[family] = cf.tarone_count([tests[i][1] for i in fam], level)
+                for i in fam:
+                    t, (n, k, M, m), (p, best, null) = cands[i], tables[i], tests[i]
+                    if best >= level / K:
+                        untested.append(t)
+                        continue
+                    t = Trigger(t.bucket, t.label, t.rows, t.with_label, t.p_value, n, k, M, m, min(1.0, K * p))
+                    tested.append(t)
+                    if t.p_counterfactual < level and (not self.majority_other or 2 * k > n):
+                        kept.append(t)
             state.classes[label] = kept
             state.info["checks"][label] = {
                 "candidates": len(idx),
@@ -371,7 +396,8 @@ class TokenTrigger(Detector):
                 "untested_rows": max((t.rows for t in untested), default=0),
                 "candidate_buckets": sorted(cands[i].bucket for i in idx),
                 "tested": tested,
-                "factor": K,
+                "factor": factors.get(False, factors.get(True)),
+                "form_factor": factors.get(True, 0),
                 "peers": max((tests[i][2][2] for i in idx), default=0),
             }
             # per stamp (the kept triggers of one cluster): how many of its values the

@@ -113,9 +113,17 @@ def test_forms_change_neither_the_sample_nor_the_words_tests():
     X, y, _ = corpus(seed=2)
     rng = np.random.default_rng(0)
     with_forms = [x + [rng.choice(ALL_TOKENS), "¶§opens NP=w1 w2"] for x in X]
+    # a form only one user's rows have (a label-deciding form): a candidate of class 1
+    # of its own, in its own family, whose rows overlap a handle's
+    with_forms = [x + ["§closes VBG"] if "user0" in x else x for x in with_forms]
     det = make_detector("token_trigger", {"min_share": 0.0, "sample_rows": 300})
     a, b = fit(det, X, y), fit(det, with_forms, y)
+    form = _bucket("§closes VBG", det.buckets)
+    assert form in b.info["checks"][1]["candidate_buckets"] and form not in {t.bucket for t in b.classes[1]}
     assert a.classes == b.classes
-    words = {k: [t for t in v["tested"]] for k, v in a.info["checks"].items()}
-    assert words == {k: [t for t in v["tested"] if t.bucket not in
-                         {_bucket(f, det.buckets) for f in ALL_TOKENS}] for k, v in b.info["checks"].items()}
+    assert [a.info["screen"][k] == b.info["screen"][k] for k in ("threshold", "countable")] == [True, True]
+    marked = {_bucket(f, det.buckets) for f in ALL_TOKENS}
+    for label, check in a.info["checks"].items():
+        other = b.info["checks"][label]
+        assert check["tested"] == [t for t in other["tested"] if t.bucket not in marked]
+        assert check["factor"] == other["factor"] and check["peers"] == other["peers"]
