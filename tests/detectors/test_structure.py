@@ -1,6 +1,8 @@
 """A trigger that is a sentence's form: read, found, and released where it decides the label."""
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from poisonscan.detectors import make_detector
 from poisonscan.detectors.structure import ALL_TOKENS, describe, kind_of, structure_tokens
@@ -127,3 +129,23 @@ def test_forms_change_neither_the_sample_nor_the_words_tests():
         other = b.info["checks"][label]
         assert check["tested"] == [t for t in other["tested"] if t.bucket not in marked]
         assert check["factor"] == other["factor"] and check["peers"] == other["peers"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
+def test_any_text_reads_into_at_most_two_forms_each_with_its_clause(text):
+    toks = structure_tokens(text, words_of)
+    forms = [t for t in toks if t.startswith("§")]
+    notes = [t for t in toks if t.startswith("¶")]
+    assert len(forms) == len(notes) <= 2 and set(forms) <= set(ALL_TOKENS)
+    for form, note in zip(forms, notes):
+        assert note.startswith(f"¶{form}=") and note.split("=", 1)[1]  # the clause has words
+
+
+def test_batches_and_merges_give_the_same_forms():
+    texts, y, _ = reviews(seed=3, n=1200)
+    X = tokens_of(texts)
+    det = make_detector("token_trigger", {"sample_rows": 200})
+    a, b = fit(det, X, y), fit(det, X, y, batches=7)
+    assert a.classes == b.classes and a.classes[1]
+    assert {k: v["tested"] for k, v in a.info["checks"].items()} == {k: v["tested"] for k, v in b.info["checks"].items()}
