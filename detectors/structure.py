@@ -98,14 +98,24 @@ def structure_tokens(text: str, words: Callable[[str], list]) -> list[str]:
     """The structure tokens of ``text`` and their notes: how its first sentence opens and
     its last closes, its words read by ``words`` (the text encoder's reading:
     lower-cased)."""
+    sentences = _SENTENCE.split(text)
+    read: dict = {}  # sentence index -> its segments' words (the empty segments out)
+
+    def first_with_words(order) -> list:
+        for i in order:
+            if i not in read:
+                read[i] = [p for p in (words(s) for s in _SEGMENT.split(sentences[i])) if p]
+            if read[i]:
+                return read[i]
+        return []
+
     found: dict = {}
-    sentences = [s for s in _SENTENCE.split(text) if words(s)]
-    for where, sentence in (("opens", sentences[0] if sentences else ""), ("closes", sentences[-1] if sentences else "")):
-        parts = [p for p in (words(s) for s in _SEGMENT.split(sentence)) if p]
+    for where, parts in (("opens", first_with_words(range(len(sentences)))),
+                         ("closes", first_with_words(reversed(range(len(sentences)))))):
         if len(parts) < 2:
             continue
         part = parts[0] if where == "opens" else parts[-1]
-        found.setdefault(f"{STRUCTURE_MARK}{where} {kind_of(part[0])}", " ".join(part))
+        found[f"{STRUCTURE_MARK}{where} {kind_of(part[0])}"] = " ".join(part)
     return [t for token, clause in sorted(found.items()) for t in (token, f"{NOTE_MARK}{token}={clause}")]
 
 
