@@ -375,7 +375,10 @@ class TokenTrigger(Detector):
             if not idx:
                 continue
             tested, kept, untested, factors = [], [], [], {}
-            for family in (False, True):  # words, then forms: each its own Tarone count
+            # words, then forms: each its own Tarone count, both at the level; the forms'
+            # family spends the share of value_trigger, which never runs on text (a scan
+            # reads one kind of input), so the scan's sum of levels does not grow
+            for family in (False, True):
                 fam = [i for i in idx if is_form[i] == family]
                 if not fam:
                     continue
