@@ -83,7 +83,10 @@ class TokenTrigger(Detector):
     trigger are flagged; the reason names the n-gram. Score polarity: the number of
     trigger n-grams in a row (higher = more suspicious).
 
-    The input is the n-grams of each row (the text encoder's words and word pairs).
+    The input is the n-grams of each row (the text encoder's words and word pairs) and
+    its sentence forms (:mod:`.structure`: how the text's first sentence opens and its
+    last closes), tested by the same check as a family of their own, at a purity of
+    ``structure_purity`` (None: forms are not read).
     """
 
     name = "token_trigger"
@@ -147,7 +150,8 @@ class TokenTrigger(Detector):
 
     def _row_buckets(self, grams) -> tuple[np.ndarray, np.ndarray]:
         """A row's counted buckets and all its buckets (context tokens included)."""
-        counted = [_bucket(g, self.buckets) for g in grams if not g.startswith((CONTEXT_MARK, NOTE_MARK))]
+        unread = self._unread()
+        counted = [_bucket(g, self.buckets) for g in grams if not g.startswith(unread)]
         context = [_bucket(g, self.buckets) for g in grams if g.startswith(CONTEXT_MARK)]
         a = np.unique(np.array(counted, dtype=np.int64))
         return a, (np.union1d(a, np.array(context, dtype=np.int64)) if context else a)
@@ -259,6 +263,12 @@ class TokenTrigger(Detector):
 
     def _judge_stamps(self, labels, pure, stamps, level, state) -> None:
         """Judge the labels whose stamp stands out (``stamps``: :meth:`_find_stamps`'s)."""
+
+    def _unread(self) -> tuple:
+        """The marks of the tokens never counted: context, notes, and on text with
+        ``structure_purity`` None (forms not read) the sentence forms too."""
+        off = "text" in self.kinds and getattr(self, "structure_purity", None) is None
+        return (CONTEXT_MARK, NOTE_MARK, STRUCTURE_MARK) if off else (CONTEXT_MARK, NOTE_MARK)
 
     def _structure_buckets(self) -> np.ndarray:
         """The buckets of the sentence-form tokens (:mod:`.structure`); none where this
@@ -420,7 +430,7 @@ class TokenTrigger(Detector):
 
     # scoring --------------------------------------------------------------------------------
     def _hits(self, state: DetectorState, X, y) -> list[list[Trigger]]:
-        out = []
+        out, unread = [], self._unread()
         for grams, label in zip(X, y):
             label = label.item() if isinstance(label, np.generic) else label
             triggers = state.classes.get(label)
@@ -430,7 +440,7 @@ class TokenTrigger(Detector):
                 out.append([])
                 continue
             wanted = {t.bucket: t for t in triggers}
-            ids = {_bucket(g, self.buckets) for g in grams if not g.startswith((CONTEXT_MARK, NOTE_MARK))}
+            ids = {_bucket(g, self.buckets) for g in grams if not g.startswith(unread)}
             out.append([wanted[b] for b in sorted(ids & set(wanted))])
         return out
 
@@ -502,10 +512,11 @@ class TokenTrigger(Detector):
         """Per row, (n-gram, trigger) for each trigger n-gram it contains: sentence forms
         (:mod:`.structure`) first, then n-grams, the longest first."""
         out = []
+        unread = self._unread()
         for grams, hits in zip(X, self._hits(state, X, y)):
             by_bucket = {t.bucket: t for t in hits}
             named = [(g, by_bucket[b]) for g in set(grams)
-                     if not g.startswith((CONTEXT_MARK, NOTE_MARK)) and (b := _bucket(g, self.buckets)) in by_bucket]
+                     if not g.startswith(unread) and (b := _bucket(g, self.buckets)) in by_bucket]
             out.append(sorted(named, key=lambda nt: (not nt[0].startswith(STRUCTURE_MARK), -len(nt[0]), nt[0])))
         return out
 

@@ -149,3 +149,14 @@ def test_batches_and_merges_give_the_same_forms():
     a, b = fit(det, X, y), fit(det, X, y, batches=7)
     assert a.classes == b.classes and a.classes[1]
     assert {k: v["tested"] for k, v in a.info["checks"].items()} == {k: v["tested"] for k, v in b.info["checks"].items()}
+
+
+def test_forms_are_not_read_when_their_purity_is_none():
+    texts, y, truth = reviews()
+    X = tokens_of(texts)
+    det = make_detector("token_trigger", {"structure_purity": None})
+    state = fit(det, X, y)
+    marked = {_bucket(f, det.buckets) for f in ALL_TOKENS}
+    assert not marked & {b for c in state.info["checks"].values() for b in c["candidate_buckets"]}
+    assert not (det.score(state, X, y) > 0)[truth].all()  # the template is not found by its words
+    assert state.info == fit(det, [[g for g in x if not g.startswith(("§", "¶"))] for x in X], y).info
