@@ -217,10 +217,10 @@ class TokenTrigger(Detector):
         low = max(self.min_rows, int(np.ceil(self.min_share * total)))
         ok = (rows >= low) & (rows <= self.max_share * total)
         sizes = np.array([accumulator[label][0] for label in labels], dtype=np.int64)
-        purity = self._purity(all_b)
-        # sentence forms are their own family of tests (their own screen, Tarone count and
-        # null), so that the words' tests are what they would be without forms
+        # sentence forms are their own family of tests (their own purity, screen, Tarone
+        # count and null), so that the words' tests are what they would be without forms
         forms = np.isin(all_b, self._structure_buckets())
+        purity = np.where(forms, getattr(self, "structure_purity", None) or self.min_purity, self.min_purity)
         threshold, screened = self._screen_threshold(rows[ok & ~forms], sizes, level)
         form_threshold, form_screened = self._screen_threshold(
             rows[ok & forms], sizes, level, purity[ok & forms]) if forms.any() else (level, 0)
@@ -289,13 +289,6 @@ class TokenTrigger(Detector):
             return None
         bounds = np.cumsum([len(r) for r in rows])[:-1]
         return [a[k] for a, k in zip(np.split(flat, bounds), np.split(keep, bounds))]
-
-    def _purity(self, buckets: np.ndarray) -> np.ndarray:
-        """The share of a token's rows one label must hold: ``min_purity``, and for the
-        tokens of a sentence's structure (:mod:`.structure`) ``structure_purity``."""
-        purity = np.full(len(buckets), self.min_purity)
-        purity[np.isin(buckets, self._structure_buckets())] = getattr(self, "structure_purity", None) or 0.0
-        return purity
 
     def _screen_threshold(self, rows: np.ndarray, sizes: np.ndarray, level: float,
                           purity: np.ndarray | None = None) -> tuple[float, int]:
@@ -366,16 +359,14 @@ class TokenTrigger(Detector):
         stats = [cf.log_odds_ratio(k, n, m, M) for n, k, M, m in tables]
         # the peers (the yardstick of natural groups) are word groups only: per word
         # cluster, the other word clusters; per form, the word groups outside its own
-        nulls: dict = {}
-        for g in set(word_cluster.values()):
-            peers = [j for j in words if word_cluster[j] != g and tables[j][0]]
-            nulls["w", g] = cf.peer_null([stats[j] for j in peers], [word_cluster[j] for j in peers],
-                                         [tables[j][0] for j in peers])
-        for i in range(len(cands)):
-            if is_form[i] and ("f", cluster[i]) not in nulls:
-                peers = [j for j in words if cluster[j] != cluster[i] and tables[j][0]]
-                nulls["f", cluster[i]] = cf.peer_null([stats[j] for j in peers], [cluster[j] for j in peers],
-                                                      [tables[j][0] for j in peers])
+        def null_outside(group: int, of: Mapping[int, int]) -> tuple:
+            """The null from the word candidates outside ``group`` (``of``: their groups)."""
+            peers = [j for j in words if of[j] != group and tables[j][0]]
+            return cf.peer_null([stats[j] for j in peers], [of[j] for j in peers], [tables[j][0] for j in peers])
+
+        nulls = {("w", g): null_outside(g, word_cluster) for g in set(word_cluster.values())}
+        nulls.update({("f", cluster[i]): null_outside(cluster[i], dict(enumerate(cluster)))
+                      for i in range(len(cands)) if is_form[i]})
         tests = []
         for i, (n, k, M, m) in enumerate(tables):
             null = nulls["f", cluster[i]] if is_form[i] else nulls["w", word_cluster[i]]
