@@ -532,7 +532,7 @@ class TokenTrigger(Detector):
                 clause = _notes(grams).get(gram, "")
                 out.append(
                     f"is {describe_structure(gram)} ({clause!r}), a sentence form which occurs in {counts}; "
-                    "without it the rest of the row looks like another class: a trigger that is a sentence's form, "
+                    "without it the rest of such a row looks like another class: a trigger that is a sentence's form, "
                     "not a word"
                 )
             else:
