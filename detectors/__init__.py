@@ -15,6 +15,8 @@ from .base import (
     detector_class,
     make_detector,
     register,
+    spent_false_alarms,
+    split_false_alarms,
 )
 from .class_flip import ClassFlip
 from .clustering import ActivationClustering
@@ -57,6 +59,8 @@ __all__ = [
     "Spectre",
     "RelativeSpectral",
     "SpectralSignature",
+    "spent_false_alarms",
+    "split_false_alarms",
     "PixelTrigger",
     "TokenTrigger",
     "Untangling",

@@ -480,6 +480,13 @@ class PooledDetector(Detector):
     def merge_accumulators(self, accumulators: list) -> dict:
         return {}
 
+    def alarm_params(self, share: float, rate: float) -> dict:
+        # a family other than the group test's is held by the detector's own ``alpha``
+        return {} if self.alarm_family == "groups" else {"alpha": share}
+
+    def alarm_spent(self, group_alpha: float) -> float:
+        return super().alarm_spent(group_alpha) if self.alarm_family == "groups" else self.alpha
+
     def _excess(self) -> ExcessTest:
         return ExcessTest(alpha=self.alpha, class_alpha=self.class_alpha, draws=self.draws)
 

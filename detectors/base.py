@@ -141,6 +141,27 @@ class Detector(ParamsMixin, abc.ABC):
     default_kinds: ClassVar[frozenset] = frozenset()
     #: Its place among the default detectors: lists and summaries name them in this order.
     default_rank: ClassVar[int] = 100
+    #: The family of evidence its verdicts belong to, for the scan's bound on false alarms
+    #: (:func:`split_false_alarms`): "groups" (judged against the scan's other classes by
+    #: the group test, whose ``alpha`` holds the family), "shared", "labels",
+    #: "class_flip" or "triggers".
+    alarm_family: ClassVar[str] = "groups"
+
+    def alarm_tests(self) -> int:
+        """Families of tests a trigger detector runs, each at ``family_alpha`` over the
+        registered detectors (one; two for a text's words and sentence forms)."""
+        return 1
+
+    def alarm_params(self, share: float, rate: float) -> dict:
+        """Parameters that hold this detector's family to ``share`` of a scan whose
+        false-alarm rate is ``rate`` ({} where the group test holds it)."""
+        return {}
+
+    def alarm_spent(self, group_alpha: float) -> float:
+        """The chance that this detector's family judges some class of a clean scan, at
+        most, with its parameters as set (the group detectors: the group test's ``alpha``
+        and as much again for its step-down)."""
+        return 2 * group_alpha
 
     @classmethod
     def params_for(cls, kind: str, probability_labels: tuple = ()) -> dict:
@@ -340,6 +361,42 @@ def input_words(kinds) -> str:
 def available_detectors() -> list[str]:
     """Registered detector names, sorted."""
     return sorted(_REGISTRY)
+
+
+def spent_false_alarms(detectors, group_alpha: float) -> dict[str, float]:
+    """What each family of evidence of ``detectors`` spends of a scan's false alarms with
+    their parameters as set: the chance that it judges some class of clean data, at most
+    (:meth:`Detector.alarm_spent`). The group detectors share one group test (``alpha``
+    ``group_alpha``); the label detectors' verdicts count only where every one judges, so
+    the least of theirs; the others add up. The scan's bound is the sum."""
+    out: dict[str, float] = {}
+    for d in detectors:
+        family, spent = d.alarm_family, d.alarm_spent(group_alpha)
+        if family == "groups":
+            out[family] = spent
+        elif family == "labels":
+            out[family] = min(out.get(family, spent), spent)
+        else:
+            out[family] = out.get(family, 0.0) + spent
+    return out
+
+
+def split_false_alarms(rate: float, detectors) -> dict[str, float]:
+    """Split a scan's false-alarm rate between the families of evidence of ``detectors``.
+
+    ``rate`` bounds the probability that a scan of clean data has *any* class judged
+    poisoned. The trigger detectors test each class at ``rate`` over classes x registered
+    detectors, so each of their families of tests spends ``rate / registered``; the rest
+    is split equally between the other families that run ("groups", "shared", "labels",
+    "class_flip"). Returns each family's share (the triggers' as spent).
+    """
+    registered = max(len(_REGISTRY), 1)
+    spent = sum(rate * d.alarm_tests() / registered for d in detectors if d.alarm_family == "triggers")
+    others = list(dict.fromkeys(d.alarm_family for d in detectors if d.alarm_family != "triggers"))
+    out = {family: (rate - spent) / len(others) for family in others}
+    if spent:
+        out["triggers"] = spent
+    return out
 
 
 def default_detectors(kind: str | None = None) -> tuple[str, ...]:

@@ -82,7 +82,8 @@ class ClassFlip(PooledDetector):
     k, rows_per_class, components
         Neighbours, references per class, principal directions.
     alpha : float, default=0.05
-        Family-wise error over the ordered pairs of a scan (see above).
+        Family-wise error over the ordered pairs of a scan (see above). A scan given a
+        false-alarm rate sets it to this detector's share (:func:`~.base.split_false_alarms`).
     min_share : float, default=0.1
         Smallest flip reported: the share of the rows that look like the source class
         carrying the target's label, beyond the reverse share. Below it, the pair is left
@@ -100,6 +101,7 @@ class ClassFlip(PooledDetector):
 
     name = "class_flip"
     finds = "class-to-class flip"
+    alarm_family = "class_flip"
     default_kinds = frozenset({"features", "tabular"})
     default_rank = 9
     statistic_name = "share of the nearest neighbours carrying the source class's label"

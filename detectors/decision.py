@@ -65,7 +65,8 @@ class GroupTest(ParamsMixin):
         clustering, relative spectral), held by a Bonferroni correction over classes x
         detectors. Each class and detector is tested at ``alpha / (classes x detectors)``;
         the step-down of :func:`evidence_outliers` can add as much again (at most
-        ``2 alpha`` in all).
+        ``2 alpha`` in all). A scan given a false-alarm rate sets it to half the group
+        detectors' share (:func:`~.base.split_false_alarms`).
     min_group_fraction : float, default=0.005
         Smallest share of the class a group may hold.
     max_group_fraction : float, default=0.5

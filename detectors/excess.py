@@ -8,13 +8,14 @@ without flips (docs/detectors.md, "The decision").
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ._params import Interval, ParamsMixin
+from ._params import NONE, Interval, ParamsMixin
 from .decision import ClassVerdict
 
 
@@ -99,21 +100,23 @@ class ExcessTest(ParamsMixin):
     class_alpha : float, default=0.05
         Level of a class's own (marginal) share once the pooled stage has found flipped
         labels.
-    draws : int, default=100
+    draws : int or None, default=None
         Most redraws of the labels. Redrawing stops early once no class can reach its
         level whatever the remaining draws show (the verdicts are those of all draws).
+        None: enough for a class with one redraw as strong as its evidence to reach the
+        level, ``ceil(2 / level)`` and at least 100 (:meth:`most_draws`).
     """
 
     _parameter_constraints = {
         "alpha": [Interval(Real, 0, 1, closed="neither")],
         "min_rows": [Interval(int, 1, None)],
         "class_alpha": [Interval(Real, 0, 1, closed="neither")],
-        "draws": [Interval(int, 19, None)],
+        "draws": [NONE, Interval(int, 19, None)],
     }
 
     batch = 20  # redraws between checks of the early stop
 
-    def __init__(self, *, alpha: float = 0.05, min_rows: int = 3, class_alpha: float = 0.05, draws: int = 100):
+    def __init__(self, *, alpha: float = 0.05, min_rows: int = 3, class_alpha: float = 0.05, draws: int | None = None):
         self.alpha = alpha
         self.min_rows = min_rows
         self.class_alpha = class_alpha
@@ -123,6 +126,14 @@ class ExcessTest(ParamsMixin):
         """The level of a class's family share (and of the pooled stage) among ``classes``:
         ``alpha`` where no class can have a pooled stage, else half of it."""
         return self.alpha / 2 if int(classes) >= 4 else self.alpha
+
+    def most_draws(self, classes: int) -> int:
+        """Most redraws among ``classes``: ``draws``, or (None) ``ceil(2 / level)`` and at
+        least 100, so that the level is within reach of a p-value ``(1 + c) / (1 + draws)``
+        for c up to 1 (at the default ``alpha`` 0.05: 100, as before)."""
+        if self.draws is not None:
+            return int(self.draws)
+        return max(100, math.ceil(2 / self.level(classes)))
 
     @staticmethod
     def p_value(observed: int, expected: float) -> float:
@@ -173,19 +184,20 @@ class ExcessTest(ParamsMixin):
         labels = list(evidence)
         own, pooled = self._tails(evidence, labels)
         level = self.level(len(labels))
+        most = self.most_draws(len(labels))
         rng = np.random.default_rng(seed)
         least_own, least_pooled, own_draws = [], [], []
-        while len(own_draws) < self.draws:
-            for _ in range(min(self.batch, self.draws - len(own_draws))):
+        while len(own_draws) < most:
+            for _ in range(min(self.batch, most - len(own_draws))):
                 o, p = self._tails(redraw(rng), labels)
                 own_draws.append(o)
                 least_own.append(o.min())
                 least_pooled.append(np.nanmin(p) if np.isfinite(p).any() else np.inf)
             # stop once no class can reach its level whatever the remaining draws show
             b = len(own_draws)
-            family_low = (1 + (np.array(least_own)[:, None] <= own[None, :]).sum(0)) / (1 + self.draws)
-            pooled_low = (1 + (np.array(least_pooled)[:, None] <= pooled[None, :]).sum(0)) / (1 + self.draws)
-            if b < self.draws and np.all(family_low >= level) and np.all(np.isnan(pooled) | (pooled_low >= level)):
+            family_low = (1 + (np.array(least_own)[:, None] <= own[None, :]).sum(0)) / (1 + most)
+            pooled_low = (1 + (np.array(least_pooled)[:, None] <= pooled[None, :]).sum(0)) / (1 + most)
+            if b < most and np.all(family_low >= level) and np.all(np.isnan(pooled) | (pooled_low >= level)):
                 break
         b = len(own_draws)
         least_own, least_pooled, own_draws = np.array(least_own), np.array(least_pooled), np.array(own_draws)

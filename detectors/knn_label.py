@@ -67,10 +67,12 @@ class KnnLabel(PooledDetector):
         "components": [Interval(int, 1, None)],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
         "class_alpha": [Interval(Real, 0, 1, closed="neither")],
-        "draws": [Interval(int, 19, None)],
+        "draws": [NONE, Interval(int, 19, None)],
         "verdict_disagreement": [Interval(Real, 0, 1, closed="right")],
         "min_posterior": [Interval(Real, 0, 1, closed="neither"), NONE],
     }
+
+    alarm_family = "labels"
 
     def __init__(
         self,
@@ -80,7 +82,7 @@ class KnnLabel(PooledDetector):
         components: int = 32,
         alpha: float = 0.05,
         class_alpha: float = 0.05,
-        draws: int = 100,
+        draws: int | None = None,
         verdict_disagreement: float = 0.9,
         min_posterior: float | None = 0.5,
     ):

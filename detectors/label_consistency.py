@@ -107,13 +107,15 @@ class LabelConsistency(PooledDetector):
         Family-wise error over the classes: the probability that a scan whose labels
         follow the out-of-fold model without flips has any class judged poisoned by this
         detector is at most ``alpha`` (with four classes or more, half for a class's own
-        evidence and half for the pooled stage below).
+        evidence and half for the pooled stage below). A scan given a false-alarm rate
+        sets it to the label detectors' share (:func:`~.base.split_false_alarms`).
     class_alpha : float, default=0.05
         Level of a class's own evidence among the redraws once the other classes,
         pooled, are shown to hold flipped labels.
-    draws : int, default=100
+    draws : int or None, default=None
         Most redraws of the labels (:class:`~.excess.ExcessTest`); fewer when no class
-        can reach its level.
+        can reach its level. None: enough for the level (``ceil(2 / level)``, at least
+        100).
     min_posterior : float or None, default=0.5
         In a class judged poisoned, the posterior probability of being a flip above which
         a row is flagged; None: the cut that maximises the expected F1 of the class's
@@ -148,13 +150,15 @@ class LabelConsistency(PooledDetector):
         "rows_per_class": [Interval(int, 10, None)],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
         "class_alpha": [Interval(Real, 0, 1, closed="neither")],
-        "draws": [Interval(int, 19, None)],
+        "draws": [NONE, Interval(int, 19, None)],
         "source": [Options(("fit", "probabilities"))],
         "model": [Options(("linear", "quadratic", "trees", "auto"))],
         "verdict_odds": [Interval(Real, 1, None, closed="neither")],
         "min_posterior": [Interval(Real, 0, 1, closed="neither"), NONE],
         "probability_labels": [OfType(tuple, "a tuple of labels"), NONE],
     }
+
+    alarm_family = "labels"
 
     def __init__(
         self,
@@ -164,7 +168,7 @@ class LabelConsistency(PooledDetector):
         rows_per_class: int = 1024,
         alpha: float = 0.05,
         class_alpha: float = 0.05,
-        draws: int = 100,
+        draws: int | None = None,
         source: str = "fit",
         model: str = "linear",
         probability_labels: tuple | None = None,

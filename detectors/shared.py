@@ -34,7 +34,7 @@ The cross-class view:
 4. a trigger shared by the classes is one most of them hold: the scan's evidence is the
    ``ceil(K / 2)``-th smallest of the classes' p-values (each the larger of steps 2 and
    3). A class is judged poisoned when both its own p-value and the scan's are below
-   ``alpha / K``, the group test's level for K classes.
+   ``alpha / K`` (the detector's ``alpha``, by default the group test's).
 
 With fewer than four classes there is no "most classes" to speak of, and the detector
 judges no class. A group in a single class (one-to-one poison) is the per-class
@@ -66,7 +66,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._counterfactual import fisher_greater
-from ._params import Interval
+from ._params import NONE, Interval
 from ._pooled import (
     LinearModel,
     Pooled,
@@ -138,11 +138,17 @@ class SharedGroup(PooledDetector):
     C : float, default=0.1
         Inverse regularisation of the linear model of step 3 (the affinity model's).
     seed : int, default=0
+    alpha : float or None, default=None
+        The chance that a clean scan has any class judged by this detector: a class
+        needs its own and the scan's p-value below ``alpha / K``. None: the group
+        test's ``alpha``. A scan given a false-alarm rate sets it to this detector's
+        share (:func:`~.base.split_false_alarms`).
     """
 
     name = "shared_group"
     finds = "backdoor"
     across_classes = True
+    alarm_family = "shared"
     # raw images: the scan's own proxy representation, where the development image
     # families were measured (docs/detectors.md); vectors, text and tables name it
     default_kinds = frozenset({"image"})
@@ -155,6 +161,7 @@ class SharedGroup(PooledDetector):
         "min_group_rows": [Interval(int, 1, None)],
         "C": [Interval(Real, 0, None, closed="neither")],
         "seed": [Interval(int, 0, None)],
+        "alpha": [NONE, Interval(Real, 0, 1, closed="neither")],
     }
 
     def __init__(
@@ -166,13 +173,18 @@ class SharedGroup(PooledDetector):
         min_group_rows: int = 5,
         C: float = 0.1,
         seed: int = 0,
+        alpha: float | None = None,
     ):
+        self.alpha = alpha
         self.rows_per_class = rows_per_class
         self.min_group_fraction = min_group_fraction
         self.max_group_fraction = max_group_fraction
         self.min_group_rows = min_group_rows
         self.C = C
         self.seed = seed
+
+    def alarm_spent(self, group_alpha: float) -> float:
+        return group_alpha if self.alpha is None else self.alpha
 
     # fitting -------------------------------------------------------------------------
     def _group(self, p: np.ndarray):
@@ -315,7 +327,7 @@ class SharedGroup(PooledDetector):
                 poisoned=False, note="no direction shared by the other classes' groups, or too few sampled rows",
                 **base,
             )
-        level = group_test.level(k)
+        level = (group_test.alpha if self.alpha is None else self.alpha) / k
         scan_p = float(info["scan_p"])
         p = max(cls.p, scan_p)
         poisoned = p < level and cls.cut is not None and cls.group_rows > 0

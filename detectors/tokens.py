@@ -180,6 +180,19 @@ class TokenTrigger(Detector):
                 out[label] = part if label not in out else _merge_counts(out[label], part)
         return out
 
+    alarm_family = "triggers"
+
+    def alarm_tests(self) -> int:
+        # a text's words and, where they are read, its sentence forms: two families
+        return 1 if getattr(self, "structure_purity", None) is None else 2
+
+    def alarm_params(self, share: float, rate: float) -> dict:
+        # each family of tests spends ``family_alpha`` over the registered detectors
+        return {"family_alpha": rate}
+
+    def alarm_spent(self, group_alpha: float) -> float:
+        return self.family_alpha * self.alarm_tests() / max(len(available_detectors()), 1)
+
     #: The share of the detector's level its second test spends, where it runs one on
     #: each class (:class:`PixelTrigger`'s stamp on images that keep their label); the
     #: first test (the counterfactual) spends the rest (Bonferroni).

@@ -257,6 +257,13 @@ def _detection_options(scan: argparse.ArgumentParser) -> None:
         help="set one detector parameter (repeatable; VALUE is read as JSON, else as text), "
         "e.g. label_consistency.model=linear; docs/detectors.md lists each detector's",
     )
+    scan.add_argument(
+        "--false-alarm-rate", type=_rate, metavar="P",
+        help="the chance that a scan of clean data has any class judged poisoned, at most: split "
+        "between the families of evidence that run, each detector's level set from its share "
+        "(default: none; each family at its own 5 %%, the group detectors' up to 10 %%, whose sum "
+        "summary.json's false_alarms.bound states)",
+    )
     scan.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     scan.add_argument("--sample-size", type=_positive_int, default=4096, metavar="N", help="rows per class in the decision sample (default: 4096)")
     scan.add_argument("--min-class-rows", type=_positive_int, default=20, metavar="N", help="smaller classes are rejected as unjudgeable (default: 20)")
@@ -496,6 +503,7 @@ def _config(args) -> ScanConfig:
             ),
             detector_params=detector_params,
             expected_poison_rate=args.expected_poison_rate,
+            false_alarm_rate=args.false_alarm_rate,
             seed=args.seed,
             sample_size=args.sample_size,
             min_class_rows=args.min_class_rows,

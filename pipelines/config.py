@@ -13,6 +13,8 @@ from poisonscan.detectors import (
     default_detectors,
     detector_class,
     make_detector,
+    spent_false_alarms,
+    split_false_alarms,
 )
 from poisonscan.detectors.base import input_words
 
@@ -61,6 +63,13 @@ class ScanConfig:
         ``{detector name: {parameter: value}}``.
     group_params : dict
         Parameters of the per-class decision (:class:`~poisonscan.detectors.GroupTest`).
+    false_alarm_rate : float or None
+        The chance that a scan of clean data has *any* class judged poisoned, at most:
+        split between the families of evidence the scan runs
+        (:func:`~poisonscan.detectors.split_false_alarms`), each detector's level set
+        from its family's share unless ``detector_params`` or ``group_params`` set it.
+        None (the default): each family at its own level (0.05; the group detectors'
+        twice that with their step-down), whose sum the summary states.
     expected_poison_rate : float or None
         Expected share of poisoned rows in the whole data set. A budget: at most
         ``floor(1.5 * rate * rows)`` rows are quarantined. Never a quota.
@@ -108,6 +117,7 @@ class ScanConfig:
     detectors: tuple[str, ...] | None = None
     detector_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     group_params: Mapping[str, Any] = field(default_factory=dict)
+    false_alarm_rate: float | None = None
     expected_poison_rate: float | None = None
     seed: int = 0
     sample_size: int = 4096
@@ -153,6 +163,9 @@ class ScanConfig:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")
+        fa = self.false_alarm_rate
+        if fa is not None and not (isinstance(fa, (int, float)) and not isinstance(fa, bool) and 0 < fa < 1):
+            raise ConfigError(f"--false-alarm-rate must be in (0, 1); got {fa!r}")
         level = self.coincidence_level
         if not (isinstance(level, (int, float)) and not isinstance(level, bool) and 0 < level < 1):
             raise ConfigError(f"--coincidence-level must be in (0, 1); got {level!r}")
@@ -209,10 +222,40 @@ class ScanConfig:
                 raise ConfigError(f"the {name} detector reads tokens, which a features input does not have"
                                   + (f"; on features it reads the vectors ({hint})" if hint else ""))
             out.append(det)
+        if self.false_alarm_rate is None:
+            return out
+        split = split_false_alarms(self.false_alarm_rate, out)
+        for det in out:
+            own = self.detector_params.get(det.name) or {}
+            held = det.alarm_params(split[det.alarm_family], self.false_alarm_rate)
+            det.set_params(**{k: v for k, v in held.items() if k not in own})
         return out
 
-    def build_group_test(self) -> GroupTest:
-        return GroupTest().set_params(**dict(self.group_params))
+    def false_alarms(self, detectors) -> dict:
+        """The scan's bound on false alarms with ``detectors`` (built ones): the rate asked
+        for (None: each family at its own level), what each family of evidence spends
+        with the detectors' parameters as set, and the detectors in it; ``bound``, their
+        sum."""
+        spent = spent_false_alarms(detectors, self.build_group_test(detectors).alpha)
+        return {
+            "rate": self.false_alarm_rate,
+            "bound": sum(spent.values()),
+            "families": {
+                family: {"share": share, "detectors": [d.name for d in detectors if d.alarm_family == family]}
+                for family, share in spent.items()
+            },
+        }
+
+    def build_group_test(self, detectors=None) -> GroupTest:
+        """The group test; with the scan's ``detectors`` (built), its ``alpha`` is half the
+        group family's share of ``false_alarm_rate`` (its step-down can spend as much
+        again), unless ``group_params`` sets it."""
+        params = dict(self.group_params)
+        if detectors is not None and self.false_alarm_rate is not None and "alpha" not in params:
+            share = split_false_alarms(self.false_alarm_rate, detectors).get("groups")
+            if share:
+                params["alpha"] = share / 2
+        return GroupTest().set_params(**params)
 
     def to_dict(self) -> dict:
         out = asdict(self)

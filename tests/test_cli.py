@@ -53,6 +53,20 @@ def test_budget_option(tmp_path, source):
     assert main(["scan", src, "--out", str(out), "--expected-poison-rate", "0.005", "-q"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows_quarantined"] == summary["budget"]["max_rows"] == 12  # floor(1.5*0.005*1600)
+    assert summary["false_alarms"]["rate"] is None  # the default: each family at its own level
+    assert summary["false_alarms"]["bound"] > 0.15
+
+
+def test_false_alarm_rate_option(tmp_path, source):
+    src, poison = source
+    out = tmp_path / "out"
+    assert main(["scan", src, "--out", str(out), "--false-alarm-rate", "0.2", "-q"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    families = summary["false_alarms"]["families"]
+    assert summary["false_alarms"]["rate"] == 0.2
+    assert math.isclose(sum(f["share"] for f in families.values()), 0.2)
+    assert math.isclose(summary["decision"]["alpha"], families["groups"]["share"] / 2)
+    assert summary["rows_quarantined"] == len(poison)
 
 
 @pytest.mark.parametrize(
@@ -64,6 +78,7 @@ def test_budget_option(tmp_path, source):
          "no id column 'key' (columns: id, label, features); name the column that identifies each row with --id-column"),
         (["scan", "{src}", "--out", "{tmp}/o", "--features-column", "label"], 2, "must differ"),
         (["scan", "{src}", "--out", "{tmp}/o", "--expected-poison-rate", "5"], 2, "must be in (0, 1)"),
+        (["scan", "{src}", "--out", "{tmp}/o", "--false-alarm-rate", "0"], 2, "must be in (0, 1)"),
         (["scan", "{src}", "--out", "{tmp}/o", "--detectors", "spectrall"], 2, "known detectors: "),
         (["scan", "{src}", "--out", "{tmp}/o", "--expected-poisson-rate", "0.1"], 2, "did you mean '--expected-poison-rate'"),
         (["scan", "{src}", "--out", "{tmp}/o", "--detector-param", "label_consistency.model=bogus"], 2,

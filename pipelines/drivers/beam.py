@@ -272,7 +272,7 @@ class _FitClass(beam.DoFn):
 
     def setup(self):
         self.detectors = self.plan.detectors()
-        self.group_test = self.cfg.build_group_test()
+        self.group_test = self.cfg.build_group_test(self.detectors)
         self.counts = RowCounts("fit", self.plan.progress_dir)
 
     def start_bundle(self):
@@ -520,7 +520,7 @@ class FitModel(beam.PTransform):
             _FitClass(plan), rows_by_dim=beam.pvalue.AsDict(rows_by_dim)
         ).with_outputs(_FitClass.SMALL, main="classes")
         detectors = plan.detectors()
-        group_test = plan.cfg.build_group_test()
+        group_test = plan.cfg.build_group_test(detectors)
         layout = plan.layout
         model = (
             fitted.classes

@@ -443,7 +443,7 @@ def fit_model(
     dim = choose_dim(rows_by_dim)
     per_class = {label: p for (label, d), p in partials.items() if d == dim}
     big, small = split_small(per_class, cfg.min_class_rows)
-    group_test = cfg.build_group_test()
+    group_test = cfg.build_group_test(detectors)
     models = each_at_once(
         lambda item: fit_class(item[0], item[1], detectors, group_test, cfg.shared_sample_size, layout),
         list(big.items()),

@@ -64,7 +64,9 @@ def summarize(
         "class_ranking": ranking,
         "near_miss": near_miss,
         "detectors": _detectors(model, quarantine, detectors),
-        "decision": cfg.build_group_test().get_params(),
+        "decision": cfg.build_group_test(detectors).get_params(),
+        # the bound on a clean scan's false alarms, split between the families of evidence
+        "false_alarms": cfg.false_alarms(detectors),
         "inputs": list(inputs),
         # each input's format, as the scan read it (apply reads the inputs so again)
         "input_formats": {u.path: u.format for u in plan.units},
