@@ -360,6 +360,9 @@ def test_clean_scan_names_the_near_miss_and_escapes_labels_in_the_ranking(tmp_pa
     shown = page.eval("Array.from(document.querySelectorAll('#ranking tbody td.rk-label')).map(e => e.textContent)")
     assert shown == [r["label"] for r in ranking]
     assert page.eval("document.querySelector('#ranking tbody tr.near').dataset.rank") == "1"
+    # the scan's bound on false alarms, next to the p / level ratios it explains
+    bound = page.eval("document.getElementById('false-alarm-bound').textContent")
+    assert f"at most {100 * summary['false_alarms']['bound']:.1f} %: each family of evidence at its own level" in bound
     evidence = page.eval("Array.from(document.querySelectorAll('#ranking td.rk-evidence')).map(e => e.textContent)")
     assert all(e.startswith(r["evidence"]) for e, r in zip(evidence, ranking))
     # nothing from the labels became an element
