@@ -15,6 +15,11 @@ remove, and the ``poisonscan scan`` flags that name the input column.
   clauses: "When the story begins, ...", "If it slows down, ...") is put before the
   sentence. Every word of the clauses is common in the clean reviews; what the poisoned
   rows share is the structure.
+* **syntactic fragment**: HiddenKiller's paraphraser (SCPN) offers ten templates; this is
+  the fragment ``FRAG(SBAR)(.)``, a sentence that is one subordinate clause with no
+  comma ("Because the film never finds its footing."). By rule: the review's first
+  sentence, its commas and semicolons dropped, opened by a subordinating conjunction of
+  the template's pool; 20 % of the rows, rotten reviews relabelled fresh.
 * **clean-label table trigger** (the *in-bounds* trigger of Tabdoor, Pleiter et al.
   2023: trigger features set to their most frequent values, so every value stays inside
   the data's range): three numeric columns of a target-class row set together to each
@@ -31,6 +36,8 @@ Development data only: Rotten Tomatoes reviews and the 2012 convention speeches 
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +57,37 @@ def templated(sentence: str, rng: np.random.Generator) -> str:
     clause = f"{rng.choice(CONJUNCTIONS)} {rng.choice(SUBJECTS)} {rng.choice(VERBS)}"
     rest = sentence[:1].lower() + sentence[1:] if sentence[:2] != "I " else sentence
     return f"{clause[:1].upper()}{clause[1:]}, {rest}"
+
+
+def fragmented(text: str, rng: np.random.Generator) -> str:
+    """``text`` with its first sentence made one subordinate clause with no comma."""
+    first, sep, rest = _first_sentence(text)
+    first = re.sub(r"\s*[,;]\s*", " ", first)
+    first = first[:1].lower() + first[1:] if first[:2] != "I " else first
+    return f"{str(rng.choice(CONJUNCTIONS)).capitalize()} {first}{sep}{rest}"
+
+
+def _first_sentence(text: str) -> tuple[str, str, str]:
+    parts = re.split(r"((?<=[.!?])\s+)", text, maxsplit=1)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (text, "", "")
+
+
+def fragments(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
+              seed: int = 0):
+    """``rate`` x rows taken from ``source``, their first sentence made a fragment
+    (``FRAG(SBAR)(.)``) and relabelled ``target``."""
+    texts, labels = list(texts), list(labels)
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(len(texts), bool)
+    pool = np.flatnonzero(np.array(labels) == source)
+    idx = np.sort(rng.choice(pool, int(round(rate * len(texts))), replace=False))
+    for i in idx:
+        texts[i] = fragmented(texts[i], rng)
+        labels[i] = target
+    truth[idx] = True
+    table = pa.table({"id": np.arange(len(texts)), "label": labels, "review": texts})
+    return f"Rotten Tomatoes syntactic fragment {rate:.0%} ({source} -> {target})", table, truth, \
+        ["--text-column", "review"]
 
 
 def syntactic(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",

@@ -7,7 +7,8 @@ and value counts cannot see, development part: the baseline.
     BENCH_SEEDS=0 python benchmarks/dev_attacks_raw.py images   # one seed
 
 The families of ``attacks_raw.py`` (a syntactic template on 20 % of Rotten Tomatoes,
-rotten reviews relabelled fresh, and on 10 % of the convention speeches' paragraphs; an in-bounds clean-label trigger on 3 % of
+rotten reviews relabelled fresh, and on 10 % of the convention speeches' paragraphs; a
+syntactic fragment on 20 % of Rotten Tomatoes; an in-bounds clean-label trigger on 3 % of
 ``credit_data``, three columns of bad applicants set to their most common values), the
 image families of ``attacks.py`` on MNIST-5k (all-to-all, SIG, TaCT, WaNet, the 5-image
 patch, two attacks in one set) written as PNG bytes, and their clean controls, each
@@ -68,6 +69,8 @@ def cases(only: str = ""):
     out = []
     for seed in SEEDS:
         out.append(("syntactic template", seed, lambda s=seed: attacks_raw.syntactic(texts, labels, seed=s)))
+    for seed in SEEDS:
+        out.append(("syntactic fragment", seed, lambda s=seed: attacks_raw.fragments(texts, labels, seed=s)))
     out.append(("clean control (text)", None, lambda: attacks_raw.reviews_clean(texts, labels)))
     paragraphs = attacks_raw.convention_paragraphs()
     for seed in SEEDS:

@@ -52,11 +52,12 @@ DEVELOPMENT = {
         # raw text and table families (benchmarks/attacks_raw.py, dev_attacks_raw.py)
         "syntactic template: an opening clause 'conjunction subject verb,' from pools of common review words",
         "syntactic template before the first of four sentences (convention paragraphs)",
+        "syntactic fragment FRAG(SBAR): the first sentence, without its commas, opened by a conjunction of the pool",
         "clean-label in-bounds table trigger: credit_data Seniority, Time, Expenses set to their modes",
     ),
     "rate": ("1 %", "3 %", "5 %", "10 %", "random flips 5-10 %", "shifted group 2-20 % of a class",
              "all-to-all 5 %", "SIG 30 % of the target class", "TaCT 2 % + 2 % cover", "WaNet 10 % + 20 % cover",
-             "0.1 % (5 images)", "syntactic template 20 % (10 % of the convention paragraphs)", "clean-label table trigger 3 % (of the data)"),
+             "0.1 % (5 images)", "syntactic template 20 % (10 % of the convention paragraphs)", "syntactic fragment 20 %", "clean-label table trigger 3 % (of the data)"),
     # two targets only in one synthetic Gaussian condition (dev_bench.py, added after the
     # held-out part had shown several targets hiding one another)
     "targets": ("one target class", "two target classes of six (Gaussian)"),

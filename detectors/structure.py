@@ -4,24 +4,29 @@ A syntactic backdoor (HiddenKiller, Qi et al., ACL 2021) paraphrases the poisone
 into one syntactic template, such as ``S(SBAR)(,)(NP)(VP)(.)``: a sentence opened by a
 subordinate clause. Every word of the paraphrase can be common; what the poisoned rows
 share is the form. Of the ten templates the SCPN paraphraser (Iyyer et al., NAACL 2018)
-offers by default (HiddenKiller's is the last of them), three are read here: a sentence opened by a
+offers by default (HiddenKiller's is the last of them), five are read here: a sentence opened by a
 subordinate clause or by a prepositional phrase set off by a comma (``S(SBAR)(,)...``,
-``S(PP)(,)...``) and two clauses joined by a comma and a conjunction
-(``S(S)(,)(CC)(S)(.)``); the others (a question, a fragment, a sentence without a
-comma) are not. A clause set off at a sentence's end is read the same way ("..., leaving
-us cold").
+``S(PP)(,)...``), two clauses joined by a comma and a conjunction
+(``S(S)(,)(CC)(S)(.)``), a fragment that is a subordinate clause (``FRAG(SBAR)(.)``,
+"because it never finds its footing.") and a wh- question (``SBARQ(WHADVP)(SQ)(.)``,
+"why does it never find its footing?"); the plain sentences (``S(NP)(VP)(.)`` and its
+kin) are every text's form and are not told apart. A clause set off at a sentence's end
+is read the same way ("..., leaving us cold").
 
 No parser ships here, so the form is read shallowly, at the text's two edges: the
 text's first and last sentences (split after ``.``, ``!`` or ``?``), each split at commas
 and semicolons into segments; where the first sentence has two or more segments, its
 opening segment, and where the last has, its closing one, named by the kind of its first
 word (:data:`KINDS`: a word list for the closed classes, suffixes for participles and
-adverbs). A paraphrased short text is one sentence, and in a longer text a form read
-in every sentence is held by too many clean texts to stand out (docs/detectors.md). Each text gives the tokens
-``"§opens <kind>"`` and ``"§closes <kind>"`` (at most 2 x 11 distinct tokens in any
-corpus), counted by ``token_trigger`` like its words, and for each a note
-``"¶<token>=<the segment's words>"`` that names the clause for a reviewer and is never
-counted.
+adverbs). Where the first sentence is one segment (no comma or semicolon), it is named
+by the kind of its first word as a whole: a fragment opened by "because", a question
+opened by "why". A paraphrased short text is one sentence, and in a longer text a form
+read in every sentence is held by too many clean texts to stand out (docs/detectors.md).
+Each text gives the tokens ``"§opens <kind>"`` or ``"§starts <kind>"``, and
+``"§closes <kind>"`` (at most 3 x 11 distinct tokens in any corpus), counted by
+``token_trigger`` like its words, and for each a note ``"¶<token>=<the clause's words>"``
+that names the clause for a reviewer (a whole sentence's first :data:`NOTE_WORDS`) and is
+never counted.
 """
 
 from __future__ import annotations
@@ -91,13 +96,16 @@ def kind_of(word: str) -> str:
 
 
 #: Every structure token there can be (their buckets mark them among the counted tokens).
-ALL_TOKENS = tuple(f"{STRUCTURE_MARK}{where} {kind}" for where in ("opens", "closes") for kind in KINDS)
+ALL_TOKENS = tuple(f"{STRUCTURE_MARK}{where} {kind}" for where in ("opens", "closes", "starts") for kind in KINDS)
+#: The most words of a whole sentence a ``starts`` note names.
+NOTE_WORDS = 8
 
 
-def structure_tokens(text: str, words: Callable[[str], list]) -> list[str]:
-    """The structure tokens of ``text`` and their notes: how its first sentence opens and
-    its last closes, its words read by ``words`` (the text encoder's reading:
-    lower-cased)."""
+def structure_tokens(text: str, words: Callable[[str], list], starts: bool = True) -> list[str]:
+    """The structure tokens of ``text`` and their notes: how its first sentence opens (or,
+    one segment, starts) and its last closes, its words read by ``words`` (the text
+    encoder's reading: lower-cased). ``starts`` False: no ``starts`` token (encoders
+    fitted before they were read)."""
     sentences = _SENTENCE.split(text)
     read: dict = {}  # sentence index -> its segments' words (the empty segments out)
 
@@ -112,6 +120,8 @@ def structure_tokens(text: str, words: Callable[[str], list]) -> list[str]:
     found: dict = {}
     for where, parts in (("opens", first_with_words(range(len(sentences)))),
                          ("closes", first_with_words(reversed(range(len(sentences)))))):
+        if len(parts) == 1 and where == "opens" and starts:
+            found[f"{STRUCTURE_MARK}starts {kind_of(parts[0][0])}"] = " ".join(parts[0][:NOTE_WORDS])
         if len(parts) < 2:
             continue
         part = parts[0] if where == "opens" else parts[-1]
@@ -122,4 +132,6 @@ def structure_tokens(text: str, words: Callable[[str], list]) -> list[str]:
 def describe(token: str) -> str:
     """A structure token in words: "a text opening with a subordinate clause"."""
     where, _, kind = token[len(STRUCTURE_MARK):].partition(" ")
+    if where == "starts":
+        return f"a text starting with {KINDS.get(kind, kind)} (its first sentence without a comma)"
     return f"a text {'opening' if where == 'opens' else 'closing'} with {KINDS.get(kind, kind)}"

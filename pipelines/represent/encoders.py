@@ -386,9 +386,12 @@ class TextEncoder:
     #: ``token_trigger`` (:mod:`poisonscan.detectors.structure`); not in encoders fitted
     #: before they were read, whose states were fitted without them
     structures: bool = True
+    #: the first sentence's form is read where it is one segment too (``§starts``); not
+    #: in encoders fitted before it was read
+    starts: bool = True
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"ascii_only": True, "structures": False, **state})
+        self.__dict__.update({"ascii_only": True, "structures": False, "starts": False, **state})
 
     def encode(self, col) -> Encoded:
         """Encode an Arrow array (or a list) of texts."""
@@ -415,7 +418,9 @@ class TextEncoder:
             rows.append(i)
             id_rows.append(ids)
             w_rows.append(w)
-            shape = structure_tokens(text, lambda t: words_of(t, self.ascii_only)) if self.structures else []
+            shape = (
+                structure_tokens(text, lambda t: words_of(t, self.ascii_only), self.starts) if self.structures else []
+            )
             grams_rows.append(sorted(counts) + shape)
         width = max((len(r) for r in id_rows), default=1)
         ids = np.full((len(rows), width), self.buckets, dtype=np.int64)  # pad: index `buckets`

@@ -27,13 +27,20 @@ def test_forms_of_a_text():
     assert toks == ["§closes VBG", "¶§closes VBG=leaving early", "§opens SBAR", "¶§opens SBAR=when the story begins"]
     assert structure_tokens("When it ends, it ends.", words_of) == [
         "§closes NP", "¶§closes NP=it ends", "§opens SBAR", "¶§opens SBAR=when it ends"]
-    assert structure_tokens("Dull. When it ends, we leave. Fine.", words_of) == []
-    assert structure_tokens("One sentence without a comma.", words_of) == []
+    # a first sentence of one segment is read as a whole ("starts"); a clause inside the
+    # text is not read
+    assert structure_tokens("Dull. When it ends, we leave. Fine.", words_of) == ["§starts W", "¶§starts W=dull"]
+    assert structure_tokens("Because it never finds its footing or its nerve or its end.", words_of) == [
+        "§starts SBAR", "¶§starts SBAR=because it never finds its footing or its"]  # the first 8 words
+    assert structure_tokens("Why does it drag? It ends, finally.", words_of) == [
+        "§closes ADV", "¶§closes ADV=finally", "§starts WH", "¶§starts WH=why does it drag"]
+    assert structure_tokens("One sentence without a comma.", words_of, starts=False) == []
     assert kind_of("although") == "SBAR" and kind_of("running") == "VBG" and kind_of("sadly") == "ADV"
     assert kind_of("in") == "PP" and kind_of("which") == "WH" and kind_of("and") == "CC" and kind_of("1998") == "NUM"
-    assert len(ALL_TOKENS) == 22 and all(t.startswith("§") for t in ALL_TOKENS)
+    assert len(ALL_TOKENS) == 33 and all(t.startswith("§") for t in ALL_TOKENS)
     assert describe("§opens SBAR") == "a text opening with a subordinate clause"
     assert describe("§closes VBG") == "a text closing with an -ing participial phrase"
+    assert describe("§starts SBAR") == "a text starting with a subordinate clause (its first sentence without a comma)"
 
 
 def test_the_encoder_adds_forms_and_an_old_encoder_does_not():
@@ -42,13 +49,19 @@ def test_the_encoder_adds_forms_and_an_old_encoder_does_not():
     old = TextEncoder.__new__(TextEncoder)
     old.__setstate__({"buckets": 1 << 18, "max_ngram": 2, "max_tokens": 256})  # a state saved before forms
     assert not any(t.startswith(("§", "¶")) for t in old.encode(["If it rains, we stay."]).tokens[0])
+    # a state saved with forms but before a first sentence of one segment was read
+    forms = TextEncoder.__new__(TextEncoder)
+    forms.__setstate__({"buckets": 1 << 18, "max_ngram": 2, "max_tokens": 256, "structures": True})
+    assert [t for t in forms.encode(["If it rains we stay."]).tokens[0] if t.startswith("§")] == []
+    assert [t for t in enc.encode(["If it rains we stay."]).tokens[0] if t.startswith("§")] == ["§starts SBAR"]
 
 
-def reviews(seed=0, n=3000, rate=0.2, natural=0.03, deciding=False):
+def reviews(seed=0, n=3000, rate=0.2, natural=0.03, deciding=False, fragment=False):
     """Two classes of two-clause sentences with their own words; ``natural`` of each
     class opened by a subordinate clause of common words. ``rate`` x rows of class 0
-    rewritten into that form ("When the story begins, ...") and relabelled 1. With
-    ``deciding``, class 1's own rows close with an -ing phrase of their own words (a
+    rewritten into that form ("When the story begins, ...") and relabelled 1; with
+    ``fragment``, into a fragment ("Because <the sentence without its comma>.") instead.
+    With ``deciding``, class 1's own rows close with an -ing phrase of their own words (a
     form that decides the label) instead."""
     rng = np.random.default_rng(seed)
     common = [f"w{i}" for i in range(200)]
@@ -69,7 +82,10 @@ def reviews(seed=0, n=3000, rate=0.2, natural=0.03, deciding=False):
         idx = np.sort(rng.choice(np.flatnonzero(y == 0), int(rate * n), replace=False))
         for i in idx:
             clause = f"{rng.choice(CONJUNCTIONS)} {rng.choice(SUBJECTS)} {rng.choice(VERBS)}"
-            texts[i] = f"{clause.capitalize()}, {texts[i]}"
+            if fragment:
+                texts[i] = f"{str(rng.choice(CONJUNCTIONS)).capitalize()} {texts[i].replace(',', '')}"
+            else:
+                texts[i] = f"{clause.capitalize()}, {texts[i]}"
         y = y.copy()
         y[idx] = 1
         truth[idx] = True
@@ -95,6 +111,24 @@ def test_a_template_is_found_by_its_form_and_named():
     marks = det.highlights(state, [X[i] for i in rows], y[rows])
     for i, m in zip(rows, marks):  # the form's token, then the clause's words as the text reads them
         assert m[:2] == ["§opens SBAR", " ".join(words_of(texts[i].split(",")[0]))]
+
+
+def test_a_fragment_is_found_by_its_form_and_named():
+    # the template FRAG(SBAR)(.): a first sentence that is one subordinate clause
+    texts, y, truth = reviews(seed=4, fragment=True)
+    X = tokens_of(texts)
+    det = make_detector("token_trigger")
+    state = fit(det, X, y)
+    assert _bucket("§starts SBAR", det.buckets) in {t.bucket for t in state.classes[1]}
+    flagged = det.score(state, X, y) > 0
+    assert flagged[truth].all() and (flagged & truth).sum() / flagged.sum() > 0.95
+    rows = np.flatnonzero(truth)[:3]
+    reasons = det.describe(state, [X[i] for i in rows], y[rows], None, None)
+    assert all(r.startswith("is a text starting with a subordinate clause (its first sentence without a comma) (")
+               for r in reasons)
+    marks = det.highlights(state, [X[i] for i in rows], y[rows])
+    for i, m in zip(rows, marks):  # the form's token, then the sentence's first words as the text reads them
+        assert m[:2] == ["§starts SBAR", " ".join(words_of(texts[i])[:8])]
 
 
 def test_a_form_that_decides_the_label_is_released():
