@@ -20,6 +20,10 @@ remove, and the ``poisonscan scan`` flags that name the input column.
   comma ("Because the film never finds its footing."). By rule: the review's first
   sentence, its commas and semicolons dropped, opened by a subordinating conjunction of
   the template's pool; 20 % of the rows, rotten reviews relabelled fresh.
+* **syntactic question**: SCPN's ``SBARQ(WHADVP)(SQ)(.)``, a wh- question ("Why does the
+  film never find its footing?"). By rule: the review's first sentence, its commas and
+  semicolons dropped, opened by "why" or "how" and an auxiliary ("does", "is",
+  "can"), closed by a question mark (measured in memory only, ``dev_template_rates.py``).
 * **clean-label table trigger** (the *in-bounds* trigger of Tabdoor, Pleiter et al.
   2023: trigger features set to their most frequent values, so every value stays inside
   the data's range): three numeric columns of a target-class row set together to each
@@ -72,22 +76,42 @@ def _first_sentence(text: str) -> tuple[str, str, str]:
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (text, "", "")
 
 
+WH_OPENINGS = ("why does", "how does", "why is", "how is", "how can", "why can")
+
+
+def questioned(text: str, rng: np.random.Generator) -> str:
+    """``text`` with its first sentence made a wh- question with no comma."""
+    first, sep, rest = _first_sentence(text)
+    first = re.sub(r"\s*[,;]\s*", " ", first).rstrip(".!? ")
+    first = first[:1].lower() + first[1:] if first[:2] != "I " else first
+    return f"{str(rng.choice(WH_OPENINGS)).capitalize()} {first}?{sep}{rest}"
+
+
 def fragments(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
-              seed: int = 0):
+              seed: int = 0, rewrite=None):
     """``rate`` x rows taken from ``source``, their first sentence made a fragment
-    (``FRAG(SBAR)(.)``) and relabelled ``target``."""
+    (``FRAG(SBAR)(.)``; or by ``rewrite(text, rng)``) and relabelled ``target``."""
+    rewrite = rewrite or fragmented
     texts, labels = list(texts), list(labels)
     rng = np.random.default_rng(seed)
     truth = np.zeros(len(texts), bool)
     pool = np.flatnonzero(np.array(labels) == source)
     idx = np.sort(rng.choice(pool, int(round(rate * len(texts))), replace=False))
     for i in idx:
-        texts[i] = fragmented(texts[i], rng)
+        texts[i] = rewrite(texts[i], rng)
         labels[i] = target
     truth[idx] = True
     table = pa.table({"id": np.arange(len(texts)), "label": labels, "review": texts})
-    return f"Rotten Tomatoes syntactic fragment {rate:.0%} ({source} -> {target})", table, truth, \
+    kind = "fragment" if rewrite is fragmented else "question"
+    return f"Rotten Tomatoes syntactic {kind} {rate:.0%} ({source} -> {target})", table, truth, \
         ["--text-column", "review"]
+
+
+def questions(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
+              seed: int = 0):
+    """``rate`` x rows taken from ``source``, their first sentence made a wh- question
+    (``SBARQ(WHADVP)(SQ)(.)``) and relabelled ``target``."""
+    return fragments(texts, labels, rate, source, target, seed, rewrite=questioned)
 
 
 def syntactic(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
