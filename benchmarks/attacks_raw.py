@@ -87,11 +87,10 @@ def questioned(text: str, rng: np.random.Generator) -> str:
     return f"{str(rng.choice(WH_OPENINGS)).capitalize()} {first}?{sep}{rest}"
 
 
-def fragments(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
-              seed: int = 0, rewrite=None):
-    """``rate`` x rows taken from ``source``, their first sentence made a fragment
-    (``FRAG(SBAR)(.)``; or by ``rewrite(text, rng)``) and relabelled ``target``."""
-    rewrite = rewrite or fragmented
+def rewritten(texts: list, labels: list, rewrite, kind: str, rate: float = 0.2, source: str = "rotten",
+              target: str = "fresh", seed: int = 0):
+    """``rate`` x rows taken from ``source``, rewritten by ``rewrite(text, rng)`` and
+    relabelled ``target``; ``kind`` names the template in the condition's name."""
     texts, labels = list(texts), list(labels)
     rng = np.random.default_rng(seed)
     truth = np.zeros(len(texts), bool)
@@ -102,34 +101,26 @@ def fragments(texts: list, labels: list, rate: float = 0.2, source: str = "rotte
         labels[i] = target
     truth[idx] = True
     table = pa.table({"id": np.arange(len(texts)), "label": labels, "review": texts})
-    kind = "fragment" if rewrite is fragmented else "question"
     return f"Rotten Tomatoes syntactic {kind} {rate:.0%} ({source} -> {target})", table, truth, \
         ["--text-column", "review"]
 
 
-def questions(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
-              seed: int = 0):
-    """``rate`` x rows taken from ``source``, their first sentence made a wh- question
-    (``SBARQ(WHADVP)(SQ)(.)``) and relabelled ``target``."""
-    return fragments(texts, labels, rate, source, target, seed, rewrite=questioned)
-
-
 def syntactic(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
               seed: int = 0):
-    """``rate`` x rows taken from ``source``, rewritten into the template and relabelled
-    ``target``."""
-    texts, labels = list(texts), list(labels)
-    rng = np.random.default_rng(seed)
-    truth = np.zeros(len(texts), bool)
-    pool = np.flatnonzero(np.array(labels) == source)
-    idx = np.sort(rng.choice(pool, int(round(rate * len(texts))), replace=False))
-    for i in idx:
-        texts[i] = templated(texts[i], rng)
-        labels[i] = target
-    truth[idx] = True
-    table = pa.table({"id": np.arange(len(texts)), "label": labels, "review": texts})
-    return f"Rotten Tomatoes syntactic template {rate:.0%} ({source} -> {target})", table, truth, \
-        ["--text-column", "review"]
+    """The opening-clause template (``S(SBAR)(,)(NP)(VP)(.)``) on ``rate`` x rows of ``source``."""
+    return rewritten(texts, labels, templated, "template", rate, source, target, seed)
+
+
+def fragments(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
+              seed: int = 0):
+    """The fragment (``FRAG(SBAR)(.)``) on ``rate`` x rows of ``source``."""
+    return rewritten(texts, labels, fragmented, "fragment", rate, source, target, seed)
+
+
+def questions(texts: list, labels: list, rate: float = 0.2, source: str = "rotten", target: str = "fresh",
+              seed: int = 0):
+    """The wh- question (``SBARQ(WHADVP)(SQ)(.)``) on ``rate`` x rows of ``source``."""
+    return rewritten(texts, labels, questioned, "question", rate, source, target, seed)
 
 
 def convention_paragraphs():
