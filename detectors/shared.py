@@ -184,7 +184,12 @@ class SharedGroup(PooledDetector):
         self.seed = seed
 
     def alarm_spent(self, group_alpha: float) -> float:
-        return group_alpha if self.alpha is None else self.alpha
+        return self._alpha(group_alpha)
+
+    def _alpha(self, group_alpha: float) -> float:
+        # a detector saved before it had its own ``alpha`` judges at the group test's
+        own = getattr(self, "alpha", None)
+        return group_alpha if own is None else own
 
     # fitting -------------------------------------------------------------------------
     def _group(self, p: np.ndarray):
@@ -327,7 +332,7 @@ class SharedGroup(PooledDetector):
                 poisoned=False, note="no direction shared by the other classes' groups, or too few sampled rows",
                 **base,
             )
-        level = (group_test.alpha if self.alpha is None else self.alpha) / k
+        level = self._alpha(group_test.alpha) / k
         scan_p = float(info["scan_p"])
         p = max(cls.p, scan_p)
         poisoned = p < level and cls.cut is not None and cls.group_rows > 0
