@@ -27,6 +27,7 @@ def test_scan_succeeds_and_counts_add_up(tmp_path, source, capsys):
     assert main(["scan", src, "--out", str(out), "--write-clean"]) == 0
     printed = capsys.readouterr().out
     assert "quarantined" in printed and "classes judged poisoned: 1 of 4 (label 1)" in printed
+    assert "false alarms: a scan of clean data has some class judged with a chance of at most 20.4% (each" in printed
     assert f"open {out}/report.html" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows_read"] == summary["rows_clean"] + summary["rows_quarantined"] + summary["rows_rejected"]

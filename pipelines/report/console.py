@@ -49,6 +49,13 @@ def format_summary(summary: dict, out_dir: str) -> str:
         f"  classes judged poisoned: {len(poisoned)} of {len(summary['classes'])}"
         + (f" (label{'s' if len(poisoned) > 1 else ''} {', '.join(fmt_label(c) for c in poisoned)})" if poisoned else "")
     )
+    fa = summary.get("false_alarms")
+    if fa:
+        lines.append(
+            f"  false alarms: a scan of clean data has some class judged with a chance of at most {fa['bound']:.1%}"
+            + (" (each family of evidence at its own level; --false-alarm-rate P holds it at P)"
+               if fa["rate"] is None else " (--false-alarm-rate)")
+        )
     ref = summary.get("reference")
     if ref:
         differing = [c for c in ref["classes"] if c["differs"]]
