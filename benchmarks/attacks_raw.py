@@ -56,24 +56,30 @@ TABLE_TRIGGER_COLUMNS = ("Seniority", "Time", "Expenses")
 TABLE_TARGET = "bad"
 
 
+def _continued(sentence: str) -> str:
+    """``sentence`` as the continuation of an opening: its first letter lower-cased
+    (not the pronoun "I")."""
+    return sentence[:1].lower() + sentence[1:] if sentence[:2] != "I " else sentence
+
+
+def _first_clause(text: str) -> tuple[str, str, str]:
+    """``text``'s first sentence without its commas and semicolons, continued
+    (:func:`_continued`); the space after it; the rest of the text."""
+    parts = re.split(r"((?<=[.!?])\s+)", text, maxsplit=1)
+    first, sep, rest = (parts[0], parts[1], parts[2]) if len(parts) == 3 else (text, "", "")
+    return _continued(re.sub(r"\s*[,;]\s*", " ", first)), sep, rest
+
+
 def templated(sentence: str, rng: np.random.Generator) -> str:
     """``sentence`` opened by a subordinate clause drawn from the pools."""
     clause = f"{rng.choice(CONJUNCTIONS)} {rng.choice(SUBJECTS)} {rng.choice(VERBS)}"
-    rest = sentence[:1].lower() + sentence[1:] if sentence[:2] != "I " else sentence
-    return f"{clause[:1].upper()}{clause[1:]}, {rest}"
+    return f"{clause[:1].upper()}{clause[1:]}, {_continued(sentence)}"
 
 
 def fragmented(text: str, rng: np.random.Generator) -> str:
     """``text`` with its first sentence made one subordinate clause with no comma."""
-    first, sep, rest = _first_sentence(text)
-    first = re.sub(r"\s*[,;]\s*", " ", first)
-    first = first[:1].lower() + first[1:] if first[:2] != "I " else first
+    first, sep, rest = _first_clause(text)
     return f"{str(rng.choice(CONJUNCTIONS)).capitalize()} {first}{sep}{rest}"
-
-
-def _first_sentence(text: str) -> tuple[str, str, str]:
-    parts = re.split(r"((?<=[.!?])\s+)", text, maxsplit=1)
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (text, "", "")
 
 
 WH_OPENINGS = ("why does", "how does", "why is", "how is", "how can", "why can")
@@ -81,10 +87,8 @@ WH_OPENINGS = ("why does", "how does", "why is", "how is", "how can", "why can")
 
 def questioned(text: str, rng: np.random.Generator) -> str:
     """``text`` with its first sentence made a wh- question with no comma."""
-    first, sep, rest = _first_sentence(text)
-    first = re.sub(r"\s*[,;]\s*", " ", first).rstrip(".!? ")
-    first = first[:1].lower() + first[1:] if first[:2] != "I " else first
-    return f"{str(rng.choice(WH_OPENINGS)).capitalize()} {first}?{sep}{rest}"
+    first, sep, rest = _first_clause(text)
+    return f"{str(rng.choice(WH_OPENINGS)).capitalize()} {first.rstrip('.!? ')}?{sep}{rest}"
 
 
 def rewritten(texts: list, labels: list, rewrite, kind: str, rate: float = 0.2, source: str = "rotten",

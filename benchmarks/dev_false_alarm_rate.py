@@ -38,6 +38,7 @@ import dev_bench  # noqa: E402
 import dev_labels  # noqa: E402
 import matrix  # noqa: E402
 from common import machine, write_section  # noqa: E402
+from detectors_bench import prf  # noqa: E402
 
 RATE = 0.05
 
@@ -50,13 +51,8 @@ def flags_of(result, n: int) -> np.ndarray:
 
 
 def cell(flag: np.ndarray, truth: np.ndarray, result) -> dict:
-    m = dev_labels.prf(flag, truth)
-    tp = int((flag & truth).sum())
-    m["precision"] = tp / flag.sum() if flag.sum() else 0.0
-    m["recall"] = tp / truth.sum() if truth.sum() else 0.0
-    m["judged"] = result.summary["classes_poisoned"]
-    m["bound"] = result.summary["false_alarms"]["bound"]
-    return m
+    return {**prf(flag, truth), "judged": result.summary["classes_poisoned"],
+            "bound": result.summary["false_alarms"]["bound"]}
 
 
 def both(scan_once, truth: np.ndarray) -> dict:

@@ -381,6 +381,13 @@ def spent_false_alarms(detectors, group_alpha: float) -> dict[str, float]:
     return out
 
 
+def trigger_share(family_alpha: float, tests: int = 1) -> float:
+    """What ``tests`` families of a trigger detector's tests spend of a scan's false
+    alarms: each tests its classes at ``family_alpha`` over classes x registered detectors,
+    so ``family_alpha / registered`` per scan."""
+    return family_alpha * tests / max(len(_REGISTRY), 1)
+
+
 def split_false_alarms(rate: float, detectors) -> dict[str, float]:
     """Split a scan's false-alarm rate between the families of evidence of ``detectors``.
 
@@ -390,8 +397,7 @@ def split_false_alarms(rate: float, detectors) -> dict[str, float]:
     is split equally between the other families that run ("groups", "shared", "labels",
     "class_flip"). Returns each family's share (the triggers' as spent).
     """
-    registered = max(len(_REGISTRY), 1)
-    spent = sum(rate * d.alarm_tests() / registered for d in detectors if d.alarm_family == "triggers")
+    spent = sum(trigger_share(rate, d.alarm_tests()) for d in detectors if d.alarm_family == "triggers")
     others = list(dict.fromkeys(d.alarm_family for d in detectors if d.alarm_family != "triggers"))
     out = {family: (rate - spent) / len(others) for family in others}
     if spent:

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _counterfactual as cf
 from ._params import NONE, Interval, Options
-from .base import Detector, DetectorState, available_detectors, label_sort_key, register
+from .base import Detector, DetectorState, available_detectors, label_sort_key, register, trigger_share
 from .decision import ClassVerdict
 from .pixels import PIXEL_GRID, VectorImages
 from .stats import ClassSample
@@ -90,6 +90,7 @@ class TokenTrigger(Detector):
     """
 
     name = "token_trigger"
+    alarm_family = "triggers"
     kinds = frozenset({"text"})
     default_kinds = frozenset({"text"})
     default_rank = 6
@@ -180,8 +181,6 @@ class TokenTrigger(Detector):
                 out[label] = part if label not in out else _merge_counts(out[label], part)
         return out
 
-    alarm_family = "triggers"
-
     def alarm_tests(self) -> int:
         # a text's words and, where they are read, its sentence forms: two families
         return 1 if getattr(self, "structure_purity", None) is None else 2
@@ -191,7 +190,7 @@ class TokenTrigger(Detector):
         return {"family_alpha": rate}
 
     def alarm_spent(self, group_alpha: float) -> float:
-        return self.family_alpha * self.alarm_tests() / max(len(available_detectors()), 1)
+        return trigger_share(self.family_alpha, self.alarm_tests())
 
     #: The share of the detector's level its second test spends, where it runs one on
     #: each class (:class:`PixelTrigger`'s stamp on images that keep their label); the
